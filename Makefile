@@ -1,0 +1,49 @@
+# The two set-up commands: `make run` and `make test`. Both create .venv and install.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEV_KEY ?= dev-key-change-me
+PORT   ?= 8080
+
+.PHONY: run test lint typecheck pytest bench broker clean install install-dev
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+broker:
+	@./.ci/ensure-broker
+
+run: install broker
+	@echo "mintsoft-bridge on http://127.0.0.1:$(PORT) with the development key '$(DEV_KEY)'. Try:"
+	@echo "  curl -s -X POST 'http://127.0.0.1:$(PORT)/webhooks/despatched?APIKEY=$(DEV_KEY)' -H 'Content-Type: application/json' --data-binary @bridge/fixtures/order-despatched.json"
+	BRIDGE_API_KEYS=$${BRIDGE_API_KEYS:-$(DEV_KEY)} BRIDGE_PORT=$(PORT) $(BIN)/mintsoft-bridge serve
+
+lint: install-dev
+	$(BIN)/ruff check bridge tests bench
+	$(BIN)/ruff format --check bridge tests bench
+
+typecheck: install-dev
+	$(BIN)/mypy
+
+pytest: install-dev broker
+	$(BIN)/pytest
+
+test: lint typecheck pytest
+
+bench: install-dev broker
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,174 @@
+"""One AMQP connection kept up in the background, with failover across a list of brokers.
+
+Callers never wait on a reconnect: they read :attr:`BrokerLink.channel` (``None`` while down)
+and fail fast, so a request is never held hostage by a broker that is away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiormq
+from aiormq.abc import AbstractChannel, AbstractConnection
+
+from bridge.settings import redact_url
+
+log = logging.getLogger("bridge.connection")
+
+OnChannel = Callable[[AbstractChannel], Awaitable[None]]
+
+CONNECT_TIMEOUT = 10.0
+MAX_BACKOFF = 5.0
+
+
+class BrokerLink:
+    """Keeps a connection and a publisher-confirm channel open, reconnecting on loss.
+
+    ``urls`` are tried in turn (a cluster); ``on_channel`` runs on every new channel before
+    it is handed out (declaring the topology), so a restarted broker gets it back.
+    """
+
+    def __init__(
+        self,
+        urls: tuple[str, ...],
+        on_channel: OnChannel | None = None,
+        *,
+        confirms: bool = True,
+        name: str = "mintsoft-bridge",
+    ) -> None:
+        self._urls = urls
+        self._on_channel = on_channel
+        self._confirms = confirms
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+        self._connection: AbstractConnection | None = None
+        self.channel: AbstractChannel | None = None
+        self.state = "connecting"
+        self.connected_url: str | None = None
+        self.reconnects = 0
+        self._up = asyncio.Event()
+        self._listeners: list[Callable[[bool], None]] = []
+
+    def on_state_change(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(connected)`` whenever the link goes up or down."""
+        self._listeners.append(listener)
+
+    async def start(self, wait: float = 0.0) -> bool:
+        """Start keeping the link; wait up to ``wait`` seconds for it to come up."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._keep(), name="broker-link")
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._up.wait()
+        return self._up.is_set()
+
+    async def wait_up(self, timeout: float) -> AbstractChannel | None:
+        """The channel, waiting up to ``timeout`` for one; ``None`` if still down."""
+        if self.channel is not None:
+            return self.channel
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._up.wait()
+        return self.channel
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._drop()
+        self.state = "closed"
+
+    def _set(self, up: bool) -> None:
+        if up:
+            self._up.set()
+        else:
+            self._up.clear()
+        for listener in self._listeners:
+            listener(up)
+
+    async def _drop(self) -> None:
+        self.channel = None
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await connection.close()
+
+    async def _keep(self) -> None:
+        backoff = 0.2
+        index = 0
+        while True:
+            url = self._urls[index % len(self._urls)]
+            index += 1
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    connection = await aiormq.connect(
+                        url, client_properties={"connection_name": self._name}
+                    )
+                    self._connection = connection
+                    channel = await connection.channel(
+                        publisher_confirms=self._confirms, on_return_raises=True
+                    )
+                    if self._on_channel is not None:
+                        await self._on_channel(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._drop()
+                self.state = "down"
+                log.warning(
+                    "broker %s unreachable (%s); retrying in %.1fs",
+                    redact_url(url),
+                    _reason(exc),
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            backoff = 0.2
+            self.channel = channel
+            self.connected_url = url
+            self.state = "connected"
+            self._set(True)
+            log.info("connected to broker %s", redact_url(url))
+            # The futures belong to aiormq: wait on them, never cancel them.
+            await asyncio.wait(
+                {connection.closing, channel.closing}, return_when=asyncio.FIRST_COMPLETED
+            )
+            self.state = "down"
+            self._set(False)
+            self.reconnects += 1
+            log.warning("lost broker %s; reconnecting", redact_url(url))
+            await self._drop()
+            index -= 1  # try the same broker first, then the others
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+async def connect_once(
+    urls: tuple[str, ...], timeout: float = CONNECT_TIMEOUT
+) -> AbstractConnection:
+    """A plain connection for a one-shot command, trying each broker in turn; raises
+    :class:`~bridge.errors.CommandError` naming the cause and the fix."""
+    from bridge.errors import CommandError
+
+    reasons = []
+    for url in urls:
+        try:
+            async with asyncio.timeout(timeout):
+                return await aiormq.connect(url)
+        except Exception as exc:
+            reasons.append(f"{redact_url(url)}: {_reason(exc)}")
+    raise CommandError(
+        "cannot reach the broker (" + "; ".join(reasons) + "): start RabbitMQ "
+        "(rabbitmq-server -detached) or set BRIDGE_AMQP_URL"
+    )

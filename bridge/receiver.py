@@ -1,0 +1,193 @@
+"""The aiohttp app: webhook routes, limits, answers, health, readiness and metrics.
+
+A webhook route authenticates before it reads the body, checks the size, parses the JSON
+once, and hands the envelope to :class:`~bridge.delivery.Delivery`; it answers 200 only
+once the message is kept (confirmed by the broker, or fsynced in the spool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from bridge import metrics
+from bridge.auth import Authenticator
+from bridge.delivery import Delivery, Unavailable
+from bridge.envelope import Envelope, quarantine_envelope, webhook_envelope
+from bridge.events import EVENTS
+
+BODY_READ_TIMEOUT = 30.0
+"""Seconds a client has to send its whole body; slower ones get 408 and are cut off."""
+
+RETRY_AFTER_SECONDS = "5"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+DELIVERY_KEY = web.AppKey("delivery", Delivery)
+
+
+def _json(
+    status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(payload),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+_UNAUTHORIZED = orjson.dumps({"error": "unauthorized"})
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get("X-Request-Id")
+    if given and len(given) <= 64 and given.isascii() and given.isprintable():
+        return given
+    return os.urandom(8).hex()
+
+
+def webhook_handler(event: str, auth: Authenticator, delivery: Delivery, max_body: int) -> Handler:
+    """The handler of ``POST /webhooks/<event>``."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.method != "POST":
+            return _answer(
+                event, 405, {"error": "method_not_allowed", "allow": "POST"}, {"Allow": "POST"}
+            )
+        if not auth.check(request.query, request.headers):
+            metrics.WEBHOOKS.labels(event, "401").inc()
+            return web.Response(body=_UNAUTHORIZED, status=401, content_type="application/json")
+        length = request.content_length
+        if length is not None and length > max_body:
+            return _too_large(event, max_body)
+        try:
+            async with asyncio.timeout(BODY_READ_TIMEOUT):
+                body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(event, max_body)
+        except TimeoutError:
+            return _answer(
+                event,
+                408,
+                {"error": "body_timeout", "message": "the body was not sent in time"},
+                {"Connection": "close"},
+            )
+        received_at = time.time()
+        request_id = _request_id(request)
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            envelope = quarantine_envelope(event, body, request_id, received_at)
+            outcome = await _keep(delivery, envelope, event)
+            if isinstance(outcome, web.Response):
+                return outcome
+            return _answer(
+                event,
+                400,
+                {
+                    "error": "invalid_json",
+                    "message": f"the body is not JSON ({exc.msg})",
+                    "message_id": envelope.message_id,
+                    "quarantined": True,
+                },
+                {"X-Request-Id": request_id},
+            )
+        envelope = webhook_envelope(event, body, document, request_id, received_at)
+        outcome = await _keep(delivery, envelope, event)
+        if isinstance(outcome, web.Response):
+            return outcome
+        return _answer(
+            event,
+            200,
+            {"status": outcome, "message_id": envelope.message_id},
+            {"X-Request-Id": request_id},
+        )
+
+    return handle
+
+
+async def _keep(delivery: Delivery, envelope: Envelope, event: str) -> str | web.Response:
+    try:
+        return await delivery.keep(envelope)
+    except Unavailable as exc:
+        return _answer(
+            event,
+            503,
+            {
+                "error": "unavailable",
+                "message": f"the message could not be kept ({exc}); send it again later",
+            },
+            {"Retry-After": RETRY_AFTER_SECONDS},
+        )
+
+
+def _answer(
+    event: str, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
+) -> web.Response:
+    metrics.WEBHOOKS.labels(event, str(status)).inc()
+    return _json(status, payload, headers)
+
+
+def _too_large(event: str, max_body: int) -> web.Response:
+    return _answer(
+        event,
+        413,
+        {
+            "error": "too_large",
+            "message": f"the body is over {max_body} bytes",
+        },
+        {"Connection": "close"},
+    )
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    known = ", ".join(f"/webhooks/{e}" for e in EVENTS)
+    return _json(404, {"error": "not_found", "message": f"no such path; webhooks go to {known}"})
+
+
+def _get_only(handler: Handler) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if request.method not in ("GET", "HEAD"):
+            return _json(405, {"error": "method_not_allowed", "allow": "GET"}, {"Allow": "GET"})
+        return await handler(request)
+
+    return handle
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return _json(200, {"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    delivery = request.app[DELIVERY_KEY]
+    ready = delivery.ready
+    return _json(200 if ready else 503, {"ready": ready, **delivery.status()})
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest(REGISTRY))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+def create_app(auth: Authenticator, delivery: Delivery, max_body_bytes: int) -> web.Application:
+    """The receiver's aiohttp application."""
+    app = web.Application(client_max_size=max_body_bytes)
+    app[DELIVERY_KEY] = delivery
+    for event in EVENTS:
+        handler = webhook_handler(event, auth, delivery, max_body_bytes)
+        app.router.add_route("*", f"/webhooks/{event}", handler)
+        app.router.add_route("*", f"/webhooks/{event}/", handler)
+    app.router.add_route("*", "/healthz", _get_only(_healthz))
+    app.router.add_route("*", "/readyz", _get_only(_readyz))
+    app.router.add_route("*", "/metrics", _get_only(_metrics))
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    return app

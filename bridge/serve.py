@@ -1,0 +1,76 @@
+"""The ``serve`` process: broker link, publisher, delivery and the HTTP server, started and
+stopped in the right order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiohttp import web
+
+from bridge import metrics
+from bridge.auth import Authenticator
+from bridge.connection import BrokerLink
+from bridge.delivery import Delivery
+from bridge.logs import AccessLogger
+from bridge.publisher import Publisher
+from bridge.receiver import create_app
+from bridge.settings import Settings
+from bridge.topology import declare, receiver_topology
+
+log = logging.getLogger("bridge.serve")
+
+SHUTDOWN_GRACE = 10.0
+
+
+def build_delivery(settings: Settings) -> Delivery:
+    """The broker link, publisher and delivery of a receiver (not yet started)."""
+    topology = receiver_topology(settings.exchange)
+
+    async def on_channel(channel: object) -> None:
+        await declare(channel, topology)  # type: ignore[arg-type]
+
+    link = BrokerLink(settings.amqp_urls, on_channel, name="mintsoft-bridge serve")
+    link.on_state_change(lambda up: metrics.BROKER_CONNECTED.set(1 if up else 0))
+    return Delivery(Publisher(link, settings.exchange, settings.publish_timeout))
+
+
+def build_app(settings: Settings, delivery: Delivery) -> web.Application:
+    auth = Authenticator(settings.api_keys, settings.auth_headers, settings.allow_unauthenticated)
+    return create_app(auth, delivery, settings.max_body_bytes)
+
+
+async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+    """Run the receiver until SIGTERM or SIGINT, then drain in-flight requests and close."""
+    delivery = build_delivery(settings)
+    link = delivery.publisher.link
+    if not await link.start(wait=min(settings.publish_timeout, 5.0)):
+        log.warning("broker not reachable yet; serving anyway and retrying in the background")
+    app = build_app(settings, delivery)
+    runner = web.AppRunner(
+        app,
+        access_log_class=AccessLogger,
+        shutdown_timeout=SHUTDOWN_GRACE,
+        handle_signals=False,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    await site.start()
+    log.info("listening on http://%s:%d", settings.host, settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping: finishing in-flight requests")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        await runner.cleanup()
+        await link.close()

@@ -1,0 +1,178 @@
+"""Every exchange and queue the bridge declares, as data, in one place.
+
+``serve`` and ``topology`` declare :func:`receiver_topology`; each subscriber of ``worker``
+adds :func:`subscriber_topology`. The same data prints with ``topology --print`` and becomes
+``deploy/rabbitmq/definitions.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiormq.abc import AbstractChannel
+
+from bridge.events import EVENTS, routing_key
+from bridge.settings import Settings
+
+QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
+
+
+@dataclass(frozen=True)
+class Exchange:
+    name: str
+    type: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Binding:
+    exchange: str
+    queue: str
+    routing_key: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    exchanges: tuple[Exchange, ...] = ()
+    queues: tuple[Queue, ...] = ()
+    bindings: tuple[Binding, ...] = ()
+
+    def __add__(self, other: Topology) -> Topology:
+        return Topology(
+            self.exchanges + other.exchanges,
+            self.queues + other.queues,
+            self.bindings + other.bindings,
+        )
+
+    def describe(self) -> list[str]:
+        """One line per declaration, for ``topology --print``."""
+        lines = [
+            f"exchange {e.name} ({e.type}, durable){_args(e.arguments)}" for e in self.exchanges
+        ]
+        lines += [f"queue    {q.name} (durable){_args(q.arguments)}" for q in self.queues]
+        lines += [f"binding  {b.exchange} -> {b.queue} [{b.routing_key}]" for b in self.bindings]
+        return lines
+
+
+def _args(arguments: dict[str, Any]) -> str:
+    if not arguments:
+        return ""
+    return " " + " ".join(f"{k}={v}" for k, v in sorted(arguments.items()))
+
+
+def unrouted_name(exchange: str) -> str:
+    return exchange + ".unrouted"
+
+
+def invalid_name(exchange: str) -> str:
+    return exchange + ".invalid"
+
+
+def receiver_topology(exchange: str) -> Topology:
+    """The webhook exchange, its alternate exchange and the unrouted and invalid queues."""
+    unrouted = unrouted_name(exchange)
+    invalid = invalid_name(exchange)
+    return Topology(
+        exchanges=(
+            Exchange(exchange, "topic", {"alternate-exchange": unrouted}),
+            Exchange(unrouted, "fanout"),
+        ),
+        queues=(Queue(unrouted, dict(QUORUM)), Queue(invalid, dict(QUORUM))),
+        bindings=(Binding(unrouted, unrouted, ""), Binding(exchange, invalid, "invalid.#")),
+    )
+
+
+def retry_queue_name(subscriber: str, step: int) -> str:
+    return f"{subscriber}.retry.{step}"
+
+
+def dlq_name(subscriber: str) -> str:
+    return subscriber + ".dlq"
+
+
+def subscriber_topology(
+    exchange: str, name: str, events: tuple[str, ...], retry_delays_ms: tuple[int, ...]
+) -> Topology:
+    """A subscriber's quorum queue bound to its events, one TTL queue per retry step that
+    dead-letters back to it, and its dead-letter queue."""
+    wanted = EVENTS if "*" in events else events
+    queues = [Queue(name, dict(QUORUM))]
+    for step, delay in enumerate(retry_delays_ms):
+        queues.append(
+            Queue(
+                retry_queue_name(name, step),
+                {
+                    **QUORUM,
+                    "x-message-ttl": delay,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": name,
+                    # Quorum queues dead-letter at most once unless told otherwise.
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                },
+            )
+        )
+    queues.append(Queue(dlq_name(name), dict(QUORUM)))
+    return Topology(
+        queues=tuple(queues),
+        bindings=tuple(Binding(exchange, name, routing_key(e)) for e in wanted),
+    )
+
+
+async def declare(channel: AbstractChannel, topology: Topology) -> None:
+    """Declare everything in ``topology`` on an aiormq channel; idempotent."""
+    for exchange in topology.exchanges:
+        await channel.exchange_declare(
+            exchange.name,
+            exchange_type=exchange.type,
+            durable=True,
+            arguments=exchange.arguments or None,
+        )
+    for queue in topology.queues:
+        await channel.queue_declare(queue.name, durable=True, arguments=queue.arguments or None)
+    for binding in topology.bindings:
+        await channel.queue_bind(binding.queue, binding.exchange, routing_key=binding.routing_key)
+
+
+async def delete(channel: AbstractChannel, topology: Topology) -> None:
+    """Remove everything in ``topology`` (for tests and ``topology --delete``)."""
+    for queue in topology.queues:
+        await channel.queue_delete(queue.name)
+    for exchange in topology.exchanges:
+        await channel.exchange_delete(exchange.name)
+
+
+async def topology_command(settings: Settings, config: str | None, print_only: bool) -> int:
+    """``topology [--print] [--config FILE]``: declare, or list, every exchange and queue."""
+    from bridge.connection import connect_once
+
+    topology = receiver_topology(settings.exchange)
+    if config is not None:
+        from bridge.subscribers import load_subscribers
+
+        for sub in load_subscribers(config):
+            topology = topology + subscriber_topology(
+                settings.exchange, sub.name, sub.events, sub.retry_delays_ms
+            )
+    if print_only:
+        print("\n".join(topology.describe()))
+        return 0
+    connection = await connect_once(settings.amqp_urls)
+    try:
+        channel = await connection.channel()
+        await declare(channel, topology)
+    finally:
+        await connection.close()
+    print("\n".join(topology.describe()))
+    print(
+        f"declared {len(topology.exchanges)} exchanges, {len(topology.queues)} queues, "
+        f"{len(topology.bindings)} bindings"
+    )
+    return 0

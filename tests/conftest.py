@@ -1,0 +1,228 @@
+"""Fixtures: the real broker, unique exchange names per test, a bridge served in-process,
+and a private RabbitMQ node for tests that stop or kill the broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import aiormq
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from aiormq.abc import AbstractChannel, DeliveredMessage
+
+from bridge.delivery import Delivery
+from bridge.serve import build_app, build_delivery
+from bridge.settings import Settings
+from bridge.topology import declare, receiver_topology
+from tests.support.rabbit_node import RabbitNode, installed
+
+AMQP_URL = os.environ.get("BRIDGE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "mintsoft"
+PACKAGED_FIXTURES = Path(__file__).resolve().parent.parent / "bridge" / "fixtures"
+API_KEY = "test-key-3f6c0b1e"
+AUTH_HEADER = "Basic dXNlcm5hbWU6cGFzc3dvcmQ="
+
+
+def fixture_body(event: str) -> bytes:
+    """The example body of an event, from ../shared/fixtures when present (else the copy
+    shipped in the package)."""
+    name = f"order-{event}.json"
+    path = FIXTURES / name if (FIXTURES / name).exists() else PACKAGED_FIXTURES / name
+    return path.read_bytes()
+
+
+class BrokerProbe:
+    """The test's own view of a broker: declares queues to observe, reads them, and deletes
+    everything it and the bridge declared when the test ends."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.connection: aiormq.abc.AbstractConnection | None = None
+        self.channel: AbstractChannel | None = None
+        self.queues: set[str] = set()
+        self.exchanges: set[str] = set()
+
+    async def open(self) -> None:
+        self.connection = await aiormq.connect(self.url)
+        self.channel = await self.connection.channel()
+
+    async def _chan(self) -> AbstractChannel:
+        if self.channel is None or self.channel.is_closed:
+            if self.connection is None or self.connection.is_closed:
+                self.connection = await aiormq.connect(self.url)
+            self.channel = await self.connection.channel()
+        return self.channel
+
+    async def bind_queue(self, exchange: str, routing_key: str, name: str | None = None) -> str:
+        channel = await self._chan()
+        name = name or f"probe-{uuid.uuid4().hex[:10]}"
+        await channel.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
+        await channel.queue_bind(name, exchange, routing_key=routing_key)
+        self.queues.add(name)
+        return name
+
+    async def count(self, queue: str) -> int:
+        channel = await self._chan()
+        ok = await channel.queue_declare(queue, passive=True)
+        return int(ok.message_count or 0)
+
+    async def get_all(
+        self, queue: str, expected: int | None = None, timeout: float = 5.0
+    ) -> list[DeliveredMessage]:
+        """Every message in ``queue`` (acked), waiting up to ``timeout`` for ``expected``."""
+        channel = await self._chan()
+        messages: list[DeliveredMessage] = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            message = await channel.basic_get(queue, no_ack=True)
+            if (
+                message.delivery_tag is not None
+                and message.body is not None
+                and not _is_empty(message)
+            ):
+                messages.append(message)
+                continue
+            if (
+                expected is None
+                or len(messages) >= expected
+                or asyncio.get_running_loop().time() > deadline
+            ):
+                return messages
+            await asyncio.sleep(0.05)
+
+    def track(self, *, queues: tuple[str, ...] = (), exchanges: tuple[str, ...] = ()) -> None:
+        self.queues.update(queues)
+        self.exchanges.update(exchanges)
+
+    async def cleanup(self) -> None:
+        with contextlib.suppress(Exception):
+            channel = await self._chan()
+            for queue in self.queues:
+                with contextlib.suppress(Exception):
+                    await channel.queue_delete(queue)
+                    channel = await self._chan()
+            for exchange in self.exchanges:
+                with contextlib.suppress(Exception):
+                    await channel.exchange_delete(exchange)
+                    channel = await self._chan()
+        if self.connection is not None:
+            with contextlib.suppress(Exception):
+                await self.connection.close()
+
+
+def delete_declared(url: str, queues: tuple[str, ...], exchanges: tuple[str, ...]) -> None:
+    """Delete queues and exchanges from synchronous code (subprocess tests)."""
+
+    async def run() -> None:
+        probe = BrokerProbe(url)
+        probe.track(queues=queues, exchanges=exchanges)
+        await probe.cleanup()
+
+    asyncio.run(run())
+
+
+def _is_empty(message: DeliveredMessage) -> bool:
+    from pamqp.commands import Basic
+
+    return isinstance(message.delivery, Basic.GetEmpty)
+
+
+def receiver_names(exchange: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The queues and exchanges a receiver declares for ``exchange``."""
+    return (exchange + ".unrouted", exchange + ".invalid"), (exchange, exchange + ".unrouted")
+
+
+@pytest.fixture
+def exchange() -> str:
+    """A fresh exchange name, so tests never see each other's messages."""
+    return f"test.{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def probe(exchange: str) -> AsyncIterator[BrokerProbe]:
+    probe = BrokerProbe(AMQP_URL)
+    await probe.open()
+    assert probe.channel is not None
+    await declare(probe.channel, receiver_topology(exchange))
+    queues, exchanges = receiver_names(exchange)
+    probe.track(queues=queues, exchanges=exchanges)
+    yield probe
+    await probe.cleanup()
+
+
+def bridge_settings(exchange: str, **overrides: Any) -> Settings:
+    base = Settings(
+        amqp_urls=(AMQP_URL,),
+        api_keys=(API_KEY,),
+        auth_headers=(AUTH_HEADER,),
+        exchange=exchange,
+        publish_timeout=2.0,
+        spool_path="",
+    )
+    return replace(base, **overrides)
+
+
+@dataclass
+class RunningBridge:
+    client: TestClient[Any, Any]
+    delivery: Delivery
+    settings: Settings
+
+    @property
+    def url(self) -> str:
+        return str(self.client.make_url(""))
+
+
+BridgeFactory = Callable[..., Awaitable[RunningBridge]]
+
+
+@pytest.fixture
+async def make_bridge(exchange: str) -> AsyncIterator[BridgeFactory]:
+    """Start a receiver in-process against a real broker; closed when the test ends."""
+    running: list[RunningBridge] = []
+
+    async def start(wait_connected: bool = True, **overrides: Any) -> RunningBridge:
+        settings = bridge_settings(exchange, **overrides)
+        delivery = build_delivery(settings)
+        await delivery.publisher.link.start(wait=10.0 if wait_connected else 0.0)
+        client: TestClient[Any, Any] = TestClient(TestServer(build_app(settings, delivery)))
+        await client.start_server()
+        bridge = RunningBridge(client, delivery, settings)
+        running.append(bridge)
+        return bridge
+
+    yield start
+    for bridge in running:
+        await bridge.client.close()
+        await bridge.delivery.publisher.link.close()
+
+
+@pytest.fixture(scope="session")
+def rabbit_node() -> Iterator[RabbitNode]:
+    """A private broker node that fault tests may stop, block or kill."""
+    if not installed():
+        pytest.skip("rabbitmq-server is not installed: fault tests need a private node")
+    node = RabbitNode()
+    node.start()
+    yield node
+    node.destroy()
+
+
+@pytest.fixture
+def healthy_node(rabbit_node: RabbitNode) -> Iterator[RabbitNode]:
+    """The private node, made running again after the test whatever the test did to it."""
+    yield rabbit_node
+    try:
+        rabbit_node.ctl("status", timeout=20)
+    except Exception:
+        rabbit_node.start()
+        return
+    rabbit_node.ctl("start_app", check=False)
+    rabbit_node.ctl("set_vm_memory_high_watermark", "0.4", check=False)

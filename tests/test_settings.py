@@ -1,0 +1,125 @@
+"""Settings from the environment, ``_FILE`` forms and flags; bad ones are one line, exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridge.settings import SettingsError, load_settings, unknown_variables
+
+
+def test_defaults_match_the_contract() -> None:
+    s = load_settings({})
+    assert s.amqp_urls == ("amqp://guest:guest@localhost:5672/",)
+    assert (s.host, s.port) == ("127.0.0.1", 8080)
+    assert s.exchange == "mintsoft.orders"
+    assert s.max_body_bytes == 10485760
+    assert s.publish_timeout == 5
+    assert s.spool_path == "./var/spool.sqlite3"
+    assert s.spool_max_bytes == 1073741824
+    assert s.log_format == "text"
+    assert s.mintsoft_url == "https://api.mintsoft.co.uk"
+    assert not s.allow_unauthenticated
+
+
+def test_environment_file_forms_and_flags(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("k-old, k-new\n")
+    env = {
+        "BRIDGE_API_KEYS_FILE": str(keys),
+        "BRIDGE_PORT": "9000",
+        "BRIDGE_AMQP_URL": "amqp://a:b@h1:5672/,amqps://a:b@h2:5671/v",
+    }
+    s = load_settings(env, {"BRIDGE_PORT": "9100", "BRIDGE_HOST": None})
+    assert s.api_keys == ("k-old", "k-new")
+    assert s.port == 9100
+    assert s.amqp_urls == ("amqp://a:b@h1:5672/", "amqps://a:b@h2:5671/v")
+
+
+def test_secrets_do_not_show_in_repr() -> None:
+    s = load_settings({"BRIDGE_API_KEYS": "supersecret", "BRIDGE_AUTH_HEADERS": "Basic zzz"})
+    assert "supersecret" not in repr(s) and "zzz" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"BRIDGE_AMQP_URL": "http://broker"}, "BRIDGE_AMQP_URL"),
+        ({"BRIDGE_AMQP_URL": "amqp://h:notaport/"}, "BRIDGE_AMQP_URL"),
+        ({"BRIDGE_PORT": "70000"}, "BRIDGE_PORT"),
+        ({"BRIDGE_PORT": "eighty"}, "BRIDGE_PORT"),
+        ({"BRIDGE_PUBLISH_TIMEOUT": "0"}, "BRIDGE_PUBLISH_TIMEOUT"),
+        ({"BRIDGE_LOG_FORMAT": "xml"}, "BRIDGE_LOG_FORMAT"),
+        ({"BRIDGE_ALLOW_UNAUTHENTICATED": "maybe"}, "BRIDGE_ALLOW_UNAUTHENTICATED"),
+        ({"BRIDGE_API_KEYS_FILE": "/nonexistent/keys"}, "BRIDGE_API_KEYS_FILE"),
+        ({"BRIDGE_API_KEYS": "a", "BRIDGE_API_KEYS_FILE": "/x"}, "BRIDGE_API_KEYS"),
+        ({"BRIDGE_PUBLIC_URL": "ftp://x"}, "BRIDGE_PUBLIC_URL"),
+    ],
+)
+def test_bad_settings_name_the_setting(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        load_settings(env)
+
+
+def test_broker_password_is_redacted_in_errors() -> None:
+    with pytest.raises(SettingsError) as error:
+        load_settings({"BRIDGE_AMQP_URL": "amqp://user:hunter2@host:bad/"})
+    assert "hunter2" not in str(error.value)
+
+
+def test_unknown_variables_are_reported() -> None:
+    assert unknown_variables({"BRIDGE_APIKEYS": "x", "BRIDGE_PORT": "1"}) == ["BRIDGE_APIKEYS"]
+
+
+def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["serve"], {"BRIDGE_AMQP_URL": "amqp//nope"}, "BRIDGE_AMQP_URL"),
+        (["serve"], {"BRIDGE_API_KEYS": "k", "BRIDGE_PORT": "0"}, "BRIDGE_PORT"),
+        (["serve", "--port", "65536"], {"BRIDGE_API_KEYS": "k"}, "BRIDGE_PORT"),
+        (["serve"], {}, "BRIDGE_API_KEYS"),
+        (["serve", "--no-such-flag"], {}, "--no-such-flag"),
+        (["dlq", "replay", "erp", "--limit", "0"], {}, "--limit"),
+    ],
+)
+def test_the_real_command_prints_one_line_and_exits_2(
+    args: list[str], env: dict[str, str], named: str
+) -> None:
+    result = _run(*args, env=env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert named in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_every_command_has_help() -> None:
+    for args in (
+        ["--help"],
+        ["serve", "--help"],
+        ["worker", "--help"],
+        ["topology", "--help"],
+        ["dlq", "list", "--help"],
+        ["dlq", "replay", "--help"],
+        ["spool", "status", "--help"],
+        ["connect-actions", "--help"],
+        ["simulate", "--help"],
+        ["doctor", "--help"],
+    ):
+        result = _run(*args, env={})
+        assert result.returncode == 0, args
+        assert "usage: mintsoft-bridge" in result.stdout
