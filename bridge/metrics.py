@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from prometheus_client import Counter, Gauge, Histogram
 
 WEBHOOKS = Counter(
@@ -20,3 +22,29 @@ PUBLISH_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 BROKER_CONNECTED = Gauge("bridge_broker_connected", "1 while connected to the broker")
+
+SPOOL_DEPTH = Gauge("bridge_spool_depth", "Messages in the local spool, waiting to be published")
+SPOOL_BYTES = Gauge("bridge_spool_bytes", "Bytes held in the local spool")
+SPOOL_OLDEST_AGE = Gauge(
+    "bridge_spool_oldest_age_seconds", "Age of the oldest message in the local spool"
+)
+SPOOL_DRAINED = Counter(
+    "bridge_spool_drained_total", "Spooled messages published with a confirm and removed"
+)
+SPOOL_REJECTED = Counter(
+    "bridge_spool_rejected_total", "Messages refused because the spool was full"
+)
+
+
+class _SpoolView(Protocol):
+    depth: int
+    bytes: int
+
+    def oldest_age(self) -> float: ...
+
+
+def watch_spool(spool: _SpoolView) -> None:
+    """Read the spool gauges from ``spool`` at every scrape."""
+    SPOOL_DEPTH.set_function(lambda: spool.depth)
+    SPOOL_BYTES.set_function(lambda: spool.bytes)
+    SPOOL_OLDEST_AGE.set_function(spool.oldest_age)

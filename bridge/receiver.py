@@ -26,6 +26,10 @@ from bridge.events import EVENTS
 BODY_READ_TIMEOUT = 30.0
 """Seconds a client has to send its whole body; slower ones get 408 and are cut off."""
 
+HEADER_TIMEOUT = 30.0
+"""Seconds a connection may stay without a complete request (slow headers, or idle between
+keep-alive requests) before it is closed."""
+
 RETRY_AFTER_SECONDS = "5"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -54,7 +58,23 @@ def _request_id(request: web.Request) -> str:
     return os.urandom(8).hex()
 
 
-def webhook_handler(event: str, auth: Authenticator, delivery: Delivery, max_body: int) -> Handler:
+def server_options(header_timeout: float = HEADER_TIMEOUT) -> dict[str, Any]:
+    """Options of the aiohttp server (``AppRunner``/``TestServer``) that bound slow clients.
+
+    aiohttp's keep-alive timer runs from the moment a connection opens until a whole request
+    head has arrived (and again between requests), so it also cuts off a client that sends
+    its headers a byte a second.
+    """
+    return {"keepalive_timeout": header_timeout}
+
+
+def webhook_handler(
+    event: str,
+    auth: Authenticator,
+    delivery: Delivery,
+    max_body: int,
+    body_timeout: float = BODY_READ_TIMEOUT,
+) -> Handler:
     """The handler of ``POST /webhooks/<event>``."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -69,7 +89,7 @@ def webhook_handler(event: str, auth: Authenticator, delivery: Delivery, max_bod
         if length is not None and length > max_body:
             return _too_large(event, max_body)
         try:
-            async with asyncio.timeout(BODY_READ_TIMEOUT):
+            async with asyncio.timeout(body_timeout):
                 body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _too_large(event, max_body)
@@ -178,12 +198,17 @@ async def _metrics(request: web.Request) -> web.Response:
     return response
 
 
-def create_app(auth: Authenticator, delivery: Delivery, max_body_bytes: int) -> web.Application:
-    """The receiver's aiohttp application."""
+def create_app(
+    auth: Authenticator,
+    delivery: Delivery,
+    max_body_bytes: int,
+    body_timeout: float = BODY_READ_TIMEOUT,
+) -> web.Application:
+    """The receiver's aiohttp application; ``body_timeout`` bounds the body read."""
     app = web.Application(client_max_size=max_body_bytes)
     app[DELIVERY_KEY] = delivery
     for event in EVENTS:
-        handler = webhook_handler(event, auth, delivery, max_body_bytes)
+        handler = webhook_handler(event, auth, delivery, max_body_bytes, body_timeout)
         app.router.add_route("*", f"/webhooks/{event}", handler)
         app.router.add_route("*", f"/webhooks/{event}/", handler)
     app.router.add_route("*", "/healthz", _get_only(_healthz))

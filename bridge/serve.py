@@ -16,8 +16,9 @@ from bridge.connection import BrokerLink
 from bridge.delivery import Delivery
 from bridge.logs import AccessLogger
 from bridge.publisher import Publisher
-from bridge.receiver import create_app
+from bridge.receiver import BODY_READ_TIMEOUT, create_app, server_options
 from bridge.settings import Settings
+from bridge.spool import Spool
 from bridge.topology import declare, receiver_topology
 
 log = logging.getLogger("bridge.serve")
@@ -34,17 +35,31 @@ def build_delivery(settings: Settings) -> Delivery:
 
     link = BrokerLink(settings.amqp_urls, on_channel, name="mintsoft-bridge serve")
     link.on_state_change(lambda up: metrics.BROKER_CONNECTED.set(1 if up else 0))
-    return Delivery(Publisher(link, settings.exchange, settings.publish_timeout))
+    publisher = Publisher(link, settings.exchange, settings.publish_timeout)
+    if not settings.spool_path:
+        return Delivery(publisher)
+
+    async def repair() -> None:
+        # After a basic.return: put back what someone deleted (the alternate exchange).
+        channel = link.channel
+        if channel is not None:
+            await declare(channel, topology)
+
+    spool = Spool(settings.spool_path, settings.spool_max_bytes)
+    return Delivery(publisher, spool, repair)
 
 
-def build_app(settings: Settings, delivery: Delivery) -> web.Application:
+def build_app(
+    settings: Settings, delivery: Delivery, body_timeout: float = BODY_READ_TIMEOUT
+) -> web.Application:
     auth = Authenticator(settings.api_keys, settings.auth_headers, settings.allow_unauthenticated)
-    return create_app(auth, delivery, settings.max_body_bytes)
+    return create_app(auth, delivery, settings.max_body_bytes, body_timeout)
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run the receiver until SIGTERM or SIGINT, then drain in-flight requests and close."""
     delivery = build_delivery(settings)
+    await delivery.open()
     link = delivery.publisher.link
     if not await link.start(wait=min(settings.publish_timeout, 5.0)):
         log.warning("broker not reachable yet; serving anyway and retrying in the background")
@@ -54,6 +69,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         access_log_class=AccessLogger,
         shutdown_timeout=SHUTDOWN_GRACE,
         handle_signals=False,
+        **server_options(),
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
@@ -73,4 +89,5 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)
         await runner.cleanup()
+        await delivery.close()
         await link.close()

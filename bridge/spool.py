@@ -1,14 +1,398 @@
-"""The local spool (not built yet: placeholder that says so)."""
+"""The local durable spool: envelopes the broker could not confirm, kept in SQLite until the
+drain (:mod:`bridge.drain`) has published them with a confirm.
+
+SQLite in WAL mode with ``synchronous=FULL`` makes every commit durable (the WAL is fsynced
+before the commit returns), and a crash or SIGKILL leaves either the whole transaction or
+none of it. All SQLite work runs in one dedicated thread that takes every pending append
+and delete off its queue and commits them in one transaction: one fsync serves all the
+requests that arrived meanwhile (group commit), and the event loop never blocks on disk.
+"""
 
 from __future__ import annotations
 
-from argparse import Namespace
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
+import orjson
+
+from bridge import metrics
+from bridge.envelope import Envelope
 from bridge.errors import CommandError
-from bridge.settings import Settings
+from bridge.settings import Settings, SettingsError
 
-__all__ = ["Namespace"]
+log = logging.getLogger("bridge.spool")
+
+RECORD_OVERHEAD = 64
+"""Bytes counted per message on top of its body and headers (row and index overhead)."""
+
+MAX_BATCH = 4096
+"""At most this many appends and deletes share one transaction."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    headers BLOB NOT NULL,
+    body BLOB NOT NULL,
+    size INTEGER NOT NULL
+)
+"""
+_INSERT = (
+    "INSERT INTO spool (event, routing_key, message_id, received_at, headers, body, size)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT = (
+    "SELECT seq, event, routing_key, message_id, received_at, headers, body, size"
+    " FROM spool WHERE seq > ? ORDER BY seq LIMIT ?"
+)
+_STATS = "SELECT count(*), coalesce(sum(size), 0) FROM spool"
+_OLDEST = "SELECT received_at FROM spool ORDER BY seq LIMIT 1"
+
+
+class SpoolFull(Exception):
+    """The spool is at ``BRIDGE_SPOOL_MAX_BYTES``: the message was not written."""
+
+
+class SpoolError(Exception):
+    """SQLite could not commit (disk full, I/O error): the message was not written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Spooled:
+    """One stored envelope and its place in the spool."""
+
+    seq: int
+    envelope: Envelope
+    size: int
+
+
+def record_size(envelope: Envelope, headers: bytes) -> int:
+    """The bytes one message counts against ``BRIDGE_SPOOL_MAX_BYTES``."""
+    return (
+        len(envelope.body)
+        + len(headers)
+        + len(envelope.event)
+        + len(envelope.routing_key)
+        + len(envelope.message_id)
+        + RECORD_OVERHEAD
+    )
+
+
+def _row(envelope: Envelope) -> tuple[Any, ...]:
+    headers = orjson.dumps(envelope.headers)
+    return (
+        envelope.event,
+        envelope.routing_key,
+        envelope.message_id,
+        envelope.received_at,
+        headers,
+        envelope.body,
+        record_size(envelope, headers),
+    )
+
+
+def _spooled(row: tuple[Any, ...]) -> Spooled:
+    seq, event, key, message_id, received_at, headers, body, size = row
+    envelope = Envelope(event, key, bytes(body), message_id, received_at, orjson.loads(headers))
+    return Spooled(seq, envelope, size)
+
+
+def connect(path: str, *, create: bool) -> sqlite3.Connection:
+    """A connection to the spool at ``path`` in WAL mode with full sync."""
+    mode = "rwc" if create else "rw"
+    uri = f"file:{quote(os.path.abspath(path))}?mode={mode}"
+    connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    connection.execute("PRAGMA busy_timeout = 5000")
+    if create:
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = FULL")
+        connection.execute(_SCHEMA)
+    return connection
+
+
+# One job for the spool thread: (kind, payload, future).
+_Job = tuple[str, Any, "asyncio.Future[Any] | None"]
+_Settle = Callable[[list[tuple["asyncio.Future[Any]", Any, BaseException | None]]], None]
+
+
+class Spool:
+    """The durable spool at ``path``, limited to ``max_bytes``.
+
+    ``depth`` and ``bytes`` count every message accepted by :meth:`append`, including
+    those still waiting for their commit, so callers can queue behind them at once.
+    """
+
+    def __init__(self, path: str, max_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.depth = 0
+        self.bytes = 0
+        self.stored = 0
+        self.oldest_received_at: float | None = None
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._has_stored = asyncio.Event()
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open (creating if needed) the database and start the spool thread."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            connection = await asyncio.to_thread(connect, self.path, create=True)
+            depth, size = await asyncio.to_thread(lambda: connection.execute(_STATS).fetchone())
+            oldest = await asyncio.to_thread(lambda: connection.execute(_OLDEST).fetchone())
+        except (OSError, sqlite3.Error) as exc:
+            raise SettingsError(
+                f"BRIDGE_SPOOL_PATH={self.path!r} cannot be opened ({exc}): point it at a "
+                "writable file, or set it empty to run without a spool"
+            ) from None
+        self.depth = self.stored = int(depth)
+        self.bytes = int(size)
+        self.oldest_received_at = oldest[0] if oldest else None
+        if self.stored:
+            self._has_stored.set()
+            log.warning(
+                "spool %s holds %d messages from before; draining them first",
+                self.path,
+                self.stored,
+            )
+        metrics.watch_spool(self)
+        self._thread = threading.Thread(
+            target=self._work, args=(connection,), name="bridge-spool", daemon=True
+        )
+        self._thread.start()
+
+    async def close(self) -> None:
+        """Finish pending work and close the database."""
+        if self._thread is None:
+            return
+        done = self._future()
+        self._jobs.put(("stop", None, done))
+        await done
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+
+    # --- what callers use -----------------------------------------------------------
+
+    @property
+    def has_room(self) -> bool:
+        return self.bytes < self.max_bytes
+
+    def oldest_age(self) -> float:
+        """Seconds since the oldest spooled message was received (0 when empty)."""
+        if self.oldest_received_at is None or self.depth == 0:
+            return 0.0
+        return max(time.time() - self.oldest_received_at, 0.0)
+
+    async def append(self, envelope: Envelope) -> None:
+        """Store ``envelope``; returns once it is committed and fsynced.
+
+        Raises :class:`SpoolFull` (nothing written) when it would pass ``max_bytes``, and
+        :class:`SpoolError` when the commit failed (nothing written either).
+        """
+        row = _row(envelope)
+        size: int = row[-1]
+        if self.bytes + size > self.max_bytes:
+            metrics.SPOOL_REJECTED.inc()
+            raise SpoolFull(f"the spool is full ({self.bytes} of {self.max_bytes} bytes)")
+        self.depth += 1
+        self.bytes += size
+
+        def undo(future: asyncio.Future[Any]) -> None:
+            if future.exception() is not None:
+                self.depth -= 1
+                self.bytes -= size
+
+        done = self._future()
+        done.add_done_callback(undo)
+        self._jobs.put(("insert", row, done))
+        # Shielded: a caller that gives up still leaves a consistent spool behind.
+        await asyncio.shield(done)
+
+    async def head(self, limit: int, after: int = 0) -> list[Spooled]:
+        """Up to ``limit`` committed messages in arrival order, from ``seq > after``."""
+        done = self._future()
+        self._jobs.put(("select", (after, limit), done))
+        rows: list[tuple[Any, ...]] = await done
+        return [_spooled(row) for row in rows]
+
+    async def remove(self, items: Sequence[Spooled]) -> None:
+        """Delete messages (after their confirm); the delete shares a group commit."""
+        if not items:
+            return
+        removed = len(items)
+        size = sum(item.size for item in items)
+
+        def account(future: asyncio.Future[Any]) -> None:
+            if future.exception() is None:
+                self.depth -= removed
+                self.stored -= removed
+                self.bytes -= size
+                if self.stored == 0:
+                    self._has_stored.clear()
+
+        done = self._future()
+        done.add_done_callback(account)
+        self._jobs.put(("delete", [(item.seq,) for item in items], done))
+        await asyncio.shield(done)
+
+    async def wait_stored(self) -> None:
+        """Return once at least one committed message is in the spool."""
+        await self._has_stored.wait()
+
+    # --- the spool thread -----------------------------------------------------------
+
+    def _future(self) -> asyncio.Future[Any]:
+        assert self._loop is not None, "open() the spool first"
+        return self._loop.create_future()
+
+    def _settle(self, results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+        for future, value, error in results:
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(value)
+
+    def _committed(self, inserted: int, oldest: float | None) -> None:
+        self.stored += inserted
+        self.oldest_received_at = oldest
+        if self.stored > 0:
+            self._has_stored.set()
+
+    def _work(self, connection: sqlite3.Connection) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        try:
+            while True:
+                jobs = [self._jobs.get()]
+                while len(jobs) < MAX_BATCH:
+                    try:
+                        jobs.append(self._jobs.get_nowait())
+                    except queue.Empty:
+                        break
+                results = self._run_batch(connection, jobs, loop)
+                loop.call_soon_threadsafe(self._settle, results)
+                if any(kind == "stop" for kind, _, _ in jobs):
+                    return
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
+
+    def _run_batch(
+        self, connection: sqlite3.Connection, jobs: list[_Job], loop: asyncio.AbstractEventLoop
+    ) -> list[tuple[asyncio.Future[Any], Any, BaseException | None]]:
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        inserts = [job for job in jobs if job[0] == "insert"]
+        deletes = [job for job in jobs if job[0] == "delete"]
+        if inserts or deletes:
+            error: BaseException | None = None
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.executemany(_INSERT, [payload for _, payload, _ in inserts])
+                for _, seqs, _ in deletes:
+                    connection.executemany("DELETE FROM spool WHERE seq = ?", seqs)
+                connection.execute("COMMIT")
+                oldest = connection.execute(_OLDEST).fetchone()
+                loop.call_soon_threadsafe(
+                    self._committed, len(inserts), oldest[0] if oldest else None
+                )
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    connection.execute("ROLLBACK")
+                log.error("spool commit failed: %s", exc)
+                error = SpoolError(f"the spool could not commit ({exc})")
+            for _, _, future in inserts + deletes:
+                assert future is not None
+                results.append((future, None, error))
+        for kind, payload, future in jobs:
+            if kind == "select":
+                assert future is not None
+                try:
+                    rows = connection.execute(_SELECT, payload).fetchall()
+                    results.append((future, rows, None))
+                except sqlite3.Error as exc:
+                    results.append((future, None, SpoolError(str(exc))))
+            elif kind == "stop" and future is not None:
+                results.append((future, None, None))
+        return results
+
+
+# --- spool status ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpoolStatus:
+    depth: int
+    bytes: int
+    oldest_age_seconds: float
+
+
+def read_status(path: str) -> SpoolStatus:
+    """Depth, bytes and oldest age of the spool file at ``path``, read while ``serve`` may
+    be writing it (WAL readers never block the writer)."""
+    if not Path(path).exists():
+        return SpoolStatus(0, 0, 0.0)
+    try:
+        connection = connect(path, create=False)
+        try:
+            depth, size = connection.execute(_STATS).fetchone()
+            oldest = connection.execute(_OLDEST).fetchone()
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise CommandError(
+            f"cannot read the spool {path!r} ({exc}): check BRIDGE_SPOOL_PATH points at the "
+            "bridge's spool file"
+        ) from None
+    age = max(time.time() - oldest[0], 0.0) if oldest else 0.0
+    return SpoolStatus(int(depth), int(size), age)
 
 
 def status_command(settings: Settings, as_json: bool) -> int:
-    raise CommandError("the local spool is not built yet in this version")
+    """``spool status``: print depth, bytes and oldest age of the spool."""
+    path = settings.spool_path
+    if not path:
+        if as_json:
+            print(orjson.dumps({"enabled": False}).decode())
+        else:
+            print("the spool is disabled (BRIDGE_SPOOL_PATH is empty)")
+        return 0
+    status = read_status(path)
+    if as_json:
+        print(
+            orjson.dumps(
+                {
+                    "enabled": True,
+                    "path": path,
+                    "depth": status.depth,
+                    "bytes": status.bytes,
+                    "max_bytes": settings.spool_max_bytes,
+                    "oldest_age_seconds": round(status.oldest_age_seconds, 3),
+                }
+            ).decode()
+        )
+    else:
+        print(f"spool:      {path}")
+        print(f"depth:      {status.depth} messages")
+        print(f"bytes:      {status.bytes} of {settings.spool_max_bytes}")
+        print(f"oldest age: {status.oldest_age_seconds:.1f} s")
+    return 0

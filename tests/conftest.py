@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
 from bridge.delivery import Delivery
+from bridge.receiver import BODY_READ_TIMEOUT, HEADER_TIMEOUT, server_options
 from bridge.serve import build_app, build_delivery
 from bridge.settings import Settings
 from bridge.topology import declare, receiver_topology
@@ -188,11 +189,21 @@ async def make_bridge(exchange: str) -> AsyncIterator[BridgeFactory]:
     """Start a receiver in-process against a real broker; closed when the test ends."""
     running: list[RunningBridge] = []
 
-    async def start(wait_connected: bool = True, **overrides: Any) -> RunningBridge:
+    async def start(
+        wait_connected: bool = True,
+        body_timeout: float = BODY_READ_TIMEOUT,
+        header_timeout: float = HEADER_TIMEOUT,
+        **overrides: Any,
+    ) -> RunningBridge:
+        """``spool_path=str(tmp_path / "spool.sqlite3")`` enables the spool."""
         settings = bridge_settings(exchange, **overrides)
         delivery = build_delivery(settings)
+        await delivery.open()
         await delivery.publisher.link.start(wait=10.0 if wait_connected else 0.0)
-        client: TestClient[Any, Any] = TestClient(TestServer(build_app(settings, delivery)))
+        server = TestServer(
+            build_app(settings, delivery, body_timeout), **server_options(header_timeout)
+        )
+        client: TestClient[Any, Any] = TestClient(server)
         await client.start_server()
         bridge = RunningBridge(client, delivery, settings)
         running.append(bridge)
@@ -201,6 +212,7 @@ async def make_bridge(exchange: str) -> AsyncIterator[BridgeFactory]:
     yield start
     for bridge in running:
         await bridge.client.close()
+        await bridge.delivery.close()
         await bridge.delivery.publisher.link.close()
 
 

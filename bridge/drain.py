@@ -1,0 +1,135 @@
+"""The drain: publishes what the spool holds, oldest first, each with a confirm, and deletes a
+message only once the broker has confirmed it.
+
+A crash between the confirm and the delete publishes that message again on the next start
+(a duplicate, with the same ``message_id``); a message is never deleted unconfirmed. While
+the broker keeps failing, the drain backs off and probes with one message at a time, so an
+outage costs few duplicates; once a publish is confirmed it widens the window again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from bridge import metrics
+from bridge.publisher import Publisher, PublishFailed
+from bridge.spool import Spool, Spooled, SpoolError
+
+log = logging.getLogger("bridge.drain")
+
+Repair = Callable[[], Awaitable[None]]
+
+CHUNK = 2048
+"""Messages read from the spool at a time."""
+
+WINDOW = 512
+"""Publishes in flight at most while draining."""
+
+MIN_BACKOFF = 0.2
+MAX_BACKOFF = 5.0
+
+
+class Drainer:
+    """Runs the drain task of one spool through one publisher.
+
+    ``repair`` runs after a ``basic.return``: it re-declares the receiver topology (the
+    alternate exchange someone deleted), so returned messages are routed on the next try.
+    """
+
+    def __init__(self, spool: Spool, publisher: Publisher, repair: Repair | None = None) -> None:
+        self.spool = spool
+        self.publisher = publisher
+        self.repair = repair
+        self.window = WINDOW
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="spool-drain")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        backoff = MIN_BACKOFF
+        while True:
+            await self.spool.wait_stored()
+            if not self.publisher.connected:
+                await self.publisher.link.wait_up(MAX_BACKOFF)
+                continue
+            try:
+                batch = await self.spool.head(min(CHUNK, self.window))
+            except SpoolError as exc:
+                log.error("cannot read the spool (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            if not batch:
+                # Counted as stored but not yet visible to this read: let the commit land.
+                await asyncio.sleep(0.01)
+                continue
+            confirmed, failure = await self._publish(batch)
+            if confirmed:
+                await self._remove(confirmed)
+            if failure is None:
+                backoff = MIN_BACKOFF
+                self.window = WINDOW
+                continue
+            if failure.reason == "returned" and self.repair is not None:
+                await self._repair()
+            log.warning(
+                "draining the spool: publish failed (%s), %d messages waiting; retrying in %.1fs",
+                failure,
+                self.spool.depth,
+                backoff,
+            )
+            self.window = 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _publish(self, batch: list[Spooled]) -> tuple[list[Spooled], PublishFailed | None]:
+        """Publish ``batch`` in order, ``WINDOW`` at a time; after the first failure start no
+        more, so the failed message is retried before anything behind it."""
+        gate = asyncio.Semaphore(self.window)
+        failures: list[PublishFailed] = []
+
+        async def one(item: Spooled) -> bool:
+            async with gate:
+                if failures:
+                    return False
+                try:
+                    await self.publisher.publish(item.envelope)
+                except PublishFailed as exc:
+                    failures.append(exc)
+                    return False
+                return True
+
+        results = await asyncio.gather(*(one(item) for item in batch))
+        confirmed = [item for item, ok in zip(batch, results, strict=True) if ok]
+        return confirmed, (failures[0] if failures else None)
+
+    async def _remove(self, confirmed: list[Spooled]) -> None:
+        while True:
+            try:
+                await self.spool.remove(confirmed)
+            except SpoolError as exc:
+                # Still stored, so published again later: a duplicate, never a loss.
+                log.error("cannot delete drained messages (%s); retrying", exc)
+                await asyncio.sleep(MAX_BACKOFF)
+                continue
+            metrics.SPOOL_DRAINED.inc(len(confirmed))
+            return
+
+    async def _repair(self) -> None:
+        assert self.repair is not None
+        try:
+            await self.repair()
+        except Exception as exc:
+            log.warning("re-declaring the topology after an unroutable publish failed: %s", exc)

@@ -1,0 +1,188 @@
+"""The spool on its own and in the receiver: durable appends with group commit, arrival order,
+the size bound, ``spool status``, and a spool left over from before drained on start
+exactly as the messages would have been published."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bridge import cli
+from bridge.envelope import Envelope, webhook_envelope
+from bridge.spool import Spool, SpoolFull, read_status, record_size
+from tests.conftest import API_KEY, BridgeFactory, BrokerProbe, fixture_body
+from tests.support.rabbit_node import free_port
+
+
+def envelope(n: int, size: int = 40) -> Envelope:
+    body = orjson.dumps({"ID": n, "OrderNumber": f"SO-{n}", "pad": "x" * size})
+    return webhook_envelope("despatched", body, orjson.loads(body), f"req-{n}", 1_700_000_000 + n)
+
+
+async def test_concurrent_appends_are_all_kept_in_arrival_order_and_survive_reopen(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "spool.sqlite3")
+    spool = Spool(path, 10_000_000)
+    await spool.open()
+    sent = [envelope(n) for n in range(300)]
+    await asyncio.gather(*(spool.append(e) for e in sent))
+    assert spool.depth == spool.stored == 300
+    await spool.close()
+
+    again = Spool(path, 10_000_000)
+    await again.open()
+    try:
+        assert again.depth == 300
+        assert again.bytes == sum(record_size(e, orjson.dumps(e.headers)) for e in sent)
+        stored = await again.head(1000)
+        assert [s.envelope for s in stored] == sent
+        await again.remove(stored[:100])
+        assert again.depth == 200
+        rest = await again.head(1000)
+        assert [s.envelope for s in rest] == sent[100:]
+        assert again.oldest_received_at == sent[100].received_at
+    finally:
+        await again.close()
+
+
+async def test_group_commit_shares_transactions(tmp_path: Path) -> None:
+    path = str(tmp_path / "spool.sqlite3")
+    spool = Spool(path, 10_000_000)
+    await spool.open()
+    try:
+        commits = 0
+        real = spool._run_batch
+
+        def counting(*args):  # type: ignore[no-untyped-def]
+            nonlocal commits
+            commits += 1
+            return real(*args)
+
+        spool._run_batch = counting  # type: ignore[method-assign]
+        await asyncio.gather(*(spool.append(envelope(n)) for n in range(200)))
+        assert spool.stored == 200
+        assert commits < 200  # many appends shared one commit (one fsync)
+    finally:
+        await spool.close()
+
+
+async def test_a_full_spool_refuses_whole_messages_and_writes_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "spool.sqlite3")
+    one = envelope(0)
+    size = record_size(one, orjson.dumps(one.headers))
+    spool = Spool(path, size * 3 + size // 2)
+    await spool.open()
+    try:
+        results = await asyncio.gather(
+            *(spool.append(envelope(n)) for n in range(6)), return_exceptions=True
+        )
+        kept = [r for r in results if r is None]
+        refused = [r for r in results if isinstance(r, SpoolFull)]
+        assert len(kept) == 3 and len(refused) == 3
+        assert not spool.has_room or spool.bytes <= spool.max_bytes
+    finally:
+        await spool.close()
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT body FROM spool ORDER BY seq").fetchall()
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert [orjson.loads(r[0])["ID"] for r in rows] == [0, 1, 2]
+
+
+async def test_spool_status_reads_a_spool_in_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = str(tmp_path / "spool.sqlite3")
+    spool = Spool(path, 10_000_000)
+    await spool.open()
+    try:
+        await asyncio.gather(*(spool.append(envelope(n)) for n in range(5)))
+        code = await asyncio.to_thread(
+            cli.main, ["spool", "status", "--json", "--spool-path", path]
+        )
+        status = orjson.loads(capsys.readouterr().out)
+        assert code == 0
+        assert status["depth"] == 5 and status["bytes"] == spool.bytes
+        assert status["oldest_age_seconds"] > 0
+        code = await asyncio.to_thread(cli.main, ["spool", "status", "--spool-path", path])
+        text = capsys.readouterr().out
+        assert code == 0 and "5 messages" in text
+    finally:
+        await spool.close()
+    assert read_status(str(tmp_path / "absent.sqlite3")).depth == 0
+
+
+def test_spool_status_of_a_file_that_is_not_a_spool(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "junk.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    assert cli.main(["spool", "status", "--spool-path", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot read the spool" in err and "Traceback" not in err
+
+
+async def test_broker_unreachable_spools_at_once_and_readyz_metrics_show_it(
+    tmp_path: Path, make_bridge: BridgeFactory
+) -> None:
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    bridge = await make_bridge(
+        wait_connected=False,
+        amqp_urls=(closed,),
+        publish_timeout=30.0,
+        spool_path=str(tmp_path / "spool.sqlite3"),
+    )
+    body = fixture_body("despatched")
+    started = asyncio.get_running_loop().time()
+    response = await bridge.client.post(
+        "/webhooks/despatched", params={"APIKEY": API_KEY}, data=body
+    )
+    # The link is known down: no waiting for the (long) publish timeout.
+    assert asyncio.get_running_loop().time() - started < 10
+    assert response.status == 200
+    assert (await response.json())["status"] == "spooled"
+
+    ready = await bridge.client.get("/readyz")
+    assert ready.status == 200
+    state = await ready.json()
+    assert state["broker"] != "connected" and state["spool_depth"] == 1
+    text = await (await bridge.client.get("/metrics")).text()
+    assert "bridge_spool_depth 1.0" in text
+    for name in ("bridge_spool_bytes", "bridge_spool_oldest_age_seconds"):
+        assert name in text
+    assert "bridge_spool_drained_total" in text
+
+
+async def test_leftovers_are_drained_on_start_exactly_as_they_would_have_been_published(
+    tmp_path: Path, exchange: str, probe: BrokerProbe, make_bridge: BridgeFactory
+) -> None:
+    queue = await probe.bind_queue(exchange, "order.#")
+    path = str(tmp_path / "spool.sqlite3")
+    spool = Spool(path, 10_000_000)
+    await spool.open()
+    sent = [replace(envelope(n), received_at=1_700_000_000.0 + n) for n in range(50)]
+    for e in sent:
+        await spool.append(e)
+    await spool.close()
+
+    bridge = await make_bridge(spool_path=path)
+    messages = await probe.get_all(queue, expected=50, timeout=15)
+    assert [m.body for m in messages] == [e.body for e in sent]  # arrival order
+    for message, original in zip(messages, sent, strict=True):
+        props = message.header.properties
+        assert props.message_id == original.message_id
+        assert props.timestamp is not None
+        assert int(props.timestamp.timestamp()) == int(original.received_at)
+        headers = dict(props.headers or {})
+        headers.pop("x-delivery-count", None)
+        assert headers == original.headers
+    for _ in range(100):
+        if bridge.delivery.spool is not None and bridge.delivery.spool.depth == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert bridge.delivery.spool is not None and bridge.delivery.spool.depth == 0
