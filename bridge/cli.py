@@ -9,6 +9,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from bridge.errors import CommandError
+from bridge.events import EVENTS
 from bridge.settings import SPECS, Settings, SettingsError, flag_name, load_settings
 
 EXIT_USAGE = 2
@@ -224,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = add("simulate", cmd_simulate, "send a realistic Mintsoft webhook to a bridge")
     simulate.add_argument(
-        "event", metavar="EVENT", help="despatched, cancelled, delivered or split"
+        "event", metavar="EVENT", choices=EVENTS, help="despatched, cancelled, delivered or split"
     )
     simulate.add_argument(
         "--url",
@@ -232,7 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
         "else http://BRIDGE_HOST:BRIDGE_PORT)",
     )
     simulate.add_argument("--order-id", type=_positive_int, metavar="N", help="order id to use")
-    simulate.add_argument("--file", metavar="F", help="send this body instead")
+    simulate.add_argument(
+        "--file", metavar="F", help="send this file's bytes as the body instead, unchanged"
+    )
     simulate.add_argument(
         "--count", type=_positive_int, default=1, metavar="N", help="send N webhooks"
     )
@@ -241,7 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     doctor = add("doctor", cmd_doctor, "check settings, broker, topology and the public URL")
-    doctor.add_argument("--skip-simulate", action="store_true", help="do not send a test webhook")
+    doctor.add_argument(
+        "--skip-simulate",
+        action="store_true",
+        help="do not send a test webhook (it reaches every subscriber of order.despatched)",
+    )
     return parser
 
 

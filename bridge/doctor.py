@@ -1,14 +1,325 @@
-"""Deployment checks (not built yet: placeholder that says so)."""
+"""``doctor``: check a deployment end to end and print each check with the fix.
+
+Settings, unknown ``BRIDGE_*`` variables, the public URL, the broker, the exchange and
+queues (passive declares: nothing is created), the bridge answering ``/healthz`` and
+``/readyz``, and a simulated webhook accepted and seen in a temporary queue bound to
+``order.despatched``. The simulated webhook is a real despatched message: every subscriber of
+``order.despatched`` receives it (its order number starts ``mintsoft-bridge-doctor-``), so use
+``--skip-simulate`` where subscribers act on orders.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import difflib
+import logging
+import os
+import sys
 from argparse import Namespace
+from dataclasses import dataclass
+from typing import Any
 
-from bridge.errors import CommandError
-from bridge.settings import Settings
+import aiohttp
+import aiormq
+import orjson
+from aiormq.abc import AbstractChannel, AbstractConnection
 
-__all__ = ["Namespace"]
+from bridge.events import routing_key
+from bridge.settings import SPECS, Settings, SettingsError, redact_url, unknown_variables
+from bridge.simulate import bridge_base_url, build_body, post_webhook
+from bridge.topology import receiver_topology
+from bridge.urls import check_public_url
+
+TIMEOUT = 5.0
+"""Seconds each network check may take."""
+
+DOCTOR_EVENT = "despatched"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: ``ok`` is ``None`` for a check that could not run."""
+
+    name: str
+    ok: bool | None
+    detail: str = ""
+    fix: str = ""
+
+
+class Report:
+    """Prints each check as it completes: ✓/✗ on a terminal, OK/FAIL otherwise."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+        self._tty = sys.stdout.isatty()
+
+    def add(self, check: Check) -> None:
+        if check.ok is False:
+            self.failed += 1
+        marks = ("✓", "✗", "-") if self._tty else ("OK  ", "FAIL", "SKIP")
+        mark = marks[0] if check.ok else marks[1] if check.ok is False else marks[2]
+        line = f"{mark} {check.name}"
+        if check.detail:
+            line += f": {check.detail}"
+        if check.ok is False and check.fix:
+            line += f" — fix: {check.fix}"
+        print(line, flush=True)
+
+
+def _unknown_variables() -> list[Check]:
+    checks = []
+    valid = list(SPECS) + [v + "_FILE" for v in SPECS]
+    for name in unknown_variables():
+        guess = difflib.get_close_matches(name, valid, n=1)
+        fix = f"rename it to {guess[0]}" if guess else "remove it (see README, Settings)"
+        checks.append(Check(f"variable {name}", False, "is set but means nothing", fix))
+    return checks
+
+
+def _settings_checks(settings: Settings) -> list[Check]:
+    # Settings that do not load never get here: the command line refuses them (exit 2).
+    checks = [Check("settings", True, "loaded")]
+    checks += _unknown_variables()
+    if settings.auth_configured:
+        how = "Authorization header" if settings.auth_headers else "APIKEY"
+        checks.append(Check("webhook credentials", True, f"Mintsoft authenticates by {how}"))
+    elif settings.allow_unauthenticated:
+        checks.append(Check("webhook credentials", True, "none: anyone may send webhooks"))
+    else:
+        checks.append(
+            Check(
+                "webhook credentials",
+                False,
+                "BRIDGE_API_KEYS and BRIDGE_AUTH_HEADERS are both unset",
+                "set one of them (serve refuses to start without)",
+            )
+        )
+    if settings.public_url is None:
+        checks.append(
+            Check(
+                "public URL",
+                False,
+                "BRIDGE_PUBLIC_URL is not set",
+                "set it to the https URL Mintsoft calls (connect-actions registers it)",
+            )
+        )
+    else:
+        try:
+            check_public_url(settings.public_url)
+        except SettingsError as exc:
+            reason, _, fix = str(exc).partition(": ")
+            checks.append(Check("public URL", False, reason, fix))
+        else:
+            checks.append(Check("public URL", True, settings.public_url))
+    return checks
+
+
+async def _connect(settings: Settings) -> tuple[AbstractConnection | None, Check]:
+    # aiormq logs a refused connection itself; the check line already says it.
+    logging.getLogger("aiormq").addHandler(logging.NullHandler())
+    reasons = []
+    auth_refused = False
+    for url in settings.amqp_urls:
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                connection = await aiormq.connect(url)
+        except Exception as exc:
+            auth_refused |= isinstance(exc, aiormq.exceptions.ProbableAuthenticationError)
+            text = (str(exc) or type(exc).__name__).splitlines()[0][:200]
+            reasons.append(f"{redact_url(url)}: {text}")
+            continue
+        return connection, Check("broker reachable", True, redact_url(url))
+    fix = (
+        "check the user and password in BRIDGE_AMQP_URL"
+        if auth_refused
+        else "start RabbitMQ (rabbitmq-server -detached, or docker compose up rabbitmq) "
+        "or point BRIDGE_AMQP_URL at it"
+    )
+    return None, Check("broker reachable", False, "; ".join(reasons), fix)
+
+
+async def _passive(connection: AbstractConnection, kind: str, name: str) -> int | None:
+    """Message count of queue ``name`` (0 for an exchange); ``None`` if it does not exist."""
+    channel = await connection.channel()
+    try:
+        if kind == "exchange":
+            await channel.exchange_declare(name, passive=True)
+            return 0
+        ok = await channel.queue_declare(name, passive=True)
+        return int(ok.message_count or 0)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
+
+
+async def _topology(connection: AbstractConnection, exchange: str) -> Check:
+    topology = receiver_topology(exchange)
+    missing: list[str] = []
+    depths: list[str] = []
+    for ex in topology.exchanges:
+        if await _passive(connection, "exchange", ex.name) is None:
+            missing.append(ex.name)
+    for queue in topology.queues:
+        count = await _passive(connection, "queue", queue.name)
+        if count is None:
+            missing.append(queue.name)
+        elif count:
+            depths.append(f"{queue.name} holds {count}")
+    if missing:
+        return Check(
+            "exchange and queues",
+            False,
+            "missing " + ", ".join(missing),
+            "run mintsoft-bridge topology (serve also declares them when it starts)",
+        )
+    detail = f"{exchange} and its unrouted and invalid queues exist"
+    if depths:
+        detail += " (" + "; ".join(depths) + ")"
+    return Check("exchange and queues", True, detail)
+
+
+async def _bridge_answers(session: aiohttp.ClientSession, base: str) -> Check:
+    try:
+        async with session.get(base + "/healthz") as health:
+            healthy = health.status
+        async with session.get(base + "/readyz") as ready:
+            readiness = ready.status
+            text = await ready.text(errors="replace")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return Check(
+            "bridge answers",
+            False,
+            f"{base}/healthz: {str(exc) or type(exc).__name__}",
+            "start mintsoft-bridge serve, and make BRIDGE_PUBLIC_URL reach it",
+        )
+    if healthy != 200:
+        return Check(
+            "bridge answers",
+            False,
+            f"{base}/healthz answered {healthy}",
+            "make BRIDGE_PUBLIC_URL point at mintsoft-bridge serve, not another service",
+        )
+    if readiness != 200:
+        return Check(
+            "bridge answers",
+            False,
+            f"{base}/readyz answered {readiness} ({' '.join(text.split())[:200]})",
+            "the bridge cannot reach its broker: check the bridge's BRIDGE_AMQP_URL",
+        )
+    return Check("bridge answers", True, f"{base}/healthz and /readyz answer 200")
+
+
+def _doctor_body(order_id: int) -> bytes:
+    document = orjson.loads(build_body(DOCTOR_EVENT, order_id))
+    marker = f"mintsoft-bridge-doctor-{os.urandom(4).hex()}"
+    document["OrderNumber"] = marker
+    document["ExternalOrderReference"] = marker
+    return orjson.dumps(document)
+
+
+async def _webhook_roundtrip(
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    connection: AbstractConnection,
+    base: str,
+) -> Check:
+    name = "webhook accepted and queued"
+    channel = await connection.channel()
+    declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
+    queue = declared.queue
+    assert queue is not None
+    try:
+        await channel.queue_bind(queue, settings.exchange, routing_key=routing_key(DOCTOR_EVENT))
+        outcome = await post_webhook(
+            session, settings, base, DOCTOR_EVENT, _doctor_body(0), order_id=0
+        )
+        status = outcome.status
+        if status is None:
+            return Check(name, False, f"no answer from {base}: {outcome.error}", "start serve")
+        if status == 401:
+            return Check(
+                name,
+                False,
+                "the bridge answered 401: it does not accept these credentials",
+                "set BRIDGE_API_KEYS / BRIDGE_AUTH_HEADERS here to a value the running "
+                "bridge serves with (the value Mintsoft was given)",
+            )
+        if status != 200 or outcome.answer.get("status") != "accepted":
+            said = outcome.answer.get("message") or outcome.answer.get("status") or ""
+            return Check(
+                name,
+                False,
+                f"the bridge answered {status} {said}".rstrip(),
+                "see mintsoft-bridge serve's log, and check /readyz",
+            )
+        message_id = outcome.answer.get("message_id")
+        if await _arrives(channel, queue, message_id):
+            return Check(name, True, f"message {message_id} reached {settings.exchange}")
+        return Check(
+            name,
+            False,
+            f"the bridge accepted message {message_id} but it did not reach {settings.exchange} "
+            "on this broker",
+            "give doctor the same BRIDGE_AMQP_URL and BRIDGE_EXCHANGE as the running bridge",
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.queue_delete(queue)
+            await channel.close()
+
+
+async def _arrives(channel: AbstractChannel, queue: str, message_id: Any) -> bool:
+    from pamqp.commands import Basic
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while loop.time() < deadline:
+        message = await channel.basic_get(queue, no_ack=True)
+        if isinstance(message.delivery, Basic.GetEmpty):
+            await asyncio.sleep(0.05)
+            continue
+        if message.header.properties.message_id == message_id:
+            return True
+    return False
 
 
 async def doctor_command(settings: Settings, args: Namespace) -> int:
-    raise CommandError("deployment checks is not built yet in this version")
+    """``doctor [--skip-simulate]``: print every check; exit 1 if any failed."""
+    report = Report()
+    for check in _settings_checks(settings):
+        report.add(check)
+    base = bridge_base_url(settings, None)
+    connection, broker = await _connect(settings)
+    report.add(broker)
+    topology_ok = False
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        try:
+            if connection is not None:
+                topology = await _topology(connection, settings.exchange)
+                topology_ok = bool(topology.ok)
+                report.add(topology)
+            else:
+                report.add(Check("exchange and queues", None, "skipped: no broker"))
+            answers = await _bridge_answers(session, base)
+            report.add(answers)
+            if args.skip_simulate:
+                report.add(Check("webhook accepted and queued", None, "skipped (--skip-simulate)"))
+            elif connection is None or not topology_ok or not answers.ok:
+                report.add(
+                    Check("webhook accepted and queued", None, "skipped: fix the checks above")
+                )
+            else:
+                report.add(await _webhook_roundtrip(settings, session, connection, base))
+        finally:
+            if connection is not None:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+    if report.failed:
+        print(f"{report.failed} check{'s' if report.failed > 1 else ''} failed")
+        return 1
+    print("all checks passed")
+    return 0

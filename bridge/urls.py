@@ -1,0 +1,45 @@
+"""The bridge's webhook URLs as Mintsoft (and ``simulate``) call them, and the rule for an
+acceptable public URL."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import quote, urlsplit
+
+from bridge.settings import SettingsError
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` names this machine only (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if not host:
+        return False
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_public_url(url: str) -> None:
+    """Refuse a public URL Mintsoft must not be given: plain http (order data and the key
+    would cross the internet in clear) unless it is loopback, or one with a query."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not is_loopback(parts.hostname):
+        raise SettingsError(
+            f"BRIDGE_PUBLIC_URL={url!r} is not https: Mintsoft would send orders and the key "
+            "in clear; put the bridge behind TLS and use its https:// URL"
+        )
+    if parts.query or parts.fragment:
+        raise SettingsError(
+            f"BRIDGE_PUBLIC_URL={url!r} has a query or fragment: give only the base URL, "
+            "e.g. https://bridge.example.com"
+        )
+
+
+def webhook_url(base: str, event: str, api_key: str | None = None) -> str:
+    """``<base>/webhooks/<event>``, with ``?APIKEY=<key>`` when a key is given."""
+    url = f"{base.rstrip('/')}/webhooks/{event}"
+    if api_key:
+        url += "?APIKEY=" + quote(api_key, safe="")
+    return url
