@@ -1,0 +1,155 @@
+"""simulate and doctor against a bridge served in-process on the real broker (the command
+line runs in a thread with its own event loop, as it would in its own process)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+from datetime import datetime
+
+import pytest
+
+from bridge.cli import main
+from bridge.events import EVENTS, message_id, routing_key
+from tests.conftest import AMQP_URL, API_KEY, AUTH_HEADER, BridgeFactory, BrokerProbe
+
+CONTRACT_HEADERS = {"x-event", "x-received-at", "x-request-id", "x-order-id"}
+MINTSOFT_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,7})?$")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("BRIDGE_"):
+            monkeypatch.delenv(name)
+
+
+async def run(*argv: str) -> int:
+    return await asyncio.to_thread(main, list(argv))
+
+
+@pytest.mark.parametrize("event", EVENTS)
+async def test_simulate_puts_a_contract_message_in_a_bound_queue(
+    event: str,
+    make_bridge: BridgeFactory,
+    probe: BrokerProbe,
+    exchange: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bridge = await make_bridge()
+    queue = await probe.bind_queue(exchange, routing_key(event))
+    code = await run("simulate", event, "--url", bridge.url, "--order-id", "4242")
+    out = capsys.readouterr()
+    # No credential configured: the bridge refuses, and simulate says how to fix it.
+    assert code == 1 and "401" in out.out and "BRIDGE_API_KEYS" in out.err
+
+    code = await run(
+        "simulate", event, "--url", bridge.url, "--order-id", "4242", "--api-keys", API_KEY
+    )
+    out = capsys.readouterr()
+    assert code == 0, out
+    printed = re.search(r": 200 accepted message_id=([0-9a-f]{32})", out.out)
+    assert printed, out.out
+    [message] = await probe.get_all(queue, expected=1)
+    document = json.loads(message.body)
+    assert message.header.properties.message_id == printed.group(1)
+    assert message.header.properties.message_id == message_id(event, message.body)
+    headers = message.header.properties.headers or {}
+    assert set(headers) >= CONTRACT_HEADERS
+    assert headers["x-event"] == event and headers["x-order-id"] == "4242"
+    # Timestamps are fresh, in Mintsoft's format (no offset): the latest is about now.
+    first = document[0] if isinstance(document, list) else document
+    assert MINTSOFT_TIME.match(first["LastUpdated"])
+    stamps = re.findall(rb'"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?"', message.body)
+    latest = max(datetime.fromisoformat(s.decode()) for s in stamps)
+    assert abs((datetime.now() - latest).total_seconds()) < 120
+    assert API_KEY not in out.out + out.err
+
+
+async def test_simulate_burst_uses_distinct_orders_and_summarises(
+    make_bridge: BridgeFactory,
+    probe: BrokerProbe,
+    exchange: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bridge = await make_bridge()
+    queue = await probe.bind_queue(exchange, routing_key("split"))
+    code = await run(
+        "simulate",
+        "split",
+        "--url",
+        bridge.url,
+        "--count",
+        "6",
+        "--rate",
+        "200",
+        "--auth-headers",
+        AUTH_HEADER,
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "sent 6" in out and "6 answered 200" in out
+    messages = await probe.get_all(queue, expected=6)
+    orders = {m.header.properties.headers["x-order-id"] for m in messages}
+    splits = {m.header.properties.headers["x-split-order-id"] for m in messages}
+    assert len(messages) == 6 and len(orders) == 6 and not orders & splits
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_doctor_reports_a_stopped_broker_with_the_fix(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_API_KEY", "typo-of-api-keys")
+    port = _closed_port()
+    code = main(
+        [
+            "doctor",
+            "--amqp-url",
+            f"amqp://guest:guest@127.0.0.1:{port}/",
+            "--public-url",
+            f"http://127.0.0.1:{_closed_port()}",
+            "--api-keys",
+            API_KEY,
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    [line] = [x for x in out.splitlines() if "broker reachable" in x]
+    assert line.startswith("FAIL") and f"127.0.0.1:{port}" in line
+    assert "fix: start RabbitMQ" in line and "guest:guest" not in line
+    assert re.search(r"^SKIP exchange and queues", out, re.M)
+    assert re.search(
+        r"^FAIL variable BRIDGE_API_KEY: .* fix: rename it to BRIDGE_API_KEYS$", out, re.M
+    )
+
+
+async def test_doctor_reports_a_wrong_key_with_the_fix(
+    make_bridge: BridgeFactory,
+    probe: BrokerProbe,
+    exchange: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bridge = await make_bridge()
+    common = ["--amqp-url", AMQP_URL, "--exchange", exchange, "--public-url", bridge.url]
+    code = await run("doctor", *common, "--api-keys", "not-the-key")
+    out = capsys.readouterr().out
+    assert code == 1
+    [line] = [x for x in out.splitlines() if "webhook accepted" in x]
+    assert line.startswith("FAIL") and "401" in line
+    assert "fix: set BRIDGE_API_KEYS" in line and "not-the-key" not in out
+    assert re.search(r"^OK +broker reachable", out, re.M)
+    assert re.search(r"^OK +bridge answers", out, re.M)
+
+    code = await run("doctor", *common, "--api-keys", API_KEY)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.search(r"^OK +webhook accepted and queued: message [0-9a-f]{32} reached", out, re.M)
+    assert out.rstrip().endswith("all checks passed")
