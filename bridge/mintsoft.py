@@ -34,7 +34,7 @@ from bridge.errors import CommandError
 from bridge.events import EVENTS, EXTRA_CODES
 from bridge.progress import Progress
 from bridge.settings import Settings, SettingsError
-from bridge.urls import check_public_url, webhook_url
+from bridge.urls import check_public_url, require_https, webhook_url
 
 EXTRA_CODE_MAX_CHARS = 255
 """Mintsoft does not document the length of a connect action's ExtraCode fields; 255 is the
@@ -429,6 +429,9 @@ async def connect_actions_command(settings: Settings, args: Namespace) -> int:
 
 
 def _client(settings: Settings) -> MintsoftClient:
+    require_https(
+        "BRIDGE_MINTSOFT_URL", settings.mintsoft_url, "the Mintsoft key would be sent in clear"
+    )
     return MintsoftClient(
         settings.mintsoft_url,
         api_key=settings.mintsoft_api_key,

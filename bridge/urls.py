@@ -21,15 +21,23 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
+def require_https(setting: str, url: str, why: str) -> None:
+    """Refuse plain http, unless to a loopback address (a local trial): ``why`` says what
+    would cross the network in clear."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not is_loopback(parts.hostname):
+        raise SettingsError(f"{setting}={url!r} is not https: {why}; use its https:// URL")
+
+
 def check_public_url(url: str) -> None:
     """Refuse a public URL Mintsoft must not be given: plain http (order data and the key
     would cross the internet in clear) unless it is loopback, or one with a query."""
+    require_https(
+        "BRIDGE_PUBLIC_URL",
+        url,
+        "Mintsoft would send orders and the key in clear (put TLS in front)",
+    )
     parts = urlsplit(url)
-    if parts.scheme != "https" and not is_loopback(parts.hostname):
-        raise SettingsError(
-            f"BRIDGE_PUBLIC_URL={url!r} is not https: Mintsoft would send orders and the key "
-            "in clear; put the bridge behind TLS and use its https:// URL"
-        )
     if parts.query or parts.fragment:
         raise SettingsError(
             f"BRIDGE_PUBLIC_URL={url!r} has a query or fragment: give only the base URL, "

@@ -243,6 +243,7 @@ def test_bulk_of_plain_ids_all_registered_exits_0(
         ({"BRIDGE_PUBLIC_URL": "http://bridge.example.com"}, ["1"], "is not https"),
         ({"BRIDGE_PUBLIC_URL": PUBLIC + "/" + "p" * 230}, ["1"], "255"),
         ({"BRIDGE_PUBLIC_URL": ""}, ["1"], "BRIDGE_PUBLIC_URL is not set"),
+        ({"BRIDGE_MINTSOFT_URL": "http://mintsoft.example"}, ["1"], "BRIDGE_MINTSOFT_URL"),
         ({"BRIDGE_MINTSOFT_API_KEY": ""}, ["1"], "BRIDGE_MINTSOFT_API_KEY"),
         ({"BRIDGE_API_KEYS": ""}, ["1"], "BRIDGE_API_KEYS"),
         ({}, ["x1"], "not a Mintsoft order id"),
