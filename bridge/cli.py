@@ -85,7 +85,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logs.configure(settings.log_format)
-    return run_async(worker_command(settings, args.config))  # type: ignore[no-any-return]
+    return run_async(worker_command(settings, args.config, args.metrics_port))  # type: ignore[no-any-return]
 
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = add("worker", cmd_worker, "run the subscribers that a TOML file declares")
     worker.add_argument("--config", required=True, metavar="FILE", help="subscribers file")
+    worker.add_argument(
+        "--metrics-port",
+        type=_port_or_zero,
+        default=0,
+        metavar="N",
+        help="serve /metrics and /healthz on BRIDGE_HOST:N (default 0: off)",
+    )
 
     topology = add("topology", cmd_topology, "declare every exchange and queue, idempotently")
     topology.add_argument("--print", action="store_true", help="list them, declare nothing")
@@ -259,6 +266,16 @@ def _positive_int(raw: str) -> int:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _port_or_zero(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port: use 1 to 65535, or 0 for off")
     return value
 
 

@@ -48,3 +48,21 @@ def watch_spool(spool: _SpoolView) -> None:
     SPOOL_DEPTH.set_function(lambda: spool.depth)
     SPOOL_BYTES.set_function(lambda: spool.bytes)
     SPOOL_OLDEST_AGE.set_function(spool.oldest_age)
+
+
+WORKER_MESSAGES = Counter(
+    "bridge_worker_messages_total",
+    "Worker messages by subscriber and outcome: consumed, acked, retried, dead_lettered",
+    ["subscriber", "outcome"],
+)
+HANDLER_SECONDS = Histogram(
+    "bridge_handler_seconds",
+    "Time one handler call (or one forward) took",
+    ["subscriber"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+FORWARDER_CIRCUIT_OPEN = Gauge(
+    "bridge_forwarder_circuit_open",
+    "1 while a forwarder's target is considered down and consumption is paused",
+    ["subscriber"],
+)

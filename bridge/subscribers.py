@@ -1,18 +1,247 @@
-"""The subscribers file of ``worker --config`` (not built yet: placeholder that says so)."""
+"""The subscribers file of ``worker --config``: a TOML list of ``[[subscriber]]`` tables.
+
+Each table names a service, the events it wants, and either a Python ``handler`` or a
+``forward_url`` for the built-in HTTP forwarder. Every mistake is one line naming the file,
+the subscriber and the field, raised as :class:`~bridge.settings.SettingsError` (exit 2).
+"""
 
 from __future__ import annotations
 
+import importlib
+import re
+import tomllib
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from bridge.errors import CommandError
+from bridge.events import EVENTS
+from bridge.settings import SettingsError
+from bridge.topology import dlq_name, retry_queue_name
+
+if TYPE_CHECKING:
+    from bridge.message import Message
+
+Handler = Callable[["Message"], Awaitable[None]]
+"""What a subscriber runs for each message: ``async def handle(message) -> None``."""
+
+DEFAULT_RETRY_DELAYS = ("5s", "1m", "10m", "1h")
+MAX_DELAY_MS = 7 * 24 * 3600 * 1000
+MAX_STEPS = 20
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_KEYS = {
+    "name",
+    "events",
+    "handler",
+    "forward_url",
+    "forward_headers",
+    "retry_delays",
+    "prefetch",
+    "timeout",
+    "in_process_tries",
+}
 
 
 @dataclass(frozen=True)
 class Subscriber:
+    """One ``[[subscriber]]``: its queue name, events, ladder and what delivers its messages."""
+
     name: str
     events: tuple[str, ...]
     retry_delays_ms: tuple[int, ...]
+    handler: str | None = None
+    forward_url: str | None = None
+    forward_headers: tuple[tuple[str, str], ...] = ()
+    prefetch: int = 32
+    timeout: float = 30.0
+    in_process_tries: int = 3
+
+
+def parse_duration(text: str) -> int:
+    """``"200ms"``, ``"5s"``, ``"1m"``, ``"1h"``, ``"1d"`` -> milliseconds; ValueError else."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(text)
+    return round(float(match.group(1)) * _UNIT_MS[match.group(2)])
 
 
 def load_subscribers(path: str) -> list[Subscriber]:
-    raise CommandError("subscribers files are not built yet in this version")
+    """Read and check a subscribers file. Handlers are only named here; the worker imports
+    them with :func:`resolve_handler`, so ``topology --config`` works without their code."""
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise SettingsError(
+            f"subscribers file {path!r} cannot be read ({reason}): pass --config FILE"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"subscribers file {path}: not valid TOML ({exc})") from None
+    return parse_subscribers(document, path)
+
+
+def parse_subscribers(document: Mapping[str, Any], source: str = "<config>") -> list[Subscriber]:
+    """Check a parsed subscribers document (see :func:`load_subscribers`)."""
+    extra = sorted(set(document) - {"subscriber"})
+    if extra:
+        raise SettingsError(f"{source}: unknown top-level key {extra[0]!r}: use [[subscriber]]")
+    tables = document.get("subscriber")
+    if not isinstance(tables, list) or not tables:
+        raise SettingsError(f"{source}: no [[subscriber]] table: declare at least one")
+    subscribers: list[Subscriber] = []
+    queues: dict[str, str] = {}
+    for index, table in enumerate(tables):
+        sub = _subscriber(table, f"{source}: subscriber #{index + 1}")
+        for queue in _queue_names(sub):
+            if queue in queues:
+                what = "duplicate name" if queues[queue] == queue else "queue name clash"
+                raise SettingsError(
+                    f"{source}: subscriber {sub.name!r}: name: {what} with subscriber "
+                    f"{queues[queue]!r} (queue {queue}): give each subscriber its own name"
+                )
+        queues.update(dict.fromkeys(_queue_names(sub), sub.name))
+        subscribers.append(sub)
+    return subscribers
+
+
+def _queue_names(sub: Subscriber) -> list[str]:
+    steps = [retry_queue_name(sub.name, i) for i in range(len(sub.retry_delays_ms))]
+    return [sub.name, *steps, dlq_name(sub.name)]
+
+
+def _subscriber(table: Any, where: str) -> Subscriber:
+    if not isinstance(table, dict):
+        raise SettingsError(f"{where}: is not a table: write [[subscriber]] with name = ...")
+    name = table.get("name")
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise SettingsError(
+            f"{where}: name: {name!r} is not a queue name: use letters, digits, '.', '-', "
+            "'_' or ':' (e.g. name = \"erp\")"
+        )
+    where = f"{where.split(': ')[0]}: subscriber {name!r}"
+    unknown = sorted(set(table) - _KEYS)
+    if unknown:
+        raise SettingsError(
+            f"{where}: unknown field {unknown[0]!r}: use one of {', '.join(sorted(_KEYS))}"
+        )
+    handler = table.get("handler")
+    forward_url = table.get("forward_url")
+    if (handler is None) == (forward_url is None):
+        both = "both" if handler is not None else "neither of"
+        raise SettingsError(
+            f"{where}: handler / forward_url: {both} set: set exactly one "
+            '(handler = "package.module:function" or forward_url = "http://...")'
+        )
+    if handler is not None and (
+        not isinstance(handler, str) or not re.match(r"^[\w.]+:[\w.]+$", handler)
+    ):
+        raise SettingsError(
+            f'{where}: handler: {handler!r} is not "module:function": use e.g. '
+            '"mypkg.handlers:on_order"'
+        )
+    if forward_url is not None:
+        forward_url = _http_url(forward_url, f"{where}: forward_url")
+    return Subscriber(
+        name=name,
+        events=_events(table.get("events"), f"{where}: events"),
+        retry_delays_ms=_delays(
+            table.get("retry_delays", list(DEFAULT_RETRY_DELAYS)), f"{where}: retry_delays"
+        ),
+        handler=handler,
+        forward_url=forward_url,
+        forward_headers=_headers(table.get("forward_headers", {}), f"{where}: forward_headers"),
+        prefetch=_int(table.get("prefetch", 32), 1, 10_000, f"{where}: prefetch"),
+        timeout=_seconds(table.get("timeout", "30s"), f"{where}: timeout"),
+        in_process_tries=_int(
+            table.get("in_process_tries", 3), 1, 10, f"{where}: in_process_tries"
+        ),
+    )
+
+
+def _events(value: Any, where: str) -> tuple[str, ...]:
+    choices = ", ".join(EVENTS)
+    if not isinstance(value, list) or not value:
+        raise SettingsError(f'{where}: missing or empty: use e.g. ["despatched"] or ["*"]')
+    for event in value:
+        if event != "*" and event not in EVENTS:
+            raise SettingsError(f"{where}: unknown event {event!r}: use {choices} or *")
+    return tuple(dict.fromkeys(value))
+
+
+def _delays(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) > MAX_STEPS:
+        raise SettingsError(
+            f'{where}: use a list of at most {MAX_STEPS} durations, e.g. ["5s", "1m", "10m"]'
+        )
+    delays = []
+    for item in value:
+        try:
+            if not isinstance(item, str):
+                raise ValueError(item)
+            delay = parse_duration(item)
+        except ValueError:
+            raise SettingsError(
+                f'{where}: {item!r} is not a duration: use e.g. "200ms", "5s", "1m" or "1h"'
+            ) from None
+        if not 1 <= delay <= MAX_DELAY_MS:
+            raise SettingsError(f"{where}: {item!r} is out of range: use 1ms to 7d")
+        delays.append(delay)
+    return tuple(delays)
+
+
+def _seconds(value: Any, where: str) -> float:
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        millis = parse_duration(value)
+    except ValueError:
+        raise SettingsError(f'{where}: {value!r} is not a duration: use e.g. "30s"') from None
+    if not 1 <= millis <= 3_600_000:
+        raise SettingsError(f"{where}: {value!r} is out of range: use 1ms to 1h")
+    return millis / 1000
+
+
+def _int(value: Any, low: int, high: int, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SettingsError(f"{where}: {value!r} is not a whole number from {low} to {high}")
+    return value
+
+
+def _http_url(value: Any, where: str) -> str:
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise SettingsError(f"{where}: not an http(s) URL: use e.g. http://erp.internal/mintsoft")
+    return str(value)
+
+
+def _headers(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise SettingsError(f'{where}: use a table of strings, e.g. {{ Authorization = "..." }}')
+    return tuple(value.items())
+
+
+def resolve_handler(sub: Subscriber) -> Handler:
+    """Import ``sub.handler`` (``"module:function"``); SettingsError naming it on failure."""
+    assert sub.handler is not None
+    module_name, _, attribute = sub.handler.partition(":")
+    where = f"subscriber {sub.name!r}: handler {sub.handler!r}"
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise SettingsError(
+            f"{where}: cannot import {module_name} ({type(exc).__name__}: {exc}): "
+            "install the package or fix PYTHONPATH"
+        ) from None
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise SettingsError(f"{where}: {module_name} has no {attribute}: check the name")
+    if not callable(target):
+        raise SettingsError(f"{where}: is not callable: point it at an async function")
+    handler: Handler = target
+    return handler

@@ -103,7 +103,10 @@ def subscriber_topology(
     """A subscriber's quorum queue bound to its events, one TTL queue per retry step that
     dead-letters back to it, and its dead-letter queue."""
     wanted = EVENTS if "*" in events else events
-    queues = [Queue(name, dict(QUORUM))]
+    # A message the broker itself gives up on (a quorum queue's delivery limit, default 20
+    # on RabbitMQ 4) lands in the DLQ instead of being dropped.
+    main = {**QUORUM, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq_name(name)}
+    queues = [Queue(name, main)]
     for step, delay in enumerate(retry_delays_ms):
         queues.append(
             Queue(

@@ -1,14 +1,430 @@
-"""Running subscribers (not built yet: placeholder that says so)."""
+"""Running subscribers: consume ``<name>``, call the handler, and ack, retry or dead-letter.
+
+Each subscriber has its own :class:`~bridge.connection.BrokerLink` (connection and confirm
+channel, re-established after a loss, topology re-declared, consumer re-registered). A
+message is acked only after the handler returned, or after its copy on the next step
+(``<name>.retry.<i>`` or ``<name>.dlq``) was confirmed by the broker: a crash at any point
+repeats a delivery at worst, never loses one.
+"""
 
 from __future__ import annotations
 
-from argparse import Namespace
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any
 
-from bridge.errors import CommandError
+from aiohttp import web
+from aiormq.abc import AbstractChannel, DeliveredMessage
+from aiormq.exceptions import ChannelPreconditionFailed, PublishError
+from pamqp.commands import Basic
+
+from bridge import metrics
+from bridge.connection import BrokerLink
+from bridge.envelope import rfc3339
+from bridge.errors import CommandError, PermanentError
+from bridge.forwarder import CircuitBreaker, Forwarder, shown_url
+from bridge.message import (
+    ATTEMPT_HEADER,
+    ERROR_HEADER,
+    FAILED_AT_HEADER,
+    Message,
+    copy_properties,
+    delivery_number,
+    error_text,
+    event_of,
+    plain_headers,
+)
+from bridge.retry import DeadLetter, Ladder, Retry
 from bridge.settings import Settings
+from bridge.subscribers import Handler, Subscriber, load_subscribers, resolve_handler
+from bridge.topology import declare, receiver_topology, subscriber_topology
 
-__all__ = ["Namespace"]
+log = logging.getLogger("bridge.worker")
+
+SHUTDOWN_GRACE = 8.0
+"""Seconds in-flight handlers get to finish on SIGTERM (docker stops after 10)."""
+MOVE_TIMEOUT = 10.0
+"""Seconds to wait for the confirm of a copy on the ladder or in the DLQ."""
+MOVE_FAILED_PAUSE = 1.0
 
 
-async def worker_command(settings: Settings, config: str) -> int:
-    raise CommandError("running subscribers is not built yet in this version")
+class HandlerTimeout(Exception):
+    """The handler did not return within the subscriber's ``timeout``."""
+
+
+class Subscription:
+    """One subscriber at work: its queues, consumer, handler and retry ladder."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sub: Subscriber,
+        handler: Handler,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.sub = sub
+        self.handler = handler
+        self.breaker = breaker
+        self.ladder = Ladder(sub.name, sub.retry_delays_ms, sub.in_process_tries)
+        self.topology = receiver_topology(settings.exchange) + subscriber_topology(
+            settings.exchange, sub.name, sub.events, sub.retry_delays_ms
+        )
+        self.link = BrokerLink(
+            settings.amqp_urls, self._on_channel, name=f"mintsoft-bridge worker {sub.name}"
+        )
+        self.ready = asyncio.Event()
+        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._channel: AbstractChannel | None = None
+        self._consumer_tag: str | None = None
+        self._lock = asyncio.Lock()
+        self._stopping = False
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._count = {
+            outcome: metrics.WORKER_MESSAGES.labels(sub.name, outcome)
+            for outcome in ("consumed", "acked", "retried", "dead_lettered")
+        }
+        self._seconds = metrics.HANDLER_SECONDS.labels(sub.name)
+        self._log = {"subscriber": sub.name}
+        if breaker is not None:
+            breaker.on_change(lambda _open: self._spawn(self._sync_consumer()))
+
+    # --- consuming --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.link.start()
+
+    def _paused(self) -> bool:
+        return self.breaker is not None and self.breaker.is_open
+
+    async def _on_channel(self, channel: AbstractChannel) -> None:
+        try:
+            await declare(channel, self.topology)
+        except ChannelPreconditionFailed as exc:
+            if not self.failed.done():
+                self.failed.set_exception(
+                    CommandError(
+                        f"subscriber {self.sub.name!r}: a queue or exchange exists with other "
+                        f"arguments ({exc}): delete the old queues of this subscriber (after "
+                        "draining them) or keep the retry_delays they were declared with"
+                    )
+                )
+            raise
+        await channel.basic_qos(prefetch_count=self.sub.prefetch)
+        async with self._lock:
+            self._channel = channel
+            self._consumer_tag = None
+            if not self._stopping and not self._paused():
+                ok = await channel.basic_consume(self.sub.name, self._deliver)
+                self._consumer_tag = ok.consumer_tag
+        self.ready.set()
+        log.info("consuming %s", self.sub.name, extra=self._log)
+
+    async def _sync_consumer(self) -> None:
+        """Start or cancel the consumer so it matches ``not stopping and not paused``."""
+        async with self._lock:
+            channel = self._channel
+            if channel is None or channel.is_closed:
+                return
+            wanted = not self._stopping and not self._paused()
+            try:
+                if wanted and self._consumer_tag is None:
+                    ok = await channel.basic_consume(self.sub.name, self._deliver)
+                    self._consumer_tag = ok.consumer_tag
+                    log.info("resumed consuming %s", self.sub.name, extra=self._log)
+                elif not wanted and self._consumer_tag is not None:
+                    tag, self._consumer_tag = self._consumer_tag, None
+                    await channel.basic_cancel(tag)
+                    log.info("stopped consuming %s", self.sub.name, extra=self._log)
+            except Exception as exc:  # the link reconnects and calls _on_channel again
+                log.warning("consumer change failed (%s)", exc, extra=self._log)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _deliver(self, delivered: DeliveredMessage) -> None:
+        if self._stopping or self._paused():
+            # Not ours to try now: back to the queue, no attempt spent.
+            await _settle(delivered, ack=False)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
+        try:
+            await self._process(delivered)
+        finally:
+            self._in_flight.discard(task)
+
+    # --- one message ------------------------------------------------------------------
+
+    async def _process(self, delivered: DeliveredMessage) -> None:
+        properties = delivered.header.properties
+        headers = plain_headers(properties.headers)
+        routing_key = delivered.routing_key or ""
+        delivery = delivery_number(headers)
+        message = Message(
+            event=event_of(properties, headers, routing_key),
+            body=delivered.body,
+            message_id=properties.message_id or "",
+            headers=headers,
+            routing_key=routing_key,
+            attempt=self.ladder.handler_attempt(delivery, 1),
+            delivery=delivery,
+            content_type=properties.content_type or "application/json",
+            redelivered=bool(delivered.redelivered),
+        )
+        self._count["consumed"].inc()
+        try:
+            await self._call(message)
+        except Exception as exc:
+            await self._failed(delivered, message, exc)
+            return
+        if await _settle(delivered, ack=True):
+            self._count["acked"].inc()
+            log.debug("acked", extra=message.log_fields(self.sub.name))
+
+    def _retry_now(self, exc: BaseException) -> bool:
+        return not isinstance(exc, PermanentError) and not self._stopping and not self._paused()
+
+    async def _call(self, message: Message) -> None:
+        async for attempt in self.ladder.in_process(self._retry_now):
+            with attempt:
+                message.attempt = self.ladder.handler_attempt(
+                    message.delivery, attempt.retry_state.attempt_number
+                )
+                await self._call_once(message)
+
+    async def _call_once(self, message: Message) -> None:
+        started = time.perf_counter()
+        deadline = asyncio.timeout(self.sub.timeout)
+        try:
+            async with deadline:
+                await self.handler(message)
+        except Exception as error:
+            exc = error
+            if deadline.expired():
+                exc = HandlerTimeout(f"no return within {self.sub.timeout:g}s")
+            log.warning(
+                "handler failed: %s", error_text(exc)[:300], extra=message.log_fields(self.sub.name)
+            )
+            raise exc from None
+        finally:
+            self._seconds.observe(time.perf_counter() - started)
+
+    async def _failed(self, delivered: DeliveredMessage, message: Message, exc: Exception) -> None:
+        fields = message.log_fields(self.sub.name)
+        permanent = isinstance(exc, PermanentError)
+        if not permanent and (self._stopping or self._paused()):
+            # The target is down or we are stopping: not the message's fault, spend nothing.
+            await _settle(delivered, ack=False)
+            log.info("returned to the queue (paused or stopping)", extra=fields)
+            return
+        step = self.ladder.after_failure(message.delivery, permanent)
+        headers = dict(delivered.header.properties.headers or {})
+        headers[ATTEMPT_HEADER] = step.attempt
+        if isinstance(step, DeadLetter):
+            headers[ERROR_HEADER] = error_text(exc)
+            headers[FAILED_AT_HEADER] = rfc3339(time.time())
+        if not await self._move(delivered, step.queue, headers):
+            return
+        if isinstance(step, Retry):
+            self._count["retried"].inc()
+            log.warning(
+                "moved to %s (retry in %gs)", step.queue, step.delay_ms / 1000, extra=fields
+            )
+        else:
+            self._count["dead_lettered"].inc()
+            log.error("dead-lettered to %s: %s", step.queue, error_text(exc)[:300], extra=fields)
+
+    async def _move(self, delivered: DeliveredMessage, queue: str, headers: dict[str, Any]) -> bool:
+        """Publish a copy to ``queue``, wait for the confirm, then ack the original."""
+        channel = delivered.channel
+        properties = copy_properties(delivered.header.properties, headers)
+        try:
+            confirm = await channel.basic_publish(
+                delivered.body,
+                exchange="",
+                routing_key=queue,
+                properties=properties,
+                mandatory=True,
+                timeout=MOVE_TIMEOUT,
+            )
+            if not isinstance(confirm, Basic.Ack):
+                raise PublishError(confirm, None)  # type: ignore[arg-type]
+        except (PublishError, TimeoutError) as exc:
+            # The copy is not safe: keep the original, retried after a pause (no hot loop).
+            log.error("could not move a message to %s (%r); it stays queued", queue, exc)
+            await asyncio.sleep(MOVE_FAILED_PAUSE)
+            await _settle(delivered, ack=False)
+            return False
+        except Exception as exc:  # channel or connection gone: the broker redelivers
+            log.warning("connection lost while moving a message to %s (%s)", queue, exc)
+            return False
+        return await _settle(delivered, ack=True)
+
+    # --- stopping ---------------------------------------------------------------------
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Stop consuming, let in-flight messages finish for up to ``grace`` seconds, then
+        close: what is still unacked goes back to the queue."""
+        self._stopping = True
+        await self._sync_consumer()
+        if self._in_flight:
+            log.info("waiting for %d in-flight messages", len(self._in_flight), extra=self._log)
+            await asyncio.wait(set(self._in_flight), timeout=grace)
+        for task in set(self._background):
+            task.cancel()
+        await self.link.close()
+
+
+async def _settle(delivered: DeliveredMessage, ack: bool) -> bool:
+    """Ack, or return to the queue; False when the channel is gone (the broker then
+    redelivers the message)."""
+    tag = delivered.delivery_tag
+    assert tag is not None
+    try:
+        if ack:
+            await delivered.channel.basic_ack(tag)
+        else:
+            await delivered.channel.basic_nack(tag, requeue=True)
+    except Exception as exc:
+        log.warning("ack/nack lost with its channel (%s); the broker will redeliver", exc)
+        return False
+    return True
+
+
+class Worker:
+    """Every subscriber of a subscribers file, in one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        subscribers: Sequence[Subscriber],
+        handlers: Mapping[str, Handler] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.subscribers = list(subscribers)
+        self.handlers = dict(handlers or {})
+        self.subscriptions: list[Subscription] = []
+        self._forwarders: list[Forwarder] = []
+
+    def _build(self) -> None:
+        for sub in self.subscribers:
+            handler = self.handlers.get(sub.name)
+            breaker = handler.breaker if isinstance(handler, Forwarder) else None
+            if handler is None and sub.forward_url is not None:
+                forwarder = Forwarder(
+                    sub.name,
+                    sub.forward_url,
+                    timeout=sub.timeout,
+                    headers=dict(sub.forward_headers),
+                    connections=sub.prefetch,
+                )
+                self._forwarders.append(forwarder)
+                handler, breaker = forwarder, forwarder.breaker
+            elif handler is None:
+                handler = resolve_handler(sub)
+            self.subscriptions.append(Subscription(self.settings, sub, handler, breaker))
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        ready: asyncio.Event | None = None,
+        grace: float = SHUTDOWN_GRACE,
+    ) -> None:
+        """Consume until ``stop`` is set (or a subscriber cannot start), then shut down."""
+        self._build()
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        try:
+            for subscription in self.subscriptions:
+                await subscription.start()
+            failures: list[asyncio.Future[Any]] = [s.failed for s in self.subscriptions]
+            all_ready: asyncio.Future[Any] = asyncio.ensure_future(
+                asyncio.gather(*(s.ready.wait() for s in self.subscriptions))
+            )
+            await asyncio.wait([stopped, all_ready, *failures], return_when=asyncio.FIRST_COMPLETED)
+            if all_ready.done() and ready is not None:
+                ready.set()
+            await asyncio.wait([stopped, *failures], return_when=asyncio.FIRST_COMPLETED)
+            all_ready.cancel()
+            for failure in failures:
+                if failure.done():
+                    failure.result()
+        finally:
+            stopped.cancel()
+            await asyncio.gather(*(s.stop(grace) for s in self.subscriptions))
+            for forwarder in self._forwarders:
+                await forwarder.close()
+
+
+async def serve_metrics(host: str, port: int) -> web.AppRunner:
+    """``GET /metrics`` (Prometheus text) and ``GET /healthz`` on ``host:port``."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+    async def show_metrics(request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(REGISTRY))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    app.router.add_get("/metrics", show_metrics)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise CommandError(
+            f"cannot serve metrics on {host}:{port} ({exc.strerror}): pick another --metrics-port"
+        ) from None
+    return runner
+
+
+async def worker_command(settings: Settings, config: str, metrics_port: int = 0) -> int:
+    """``worker --config FILE [--metrics-port N]``: run every subscriber until SIGTERM."""
+    subscribers = load_subscribers(config)
+    for sub in subscribers:
+        if sub.handler is not None:
+            resolve_handler(sub)  # an unimportable handler is a config error (exit 2), now
+    worker = Worker(settings, subscribers)
+    runner = await serve_metrics(settings.host, metrics_port) if metrics_port else None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    for sub in subscribers:
+        target = (
+            f"forward to {shown_url(sub.forward_url)}"
+            if sub.forward_url
+            else f"handler {sub.handler}"
+        )
+        delays = ", ".join(f"{d / 1000:g}s" for d in sub.retry_delays_ms) or "none"
+        log.info(
+            "subscriber %s: events %s, %s, retry delays %s, prefetch %d",
+            sub.name,
+            ",".join(sub.events),
+            target,
+            delays,
+            sub.prefetch,
+            extra={"subscriber": sub.name},
+        )
+    try:
+        await worker.run(stop)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)
+        if runner is not None:
+            await runner.cleanup()
+    log.info("worker stopped")
+    return 0

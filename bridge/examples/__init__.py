@@ -1,0 +1,1 @@
+"""Example handlers for ``worker --config`` (see README, "Subscribers and handlers")."""

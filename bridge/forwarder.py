@@ -1,0 +1,203 @@
+"""The built-in HTTP forwarder: POSTs each message to ``forward_url``, and a circuit breaker
+that pauses the subscriber while the target is down.
+
+2xx is success. 408, 429, other 5xx, timeouts and refused connections raise
+:class:`ForwardFailed` (retried along the ladder); any other answer raises
+:class:`~bridge.errors.PermanentError` (straight to the DLQ). Refused or dropped connections,
+timeouts and 502/503/504 also count towards the breaker: after ``threshold`` of them in a
+row it opens, the worker stops taking messages (they wait in the queue, no attempt spent),
+and the breaker probes the target until it answers, then closes and the worker resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from bridge import __version__, metrics
+from bridge.errors import PermanentError
+from bridge.message import Message
+
+log = logging.getLogger("bridge.forwarder")
+
+DOWN_STATUSES = frozenset({502, 503, 504})
+RETRY_STATUSES = frozenset({408, 429})
+BREAKER_THRESHOLD = 5
+PROBE_MIN_WAIT = 0.5
+PROBE_MAX_WAIT = 30.0
+PROBE_TIMEOUT = 5.0
+
+
+class ForwardFailed(Exception):
+    """The target did not take the message this time; worth retrying."""
+
+
+class TargetDown(ForwardFailed):
+    """The target could not be reached (refused, timeout, 502/503/504)."""
+
+
+class CircuitBreaker:
+    """Opens after ``threshold`` consecutive target-down failures; then runs ``probe``
+    with a doubling wait until it returns True, and closes."""
+
+    def __init__(
+        self,
+        subscriber: str,
+        probe: Callable[[], Awaitable[bool]],
+        threshold: int = BREAKER_THRESHOLD,
+        min_wait: float = PROBE_MIN_WAIT,
+        max_wait: float = PROBE_MAX_WAIT,
+    ) -> None:
+        self.subscriber = subscriber
+        self._probe = probe
+        self.threshold = threshold
+        self.min_wait = min_wait
+        self.max_wait = max_wait
+        self.is_open = False
+        self._failures = 0
+        self._task: asyncio.Task[None] | None = None
+        self._listeners: list[Callable[[bool], None]] = []
+        metrics.FORWARDER_CIRCUIT_OPEN.labels(subscriber).set(0)
+
+    def on_change(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(is_open)`` whenever the breaker opens or closes."""
+        self._listeners.append(listener)
+
+    def succeeded(self) -> None:
+        self._failures = 0
+
+    def target_down(self) -> None:
+        self._failures += 1
+        if self.is_open or self._failures < self.threshold:
+            return
+        self.is_open = True
+        metrics.FORWARDER_CIRCUIT_OPEN.labels(self.subscriber).set(1)
+        log.warning(
+            "target down after %d failures in a row: pausing consumption, probing",
+            self._failures,
+            extra={"subscriber": self.subscriber},
+        )
+        self._task = asyncio.create_task(self._probe_until_up(), name="breaker-probe")
+        self._notify()
+
+    async def _probe_until_up(self) -> None:
+        wait = self.min_wait
+        while True:
+            await asyncio.sleep(wait)
+            if await self._probe():
+                break
+            wait = min(wait * 2, self.max_wait)
+        self.is_open = False
+        self._failures = 0
+        self._task = None
+        metrics.FORWARDER_CIRCUIT_OPEN.labels(self.subscriber).set(0)
+        log.info("target answers again: resuming", extra={"subscriber": self.subscriber})
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener(self.is_open)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+def shown_url(url: str) -> str:
+    """The URL without credentials or query (safe for logs and ``x-error``)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+class Forwarder:
+    """A handler that POSTs the body to ``url`` with its content type and the headers
+    ``X-Mintsoft-Event``, ``X-Message-Id`` (and ``X-Request-Id`` when known)."""
+
+    def __init__(
+        self,
+        subscriber: str,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        headers: Mapping[str, str] | None = None,
+        connections: int = 32,
+    ) -> None:
+        self.subscriber = subscriber
+        self.url = url
+        self.timeout = timeout
+        self.extra_headers = dict(headers or {})
+        self.connections = connections
+        self.breaker = CircuitBreaker(subscriber, self.probe)
+        self._session: aiohttp.ClientSession | None = None
+        self._where = shown_url(url)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.connections),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers={"User-Agent": f"mintsoft-bridge/{__version__}"},
+            )
+        return self._session
+
+    async def __call__(self, message: Message) -> None:
+        headers = {
+            **self.extra_headers,
+            "Content-Type": message.content_type,
+            "X-Mintsoft-Event": message.event,
+            "X-Message-Id": message.message_id,
+        }
+        if message.request_id:
+            headers["X-Request-Id"] = message.request_id
+        try:
+            async with self._client().post(
+                self.url, data=message.body, headers=headers, allow_redirects=False
+            ) as response:
+                status = response.status
+                text = (await response.read())[:200].decode("utf-8", "replace")
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+            self.breaker.target_down()
+            reason = "no answer in time" if isinstance(exc, TimeoutError) else _reason(exc)
+            raise TargetDown(f"{self._where}: {reason}") from None
+        if 200 <= status < 300:
+            self.breaker.succeeded()
+            return
+        detail = f"{self._where} answered {status}: {text.strip()}".rstrip(": ")
+        if status in DOWN_STATUSES:
+            self.breaker.target_down()
+            raise TargetDown(detail)
+        self.breaker.succeeded()
+        if status in RETRY_STATUSES or status >= 500:
+            raise ForwardFailed(detail)
+        raise PermanentError(detail)
+
+    async def probe(self) -> bool:
+        """Whether the target answers at all (a HEAD request; any status but 502-504)."""
+        try:
+            async with asyncio.timeout(min(self.timeout, PROBE_TIMEOUT)):
+                async with self._client().head(self.url, allow_redirects=False) as response:
+                    return response.status not in DOWN_STATUSES
+        except (TimeoutError, aiohttp.ClientError):
+            return False
+
+    async def close(self) -> None:
+        await self.breaker.close()
+        if self._session is not None:
+            await self._session.close()
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect ({exc.os_error.strerror or type(exc.os_error).__name__})"
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

@@ -1,0 +1,67 @@
+"""Where a failed message goes next, as data.
+
+A delivery is tried ``in_process_tries`` times with a short jittered backoff (tenacity). If
+it still fails, :meth:`Ladder.after_failure` says where it goes: the next ``<name>.retry.<i>``
+queue (whose TTL dead-letters it back to ``<name>``) with ``x-attempt`` one higher, or, after
+the last step or on :class:`~bridge.errors.PermanentError`, ``<name>.dlq``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from bridge.topology import dlq_name, retry_queue_name
+
+BACKOFF_INITIAL = 0.1
+BACKOFF_MAX = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Publish a copy to ``queue`` (a TTL step of the ladder) carrying ``x-attempt``."""
+
+    queue: str
+    attempt: int
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Publish a copy to the subscriber's dead-letter queue."""
+
+    queue: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ladder:
+    """A subscriber's retry policy: in-process tries per delivery, then the delayed steps."""
+
+    subscriber: str
+    delays_ms: tuple[int, ...]
+    in_process_tries: int = 3
+
+    def after_failure(self, delivery: int, permanent: bool = False) -> Retry | DeadLetter:
+        """Where a message goes when its ``delivery``-th delivery (1-based) failed."""
+        step = delivery - 1
+        if permanent or step >= len(self.delays_ms):
+            return DeadLetter(dlq_name(self.subscriber), delivery)
+        return Retry(retry_queue_name(self.subscriber, step), delivery + 1, self.delays_ms[step])
+
+    def handler_attempt(self, delivery: int, try_number: int) -> int:
+        """The ``attempt`` a handler sees: every call counted, across deliveries."""
+        return (delivery - 1) * self.in_process_tries + try_number
+
+    def in_process(self, should_retry: Callable[[BaseException], bool]) -> AsyncRetrying:
+        """Tenacity's loop for the quick retries of one delivery; re-raises the last error."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.in_process_tries),
+            wait=wait_exponential_jitter(
+                initial=BACKOFF_INITIAL, max=BACKOFF_MAX, jitter=BACKOFF_INITIAL
+            ),
+            retry=retry_if_exception(should_retry),
+            reraise=True,
+        )
