@@ -11,7 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from bridge.topology import dlq_name, retry_queue_name
 
@@ -59,9 +65,9 @@ class Ladder:
         """Tenacity's loop for the quick retries of one delivery; re-raises the last error."""
         return AsyncRetrying(
             stop=stop_after_attempt(self.in_process_tries),
-            wait=wait_exponential_jitter(
-                initial=BACKOFF_INITIAL, max=BACKOFF_MAX, jitter=BACKOFF_INITIAL
-            ),
+            # 0.1 s, 0.2 s, 0.4 s ... at most 2 s, plus up to 0.1 s of jitter
+            wait=wait_exponential(multiplier=BACKOFF_INITIAL, max=BACKOFF_MAX)
+            + wait_random(0, BACKOFF_INITIAL),
             retry=retry_if_exception(should_retry),
             reraise=True,
         )

@@ -1,0 +1,85 @@
+"""``dlq list`` and ``dlq replay``: listing leaves the DLQ as it was; replay moves messages
+back with ``x-attempt`` reset and a now-healthy handler acks them."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge import PermanentError, metrics
+from bridge.cli import main
+from bridge.dlq import list_command, replay_command
+from bridge.message import Message
+from bridge.topology import dlq_name
+from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings
+from tests.worker_helpers import body_for, publish, running_worker, subscriber, wait_until
+
+
+def _acked(name: str) -> float:
+    return metrics.WORKER_MESSAGES.labels(name, "acked")._value.get()
+
+
+async def test_list_then_replay_brings_dead_letters_back_to_a_healthy_handler(
+    probe: BrokerProbe, exchange: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sub = subscriber(tries=1, delays=())
+    healthy = False
+    calls: list[tuple[str, int, object]] = []
+
+    async def handler(message: Message) -> None:
+        calls.append((message.message_id, message.attempt, message.headers.get("x-attempt")))
+        if not healthy:
+            raise PermanentError("ERP says no")
+
+    settings = bridge_settings(exchange)
+    async with running_worker(probe, exchange, [sub], {sub.name: handler}):
+        sent = [
+            await publish(probe, exchange, "despatched", body_for("despatched", i))
+            for i in range(3)
+        ]
+        await wait_until(lambda: len(calls) == 3)
+        await wait_until(_dlq_has(probe, dlq_name(sub.name), 3))
+
+        capsys.readouterr()
+        assert await list_command(settings, sub.name, None) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert sorted(line.split("\t")[0] for line in lines) == sorted(sent)
+        for line in lines:
+            _id, event, order_id, attempts, error = line.split("\t")
+            assert (event, attempts, error) == ("despatched", "1", "PermanentError: ERP says no")
+            assert order_id != "-"
+        # Listing took nothing away (the broker puts them back as the connection closes).
+        await wait_until(_dlq_has(probe, dlq_name(sub.name), 3), timeout=5)
+
+        healthy = True
+        calls.clear()
+        assert await replay_command(settings, sub.name, 2) == 0
+        await wait_until(lambda: _acked(sub.name) == 2)
+        assert await probe.count(dlq_name(sub.name)) == 1
+        assert await replay_command(settings, sub.name, None) == 0
+        await wait_until(lambda: _acked(sub.name) == 3)
+    assert sorted(c[0] for c in calls) == sorted(sent)
+    assert all(attempt == 1 and header is None for _, attempt, header in calls)
+    assert await probe.count(dlq_name(sub.name)) == 0
+    assert await probe.count(sub.name) == 0
+
+
+def _dlq_has(probe: BrokerProbe, queue: str, n: int):  # type: ignore[no-untyped-def]
+    async def check() -> bool:
+        return await probe.count(queue) == n
+
+    return check
+
+
+def test_dlq_of_an_unknown_subscriber_is_one_line_and_exit_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["dlq", "list", "no-such-subscriber-3e1f", "--amqp-url", AMQP_URL])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1
+    assert "no-such-subscriber-3e1f.dlq does not exist" in err
+
+
+def test_a_malformed_name_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["dlq", "replay", "bad name"]) == 2
+    assert "NAME" in capsys.readouterr().err

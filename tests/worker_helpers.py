@@ -1,0 +1,134 @@
+"""Helpers for worker, forwarder and DLQ tests: subscribers with short delays, a worker run
+in-process, webhook publishing, polling, and handlers a worker subprocess can import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bridge.envelope import webhook_envelope
+from bridge.message import Message
+from bridge.subscribers import Handler, Subscriber
+from bridge.topology import dlq_name, retry_queue_name
+from bridge.worker import Worker
+from tests.conftest import BrokerProbe, bridge_settings, fixture_body
+
+
+def unique_name(prefix: str = "sub") -> str:
+    return f"test-{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def subscriber(
+    name: str | None = None,
+    events: tuple[str, ...] = ("*",),
+    delays: tuple[int, ...] = (200, 200),
+    tries: int = 2,
+    prefetch: int = 8,
+    timeout: float = 5.0,
+) -> Subscriber:
+    return Subscriber(
+        name=name or unique_name(),
+        events=events,
+        retry_delays_ms=delays,
+        prefetch=prefetch,
+        timeout=timeout,
+        in_process_tries=tries,
+    )
+
+
+def queues_of(sub: Subscriber) -> tuple[str, ...]:
+    steps = tuple(retry_queue_name(sub.name, i) for i in range(len(sub.retry_delays_ms)))
+    return (sub.name, *steps, dlq_name(sub.name))
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    probe: BrokerProbe,
+    exchange: str,
+    subs: list[Subscriber],
+    handlers: Mapping[str, Handler],
+    **overrides: Any,
+) -> AsyncIterator[Worker]:
+    """A worker consuming ``subs`` in this process; its queues are deleted after the test."""
+    for sub in subs:
+        probe.track(queues=queues_of(sub))
+    worker = Worker(bridge_settings(exchange, **overrides), subs, handlers)
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(worker.run(stop, ready, grace=2.0))
+    waiter = asyncio.create_task(ready.wait())
+    await asyncio.wait({task, waiter}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if task.done():
+        task.result()
+    assert ready.is_set(), "worker did not become ready"
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+def body_for(event: str, n: int) -> bytes:
+    """A distinct valid body of ``event`` (trailing spaces change its message id)."""
+    return fixture_body(event) + b" " * n
+
+
+async def publish(probe: BrokerProbe, exchange: str, event: str, body: bytes) -> str:
+    """Publish a webhook as the receiver would; returns its message id."""
+    envelope = webhook_envelope(
+        event, body, orjson.loads(body), f"req-{uuid.uuid4().hex[:8]}", time.time()
+    )
+    channel = await probe._chan()
+    await channel.basic_publish(
+        envelope.body,
+        exchange=exchange,
+        routing_key=envelope.routing_key,
+        properties=envelope.properties(),
+        mandatory=True,
+    )
+    return envelope.message_id
+
+
+async def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+# --- handlers for worker subprocesses (named in subscriber files) ---------------------
+
+
+async def hold(message: Message) -> None:
+    """Note the message id in $BRIDGE_TEST_LOG, then never finish (so it stays unacked)."""
+    _note(message.message_id)
+    await asyncio.sleep(3600)
+
+
+async def slow(message: Message) -> None:
+    """Note ``start``, take half a second, note ``done``."""
+    _note(f"start {message.message_id}")
+    await asyncio.sleep(0.5)
+    _note(f"done {message.message_id}")
+
+
+def _note(line: str) -> None:
+    path = Path(os.environ["BRIDGE_TEST_LOG"])
+    with path.open("a") as file:
+        file.write(line + "\n")
