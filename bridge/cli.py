@@ -72,10 +72,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_topology(args: argparse.Namespace) -> int:
-    """Declare (or, with --print, list) every exchange and queue."""
+    """Declare (or, with --print, list; with --definitions, print as JSON) every exchange
+    and queue."""
     from bridge.topology import topology_command
 
-    return run_async(topology_command(_settings(args), args.config, args.print))  # type: ignore[no-any-return]
+    return run_async(  # type: ignore[no-any-return]
+        topology_command(_settings(args), args.config, args.print, args.definitions)
+    )
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -169,7 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     topology = add("topology", cmd_topology, "declare every exchange and queue, idempotently")
-    topology.add_argument("--print", action="store_true", help="list them, declare nothing")
+    shown = topology.add_mutually_exclusive_group()
+    shown.add_argument("--print", action="store_true", help="list them, declare nothing")
+    shown.add_argument(
+        "--definitions",
+        action="store_true",
+        help="print them as RabbitMQ definitions JSON (for the management plugin), declare nothing",
+    )
     topology.add_argument(
         "--config", metavar="FILE", help="also the queues of the subscribers in this file"
     )

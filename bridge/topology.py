@@ -7,6 +7,7 @@ adds :func:`subscriber_topology`. The same data prints with ``topology --print``
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +130,51 @@ def subscriber_topology(
     )
 
 
+def definitions(topology: Topology, vhost: str = "/") -> dict[str, Any]:
+    """``topology`` as a RabbitMQ definitions document, importable by the management plugin
+    (``rabbitmqctl import_definitions``, the UI's upload, or ``load_definitions`` at boot)."""
+    return {
+        "exchanges": [
+            {
+                "name": e.name,
+                "vhost": vhost,
+                "type": e.type,
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": dict(e.arguments),
+            }
+            for e in topology.exchanges
+        ],
+        "queues": [
+            {
+                "name": q.name,
+                "vhost": vhost,
+                "durable": True,
+                "auto_delete": False,
+                "arguments": dict(q.arguments),
+            }
+            for q in topology.queues
+        ],
+        "bindings": [
+            {
+                "source": b.exchange,
+                "vhost": vhost,
+                "destination": b.queue,
+                "destination_type": "queue",
+                "routing_key": b.routing_key,
+                "arguments": {},
+            }
+            for b in topology.bindings
+        ],
+    }
+
+
+def definitions_json(topology: Topology) -> str:
+    """:func:`definitions` as the indented JSON of ``deploy/rabbitmq/definitions.json``."""
+    return json.dumps(definitions(topology), indent=2, sort_keys=True) + "\n"
+
+
 async def declare(channel: AbstractChannel, topology: Topology) -> None:
     """Declare everything in ``topology`` on an aiormq channel; idempotent."""
     for exchange in topology.exchanges:
@@ -152,8 +198,11 @@ async def delete(channel: AbstractChannel, topology: Topology) -> None:
         await channel.exchange_delete(exchange.name)
 
 
-async def topology_command(settings: Settings, config: str | None, print_only: bool) -> int:
-    """``topology [--print] [--config FILE]``: declare, or list, every exchange and queue."""
+async def topology_command(
+    settings: Settings, config: str | None, print_only: bool, as_definitions: bool = False
+) -> int:
+    """``topology [--print | --definitions] [--config FILE]``: declare, list, or print as
+    RabbitMQ definitions, every exchange and queue."""
     from bridge.connection import connect_once
 
     topology = receiver_topology(settings.exchange)
@@ -164,6 +213,9 @@ async def topology_command(settings: Settings, config: str | None, print_only: b
             topology = topology + subscriber_topology(
                 settings.exchange, sub.name, sub.events, sub.retry_delays_ms
             )
+    if as_definitions:
+        print(definitions_json(topology), end="")
+        return 0
     if print_only:
         print("\n".join(topology.describe()))
         return 0
