@@ -6,11 +6,21 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import BaseRequest, StreamResponse
+from aiohttp.web import BaseRequest, RequestKey, StreamResponse
+
+if TYPE_CHECKING:
+    from bridge.envelope import Envelope
+
+WEBHOOK_EVENT: RequestKey[str] = RequestKey("bridge.webhook_event", str)
+"""Set by a webhook route on its request, so the access log line names the event."""
+
+WEBHOOK_ENVELOPE: RequestKey[Envelope] = RequestKey("bridge.webhook_envelope")
+"""Set once a webhook's envelope is built, so the access log line carries its message id,
+order id and request id: one enriched line per webhook instead of a second log line."""
 
 _EXTRA_FIELDS = (
     "event",
@@ -75,24 +85,41 @@ def redacted_path(request: BaseRequest) -> str:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One line per request: method, path (query values redacted), status, latency."""
+    """One line per request: method, path (query values redacted), status, latency, and for
+    a webhook its event, message id, order id and request id."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         if not self.logger.isEnabledFor(logging.INFO):
             return
         path = redacted_path(request)
+        latency_ms = round(time * 1000, 2)
+        fields: dict[str, Any] = {
+            "method": request.method,
+            "path": path,
+            "status": response.status,
+            "latency_ms": latency_ms,
+            "remote": request.remote,
+            "event": request.get(WEBHOOK_EVENT),
+        }
+        envelope = request.get(WEBHOOK_ENVELOPE)
+        if envelope is not None:
+            headers = envelope.headers
+            fields["request_id"] = headers.get("x-request-id")
+            fields["message_id"] = envelope.message_id
+            fields["order_id"] = headers.get("x-order-id")
+            self.logger.info(
+                "%s %s %d %.1fms request_id=%s message_id=%s order_id=%s",
+                request.method,
+                path,
+                response.status,
+                latency_ms,
+                fields["request_id"],
+                envelope.message_id,
+                fields["order_id"],
+                extra=fields,
+            )
+            return
+        fields["request_id"] = request.headers.get("X-Request-Id")
         self.logger.info(
-            "%s %s %d %.1fms",
-            request.method,
-            path,
-            response.status,
-            time * 1000,
-            extra={
-                "method": request.method,
-                "path": path,
-                "status": response.status,
-                "latency_ms": round(time * 1000, 2),
-                "remote": request.remote,
-                "request_id": response.headers.get("X-Request-Id"),
-            },
+            "%s %s %d %.1fms", request.method, path, response.status, latency_ms, extra=fields
         )

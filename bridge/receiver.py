@@ -22,6 +22,7 @@ from bridge.auth import Authenticator
 from bridge.delivery import Delivery, Unavailable
 from bridge.envelope import Envelope, quarantine_envelope, webhook_envelope
 from bridge.events import EVENTS
+from bridge.logs import WEBHOOK_ENVELOPE, WEBHOOK_EVENT
 
 BODY_READ_TIMEOUT = 30.0
 """Seconds a client has to send its whole body; slower ones get 408 and are cut off."""
@@ -78,6 +79,7 @@ def webhook_handler(
     """The handler of ``POST /webhooks/<event>``."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        request[WEBHOOK_EVENT] = event
         if request.method != "POST":
             return _answer(
                 event, 405, {"error": "method_not_allowed", "allow": "POST"}, {"Allow": "POST"}
@@ -106,6 +108,7 @@ def webhook_handler(
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             envelope = quarantine_envelope(event, body, request_id, received_at)
+            request[WEBHOOK_ENVELOPE] = envelope
             outcome = await _keep(delivery, envelope, event)
             if isinstance(outcome, web.Response):
                 return outcome
@@ -121,6 +124,7 @@ def webhook_handler(
                 {"X-Request-Id": request_id},
             )
         envelope = webhook_envelope(event, body, document, request_id, received_at)
+        request[WEBHOOK_ENVELOPE] = envelope
         outcome = await _keep(delivery, envelope, event)
         if isinstance(outcome, web.Response):
             return outcome

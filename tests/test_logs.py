@@ -3,17 +3,13 @@ the header, both log formats."""
 
 from __future__ import annotations
 
+import json
 import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from tests.conftest import AMQP_URL, delete_declared, fixture_body, receiver_names
+from tests.support.processes import bridge_process, http
 from tests.support.rabbit_node import free_port
 
 KEY = "qk-7f3e9a1c55"
@@ -21,14 +17,7 @@ HEADER = "Basic c2VjcmV0LXVzZXI6czNjcjN0"
 
 
 def _post(url: str, headers: dict[str, str]) -> int:
-    request = urllib.request.Request(
-        url, data=fixture_body("despatched"), headers=headers, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
+    return http(url, fixture_body("despatched"), headers)[0]
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
@@ -36,7 +25,6 @@ def test_keys_and_authorization_values_never_appear_in_logs(log_format: str) -> 
     port = free_port()
     exchange = f"test.logs.{os.getpid()}.{port}"
     env = {
-        **os.environ,
         "BRIDGE_API_KEYS": KEY,
         "BRIDGE_AUTH_HEADERS": HEADER,
         "BRIDGE_PORT": str(port),
@@ -45,34 +33,59 @@ def test_keys_and_authorization_values_never_appear_in_logs(log_format: str) -> 
         "BRIDGE_LOG_FORMAT": log_format,
         "BRIDGE_SPOOL_PATH": "",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "serve"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    base = f"http://127.0.0.1:{port}"
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        assert _post(f"{base}/webhooks/despatched?APIKEY={KEY}", {}) == 200
-        assert _post(f"{base}/webhooks/despatched?apikey={KEY}x", {}) == 401
-        assert _post(f"{base}/webhooks/despatched", {"Authorization": HEADER}) == 200
-        assert _post(f"{base}/webhooks/despatched", {"Authorization": HEADER + "x"}) == 401
-        metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
-        assert KEY not in metrics and "c2VjcmV0" not in metrics
+        with bridge_process(["serve"], env, base + "/healthz") as running:
+            assert _post(f"{base}/webhooks/despatched?APIKEY={KEY}", {}) == 200
+            assert _post(f"{base}/webhooks/despatched?apikey={KEY}x", {}) == 401
+            assert _post(f"{base}/webhooks/despatched", {"Authorization": HEADER}) == 200
+            assert _post(f"{base}/webhooks/despatched", {"Authorization": HEADER + "x"}) == 401
+            metrics = http(base + "/metrics")[1].decode()
+            assert KEY not in metrics and "c2VjcmV0" not in metrics
+        output = running.stop()
     finally:
-        process.send_signal(signal.SIGTERM)
-        output, _ = process.communicate(timeout=20)
         delete_declared(AMQP_URL, *receiver_names(exchange))
     assert "/webhooks/despatched" in output, output  # the access log did log the requests
     assert " 401 " in output or '"status":401' in output
     assert KEY not in output
     assert "c2VjcmV0" not in output
-    assert process.returncode == 0
+    assert running.process.returncode == 0
+
+
+def test_json_access_log_line_carries_the_webhook_fields() -> None:
+    """One object per line; the webhook's line names its event, request id, message id,
+    order id and latency, so one webhook can be followed from the receiver to the worker."""
+    port = free_port()
+    exchange = f"test.logs.json.{os.getpid()}.{port}"
+    env = {
+        "BRIDGE_API_KEYS": KEY,
+        "BRIDGE_PORT": str(port),
+        "BRIDGE_EXCHANGE": exchange,
+        "BRIDGE_AMQP_URL": AMQP_URL,
+        "BRIDGE_LOG_FORMAT": "json",
+        "BRIDGE_SPOOL_PATH": "",
+    }
+    base = f"http://127.0.0.1:{port}"
+    body = fixture_body("despatched")
+    try:
+        with bridge_process(["serve"], env, base + "/healthz") as running:
+            status, answer = http(
+                f"{base}/webhooks/despatched?APIKEY={KEY}", body, {"X-Request-Id": "req-7-trace"}
+            )
+            assert status == 200
+            assert http(f"{base}/webhooks/cancelled?APIKEY=nope", body)[0] == 401
+        output = running.stop()
+    finally:
+        delete_declared(AMQP_URL, *receiver_names(exchange))
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]
+    assert all({"time", "level", "message"} <= line.keys() for line in lines)
+    webhooks = [line for line in lines if line.get("path", "").startswith("/webhooks/")]
+    accepted = next(line for line in webhooks if line["status"] == 200)
+    assert accepted["event"] == "despatched"
+    assert accepted["request_id"] == "req-7-trace"
+    assert accepted["message_id"] == json.loads(answer)["message_id"]
+    assert accepted["order_id"] == str(json.loads(body)["ID"])
+    assert isinstance(accepted["latency_ms"], float)
+    assert accepted["path"] == "/webhooks/despatched?APIKEY=***"
+    refused = next(line for line in webhooks if line["status"] == 401)
+    assert refused["event"] == "cancelled" and "message_id" not in refused
