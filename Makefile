@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEV_KEY ?= dev-key-change-me
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck pytest bench broker clean install install-dev
+.PHONY: run test lint typecheck pytest bench broker clean install install-dev definitions
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ test: lint typecheck pytest
 
 bench: install-dev broker
 	$(BIN)/python -m bench
+
+# deploy/rabbitmq/definitions.json: the receiver's topology and the example subscribers'
+# queues, from the same code as `topology` (a test fails when the file is stale).
+definitions: install
+	$(BIN)/mintsoft-bridge topology --definitions --exchange mintsoft.orders > deploy/rabbitmq/definitions.json
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,435 @@
+"""The deployment files: each one valid for the tool that reads it, and in step with the code
+(metric names, topology, subscribers). No Docker engine or cluster is needed."""
+
+from __future__ import annotations
+
+import asyncio
+import configparser
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+import uuid
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import promql_parser
+import pytest
+import yaml
+
+from bridge.cli import main
+from tests.conftest import AMQP_URL
+from tests.support.metric_names import PREFIX, exported_series
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+KUBERNETES = DEPLOY / "kubernetes"
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+KUBERNETES_VERSION = "1.30"
+SUBSCRIBERS_EXAMPLE = DEPLOY / "subscribers.example.toml"
+
+# Series a query may name besides the bridge's own: RabbitMQ's Prometheus plugin, and the
+# `up` series Prometheus itself records for every scrape target.
+FOREIGN_PREFIXES = ("rabbitmq_",)
+PROMETHEUS_SERIES = {"up"}
+
+# Metrics the worker (issue 3) and the spool (issue 4) are adding, allowed in the dashboard
+# and alerts until they land. Delete this set once they are exported: the test then checks
+# the names against the code alone.
+ANNOUNCED = {
+    "bridge_worker_messages_total",
+    "bridge_handler_seconds_bucket",
+    "bridge_forwarder_circuit_open",
+    "bridge_spool_depth",
+    "bridge_spool_bytes",
+    "bridge_spool_oldest_age_seconds",
+    "bridge_spool_drained_total",
+}
+
+
+# --- docker ----------------------------------------------------------------------------
+
+
+def test_compose_file_is_valid_against_the_compose_specification() -> None:
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("check-jsonschema")),
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(ROOT / "docker-compose.yml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_wires_secrets_health_and_the_demo_worker() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert services["rabbitmq"]["image"].startswith("rabbitmq:3.10-management")
+    bridge, worker = services["bridge"], services["worker"]
+    assert bridge["command"] == ["serve"]
+    assert any(name.endswith("_FILE") for name in bridge["environment"])
+    for name, path in {**bridge["environment"], **worker["environment"]}.items():
+        if name.endswith("_FILE"):
+            secret = Path(path).name
+            assert secret in compose["secrets"], f"{name} names an undeclared secret"
+            assert (ROOT / compose["secrets"][secret]["file"]).is_file()
+    assert any(v.endswith(":/var/lib/mintsoft-bridge") for v in bridge["volumes"])
+    for service in ("bridge", "worker"):
+        dependencies = services[service]["depends_on"]
+        assert all(d["condition"] == "service_healthy" for d in dependencies.values())
+        assert all("healthcheck" in services[d] for d in dependencies)
+    assert worker["command"][:3] == ["worker", "--config", "/etc/mintsoft-bridge/subscribers.toml"]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in worker["volumes"]}
+    example = (ROOT / mounted["/etc/mintsoft-bridge/subscribers.toml"]).resolve()
+    assert example == SUBSCRIBERS_EXAMPLE
+    handlers = [s.get("handler") for s in tomllib.loads(example.read_text())["subscriber"]]
+    assert "bridge.examples.log_events:log_event" in handlers
+
+
+def _dockerfile_stages() -> list[list[str]]:
+    """Instructions of each stage, continuation lines joined."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    stages: list[list[str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        assert stages, "an instruction before the first FROM"
+        stages[-1].append(line)
+    return stages
+
+
+def test_dockerfile_runs_slim_as_a_non_root_user_with_a_healthcheck() -> None:
+    stages = _dockerfile_stages()
+    assert len(stages) >= 2, "build in one stage, run in another"
+    final = stages[-1]
+    assert final[0].split()[1].startswith("python:3.11-slim")
+    users = [line.split()[1] for line in final if line.upper().startswith("USER ")]
+    assert users, "no USER in the final stage"
+    assert users[-1].split(":")[0] not in {"root", "0"}
+    healthchecks = [line for line in final if line.upper().startswith("HEALTHCHECK ")]
+    assert len(healthchecks) == 1 and "/healthz" in healthchecks[0]
+    assert any(
+        line.upper().startswith("VOLUME") and "/var/lib/mintsoft-bridge" in line for line in final
+    )
+    final_text = "\n".join(final)
+    for tool in ("gcc", "build-essential", "apt-get install"):
+        assert tool not in final_text, f"{tool} in the final image"
+    assert "COPY --from=" in final_text
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    assert lines[[line.strip() for line in lines].index("*")] == "*"
+    assert "!bridge/" in lines and "!pyproject.toml" in lines
+
+
+# --- kubernetes ------------------------------------------------------------------------
+
+
+def _manifests() -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for path in sorted(KUBERNETES.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for document in yaml.safe_load_all(path.read_text()):
+            if document:
+                found.append((path.name, document))
+    return found
+
+
+def _validate_kubernetes(document: dict[str, Any]) -> None:
+    kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+MANIFESTS = _manifests()
+
+
+@pytest.mark.parametrize(
+    "document",
+    [d for _, d in MANIFESTS if d["kind"] != "RabbitmqCluster"],
+    ids=[f"{n}:{d['kind']}" for n, d in MANIFESTS if d["kind"] != "RabbitmqCluster"],
+)
+def test_kubernetes_manifest_is_valid(document: dict[str, Any]) -> None:
+    _validate_kubernetes(document)
+
+
+def test_kubernetes_validation_rejects_a_misspelt_field() -> None:
+    statefulset = next(d for _, d in MANIFESTS if d["kind"] == "StatefulSet")
+    broken = copy.deepcopy(statefulset)
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        _validate_kubernetes(broken)
+
+
+def test_rabbitmq_cluster_has_three_nodes_and_a_valid_spec() -> None:
+    cluster = next(d for _, d in MANIFESTS if d["kind"] == "RabbitmqCluster")
+    schema = json.loads((SCHEMAS / "rabbitmqcluster-v1beta1.json").read_text())
+    jsonschema.validate(cluster, schema)
+    assert cluster["spec"]["replicas"] == 3
+    # The pod-level parts are core types: check them as a StatefulSet's pod would carry them.
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "check"},
+        "spec": {
+            "containers": [
+                {"name": "rabbitmq", "image": "x", "resources": cluster["spec"]["resources"]}
+            ],
+            "affinity": cluster["spec"]["affinity"],
+        },
+    }
+    _validate_kubernetes(pod)
+    broken = copy.deepcopy(cluster)
+    broken["spec"]["replica"] = 3
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    listed = set(kustomization["resources"])
+    present = {p.name for p in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == present - {"secret.example.yaml"}
+
+
+def _by_kind(kind: str) -> dict[str, Any]:
+    return next(d for _, d in MANIFESTS if d["kind"] == kind)
+
+
+def test_the_bridge_statefulset_is_probed_hardened_and_keeps_its_spool() -> None:
+    statefulset = _by_kind("StatefulSet")
+    pod = statefulset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["args"] == ["serve"]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] and security["runAsNonRoot"]
+    assert pod["securityContext"]["runAsUser"] != 0
+    env = {e["name"]: e["value"] for e in container["env"]}
+    claim = statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"]
+    spool_mount = next(m for m in container["volumeMounts"] if m["name"] == claim)
+    assert env["BRIDGE_SPOOL_PATH"].startswith(spool_mount["mountPath"] + "/")
+    secret_mounts = {
+        m["mountPath"]
+        for m in container["volumeMounts"]
+        if any(v["name"] == m["name"] and "secret" in v for v in pod["volumes"])
+    }
+    secrets = [v for k, v in env.items() if k.endswith("_FILE")]
+    assert secrets and all(str(Path(s).parent) in secret_mounts for s in secrets)
+    assert not any(k in env for k in ("BRIDGE_API_KEYS", "BRIDGE_AUTH_HEADERS", "BRIDGE_AMQP_URL"))
+    assert _by_kind("HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    selector = _by_kind("PodDisruptionBudget")["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= statefulset["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_worker_configmap_carries_the_example_subscribers() -> None:
+    configmap = _by_kind("ConfigMap")
+    assert configmap["data"]["subscribers.toml"] == SUBSCRIBERS_EXAMPLE.read_text()
+    worker = _by_kind("Deployment")["spec"]["template"]["spec"]
+    assert any(
+        v.get("configMap", {}).get("name") == configmap["metadata"]["name"]
+        for v in worker["volumes"]
+    )
+
+
+# --- rabbitmq definitions ---------------------------------------------------------------
+
+
+def _generated_definitions(capsys: pytest.CaptureFixture[str]) -> str:
+    args = ["topology", "--definitions", "--exchange", "mintsoft.orders"]
+    code = main([*args, "--config", str(SUBSCRIBERS_EXAMPLE)])
+    out, err = capsys.readouterr()
+    if code != 0 and "not built yet" in err:  # the subscribers loader has not landed
+        assert main(args) == 0
+        out, err = capsys.readouterr()
+    else:
+        assert code == 0, err
+    return out
+
+
+def test_definitions_file_is_what_topology_generates(capsys: pytest.CaptureFixture[str]) -> None:
+    generated = _generated_definitions(capsys)
+    assert (DEPLOY / "rabbitmq" / "definitions.json").read_text() == generated, (
+        "deploy/rabbitmq/definitions.json is stale: run `make definitions`"
+    )
+    names = {q["name"] for q in json.loads(generated)["queues"]}
+    assert {"mintsoft.orders.unrouted", "mintsoft.orders.invalid"} <= names
+
+
+def _rabbitmqctl(*args: str) -> str:
+    result = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=30, check=True
+    )
+    return result.stdout
+
+
+def _import_definitions(document: dict[str, Any]) -> None:
+    # rabbitmqctl reads the file as the rabbitmq user: not from pytest's private tmp.
+    with tempfile.NamedTemporaryFile("w", suffix=".json", dir="/tmp") as file:
+        json.dump(document, file)
+        file.flush()
+        Path(file.name).chmod(0o644)
+        _rabbitmqctl("import_definitions", file.name)
+
+
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="rabbitmqctl is not installed")
+async def test_definitions_import_into_rabbitmq_as_topology_declares_them() -> None:
+    """Imported into a fresh vhost, the definitions give exactly the exchanges and queues
+    (same arguments) that ``topology`` declares: a redeclare with them is accepted."""
+    from urllib.parse import quote
+
+    import aiormq
+
+    from bridge.topology import declare, definitions, receiver_topology
+
+    vhost = f"bridge-definitions-{uuid.uuid4().hex[:8]}"
+    topology = receiver_topology("mintsoft.orders")
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        _import_definitions(definitions(topology, vhost=vhost))
+        base = AMQP_URL.rsplit("/", 1)[0]
+        connection = await aiormq.connect(f"{base}/{quote(vhost, safe='')}")
+        try:
+            channel = await connection.channel()
+            for _ in range(50):  # the import finishes asynchronously
+                try:
+                    for queue in topology.queues:
+                        await channel.queue_declare(queue.name, passive=True)
+                    break
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    channel = await connection.channel()
+                    await asyncio.sleep(0.1)
+            # A declaration whose arguments differ from the imported ones would fail here.
+            await declare(channel, topology)
+        finally:
+            await connection.close()
+        listed = _rabbitmqctl("list_queues", "-p", vhost, "name", "type")
+        assert all(f"{q.name}\tquorum" in listed for q in topology.queues), listed
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+# --- grafana and prometheus --------------------------------------------------------------
+
+
+def _series_named(expr: str) -> set[str]:
+    # Grafana's own variables are not PromQL: give them values the parser accepts.
+    expr = expr.replace("$__rate_interval", "5m").replace("$__interval", "1m")
+    names: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            name = node.name or next(
+                (m.value for m in node.matchers.matchers if m.name == "__name__"), None
+            )
+            assert name is not None, f"a selector without a metric name in {expr!r}"
+            names.add(name)
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return names
+
+
+def _assert_only_exported(names: set[str], where: str) -> None:
+    exported = exported_series()
+    pending = (names & ANNOUNCED) - exported
+    if pending:
+        warnings.warn(f"{where}: not exported yet: {sorted(pending)}", stacklevel=2)
+        exported |= pending
+    unknown = {
+        n
+        for n in names
+        if n not in exported and n not in PROMETHEUS_SERIES and not n.startswith(FOREIGN_PREFIXES)
+    }
+    assert not unknown, f"{where} names metrics the code does not export: {sorted(unknown)}"
+
+
+def _dashboard_queries() -> list[str]:
+    dashboard = json.loads((DEPLOY / "grafana" / "mintsoft-bridge.json").read_text())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    for variable in dashboard["templating"]["list"]:
+        query = variable.get("query")
+        if isinstance(query, dict) and "label_values(" in query["query"]:
+            queries.append(re.sub(r"label_values\((\w+),.*\)", r"\1", query["query"]))
+    return queries
+
+
+def test_dashboard_queries_name_only_exported_metrics() -> None:
+    queries = _dashboard_queries()
+    assert len(queries) > 10
+    names = set().union(*(_series_named(q) for q in queries))
+    _assert_only_exported(names, "deploy/grafana/mintsoft-bridge.json")
+    assert any(n.startswith(PREFIX) for n in names)
+
+
+def _alert_rules() -> list[dict[str, Any]]:
+    document = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    return [rule for group in document["groups"] for rule in group["rules"]]
+
+
+def test_alert_rules_name_only_exported_metrics() -> None:
+    rules = _alert_rules()
+    names: set[str] = set()
+    for rule in rules:
+        assert {"alert", "expr", "labels", "annotations"} <= rule.keys(), rule
+        names |= _series_named(rule["expr"])
+    _assert_only_exported(names, "deploy/prometheus/alerts.yml")
+    # The alerts the README promises.
+    assert {"bridge_spool_depth", "bridge_forwarder_circuit_open", "bridge_broker_connected"} <= (
+        names
+    )
+    by_name = {rule["alert"]: rule for rule in rules}
+    assert by_name["MintsoftBridgeSpoolNotDraining"]["for"] == "5m"
+    assert ".dlq" in by_name["MintsoftBridgeDeadLetters"]["expr"]
+
+
+def test_metric_name_check_can_fail() -> None:
+    with pytest.raises(AssertionError, match="bridge_no_such_metric"):
+        _assert_only_exported(_series_named("rate(bridge_no_such_metric[5m])"), "a query")
+
+
+# --- systemd -----------------------------------------------------------------------------
+
+UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=[u.name for u in UNITS])
+def test_systemd_unit_parses(unit: Path, tmp_path: Path) -> None:
+    text = unit.read_text()
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(text)
+    assert {"Unit", "Service", "Install"} <= set(parser.sections())
+    service = parser["Service"]
+    assert service["ExecStart"].startswith("/opt/mintsoft-bridge/bin/mintsoft-bridge ")
+    assert service["DynamicUser"] == "yes" and service["NoNewPrivileges"] == "yes"
+    assert "LoadCredential" in service and "%d/" in text
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        return
+    # verify checks that ExecStart exists: point it at a real program, keep the rest.
+    copy_path = tmp_path / unit.name.replace("@.", "@test.")
+    copy_path.write_text(text.replace("/opt/mintsoft-bridge/bin/mintsoft-bridge", sys.executable))
+    result = subprocess.run(
+        [analyze, "verify", "--man=no", str(copy_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
