@@ -48,7 +48,8 @@ bench: install-dev broker
 # deploy/rabbitmq/definitions.json: the receiver's topology and the example subscribers'
 # queues, from the same code as `topology` (a test fails when the file is stale).
 definitions: install
-	$(BIN)/mintsoft-bridge topology --definitions --exchange mintsoft.orders > deploy/rabbitmq/definitions.json
+	$(BIN)/mintsoft-bridge topology --definitions --exchange mintsoft.orders \
+		--config deploy/subscribers.example.toml > deploy/rabbitmq/definitions.json
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

@@ -1,15 +1,21 @@
 """After real traffic, a scrape of the running processes shows every metric the code
 registers: the list comes from the code itself (tests/support/metric_names.py), so a
-metric added later is checked without touching this test."""
+metric added later is checked without touching this test.
+
+The traffic: webhooks of each kind to ``serve``; a ``worker`` whose subscribers ack
+(the demo log handler), fail until dead-lettered, and forward to a closed port."""
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import AMQP_URL, delete_declared, fixture_body, receiver_names
+from bridge.message import Message
+from bridge.topology import receiver_topology, subscriber_topology
+from tests.conftest import AMQP_URL, delete_declared, fixture_body
 from tests.support.metric_names import exported_families, sample_name
 from tests.support.processes import bridge_process, http
 from tests.support.rabbit_node import free_port
@@ -17,10 +23,23 @@ from tests.support.rabbit_node import free_port
 KEY = "metrics-key-5b1d"
 
 
-def _samples(text: str) -> set[str]:
-    return {
-        sample.name for family in text_string_to_metric_families(text) for sample in family.samples
-    }
+async def always_fail(message: Message) -> None:
+    """Handler of the failing subscriber: retried once, then dead-lettered."""
+    raise RuntimeError("failing on purpose")
+
+
+def _samples(text: str, totals: dict[str, float]) -> set[str]:
+    """Names of the samples in ``text``; their values summed into ``totals`` by name (and
+    by name/outcome for the worker's counter)."""
+    names = set()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            names.add(sample.name)
+            key = sample.name
+            if "outcome" in sample.labels:
+                key += "/" + sample.labels["outcome"]
+            totals[key] = totals.get(key, 0) + sample.value
+    return names
 
 
 def _drive_receiver(base: str) -> None:
@@ -32,10 +51,31 @@ def _drive_receiver(base: str) -> None:
     assert http(f"{base}/webhooks/despatched?APIKEY=wrong", body)[0] == 401
 
 
+def _subscribers(prefix: str) -> dict[str, str]:
+    """Name -> the rest of its [[subscriber]] table."""
+    return {
+        f"{prefix}-log": 'handler = "bridge.examples.log_events:log_event"',
+        f"{prefix}-fail": f'handler = "{__name__}:always_fail"\nin_process_tries = 1',
+        f"{prefix}-forward": f'forward_url = "http://127.0.0.1:{free_port()}/closed"',
+    }
+
+
+def _missing(families: dict[str, str], seen: set[str]) -> list[str]:
+    return sorted(name for name, kind in families.items() if sample_name(name, kind) not in seen)
+
+
 def test_every_exported_metric_is_scraped_after_traffic(tmp_path: Path) -> None:
     families = exported_families()
-    port = free_port()
+    port, worker_port = free_port(), free_port()
     exchange = f"test.metrics.{os.getpid()}.{port}"
+    subscribers = _subscribers(f"test-metrics-{port}")
+    config = tmp_path / "subscribers.toml"
+    config.write_text(
+        "".join(
+            f'[[subscriber]]\nname = "{name}"\nevents = ["*"]\nretry_delays = ["100ms"]\n{rest}\n'
+            for name, rest in subscribers.items()
+        )
+    )
     env = {
         "BRIDGE_API_KEYS": KEY,
         "BRIDGE_PORT": str(port),
@@ -43,15 +83,43 @@ def test_every_exported_metric_is_scraped_after_traffic(tmp_path: Path) -> None:
         "BRIDGE_AMQP_URL": AMQP_URL,
         "BRIDGE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
     }
-    base = f"http://127.0.0.1:{port}"
+    base, worker_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{worker_port}"
+    topology = receiver_topology(exchange)
+    for name in subscribers:
+        topology = topology + subscriber_topology(exchange, name, ("*",), (100,))
     seen: set[str] = set()
+    totals: dict[str, float] = {}
     try:
-        with bridge_process(["serve"], env, base + "/healthz"):
+        with (
+            bridge_process(
+                ["worker", "--config", str(config), "--metrics-port", str(worker_port)],
+                env,
+                worker_base + "/healthz",
+            ),
+            bridge_process(["serve"], env, base + "/healthz"),
+        ):
+            time.sleep(0.5)  # the worker's consumers start in the background
             _drive_receiver(base)
-            status, text = http(base + "/metrics")
-            assert status == 200
-            seen |= _samples(text.decode())
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                totals.clear()
+                for url in (base, worker_base):
+                    status, text = http(url + "/metrics")
+                    assert status == 200
+                    seen |= _samples(text.decode(), totals)
+                if totals.get("bridge_worker_messages_total/dead_lettered", 0) > 0:
+                    break
+                time.sleep(0.2)
     finally:
-        delete_declared(AMQP_URL, *receiver_names(exchange))
-    missing = sorted(name for name, kind in families.items() if sample_name(name, kind) not in seen)
+        delete_declared(
+            AMQP_URL,
+            tuple(q.name for q in topology.queues),
+            tuple(e.name for e in topology.exchanges),
+        )
+    missing = _missing(families, seen)
     assert not missing, f"registered but never scraped after traffic: {missing}"
+    # The traffic moved the counters, not only created them: every worker outcome included.
+    for name in ("bridge_webhooks_total", "bridge_publish_total", "bridge_publish_seconds_count"):
+        assert totals.get(name, 0) > 0, name
+    for outcome in ("consumed", "acked", "retried", "dead_lettered"):
+        assert totals.get(f"bridge_worker_messages_total/{outcome}", 0) > 0, outcome
