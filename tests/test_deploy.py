@@ -251,7 +251,7 @@ def test_definitions_file_is_what_topology_generates(capsys: pytest.CaptureFixtu
         "deploy/rabbitmq/definitions.json is stale: run `make definitions`"
     )
     names = {q["name"] for q in json.loads(generated)["queues"]}
-    assert {"mintsoft.orders.unrouted", "mintsoft.orders.invalid", "demo-log.dlq"} <= names
+    assert {"mintsoft.orders.unrouted", "mintsoft.orders.invalid", "log-events.dlq"} <= names
 
 
 def _rabbitmqctl(*args: str) -> str:
