@@ -393,6 +393,23 @@ def test_alert_rules_name_only_exported_metrics() -> None:
     assert ".dlq" in by_name["MintsoftBridgeDeadLetters"]["expr"]
 
 
+def test_prometheus_example_scrapes_the_jobs_the_alerts_expect() -> None:
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    jobs = {job["job_name"] for job in config["scrape_configs"]}
+    pattern = re.search(r'job=~"([^"]+)"', _rule("MintsoftBridgeReceiverDown")["expr"])
+    assert pattern is not None
+    assert {j for j in jobs if re.fullmatch(pattern.group(1), j)} == {
+        "mintsoft-bridge",
+        "mintsoft-bridge-worker",
+    }
+    assert "rabbitmq" in jobs
+
+
+def _rule(name: str) -> dict[str, Any]:
+    return next(rule for rule in _alert_rules() if rule["alert"] == name)
+
+
 def test_metric_name_check_can_fail() -> None:
     with pytest.raises(AssertionError, match="bridge_no_such_metric"):
         _assert_only_exported(_series_named("rate(bridge_no_such_metric[5m])"), "a query")
