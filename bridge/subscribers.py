@@ -8,6 +8,7 @@ the subscriber and the field, raised as :class:`~bridge.settings.SettingsError` 
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping
@@ -241,7 +242,12 @@ def resolve_handler(sub: Subscriber) -> Handler:
         target = getattr(target, part, None)
         if target is None:
             raise SettingsError(f"{where}: {module_name} has no {attribute}: check the name")
-    if not callable(target):
-        raise SettingsError(f"{where}: is not callable: point it at an async function")
+    if not (inspect.iscoroutinefunction(target) or _async_call(target)):
+        raise SettingsError(f"{where}: is not an async function: define it with async def")
     handler: Handler = target
     return handler
+
+
+def _async_call(target: Any) -> bool:
+    """An object whose ``__call__`` is ``async def`` (like the forwarder)."""
+    return callable(target) and inspect.iscoroutinefunction(type(target).__call__)

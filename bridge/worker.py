@@ -187,7 +187,7 @@ class Subscription:
             return
         if await _settle(delivered, ack=True):
             self._count["acked"].inc()
-            log.debug("acked", extra=message.log_fields(self.sub.name))
+            log.info("%s delivered", message.event, extra=message.log_fields(self.sub.name))
 
     def _retry_now(self, exc: BaseException) -> bool:
         return not isinstance(exc, PermanentError) and not self._stopping and not self._paused()

@@ -10,6 +10,7 @@ from datetime import datetime
 import pytest
 
 from bridge import PermanentError, metrics
+from bridge.errors import CommandError
 from bridge.message import Message
 from bridge.topology import dlq_name
 from tests.conftest import BrokerProbe, fixture_body
@@ -214,3 +215,25 @@ async def test_the_handler_sees_event_body_json_and_order_headers(
     assert message.order_id
     assert message.request_id and message.request_id.startswith("req-")
     assert message.attempt == 1
+
+
+async def test_a_ladder_that_clashes_with_existing_queues_stops_the_worker_with_one_line(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    sub = subscriber(delays=(200,))
+    probe.track(queues=(f"{sub.name}.retry.0",))
+    channel = await probe._chan()
+    await channel.queue_declare(
+        f"{sub.name}.retry.0",
+        durable=True,
+        arguments={"x-queue-type": "quorum", "x-message-ttl": 5000},
+    )
+
+    async def never(message: Message) -> None:
+        raise AssertionError("no message expected")
+
+    with pytest.raises(CommandError) as raised:
+        async with running_worker(probe, exchange, [sub], {sub.name: never}):
+            pass
+    assert "other arguments" in str(raised.value)
+    assert "\n" not in str(raised.value)

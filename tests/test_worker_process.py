@@ -4,6 +4,7 @@ work, and every mistake in a subscribers file is one line and exit status 2."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -12,11 +13,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from bridge.cli import main
 from bridge.message import Message
 from tests.conftest import AMQP_URL, BrokerProbe
+from tests.support.rabbit_node import free_port
 from tests.worker_helpers import (
     body_for,
     publish,
@@ -38,11 +41,13 @@ def _config(path: Path, name: str, handler: str, prefetch: int = 8) -> Path:
     return path
 
 
-def _start_worker(config: Path, exchange: str, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, BRIDGE_TEST_LOG=str(log), BRIDGE_AMQP_URL=AMQP_URL)
+def _start_worker(
+    config: Path, exchange: str, log: Path, *args: str, **env_vars: str
+) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, BRIDGE_TEST_LOG=str(log), BRIDGE_AMQP_URL=AMQP_URL, **env_vars)
     env["BRIDGE_EXCHANGE"] = exchange
     return subprocess.Popen(
-        [sys.executable, "-m", "bridge", "worker", "--config", str(config)],
+        [sys.executable, "-m", "bridge", "worker", "--config", str(config), *args],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -105,11 +110,28 @@ async def test_sigterm_finishes_the_in_flight_message_and_exits_0(
     probe.track(queues=queues_of(sub))
     log = tmp_path / "slow.log"
     config = _config(tmp_path / "subs.toml", sub.name, "tests.worker_helpers:slow")
-    proc = _start_worker(config, exchange, log)
+    port = free_port()
+    proc = _start_worker(
+        config, exchange, log, "--metrics-port", str(port), BRIDGE_LOG_FORMAT="json"
+    )
     try:
         await _wait_consuming(probe, sub.name, proc)
-        sent = await publish(probe, exchange, "cancelled", body_for("cancelled", 0))
-        await wait_until(lambda: f"start {sent}" in _lines(log), timeout=15)
+        first = await publish(probe, exchange, "despatched", body_for("despatched", 0))
+        await wait_until(lambda: f"done {first}" in _lines(log), timeout=15)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as response,
+        ):
+            assert response.status == 200
+            scraped = await response.text()
+        assert (
+            f'bridge_worker_messages_total{{outcome="acked",subscriber="{sub.name}"}} 1.0'
+            in scraped
+        )
+        assert f'bridge_handler_seconds_count{{subscriber="{sub.name}"}} 1.0' in scraped
+
+        second = await publish(probe, exchange, "cancelled", body_for("cancelled", 0))
+        await wait_until(lambda: f"start {second}" in _lines(log), timeout=15)
         proc.send_signal(signal.SIGTERM)
         started = time.monotonic()
         code = await asyncio.to_thread(proc.wait, 15)
@@ -120,8 +142,13 @@ async def test_sigterm_finishes_the_in_flight_message_and_exits_0(
     output = (proc.stdout.read() if proc.stdout else b"").decode()
     assert code == 0, output
     assert time.monotonic() - started < 12
-    assert f"done {sent}" in _lines(log)
+    assert f"done {second}" in _lines(log)
     assert await probe.count(sub.name) == 0
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    delivered = [r for r in records if r.get("message_id") == second]
+    assert delivered, output
+    assert {"subscriber", "request_id", "order_id", "attempt", "event"} <= set(delivered[-1])
+    assert delivered[-1]["subscriber"] == sub.name
     assert "Traceback" not in output
 
 
@@ -138,6 +165,7 @@ BAD_CONFIGS = {
     "neither": ('events = ["*"]', "forward_url"),
     "unimportable handler": ('events = ["*"]\nhandler = "no_such_module_9a:handle"', "handler"),
     "missing function": ('events = ["*"]\nhandler = "tests.worker_helpers:nope"', "handler"),
+    "sync function": ('events = ["*"]\nhandler = "tests.worker_helpers:unique_name"', "async"),
     "unknown field": (
         'events = ["*"]\nhandler = "tests.worker_helpers:slow"\nretries = 3',
         "retries",
