@@ -30,8 +30,9 @@ class Message:
 
     ``event`` (``despatched`` ...), ``body`` (the raw bytes Mintsoft sent), ``json`` (parsed on
     first use), ``message_id`` (deterministic: the same webhook always has the same id, use
-    it to deduplicate), ``headers``, ``routing_key``, and ``attempt``: 1 on the first call of
-    the handler, counting every retry, in process and along the retry ladder.
+    it to deduplicate), ``headers``, ``routing_key``, ``subscriber`` (whose queue it came
+    from), and ``attempt``: 1 on the first call of the handler, counting every retry, in
+    process and along the retry ladder.
     """
 
     __slots__ = (
@@ -45,6 +46,7 @@ class Message:
         "message_id",
         "redelivered",
         "routing_key",
+        "subscriber",
     )
 
     def __init__(
@@ -55,6 +57,7 @@ class Message:
         message_id: str,
         headers: Mapping[str, Any],
         routing_key: str = "",
+        subscriber: str = "",
         attempt: int = 1,
         delivery: int = 1,
         content_type: str = "application/json",
@@ -65,6 +68,7 @@ class Message:
         self.message_id = message_id
         self.headers: dict[str, Any] = dict(headers)
         self.routing_key = routing_key
+        self.subscriber = subscriber
         self.attempt = attempt
         self.delivery = delivery
         self.content_type = content_type
@@ -88,10 +92,11 @@ class Message:
         """The receiver's request id, to follow one webhook through the logs."""
         return _text(self.headers.get("x-request-id"))
 
-    def log_fields(self, subscriber: str) -> dict[str, Any]:
-        """The extra fields of every worker log line about this message."""
+    def log_fields(self) -> dict[str, Any]:
+        """The extra fields of every worker log line about this message (pass them as
+        ``extra=`` to follow one webhook from the receiver to your handler)."""
         return {
-            "subscriber": subscriber,
+            "subscriber": self.subscriber,
             "event": self.event,
             "message_id": self.message_id,
             "order_id": self.order_id,

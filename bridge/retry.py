@@ -68,6 +68,7 @@ class Ladder:
             # 0.1 s, 0.2 s, 0.4 s ... at most 2 s, plus up to 0.1 s of jitter
             wait=wait_exponential(multiplier=BACKOFF_INITIAL, max=BACKOFF_MAX)
             + wait_random(0, BACKOFF_INITIAL),
-            retry=retry_if_exception(should_retry),
+            # tenacity catches BaseException: a cancelled task must stay cancelled.
+            retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and should_retry(exc)),
             reraise=True,
         )

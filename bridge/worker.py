@@ -174,6 +174,7 @@ class Subscription:
             message_id=properties.message_id or "",
             headers=headers,
             routing_key=routing_key,
+            subscriber=self.sub.name,
             attempt=self.ladder.handler_attempt(delivery, 1),
             delivery=delivery,
             content_type=properties.content_type or "application/json",
@@ -187,7 +188,7 @@ class Subscription:
             return
         if await _settle(delivered, ack=True):
             self._count["acked"].inc()
-            log.info("%s delivered", message.event, extra=message.log_fields(self.sub.name))
+            log.info("%s delivered", message.event, extra=message.log_fields())
 
     def _retry_now(self, exc: BaseException) -> bool:
         return not isinstance(exc, PermanentError) and not self._stopping and not self._paused()
@@ -210,15 +211,13 @@ class Subscription:
             exc = error
             if deadline.expired():
                 exc = HandlerTimeout(f"no return within {self.sub.timeout:g}s")
-            log.warning(
-                "handler failed: %s", error_text(exc)[:300], extra=message.log_fields(self.sub.name)
-            )
+            log.warning("handler failed: %s", error_text(exc)[:300], extra=message.log_fields())
             raise exc from None
         finally:
             self._seconds.observe(time.perf_counter() - started)
 
     async def _failed(self, delivered: DeliveredMessage, message: Message, exc: Exception) -> None:
-        fields = message.log_fields(self.sub.name)
+        fields = message.log_fields()
         permanent = isinstance(exc, PermanentError)
         if not permanent and (self._stopping or self._paused()):
             # The target is down or we are stopping: not the message's fault, spend nothing.
@@ -300,7 +299,8 @@ async def _settle(delivered: DeliveredMessage, ack: bool) -> bool:
 
 
 class Worker:
-    """Every subscriber of a subscribers file, in one process."""
+    """Every subscriber of a subscribers file, in one process. ``handlers`` (by subscriber
+    name) override the file's, for tests and embedding; build it inside the event loop."""
 
     def __init__(
         self,
@@ -308,15 +308,10 @@ class Worker:
         subscribers: Sequence[Subscriber],
         handlers: Mapping[str, Handler] | None = None,
     ) -> None:
-        self.settings = settings
-        self.subscribers = list(subscribers)
-        self.handlers = dict(handlers or {})
         self.subscriptions: list[Subscription] = []
         self._forwarders: list[Forwarder] = []
-
-    def _build(self) -> None:
-        for sub in self.subscribers:
-            handler = self.handlers.get(sub.name)
+        for sub in subscribers:
+            handler = (handlers or {}).get(sub.name)
             breaker = handler.breaker if isinstance(handler, Forwarder) else None
             if handler is None and sub.forward_url is not None:
                 forwarder = Forwarder(
@@ -330,7 +325,11 @@ class Worker:
                 handler, breaker = forwarder, forwarder.breaker
             elif handler is None:
                 handler = resolve_handler(sub)
-            self.subscriptions.append(Subscription(self.settings, sub, handler, breaker))
+            self.subscriptions.append(Subscription(settings, sub, handler, breaker))
+
+    async def _all_ready(self) -> None:
+        for subscription in self.subscriptions:
+            await subscription.ready.wait()
 
     async def run(
         self,
@@ -339,15 +338,12 @@ class Worker:
         grace: float = SHUTDOWN_GRACE,
     ) -> None:
         """Consume until ``stop`` is set (or a subscriber cannot start), then shut down."""
-        self._build()
         stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         try:
             for subscription in self.subscriptions:
                 await subscription.start()
             failures: list[asyncio.Future[Any]] = [s.failed for s in self.subscriptions]
-            all_ready: asyncio.Future[Any] = asyncio.ensure_future(
-                asyncio.gather(*(s.ready.wait() for s in self.subscriptions))
-            )
+            all_ready: asyncio.Future[Any] = asyncio.ensure_future(self._all_ready())
             await asyncio.wait([stopped, all_ready, *failures], return_when=asyncio.FIRST_COMPLETED)
             if all_ready.done() and ready is not None:
                 ready.set()
@@ -393,10 +389,7 @@ async def serve_metrics(host: str, port: int) -> web.AppRunner:
 async def worker_command(settings: Settings, config: str, metrics_port: int = 0) -> int:
     """``worker --config FILE [--metrics-port N]``: run every subscriber until SIGTERM."""
     subscribers = load_subscribers(config)
-    for sub in subscribers:
-        if sub.handler is not None:
-            resolve_handler(sub)  # an unimportable handler is a config error (exit 2), now
-    worker = Worker(settings, subscribers)
+    worker = Worker(settings, subscribers)  # imports handlers: a bad one is exit 2, now
     runner = await serve_metrics(settings.host, metrics_port) if metrics_port else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

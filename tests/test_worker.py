@@ -4,6 +4,7 @@ dead-letter queue with the contract's headers, and PermanentError."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from datetime import datetime
 
@@ -11,7 +12,9 @@ import pytest
 
 from bridge import PermanentError, metrics
 from bridge.errors import CommandError
+from bridge.examples.log_events import log_event
 from bridge.message import Message
+from bridge.retry import Ladder
 from bridge.topology import dlq_name
 from tests.conftest import BrokerProbe, fixture_body
 from tests.worker_helpers import body_for, publish, running_worker, subscriber, wait_until
@@ -237,3 +240,35 @@ async def test_a_ladder_that_clashes_with_existing_queues_stops_the_worker_with_
             pass
     assert "other arguments" in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+async def test_in_process_retries_never_swallow_a_cancellation() -> None:
+    calls = 0
+
+    async def cancelled() -> None:
+        nonlocal calls
+        calls += 1
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        async for attempt in Ladder("erp", (), in_process_tries=3).in_process(lambda exc: True):
+            with attempt:
+                await cancelled()
+    assert calls == 1
+
+
+async def test_the_example_handler_logs_every_event_with_its_fields(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    message = Message(
+        event="despatched",
+        body=fixture_body("despatched"),
+        message_id="m1",
+        headers={"x-order-id": "1001", "x-request-id": "r1"},
+        subscriber="log-events",
+    )
+    with caplog.at_level(logging.INFO, logger="bridge.examples.log_events"):
+        await log_event(message)
+    [record] = caplog.records
+    assert "despatched" in record.getMessage() and "1001" in record.getMessage()
+    assert (record.subscriber, record.message_id, record.request_id) == ("log-events", "m1", "r1")  # type: ignore[attr-defined]

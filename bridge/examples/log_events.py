@@ -25,5 +25,5 @@ async def log_event(message: Message) -> None:
         message.order_id or "?",
         len(message.body),
         message.message_id,
-        extra=message.log_fields("log-events"),
+        extra=message.log_fields(),
     )
