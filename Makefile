@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEV_KEY ?= dev-key-change-me
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck pytest bench broker clean install install-dev definitions
+.PHONY: run test lint typecheck pytest bench broker clean install install-dev install-bench definitions
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,13 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	touch $@ $(VENV)/.installed-dev $(VENV)/.installed
+
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+install-bench: $(VENV)/.installed-bench
 
 broker:
 	@./.ci/ensure-broker
@@ -42,7 +47,7 @@ pytest: install-dev broker
 
 test: lint typecheck pytest
 
-bench: install-dev broker
+bench: install-bench broker
 	$(BIN)/python -m bench
 
 # deploy/rabbitmq/definitions.json: the receiver's topology and the example subscribers'

@@ -1,0 +1,206 @@
+"""The benchmark's table, its JSON and the latency plot."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+Result = dict[str, Any]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not b:
+        return None
+    return a / b
+
+
+def _get(data: Result, *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def verdicts(results: Result) -> list[tuple[str, str, bool | None]]:
+    """(what, value, met) for each target of issue 6."""
+    cases = results.get("cases", {})
+    bridge = _get(cases, "bridge", "saturated", "rps")
+    naive = _get(cases, "naive", "saturated", "rps")
+    ceiling = _get(cases, "ceiling", "rate")
+    out: list[tuple[str, str, bool | None]] = []
+
+    def add(what: str, value: float | None, target: float, higher: bool, fmt: str) -> None:
+        if value is None or math.isnan(value):
+            out.append((what, "n/a", None))
+            return
+        met = value >= target if higher else value <= target
+        out.append((what, format(value, fmt), met))
+
+    add("bridge/naive requests/s (>= 1.2)", _ratio(bridge, naive), 1.2, True, ".2f")
+    add("bridge/ceiling requests/s (>= 0.8)", _ratio(bridge, ceiling), 0.8, True, ".2f")
+    p99_bridge = _get(cases, "bridge", "fixed", "p99_ms")
+    p99_naive = _get(cases, "naive", "fixed", "p99_ms")
+    add("p99 at 1,000/s bridge/naive (<= 1.0)", _ratio(p99_bridge, p99_naive), 1.0, False, ".2f")
+    consume = results.get("consume", {})
+    worker = _get(consume, "worker", "rate")
+    add(
+        "worker/faststream messages/s (>= 1.2)",
+        _ratio(worker, _get(consume, "faststream", "rate")),
+        1.2,
+        True,
+        ".2f",
+    )
+    add(
+        "worker/raw messages/s (>= 0.8)",
+        _ratio(worker, _get(consume, "raw", "rate")),
+        0.8,
+        True,
+        ".2f",
+    )
+    add("end-to-end p99 at 500/s, ms (<= 25)", _get(results, "e2e", "p99_ms"), 25, False, ".1f")
+    add(
+        "serve RSS after leak check, MB (<= 100)",
+        _get(results, "leak", "rss_mb_final"),
+        100,
+        False,
+        ".1f",
+    )
+    add(
+        "serve RSS growth after warm-up, MB (<= 5)",
+        _get(results, "leak", "growth_after_warmup_mb"),
+        5,
+        False,
+        ".1f",
+    )
+    return out
+
+
+def _num(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, fmt)
+
+
+def table(results: Result) -> str:
+    m = results["machine"]
+    lines = [
+        f"machine: {m['cores']} cores, {m['cpu']}, RabbitMQ {m['rabbitmq']}, "
+        f"Python {m['python']}, Linux {m['kernel']}; body {m['body_bytes']} bytes",
+        "",
+        "| case | requests/s saturated | CPU us/request | p50 ms @1,000/s | p99 ms @1,000/s "
+        "| peak RSS MB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    cases = results.get("cases", {})
+    for name in ("bare", "naive", "ceiling", "bridge"):
+        case = cases.get(name)
+        if case is None:
+            continue
+        if name == "ceiling":
+            lines.append(
+                f"| ceiling (aio-pika, no HTTP) | {_num(case['rate'], ',.0f')} | - | - | - "
+                f"| {_num(case['peak_rss_mb'], '.0f')} |"
+            )
+            continue
+        sat, fixed = case["saturated"], case["fixed"]
+        lines.append(
+            f"| {name} | {_num(sat['rps'], ',.0f')} | {_num(sat['cpu_us_per_request'], '.0f')} "
+            f"| {_num(fixed['p50_ms'], '.2f')} | {_num(fixed['p99_ms'], '.2f')} "
+            f"| {_num(case['peak_rss_mb'], '.0f')} |"
+        )
+    consume = results.get("consume")
+    if consume:
+        lines += ["", "| consumer (quorum queue, prefetch 32) | messages/s | peak RSS MB |"]
+        lines.append("| --- | ---: | ---: |")
+        for name in ("worker", "raw", "faststream"):
+            case = consume.get(name, {})
+            label = {
+                "worker": "mintsoft-bridge worker, no-op handler",
+                "raw": "aio-pika, manual acks",
+                "faststream": "FastStream subscriber",
+            }[name]
+            if "skipped" in case:
+                lines.append(f"| {label} | skipped: {case['skipped']} | - |")
+            else:
+                lines.append(
+                    f"| {label} | {_num(case.get('rate'), ',.0f')} "
+                    f"| {_num(case.get('peak_rss_mb'), '.0f')} |"
+                )
+    e2e = results.get("e2e")
+    if e2e and "skipped" not in e2e:
+        lines += [
+            "",
+            f"end to end (POST received -> handler called) at {e2e['rate']}/s: "
+            f"p50 {e2e['p50_ms']:.1f} ms, p99 {e2e['p99_ms']:.1f} ms, max {e2e['max_ms']:.1f} ms "
+            f"({e2e['messages']} messages; x-received-at has 1 ms resolution)",
+        ]
+    leak = results.get("leak")
+    if leak:
+        chunk = leak["webhooks"] // len(leak["rss_mb_after_each_chunk"])
+        lines += [
+            "",
+            f"leak check: serve RSS after each {chunk:,}"
+            f" webhooks (MB): {leak['rss_mb_after_each_chunk']}; "
+            f"{leak['accepted']:,} of {leak['webhooks']:,} answered 2xx",
+        ]
+    lines += ["", "| target | value | met |", "| --- | ---: | --- |"]
+    for what, value, met in verdicts(results):
+        lines.append(f"| {what} | {value} | {'-' if met is None else 'yes' if met else 'NO'} |")
+    return "\n".join(lines)
+
+
+def plot(results: Result, path: Path) -> bool:
+    cases = results.get("cases", {})
+    series = {
+        name: cases[name]["sweep"]
+        for name in ("bridge", "naive")
+        if cases.get(name, {}).get("sweep")
+    }
+    if not series:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in series.items():
+        rates = [p["offered_rps"] for p in points]
+        ax.plot(rates, [p["p99_ms"] for p in points], marker="o", label=f"{name} p99")
+        ax.plot(rates, [p["p50_ms"] for p in points], marker=".", ls="--", label=f"{name} p50")
+    ax.set_xlabel("offered requests/s (hey -q)")
+    ax.set_ylabel("latency, ms (log)")
+    ax.set_yscale("log")
+    m = results["machine"]
+    ax.set_title(f"Latency against offered rate ({m['cores']} cores, RabbitMQ {m['rabbitmq']})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def publish(results: Result, directory: Path) -> None:
+    """Print the table; write ``bench-<time>.json``/``.png`` and ``latest.json``/``.png``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(results["started"]))
+    results["table"] = table(results)
+    results["targets"] = [
+        {"target": what, "value": value, "met": met} for what, value, met in verdicts(results)
+    ]
+    data = orjson.dumps(results, option=orjson.OPT_INDENT_2)
+    for name in (f"bench-{stamp}.json", "latest.json"):
+        (directory / name).write_bytes(data)
+    print()
+    print(results["table"])
+    print()
+    if plot(results, directory / f"latency-{stamp}.png"):
+        (directory / "latency.png").write_bytes((directory / f"latency-{stamp}.png").read_bytes())
+        print(f"plot: {directory / f'latency-{stamp}.png'}")
+    print(f"json: {directory / f'bench-{stamp}.json'}  (took {results['seconds']:.0f} s)")
