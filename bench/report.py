@@ -91,12 +91,15 @@ def table(results: Result) -> str:
     lines = [
         f"machine: {m['cores']} cores, {m['cpu']}, RabbitMQ {m['rabbitmq']}, "
         f"Python {m['python']}, Linux {m['kernel']}; body {m['body_bytes']} bytes",
-        "",
-        "| case | requests/s saturated | CPU us/request | p50 ms @1,000/s | p99 ms @1,000/s "
-        "| peak RSS MB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     cases = results.get("cases", {})
+    if cases:
+        lines += [
+            "",
+            "| case | requests/s saturated | CPU us/request | p50 ms @1,000/s | p99 ms @1,000/s "
+            "| peak RSS MB |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
     for name in ("bare", "naive", "ceiling", "bridge"):
         case = cases.get(name)
         if case is None:
