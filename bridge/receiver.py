@@ -31,6 +31,9 @@ HEADER_TIMEOUT = 30.0
 """Seconds a connection may stay without a complete request (slow headers, or idle between
 keep-alive requests) before it is closed."""
 
+LINGERING_TIME = 2.0
+"""Seconds an unread body is still swallowed after the answer, so the client can read it."""
+
 RETRY_AFTER_SECONDS = "5"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -64,9 +67,10 @@ def server_options(header_timeout: float = HEADER_TIMEOUT) -> dict[str, Any]:
 
     aiohttp's keep-alive timer runs from the moment a connection opens until a whole request
     head has arrived (and again between requests), so it also cuts off a client that sends
-    its headers a byte a second.
+    its headers a byte a second. ``lingering_time`` bounds how long an unread body (after a
+    408 or 413) is still read and thrown away before the connection is closed.
     """
-    return {"keepalive_timeout": header_timeout}
+    return {"keepalive_timeout": header_timeout, "lingering_time": LINGERING_TIME}
 
 
 def webhook_handler(

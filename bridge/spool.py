@@ -143,6 +143,7 @@ class Spool:
         self.bytes = 0
         self.stored = 0
         self.oldest_received_at: float | None = None
+        self._last_size = 0
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -193,7 +194,8 @@ class Spool:
 
     @property
     def has_room(self) -> bool:
-        return self.bytes < self.max_bytes
+        """Whether a message like the last one offered would fit."""
+        return self.bytes + self._last_size <= self.max_bytes
 
     def oldest_age(self) -> float:
         """Seconds since the oldest spooled message was received (0 when empty)."""
@@ -209,6 +211,7 @@ class Spool:
         """
         row = _row(envelope)
         size: int = row[-1]
+        self._last_size = size
         if self.bytes + size > self.max_bytes:
             metrics.SPOOL_REJECTED.inc()
             raise SpoolFull(f"the spool is full ({self.bytes} of {self.max_bytes} bytes)")

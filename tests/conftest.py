@@ -200,9 +200,9 @@ async def make_bridge(exchange: str) -> AsyncIterator[BridgeFactory]:
         delivery = build_delivery(settings)
         await delivery.open()
         await delivery.publisher.link.start(wait=10.0 if wait_connected else 0.0)
-        server = TestServer(
-            build_app(settings, delivery, body_timeout), **server_options(header_timeout)
-        )
+        server = TestServer(build_app(settings, delivery, body_timeout))
+        # TestServer takes server options in start_server, not in its constructor.
+        await server.start_server(**server_options(header_timeout))
         client: TestClient[Any, Any] = TestClient(server)
         await client.start_server()
         bridge = RunningBridge(client, delivery, settings)
