@@ -23,6 +23,10 @@ from bridge.topology import dlq_name, retry_queue_name
 
 BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 2.0
+REDELIVERY_LIMIT = 20
+"""A message the broker has redelivered this many times (a quorum queue's
+``x-delivery-count``) never got an answer: workers crashed or lost the broker while
+handling it. It goes to the DLQ untried instead of crashing the next worker too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,7 @@ class Ladder:
     subscriber: str
     delays_ms: tuple[int, ...]
     in_process_tries: int = 3
+    redelivery_limit: int = REDELIVERY_LIMIT
 
     def after_failure(self, delivery: int, permanent: bool = False) -> Retry | DeadLetter:
         """Where a message goes when its ``delivery``-th delivery (1-based) failed."""
@@ -56,6 +61,10 @@ class Ladder:
         if permanent or step >= len(self.delays_ms):
             return DeadLetter(dlq_name(self.subscriber), delivery)
         return Retry(retry_queue_name(self.subscriber, step), delivery + 1, self.delays_ms[step])
+
+    def crash_loop(self, delivery_count: int) -> bool:
+        """Whether a message redelivered ``delivery_count`` times is to be given up on."""
+        return delivery_count >= self.redelivery_limit
 
     def handler_attempt(self, delivery: int, try_number: int) -> int:
         """The ``attempt`` a handler sees: every call counted, across deliveries."""

@@ -56,6 +56,10 @@ class HandlerTimeout(Exception):
     """The handler did not return within the subscriber's ``timeout``."""
 
 
+class CrashLoop(PermanentError):
+    """The broker redelivered the message again and again without an ack or a nack."""
+
+
 class Subscription:
     """One subscriber at work: its queues, consumer, handler and retry ladder."""
 
@@ -181,6 +185,14 @@ class Subscription:
             redelivered=bool(delivered.redelivered),
         )
         self._count["consumed"].inc()
+        redeliveries = _whole(headers.get("x-delivery-count"))
+        if self.ladder.crash_loop(redeliveries):
+            reason = (
+                f"delivered {redeliveries} times without an answer: a worker crashed or lost "
+                "its broker connection while handling it every time"
+            )
+            await self._failed(delivered, message, CrashLoop(reason))
+            return
         try:
             await self._call(message)
         except Exception as exc:
@@ -280,6 +292,13 @@ class Subscription:
         for task in set(self._background):
             task.cancel()
         await self.link.close()
+
+
+def _whole(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
 
 
 async def _settle(delivered: DeliveredMessage, ack: bool) -> bool:

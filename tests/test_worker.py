@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from datetime import datetime
 
 import pytest
 
 from bridge import PermanentError, metrics
+from bridge.envelope import webhook_envelope
 from bridge.errors import CommandError
 from bridge.examples.log_events import log_event
 from bridge.message import Message
@@ -272,3 +274,33 @@ async def test_the_example_handler_logs_every_event_with_its_fields(
     [record] = caplog.records
     assert "despatched" in record.getMessage() and "1001" in record.getMessage()
     assert (record.subscriber, record.message_id, record.request_id) == ("log-events", "m1", "r1")  # type: ignore[attr-defined]
+
+
+async def test_a_message_in_a_crash_loop_goes_to_the_dlq_untried(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    sub = subscriber()
+    calls: list[str] = []
+
+    async def handler(message: Message) -> None:
+        calls.append(message.message_id)
+
+    body = body_for("despatched", 0)
+    envelope = webhook_envelope("despatched", body, None, "req-crash", time.time())
+    properties = envelope.properties()
+    # What a quorum queue says of a message it handed out 20 times with no ack or nack.
+    properties.headers = {**(properties.headers or {}), "x-delivery-count": 20}
+    async with running_worker(probe, exchange, [sub], {sub.name: handler}):
+        channel = await probe._chan()
+        await channel.basic_publish(
+            body, exchange=exchange, routing_key="order.despatched", properties=properties
+        )
+        await wait_until(lambda: _count(sub.name, "dead_lettered") == 1)
+        healthy = await publish(probe, exchange, "despatched", body_for("despatched", 1))
+        await wait_until(lambda: _count(sub.name, "acked") == 1)
+    assert calls == [healthy]
+    [dead] = await probe.get_all(dlq_name(sub.name), expected=1)
+    error = (dead.header.properties.headers or {})["x-error"]
+    assert "CrashLoop: delivered 20 times" in (
+        error.decode() if isinstance(error, bytes) else error
+    )

@@ -100,6 +100,8 @@ async def test_sigkill_with_unacked_messages_loses_none(
         await wait_until(lambda: len(got) >= 5, timeout=15)
     assert Counter(m.message_id for m in got) == Counter(sent)
     assert all(m.redelivered for m in got)
+    # The quorum queue counts it: the header the worker's crash-loop guard reads.
+    assert all(m.headers.get("x-delivery-count") == 1 for m in got)
     assert await probe.count(sub.name) == 0
 
 
