@@ -4,16 +4,17 @@ back to the subscriber's queue.
 Listing takes each message without acking it, so closing the channel puts every one back.
 Replaying publishes a copy to ``<name>`` (via the default exchange, so no other subscriber
 sees it again), waits for the broker's confirm, and only then acks the dead letter: an
-interrupted replay loses nothing (at worst one message is in both queues).
+interrupted replay loses nothing (at worst a message in flight is in both queues).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
-from aiormq.exceptions import ChannelNotFoundEntity
+from aiormq.exceptions import ChannelNotFoundEntity, DeliveryError, PublishError
 from pamqp.commands import Basic
 
 from bridge.connection import connect_once
@@ -32,6 +33,8 @@ from bridge.subscribers import NAME_PATTERN
 from bridge.topology import dlq_name
 
 PUBLISH_TIMEOUT = 10.0
+REPLAY_WINDOW = 64
+REPLAY_IDLE = 1.0
 
 
 def _check(name: str) -> None:
@@ -97,23 +100,66 @@ async def replay_command(settings: Settings, name: str, limit: int | None) -> in
     _check(name)
     queue = dlq_name(name)
     connection = await connect_once(settings.amqp_urls)
-    moved = 0
+    replay: _Replay | None = None
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         await _depth(channel, name)
         # Only what is there now: a message that fails again must not be replayed twice.
         depth = await _depth(channel, queue)
-        wanted = depth if limit is None else min(depth, limit)
-        while moved < wanted:
-            got = await channel.basic_get(queue, no_ack=False)
-            if _empty(got):
-                break
-            await _move_back(channel, got, name)
-            moved += 1
+        replay = _Replay(channel, name, depth if limit is None else min(depth, limit))
+        await replay.run(queue)
     finally:
-        await connection.close()
+        await connection.close()  # whatever was taken but not moved goes back to the DLQ
+        moved = replay.moved if replay is not None else 0
         print(f"replayed {moved} messages from {queue} to {name}")
     return 0
+
+
+class _Replay:
+    """Consumes the DLQ with ``REPLAY_WINDOW`` messages in flight, each acked only after its
+    copy in ``<name>`` is confirmed; stops after ``wanted`` or when the DLQ runs dry."""
+
+    def __init__(self, channel: AbstractChannel, name: str, wanted: int) -> None:
+        self.channel = channel
+        self.name = name
+        self.wanted = wanted
+        self.taken = 0
+        self.moved = 0
+        self.settled = 0
+        self.error: CommandError | None = None
+        self._progress = asyncio.Event()
+
+    async def run(self, queue: str) -> None:
+        if self.wanted == 0:
+            return
+        await self.channel.basic_qos(prefetch_count=min(REPLAY_WINDOW, self.wanted))
+        ok = await self.channel.basic_consume(queue, self._take)
+        # Until enough are moved (or one failed), and every message taken is settled.
+        while (self.moved < self.wanted and self.error is None) or self.settled < self.taken:
+            self._progress.clear()
+            try:
+                async with asyncio.timeout(REPLAY_IDLE):
+                    await self._progress.wait()
+            except TimeoutError:
+                if self.settled == self.taken:
+                    break  # nothing in flight and nothing arriving: the DLQ ran dry
+        assert ok.consumer_tag is not None
+        await self.channel.basic_cancel(ok.consumer_tag)
+        if self.error is not None:
+            raise self.error
+
+    async def _take(self, got: DeliveredMessage) -> None:
+        if self.taken >= self.wanted or self.error is not None:
+            return  # not ours to move: unacked, it goes back to the DLQ on close
+        self.taken += 1
+        try:
+            await _move_back(self.channel, got, self.name)
+            self.moved += 1
+        except CommandError as exc:
+            self.error = self.error or exc
+        finally:
+            self.settled += 1
+            self._progress.set()
 
 
 async def _move_back(channel: AbstractChannel, got: DeliveredMessage, name: str) -> None:
@@ -122,7 +168,7 @@ async def _move_back(channel: AbstractChannel, got: DeliveredMessage, name: str)
     for header in (ATTEMPT_HEADER, ERROR_HEADER, FAILED_AT_HEADER):
         headers.pop(header, None)
     try:
-        confirm = await channel.basic_publish(
+        await channel.basic_publish(
             got.body,
             exchange="",
             routing_key=name,
@@ -130,12 +176,17 @@ async def _move_back(channel: AbstractChannel, got: DeliveredMessage, name: str)
             mandatory=True,
             timeout=PUBLISH_TIMEOUT,
         )
+    except PublishError:
+        raise CommandError(f"queue {name} routed nothing (was it deleted?): run topology") from None
+    except DeliveryError:
+        raise CommandError(
+            f"the broker refused a message for {name} (is the queue full?): the rest stays "
+            "in the DLQ, nothing was lost"
+        ) from None
     except Exception as exc:
         raise CommandError(
-            f"the broker did not take a replayed message ({type(exc).__name__}); "
-            "nothing was lost: run the replay again"
+            f"the broker did not confirm a message for {name} ({type(exc).__name__}): "
+            "the rest stays in the DLQ, nothing was lost; run the replay again"
         ) from None
-    if not isinstance(confirm, Basic.Ack):
-        raise CommandError("the broker refused a replayed message: nothing was lost; try again")
     assert got.delivery_tag is not None
     await channel.basic_ack(got.delivery_tag)

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 from aiormq.abc import AbstractChannel, DeliveredMessage
-from aiormq.exceptions import ChannelPreconditionFailed, PublishError
+from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError
 from pamqp.commands import Basic
 
 from bridge import metrics
@@ -185,7 +185,10 @@ class Subscription:
             redelivered=bool(delivered.redelivered),
         )
         self._count["consumed"].inc()
-        redeliveries = _whole(headers.get("x-delivery-count"))
+        # RabbitMQ 4.3 moved the count of every hand-out to x-acquired-count.
+        redeliveries = max(
+            _whole(headers.get("x-delivery-count")), _whole(headers.get("x-acquired-count"))
+        )
         if self.ladder.crash_loop(redeliveries):
             reason = (
                 f"delivered {redeliveries} times without an answer: a worker crashed or lost "
@@ -267,8 +270,8 @@ class Subscription:
                 timeout=MOVE_TIMEOUT,
             )
             if not isinstance(confirm, Basic.Ack):
-                raise PublishError(confirm, None)  # type: ignore[arg-type]
-        except (PublishError, TimeoutError) as exc:
+                raise DeliveryError(None, confirm)  # type: ignore[arg-type]
+        except (DeliveryError, TimeoutError) as exc:  # returned, nacked, or no confirm
             # The copy is not safe: keep the original, retried after a pause (no hot loop).
             log.error("could not move a message to %s (%r); it stays queued", queue, exc)
             await asyncio.sleep(MOVE_FAILED_PAUSE)

@@ -4,14 +4,23 @@ back with ``x-attempt`` reset and a now-healthy handler acks them."""
 from __future__ import annotations
 
 import pytest
+from pamqp.commands import Basic
 
 from bridge import PermanentError, metrics
 from bridge.cli import main
 from bridge.dlq import list_command, replay_command
+from bridge.errors import CommandError
 from bridge.message import Message
 from bridge.topology import dlq_name
 from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings
-from tests.worker_helpers import body_for, publish, running_worker, subscriber, wait_until
+from tests.worker_helpers import (
+    body_for,
+    publish,
+    running_worker,
+    subscriber,
+    unique_name,
+    wait_until,
+)
 
 
 def _acked(name: str) -> float:
@@ -54,7 +63,7 @@ async def test_list_then_replay_brings_dead_letters_back_to_a_healthy_handler(
         calls.clear()
         assert await replay_command(settings, sub.name, 2) == 0
         await wait_until(lambda: _acked(sub.name) == 2)
-        assert await probe.count(dlq_name(sub.name)) == 1
+        await wait_until(_dlq_has(probe, dlq_name(sub.name), 1), timeout=5)
         assert await replay_command(settings, sub.name, None) == 0
         await wait_until(lambda: _acked(sub.name) == 3)
     assert sorted(c[0] for c in calls) == sorted(sent)
@@ -83,3 +92,33 @@ def test_dlq_of_an_unknown_subscriber_is_one_line_and_exit_1(
 def test_a_malformed_name_is_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["dlq", "replay", "bad name"]) == 2
     assert "NAME" in capsys.readouterr().err
+
+
+async def test_an_interrupted_replay_loses_nothing(
+    probe: BrokerProbe, exchange: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    name = unique_name("replay")
+    probe.track(queues=(name, dlq_name(name)))
+    channel = await probe._chan()
+    # The subscriber's queue takes one message, then refuses (nacks) the rest. (A classic
+    # queue: a quorum queue applies its length limit a little late.)
+    await channel.queue_declare(
+        name, durable=True, arguments={"x-max-length": 1, "x-overflow": "reject-publish"}
+    )
+    await channel.queue_declare(dlq_name(name), durable=True, arguments={"x-queue-type": "quorum"})
+    for i in range(5):
+        await channel.basic_publish(
+            body_for("despatched", i),
+            routing_key=dlq_name(name),
+            properties=Basic.Properties(message_id=f"m{i}", headers={"x-attempt": 3}),
+        )
+    with pytest.raises(CommandError, match="refused"):
+        await replay_command(bridge_settings(exchange), name, None)
+    assert "replayed 1 messages" in capsys.readouterr().out
+
+    async def all_kept() -> bool:
+        return (await probe.count(name), await probe.count(dlq_name(name))) == (1, 4)
+
+    await wait_until(all_kept, timeout=5)
+    [moved] = await probe.get_all(name, expected=1)
+    assert "x-attempt" not in (moved.header.properties.headers or {})

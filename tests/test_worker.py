@@ -304,3 +304,25 @@ async def test_a_message_in_a_crash_loop_goes_to_the_dlq_untried(
     assert "CrashLoop: delivered 20 times" in (
         error.decode() if isinstance(error, bytes) else error
     )
+
+
+async def test_a_message_whose_retry_copy_is_not_confirmed_is_never_acked(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    sub = subscriber(tries=1, delays=(200,))
+
+    async def broken(message: Message) -> None:
+        raise RuntimeError("down")
+
+    async with running_worker(probe, exchange, [sub], {sub.name: broken}):
+        channel = await probe._chan()
+        await channel.queue_delete(f"{sub.name}.retry.0")  # the copy is now unroutable
+        await publish(probe, exchange, "despatched", body_for("despatched", 0))
+        await wait_until(lambda: _count(sub.name, "consumed") >= 2)  # kept, tried again
+        assert _count(sub.name, "retried") == 0
+
+    async def back_in_the_queue() -> bool:
+        return await probe.count(sub.name) == 1
+
+    await wait_until(back_in_the_queue, timeout=5)
+    assert await probe.count(dlq_name(sub.name)) == 0
