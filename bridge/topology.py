@@ -17,6 +17,7 @@ from bridge.events import EVENTS, routing_key
 from bridge.settings import Settings
 
 QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
+DLQ_DELIVERY_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,9 @@ def subscriber_topology(
                 },
             )
         )
-    queues.append(Queue(dlq_name(name), dict(QUORUM)))
+    # `dlq list` hands every message back to the DLQ, and RabbitMQ 4.0-4.2 drop a quorum
+    # queue's message once it was handed back 20 times: a dead letter must never expire so.
+    queues.append(Queue(dlq_name(name), {**QUORUM, "x-delivery-limit": DLQ_DELIVERY_LIMIT}))
     return Topology(
         queues=tuple(queues),
         bindings=tuple(Binding(exchange, name, routing_key(e)) for e in wanted),
