@@ -60,6 +60,9 @@ class CrashLoop(PermanentError):
     """The broker redelivered the message again and again without an ack or a nack."""
 
 
+_EXPECTED = (PermanentError, HandlerTimeout)
+
+
 class Subscription:
     """One subscriber at work: its queues, consumer, handler and retry ladder."""
 
@@ -93,6 +96,7 @@ class Subscription:
             for outcome in ("consumed", "acked", "retried", "dead_lettered")
         }
         self._seconds = metrics.HANDLER_SECONDS.labels(sub.name)
+        self._handler_is_code = not isinstance(handler, Forwarder)
         self._log = {"subscriber": sub.name}
         if breaker is not None:
             breaker.on_change(lambda _open: self._spawn(self._sync_consumer()))
@@ -247,14 +251,27 @@ class Subscription:
             headers[FAILED_AT_HEADER] = rfc3339(time.time())
         if not await self._move(delivered, step.queue, headers):
             return
+        # A bug in a handler shows its traceback, once per delivery; expected failures
+        # (PermanentError, the forwarder's HTTP answers, timeouts) do not.
+        trace = exc if self._handler_is_code and not isinstance(exc, _EXPECTED) else None
         if isinstance(step, Retry):
             self._count["retried"].inc()
             log.warning(
-                "moved to %s (retry in %gs)", step.queue, step.delay_ms / 1000, extra=fields
+                "moved to %s (retry in %gs)",
+                step.queue,
+                step.delay_ms / 1000,
+                exc_info=trace,
+                extra=fields,
             )
         else:
             self._count["dead_lettered"].inc()
-            log.error("dead-lettered to %s: %s", step.queue, error_text(exc)[:300], extra=fields)
+            log.error(
+                "dead-lettered to %s: %s",
+                step.queue,
+                error_text(exc)[:300],
+                exc_info=trace,
+                extra=fields,
+            )
 
     async def _move(self, delivered: DeliveredMessage, queue: str, headers: dict[str, Any]) -> bool:
         """Publish a copy to ``queue``, wait for the confirm, then ack the original."""

@@ -107,16 +107,23 @@ async def test_400_is_dead_lettered_at_once(
     target.status_for = lambda message_id, n: 400
     await target.start()
     sub = subscriber(tries=3)
-    forwarder = Forwarder(sub.name, target.url, timeout=5)
+    forwarder = Forwarder(
+        sub.name,
+        target.url + "?token=s3cret-in-url",
+        timeout=5,
+        headers={"Authorization": "Bearer s3cret-header"},
+    )
     async with running_worker(probe, exchange, [sub], {sub.name: forwarder}):
         sent = await publish(probe, exchange, "split", body_for("split", 0))
         await wait_until(lambda: _count(sub.name, "dead_lettered") == 1)
     await forwarder.close()
     assert target.ids() == [sent]
+    assert target.requests[0][0]["Authorization"] == "Bearer s3cret-header"
     [dead] = await probe.get_all(dlq_name(sub.name), expected=1)
     error = (dead.header.properties.headers or {})["x-error"]
     error = error.decode() if isinstance(error, bytes) else error
     assert error.startswith("PermanentError: ") and "answered 400" in error
+    assert "s3cret" not in error
 
 
 async def test_target_down_pauses_consumption_and_everything_arrives_when_it_is_back(
