@@ -65,22 +65,17 @@ class Drainer:
                 await self.publisher.link.wait_up(MAX_BACKOFF)
                 continue
             try:
-                batch = await self.spool.head(min(CHUNK, self.window))
+                published, failure = await self._pass()
             except SpoolError as exc:
                 log.error("cannot read the spool (%s); retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
-            if not batch:
-                # Counted as stored but not yet visible to this read: let the commit land.
-                await asyncio.sleep(0.01)
-                continue
-            confirmed, failure = await self._publish(batch)
-            if confirmed:
-                await self._remove(confirmed)
             if failure is None:
                 backoff = MIN_BACKOFF
-                self.window = WINDOW
+                if not published:
+                    # Counted as stored but not yet visible to this read: let the commit land.
+                    await asyncio.sleep(0.01)
                 continue
             if failure.reason == "returned" and self.repair is not None:
                 await self._repair()
@@ -93,6 +88,32 @@ class Drainer:
             self.window = 1
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
+
+    async def _pass(self) -> tuple[int, PublishFailed | None]:
+        """Publish what the spool holds, chunk by chunk from the oldest; the confirmed part
+        of one chunk is deleted while the next is published. Stops at the first failure."""
+        cursor = 0
+        published = 0
+        removing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                batch = await self.spool.head(CHUNK if self.window > 1 else 1, after=cursor)
+                if not batch:
+                    return published, None
+                cursor = batch[-1].seq
+                confirmed, failure = await self._publish(batch)
+                published += len(confirmed)
+                if removing is not None:
+                    await removing
+                    removing = None
+                if confirmed:
+                    removing = asyncio.create_task(self._remove(confirmed))
+                if failure is not None:
+                    return published, failure
+                self.window = WINDOW
+        finally:
+            if removing is not None:
+                await removing
 
     async def _publish(self, batch: list[Spooled]) -> tuple[list[Spooled], PublishFailed | None]:
         """Publish ``batch`` in order, ``WINDOW`` at a time; after the first failure start no

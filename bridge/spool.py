@@ -142,6 +142,7 @@ class Spool:
         self.depth = 0
         self.bytes = 0
         self.stored = 0
+        self.commits = 0
         self.oldest_received_at: float | None = None
         self._last_size = 0
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
@@ -276,6 +277,7 @@ class Spool:
                 future.set_result(value)
 
     def _committed(self, inserted: int, oldest: float | None) -> None:
+        self.commits += 1
         self.stored += inserted
         self.oldest_received_at = oldest
         if self.stored > 0:
