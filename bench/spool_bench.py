@@ -18,6 +18,7 @@ import asyncio
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,19 +65,26 @@ async def http_case(
     return result
 
 
+async def timed_window(
+    action: Callable[[Envelope], Awaitable[None]], batch: list[Envelope], window: int
+) -> float:
+    """Seconds to run ``action`` on every envelope, ``window`` at a time."""
+    gate = asyncio.Semaphore(window)
+
+    async def one(envelope: Envelope) -> None:
+        async with gate:
+            await action(envelope)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(e) for e in batch))
+    return time.perf_counter() - started
+
+
 async def spool_appends(path: Path, batch: list[Envelope], concurrency: int) -> Result:
     """Append ``batch`` with ``concurrency`` appends waiting at any time."""
     spool = Spool(str(path), 1 << 40)
     await spool.open()
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(envelope: Envelope) -> None:
-        async with gate:
-            await spool.append(envelope)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(one(e) for e in batch))
-    seconds = time.perf_counter() - started
+    seconds = await timed_window(spool.append, batch, concurrency)
     commits = spool.commits
     await spool.close()
     return {
@@ -89,15 +97,7 @@ async def spool_appends(path: Path, batch: list[Envelope], concurrency: int) -> 
 
 async def confirmed_publish(publisher: Publisher, batch: list[Envelope]) -> Result:
     """Publish ``batch`` with confirms, ``WINDOW`` in flight, as the drain does."""
-    gate = asyncio.Semaphore(WINDOW)
-
-    async def one(envelope: Envelope) -> None:
-        async with gate:
-            await publisher.publish(envelope)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(one(e) for e in batch))
-    seconds = time.perf_counter() - started
+    seconds = await timed_window(publisher.publish, batch, WINDOW)
     return {"messages": len(batch), "rate": len(batch) / seconds}
 
 
@@ -180,27 +180,34 @@ def report(up: Result, down: Result, appends: Result, baseline: Result, drained:
             f"p99 {result['p99_ms']:6.2f} ms   errors {result['errors']}"
         )
 
+    rows = [
+        ("HTTP, broker up: accepted (confirmed)", http(up)),
+        (
+            "HTTP, broker unreachable: spooled (fsync)",
+            f"{http(down)}   ({down['spool_depth_after']} spooled)",
+        ),
+        (
+            "spool appends in process, 256 waiting",
+            f"{appends['rate']:8.0f} msg/s   "
+            f"{appends['per_commit']:.0f} messages per commit (one fsync)",
+        ),
+        (
+            f"confirmed publish, {WINDOW} in flight",
+            f"{baseline['rate']:8.0f} msg/s   ({baseline['messages']} messages)",
+        ),
+        (
+            f"drain of a {drained['messages']}-message backlog",
+            f"{drained['rate']:8.0f} msg/s   ({drained['seconds']:.1f} s; "
+            f"{drained['in_queue']} in the queue after)",
+        ),
+        ("spooled / accepted HTTP rate", f"{down['rps'] / up['rps']:8.2f}"),
+        ("drain / confirmed publish rate", f"{drained['rate'] / baseline['rate']:8.2f}"),
+    ]
     print()
     print("spool benchmark (SQLite WAL, synchronous=FULL; wrk -t1 -c32; private RabbitMQ node)")
-    print(f"  HTTP, broker up, confirmed (accepted)   {http(up)}")
-    print(
-        f"  HTTP, broker unreachable, fsynced (spooled) {http(down)}   "
-        f"spooled {down['spool_depth_after']}"
-    )
-    print(
-        f"  spool appends in process (256 waiting) {appends['rate']:8.0f} msg/s   "
-        f"{appends['per_commit']:.0f} messages per commit (fsync)"
-    )
-    print(
-        f"  confirmed publish, {WINDOW} in flight     {baseline['rate']:8.0f} msg/s   "
-        f"({baseline['messages']} messages)"
-    )
-    print(
-        f"  drain of a {drained['messages']}-message backlog  {drained['rate']:8.0f} msg/s   "
-        f"({drained['seconds']:.1f} s; {drained['in_queue']} in the queue after)"
-    )
-    print(f"  spooled / accepted HTTP rate:        {down['rps'] / up['rps']:.2f}")
-    print(f"  drain / confirmed publish rate:      {drained['rate'] / baseline['rate']:.2f}")
+    width = max(len(label) for label, _ in rows)
+    for label, value in rows:
+        print(f"  {label:<{width}}  {value}")
 
 
 def main() -> None:
