@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aiormq.exceptions import AMQPError, PublishError
-from pamqp.commands import Basic
+from aiormq.exceptions import AMQPError, DeliveryError, PublishError
 
 from bridge import metrics
 from bridge.connection import BrokerLink
 from bridge.envelope import Envelope
+from bridge.pipeline import PublishWriter
 
 
 class PublishFailed(Exception):
@@ -36,6 +36,7 @@ class Publisher:
         # Identical webhooks share a message id, and aiormq matches a basic.return to its
         # publish by message id: publish such twins one after the other, never together.
         self._in_flight: dict[str, asyncio.Future[None]] = {}
+        self._writer = PublishWriter(exchange)
 
     @property
     def connected(self) -> bool:
@@ -72,29 +73,39 @@ class Publisher:
     async def _publish_once(self, envelope: Envelope, timeout: float) -> None:
         channel = self.link.channel
         if channel is None:
-            metrics.PUBLISH_RESULTS.labels("no_broker").inc()
+            _NO_BROKER.inc()
             raise PublishFailed("no_broker", "not connected to the broker")
         started = time.perf_counter()
         try:
-            confirm = await channel.basic_publish(
-                envelope.body,
-                exchange=self.exchange,
-                routing_key=envelope.routing_key,
-                properties=envelope.properties(),
-                mandatory=True,
-                timeout=timeout,
-            )
+            confirmation, tag = self._writer.send(channel, envelope)
+        except (AMQPError, ConnectionError, RuntimeError) as exc:
+            _CHANNEL_CLOSED.inc()
+            raise PublishFailed("channel_closed", type(exc).__name__) from None
+        try:
+            async with asyncio.timeout(timeout):
+                await confirmation
         except TimeoutError:
-            metrics.PUBLISH_RESULTS.labels("timeout").inc()
+            _TIMEOUT.inc()
             raise PublishFailed("timeout", f"no confirm within {timeout:.1f}s") from None
         except PublishError:
-            metrics.PUBLISH_RESULTS.labels("returned").inc()
+            _RETURNED.inc()
             raise PublishFailed("returned", "unroutable: the exchange routed it nowhere") from None
-        except (AMQPError, ConnectionError, RuntimeError) as exc:
-            metrics.PUBLISH_RESULTS.labels("channel_closed").inc()
+        except DeliveryError:
+            _NACKED.inc()
+            raise PublishFailed("nacked", "the broker refused the message") from None
+        except Exception as exc:  # aiormq rejects pending confirms with the close reason
+            _CHANNEL_CLOSED.inc()
             raise PublishFailed("channel_closed", type(exc).__name__) from None
-        if not isinstance(confirm, Basic.Ack):
-            metrics.PUBLISH_RESULTS.labels("nacked").inc()
-            raise PublishFailed("nacked", "the broker refused the message")
-        metrics.PUBLISH_RESULTS.labels("confirmed").inc()
-        metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
+        finally:
+            self._writer.forget(channel, envelope.message_id, tag)
+        _CONFIRMED.inc()
+        _PUBLISH_SECONDS.observe(time.perf_counter() - started)
+
+
+_NO_BROKER = metrics.PUBLISH_RESULTS.labels("no_broker")
+_CHANNEL_CLOSED = metrics.PUBLISH_RESULTS.labels("channel_closed")
+_TIMEOUT = metrics.PUBLISH_RESULTS.labels("timeout")
+_RETURNED = metrics.PUBLISH_RESULTS.labels("returned")
+_NACKED = metrics.PUBLISH_RESULTS.labels("nacked")
+_CONFIRMED = metrics.PUBLISH_RESULTS.labels("confirmed")
+_PUBLISH_SECONDS = metrics.PUBLISH_SECONDS

@@ -1,0 +1,114 @@
+"""The AMQP frames of one webhook publish, built by hand.
+
+pamqp builds a ``Basic.Publish``, a ``ContentHeader`` with ``Basic.Properties`` and a body
+frame through many small Python calls per message; most of it is the same for every
+webhook. Here the method frame is built once per routing key, and the content header from
+the handful of per-message fields: the bytes are exactly those pamqp would produce
+(``tests/test_frames.py`` checks them against pamqp's own marshalling).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from pamqp import frame as pamqp_frame
+from pamqp.commands import Basic
+
+from bridge.envelope import Envelope
+from bridge.events import APP_ID
+
+_FRAME_END: Final = b"\xce"
+_METHOD, _HEADER, _BODY = 1, 2, 3
+_FRAME_HEAD = struct.Struct(">BHI")
+_HEADER_HEAD = struct.Struct(">HHQH")
+_LONG = struct.Struct(">I")
+
+# Property flags of the contract's properties, in AMQP 0-9-1 order (most significant first).
+_FLAGS: Final = (
+    1 << 15  # content_type
+    | 1 << 13  # headers
+    | 1 << 12  # delivery_mode
+    | 1 << 7  # message_id
+    | 1 << 6  # timestamp
+    | 1 << 5  # type
+    | 1 << 3  # app_id
+)
+_CONTENT_TYPE: Final = b"\x10application/json"
+_DELIVERY_MODE: Final = b"\x02"
+_APP_ID: Final = bytes([len(APP_ID)]) + APP_ID.encode()
+_BASIC_CLASS: Final = 60
+CONTENT_FRAME_OVERHEAD: Final = 8
+"""Bytes of a frame around its payload: type, channel, size, frame end."""
+
+
+def _short(text: str) -> bytes:
+    raw = text.encode()
+    if len(raw) > 255:
+        raise ValueError(f"short string over 255 bytes: {text[:40]!r}...")
+    return bytes((len(raw),)) + raw
+
+
+def _frame(kind: int, channel: int, payload: bytes) -> bytes:
+    return _FRAME_HEAD.pack(kind, channel, len(payload)) + payload + _FRAME_END
+
+
+def headers_table(headers: dict[str, str]) -> bytes:
+    """An AMQP field table of string values, keys sorted as pamqp sorts them."""
+    parts = []
+    for key in sorted(headers):
+        name = key.encode()
+        value = headers[key].encode()
+        parts.append(b"%c%sS%s%s" % (len(name), name, _LONG.pack(len(value)), value))
+    table = b"".join(parts)
+    return _LONG.pack(len(table)) + table
+
+
+class PublishFrames:
+    """Encodes envelopes as the frames of a persistent, mandatory ``basic.publish`` on one
+    channel to one exchange; ``max_body_frame`` is the channel's largest body frame payload."""
+
+    def __init__(self, channel: int, exchange: str, max_body_frame: int) -> None:
+        self.channel = channel
+        self.exchange = exchange
+        self.max_body_frame = max_body_frame
+        self._methods: dict[str, bytes] = {}
+        self._types: dict[str, bytes] = {}
+
+    def _method(self, routing_key: str) -> bytes:
+        method = self._methods.get(routing_key)
+        if method is None:
+            # The constant part: pamqp's own marshalling, done once per routing key.
+            publish = Basic.Publish(exchange=self.exchange, routing_key=routing_key, mandatory=True)
+            method = pamqp_frame.marshal(publish, self.channel)
+            self._methods[routing_key] = method
+        return method
+
+    def encode(self, envelope: Envelope) -> bytes:
+        """Method, content header and body frames of ``envelope``, as one buffer."""
+        kind = self._types.get(envelope.event)
+        if kind is None:
+            kind = self._types[envelope.event] = _short(envelope.event)
+        body = envelope.body
+        properties = b"".join(
+            (
+                _CONTENT_TYPE,
+                headers_table(envelope.headers),
+                _DELIVERY_MODE,
+                _short(envelope.message_id),
+                struct.pack(">Q", int(envelope.received_at)),
+                kind,
+                _APP_ID,
+            )
+        )
+        header = _HEADER_HEAD.pack(_BASIC_CLASS, 0, len(body), _FLAGS) + properties
+        parts = [self._method(envelope.routing_key), _frame(_HEADER, self.channel, header)]
+        size = self.max_body_frame
+        if len(body) < size:
+            if body:
+                parts.append(_frame(_BODY, self.channel, body))
+        else:
+            view = memoryview(body)
+            for start in range(0, len(body), size):
+                parts.append(_frame(_BODY, self.channel, bytes(view[start : start + size])))
+        return b"".join(parts)

@@ -1,0 +1,109 @@
+"""The publisher's pipelined path against the real broker: many publishes batched into few
+writes each get their own confirm, a return or a closed channel fails only its publish, and
+nothing is left behind in aiormq's bookkeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from bridge.connection import BrokerLink
+from bridge.envelope import Envelope, webhook_envelope
+from bridge.publisher import Publisher, PublishFailed
+from tests.conftest import AMQP_URL, BrokerProbe, fixture_body
+
+
+def envelope(event: str, order: int) -> Envelope:
+    document = orjson.loads(fixture_body("despatched"))
+    document["ID"] = order
+    body = orjson.dumps(document)
+    return webhook_envelope(event, body, document, f"req-{order}", time.time())
+
+
+@pytest.fixture
+async def plain_exchange() -> AsyncIterator[tuple[str, BrokerProbe]]:
+    """A topic exchange without an alternate exchange (so unroutable messages come back),
+    with a queue bound to ``order.despatched`` only."""
+    name = f"test.{uuid.uuid4().hex[:12]}"
+    probe = BrokerProbe(AMQP_URL)
+    await probe.open()
+    assert probe.channel is not None
+    await probe.channel.exchange_declare(name, exchange_type="topic", durable=False)
+    probe.track(exchanges=(name,))
+    yield name, probe
+    await probe.cleanup()
+
+
+@pytest.fixture
+async def link() -> AsyncIterator[BrokerLink]:
+    link = BrokerLink((AMQP_URL,), name="test publisher")
+    assert await link.start(wait=5)
+    yield link
+    await link.close()
+
+
+async def test_concurrent_publishes_are_each_confirmed_and_all_arrive(
+    plain_exchange: tuple[str, BrokerProbe], link: BrokerLink
+) -> None:
+    name, probe = plain_exchange
+    queue = await probe.bind_queue(name, "order.despatched")
+    publisher = Publisher(link, name, timeout=5)
+    envelopes = [envelope("despatched", i) for i in range(300)]
+    await asyncio.gather(*(publisher.publish(e) for e in envelopes))
+    got = await probe.get_all(queue, expected=300)
+    assert sorted(m.header.properties.message_id for m in got) == sorted(
+        e.message_id for e in envelopes
+    )
+    assert link.channel is not None
+    assert link.channel.message_id_delivery_tag == {}  # type: ignore[attr-defined]
+
+
+async def test_a_returned_message_fails_alone_in_its_batch(
+    plain_exchange: tuple[str, BrokerProbe], link: BrokerLink
+) -> None:
+    name, probe = plain_exchange
+    queue = await probe.bind_queue(name, "order.despatched")
+    publisher = Publisher(link, name, timeout=5)
+    routed = [envelope("despatched", i) for i in range(20)]
+    unroutable = [envelope("cancelled", 1000 + i) for i in range(5)]
+    results = await asyncio.gather(
+        *(publisher.publish(e) for e in routed + unroutable), return_exceptions=True
+    )
+    assert results[:20] == [None] * 20
+    assert all(isinstance(r, PublishFailed) and r.reason == "returned" for r in results[20:])
+    assert len(await probe.get_all(queue, expected=20)) == 20
+    # The channel is still good for the next publish.
+    await publisher.publish(envelope("despatched", 99))
+    assert link.channel is not None
+    assert link.channel.message_id_delivery_tag == {}  # type: ignore[attr-defined]
+
+
+async def test_identical_twins_are_both_confirmed(
+    plain_exchange: tuple[str, BrokerProbe], link: BrokerLink
+) -> None:
+    name, probe = plain_exchange
+    queue = await probe.bind_queue(name, "order.despatched")
+    publisher = Publisher(link, name, timeout=5)
+    twin = envelope("despatched", 7)
+    await asyncio.gather(publisher.publish(twin), publisher.publish(twin))
+    assert len(await probe.get_all(queue, expected=2)) == 2
+
+
+async def test_a_missing_exchange_fails_with_channel_closed(link: BrokerLink) -> None:
+    publisher = Publisher(link, f"test.missing.{uuid.uuid4().hex[:8]}", timeout=5)
+    with pytest.raises(PublishFailed) as failed:
+        await publisher.publish(envelope("despatched", 1))
+    assert failed.value.reason == "channel_closed"
+
+
+async def test_no_broker_fails_fast() -> None:
+    link = BrokerLink(("amqp://guest:guest@127.0.0.1:1/",), name="test nowhere")
+    publisher = Publisher(link, "x", timeout=5)
+    with pytest.raises(PublishFailed) as failed:
+        await publisher.publish(envelope("despatched", 1))
+    assert failed.value.reason == "no_broker"
