@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,8 +40,14 @@ class Envelope:
 
 def rfc3339(epoch: float) -> str:
     """``2026-11-27T15:02:10.123Z`` for a Unix time."""
-    millis = int(epoch * 1000) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{millis:03d}Z"
+    millis = int(epoch * 1000)
+    return f"{_seconds_rfc3339(millis // 1000)}.{millis % 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _seconds_rfc3339(second: int) -> str:
+    # Called per webhook, but the part up to the second changes once a second.
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 def webhook_envelope(

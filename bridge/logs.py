@@ -37,7 +37,27 @@ _EXTRA_FIELDS = (
 )
 
 
-class JsonFormatter(logging.Formatter):
+class _Formatter(logging.Formatter):
+    """``logging.Formatter`` in UTC that formats the date and time once per second, not once
+    per record (the access log writes a line per request)."""
+
+    def __init__(self, fmt: str | None = None) -> None:
+        super().__init__(fmt)
+        self._second = -1
+        self._datefmt: str | None = None
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second or datefmt != self._datefmt:
+            self._stamp = time.strftime(datefmt or self.default_time_format, time.gmtime(second))
+            self._second, self._datefmt = second, datefmt
+        if datefmt:
+            return self._stamp
+        return f"{self._stamp},{int(record.msecs):03d}"
+
+
+class JsonFormatter(_Formatter):
     """One JSON object per line: time, level, logger, message, and known extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -56,18 +76,13 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(data).decode()
 
 
-JsonFormatter.converter = time.gmtime
-
-
 def configure(log_format: str = "text", level: int = logging.INFO) -> None:
     """Send the bridge's logs to stderr in the given format."""
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        formatter.converter = time.gmtime
-        handler.setFormatter(formatter)
+        handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -107,19 +122,28 @@ class AccessLogger(AbstractAccessLogger):
             fields["request_id"] = headers.get("x-request-id")
             fields["message_id"] = envelope.message_id
             fields["order_id"] = headers.get("x-order-id")
-            self.logger.info(
+            self._emit(
                 "%s %s %d %.1fms request_id=%s message_id=%s order_id=%s",
-                request.method,
-                path,
-                response.status,
-                latency_ms,
-                fields["request_id"],
-                envelope.message_id,
-                fields["order_id"],
-                extra=fields,
+                (
+                    request.method,
+                    path,
+                    response.status,
+                    latency_ms,
+                    fields["request_id"],
+                    envelope.message_id,
+                    fields["order_id"],
+                ),
+                fields,
             )
             return
         fields["request_id"] = request.headers.get("X-Request-Id")
-        self.logger.info(
-            "%s %s %d %.1fms", request.method, path, response.status, latency_ms, extra=fields
+        self._emit("%s %s %d %.1fms", (request.method, path, response.status, latency_ms), fields)
+
+    def _emit(self, message: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
+        # Logger.info would also walk the stack to find the caller (always aiohttp's
+        # web_protocol here): build the record directly, once per request.
+        logger = self.logger
+        record = logger.makeRecord(
+            logger.name, logging.INFO, "(access log)", 0, message, args, None, extra=fields
         )
+        logger.handle(record)

@@ -35,7 +35,7 @@ class Publisher:
         self.timeout = timeout
         # Identical webhooks share a message id, and aiormq matches a basic.return to its
         # publish by message id: publish such twins one after the other, never together.
-        self._in_flight: dict[str, asyncio.Future[None]] = {}
+        self._in_flight: dict[str, asyncio.Future[None] | None] = {}
         self._writer = PublishWriter(exchange)
 
     @property
@@ -44,33 +44,31 @@ class Publisher:
 
     async def publish(self, envelope: Envelope, timeout: float | None = None) -> None:
         """Publish and wait for the confirm, at most ``timeout`` seconds in all."""
-        budget = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + budget
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.timeout if timeout is None else timeout)
         key = envelope.message_id
-        while (twin := self._in_flight.get(key)) is not None:
+        in_flight = self._in_flight
+        while key in in_flight:
+            # A twin is in flight (rare): wait, within the same deadline, until it settles.
+            waiter = in_flight[key]
+            if waiter is None:
+                waiter = in_flight[key] = loop.create_future()
             try:
-                async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
-                    await asyncio.shield(twin)
+                async with asyncio.timeout_at(deadline):
+                    await asyncio.shield(waiter)
             except TimeoutError:
                 raise PublishFailed(
                     "timeout", "an identical message is still unconfirmed"
                 ) from None
-            except PublishFailed:
-                pass
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._in_flight[key] = done
+        in_flight[key] = None
         try:
-            await self._publish_once(envelope, max(deadline - time.monotonic(), 0.001))
-        except PublishFailed as exc:
-            done.set_exception(exc)
-            done.exception()  # retrieved here; twins only need to know it finished
-            raise
-        else:
-            done.set_result(None)
+            await self._publish_once(envelope, deadline)
         finally:
-            del self._in_flight[key]
+            waiter = in_flight.pop(key)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
-    async def _publish_once(self, envelope: Envelope, timeout: float) -> None:
+    async def _publish_once(self, envelope: Envelope, deadline: float) -> None:
         channel = self.link.channel
         if channel is None:
             _NO_BROKER.inc()
@@ -81,12 +79,20 @@ class Publisher:
         except (AMQPError, ConnectionError, RuntimeError) as exc:
             _CHANNEL_CLOSED.inc()
             raise PublishFailed("channel_closed", type(exc).__name__) from None
+        loop = asyncio.get_running_loop()
+        # A bare timer that cancels the confirmation is much cheaper per publish than
+        # asyncio.timeout() or wait_for(); a CancelledError while our own task is not being
+        # cancelled can only come from it.
+        timer = loop.call_at(deadline, confirmation.cancel)
         try:
-            async with asyncio.timeout(timeout):
-                await confirmation
-        except TimeoutError:
+            await confirmation
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
             _TIMEOUT.inc()
-            raise PublishFailed("timeout", f"no confirm within {timeout:.1f}s") from None
+            waited = time.perf_counter() - started
+            raise PublishFailed("timeout", f"no confirm within {waited:.1f}s") from None
         except PublishError:
             _RETURNED.inc()
             raise PublishFailed("returned", "unroutable: the exchange routed it nowhere") from None
@@ -97,6 +103,7 @@ class Publisher:
             _CHANNEL_CLOSED.inc()
             raise PublishFailed("channel_closed", type(exc).__name__) from None
         finally:
+            timer.cancel()
             self._writer.forget(channel, envelope.message_id, tag)
         _CONFIRMED.inc()
         _PUBLISH_SECONDS.observe(time.perf_counter() - started)

@@ -8,6 +8,8 @@ once the message is kept (confirmed by the broker, or fsynced in the spool).
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -55,11 +57,16 @@ def _json(
 _UNAUTHORIZED = orjson.dumps({"error": "unauthorized"})
 
 
+_REQUEST_ID_PREFIX = os.urandom(4).hex()
+_request_numbers = itertools.count(1)
+
+
 def _request_id(request: web.Request) -> str:
     given = request.headers.get("X-Request-Id")
     if given and len(given) <= 64 and given.isascii() and given.isprintable():
         return given
-    return os.urandom(8).hex()
+    # Unique without a system call per request: random per process, then a counter.
+    return f"{_REQUEST_ID_PREFIX}{next(_request_numbers) & 0xFFFFFFFF:08x}"
 
 
 def server_options(header_timeout: float = HEADER_TIMEOUT) -> dict[str, Any]:
@@ -89,14 +96,17 @@ def webhook_handler(
                 event, 405, {"error": "method_not_allowed", "allow": "POST"}, {"Allow": "POST"}
             )
         if not auth.check(request.query, request.headers):
-            metrics.WEBHOOKS.labels(event, "401").inc()
+            _webhooks_counter(event, 401).inc()
             return web.Response(body=_UNAUTHORIZED, status=401, content_type="application/json")
         length = request.content_length
         if length is not None and length > max_body:
             return _too_large(event, max_body)
         try:
-            async with asyncio.timeout(body_timeout):
-                body = await request.read()
+            if request.content.is_eof():
+                body = await request.read()  # all there already: nothing to wait for
+            else:
+                async with asyncio.timeout(body_timeout):
+                    body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _too_large(event, max_body)
         except TimeoutError:
@@ -160,8 +170,14 @@ async def _keep(delivery: Delivery, envelope: Envelope, event: str) -> str | web
 def _answer(
     event: str, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
 ) -> web.Response:
-    metrics.WEBHOOKS.labels(event, str(status)).inc()
+    _webhooks_counter(event, status).inc()
     return _json(status, payload, headers)
+
+
+@functools.cache
+def _webhooks_counter(event: str, status: int) -> Any:
+    # One labelled child per (event, code), looked up once rather than per request.
+    return metrics.WEBHOOKS.labels(event, str(status))
 
 
 def _too_large(event: str, max_body: int) -> web.Response:

@@ -107,3 +107,29 @@ async def test_no_broker_fails_fast() -> None:
     with pytest.raises(PublishFailed) as failed:
         await publisher.publish(envelope("despatched", 1))
     assert failed.value.reason == "no_broker"
+
+
+async def test_no_confirm_in_time_is_a_timeout_and_the_next_publish_works(
+    plain_exchange: tuple[str, BrokerProbe], link: BrokerLink
+) -> None:
+    name, probe = plain_exchange
+    await probe.bind_queue(name, "order.despatched")
+    publisher = Publisher(link, name, timeout=5)
+    with pytest.raises(PublishFailed) as failed:
+        await publisher.publish(envelope("despatched", 1), timeout=0)
+    assert failed.value.reason == "timeout"
+    await publisher.publish(envelope("despatched", 2))
+
+
+async def test_a_cancelled_publish_is_cancelled_not_failed(
+    plain_exchange: tuple[str, BrokerProbe], link: BrokerLink
+) -> None:
+    name, probe = plain_exchange
+    await probe.bind_queue(name, "order.despatched")
+    publisher = Publisher(link, name, timeout=5)
+    task = asyncio.create_task(publisher.publish(envelope("despatched", 1)))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await publisher.publish(envelope("despatched", 1))  # its twin slot was released
