@@ -13,6 +13,7 @@ re-declares the topology and publishes it again until it is routed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -22,6 +23,9 @@ from bridge.publisher import Publisher, PublishFailed
 from bridge.spool import Spool, SpoolError, SpoolFull
 
 log = logging.getLogger("bridge.delivery")
+
+SPOOL_WRITE_TIMEOUT = 30.0
+"""Seconds a request waits for its spool commit (normally milliseconds) before a 503."""
 
 
 class Unavailable(Exception):
@@ -69,7 +73,12 @@ class Delivery:
             else:
                 return "accepted"
         try:
-            await spool.append(envelope)
+            async with asyncio.timeout(SPOOL_WRITE_TIMEOUT):
+                await spool.append(envelope)
+        except TimeoutError:
+            # A stalled disk: say so rather than hold the request. The write may still
+            # land and be published later, which is a duplicate at worst, never a loss.
+            raise Unavailable("the spool did not commit in time") from None
         except SpoolFull as exc:
             raise Unavailable(str(exc)) from None
         except SpoolError as exc:

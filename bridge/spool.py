@@ -39,6 +39,9 @@ RECORD_OVERHEAD = 64
 MAX_BATCH = 4096
 """At most this many appends and deletes share one transaction."""
 
+READ_BYTES = 16 * 1024 * 1024
+"""What one read of the drain holds in memory at most (bodies can be up to 10 MiB each)."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -230,10 +233,11 @@ class Spool:
         # Shielded: a caller that gives up still leaves a consistent spool behind.
         await asyncio.shield(done)
 
-    async def head(self, limit: int, after: int = 0) -> list[Spooled]:
-        """Up to ``limit`` committed messages in arrival order, from ``seq > after``."""
+    async def head(self, limit: int, after: int = 0, max_bytes: int = READ_BYTES) -> list[Spooled]:
+        """Up to ``limit`` committed messages in arrival order, from ``seq > after``; no more
+        than ``max_bytes`` in all, but always at least one."""
         done = self._future()
-        self._jobs.put(("select", (after, limit), done))
+        self._jobs.put(("select", (after, limit, max_bytes), done))
         rows: list[tuple[Any, ...]] = await done
         return [_spooled(row) for row in rows]
 
@@ -320,7 +324,7 @@ class Spool:
                 loop.call_soon_threadsafe(
                     self._committed, len(inserts), oldest[0] if oldest else None
                 )
-            except sqlite3.Error as exc:
+            except Exception as exc:  # never leave a caller waiting, whatever failed
                 with contextlib.suppress(sqlite3.Error):
                     connection.execute("ROLLBACK")
                 log.error("spool commit failed: %s", exc)
@@ -332,13 +336,29 @@ class Spool:
             if kind == "select":
                 assert future is not None
                 try:
-                    rows = connection.execute(_SELECT, payload).fetchall()
-                    results.append((future, rows, None))
-                except sqlite3.Error as exc:
+                    results.append((future, _read(connection, *payload), None))
+                except Exception as exc:
                     results.append((future, None, SpoolError(str(exc))))
             elif kind == "stop" and future is not None:
                 results.append((future, None, None))
         return results
+
+
+def _read(
+    connection: sqlite3.Connection, after: int, limit: int, max_bytes: int
+) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    total = 0
+    cursor = connection.execute(_SELECT, (after, limit))
+    try:
+        for row in cursor:
+            rows.append(row)
+            total += row[-1]
+            if total >= max_bytes:
+                break
+    finally:
+        cursor.close()
+    return rows
 
 
 # --- spool status ---------------------------------------------------------------------

@@ -177,3 +177,40 @@ async def test_leftovers_are_drained_on_start_exactly_as_they_would_have_been_pu
             break
         await asyncio.sleep(0.05)
     assert bridge.delivery.spool is not None and bridge.delivery.spool.depth == 0
+
+
+async def test_a_read_holds_a_bounded_number_of_bytes_but_at_least_one_message(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(str(tmp_path / "spool.sqlite3"), 10_000_000)
+    await spool.open()
+    try:
+        big = [envelope(n, size=10_000) for n in range(10)]
+        await asyncio.gather(*(spool.append(e) for e in big))
+        assert len(await spool.head(100, max_bytes=25_000)) == 3
+        assert len(await spool.head(100, max_bytes=1)) == 1
+        assert len(await spool.head(100)) == 10
+    finally:
+        await spool.close()
+
+
+def test_serve_with_an_unwritable_spool_path_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    code = cli.main(
+        [
+            "serve",
+            "--api-keys",
+            API_KEY,
+            "--port",
+            str(free_port()),
+            "--spool-path",
+            str(blocker / "spool.sqlite3"),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "BRIDGE_SPOOL_PATH" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
