@@ -22,6 +22,7 @@ from bridge.receiver import BODY_READ_TIMEOUT, HEADER_TIMEOUT, server_options
 from bridge.serve import build_app, build_delivery
 from bridge.settings import Settings
 from bridge.topology import declare, receiver_topology
+from tests.support.rabbit_cluster import RabbitCluster
 from tests.support.rabbit_node import RabbitNode, installed
 
 AMQP_URL = os.environ.get("BRIDGE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -238,3 +239,28 @@ def healthy_node(rabbit_node: RabbitNode) -> Iterator[RabbitNode]:
         return
     rabbit_node.ctl("start_app", check=False)
     rabbit_node.ctl("set_vm_memory_high_watermark", "0.4", check=False)
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster() -> Iterator[RabbitCluster]:
+    """A private three-node RabbitMQ cluster (``-m cluster`` tests); removed afterwards."""
+    if not installed():
+        pytest.skip("rabbitmq-server is not installed: cluster tests need private nodes")
+    cluster = RabbitCluster(size=3)
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.destroy()
+        raise
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def healthy_cluster(rabbit_cluster: RabbitCluster) -> Iterator[RabbitCluster]:
+    """The private cluster, with every node running again after the test."""
+    yield rabbit_cluster
+    for node in rabbit_cluster.nodes:
+        if not node.listening():
+            node.start()
+    rabbit_cluster.wait_running(len(rabbit_cluster.nodes))

@@ -79,9 +79,12 @@ class RabbitNode:
         path = RABBIT_BIN / name
         return str(path) if path.exists() else name
 
-    def ctl(self, *args: str, check: bool = True, timeout: float = 60) -> str:
+    def ctl(
+        self, *args: str, check: bool = True, timeout: float = 60, tool: str = "rabbitmqctl"
+    ) -> str:
+        """Run ``rabbitmqctl`` (or ``tool``, e.g. ``rabbitmq-queues``) against this node."""
         result = subprocess.run(
-            [self._bin("rabbitmqctl"), "-n", self.name, *args],
+            [self._bin(tool), "-n", self.name, *args],
             env=self.env(),
             capture_output=True,
             text=True,
@@ -89,10 +92,16 @@ class RabbitNode:
             check=False,
         )
         if check and result.returncode != 0:
-            raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {result.stderr.strip()}")
+            raise RuntimeError(f"{tool} {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
     def start(self, timeout: float = 90) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the VM in the background without waiting for it (see :meth:`wait_ready`),
+        so several nodes can boot side by side."""
         subprocess.run(
             [self._bin("rabbitmq-server"), "-detached"],
             env=self.env(),
@@ -101,7 +110,6 @@ class RabbitNode:
             capture_output=True,
             timeout=30,
         )
-        self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -118,6 +126,10 @@ class RabbitNode:
                 return
             time.sleep(0.5)
         raise RuntimeError(f"RabbitMQ node {self.name} did not start in {timeout}s")
+
+    def listening(self) -> bool:
+        """Whether the node's AMQP port accepts connections."""
+        return self._port_open()
 
     def _port_open(self) -> bool:
         try:
@@ -148,6 +160,13 @@ class RabbitNode:
         deadline = time.monotonic() + 10
         while self._port_open() and time.monotonic() < deadline:
             time.sleep(0.1)
+
+    def join_cluster(self, seed: RabbitNode) -> None:
+        """Make this (running, empty) node a member of ``seed``'s cluster."""
+        self.ctl("stop_app")
+        self.ctl("reset")
+        self.ctl("join_cluster", seed.name)
+        self.start_app()
 
     def stop(self) -> None:
         self.ctl("stop", check=False)

@@ -1,0 +1,239 @@
+"""Scale out: receivers and a subscriber on a private three-node RabbitMQ cluster.
+
+Queues the bridge declares are quorum queues with a member on every node; a node killed
+hard (SIGKILL of its VM) under load costs at most some 503s, never an acknowledged webhook:
+every 200 reaches the subscriber, and both receivers keep answering through the other nodes.
+Run alone with ``make test-cluster`` (``pytest -m cluster``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bridge.connection import BrokerLink
+from bridge.envelope import webhook_envelope
+from bridge.publisher import Publisher, PublishFailed
+from bridge.topology import declare, receiver_topology, subscriber_topology
+from tests.conftest import API_KEY, BrokerProbe, fixture_body
+from tests.support.rabbit_cluster import RabbitCluster
+from tests.support.recording_consumer import RecordingConsumer
+from tests.support.serve_process import ServeProcess
+from tests.support.webhook_load import WebhookLoad, order_body
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
+
+
+async def _until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def _assert_replicated_everywhere(cluster: RabbitCluster, names: list[str]) -> None:
+    queues = cluster.queues()
+    for name in names:
+        assert queues[name]["type"] == "quorum", name
+        assert set(queues[name]["members"]) == cluster.names, name
+
+
+async def test_declared_queues_are_quorum_queues_on_every_node(
+    rabbit_cluster: RabbitCluster,
+) -> None:
+    exchange = f"test.{uuid.uuid4().hex[:12]}"
+    topology = receiver_topology(exchange) + subscriber_topology(
+        exchange, f"{exchange}.erp", ("*",), (1000, 60_000)
+    )
+    probe = BrokerProbe(rabbit_cluster.urls[1])
+    await probe.open()
+    probe.track(
+        queues=tuple(q.name for q in topology.queues),
+        exchanges=tuple(e.name for e in topology.exchanges),
+    )
+    try:
+        assert probe.channel is not None
+        await declare(probe.channel, topology)
+        names = [q.name for q in topology.queues]
+        await asyncio.to_thread(_assert_replicated_everywhere, rabbit_cluster, names)
+        status = await asyncio.to_thread(rabbit_cluster.quorum_status, f"{exchange}.erp")
+        assert {row["Node Name"] for row in status} == rabbit_cluster.names
+        assert sorted(row["Raft State"] for row in status) == ["follower", "follower", "leader"]
+    finally:
+        await probe.cleanup()
+
+
+async def test_publishes_in_flight_on_a_killed_node_fail_and_the_link_fails_over(
+    healthy_cluster: RabbitCluster,
+) -> None:
+    """Every publish in flight when its node dies ends within the timeout: confirmed (and
+    then really in the queue) or PublishFailed; never a hang. The link moves on to the next
+    node and publishing works again without a restart."""
+    cluster = healthy_cluster
+    exchange = f"test.{uuid.uuid4().hex[:12]}"
+    victim, *others = cluster.nodes
+    queue_topology = receiver_topology(exchange)
+    probe = BrokerProbe(others[0].url)
+    await probe.open()
+    probe.track(
+        queues=tuple(q.name for q in queue_topology.queues),
+        exchanges=tuple(e.name for e in queue_topology.exchanges),
+    )
+
+    async def on_channel(channel: object) -> None:
+        await declare(channel, queue_topology)  # type: ignore[arg-type]
+
+    link = BrokerLink((victim.url, *(n.url for n in others)), on_channel, name="test link")
+    publisher = Publisher(link, exchange, timeout=5.0)
+    try:
+        assert await link.start(wait=10)
+        assert link.connected_url == victim.url
+        template = fixture_body("despatched")
+        envelopes = [
+            webhook_envelope("despatched", body, {}, "r", time.time())
+            for body in (order_body(template, n) for n in range(1, 3001))
+        ]
+        outcomes: dict[str, str] = {}
+
+        async def publish(index: int) -> None:
+            envelope = envelopes[index]
+            try:
+                await publisher.publish(envelope)
+                outcomes[envelope.message_id] = "confirmed"
+            except PublishFailed as exc:
+                outcomes[envelope.message_id] = exc.reason
+
+        tasks = [asyncio.create_task(publish(i)) for i in range(len(envelopes))]
+        await _until(lambda: len(outcomes) >= 200, 30, "the first confirms")
+        killed = time.monotonic()
+        await asyncio.to_thread(victim.kill)
+        _, pending = await asyncio.wait(tasks, timeout=publisher.timeout + 2)
+        assert not pending, f"{len(pending)} publishes hung after the node died"
+        failed = [k for k, v in outcomes.items() if v != "confirmed"]
+        assert failed, "the kill came too late to catch any publish in flight"
+        assert set(outcomes.values()) <= {"confirmed", "channel_closed", "no_broker", "timeout"}
+
+        await _until(lambda: link.channel is not None, 30, "the link to fail over")
+        assert link.connected_url in {n.url for n in others}
+        failover_seconds = time.monotonic() - killed
+        late = webhook_envelope("despatched", order_body(template, 9999), {}, "r", time.time())
+        await publisher.publish(late)
+        outcomes[late.message_id] = "confirmed"
+
+        confirmed = {k for k, v in outcomes.items() if v == "confirmed"}
+        kept = await probe.get_all(exchange + ".unrouted", expected=len(confirmed), timeout=20)
+        kept_ids = {str(m.header.properties.message_id) for m in kept}
+        assert confirmed <= kept_ids, f"{len(confirmed - kept_ids)} confirmed publishes lost"
+        print(f"failover after kill: {failover_seconds:.2f}s; outcomes {_count(outcomes)}")
+    finally:
+        await link.close()
+        await probe.cleanup()
+
+
+def _count(outcomes: dict[str, str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in outcomes.values():
+        counts[value] = counts.get(value, 0) + 1
+    return counts
+
+
+async def test_two_receivers_lose_no_acknowledged_webhook_when_a_node_is_killed(
+    healthy_cluster: RabbitCluster, tmp_path: Path
+) -> None:
+    cluster = healthy_cluster
+    exchange = f"test.{uuid.uuid4().hex[:12]}"
+    subscriber = f"{exchange}.erp"
+    n0, n1, n2 = cluster.nodes
+    consumer = RecordingConsumer((n0.url, n2.url, n1.url), exchange, subscriber)
+    await consumer.start()
+    receivers: list[ServeProcess] = []
+    try:
+        # The subscriber queue's leader is where it was declared; kill that node, with
+        # receiver A connected to it, so the kill costs a leader election and a failover.
+        leader = (await asyncio.to_thread(cluster.queues))[subscriber]["leader"]
+        victim = next(node for node in cluster.nodes if node.name == leader)
+        rest = [node for node in cluster.nodes if node is not victim]
+        a_urls = (victim.url, rest[0].url, rest[1].url)
+        b_urls = (rest[1].url, victim.url, rest[0].url)
+        for name, urls in (("a", a_urls), ("b", b_urls)):
+            receiver = ServeProcess(urls, exchange, API_KEY, tmp_path / f"serve-{name}.log")
+            receivers.append(receiver)
+            await asyncio.to_thread(receiver.start)
+        receiver_a, receiver_b = receivers
+        await asyncio.to_thread(
+            _assert_replicated_everywhere,
+            cluster,
+            [subscriber, exchange + ".unrouted", exchange + ".invalid"],
+        )
+
+        load = WebhookLoad(
+            (receiver_a.url, receiver_b.url),
+            API_KEY,
+            fixture_body("despatched"),
+            concurrency=16,
+            limit=12_000,
+        )
+        running = asyncio.create_task(load.run())
+        await _until(lambda: len(load.answers) >= 1000, 60, "load before the kill")
+        killed = time.monotonic()
+        await asyncio.to_thread(victim.kill)
+        await asyncio.sleep(3)  # the load runs on two nodes for a while
+        await asyncio.to_thread(victim.start)
+        restarted = time.monotonic()
+        answered_at_restart = len(load.answers)
+        await _until(
+            lambda: len(load.answers) >= answered_at_restart + 1000, 60, "load after the restart"
+        )
+        load.stop()
+        answers = await running
+        await asyncio.to_thread(cluster.wait_running, 3)
+
+        acknowledged = load.acknowledged()
+        missing = await consumer.wait_for(acknowledged, timeout=60)
+        summary = load.summary()
+        a_back = min(
+            (
+                a.started + a.seconds
+                for a in answers
+                if a.target == receiver_a.url and a.status == 200 and a.started > killed
+            ),
+            default=float("nan"),
+        )
+        print(
+            f"answers {summary}; handled {len(consumer.handled)} "
+            f"({consumer.deliveries} deliveries); receiver A answered 200 again "
+            f"{a_back - killed:.2f}s after the kill; slowest answer "
+            f"{max(a.seconds for a in answers):.2f}s; {len(answers)} answers in "
+            f"{max(a.started + a.seconds for a in answers) - answers[0].started:.1f}s"
+        )
+        assert not missing, f"acknowledged but missing: {len(missing)} of {len(acknowledged)}"
+        assert {a.status for a in answers} <= {200, 503}, summary
+        assert not [a for a in answers if a.outcome in {"hung", "wrong_message_id"}], summary
+
+        # Receiver A was on the killed node: it answered 200 again before the node came back.
+        a_after = [a for a in answers if a.target == receiver_a.url and killed < a.started]
+        assert any(a.status == 200 and a.started < restarted for a in a_after), summary
+        b_late = [a for a in answers if a.target == receiver_b.url and a.started > restarted]
+        assert b_late and all(a.status == 200 for a in b_late[-100:]), summary
+
+        await asyncio.to_thread(
+            _assert_replicated_everywhere,
+            cluster,
+            [subscriber, exchange + ".unrouted", exchange + ".invalid"],
+        )
+    finally:
+        for receiver in receivers:
+            await asyncio.to_thread(receiver.stop)
+        await consumer.close()
+        probe = BrokerProbe(cluster.urls[1])
+        probe.track(
+            queues=(subscriber, exchange + ".unrouted", exchange + ".invalid"),
+            exchanges=(exchange, exchange + ".unrouted"),
+        )
+        await probe.cleanup()
