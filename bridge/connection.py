@@ -18,6 +18,19 @@ from bridge.settings import redact_url
 
 log = logging.getLogger("bridge.connection")
 
+
+class _ReportedByBrokerLink(logging.Filter):
+    """Drops aiormq's own records of a failed connect and of a lost connection (the latter
+    with a traceback): :class:`BrokerLink` reports both, in one line each."""
+
+    TEMPLATES = ("error when creating transport", "Cancelling cause reader exited abnormally")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(self.TEMPLATES))
+
+
+logging.getLogger("aiormq.connection").addFilter(_ReportedByBrokerLink())
+
 OnChannel = Callable[[AbstractChannel], Awaitable[None]]
 
 CONNECT_TIMEOUT = 10.0
@@ -51,6 +64,7 @@ class BrokerLink:
         self.reconnects = 0
         self._up = asyncio.Event()
         self._listeners: list[Callable[[bool], None]] = []
+        self._renewing: asyncio.Task[None] | None = None
 
     def on_state_change(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(connected)`` whenever the link goes up or down."""
@@ -74,6 +88,22 @@ class BrokerLink:
             async with asyncio.timeout(timeout):
                 await self._up.wait()
         return self.channel
+
+    def renew(self) -> None:
+        """Drop the current connection: the link connects again, to the next broker of the
+        list, with a fresh channel. Publishes still waiting on the old one fail."""
+        connection = self._connection
+        if connection is None or self.channel is None or self._renewing is not None:
+            return
+        self.channel = None  # callers fail fast until the new channel is up
+
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    await connection.close()
+            self._renewing = None
+
+        self._renewing = asyncio.create_task(close(), name="broker-link-renew")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -103,6 +133,7 @@ class BrokerLink:
     async def _keep(self) -> None:
         backoff = 0.2
         index = 0
+        failures = 0
         while True:
             url = self._urls[index % len(self._urls)]
             index += 1
@@ -122,16 +153,22 @@ class BrokerLink:
             except Exception as exc:
                 await self._drop()
                 self.state = "down"
+                failures += 1
+                # Wait only once every broker of the list has failed in a row: a cluster
+                # fails over to the next node at once, a lone broker is not hammered.
+                wait = backoff if failures % len(self._urls) == 0 else 0.0
                 log.warning(
-                    "broker %s unreachable (%s); retrying in %.1fs",
+                    "broker %s unreachable (%s); %s",
                     redact_url(url),
                     _reason(exc),
-                    backoff,
+                    f"retrying in {wait:.1f}s" if wait else "trying the next one",
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                if wait:
+                    await asyncio.sleep(wait)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             backoff = 0.2
+            failures = 0
             self.channel = channel
             self.connected_url = url
             self.state = "connected"
@@ -144,9 +181,23 @@ class BrokerLink:
             self.state = "down"
             self._set(False)
             self.reconnects += 1
-            log.warning("lost broker %s; reconnecting", redact_url(url))
+            log.warning(
+                "lost broker %s (%s); reconnecting",
+                redact_url(url),
+                _closed_reason(connection.closing, channel.closing),
+            )
             await self._drop()
-            index -= 1  # try the same broker first, then the others
+            # Go on to the next broker of the list: any node of a cluster serves every
+            # queue, and the one just lost is the likeliest to be dead.
+
+
+def _closed_reason(*futures: asyncio.Future[object]) -> str:
+    for future in futures:
+        if future.done() and not future.cancelled():
+            exc = future.exception()
+            if exc is not None:
+                return _reason(exc)
+    return "closed"
 
 
 def _reason(exc: BaseException) -> str:
