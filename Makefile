@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEV_KEY ?= dev-key-change-me
 PORT   ?= 8080
 
-.PHONY: run test lint typecheck pytest bench broker clean install install-dev install-bench definitions
+.PHONY: run test test-cluster lint typecheck pytest bench bench-cluster broker clean install install-dev install-bench definitions
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,14 @@ bench: install-bench broker
 definitions: install
 	$(BIN)/mintsoft-bridge topology --definitions --exchange mintsoft.orders \
 		--config deploy/subscribers.example.toml > deploy/rabbitmq/definitions.json
+
+# Scale-out tests on a private three-node RabbitMQ cluster (started and removed by the
+# tests themselves; the broker on 5672 is not touched). About a minute and a half.
+test-cluster: install-dev
+	$(BIN)/pytest -m cluster
+
+bench-cluster: install-dev broker
+	$(BIN)/python -m bench.cluster_bench
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

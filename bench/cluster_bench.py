@@ -1,0 +1,145 @@
+"""Throughput of two receivers on a three-node RabbitMQ cluster against one receiver on a
+single broker, measured in the same run: ``python -m bench.cluster_bench``.
+
+Both brokers are private nodes started here from the installed rabbitmq-server with the
+same settings (the shared broker on 5672 is not touched), so the ratio compares topologies,
+not machines. Each request is a unique despatched order; every 200 is a confirmed publish
+to a quorum queue (three replicas on the cluster, one on the single node).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import fixture_body
+from tests.support.rabbit_cluster import RabbitCluster
+from tests.support.rabbit_node import RabbitNode
+from tests.support.serve_process import ServeProcess
+from tests.support.webhook_load import WebhookLoad
+
+API_KEY = "bench-cluster-key"
+
+
+@dataclass(frozen=True)
+class Round:
+    requests: int
+    ok: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.seconds
+
+
+async def _load(targets: tuple[str, ...], requests: int, concurrency: int, first: int) -> Round:
+    load = WebhookLoad(
+        targets,
+        API_KEY,
+        fixture_body("despatched"),
+        concurrency=concurrency,
+        limit=requests,
+        first_order_id=first,
+    )
+    started = time.monotonic()
+    answers = await load.run()
+    seconds = time.monotonic() - started
+    ok = [a.seconds for a in answers if a.status == 200]
+    return Round(len(answers), len(ok), seconds, ok)
+
+
+def _receivers(
+    url_lists: Sequence[tuple[str, ...]], exchange: str, logs: Path
+) -> list[ServeProcess]:
+    receivers = []
+    for index, urls in enumerate(url_lists):
+        receivers.append(ServeProcess(urls, exchange, API_KEY, logs / f"serve-{index}.log"))
+    return receivers
+
+
+async def _measure(
+    receivers: list[ServeProcess],
+    args: argparse.Namespace,
+    first: int,
+) -> list[Round]:
+    for receiver in receivers:
+        await asyncio.to_thread(receiver.start)
+    targets = tuple(r.url for r in receivers)
+    try:
+        await _load(targets, args.warmup, args.concurrency, first)
+        rounds = []
+        for number in range(args.rounds):
+            start = first + (number + 1) * 1_000_000
+            rounds.append(await _load(targets, args.requests, args.concurrency, start))
+        return rounds
+    finally:
+        for receiver in receivers:
+            await asyncio.to_thread(receiver.stop)
+
+
+def _line(name: str, rounds: list[Round]) -> tuple[str, float]:
+    rate = statistics.median(r.rate for r in rounds)
+    latencies = sorted(x for r in rounds for x in r.latencies)
+    p50 = latencies[len(latencies) // 2] * 1000 if latencies else float("nan")
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000 if latencies else float("nan")
+    failed = sum(r.requests - r.ok for r in rounds)
+    text = (
+        f"{name:<37} {rate:8.0f} req/s (median of {len(rounds)})  "
+        f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms  non-200 {failed}"
+    )
+    return text, rate
+
+
+async def run(args: argparse.Namespace) -> int:
+    logs = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
+    single = RabbitNode()
+    cluster = RabbitCluster(size=3)
+    try:
+        print("starting a single private RabbitMQ node and a three-node cluster ...", flush=True)
+        await asyncio.gather(asyncio.to_thread(single.start), asyncio.to_thread(cluster.start))
+        exchange = f"bench.{uuid.uuid4().hex[:8]}"
+        n0, n1, n2 = cluster.urls
+        one = await _measure(_receivers([(single.url,)], exchange, logs), args, 0)
+        two = await _measure(
+            _receivers([(n0, n1, n2), (n1, n2, n0)], exchange, logs),
+            args,
+            10_000_000,
+        )
+    finally:
+        await asyncio.gather(asyncio.to_thread(single.destroy), asyncio.to_thread(cluster.destroy))
+    single_text, single_rate = _line("1 receiver, single broker", one)
+    cluster_text, cluster_rate = _line("2 receivers, 3-node cluster (quorum)", two)
+    print(
+        f"cluster_bench: {args.requests} requests x {args.rounds} rounds, "
+        f"{args.concurrency} in flight, {len(fixture_body('despatched'))}-byte body"
+    )
+    print(single_text)
+    print(cluster_text)
+    print(f"ratio cluster/single: {cluster_rate / single_rate:.2f}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.cluster_bench",
+        description="two receivers on a 3-node RabbitMQ cluster vs one on a single broker",
+    )
+    parser.add_argument("--requests", type=int, default=3000, help="requests per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=32)
+    args = parser.parse_args(argv)
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
