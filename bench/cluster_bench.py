@@ -23,7 +23,7 @@ from pathlib import Path
 from tests.conftest import fixture_body
 from tests.support.rabbit_cluster import RabbitCluster
 from tests.support.rabbit_node import RabbitNode
-from tests.support.serve_process import ServeProcess
+from tests.support.serve_process import receivers
 from tests.support.webhook_load import WebhookLoad
 
 API_KEY = "bench-cluster-key"
@@ -57,33 +57,17 @@ async def _load(targets: tuple[str, ...], requests: int, concurrency: int, first
     return Round(len(answers), len(ok), seconds, ok)
 
 
-def _receivers(
-    url_lists: Sequence[tuple[str, ...]], exchange: str, logs: Path
-) -> list[ServeProcess]:
-    receivers = []
-    for index, urls in enumerate(url_lists):
-        receivers.append(ServeProcess(urls, exchange, API_KEY, logs / f"serve-{index}.log"))
-    return receivers
-
-
 async def _measure(
-    receivers: list[ServeProcess],
-    args: argparse.Namespace,
-    first: int,
+    url_lists: Sequence[tuple[str, ...]], args: argparse.Namespace, logs: Path, first: int
 ) -> list[Round]:
-    for receiver in receivers:
-        await asyncio.to_thread(receiver.start)
-    targets = tuple(r.url for r in receivers)
-    try:
-        await _load(targets, args.warmup, args.concurrency, first)
+    exchange = f"bench.{uuid.uuid4().hex[:8]}"
+    with receivers(url_lists, exchange, API_KEY, logs) as targets:
+        await _load(tuple(targets), args.warmup, args.concurrency, first)
         rounds = []
         for number in range(args.rounds):
             start = first + (number + 1) * 1_000_000
-            rounds.append(await _load(targets, args.requests, args.concurrency, start))
+            rounds.append(await _load(tuple(targets), args.requests, args.concurrency, start))
         return rounds
-    finally:
-        for receiver in receivers:
-            await asyncio.to_thread(receiver.stop)
 
 
 def _line(name: str, rounds: list[Round]) -> tuple[str, float]:
@@ -101,19 +85,16 @@ def _line(name: str, rounds: list[Round]) -> tuple[str, float]:
 
 async def run(args: argparse.Namespace) -> int:
     logs = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
+    (logs / "single").mkdir()
+    (logs / "cluster").mkdir()
     single = RabbitNode()
     cluster = RabbitCluster(size=3)
     try:
         print("starting a single private RabbitMQ node and a three-node cluster ...", flush=True)
         await asyncio.gather(asyncio.to_thread(single.start), asyncio.to_thread(cluster.start))
-        exchange = f"bench.{uuid.uuid4().hex[:8]}"
         n0, n1, n2 = cluster.urls
-        one = await _measure(_receivers([(single.url,)], exchange, logs), args, 0)
-        two = await _measure(
-            _receivers([(n0, n1, n2), (n1, n2, n0)], exchange, logs),
-            args,
-            10_000_000,
-        )
+        one = await _measure([(single.url,)], args, logs / "single", 0)
+        two = await _measure([(n0, n1, n2), (n1, n2, n0)], args, logs / "cluster", 10_000_000)
     finally:
         await asyncio.gather(asyncio.to_thread(single.destroy), asyncio.to_thread(cluster.destroy))
     single_text, single_rate = _line("1 receiver, single broker", one)

@@ -98,9 +98,12 @@ class BrokerLink:
         self.channel = None  # callers fail fast until the new channel is up
 
         async def close() -> None:
+            # With a reason, publishes waiting on this connection fail with it; without
+            # one aiormq cancels them, and a CancelledError would end their callers.
+            reason = ConnectionError("connection renewed by the bridge")
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(2):
-                    await connection.close()
+                    await connection.close(reason)
             self._renewing = None
 
         self._renewing = asyncio.create_task(close(), name="broker-link-renew")

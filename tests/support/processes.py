@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 def http(
@@ -63,15 +64,21 @@ class Running:
 
 
 @contextlib.contextmanager
-def bridge_process(args: list[str], env: dict[str, str], ready_url: str) -> Iterator[Running]:
-    """``python -m bridge ARGS`` with ``env`` added, once ``ready_url`` answers."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bridge", *args],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+def bridge_process(
+    args: list[str], env: dict[str, str], ready_url: str, output: Path | None = None
+) -> Iterator[Running]:
+    """``python -m bridge ARGS`` with ``env`` added, once ``ready_url`` answers (with a 2xx:
+    an error status counts as not yet). Its output is kept for :meth:`Running.stop`, or
+    written to ``output`` when given (a process under load would fill a pipe and block)."""
+    with contextlib.ExitStack() as files:
+        sink = files.enter_context(output.open("w")) if output is not None else subprocess.PIPE
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bridge", *args],
+            env={**os.environ, **env},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     running = Running(process)
     try:
         wait_until_answering(ready_url, process)

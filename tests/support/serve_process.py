@@ -1,88 +1,43 @@
-"""``mintsoft-bridge serve`` as a real subprocess on a free port, for tests that run
-several receivers side by side."""
+"""Several ``mintsoft-bridge serve`` processes side by side, each on a free port with its
+own list of broker URLs, for scale-out tests and the cluster benchmark."""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from tests.support.processes import bridge_process
 from tests.support.rabbit_node import free_port
 
 
-class ServeProcess:
-    """One receiver process; its output goes to ``log_path``."""
-
-    def __init__(
-        self,
-        urls: tuple[str, ...],
-        exchange: str,
-        api_key: str,
-        log_path: Path,
-        **settings: str,
-    ) -> None:
-        self.port = free_port()
-        self.log_path = log_path
-        self.env = {
-            **os.environ,
-            "BRIDGE_AMQP_URL": ",".join(urls),
-            "BRIDGE_HOST": "127.0.0.1",
-            "BRIDGE_PORT": str(self.port),
-            "BRIDGE_API_KEYS": api_key,
-            "BRIDGE_EXCHANGE": exchange,
-            "BRIDGE_SPOOL_PATH": "",
-            **settings,
-        }
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "bridge", "serve"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.wait_ready(timeout)
-
-    def get(self, path: str) -> int:
-        """The status of ``GET path``; 0 when nothing answers."""
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=2) as response:
-                status: int = response.status
-                return status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-        except OSError:
-            return 0
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        """Wait until ``/readyz`` is 200 (the broker link is up)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"serve exited early; see {self.log_path}")
-            if self.get("/readyz") == 200:
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"serve was not ready within {timeout}s; see {self.log_path}")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                self.process.kill()
-            self.process.wait(5)
+@contextlib.contextmanager
+def receivers(
+    url_lists: Sequence[tuple[str, ...]],
+    exchange: str,
+    api_key: str,
+    logs: Path,
+    spooled: Sequence[bool] = (),
+) -> Iterator[list[str]]:
+    """Start one receiver per entry of ``url_lists`` (its ``BRIDGE_AMQP_URL``, in that
+    order), wait until each is ready, and give their base URLs; stopped on exit. Their
+    output goes to ``logs/serve-<i>.log``. Receiver ``i`` keeps a spool in ``logs`` when
+    ``spooled[i]``; without one, every 200 it gives is a broker confirm."""
+    with contextlib.ExitStack() as running:
+        bases = []
+        for index, urls in enumerate(url_lists):
+            base = f"http://127.0.0.1:{free_port()}"
+            env = {
+                "BRIDGE_AMQP_URL": ",".join(urls),
+                "BRIDGE_HOST": "127.0.0.1",
+                "BRIDGE_PORT": base.rsplit(":", 1)[1],
+                "BRIDGE_API_KEYS": api_key,
+                "BRIDGE_EXCHANGE": exchange,
+                "BRIDGE_SPOOL_PATH": "",
+            }
+            if index < len(spooled) and spooled[index]:
+                env["BRIDGE_SPOOL_PATH"] = str(logs / f"spool-{index}.sqlite3")
+            output = logs / f"serve-{index}.log"
+            running.enter_context(bridge_process(["serve"], env, base + "/readyz", output))
+            bases.append(base)
+        yield bases
