@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.load import percentile
 from tests.conftest import fixture_body
 from tests.support.rabbit_cluster import RabbitCluster
 from tests.support.rabbit_node import RabbitNode
@@ -73,8 +74,8 @@ async def _measure(
 def _line(name: str, rounds: list[Round]) -> tuple[str, float]:
     rate = statistics.median(r.rate for r in rounds)
     latencies = sorted(x for r in rounds for x in r.latencies)
-    p50 = latencies[len(latencies) // 2] * 1000 if latencies else float("nan")
-    p99 = latencies[int(len(latencies) * 0.99)] * 1000 if latencies else float("nan")
+    p50 = percentile(latencies, 50) * 1000
+    p99 = percentile(latencies, 99) * 1000
     failed = sum(r.requests - r.ok for r in rounds)
     text = (
         f"{name:<37} {rate:8.0f} req/s (median of {len(rounds)})  "
