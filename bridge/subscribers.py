@@ -29,6 +29,9 @@ Handler = Callable[["Message"], Awaitable[None]]
 DEFAULT_RETRY_DELAYS = ("5s", "1m", "10m", "1h")
 MAX_DELAY_MS = 7 * 24 * 3600 * 1000
 MAX_STEPS = 20
+MAX_HELD_SECONDS = 25 * 60
+"""A message is unacked while its in-process tries run; RabbitMQ closes the channel of a
+consumer that holds one past ``consumer_timeout`` (30 minutes by default)."""
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
@@ -145,7 +148,7 @@ def _subscriber(table: Any, where: str) -> Subscriber:
         )
     if forward_url is not None:
         forward_url = _http_url(forward_url, f"{where}: forward_url")
-    return Subscriber(
+    sub = Subscriber(
         name=name,
         events=_events(table.get("events"), f"{where}: events"),
         retry_delays_ms=_delays(
@@ -160,6 +163,14 @@ def _subscriber(table: Any, where: str) -> Subscriber:
             table.get("in_process_tries", 3), 1, 10, f"{where}: in_process_tries"
         ),
     )
+    held = sub.in_process_tries * sub.timeout
+    if held > MAX_HELD_SECONDS:
+        raise SettingsError(
+            f"{where}: timeout x in_process_tries holds a message up to {held / 60:g} min, "
+            f"past RabbitMQ's consumer_timeout (30 min by default): keep it under "
+            f"{MAX_HELD_SECONDS // 60} min"
+        )
+    return sub
 
 
 def _events(value: Any, where: str) -> tuple[str, ...]:

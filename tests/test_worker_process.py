@@ -172,6 +172,10 @@ BAD_CONFIGS = {
         'events = ["*"]\nhandler = "tests.worker_helpers:slow"\nretries = 3',
         "retries",
     ),
+    "held too long": (
+        'events = ["*"]\nhandler = "tests.worker_helpers:slow"\ntimeout = "10m"',
+        "timeout x in_process_tries",
+    ),
     "bad prefetch": (
         'events = ["*"]\nhandler = "tests.worker_helpers:slow"\nprefetch = 0',
         "prefetch",
