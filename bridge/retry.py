@@ -8,6 +8,7 @@ the last step or on :class:`~bridge.errors.PermanentError`, ``<name>.dlq``.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -70,14 +71,25 @@ class Ladder:
         """The ``attempt`` a handler sees: every call counted, across deliveries."""
         return (delivery - 1) * self.in_process_tries + try_number
 
-    def in_process(self, should_retry: Callable[[BaseException], bool]) -> AsyncRetrying:
-        """Tenacity's loop for the quick retries of one delivery; re-raises the last error."""
+    def in_process(
+        self, should_retry: Callable[[BaseException], bool], after: int = 0
+    ) -> AsyncRetrying:
+        """Tenacity's loop for the quick retries of one delivery; re-raises the last error.
+
+        ``after`` tries were already made (and failed) without it: the loop makes the rest,
+        with the waits those tries would have had.
+        """
         return AsyncRetrying(
-            stop=stop_after_attempt(self.in_process_tries),
+            stop=stop_after_attempt(self.in_process_tries - after),
             # 0.1 s, 0.2 s, 0.4 s ... at most 2 s, plus up to 0.1 s of jitter
-            wait=wait_exponential(multiplier=BACKOFF_INITIAL, max=BACKOFF_MAX)
+            wait=wait_exponential(multiplier=BACKOFF_INITIAL * 2**after, max=BACKOFF_MAX)
             + wait_random(0, BACKOFF_INITIAL),
             # tenacity catches BaseException: a cancelled task must stay cancelled.
             retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and should_retry(exc)),
             reraise=True,
         )
+
+    def backoff(self, tries: int) -> float:
+        """Seconds to wait after the ``tries``-th failed try, as :meth:`in_process` waits."""
+        exponential: float = min(BACKOFF_INITIAL * 2.0 ** (tries - 1), BACKOFF_MAX)
+        return exponential + random.uniform(0, BACKOFF_INITIAL)

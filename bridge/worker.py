@@ -38,6 +38,7 @@ from bridge.message import (
     event_of,
     plain_headers,
 )
+from bridge.pipeline import AckWriter
 from bridge.retry import DeadLetter, Ladder, Retry
 from bridge.settings import Settings
 from bridge.subscribers import Handler, Subscriber, load_subscribers, resolve_handler
@@ -213,10 +214,21 @@ class Subscription:
         return not isinstance(exc, PermanentError) and not self._stopping and not self._paused()
 
     async def _call(self, message: Message) -> None:
-        async for attempt in self.ladder.in_process(self._retry_now):
+        # The first try runs without tenacity's machinery (it costs more than the rest of a
+        # delivery); only a message that failed goes through its loop for the other tries.
+        ladder = self.ladder
+        message.attempt = ladder.handler_attempt(message.delivery, 1)
+        try:
+            await self._call_once(message)
+            return
+        except Exception as exc:
+            if ladder.in_process_tries <= 1 or not self._retry_now(exc):
+                raise
+        await asyncio.sleep(ladder.backoff(1))
+        async for attempt in ladder.in_process(self._retry_now, after=1):
             with attempt:
-                message.attempt = self.ladder.handler_attempt(
-                    message.delivery, attempt.retry_state.attempt_number
+                message.attempt = ladder.handler_attempt(
+                    message.delivery, attempt.retry_state.attempt_number + 1
                 )
                 await self._call_once(message)
 
@@ -321,16 +333,17 @@ def _whole(value: Any) -> int:
         return 0
 
 
+_ACKS = AckWriter()
+
+
 async def _settle(delivered: DeliveredMessage, ack: bool) -> bool:
     """Ack, or return to the queue; False when the channel is gone (the broker then
     redelivers the message)."""
     tag = delivered.delivery_tag
     assert tag is not None
     try:
-        if ack:
-            await delivered.channel.basic_ack(tag)
-        else:
-            await delivered.channel.basic_nack(tag, requeue=True)
+        # Written with the other acks of this loop turn, in one socket write.
+        _ACKS.settle(delivered.channel, tag, ack)
     except Exception as exc:
         log.warning("ack/nack lost with its channel (%s); the broker will redeliver", exc)
         return False

@@ -93,3 +93,16 @@ def test_headers_table_sorts_keys_like_pamqp() -> None:
 
     headers = {"x-z": "1", "x-a": "é", "x-m": ""}
     assert headers_table(headers) == field_table(headers)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("tag", [1, 255, 2**40 + 7])
+@pytest.mark.parametrize("channel", [1, 9])
+def test_ack_and_nack_frames_match_pamqp(tag: int, channel: int) -> None:
+    from bridge.pipeline import ack_frame
+
+    assert ack_frame(channel, tag, True) == pamqp.frame.marshal(
+        Basic.Ack(delivery_tag=tag), channel
+    )
+    assert ack_frame(channel, tag, False) == pamqp.frame.marshal(
+        Basic.Nack(delivery_tag=tag, requeue=True), channel
+    )

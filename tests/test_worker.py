@@ -326,3 +326,25 @@ async def test_a_message_whose_retry_copy_is_not_confirmed_is_never_acked(
 
     await wait_until(back_in_the_queue, timeout=5)
     assert await probe.count(dlq_name(sub.name)) == 0
+
+
+async def test_tries_after_a_first_try_made_outside_tenacity_keep_the_schedule() -> None:
+    ladder = Ladder("erp", (), in_process_tries=4)
+    assert 0.1 <= ladder.backoff(1) <= 0.2
+    assert 0.2 <= ladder.backoff(2) <= 0.3
+    assert 2.0 <= ladder.backoff(9) <= 2.1
+    calls = 0
+    started = asyncio.get_running_loop().time()
+
+    async def failing() -> None:
+        nonlocal calls
+        calls += 1
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError):
+        async for attempt in ladder.in_process(lambda exc: True, after=1):
+            with attempt:
+                await failing()
+    # The three remaining tries, waiting 0.2 s and 0.4 s (plus jitter) between them.
+    assert calls == 3
+    assert 0.6 <= asyncio.get_running_loop().time() - started < 3
