@@ -410,8 +410,8 @@ async def run_worker_consume(
     try:
         await broker.preload(name, plan.body.read_bytes(), count)
         print(f"bench: consume: worker, {count} messages, prefetch {PREFETCH}", flush=True)
-        out = logs / "worker-consume.json"
-        config = worker_config(logs / "worker-consume.toml", name, "bench.handlers:noop")
+        out = logs / f"{name}.json"
+        config = worker_config(logs / f"{name}.toml", name, "bench.handlers:noop")
         env = {
             "BRIDGE_AMQP_URL": broker.url,
             "BRIDGE_EXCHANGE": exchange,
@@ -419,7 +419,7 @@ async def run_worker_consume(
             "BENCH_OUT": str(out),
         }
         command = [sys.executable, "-m", "bridge", "worker", "--config", str(config)]
-        process = Process("worker-consume", command, env, logs / "worker-consume.log")
+        process = Process("worker-consume", command, env, logs / f"{name}.log")
         try:
             result = await wait_file(out, process, 120)
         finally:
