@@ -131,7 +131,8 @@ class Subscription:
                 ok = await channel.basic_consume(self.sub.name, self._deliver)
                 self._consumer_tag = ok.consumer_tag
         self.ready.set()
-        log.info("consuming %s", self.sub.name, extra=self._log)
+        state = "consuming" if self._consumer_tag is not None else "not consuming (paused)"
+        log.info("%s %s", state, self.sub.name, extra=self._log)
 
     async def _sync_consumer(self) -> None:
         """Start or cancel the consumer so it matches ``not stopping and not paused``."""
