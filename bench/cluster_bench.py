@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -21,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.load import percentile
-from tests.conftest import fixture_body
+from tests.support.ledger import Ledger, ledger_body, send_load
 from tests.support.rabbit_cluster import RabbitCluster
 from tests.support.rabbit_node import RabbitNode
 from tests.support.serve_process import receivers
-from tests.support.webhook_load import WebhookLoad
 
 API_KEY = "bench-cluster-key"
+KEY = {"APIKEY": API_KEY}
 
 
 @dataclass(frozen=True)
@@ -42,32 +43,43 @@ class Round:
         return self.ok / self.seconds
 
 
-async def _load(targets: tuple[str, ...], requests: int, concurrency: int, first: int) -> Round:
-    load = WebhookLoad(
-        targets,
-        API_KEY,
-        fixture_body("despatched"),
-        concurrency=concurrency,
-        limit=requests,
-        first_order_id=first,
-    )
+async def _load(targets: Sequence[str], requests: int, concurrency: int) -> Round:
+    """``requests`` unique webhooks spread evenly over ``targets``, ``concurrency`` in all."""
+    books = [Ledger() for _ in targets]
+    share = max(1, concurrency // len(targets))
     started = time.monotonic()
-    answers = await load.run()
+    await asyncio.gather(
+        *(
+            send_load(
+                url, count=requests // len(targets), concurrency=share, params=KEY, ledger=book
+            )
+            for url, book in zip(targets, books, strict=True)
+        )
+    )
     seconds = time.monotonic() - started
+    answers = [a for book in books for a in book.answers.values()]
     ok = [a.seconds for a in answers if a.status == 200]
     return Round(len(answers), len(ok), seconds, ok)
 
 
 async def _measure(
-    url_lists: Sequence[tuple[str, ...]], args: argparse.Namespace, logs: Path, first: int
-) -> list[Round]:
-    exchange = f"bench.{uuid.uuid4().hex[:8]}"
-    with receivers(url_lists, exchange, API_KEY, logs) as targets:
-        await _load(tuple(targets), args.warmup, args.concurrency, first)
-        rounds = []
-        for number in range(args.rounds):
-            start = first + (number + 1) * 1_000_000
-            rounds.append(await _load(tuple(targets), args.requests, args.concurrency, start))
+    setups: Sequence[Sequence[tuple[str, ...]]], args: argparse.Namespace, logs: Path
+) -> list[list[Round]]:
+    """Rounds of each setup (receivers with their broker URL lists), interleaved round by
+    round so that drift on a shared machine hits every setup alike."""
+    with contextlib.ExitStack() as running:
+        targets = []
+        for index, url_lists in enumerate(setups):
+            exchange = f"bench.{uuid.uuid4().hex[:8]}"
+            folder = logs / f"setup-{index}"
+            folder.mkdir()
+            targets.append(running.enter_context(receivers(url_lists, exchange, API_KEY, folder)))
+        for urls in targets:
+            await _load(urls, args.warmup, args.concurrency)
+        rounds: list[list[Round]] = [[] for _ in setups]
+        for _ in range(args.rounds):
+            for urls, done in zip(targets, rounds, strict=True):
+                done.append(await _load(urls, args.requests, args.concurrency))
         return rounds
 
 
@@ -86,23 +98,20 @@ def _line(name: str, rounds: list[Round]) -> tuple[str, float]:
 
 async def run(args: argparse.Namespace) -> int:
     logs = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
-    (logs / "single").mkdir()
-    (logs / "cluster").mkdir()
     single = RabbitNode()
     cluster = RabbitCluster(size=3)
     try:
         print("starting a single private RabbitMQ node and a three-node cluster ...", flush=True)
         await asyncio.gather(asyncio.to_thread(single.start), asyncio.to_thread(cluster.start))
         n0, n1, n2 = cluster.urls
-        one = await _measure([(single.url,)], args, logs / "single", 0)
-        two = await _measure([(n0, n1, n2), (n1, n2, n0)], args, logs / "cluster", 10_000_000)
+        one, two = await _measure([[(single.url,)], [(n0, n1, n2), (n1, n2, n0)]], args, logs)
     finally:
         await asyncio.gather(asyncio.to_thread(single.destroy), asyncio.to_thread(cluster.destroy))
     single_text, single_rate = _line("1 receiver, single broker", one)
     cluster_text, cluster_rate = _line("2 receivers, 3-node cluster (quorum)", two)
     print(
-        f"cluster_bench: {args.requests} requests x {args.rounds} rounds, "
-        f"{args.concurrency} in flight, {len(fixture_body('despatched'))}-byte body"
+        f"cluster_bench: {args.requests} requests x {args.rounds} interleaved rounds, "
+        f"{args.concurrency} in flight, {len(ledger_body('x' * 10, 1))}-byte body"
     )
     print(single_text)
     print(cluster_text)

@@ -193,7 +193,14 @@ async def check(
     finally:
         with contextlib.suppress(Exception):
             await connection.close()
+    return compare(ledger, seen)
+
+
+def compare(ledger: Ledger, seen: Counter[str]) -> Report:
+    """Compare the ledger with the message ids delivered (``seen``, with repeats), wherever
+    they were read: drained queues, or what a worker's handler noted."""
     sent = set(ledger.answers)
+    acknowledged = ledger.acknowledged
     return Report(
         sent=len(sent),
         acknowledged=len(acknowledged),
