@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import statistics
 import sys
 import tempfile
@@ -105,6 +106,11 @@ async def run(args: argparse.Namespace) -> int:
         await asyncio.gather(asyncio.to_thread(single.start), asyncio.to_thread(cluster.start))
         n0, n1, n2 = cluster.urls
         one, two = await _measure([[(single.url,)], [(n0, n1, n2), (n1, n2, n0)]], args, logs)
+    except BaseException:
+        print(f"cluster_bench failed; the receivers' logs are in {logs}", file=sys.stderr)
+        raise
+    else:
+        shutil.rmtree(logs, ignore_errors=True)
     finally:
         await asyncio.gather(asyncio.to_thread(single.destroy), asyncio.to_thread(cluster.destroy))
     single_text, single_rate = _line("1 receiver, single broker", one)
