@@ -176,7 +176,7 @@ def plot(results: Result, path: Path) -> bool:
         rates = [p["offered_rps"] for p in points]
         ax.plot(rates, [p["p99_ms"] for p in points], marker="o", label=f"{name} p99")
         ax.plot(rates, [p["p50_ms"] for p in points], marker=".", ls="--", label=f"{name} p50")
-    ax.set_xlabel("offered requests/s (hey -q)")
+    ax.set_xlabel("offered requests/s (open loop, bench.openloop)")
     ax.set_ylabel("latency, ms (log)")
     ax.set_yscale("log")
     m = results["machine"]
