@@ -31,9 +31,15 @@ broker:
 	@./.ci/ensure-broker
 
 run: install broker
-	@echo "mintsoft-bridge on http://127.0.0.1:$(PORT) with the development key '$(DEV_KEY)'. Try:"
-	@echo "  curl -s -X POST 'http://127.0.0.1:$(PORT)/webhooks/despatched?APIKEY=$(DEV_KEY)' -H 'Content-Type: application/json' --data-binary @bridge/fixtures/order-despatched.json"
-	BRIDGE_API_KEYS=$${BRIDGE_API_KEYS:-$(DEV_KEY)} BRIDGE_PORT=$(PORT) $(BIN)/mintsoft-bridge serve
+	@if [ -n "$${BRIDGE_API_KEYS:-}$${BRIDGE_API_KEYS_FILE:-}$${BRIDGE_AUTH_HEADERS:-}$${BRIDGE_AUTH_HEADERS_FILE:-}" ]; then \
+	  echo "mintsoft-bridge on http://127.0.0.1:$(PORT) with the credentials in your BRIDGE_* settings."; \
+	else \
+	  echo "mintsoft-bridge on http://127.0.0.1:$(PORT) with the development key '$(DEV_KEY)' (set BRIDGE_API_KEYS for your own). Try:"; \
+	  echo "  curl -s -X POST 'http://127.0.0.1:$(PORT)/webhooks/despatched?APIKEY=$(DEV_KEY)' -H 'Content-Type: application/json' --data-binary @bridge/fixtures/order-despatched.json"; \
+	fi
+	@if [ -z "$${BRIDGE_API_KEYS:-}$${BRIDGE_API_KEYS_FILE:-}$${BRIDGE_AUTH_HEADERS:-}$${BRIDGE_AUTH_HEADERS_FILE:-}" ]; then \
+	  export BRIDGE_API_KEYS='$(DEV_KEY)'; fi; \
+	BRIDGE_PORT=$(PORT) exec $(BIN)/mintsoft-bridge serve
 
 lint: install-dev
 	$(BIN)/ruff check bridge tests bench

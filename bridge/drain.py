@@ -66,8 +66,23 @@ class Drainer:
                 continue
             try:
                 published, failure = await self._pass()
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # stop() was called
+                # A confirmation cancelled under us (a renewed link): not a reason to stop
+                # draining, or what the spool holds would wait for the next restart.
+                log.warning("draining the spool: a publish was cancelled; retrying")
+                await asyncio.sleep(backoff)
+                continue
             except SpoolError as exc:
                 log.error("cannot read the spool (%s); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+                continue
+            except Exception:
+                # The drain must outlive any bug: a dead drain strands every spooled webhook.
+                log.exception("draining the spool failed unexpectedly; retrying in %.1fs", backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
@@ -129,6 +144,15 @@ class Drainer:
                     await self.publisher.publish(item.envelope)
                 except PublishFailed as exc:
                     failures.append(exc)
+                    return False
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise
+                    failures.append(PublishFailed("cancelled", "the publish was cancelled"))
+                    return False
+                except Exception as exc:
+                    failures.append(PublishFailed("error", type(exc).__name__))
                     return False
                 return True
 

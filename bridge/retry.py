@@ -8,8 +8,9 @@ the last step or on :class:`~bridge.errors.PermanentError`, ``<name>.dlq``.
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tenacity import (
@@ -72,7 +73,10 @@ class Ladder:
         return (delivery - 1) * self.in_process_tries + try_number
 
     def in_process(
-        self, should_retry: Callable[[BaseException], bool], after: int = 0
+        self,
+        should_retry: Callable[[BaseException], bool],
+        after: int = 0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> AsyncRetrying:
         """Tenacity's loop for the quick retries of one delivery; re-raises the last error.
 
@@ -87,6 +91,7 @@ class Ladder:
             # tenacity catches BaseException: a cancelled task must stay cancelled.
             retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and should_retry(exc)),
             reraise=True,
+            sleep=sleep,
         )
 
     def backoff(self, tries: int) -> float:

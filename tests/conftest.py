@@ -194,12 +194,15 @@ async def make_bridge(exchange: str) -> AsyncIterator[BridgeFactory]:
         wait_connected: bool = True,
         body_timeout: float = BODY_READ_TIMEOUT,
         header_timeout: float = HEADER_TIMEOUT,
+        start_delivery: bool = True,
         **overrides: Any,
     ) -> RunningBridge:
-        """``spool_path=str(tmp_path / "spool.sqlite3")`` enables the spool."""
+        """``spool_path=str(tmp_path / "spool.sqlite3")`` enables the spool;
+        ``start_delivery=False`` leaves the spool and its drain for the test to open."""
         settings = bridge_settings(exchange, **overrides)
         delivery = build_delivery(settings)
-        await delivery.open()
+        if start_delivery:
+            await delivery.open()
         await delivery.publisher.link.start(wait=10.0 if wait_connected else 0.0)
         server = TestServer(build_app(settings, delivery, body_timeout))
         # TestServer takes server options in start_server, not in its constructor.

@@ -214,3 +214,38 @@ def test_serve_with_an_unwritable_spool_path_says_so_in_one_line(
     assert code == 2
     assert "BRIDGE_SPOOL_PATH" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("fault", [RuntimeError("a bug"), asyncio.CancelledError()])
+async def test_the_drain_outlives_an_unexpected_error_or_a_stray_cancellation(
+    fault: BaseException,
+    tmp_path: Path,
+    exchange: str,
+    probe: BrokerProbe,
+    make_bridge: BridgeFactory,
+) -> None:
+    queue = await probe.bind_queue(exchange, "order.#")
+    path = str(tmp_path / "spool.sqlite3")
+    spool = Spool(path, 10_000_000)
+    await spool.open()
+    sent = [envelope(n) for n in range(20)]
+    for e in sent:
+        await spool.append(e)
+    await spool.close()
+
+    bridge = await make_bridge(spool_path=path, start_delivery=False)
+    publisher = bridge.delivery.publisher
+    real_publish = publisher.publish
+    faults = [fault]
+
+    async def publish_with_one_fault(envelope: Envelope, timeout: float | None = None) -> None:
+        if faults:
+            raise faults.pop()
+        await real_publish(envelope, timeout)
+
+    publisher.publish = publish_with_one_fault  # type: ignore[method-assign]
+    await bridge.delivery.open()
+    messages = await probe.get_all(queue, expected=20, timeout=15)
+    assert not faults  # the fault did happen
+    # Everything arrives; a message published before the fault may come twice.
+    assert {m.body for m in messages} == {e.body for e in sent}

@@ -334,7 +334,10 @@ async def test_tries_after_a_first_try_made_outside_tenacity_keep_the_schedule()
     assert 0.2 <= ladder.backoff(2) <= 0.3
     assert 2.0 <= ladder.backoff(9) <= 2.1
     calls = 0
-    started = asyncio.get_running_loop().time()
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
 
     async def failing() -> None:
         nonlocal calls
@@ -342,9 +345,11 @@ async def test_tries_after_a_first_try_made_outside_tenacity_keep_the_schedule()
         raise ValueError("boom")
 
     with pytest.raises(ValueError):
-        async for attempt in ladder.in_process(lambda exc: True, after=1):
+        async for attempt in ladder.in_process(lambda exc: True, after=1, sleep=record):
             with attempt:
                 await failing()
-    # The three remaining tries, waiting 0.2 s and 0.4 s (plus jitter) between them.
+    # The three remaining tries, waiting 0.2 s and 0.4 s (plus up to 0.1 s jitter) between.
     assert calls == 3
-    assert 0.6 <= asyncio.get_running_loop().time() - started < 3
+    assert len(waits) == 2
+    assert 0.2 <= waits[0] <= 0.3
+    assert 0.4 <= waits[1] <= 0.5
