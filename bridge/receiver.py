@@ -46,12 +46,11 @@ DELIVERY_KEY = web.AppKey("delivery", Delivery)
 def _json(
     status: int, payload: dict[str, Any], headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(payload),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
+    # The header as a plain value: aiohttp's content_type= argument parses it per response.
+    all_headers = {"Content-Type": "application/json"}
+    if headers:
+        all_headers.update(headers)
+    return web.Response(body=orjson.dumps(payload), status=status, headers=all_headers)
 
 
 _UNAUTHORIZED = orjson.dumps({"error": "unauthorized"})

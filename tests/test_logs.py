@@ -3,7 +3,9 @@ the header, both log formats."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 
 import pytest
@@ -89,3 +91,43 @@ def test_json_access_log_line_carries_the_webhook_fields() -> None:
     assert accepted["path"] == "/webhooks/despatched?APIKEY=***"
     refused = next(line for line in webhooks if line["status"] == 401)
     assert refused["event"] == "cancelled" and "message_id" not in refused
+
+
+class _CountingStream:
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> None:
+        self.writes.append(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def _record(message: str) -> logging.LogRecord:
+    return logging.LogRecord("t", logging.INFO, __file__, 1, message, None, None)
+
+
+async def test_lines_of_one_loop_turn_leave_in_one_write() -> None:
+    from bridge.logs import TurnBatchingStreamHandler
+
+    stream = _CountingStream()
+    handler = TurnBatchingStreamHandler(stream)
+    handler.handle(_record("one"))
+    handler.handle(_record("two"))
+    assert stream.writes == []
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert stream.writes == ["one\ntwo\n"]
+    handler.handle(_record("three"))
+    handler.flush()  # shutdown flushes what is pending
+    assert stream.writes == ["one\ntwo\n", "three\n"]
+
+
+def test_without_a_running_loop_lines_are_written_at_once() -> None:
+    from bridge.logs import TurnBatchingStreamHandler
+
+    stream = _CountingStream()
+    handler = TurnBatchingStreamHandler(stream)
+    handler.handle(_record("one"))
+    assert stream.writes == ["one\n"]
