@@ -8,6 +8,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import orjson
 import pytest
@@ -27,8 +28,7 @@ def envelope(event: str, order: int) -> Envelope:
 
 @pytest.fixture
 async def plain_exchange() -> AsyncIterator[tuple[str, BrokerProbe]]:
-    """A topic exchange without an alternate exchange (so unroutable messages come back),
-    with a queue bound to ``order.despatched`` only."""
+    """A topic exchange without an alternate exchange (so unroutable messages come back)."""
     name = f"test.{uuid.uuid4().hex[:12]}"
     probe = BrokerProbe(AMQP_URL)
     await probe.open()
@@ -47,12 +47,26 @@ async def link() -> AsyncIterator[BrokerLink]:
     await link.close()
 
 
-async def test_concurrent_publishes_are_each_confirmed_and_all_arrive(
-    plain_exchange: tuple[str, BrokerProbe], link: BrokerLink
-) -> None:
+@dataclass
+class Bound:
+    """A publisher to the plain exchange, and the queue bound to ``order.despatched``."""
+
+    publisher: Publisher
+    probe: BrokerProbe
+    queue: str
+
+
+@pytest.fixture
+async def bound(plain_exchange: tuple[str, BrokerProbe], link: BrokerLink) -> Bound:
     name, probe = plain_exchange
     queue = await probe.bind_queue(name, "order.despatched")
-    publisher = Publisher(link, name, timeout=5)
+    return Bound(Publisher(link, name, timeout=5), probe, queue)
+
+
+async def test_concurrent_publishes_are_each_confirmed_and_all_arrive(
+    bound: Bound, link: BrokerLink
+) -> None:
+    publisher, probe, queue = bound.publisher, bound.probe, bound.queue
     envelopes = [envelope("despatched", i) for i in range(300)]
     await asyncio.gather(*(publisher.publish(e) for e in envelopes))
     got = await probe.get_all(queue, expected=300)
@@ -63,12 +77,8 @@ async def test_concurrent_publishes_are_each_confirmed_and_all_arrive(
     assert link.channel.message_id_delivery_tag == {}  # type: ignore[attr-defined]
 
 
-async def test_a_returned_message_fails_alone_in_its_batch(
-    plain_exchange: tuple[str, BrokerProbe], link: BrokerLink
-) -> None:
-    name, probe = plain_exchange
-    queue = await probe.bind_queue(name, "order.despatched")
-    publisher = Publisher(link, name, timeout=5)
+async def test_a_returned_message_fails_alone_in_its_batch(bound: Bound, link: BrokerLink) -> None:
+    publisher, probe, queue = bound.publisher, bound.probe, bound.queue
     routed = [envelope("despatched", i) for i in range(20)]
     unroutable = [envelope("cancelled", 1000 + i) for i in range(5)]
     results = await asyncio.gather(
@@ -83,12 +93,8 @@ async def test_a_returned_message_fails_alone_in_its_batch(
     assert link.channel.message_id_delivery_tag == {}  # type: ignore[attr-defined]
 
 
-async def test_identical_twins_are_both_confirmed(
-    plain_exchange: tuple[str, BrokerProbe], link: BrokerLink
-) -> None:
-    name, probe = plain_exchange
-    queue = await probe.bind_queue(name, "order.despatched")
-    publisher = Publisher(link, name, timeout=5)
+async def test_identical_twins_are_both_confirmed(bound: Bound) -> None:
+    publisher, probe, queue = bound.publisher, bound.probe, bound.queue
     twin = envelope("despatched", 7)
     await asyncio.gather(publisher.publish(twin), publisher.publish(twin))
     assert len(await probe.get_all(queue, expected=2)) == 2
@@ -109,24 +115,16 @@ async def test_no_broker_fails_fast() -> None:
     assert failed.value.reason == "no_broker"
 
 
-async def test_no_confirm_in_time_is_a_timeout_and_the_next_publish_works(
-    plain_exchange: tuple[str, BrokerProbe], link: BrokerLink
-) -> None:
-    name, probe = plain_exchange
-    await probe.bind_queue(name, "order.despatched")
-    publisher = Publisher(link, name, timeout=5)
+async def test_no_confirm_in_time_is_a_timeout_and_the_next_publish_works(bound: Bound) -> None:
+    publisher = bound.publisher
     with pytest.raises(PublishFailed) as failed:
         await publisher.publish(envelope("despatched", 1), timeout=0)
     assert failed.value.reason == "timeout"
     await publisher.publish(envelope("despatched", 2))
 
 
-async def test_a_cancelled_publish_is_cancelled_not_failed(
-    plain_exchange: tuple[str, BrokerProbe], link: BrokerLink
-) -> None:
-    name, probe = plain_exchange
-    await probe.bind_queue(name, "order.despatched")
-    publisher = Publisher(link, name, timeout=5)
+async def test_a_cancelled_publish_is_cancelled_not_failed(bound: Bound) -> None:
+    publisher = bound.publisher
     task = asyncio.create_task(publisher.publish(envelope("despatched", 1)))
     await asyncio.sleep(0)
     task.cancel()
