@@ -15,6 +15,7 @@ import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 
 from bridge.settings import redact_url
+from bridge.tasks import cancel_and_wait
 
 log = logging.getLogger("bridge.connection")
 
@@ -109,11 +110,8 @@ class BrokerLink:
         self._renewing = asyncio.create_task(close(), name="broker-link-renew")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self._drop()
         self.state = "closed"
 

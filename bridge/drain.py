@@ -10,13 +10,13 @@ outage costs few duplicates; once a publish is confirmed it widens the window ag
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from bridge import metrics
 from bridge.publisher import Publisher, PublishFailed
 from bridge.spool import Spool, Spooled, SpoolError
+from bridge.tasks import cancel_and_wait
 
 log = logging.getLogger("bridge.drain")
 
@@ -51,11 +51,8 @@ class Drainer:
             self._task = asyncio.create_task(self._run(), name="spool-drain")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         backoff = MIN_BACKOFF

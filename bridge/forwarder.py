@@ -12,7 +12,6 @@ and the breaker probes the target until it answers, then closes and the worker r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from urllib.parse import urlsplit
@@ -22,6 +21,7 @@ import aiohttp
 from bridge import __version__, metrics
 from bridge.errors import PermanentError
 from bridge.message import Message
+from bridge.tasks import cancel_and_wait
 
 log = logging.getLogger("bridge.forwarder")
 
@@ -104,11 +104,8 @@ class CircuitBreaker:
             listener(self.is_open)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
 
 def shown_url(url: str) -> str:
