@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import aiormq
@@ -36,6 +37,12 @@ OnChannel = Callable[[AbstractChannel], Awaitable[None]]
 
 CONNECT_TIMEOUT = 10.0
 MAX_BACKOFF = 5.0
+
+NACKS_BEFORE_RENEW = 3
+"""Nacks in a row, with no confirm between, after which the link gets a fresh connection."""
+
+RENEW_INTERVAL = 1.0
+"""Seconds between two such renewals at most, so refusals that last never cause a storm."""
 
 
 class BrokerLink:
@@ -66,6 +73,8 @@ class BrokerLink:
         self._up = asyncio.Event()
         self._listeners: list[Callable[[bool], None]] = []
         self._renewing: asyncio.Task[None] | None = None
+        self._nacks_in_row = 0
+        self._renewed_at = -RENEW_INTERVAL
 
     def on_state_change(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(connected)`` whenever the link goes up or down."""
@@ -89,6 +98,25 @@ class BrokerLink:
             async with asyncio.timeout(timeout):
                 await self._up.wait()
         return self.channel
+
+    def note_confirm(self) -> None:
+        """A publish on this link was confirmed: the channel is healthy."""
+        self._nacks_in_row = 0
+
+    def note_nack(self) -> None:
+        """A publish on this link was nacked; renew the link when nacks keep coming.
+
+        A quorum queue nacks while it has no leader (its node just died). RabbitMQ 3.10 goes
+        on nacking every later publish of a channel whose first publish to the queue came
+        in that moment, even once a new leader is elected; a new channel is accepted.
+        """
+        self._nacks_in_row += 1
+        now = time.monotonic()
+        if self._nacks_in_row >= NACKS_BEFORE_RENEW and now - self._renewed_at >= RENEW_INTERVAL:
+            self._nacks_in_row = 0
+            self._renewed_at = now
+            log.warning("the broker keeps refusing messages; reconnecting for a fresh channel")
+            self.renew()
 
     def renew(self) -> None:
         """Drop the current connection: the link connects again, to the next broker of the

@@ -20,12 +20,6 @@ from bridge.pipeline import PublishWriter
 
 log = logging.getLogger("bridge.publisher")
 
-NACKS_BEFORE_RENEW = 3
-"""Nacks in a row, with no ack between, after which the link gets a fresh connection."""
-
-RENEW_INTERVAL = 1.0
-"""Seconds between two such renewals at most, so refusals that last never cause a storm."""
-
 
 class PublishFailed(Exception):
     """The broker did not confirm the message; ``reason`` is a short metric-safe word."""
@@ -46,8 +40,6 @@ class Publisher:
         # publish by message id: publish such twins one after the other, never together.
         self._in_flight: dict[str, asyncio.Future[None] | None] = {}
         self._writer = PublishWriter(exchange)
-        self._nacks_in_row = 0
-        self._renewed_at = -RENEW_INTERVAL
 
     @property
     def connected(self) -> bool:
@@ -108,7 +100,8 @@ class Publisher:
             _RETURNED.inc()
             raise PublishFailed("returned", "unroutable: the exchange routed it nowhere") from None
         except DeliveryError:  # how aiormq reports a basic.nack
-            self._nacked()
+            _NACKED.inc()
+            self.link.note_nack()
             raise PublishFailed("nacked", "the broker refused the message") from None
         except Exception as exc:  # aiormq rejects pending confirms with the close reason
             _CHANNEL_CLOSED.inc()
@@ -116,25 +109,9 @@ class Publisher:
         finally:
             timer.cancel()
             self._writer.forget(channel, envelope.message_id, tag)
-        self._nacks_in_row = 0
+        self.link.note_confirm()
         _CONFIRMED.inc()
         _PUBLISH_SECONDS.observe(time.perf_counter() - started)
-
-    def _nacked(self) -> None:
-        """Count a nack; renew the link when nacks keep coming.
-
-        A quorum queue nacks while it has no leader (its node just died). RabbitMQ 3.10 goes
-        on nacking every later publish of a channel whose first publish to the queue came
-        in that moment, even once a new leader is elected; a new channel is accepted.
-        """
-        _NACKED.inc()
-        self._nacks_in_row += 1
-        now = time.monotonic()
-        if self._nacks_in_row >= NACKS_BEFORE_RENEW and now - self._renewed_at >= RENEW_INTERVAL:
-            self._nacks_in_row = 0
-            self._renewed_at = now
-            log.warning("the broker keeps refusing messages; reconnecting for a fresh channel")
-            self.link.renew()
 
 
 _NO_BROKER = metrics.PUBLISH_RESULTS.labels("no_broker")

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 from aiormq.abc import AbstractChannel, DeliveredMessage
-from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError
+from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError, PublishError
 from pamqp.commands import Basic
 
 from bridge import metrics
@@ -301,7 +301,10 @@ class Subscription:
             )
             if not isinstance(confirm, Basic.Ack):
                 raise DeliveryError(None, confirm)  # type: ignore[arg-type]
+            self.link.note_confirm()
         except (DeliveryError, TimeoutError) as exc:  # returned, nacked, or no confirm
+            if isinstance(exc, DeliveryError) and not isinstance(exc, PublishError):
+                self.link.note_nack()  # a channel RabbitMQ keeps nacking is renewed
             # The copy is not safe: keep the original, retried after a pause (no hot loop).
             log.error("could not move a message to %s (%r); it stays queued", queue, exc)
             await asyncio.sleep(MOVE_FAILED_PAUSE)
