@@ -65,19 +65,3 @@ def quarantine_envelope(event: str, body: bytes, request_id: str, received_at: f
     return Envelope(
         event, invalid_routing_key(event), body, message_id(event, body), received_at, headers
     )
-
-
-def properties_to_dict(properties: Any) -> dict[str, Any]:
-    """Properties of a delivered message as a dict (for tests and ``dlq list``)."""
-    return {
-        name: getattr(properties, name)
-        for name in (
-            "content_type",
-            "delivery_mode",
-            "message_type",
-            "app_id",
-            "timestamp",
-            "message_id",
-            "headers",
-        )
-    }

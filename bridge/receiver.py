@@ -53,7 +53,7 @@ def _json(
     return web.Response(body=orjson.dumps(payload), status=status, headers=all_headers)
 
 
-_UNAUTHORIZED = orjson.dumps({"error": "unauthorized"})
+_UNAUTHORIZED: dict[str, Any] = {"error": "unauthorized"}
 
 
 _REQUEST_ID_PREFIX = os.urandom(4).hex()
@@ -95,8 +95,7 @@ def webhook_handler(
                 event, 405, {"error": "method_not_allowed", "allow": "POST"}, {"Allow": "POST"}
             )
         if not auth.check(request.query, request.headers):
-            _webhooks_counter(event, 401).inc()
-            return web.Response(body=_UNAUTHORIZED, status=401, content_type="application/json")
+            return _answer(event, 401, _UNAUTHORIZED)
         length = request.content_length
         if length is not None and length > max_body:
             return _too_large(event, max_body)
