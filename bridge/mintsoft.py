@@ -34,7 +34,7 @@ from bridge.errors import CommandError
 from bridge.events import EVENTS, EXTRA_CODES
 from bridge.progress import Progress
 from bridge.settings import Settings, SettingsError
-from bridge.urls import check_public_url, require_https, webhook_url
+from bridge.urls import check_public_url, mintsoft_credentials, require_https, webhook_url
 
 EXTRA_CODE_MAX_CHARS = 255
 """Mintsoft does not document the length of a connect action's ExtraCode fields; 255 is the
@@ -317,8 +317,8 @@ def connect_action(
             "BRIDGE_AUTH_HEADERS and BRIDGE_API_KEYS are both unset, so the bridge would answer "
             "Mintsoft 401: set one of them to the value the bridge serves with"
         )
-    auth_header = settings.auth_headers[0] if settings.auth_headers else None
-    api_key = None if auth_header else (settings.api_keys[0] if settings.api_keys else None)
+    api_key, headers = mintsoft_credentials(settings)
+    auth_header = headers.get("Authorization")
     body: dict[str, Any] = {"Type": "API", "SourceOrderId": source_order_id, "Complete": False}
     extra = {
         EXTRA_CODES[event]: _fits(

@@ -21,7 +21,7 @@ import orjson
 
 from bridge.events import EVENTS
 from bridge.settings import Settings, SettingsError
-from bridge.urls import webhook_url
+from bridge.urls import mintsoft_credentials, webhook_url, without_key
 
 REQUEST_TIMEOUT = 30.0
 MAX_IN_FLIGHT = 16
@@ -151,16 +151,6 @@ def bridge_base_url(settings: Settings, url: str | None) -> str:
     return f"http://{host}:{settings.port}"
 
 
-def credentials(settings: Settings) -> tuple[str | None, dict[str, str]]:
-    """The API key for ``?APIKEY=`` and the headers to send: the same choice
-    ``connect-actions`` registers (the Authorization value first, else the key)."""
-    if settings.auth_headers:
-        return None, {"Authorization": settings.auth_headers[0]}
-    if settings.api_keys:
-        return settings.api_keys[0], {}
-    return None, {}
-
-
 async def post_webhook(
     session: aiohttp.ClientSession,
     settings: Settings,
@@ -170,7 +160,7 @@ async def post_webhook(
     order_id: int | None,
 ) -> Outcome:
     """POST one webhook as Mintsoft would; never raises for an HTTP or network failure."""
-    api_key, headers = credentials(settings)
+    api_key, headers = mintsoft_credentials(settings)
     url = webhook_url(base, event, api_key)
     started = time.monotonic()
     try:
@@ -180,7 +170,8 @@ async def post_webhook(
             text = await response.text(errors="replace")
             status = response.status
     except (aiohttp.ClientError, TimeoutError) as exc:
-        reason = str(exc) or type(exc).__name__
+        # aiohttp's errors can quote the request URL, and with it ?APIKEY=.
+        reason = without_key(str(exc) or type(exc).__name__, api_key)
         return Outcome(order_id, None, {}, time.monotonic() - started, reason)
     try:
         answer = orjson.loads(text)

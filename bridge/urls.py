@@ -4,9 +4,10 @@ acceptable public URL."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from urllib.parse import quote, urlsplit
 
-from bridge.settings import SettingsError
+from bridge.settings import Settings, SettingsError
 
 
 def is_loopback(host: str | None) -> bool:
@@ -51,3 +52,24 @@ def webhook_url(base: str, event: str, api_key: str | None = None) -> str:
     if api_key:
         url += "?APIKEY=" + quote(api_key, safe="")
     return url
+
+
+def mintsoft_credentials(settings: Settings) -> tuple[str | None, dict[str, str]]:
+    """What Mintsoft is given to authenticate with, as ``(api_key, headers)``: the first
+    Authorization value (``ExtraCode4``) if any, else the first key as ``?APIKEY=``.
+    ``connect-actions`` registers it and ``simulate`` sends it, so both always agree."""
+    if settings.auth_headers:
+        return None, {"Authorization": settings.auth_headers[0]}
+    if settings.api_keys:
+        return settings.api_keys[0], {}
+    return None, {}
+
+
+def without_key(text: str, api_key: str | None) -> str:
+    """``text`` (an error that may quote the request URL) with every ``APIKEY=`` value, and
+    the key itself, replaced by ``***``: URL libraries re-encode a key in their own way."""
+    text = _APIKEY_VALUE.sub(r"\1***", text)
+    return text.replace(api_key, "***") if api_key else text
+
+
+_APIKEY_VALUE = re.compile(r"(?i)(apikey=)[^&\s'\"]*")

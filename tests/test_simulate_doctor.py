@@ -11,6 +11,8 @@ import socket
 from datetime import datetime
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from bridge.cli import main
 from bridge.events import EVENTS, message_id, routing_key
@@ -153,3 +155,28 @@ async def test_doctor_reports_a_wrong_key_with_the_fix(
     assert code == 0, out
     assert re.search(r"^OK +webhook accepted and queued: message [0-9a-f]{32} reached", out, re.M)
     assert out.rstrip().endswith("all checks passed")
+
+
+async def test_simulate_never_prints_the_key_from_a_network_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A "bridge" that redirects for ever: aiohttp's error quotes the URL, ?APIKEY= included.
+    async def loop_back(request: web.Request) -> web.Response:
+        raise web.HTTPFound(str(request.url))
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", loop_back)
+    server = TestServer(app)
+    await server.start_server()
+    try:
+        key = "qk-SECRET-5f1a"
+        code = await run(
+            "simulate", "despatched", "--url", str(server.make_url("")), "--api-keys", key
+        )
+    finally:
+        await server.close()
+    out = capsys.readouterr()
+    assert code == 1
+    assert "no answer" in out.out
+    assert key not in out.out + out.err
+    assert "APIKEY=***" in out.out  # the URL is still shown, without its key
