@@ -71,10 +71,19 @@ def _parse_amqp_urls(name: str, raw: str) -> tuple[str, ...]:
     return urls
 
 
+def is_http_url(url: str) -> bool:
+    """Whether ``url`` is a usable http(s) URL: scheme, host, and a port in range if any."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError when out of range or not a number
+    except ValueError:
+        return False
+    return parts.scheme in {"http", "https"} and bool(parts.hostname)
+
+
 def _parse_http_url(name: str, raw: str) -> str:
     url = raw.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
+    if not is_http_url(url):
         raise SettingsError(f"{name}={raw!r} is not an http(s) URL: use e.g. https://host.example")
     return url
 

@@ -14,10 +14,9 @@ import tomllib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from bridge.events import EVENTS
-from bridge.settings import SettingsError
+from bridge.settings import SettingsError, is_http_url
 from bridge.topology import dlq_name, retry_queue_name
 
 if TYPE_CHECKING:
@@ -223,8 +222,7 @@ def _int(value: Any, low: int, high: int, where: str) -> int:
 
 
 def _http_url(value: Any, where: str) -> str:
-    parts = urlsplit(value) if isinstance(value, str) else None
-    if parts is None or parts.scheme not in {"http", "https"} or not parts.hostname:
+    if not isinstance(value, str) or not is_http_url(value):
         raise SettingsError(f"{where}: not an http(s) URL: use e.g. http://erp.internal/mintsoft")
     return str(value)
 

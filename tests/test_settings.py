@@ -57,6 +57,7 @@ def test_secrets_do_not_show_in_repr() -> None:
         ({"BRIDGE_API_KEYS_FILE": "/nonexistent/keys"}, "BRIDGE_API_KEYS_FILE"),
         ({"BRIDGE_API_KEYS": "a", "BRIDGE_API_KEYS_FILE": "/x"}, "BRIDGE_API_KEYS"),
         ({"BRIDGE_PUBLIC_URL": "ftp://x"}, "BRIDGE_PUBLIC_URL"),
+        ({"BRIDGE_PUBLIC_URL": "https://x:99999"}, "BRIDGE_PUBLIC_URL"),
     ],
 )
 def test_bad_settings_name_the_setting(env: dict[str, str], named: str) -> None:

@@ -165,6 +165,10 @@ BAD_CONFIGS = {
         "forward_url",
     ),
     "neither": ('events = ["*"]', "forward_url"),
+    "forward port out of range": (
+        'events = ["*"]\nforward_url = "https://erp:99999/x"',
+        "forward_url",
+    ),
     "unimportable handler": ('events = ["*"]\nhandler = "no_such_module_9a:handle"', "handler"),
     "missing function": ('events = ["*"]\nhandler = "tests.worker_helpers:nope"', "handler"),
     "sync function": ('events = ["*"]\nhandler = "tests.worker_helpers:unique_name"', "async"),
