@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 
+from bridge.errors import CommandError
 from bridge.settings import redact_url
 from bridge.tasks import cancel_and_wait
 
@@ -234,21 +235,34 @@ def _reason(exc: BaseException) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
+class BrokerUnreachable(CommandError):
+    """No broker of the list accepted a connection; ``reasons`` says why for each one and
+    ``fix`` what to do."""
+
+    def __init__(self, reasons: str, fix: str) -> None:
+        super().__init__(f"cannot reach the broker ({reasons}): {fix}")
+        self.reasons = reasons
+        self.fix = fix
+
+
 async def connect_once(
     urls: tuple[str, ...], timeout: float = CONNECT_TIMEOUT
 ) -> AbstractConnection:
     """A plain connection for a one-shot command, trying each broker in turn; raises
-    :class:`~bridge.errors.CommandError` naming the cause and the fix."""
-    from bridge.errors import CommandError
-
+    :class:`BrokerUnreachable` naming the cause and the fix."""
     reasons = []
+    auth_refused = False
     for url in urls:
         try:
             async with asyncio.timeout(timeout):
                 return await aiormq.connect(url)
         except Exception as exc:
+            auth_refused |= isinstance(exc, aiormq.exceptions.ProbableAuthenticationError)
             reasons.append(f"{redact_url(url)}: {_reason(exc)}")
-    raise CommandError(
-        "cannot reach the broker (" + "; ".join(reasons) + "): start RabbitMQ "
-        "(rabbitmq-server -detached) or set BRIDGE_AMQP_URL"
+    fix = (
+        "check the user and password in BRIDGE_AMQP_URL"
+        if auth_refused
+        else "start RabbitMQ (rabbitmq-server -detached, or docker compose up rabbitmq) "
+        "or point BRIDGE_AMQP_URL at it"
     )
+    raise BrokerUnreachable("; ".join(reasons), fix)

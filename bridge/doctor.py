@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 from argparse import Namespace
+from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +26,7 @@ import aiormq
 import orjson
 from aiormq.abc import AbstractChannel, AbstractConnection
 
+from bridge.connection import BrokerUnreachable, connect_once
 from bridge.events import EVENTS, routing_key
 from bridge.mintsoft import connect_action
 from bridge.settings import SPECS, Settings, SettingsError, redact_url, unknown_variables
@@ -110,25 +112,11 @@ def _settings_checks(settings: Settings) -> list[Check]:
 async def _connect(settings: Settings) -> tuple[AbstractConnection | None, Check]:
     # aiormq logs a refused connection itself; the check line already says it.
     logging.getLogger("aiormq").addHandler(logging.NullHandler())
-    reasons = []
-    auth_refused = False
-    for url in settings.amqp_urls:
-        try:
-            async with asyncio.timeout(TIMEOUT):
-                connection = await aiormq.connect(url)
-        except Exception as exc:
-            auth_refused |= isinstance(exc, aiormq.exceptions.ProbableAuthenticationError)
-            text = (str(exc) or type(exc).__name__).splitlines()[0][:200]
-            reasons.append(f"{redact_url(url)}: {text}")
-            continue
-        return connection, Check("broker reachable", True, redact_url(url))
-    fix = (
-        "check the user and password in BRIDGE_AMQP_URL"
-        if auth_refused
-        else "start RabbitMQ (rabbitmq-server -detached, or docker compose up rabbitmq) "
-        "or point BRIDGE_AMQP_URL at it"
-    )
-    return None, Check("broker reachable", False, "; ".join(reasons), fix)
+    try:
+        connection = await connect_once(settings.amqp_urls, TIMEOUT)
+    except BrokerUnreachable as exc:
+        return None, Check("broker reachable", False, exc.reasons, exc.fix)
+    return connection, Check("broker reachable", True, redact_url(str(connection.url)))
 
 
 async def _passive(connection: AbstractConnection, kind: str, name: str) -> int | None:
@@ -286,6 +274,20 @@ async def _arrives(channel: AbstractChannel, queue: str, message_id: Any) -> boo
     return False
 
 
+async def _bounded(name: str, check: Coroutine[Any, Any, Check], seconds: float) -> Check:
+    """``check``, or a failed check if the broker has not answered within ``seconds``."""
+    try:
+        async with asyncio.timeout(seconds):
+            return await check
+    except TimeoutError:
+        return Check(
+            name,
+            False,
+            f"the broker did not answer within {seconds:.0f} s",
+            "check its health (rabbitmqctl status) and its memory and disk alarms",
+        )
+
+
 async def doctor_command(settings: Settings, args: Namespace) -> int:
     """``doctor [--skip-simulate]``: print every check; exit 1 if any failed."""
     report = Report()
@@ -299,7 +301,9 @@ async def doctor_command(settings: Settings, args: Namespace) -> int:
     async with aiohttp.ClientSession(timeout=timeout) as session:
         try:
             if connection is not None:
-                topology = await _topology(connection, settings.exchange)
+                topology = await _bounded(
+                    "exchange and queues", _topology(connection, settings.exchange), TIMEOUT
+                )
                 topology_ok = bool(topology.ok)
                 report.add(topology)
             else:
@@ -313,11 +317,14 @@ async def doctor_command(settings: Settings, args: Namespace) -> int:
                     Check("webhook accepted and queued", None, "skipped: fix the checks above")
                 )
             else:
-                report.add(await _webhook_roundtrip(settings, session, connection, base))
+                # Posting, then waiting up to TIMEOUT for the message: bounded as a whole.
+                roundtrip = _webhook_roundtrip(settings, session, connection, base)
+                report.add(await _bounded("webhook accepted and queued", roundtrip, 3 * TIMEOUT))
         finally:
             if connection is not None:
                 with contextlib.suppress(Exception):
-                    await connection.close()
+                    async with asyncio.timeout(2):
+                        await connection.close()
     if report.failed:
         print(f"{report.failed} check{'s' if report.failed > 1 else ''} failed")
         return 1
