@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from prometheus_client import Counter, Gauge, Histogram
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 WEBHOOKS = Counter(
     "bridge_webhooks_total",
@@ -66,3 +74,10 @@ FORWARDER_CIRCUIT_OPEN = Gauge(
     "1 while a forwarder's target is considered down and consumption is paused",
     ["subscriber"],
 )
+
+
+async def scrape(request: web.Request) -> web.Response:
+    """``GET /metrics`` of ``serve`` and ``worker``: Prometheus text format."""
+    response = web.Response(body=generate_latest(REGISTRY))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response

@@ -17,7 +17,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from bridge import metrics
 from bridge.auth import Authenticator
@@ -214,12 +213,6 @@ async def _readyz(request: web.Request) -> web.Response:
     return _json(200 if ready else 503, {"ready": ready, **delivery.status()})
 
 
-async def _metrics(request: web.Request) -> web.Response:
-    response = web.Response(body=generate_latest(REGISTRY))
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return response
-
-
 def create_app(
     auth: Authenticator,
     delivery: Delivery,
@@ -235,6 +228,6 @@ def create_app(
         app.router.add_route("*", f"/webhooks/{event}/", handler)
     app.router.add_route("*", "/healthz", _get_only(_healthz))
     app.router.add_route("*", "/readyz", _get_only(_readyz))
-    app.router.add_route("*", "/metrics", _get_only(_metrics))
+    app.router.add_route("*", "/metrics", _get_only(metrics.scrape))
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app

@@ -20,7 +20,6 @@ from typing import Any
 from aiohttp import web
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError, PublishError
-from pamqp.commands import Basic
 
 from bridge import metrics
 from bridge.connection import BrokerLink
@@ -42,6 +41,7 @@ from bridge.pipeline import AckWriter
 from bridge.retry import DeadLetter, Ladder, Retry
 from bridge.settings import Settings
 from bridge.subscribers import Handler, Subscriber, load_subscribers, resolve_handler
+from bridge.tasks import cancel_and_wait
 from bridge.topology import declare, receiver_topology, subscriber_topology
 
 log = logging.getLogger("bridge.worker")
@@ -72,11 +72,13 @@ class Subscription:
         settings: Settings,
         sub: Subscriber,
         handler: Handler,
-        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.sub = sub
         self.handler = handler
-        self.breaker = breaker
+        # A forwarder pauses its subscriber while its target is down; a handler cannot.
+        self.breaker: CircuitBreaker | None = (
+            handler.breaker if isinstance(handler, Forwarder) else None
+        )
         self.ladder = Ladder(sub.name, sub.retry_delays_ms, sub.in_process_tries)
         self.topology = receiver_topology(settings.exchange) + subscriber_topology(
             settings.exchange, sub.name, sub.events, sub.retry_delays_ms
@@ -99,8 +101,8 @@ class Subscription:
         self._seconds = metrics.HANDLER_SECONDS.labels(sub.name)
         self._handler_is_code = not isinstance(handler, Forwarder)
         self._log = {"subscriber": sub.name}
-        if breaker is not None:
-            breaker.on_change(lambda _open: self._spawn(self._sync_consumer()))
+        if self.breaker is not None:
+            self.breaker.on_change(lambda _open: self._spawn(self._sync_consumer()))
 
     # --- consuming --------------------------------------------------------------------
 
@@ -291,7 +293,7 @@ class Subscription:
         channel = delivered.channel
         properties = copy_properties(delivered.header.properties, headers)
         try:
-            confirm = await channel.basic_publish(
+            await channel.basic_publish(
                 delivered.body,
                 exchange="",
                 routing_key=queue,
@@ -299,8 +301,7 @@ class Subscription:
                 mandatory=True,
                 timeout=MOVE_TIMEOUT,
             )
-            if not isinstance(confirm, Basic.Ack):
-                raise DeliveryError(None, confirm)  # type: ignore[arg-type]
+            # aiormq raises DeliveryError on a nack and PublishError on a return.
             self.link.note_confirm()
         except (DeliveryError, TimeoutError) as exc:  # returned, nacked, or no confirm
             if isinstance(exc, DeliveryError) and not isinstance(exc, PublishError):
@@ -326,7 +327,7 @@ class Subscription:
             log.info("waiting for %d in-flight messages", len(self._in_flight), extra=self._log)
             await asyncio.wait(set(self._in_flight), timeout=grace)
         for task in set(self._background):
-            task.cancel()
+            await cancel_and_wait(task)
         await self.link.close()
 
 
@@ -368,7 +369,6 @@ class Worker:
         self._forwarders: list[Forwarder] = []
         for sub in subscribers:
             handler = (handlers or {}).get(sub.name)
-            breaker = handler.breaker if isinstance(handler, Forwarder) else None
             if handler is None and sub.forward_url is not None:
                 forwarder = Forwarder(
                     sub.name,
@@ -378,10 +378,10 @@ class Worker:
                     connections=sub.prefetch,
                 )
                 self._forwarders.append(forwarder)
-                handler, breaker = forwarder, forwarder.breaker
+                handler = forwarder
             elif handler is None:
                 handler = resolve_handler(sub)
-            self.subscriptions.append(Subscription(settings, sub, handler, breaker))
+            self.subscriptions.append(Subscription(settings, sub, handler))
 
     async def _all_ready(self) -> None:
         for subscription in self.subscriptions:
@@ -417,18 +417,12 @@ class Worker:
 
 async def serve_metrics(host: str, port: int) -> web.AppRunner:
     """``GET /metrics`` (Prometheus text) and ``GET /healthz`` on ``host:port``."""
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-
-    async def show_metrics(request: web.Request) -> web.Response:
-        response = web.Response(body=generate_latest(REGISTRY))
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     app = web.Application()
-    app.router.add_get("/metrics", show_metrics)
+    app.router.add_get("/metrics", metrics.scrape)
     app.router.add_get("/healthz", healthz)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
