@@ -10,10 +10,12 @@ interrupted replay loses nothing (at worst a message in flight is in both queues
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
-from aiormq.abc import AbstractChannel, DeliveredMessage
+from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity, DeliveryError, PublishError
 from pamqp.commands import Basic
 
@@ -33,6 +35,12 @@ from bridge.subscribers import NAME_PATTERN
 from bridge.topology import dlq_name
 
 PUBLISH_TIMEOUT = 10.0
+
+T = TypeVar("T")
+
+RPC_TIMEOUT = 10.0
+"""Seconds any other broker call may take: a broker that stops answering is an error,
+never a command that hangs."""
 REPLAY_WINDOW = 64
 REPLAY_IDLE = 1.0
 
@@ -46,13 +54,31 @@ def _check(name: str) -> None:
 
 async def _depth(channel: AbstractChannel, queue: str) -> int:
     try:
-        ok = await channel.queue_declare(queue, passive=True)
+        ok = await channel.queue_declare(queue, passive=True, timeout=RPC_TIMEOUT)
     except ChannelNotFoundEntity:
         raise CommandError(
             f"queue {queue} does not exist: check NAME, or declare the subscriber's queues "
             "with `mintsoft-bridge topology --config FILE`"
         ) from None
     return int(ok.message_count or 0)
+
+
+async def _bounded(call: Awaitable[T]) -> T:
+    async with asyncio.timeout(RPC_TIMEOUT):
+        return await call
+
+
+def _no_answer() -> CommandError:
+    return CommandError(
+        f"the broker stopped answering (no reply within {RPC_TIMEOUT:.0f} s): check its "
+        "health (rabbitmqctl status) and its memory and disk alarms, then run it again"
+    )
+
+
+async def _close(connection: AbstractConnection) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2):
+            await connection.close()
 
 
 def _empty(got: DeliveredMessage) -> bool:
@@ -79,18 +105,20 @@ async def list_command(settings: Settings, name: str, limit: int | None) -> int:
     queue = dlq_name(name)
     connection = await connect_once(settings.amqp_urls)
     try:
-        channel = await connection.channel(publisher_confirms=False)
+        channel = await _bounded(connection.channel(publisher_confirms=False))
         depth = await _depth(channel, queue)
         wanted = depth if limit is None else min(depth, limit)
         shown = 0
         while shown < wanted:
-            got = await channel.basic_get(queue, no_ack=False)
+            got = await channel.basic_get(queue, no_ack=False, timeout=RPC_TIMEOUT)
             if _empty(got):
                 break
             print(describe(got))
             shown += 1
+    except TimeoutError:
+        raise _no_answer() from None
     finally:
-        await connection.close()  # unacked: every listed message goes back to the queue
+        await _close(connection)  # unacked: every listed message goes back to the queue
     print(f"{shown} of {depth} dead letters in {queue}", file=sys.stderr)
     return 0
 
@@ -102,14 +130,16 @@ async def replay_command(settings: Settings, name: str, limit: int | None) -> in
     connection = await connect_once(settings.amqp_urls)
     replay: _Replay | None = None
     try:
-        channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+        channel = await _bounded(connection.channel(publisher_confirms=True, on_return_raises=True))
         await _depth(channel, name)
         # Only what is there now: a message that fails again must not be replayed twice.
         depth = await _depth(channel, queue)
         replay = _Replay(channel, name, depth if limit is None else min(depth, limit))
         await replay.run(queue)
+    except TimeoutError:
+        raise _no_answer() from None
     finally:
-        await connection.close()  # whatever was taken but not moved goes back to the DLQ
+        await _close(connection)  # whatever was taken but not moved goes back to the DLQ
         moved = replay.moved if replay is not None else 0
         print(f"replayed {moved} messages from {queue} to {name}")
     return 0
@@ -132,8 +162,10 @@ class _Replay:
     async def run(self, queue: str) -> None:
         if self.wanted == 0:
             return
-        await self.channel.basic_qos(prefetch_count=min(REPLAY_WINDOW, self.wanted))
-        ok = await self.channel.basic_consume(queue, self._take)
+        await self.channel.basic_qos(
+            prefetch_count=min(REPLAY_WINDOW, self.wanted), timeout=RPC_TIMEOUT
+        )
+        ok = await self.channel.basic_consume(queue, self._take, timeout=RPC_TIMEOUT)
         # Until enough are moved (or one failed), and every message taken is settled.
         while (self.moved < self.wanted and self.error is None) or self.settled < self.taken:
             self._progress.clear()
@@ -144,7 +176,7 @@ class _Replay:
                 if self.settled == self.taken:
                     break  # nothing in flight and nothing arriving: the DLQ ran dry
         assert ok.consumer_tag is not None
-        await self.channel.basic_cancel(ok.consumer_tag)
+        await self.channel.basic_cancel(ok.consumer_tag, timeout=RPC_TIMEOUT)
         if self.error is not None:
             raise self.error
 
