@@ -28,8 +28,8 @@ import aiormq
 import orjson
 
 from bench import load
-from bridge.envelope import webhook_envelope
-from bridge.topology import Topology, declare, delete, receiver_topology, unrouted_name
+from bridge.amqp.topology import Topology, declare, delete, receiver_topology, unrouted_name
+from bridge.core.contract import webhook_envelope
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -403,7 +403,7 @@ async def wait_file(path: Path, process: Process, timeout: float) -> Result:
 async def run_worker_consume(
     broker: Broker, exchange: str, name: str, count: int, logs: Path, plan: Plan
 ) -> Result:
-    from bridge.topology import subscriber_topology
+    from bridge.amqp.topology import subscriber_topology
 
     topology = subscriber_topology(exchange, name, ("despatched",), (1000,))
     await declare(broker.ch, topology)
@@ -430,7 +430,7 @@ async def run_worker_consume(
 
 
 async def run_e2e(broker: Broker, broker_url: str, exchange: str, plan: Plan, logs: Path) -> Result:
-    from bridge.topology import subscriber_topology
+    from bridge.amqp.topology import subscriber_topology
 
     name = f"{exchange}.e2e"
     topology = subscriber_topology(exchange, name, ("despatched",), (1000,))

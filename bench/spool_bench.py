@@ -26,13 +26,13 @@ import orjson
 
 from bench import load
 from bench.run import bridge_command, bridge_env, compact_body, free_port, running
-from bridge.connection import BrokerLink
-from bridge.delivery import Delivery
-from bridge.drain import WINDOW
-from bridge.envelope import Envelope, webhook_envelope
-from bridge.publisher import Publisher
-from bridge.spool import Spool, read_status
-from bridge.topology import declare, receiver_topology, unrouted_name
+from bridge.amqp.connection import BrokerLink
+from bridge.amqp.publisher import Publisher
+from bridge.amqp.topology import declare, receiver_topology, unrouted_name
+from bridge.core.contract import Envelope, webhook_envelope
+from bridge.receiving.delivery import Delivery
+from bridge.receiving.drain import WINDOW
+from bridge.receiving.spool import Spool, read_status
 from tests.support.rabbit_node import RabbitNode, installed
 
 Result = dict[str, Any]

@@ -17,11 +17,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
-from bridge.delivery import Delivery
-from bridge.receiver import BODY_READ_TIMEOUT, HEADER_TIMEOUT, server_options
-from bridge.serve import build_app, build_delivery
-from bridge.settings import Settings
-from bridge.topology import declare, receiver_topology
+from bridge.amqp.topology import declare, receiver_topology
+from bridge.core.settings import Settings
+from bridge.receiving.delivery import Delivery
+from bridge.receiving.receiver import BODY_READ_TIMEOUT, HEADER_TIMEOUT, server_options
+from bridge.receiving.serve import build_app, build_delivery
 from tests.support.rabbit_cluster import RabbitCluster
 from tests.support.rabbit_node import RabbitNode, installed
 

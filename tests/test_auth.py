@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from multidict import CIMultiDict, MultiDict
 
-from bridge.auth import Authenticator
+from bridge.receiving.auth import Authenticator
 
 
 def check(auth: Authenticator, query: dict[str, str], headers: dict[str, str]) -> bool:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.connection import BrokerLink
-from bridge.envelope import webhook_envelope
-from bridge.publisher import Publisher, PublishFailed
-from bridge.topology import declare, receiver_topology, subscriber_topology
+from bridge.amqp.connection import BrokerLink
+from bridge.amqp.publisher import Publisher, PublishFailed
+from bridge.amqp.topology import declare, receiver_topology, subscriber_topology
+from bridge.core.contract import webhook_envelope
 from tests.conftest import API_KEY, BrokerProbe
 from tests.support.ledger import Ledger, compare, ledger_body, send_load
 from tests.support.rabbit_cluster import RabbitCluster

@@ -278,8 +278,8 @@ async def test_definitions_import_into_rabbitmq_as_topology_declares_them() -> N
 
     import aiormq
 
-    from bridge.subscribers import load_subscribers
-    from bridge.topology import declare, definitions, receiver_topology, subscriber_topology
+    from bridge.amqp.topology import declare, definitions, receiver_topology, subscriber_topology
+    from bridge.worker.subscribers import load_subscribers
 
     vhost = f"bridge-definitions-{uuid.uuid4().hex[:8]}"
     topology = receiver_topology("mintsoft.orders")

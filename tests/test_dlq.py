@@ -6,12 +6,13 @@ from __future__ import annotations
 import pytest
 from pamqp.commands import Basic
 
-from bridge import PermanentError, metrics
+from bridge import PermanentError
+from bridge.amqp.topology import dlq_name
 from bridge.cli import main
-from bridge.dlq import list_command, replay_command
+from bridge.core import metrics
 from bridge.errors import CommandError
-from bridge.message import Message
-from bridge.topology import dlq_name
+from bridge.worker.dlq import list_command, replay_command
+from bridge.worker.message import Message
 from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings
 from tests.worker_helpers import (
     body_for,

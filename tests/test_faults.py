@@ -21,11 +21,10 @@ import aiormq
 import orjson
 import pytest
 
-from bridge import metrics
-from bridge.delivery import Delivery
-from bridge.envelope import webhook_envelope
-from bridge.events import message_id
-from bridge.spool import record_size
+from bridge.core import metrics
+from bridge.core.contract import message_id, webhook_envelope
+from bridge.receiving.delivery import Delivery
+from bridge.receiving.spool import record_size
 from tests.conftest import API_KEY, BridgeFactory, BrokerProbe, RunningBridge, receiver_names
 from tests.support.ledger import EVENT, Ledger, Report, check, ledger_body, send_load
 from tests.support.rabbit_node import RabbitNode, free_port

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp import web
 
-from bridge import metrics
-from bridge.forwarder import Forwarder
-from bridge.topology import dlq_name, retry_queue_name
+from bridge.amqp.topology import dlq_name, retry_queue_name
+from bridge.core import metrics
+from bridge.worker.forwarder import Forwarder
 from tests.conftest import BrokerProbe
 from tests.support.rabbit_node import free_port
 from tests.worker_helpers import body_for, publish, running_worker, subscriber, wait_until

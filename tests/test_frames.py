@@ -13,9 +13,8 @@ from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
-from bridge.envelope import Envelope, quarantine_envelope, webhook_envelope
-from bridge.events import EVENTS
-from bridge.frames import PublishFrames, headers_table
+from bridge.amqp.frames import PublishFrames, headers_table
+from bridge.core.contract import EVENTS, Envelope, quarantine_envelope, webhook_envelope
 from tests.conftest import fixture_body
 
 FRAME_MAX = 131072
@@ -98,7 +97,7 @@ def test_headers_table_sorts_keys_like_pamqp() -> None:
 @pytest.mark.parametrize("tag", [1, 255, 2**40 + 7])
 @pytest.mark.parametrize("channel", [1, 9])
 def test_ack_and_nack_frames_match_pamqp(tag: int, channel: int) -> None:
-    from bridge.pipeline import ack_frame
+    from bridge.amqp.pipeline import ack_frame
 
     assert ack_frame(channel, tag, True) == pamqp.frame.marshal(
         Basic.Ack(delivery_tag=tag), channel

@@ -14,7 +14,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.events import EVENTS, message_id
+from bridge.core.contract import EVENTS, message_id
 from tests.conftest import API_KEY, AUTH_HEADER, BridgeFactory, BrokerProbe
 from tests.support.ledger import send_load
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.connection import NACKS_BEFORE_RENEW, BrokerLink
+from bridge.amqp.connection import NACKS_BEFORE_RENEW, BrokerLink
 from tests.conftest import AMQP_URL
 
 

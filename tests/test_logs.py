@@ -109,7 +109,7 @@ def _record(message: str) -> logging.LogRecord:
 
 
 async def test_lines_of_one_loop_turn_leave_in_one_write() -> None:
-    from bridge.logs import TurnBatchingStreamHandler
+    from bridge.core.logs import TurnBatchingStreamHandler
 
     stream = _CountingStream()
     handler = TurnBatchingStreamHandler(stream)
@@ -125,7 +125,7 @@ async def test_lines_of_one_loop_turn_leave_in_one_write() -> None:
 
 
 def test_without_a_running_loop_lines_are_written_at_once() -> None:
-    from bridge.logs import TurnBatchingStreamHandler
+    from bridge.core.logs import TurnBatchingStreamHandler
 
     stream = _CountingStream()
     handler = TurnBatchingStreamHandler(stream)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.message import Message
-from bridge.topology import receiver_topology, subscriber_topology
+from bridge.amqp.topology import receiver_topology, subscriber_topology
+from bridge.worker.message import Message
 from tests.conftest import AMQP_URL, delete_declared, fixture_body
 from tests.support.metric_names import exported_families, sample_name
 from tests.support.processes import bridge_process, http

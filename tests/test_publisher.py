@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from bridge.connection import BrokerLink
-from bridge.envelope import Envelope, webhook_envelope
-from bridge.publisher import Publisher, PublishFailed
+from bridge.amqp.connection import BrokerLink
+from bridge.amqp.publisher import Publisher, PublishFailed
+from bridge.core.contract import Envelope, webhook_envelope
 from tests.conftest import AMQP_URL, BrokerProbe, fixture_body
 
 

@@ -9,7 +9,7 @@ from hashlib import sha256
 import orjson
 import pytest
 
-from bridge.events import EVENTS
+from bridge.core.contract import EVENTS
 from tests.conftest import API_KEY, AUTH_HEADER, BridgeFactory, BrokerProbe, fixture_body
 
 EXPECTED_ORDER_HEADERS = {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.settings import SettingsError, load_settings, unknown_variables
+from bridge.core.settings import SettingsError, load_settings, unknown_variables
 
 
 def test_defaults_match_the_contract() -> None:

@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bridge.cli import main
-from bridge.events import EVENTS, message_id, routing_key
+from bridge.core.contract import EVENTS, message_id, routing_key
 from tests.conftest import AMQP_URL, API_KEY, AUTH_HEADER, BridgeFactory, BrokerProbe
 
 CONTRACT_HEADERS = {"x-event", "x-received-at", "x-request-id", "x-order-id"}

@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from bridge import cli
-from bridge.envelope import Envelope, webhook_envelope
-from bridge.spool import Spool, SpoolFull, read_status, record_size
+from bridge.core.contract import Envelope, webhook_envelope
+from bridge.receiving.spool import Spool, SpoolFull, read_status, record_size
 from tests.conftest import API_KEY, BridgeFactory, BrokerProbe, fixture_body
 from tests.support.rabbit_node import free_port
 

@@ -11,13 +11,14 @@ from datetime import datetime
 
 import pytest
 
-from bridge import PermanentError, metrics
-from bridge.envelope import webhook_envelope
+from bridge import PermanentError
+from bridge.amqp.topology import dlq_name
+from bridge.core import metrics
+from bridge.core.contract import webhook_envelope
 from bridge.errors import CommandError
 from bridge.examples.log_events import log_event
-from bridge.message import Message
-from bridge.retry import Ladder
-from bridge.topology import dlq_name
+from bridge.worker.message import Message
+from bridge.worker.retry import Ladder
 from tests.conftest import BrokerProbe, fixture_body
 from tests.worker_helpers import body_for, publish, running_worker, subscriber, wait_until
 

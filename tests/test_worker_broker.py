@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from bridge.message import Message
-from bridge.topology import declare, receiver_topology
+from bridge.amqp.topology import declare, receiver_topology
+from bridge.worker.message import Message
 from tests.conftest import BrokerProbe, receiver_names
 from tests.support.rabbit_node import RabbitNode
 from tests.worker_helpers import body_for, publish, running_worker, subscriber, wait_until

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from bridge.cli import main
-from bridge.message import Message
+from bridge.worker.message import Message
 from tests.conftest import AMQP_URL, BrokerProbe
 from tests.support.rabbit_node import free_port
 from tests.worker_helpers import (

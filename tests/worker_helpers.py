@@ -14,11 +14,11 @@ from typing import Any
 
 import orjson
 
-from bridge.envelope import webhook_envelope
-from bridge.message import Message
-from bridge.subscribers import Handler, Subscriber
-from bridge.topology import dlq_name, retry_queue_name
-from bridge.worker import Worker
+from bridge.amqp.topology import dlq_name, retry_queue_name
+from bridge.core.contract import webhook_envelope
+from bridge.worker.message import Message
+from bridge.worker.runner import Worker
+from bridge.worker.subscribers import Handler, Subscriber
 from tests.conftest import BrokerProbe, bridge_settings, fixture_body
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from bridge.message import Message
+from bridge.worker.message import Message
 
 log = logging.getLogger("bridge.examples.log_events")
 

@@ -26,7 +26,7 @@ import aiormq
 import orjson
 from pamqp.commands import Basic
 
-from bridge.events import message_id
+from bridge.core.contract import message_id
 
 EVENT = "despatched"
 

@@ -2,7 +2,7 @@
 
 Each table names a service, the events it wants, and either a Python ``handler`` or a
 ``forward_url`` for the built-in HTTP forwarder. Every mistake is one line naming the file,
-the subscriber and the field, raised as :class:`~bridge.settings.SettingsError` (exit 2).
+the subscriber and the field, raised as :class:`~bridge.core.settings.SettingsError` (exit 2).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bridge.events import EVENTS
-from bridge.settings import SettingsError, is_http_url
-from bridge.topology import dlq_name, retry_queue_name
+from bridge.amqp.topology import dlq_name, retry_queue_name
+from bridge.core.contract import EVENTS
+from bridge.core.settings import SettingsError, is_http_url
 
 if TYPE_CHECKING:
-    from bridge.message import Message
+    from bridge.worker.message import Message
 
 Handler = Callable[["Message"], Awaitable[None]]
 """What a subscriber runs for each message: ``async def handle(message) -> None``."""

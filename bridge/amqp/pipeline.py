@@ -24,8 +24,8 @@ from typing import Any
 from aiormq.abc import AbstractChannel, ChannelFrame
 from aiormq.exceptions import ChannelInvalidStateError
 
-from bridge.envelope import Envelope
-from bridge.frames import PublishFrames
+from bridge.amqp.frames import PublishFrames
+from bridge.core.contract import Envelope
 
 
 class _Batch:

@@ -1,6 +1,6 @@
 """Running subscribers: consume ``<name>``, call the handler, and ack, retry or dead-letter.
 
-Each subscriber has its own :class:`~bridge.connection.BrokerLink` (connection and confirm
+Each subscriber has its own :class:`~bridge.amqp.connection.BrokerLink` (connection and confirm
 channel, re-established after a loss, topology re-declared, consumer re-registered). A
 message is acked only after the handler returned, or after its copy on the next step
 (``<name>.retry.<i>`` or ``<name>.dlq``) was confirmed by the broker: a crash at any point
@@ -21,12 +21,16 @@ from aiohttp import web
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError, PublishError
 
-from bridge import metrics
-from bridge.connection import BrokerLink
-from bridge.envelope import rfc3339
+from bridge.amqp.connection import BrokerLink
+from bridge.amqp.pipeline import AckWriter
+from bridge.amqp.topology import declare, receiver_topology, subscriber_topology
+from bridge.core import metrics
+from bridge.core.contract import rfc3339
+from bridge.core.settings import Settings
+from bridge.core.tasks import cancel_and_wait
 from bridge.errors import CommandError, PermanentError
-from bridge.forwarder import CircuitBreaker, Forwarder, shown_url
-from bridge.message import (
+from bridge.worker.forwarder import CircuitBreaker, Forwarder, shown_url
+from bridge.worker.message import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
     FAILED_AT_HEADER,
@@ -37,14 +41,10 @@ from bridge.message import (
     event_of,
     plain_headers,
 )
-from bridge.pipeline import AckWriter
-from bridge.retry import DeadLetter, Ladder, Retry
-from bridge.settings import Settings
-from bridge.subscribers import Handler, Subscriber, load_subscribers, resolve_handler
-from bridge.tasks import cancel_and_wait
-from bridge.topology import declare, receiver_topology, subscriber_topology
+from bridge.worker.retry import DeadLetter, Ladder, Retry
+from bridge.worker.subscribers import Handler, Subscriber, load_subscribers, resolve_handler
 
-log = logging.getLogger("bridge.worker")
+log = logging.getLogger("bridge.worker.runner")
 
 SHUTDOWN_GRACE = 8.0
 """Seconds in-flight handlers get to finish on SIGTERM (docker stops after 10)."""

@@ -13,8 +13,8 @@ from typing import Any
 
 from aiormq.abc import AbstractChannel
 
-from bridge.events import EVENTS, routing_key
-from bridge.settings import Settings
+from bridge.core.contract import EVENTS, routing_key
+from bridge.core.settings import Settings
 
 QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 DLQ_DELIVERY_LIMIT = 2**31 - 1
@@ -206,11 +206,11 @@ async def topology_command(
 ) -> int:
     """``topology [--print | --definitions] [--config FILE]``: declare, list, or print as
     RabbitMQ definitions, every exchange and queue."""
-    from bridge.connection import connect_once
+    from bridge.amqp.connection import connect_once
 
     topology = receiver_topology(settings.exchange)
     if config is not None:
-        from bridge.subscribers import load_subscribers
+        from bridge.worker.subscribers import load_subscribers
 
         for sub in load_subscribers(config):
             topology = topology + subscriber_topology(

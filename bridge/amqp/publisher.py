@@ -13,12 +13,12 @@ import time
 
 from aiormq.exceptions import AMQPError, DeliveryError, PublishError
 
-from bridge import metrics
-from bridge.connection import BrokerLink
-from bridge.envelope import Envelope
-from bridge.pipeline import PublishWriter
+from bridge.amqp.connection import BrokerLink
+from bridge.amqp.pipeline import PublishWriter
+from bridge.core import metrics
+from bridge.core.contract import Envelope
 
-log = logging.getLogger("bridge.publisher")
+log = logging.getLogger("bridge.amqp.publisher")
 
 
 class PublishFailed(Exception):

@@ -18,12 +18,13 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from bridge import __version__, metrics
+from bridge import __version__
+from bridge.core import metrics
+from bridge.core.tasks import cancel_and_wait
 from bridge.errors import PermanentError
-from bridge.message import Message
-from bridge.tasks import cancel_and_wait
+from bridge.worker.message import Message
 
-log = logging.getLogger("bridge.forwarder")
+log = logging.getLogger("bridge.worker.forwarder")
 
 DOWN_STATUSES = frozenset({502, 503, 504})
 RETRY_STATUSES = frozenset({408, 429})

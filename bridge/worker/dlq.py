@@ -19,9 +19,11 @@ from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity, DeliveryError, PublishError
 from pamqp.commands import Basic
 
-from bridge.connection import connect_once
+from bridge.amqp.connection import connect_once
+from bridge.amqp.topology import dlq_name
+from bridge.core.settings import Settings, SettingsError
 from bridge.errors import CommandError
-from bridge.message import (
+from bridge.worker.message import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
     FAILED_AT_HEADER,
@@ -30,9 +32,7 @@ from bridge.message import (
     event_of,
     plain_headers,
 )
-from bridge.settings import Settings, SettingsError
-from bridge.subscribers import NAME_PATTERN
-from bridge.topology import dlq_name
+from bridge.worker.subscribers import NAME_PATTERN
 
 PUBLISH_TIMEOUT = 10.0
 

@@ -21,7 +21,7 @@ from tenacity import (
     wait_random,
 )
 
-from bridge.topology import dlq_name, retry_queue_name
+from bridge.amqp.topology import dlq_name, retry_queue_name
 
 BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 2.0

@@ -30,11 +30,11 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from bridge.core.contract import EVENTS, EXTRA_CODES
+from bridge.core.progress import Progress
+from bridge.core.settings import Settings, SettingsError
 from bridge.errors import CommandError
-from bridge.events import EVENTS, EXTRA_CODES
-from bridge.progress import Progress
-from bridge.settings import Settings, SettingsError
-from bridge.urls import check_public_url, mintsoft_credentials, require_https, webhook_url
+from bridge.mintsoft.urls import check_public_url, mintsoft_credentials, require_https, webhook_url
 
 EXTRA_CODE_MAX_CHARS = 255
 """Mintsoft does not document the length of a connect action's ExtraCode fields; 255 is the

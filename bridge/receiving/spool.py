@@ -1,5 +1,5 @@
 """The local durable spool: envelopes the broker could not confirm, kept in SQLite until the
-drain (:mod:`bridge.drain`) has published them with a confirm.
+drain (:mod:`bridge.receiving.drain`) has published them with a confirm.
 
 SQLite in WAL mode with ``synchronous=FULL`` makes every commit durable (the WAL is fsynced
 before the commit returns), and a crash or SIGKILL leaves either the whole transaction or
@@ -26,12 +26,12 @@ from urllib.parse import quote
 
 import orjson
 
-from bridge import metrics
-from bridge.envelope import Envelope
+from bridge.core import metrics
+from bridge.core.contract import Envelope
+from bridge.core.settings import Settings, SettingsError
 from bridge.errors import CommandError
-from bridge.settings import Settings, SettingsError
 
-log = logging.getLogger("bridge.spool")
+log = logging.getLogger("bridge.receiving.spool")
 
 RECORD_OVERHEAD = 64
 """Bytes counted per message on top of its body and headers (row and index overhead)."""

@@ -15,8 +15,7 @@ from typing import Final
 from pamqp import frame as pamqp_frame
 from pamqp.commands import Basic
 
-from bridge.envelope import Envelope
-from bridge.events import APP_ID
+from bridge.core.contract import APP_ID, Envelope
 
 _FRAME_END: Final = b"\xce"
 _METHOD, _HEADER, _BODY = 1, 2, 3

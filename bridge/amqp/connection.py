@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 
+from bridge.core.settings import redact_url
+from bridge.core.tasks import cancel_and_wait
 from bridge.errors import CommandError
-from bridge.settings import redact_url
-from bridge.tasks import cancel_and_wait
 
-log = logging.getLogger("bridge.connection")
+log = logging.getLogger("bridge.amqp.connection")
 
 
 class _ReportedByBrokerLink(logging.Filter):

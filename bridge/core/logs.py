@@ -14,7 +14,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, RequestKey, StreamResponse
 
 if TYPE_CHECKING:
-    from bridge.envelope import Envelope
+    from bridge.core.contract import Envelope
 
 WEBHOOK_EVENT: RequestKey[str] = RequestKey("bridge.webhook_event", str)
 """Set by a webhook route on its request, so the access log line names the event."""

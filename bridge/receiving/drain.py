@@ -13,12 +13,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from bridge import metrics
-from bridge.publisher import Publisher, PublishFailed
-from bridge.spool import Spool, Spooled, SpoolError
-from bridge.tasks import cancel_and_wait
+from bridge.amqp.publisher import Publisher, PublishFailed
+from bridge.core import metrics
+from bridge.core.tasks import cancel_and_wait
+from bridge.receiving.spool import Spool, Spooled, SpoolError
 
-log = logging.getLogger("bridge.drain")
+log = logging.getLogger("bridge.receiving.drain")
 
 Repair = Callable[[], Awaitable[None]]
 

@@ -7,7 +7,7 @@ import ipaddress
 import re
 from urllib.parse import quote, urlsplit
 
-from bridge.settings import Settings, SettingsError
+from bridge.core.settings import Settings, SettingsError
 
 
 def is_loopback(host: str | None) -> bool:

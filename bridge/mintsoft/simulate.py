@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bridge.events import EVENTS
-from bridge.settings import Settings, SettingsError
-from bridge.urls import mintsoft_credentials, webhook_url, without_key
+from bridge.core.contract import EVENTS
+from bridge.core.settings import Settings, SettingsError
+from bridge.mintsoft.urls import mintsoft_credentials, webhook_url, without_key
 
 REQUEST_TIMEOUT = 30.0
 MAX_IN_FLIGHT = 16

@@ -1,7 +1,7 @@
 """The aiohttp app: webhook routes, limits, answers, health, readiness and metrics.
 
 A webhook route authenticates before it reads the body, checks the size, parses the JSON
-once, and hands the envelope to :class:`~bridge.delivery.Delivery`; it answers 200 only
+once, and hands the envelope to :class:`~bridge.receiving.delivery.Delivery`; it answers 200 only
 once the message is kept (confirmed by the broker, or fsynced in the spool).
 """
 
@@ -18,12 +18,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from bridge import metrics
-from bridge.auth import Authenticator
-from bridge.delivery import Delivery, Unavailable
-from bridge.envelope import Envelope, quarantine_envelope, webhook_envelope
-from bridge.events import EVENTS
-from bridge.logs import WEBHOOK_ENVELOPE, WEBHOOK_EVENT
+from bridge.core import metrics
+from bridge.core.contract import EVENTS, Envelope, quarantine_envelope, webhook_envelope
+from bridge.core.logs import WEBHOOK_ENVELOPE, WEBHOOK_EVENT
+from bridge.receiving.auth import Authenticator
+from bridge.receiving.delivery import Delivery, Unavailable
 
 BODY_READ_TIMEOUT = 30.0
 """Seconds a client has to send its whole body; slower ones get 408 and are cut off."""

@@ -26,12 +26,12 @@ import aiormq
 import orjson
 from aiormq.abc import AbstractChannel, AbstractConnection
 
-from bridge.connection import BrokerUnreachable, connect_once
-from bridge.events import EVENTS, routing_key
-from bridge.mintsoft import connect_action
-from bridge.settings import SPECS, Settings, SettingsError, redact_url, unknown_variables
-from bridge.simulate import bridge_base_url, build_body, post_webhook
-from bridge.topology import receiver_topology
+from bridge.amqp.connection import BrokerUnreachable, connect_once
+from bridge.amqp.topology import receiver_topology
+from bridge.core.contract import EVENTS, routing_key
+from bridge.core.settings import SPECS, Settings, SettingsError, redact_url, unknown_variables
+from bridge.mintsoft.client import connect_action
+from bridge.mintsoft.simulate import bridge_base_url, build_body, post_webhook
 
 TIMEOUT = 5.0
 """Seconds each network check may take."""

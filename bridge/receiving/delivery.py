@@ -17,12 +17,12 @@ import asyncio
 import logging
 import time
 
-from bridge.drain import Drainer, Repair
-from bridge.envelope import Envelope
-from bridge.publisher import Publisher, PublishFailed
-from bridge.spool import Spool, SpoolError, SpoolFull
+from bridge.amqp.publisher import Publisher, PublishFailed
+from bridge.core.contract import Envelope
+from bridge.receiving.drain import Drainer, Repair
+from bridge.receiving.spool import Spool, SpoolError, SpoolFull
 
-log = logging.getLogger("bridge.delivery")
+log = logging.getLogger("bridge.receiving.delivery")
 
 SPOOL_WRITE_TIMEOUT = 30.0
 """Seconds a request waits for its spool commit (normally milliseconds) before a 503."""

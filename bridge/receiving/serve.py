@@ -10,18 +10,18 @@ import signal
 
 from aiohttp import web
 
-from bridge import metrics
-from bridge.auth import Authenticator
-from bridge.connection import BrokerLink
-from bridge.delivery import Delivery
-from bridge.logs import AccessLogger
-from bridge.publisher import Publisher
-from bridge.receiver import BODY_READ_TIMEOUT, create_app, server_options
-from bridge.settings import Settings
-from bridge.spool import Spool
-from bridge.topology import declare, receiver_topology
+from bridge.amqp.connection import BrokerLink
+from bridge.amqp.publisher import Publisher
+from bridge.amqp.topology import declare, receiver_topology
+from bridge.core import metrics
+from bridge.core.logs import AccessLogger
+from bridge.core.settings import Settings
+from bridge.receiving.auth import Authenticator
+from bridge.receiving.delivery import Delivery
+from bridge.receiving.receiver import BODY_READ_TIMEOUT, create_app, server_options
+from bridge.receiving.spool import Spool
 
-log = logging.getLogger("bridge.serve")
+log = logging.getLogger("bridge.receiving.serve")
 
 SHUTDOWN_GRACE = 10.0
 

@@ -8,9 +8,9 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
+from bridge.core.contract import EVENTS
+from bridge.core.settings import SPECS, Settings, SettingsError, flag_name, load_settings
 from bridge.errors import CommandError
-from bridge.events import EVENTS
-from bridge.settings import SPECS, Settings, SettingsError, flag_name, load_settings
 
 EXIT_USAGE = 2
 
@@ -61,8 +61,8 @@ def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the webhook receiver."""
-    from bridge import logs
-    from bridge.serve import serve
+    from bridge.core import logs
+    from bridge.receiving.serve import serve
 
     settings = _settings(args)
     settings.require_auth_or_opt_out()
@@ -74,7 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_topology(args: argparse.Namespace) -> int:
     """Declare (or, with --print, list; with --definitions, print as JSON) every exchange
     and queue."""
-    from bridge.topology import topology_command
+    from bridge.amqp.topology import topology_command
 
     return run_async(  # type: ignore[no-any-return]
         topology_command(_settings(args), args.config, args.print, args.definitions)
@@ -83,8 +83,8 @@ def cmd_topology(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the subscribers a TOML file declares."""
-    from bridge import logs
-    from bridge.worker import worker_command
+    from bridge.core import logs
+    from bridge.worker.runner import worker_command
 
     settings = _settings(args)
     logs.configure(settings.log_format)
@@ -93,21 +93,21 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_dlq_list(args: argparse.Namespace) -> int:
     """Print what subscriber NAME dead-lettered."""
-    from bridge.dlq import list_command
+    from bridge.worker.dlq import list_command
 
     return run_async(list_command(_settings(args), args.name, args.limit))  # type: ignore[no-any-return]
 
 
 def cmd_dlq_replay(args: argparse.Namespace) -> int:
     """Move what subscriber NAME dead-lettered back to its queue."""
-    from bridge.dlq import replay_command
+    from bridge.worker.dlq import replay_command
 
     return run_async(replay_command(_settings(args), args.name, args.limit))  # type: ignore[no-any-return]
 
 
 def cmd_spool_status(args: argparse.Namespace) -> int:
     """Print the local spool's depth, bytes and oldest age."""
-    from bridge.spool import status_command
+    from bridge.receiving.spool import status_command
 
     code: int = status_command(_settings(args), as_json=args.json)
     return code
@@ -115,21 +115,21 @@ def cmd_spool_status(args: argparse.Namespace) -> int:
 
 def cmd_connect_actions(args: argparse.Namespace) -> int:
     """Register the bridge's webhook URLs on Mintsoft orders."""
-    from bridge.mintsoft import connect_actions_command
+    from bridge.mintsoft.client import connect_actions_command
 
     return run_async(connect_actions_command(_settings(args), args))  # type: ignore[no-any-return]
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Send a realistic Mintsoft webhook to a running bridge."""
-    from bridge.simulate import simulate_command
+    from bridge.mintsoft.simulate import simulate_command
 
     return run_async(simulate_command(_settings(args), args))  # type: ignore[no-any-return]
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check settings, broker, topology and the public URL."""
-    from bridge.doctor import doctor_command
+    from bridge.mintsoft.doctor import doctor_command
 
     return run_async(doctor_command(_settings(args), args))  # type: ignore[no-any-return]
 
