@@ -219,7 +219,7 @@ def main() -> None:
     if not installed():
         raise SystemExit("bench.spool_bench: rabbitmq-server is not installed (apt-get install)")
     load.ensure_tools()
-    from bridge.cli import run_async
+    from bridge.cli.common import run_async
 
     run_async(bench(args))
 

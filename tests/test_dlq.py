@@ -11,7 +11,7 @@ from bridge.amqp.topology import dlq_name
 from bridge.cli import main
 from bridge.core import metrics
 from bridge.errors import CommandError
-from bridge.worker.dlq import list_command, replay_command
+from bridge.worker.dlq import describe, list_dead_letters, replay_dead_letters
 from bridge.worker.message import Message
 from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings
 from tests.worker_helpers import (
@@ -49,9 +49,8 @@ async def test_list_then_replay_brings_dead_letters_back_to_a_healthy_handler(
         await wait_until(lambda: len(calls) == 3)
         await wait_until(_dlq_has(probe, dlq_name(sub.name), 3))
 
-        capsys.readouterr()
-        assert await list_command(settings, sub.name, None) == 0
-        lines = capsys.readouterr().out.splitlines()
+        listing = await list_dead_letters(settings.amqp_urls, sub.name, None)
+        lines = [describe(got) for got in listing.messages]
         assert sorted(line.split("\t")[0] for line in lines) == sorted(sent)
         for line in lines:
             _id, event, order_id, attempts, error = line.split("\t")
@@ -62,10 +61,10 @@ async def test_list_then_replay_brings_dead_letters_back_to_a_healthy_handler(
 
         healthy = True
         calls.clear()
-        assert await replay_command(settings, sub.name, 2) == 0
+        assert (await replay_dead_letters(settings.amqp_urls, sub.name, 2))[0] == 2
         await wait_until(lambda: _acked(sub.name) == 2)
         await wait_until(_dlq_has(probe, dlq_name(sub.name), 1), timeout=5)
-        assert await replay_command(settings, sub.name, None) == 0
+        assert (await replay_dead_letters(settings.amqp_urls, sub.name, None))[0] == 1
         await wait_until(lambda: _acked(sub.name) == 3)
     assert sorted(c[0] for c in calls) == sorted(sent)
     assert all(attempt == 1 and header is None for _, attempt, header in calls)
@@ -113,9 +112,9 @@ async def test_an_interrupted_replay_loses_nothing(
             routing_key=dlq_name(name),
             properties=Basic.Properties(message_id=f"m{i}", headers={"x-attempt": 3}),
         )
-    with pytest.raises(CommandError, match="refused"):
-        await replay_command(bridge_settings(exchange), name, None)
-    assert "replayed 1 messages" in capsys.readouterr().out
+    with pytest.raises(CommandError, match="refused") as refused:
+        await replay_dead_letters(bridge_settings(exchange).amqp_urls, name, None)
+    assert "1 moved back before this" in str(refused.value)
 
     async def all_kept() -> bool:
         return (await probe.count(name), await probe.count(dlq_name(name))) == (1, 4)

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
@@ -245,9 +245,7 @@ class BrokerUnreachable(CommandError):
         self.fix = fix
 
 
-async def connect_once(
-    urls: tuple[str, ...], timeout: float = CONNECT_TIMEOUT
-) -> AbstractConnection:
+async def connect_once(urls: Sequence[str], timeout: float = CONNECT_TIMEOUT) -> AbstractConnection:
     """A plain connection for a one-shot command, trying each broker in turn; raises
     :class:`BrokerUnreachable` naming the cause and the fix."""
     reasons = []

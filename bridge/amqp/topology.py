@@ -8,13 +8,14 @@ adds :func:`subscriber_topology`. The same data prints with ``topology --print``
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiormq.abc import AbstractChannel
 
+from bridge.amqp.connection import connect_once
 from bridge.core.contract import EVENTS, routing_key
-from bridge.core.settings import Settings
 
 QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 DLQ_DELIVERY_LIMIT = 2**31 - 1
@@ -201,36 +202,11 @@ async def delete(channel: AbstractChannel, topology: Topology) -> None:
         await channel.exchange_delete(exchange.name)
 
 
-async def topology_command(
-    settings: Settings, config: str | None, print_only: bool, as_definitions: bool = False
-) -> int:
-    """``topology [--print | --definitions] [--config FILE]``: declare, list, or print as
-    RabbitMQ definitions, every exchange and queue."""
-    from bridge.amqp.connection import connect_once
-
-    topology = receiver_topology(settings.exchange)
-    if config is not None:
-        from bridge.worker.subscribers import load_subscribers
-
-        for sub in load_subscribers(config):
-            topology = topology + subscriber_topology(
-                settings.exchange, sub.name, sub.events, sub.retry_delays_ms
-            )
-    if as_definitions:
-        print(definitions_json(topology), end="")
-        return 0
-    if print_only:
-        print("\n".join(topology.describe()))
-        return 0
-    connection = await connect_once(settings.amqp_urls)
+async def declare_topology(amqp_urls: Sequence[str], topology: Topology) -> None:
+    """Connect once and declare ``topology``: idempotent, fails on an argument clash."""
+    connection = await connect_once(amqp_urls)
     try:
         channel = await connection.channel()
         await declare(channel, topology)
     finally:
         await connection.close()
-    print("\n".join(topology.describe()))
-    print(
-        f"declared {len(topology.exchanges)} exchanges, {len(topology.queues)} queues, "
-        f"{len(topology.bindings)} bindings"
-    )
-    return 0

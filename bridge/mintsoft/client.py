@@ -1,5 +1,4 @@
-"""A small Mintsoft API client, and ``connect-actions``: registering the bridge's webhook URLs
-on Mintsoft orders.
+"""A small Mintsoft API client.
 
 Mintsoft authorises every call with the ``ms-apikey`` header. The key is either configured
 (``BRIDGE_MINTSOFT_API_KEY``) or obtained from ``POST /api/Auth`` with a username and
@@ -11,12 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import sys
 import time
-from argparse import Namespace
-from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -30,23 +24,13 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from bridge.core.contract import EVENTS, EXTRA_CODES
-from bridge.core.progress import Progress
-from bridge.core.settings import Settings, SettingsError
+from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
-from bridge.mintsoft.urls import check_public_url, mintsoft_credentials, require_https, webhook_url
-
-EXTRA_CODE_MAX_CHARS = 255
-"""Mintsoft does not document the length of a connect action's ExtraCode fields; 255 is the
-usual size of such a column, so longer values are refused rather than silently cut."""
 
 REQUEST_TIMEOUT = 30.0
 ATTEMPTS = 4
 MAX_RETRY_AFTER = 30.0
 """Longest ``Retry-After`` honoured; asked to wait longer, the command gives up and says so."""
-
-BULK_CONCURRENCY = 4
-"""Orders registered at once by ``--from-file``: gentle on Mintsoft's rate limit."""
 
 
 class MintsoftError(CommandError):
@@ -283,189 +267,3 @@ def _said(text: str, secrets: tuple[str, ...]) -> str:
     if not message:
         return ""
     return ": " + (message[:300] + "…" if len(message) > 300 else message)
-
-
-# --- connect-actions --------------------------------------------------------------------
-
-
-def parse_events(raw: str) -> tuple[str, ...]:
-    """``despatched,split`` -> the events in Mintsoft's field order; a bad name raises."""
-    wanted = [part.strip().lower() for part in raw.split(",") if part.strip()]
-    unknown = [e for e in wanted if e not in EVENTS]
-    if unknown or not wanted:
-        raise SettingsError(
-            f"--events {raw!r} names no known event{'s' if len(unknown) > 1 else ''}"
-            f"{' (' + ', '.join(unknown) + ')' if unknown else ''}: use a comma-separated "
-            f"list of {', '.join(EVENTS)}"
-        )
-    return tuple(e for e in EVENTS if e in wanted)
-
-
-def connect_action(
-    settings: Settings, events: Iterable[str], source_order_id: str | None
-) -> dict[str, Any]:
-    """The connect-action body of contract section 6: one URL per event, and the bridge's
-    credential as ``ExtraCode4`` (an Authorization value) or else ``?APIKEY=`` on each URL."""
-    if settings.public_url is None:
-        raise SettingsError(
-            "BRIDGE_PUBLIC_URL is not set: set it to the https URL Mintsoft will call, "
-            "e.g. https://bridge.example.com"
-        )
-    check_public_url(settings.public_url)
-    if not settings.auth_configured and not settings.allow_unauthenticated:
-        raise SettingsError(
-            "BRIDGE_AUTH_HEADERS and BRIDGE_API_KEYS are both unset, so the bridge would answer "
-            "Mintsoft 401: set one of them to the value the bridge serves with"
-        )
-    api_key, headers = mintsoft_credentials(settings)
-    auth_header = headers.get("Authorization")
-    body: dict[str, Any] = {"Type": "API", "SourceOrderId": source_order_id, "Complete": False}
-    extra = {
-        EXTRA_CODES[event]: _fits(
-            EXTRA_CODES[event], webhook_url(settings.public_url, event, api_key)
-        )
-        for event in events
-    }
-    if auth_header:
-        extra["ExtraCode4"] = _fits("ExtraCode4", auth_header, show=False)
-    return body | dict(sorted(extra.items()))
-
-
-def _fits(field: str, value: str, show: bool = True) -> str:
-    if len(value) > EXTRA_CODE_MAX_CHARS:
-        shown = "" if not show or "APIKEY=" in value else f" ({value[:60]}…)"
-        raise SettingsError(
-            f"{field} would be {len(value)} characters{shown}, more than the "
-            f"{EXTRA_CODE_MAX_CHARS} a Mintsoft ExtraCode field holds: shorten "
-            "BRIDGE_PUBLIC_URL or the credential (BRIDGE_API_KEYS / BRIDGE_AUTH_HEADERS)"
-        )
-    return value
-
-
-@dataclass(frozen=True)
-class OrderToConnect:
-    order_id: int
-    source_order_id: str | None
-
-
-def _order_id(raw: str, where: str) -> int:
-    text = raw.strip()
-    if not text.isdigit() or int(text) < 1:
-        raise SettingsError(f"{where}: {raw!r} is not a Mintsoft order id: use a whole number")
-    return int(text)
-
-
-def read_orders_file(path: str) -> list[OrderToConnect]:
-    """Order ids one per line, or CSV lines ``order id,source order id``; blank lines,
-    ``#`` comments and a header line (``OrderId,SourceOrderId``) are skipped."""
-    import csv
-
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise SettingsError(
-            f"--from-file {path!r} cannot be read ({exc.strerror or type(exc).__name__}): "
-            "point it at a file of order ids"
-        ) from None
-    orders: list[OrderToConnect] = []
-    for number, row in enumerate(csv.reader(text.splitlines()), start=1):
-        cells = [cell.strip() for cell in row]
-        if not cells or not cells[0] or cells[0].startswith("#"):
-            continue
-        if number == 1 and not cells[0].isdigit() and "order" in cells[0].lower():
-            continue  # a header line
-        source = cells[1] if len(cells) > 1 and cells[1] else None
-        orders.append(OrderToConnect(_order_id(cells[0], f"{path} line {number}"), source))
-    if not orders:
-        raise SettingsError(f"--from-file {path!r} holds no order ids: put one per line")
-    return orders
-
-
-def _orders(args: Namespace) -> list[OrderToConnect]:
-    orders = [
-        OrderToConnect(_order_id(raw, "ORDER_ID"), args.source_order_id) for raw in args.order_ids
-    ]
-    if args.from_file:
-        orders += read_orders_file(args.from_file)
-    if not orders:
-        raise SettingsError(
-            "no order given: pass ORDER_ID (the id PUT /api/Order answered) or --from-file FILE"
-        )
-    return orders
-
-
-def _dumps(document: Any) -> str:
-    return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
-
-
-async def connect_actions_command(settings: Settings, args: Namespace) -> int:
-    """``connect-actions``: register the bridge's URLs on orders (or print what would be)."""
-    events = parse_events(args.events)
-    if args.print_create_order:
-        block = connect_action(settings, events, args.source_order_id)
-        print(_dumps({"ConnectAction": block}))
-        print(
-            "# add this block to the body of your create-order call (PUT /api/Order)",
-            file=sys.stderr,
-        )
-        return 0
-    orders = _orders(args)
-    bodies = [(o, connect_action(settings, events, o.source_order_id)) for o in orders]
-    if args.dry_run:
-        for order, body in bodies:
-            print(
-                f"# would PUT {settings.mintsoft_url}/api/Order/{order.order_id}/ConnectActions",
-                file=sys.stderr,
-            )
-            print(_dumps(body))
-        return 0
-    async with _client(settings) as client:
-        if len(bodies) == 1:
-            order, body = bodies[0]
-            await client.connect_actions(order.order_id, body)
-            print(f"order {order.order_id}: connect action registered ({', '.join(events)})")
-            return 0
-        return await _connect_many(client, bodies, events)
-
-
-def _client(settings: Settings) -> MintsoftClient:
-    require_https(
-        "BRIDGE_MINTSOFT_URL", settings.mintsoft_url, "the Mintsoft key would be sent in clear"
-    )
-    return MintsoftClient(
-        settings.mintsoft_url,
-        api_key=settings.mintsoft_api_key,
-        username=settings.mintsoft_username,
-        password=settings.mintsoft_password,
-    )
-
-
-async def _connect_many(
-    client: MintsoftClient,
-    bodies: list[tuple[OrderToConnect, dict[str, Any]]],
-    events: tuple[str, ...],
-) -> int:
-    progress = Progress(len(bodies), "connect-actions")
-    failures: list[tuple[int, str]] = []
-    limit = asyncio.Semaphore(BULK_CONCURRENCY)
-
-    async def one(order: OrderToConnect, body: dict[str, Any]) -> None:
-        async with limit:
-            try:
-                await client.connect_actions(order.order_id, body)
-            except CommandError as exc:
-                failures.append((order.order_id, str(exc)))
-                progress.advance(ok=False)
-            else:
-                progress.advance(ok=True)
-
-    await asyncio.gather(*(one(order, body) for order, body in bodies))
-    progress.close()
-    done = len(bodies) - len(failures)
-    print(
-        f"connect actions registered on {done} of {len(bodies)} orders "
-        f"({', '.join(events)}); {len(failures)} failed"
-    )
-    for order_id, reason in sorted(failures):
-        print(f"  order {order_id}: {reason}")
-    return 1 if failures else 0

@@ -1,4 +1,4 @@
-"""``doctor``: check a deployment end to end and print each check with the fix.
+"""The doctor's checks: a deployment end to end, each check with the fix.
 
 Settings, unknown ``BRIDGE_*`` variables, the public URL, the broker, the exchange and
 queues (passive declares: nothing is created), the bridge answering ``/healthz`` and
@@ -15,9 +15,7 @@ import contextlib
 import difflib
 import logging
 import os
-import sys
-from argparse import Namespace
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -30,7 +28,7 @@ from bridge.amqp.connection import BrokerUnreachable, connect_once
 from bridge.amqp.topology import receiver_topology
 from bridge.core.contract import EVENTS, routing_key
 from bridge.core.settings import SPECS, Settings, SettingsError, redact_url, unknown_variables
-from bridge.mintsoft.client import connect_action
+from bridge.mintsoft.connect_actions import connect_action
 from bridge.mintsoft.simulate import bridge_base_url, build_body, post_webhook
 
 TIMEOUT = 5.0
@@ -47,26 +45,6 @@ class Check:
     ok: bool | None
     detail: str = ""
     fix: str = ""
-
-
-class Report:
-    """Prints each check as it completes: ✓/✗ on a terminal, OK/FAIL otherwise."""
-
-    def __init__(self) -> None:
-        self.failed = 0
-        self._tty = sys.stdout.isatty()
-
-    def add(self, check: Check) -> None:
-        if check.ok is False:
-            self.failed += 1
-        marks = ("✓", "✗", "-") if self._tty else ("OK  ", "FAIL", "SKIP")
-        mark = marks[0] if check.ok else marks[1] if check.ok is False else marks[2]
-        line = f"{mark} {check.name}"
-        if check.detail:
-            line += f": {check.detail}"
-        if check.ok is False and check.fix:
-            line += f" — fix: {check.fix}"
-        print(line, flush=True)
 
 
 def _unknown_variables() -> list[Check]:
@@ -288,14 +266,16 @@ async def _bounded(name: str, check: Coroutine[Any, Any, Check], seconds: float)
         )
 
 
-async def doctor_command(settings: Settings, args: Namespace) -> int:
-    """``doctor [--skip-simulate]``: print every check; exit 1 if any failed."""
-    report = Report()
+async def run_checks(
+    settings: Settings, skip_simulate: bool, report: Callable[[Check], None]
+) -> None:
+    """Run every check in turn, handing each to ``report`` as it completes (so a slow one
+    shows what passed before it)."""
     for check in _settings_checks(settings):
-        report.add(check)
+        report(check)
     base = bridge_base_url(settings, None)
     connection, broker = await _connect(settings)
-    report.add(broker)
+    report(broker)
     topology_ok = False
     timeout = aiohttp.ClientTimeout(total=TIMEOUT)
     async with aiohttp.ClientSession(timeout=timeout) as session:
@@ -305,28 +285,21 @@ async def doctor_command(settings: Settings, args: Namespace) -> int:
                     "exchange and queues", _topology(connection, settings.exchange), TIMEOUT
                 )
                 topology_ok = bool(topology.ok)
-                report.add(topology)
+                report(topology)
             else:
-                report.add(Check("exchange and queues", None, "skipped: no broker"))
+                report(Check("exchange and queues", None, "skipped: no broker"))
             answers = await _bridge_answers(session, base)
-            report.add(answers)
-            if args.skip_simulate:
-                report.add(Check("webhook accepted and queued", None, "skipped (--skip-simulate)"))
+            report(answers)
+            if skip_simulate:
+                report(Check("webhook accepted and queued", None, "skipped (--skip-simulate)"))
             elif connection is None or not topology_ok or not answers.ok:
-                report.add(
-                    Check("webhook accepted and queued", None, "skipped: fix the checks above")
-                )
+                report(Check("webhook accepted and queued", None, "skipped: fix the checks above"))
             else:
                 # Posting, then waiting up to TIMEOUT for the message: bounded as a whole.
                 roundtrip = _webhook_roundtrip(settings, session, connection, base)
-                report.add(await _bounded("webhook accepted and queued", roundtrip, 3 * TIMEOUT))
+                report(await _bounded("webhook accepted and queued", roundtrip, 3 * TIMEOUT))
         finally:
             if connection is not None:
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(2):
                         await connection.close()
-    if report.failed:
-        print(f"{report.failed} check{'s' if report.failed > 1 else ''} failed")
-        return 1
-    print("all checks passed")
-    return 0

@@ -7,9 +7,8 @@ import asyncio
 import copy
 import random
 import re
-import sys
 import time
-from argparse import Namespace
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
@@ -182,37 +181,8 @@ async def post_webhook(
     return Outcome(order_id, status, answer, time.monotonic() - started)
 
 
-def _describe(event: str, outcome: Outcome) -> str:
-    who = f"{event} order {outcome.order_id}" if outcome.order_id is not None else event
-    millis = f"{outcome.seconds * 1000:.0f} ms"
-    if outcome.status is None:
-        return f"{who}: no answer ({outcome.error}) after {millis}"
-    answer = outcome.answer
-    what = answer.get("status") or answer.get("error") or ""
-    message_id = answer.get("message_id")
-    line = f"{who}: {outcome.status} {what}".rstrip()
-    if message_id:
-        line += f" message_id={message_id}"
-    if not outcome.ok and answer.get("message"):
-        line += f" ({answer['message']})"
-    return f"{line} ({millis})"
-
-
-def _hint(outcome: Outcome, base: str) -> str | None:
-    if outcome.status is None:
-        return (
-            f"cannot reach the bridge at {base}: start it (mintsoft-bridge serve) or pass "
-            "--url (or set BRIDGE_PUBLIC_URL)"
-        )
-    if outcome.status == 401:
-        return (
-            "the bridge refused the credentials: set BRIDGE_API_KEYS or BRIDGE_AUTH_HEADERS "
-            "here to a value the bridge serves with"
-        )
-    return None
-
-
-def _read_file(path: str) -> bytes:
+def read_body_file(path: str) -> bytes:
+    """The bytes of ``--file``; an unreadable file raises :class:`SettingsError`."""
     try:
         return Path(path).read_bytes()
     except OSError as exc:
@@ -222,18 +192,25 @@ def _read_file(path: str) -> bytes:
         ) from None
 
 
-async def simulate_command(settings: Settings, args: Namespace) -> int:
-    """``simulate EVENT [--url URL] [--order-id N] [--file F] [--count N --rate R]``."""
-    event = args.event
+async def send_many(
+    settings: Settings,
+    base: str,
+    event: str,
+    count: int,
+    *,
+    order_id: int | None = None,
+    file_body: bytes | None = None,
+    rate: float | None = None,
+    on_outcome: Callable[[Outcome], None] = lambda outcome: None,
+) -> list[Outcome]:
+    """POST ``count`` webhooks of ``event`` (``MAX_IN_FLIGHT`` at once, at most ``rate`` a
+    second), each a fresh realistic body or ``file_body``; ``on_outcome`` sees each answer."""
     if event not in EVENTS:
         raise SettingsError(f"unknown event {event!r}: use one of {', '.join(EVENTS)}")
-    if args.rate is not None and args.rate <= 0:
-        raise SettingsError(f"--rate {args.rate} must be above 0 (webhooks per second)")
-    count: int = args.count
-    base = bridge_base_url(settings, args.url)
-    file_body = _read_file(args.file) if args.file else None
-    if args.order_id is not None:
-        order_ids = [args.order_id] * count
+    if rate is not None and rate <= 0:
+        raise SettingsError(f"--rate {rate} must be above 0 (webhooks per second)")
+    if order_id is not None:
+        order_ids = [order_id] * count
     else:
         # Ids far above a real warehouse's, spaced by two so a split's new part is free too.
         first = random.randrange(900_000_000, 999_000_000)
@@ -244,48 +221,18 @@ async def simulate_command(settings: Settings, args: Namespace) -> int:
     outcomes: list[Outcome] = []
 
     async def send(index: int, session: aiohttp.ClientSession) -> None:
-        if args.rate:
-            delay = started + index / args.rate - time.monotonic()
+        if rate:
+            delay = started + index / rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
         async with limit:
-            order_id = None if file_body is not None else order_ids[index]
+            shown_id = None if file_body is not None else order_ids[index]
             body = file_body if file_body is not None else build_body(event, order_ids[index])
-            outcome = await post_webhook(session, settings, base, event, body, order_id)
+            outcome = await post_webhook(session, settings, base, event, body, shown_id)
         outcomes.append(outcome)
-        print(_describe(event, outcome), flush=True)
+        on_outcome(outcome)
 
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await asyncio.gather(*(send(i, session) for i in range(count)))
-    elapsed = time.monotonic() - started
-    failed = [o for o in outcomes if not o.ok]
-    if count > 1:
-        print(_summary(outcomes, elapsed))
-    if failed:
-        hint = _hint(failed[0], base)
-        if hint:
-            print(f"mintsoft-bridge simulate: {hint}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _summary(outcomes: list[Outcome], elapsed: float) -> str:
-    by_answer: dict[str, int] = {}
-    for outcome in outcomes:
-        key = (
-            str(outcome.answer.get("status") or outcome.status)
-            if outcome.status is not None
-            else "no answer"
-        )
-        by_answer[key] = by_answer.get(key, 0) + 1
-    times = sorted(o.seconds for o in outcomes)
-    p50 = times[len(times) // 2] * 1000
-    p99 = times[min(len(times) - 1, int(len(times) * 0.99))] * 1000
-    ok = sum(1 for o in outcomes if o.ok)
-    kinds = ", ".join(f"{n} {k}" for k, n in sorted(by_answer.items()))
-    return (
-        f"sent {len(outcomes)} in {elapsed:.2f} s ({len(outcomes) / max(elapsed, 1e-9):.1f}/s): "
-        f"{ok} answered 200, {len(outcomes) - ok} failed [{kinds}]; "
-        f"latency p50 {p50:.0f} ms, p99 {p99:.0f} ms"
-    )
+    return outcomes

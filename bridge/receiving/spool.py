@@ -28,7 +28,7 @@ import orjson
 
 from bridge.core import metrics
 from bridge.core.contract import Envelope
-from bridge.core.settings import Settings, SettingsError
+from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 
 log = logging.getLogger("bridge.receiving.spool")
@@ -390,34 +390,3 @@ def read_status(path: str) -> SpoolStatus:
         ) from None
     age = max(time.time() - oldest[0], 0.0) if oldest else 0.0
     return SpoolStatus(int(depth), int(size), age)
-
-
-def status_command(settings: Settings, as_json: bool) -> int:
-    """``spool status``: print depth, bytes and oldest age of the spool."""
-    path = settings.spool_path
-    if not path:
-        if as_json:
-            print(orjson.dumps({"enabled": False}).decode())
-        else:
-            print("the spool is disabled (BRIDGE_SPOOL_PATH is empty)")
-        return 0
-    status = read_status(path)
-    if as_json:
-        print(
-            orjson.dumps(
-                {
-                    "enabled": True,
-                    "path": path,
-                    "depth": status.depth,
-                    "bytes": status.bytes,
-                    "max_bytes": settings.spool_max_bytes,
-                    "oldest_age_seconds": round(status.oldest_age_seconds, 3),
-                }
-            ).decode()
-        )
-    else:
-        print(f"spool:      {path}")
-        print(f"depth:      {status.depth} messages")
-        print(f"bytes:      {status.bytes} of {settings.spool_max_bytes}")
-        print(f"oldest age: {status.oldest_age_seconds:.1f} s")
-    return 0

@@ -1,4 +1,4 @@
-"""``dlq list NAME`` and ``dlq replay NAME``: what a subscriber dead-lettered, and moving it
+"""A subscriber's dead letters: what a subscriber dead-lettered, and moving it
 back to the subscriber's queue.
 
 Listing takes each message without acking it, so closing the channel puts every one back.
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
@@ -21,7 +21,7 @@ from pamqp.commands import Basic
 
 from bridge.amqp.connection import connect_once
 from bridge.amqp.topology import dlq_name
-from bridge.core.settings import Settings, SettingsError
+from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 from bridge.worker.message import (
     ATTEMPT_HEADER,
@@ -99,35 +99,47 @@ def describe(got: DeliveredMessage) -> str:
     return "\t".join(str(field) for field in fields)
 
 
-async def list_command(settings: Settings, name: str, limit: int | None) -> int:
-    """Print one line per dead letter of subscriber ``name``; the queue is left as it was."""
+@dataclass(frozen=True)
+class DeadLetters:
+    """What ``list_dead_letters`` saw: the queue, its depth, and the messages it read."""
+
+    queue: str
+    depth: int
+    messages: list[DeliveredMessage]
+
+
+async def list_dead_letters(amqp_urls: Sequence[str], name: str, limit: int | None) -> DeadLetters:
+    """Read up to ``limit`` dead letters of subscriber ``name``; the queue is left as it was
+    (nothing is acked: closing the channel puts every one back)."""
     _check(name)
     queue = dlq_name(name)
-    connection = await connect_once(settings.amqp_urls)
+    connection = await connect_once(amqp_urls)
+    messages: list[DeliveredMessage] = []
     try:
         channel = await _bounded(connection.channel(publisher_confirms=False))
         depth = await _depth(channel, queue)
         wanted = depth if limit is None else min(depth, limit)
-        shown = 0
-        while shown < wanted:
+        while len(messages) < wanted:
             got = await channel.basic_get(queue, no_ack=False, timeout=RPC_TIMEOUT)
             if _empty(got):
                 break
-            print(describe(got))
-            shown += 1
+            messages.append(got)
     except TimeoutError:
         raise _no_answer() from None
     finally:
-        await _close(connection)  # unacked: every listed message goes back to the queue
-    print(f"{shown} of {depth} dead letters in {queue}", file=sys.stderr)
-    return 0
+        await _close(connection)
+    return DeadLetters(queue, depth, messages)
 
 
-async def replay_command(settings: Settings, name: str, limit: int | None) -> int:
-    """Move up to ``limit`` dead letters back to ``name`` with ``x-attempt`` reset."""
+async def replay_dead_letters(
+    amqp_urls: Sequence[str], name: str, limit: int | None
+) -> tuple[int, str]:
+    """Move up to ``limit`` dead letters back to ``name`` with ``x-attempt`` reset; returns
+    how many moved and from which queue. A failure part-way raises :class:`CommandError`
+    saying how many had moved (each of those was confirmed before its ack)."""
     _check(name)
     queue = dlq_name(name)
-    connection = await connect_once(settings.amqp_urls)
+    connection = await connect_once(amqp_urls)
     replay: _Replay | None = None
     try:
         channel = await _bounded(connection.channel(publisher_confirms=True, on_return_raises=True))
@@ -137,12 +149,18 @@ async def replay_command(settings: Settings, name: str, limit: int | None) -> in
         replay = _Replay(channel, name, depth if limit is None else min(depth, limit))
         await replay.run(queue)
     except TimeoutError:
-        raise _no_answer() from None
+        raise _moved_before(_no_answer(), replay) from None
+    except CommandError as exc:
+        raise _moved_before(exc, replay) from None
     finally:
         await _close(connection)  # whatever was taken but not moved goes back to the DLQ
-        moved = replay.moved if replay is not None else 0
-        print(f"replayed {moved} messages from {queue} to {name}")
-    return 0
+    return replay.moved, queue
+
+
+def _moved_before(error: CommandError, replay: _Replay | None) -> CommandError:
+    if replay is None or replay.moved == 0:
+        return error
+    return CommandError(f"{error} ({replay.moved} moved back before this)")
 
 
 class _Replay:

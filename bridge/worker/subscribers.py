@@ -15,7 +15,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bridge.amqp.topology import dlq_name, retry_queue_name
+from bridge.amqp.topology import (
+    Topology,
+    dlq_name,
+    receiver_topology,
+    retry_queue_name,
+    subscriber_topology,
+)
 from bridge.core.contract import EVENTS
 from bridge.core.settings import SettingsError, is_http_url
 
@@ -260,3 +266,15 @@ def resolve_handler(sub: Subscriber) -> Handler:
 def _async_call(target: Any) -> bool:
     """An object whose ``__call__`` is ``async def`` (like the forwarder)."""
     return callable(target) and inspect.iscoroutinefunction(type(target).__call__)
+
+
+def full_topology(exchange: str, config: str | None) -> Topology:
+    """The receiver's topology, plus every subscriber's queues when ``config`` names a
+    subscribers file."""
+    topology = receiver_topology(exchange)
+    if config is not None:
+        for sub in load_subscribers(config):
+            topology = topology + subscriber_topology(
+                exchange, sub.name, sub.events, sub.retry_delays_ms
+            )
+    return topology

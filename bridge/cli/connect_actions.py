@@ -1,0 +1,113 @@
+"""``connect-actions ORDER_ID ...``: register the bridge's URLs on Mintsoft orders (or print
+what would be sent)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import orjson
+
+from bridge.cli.common import Parser, run_async, settings_of
+from bridge.cli.progress import Progress
+from bridge.core.settings import Settings, SettingsError
+from bridge.mintsoft.connect_actions import (
+    OrderToConnect,
+    connect_action,
+    connect_many,
+    mintsoft_client,
+    order_id,
+    parse_events,
+    read_orders_file,
+)
+
+
+def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+    help = "register the bridge's URLs on a Mintsoft order (PUT ConnectActions)"
+    sub = commands.add_parser("connect-actions", help=help, description=help, parents=[settings])
+    sub.set_defaults(func=run)
+    sub.add_argument("order_ids", metavar="ORDER_ID", nargs="*", help="Mintsoft order id(s)")
+    sub.add_argument("--source-order-id", metavar="S", help="SourceOrderId to send")
+    sub.add_argument(
+        "--events",
+        default="despatched,cancelled,delivered,split",
+        help="which webhooks to register (default: all four)",
+    )
+    sub.add_argument("--dry-run", action="store_true", help="print the JSON, send nothing")
+    sub.add_argument(
+        "--from-file",
+        metavar="FILE",
+        help="order ids, one per line, or a CSV of order id,source order id",
+    )
+    sub.add_argument(
+        "--print-create-order",
+        action="store_true",
+        help="print the ConnectAction block for a create-order call",
+    )
+
+
+def _orders(args: argparse.Namespace) -> list[OrderToConnect]:
+    orders = [
+        OrderToConnect(order_id(raw, "ORDER_ID"), args.source_order_id) for raw in args.order_ids
+    ]
+    if args.from_file:
+        orders += read_orders_file(args.from_file)
+    if not orders:
+        raise SettingsError(
+            "no order given: pass ORDER_ID (the id PUT /api/Order answered) or --from-file FILE"
+        )
+    return orders
+
+
+def _dumps(document: Any) -> str:
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    events = parse_events(args.events)
+    if args.print_create_order:
+        block = connect_action(settings, events, args.source_order_id)
+        print(_dumps({"ConnectAction": block}))
+        print(
+            "# add this block to the body of your create-order call (PUT /api/Order)",
+            file=sys.stderr,
+        )
+        return 0
+    orders = _orders(args)
+    bodies = [(o, connect_action(settings, events, o.source_order_id)) for o in orders]
+    if args.dry_run:
+        for order, body in bodies:
+            print(
+                f"# would PUT {settings.mintsoft_url}/api/Order/{order.order_id}/ConnectActions",
+                file=sys.stderr,
+            )
+            print(_dumps(body))
+        return 0
+    code: int = run_async(_register(settings, bodies, events))
+    return code
+
+
+async def _register(
+    settings: Settings,
+    bodies: list[tuple[OrderToConnect, dict[str, Any]]],
+    events: tuple[str, ...],
+) -> int:
+    async with mintsoft_client(settings) as client:
+        if len(bodies) == 1:
+            order, body = bodies[0]
+            await client.connect_actions(order.order_id, body)
+            print(f"order {order.order_id}: connect action registered ({', '.join(events)})")
+            return 0
+        progress = Progress(len(bodies), "connect-actions")
+        failures = await connect_many(client, bodies, progress.advance)
+        progress.close()
+    done = len(bodies) - len(failures)
+    print(
+        f"connect actions registered on {done} of {len(bodies)} orders "
+        f"({', '.join(events)}); {len(failures)} failed"
+    )
+    for failed_id, reason in failures:
+        print(f"  order {failed_id}: {reason}")
+    return 1 if failures else 0

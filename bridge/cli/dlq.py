@@ -1,0 +1,51 @@
+"""``dlq list NAME`` / ``dlq replay NAME``: show or re-queue a subscriber's dead letters."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bridge.cli.common import Parser, positive_int, run_async, settings_of
+
+
+def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+    help = "inspect or replay a subscriber's dead letters"
+    dlq = commands.add_parser("dlq", help=help, description=help)
+    actions = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", parser_class=Parser)
+    actions.required = True
+    listing = actions.add_parser(
+        "list", help="print one line per dead-lettered message", parents=[settings]
+    )
+    listing.set_defaults(func=run_list)
+    replay = actions.add_parser(
+        "replay", help="move dead letters back to the queue", parents=[settings]
+    )
+    replay.set_defaults(func=run_replay)
+    for sub in (listing, replay):
+        sub.add_argument("name", metavar="NAME", help="the subscriber's name")
+        sub.add_argument(
+            "--limit", type=positive_int, default=None, metavar="N", help="at most N messages"
+        )
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from bridge.worker.dlq import describe, list_dead_letters
+
+    listing = run_async(list_dead_letters(settings_of(args).amqp_urls, args.name, args.limit))
+    for got in listing.messages:
+        print(describe(got))
+    print(
+        f"{len(listing.messages)} of {listing.depth} dead letters in {listing.queue}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    from bridge.worker.dlq import replay_dead_letters
+
+    moved, queue = run_async(
+        replay_dead_letters(settings_of(args).amqp_urls, args.name, args.limit)
+    )
+    print(f"replayed {moved} message{'' if moved == 1 else 's'} from {queue} to {args.name}")
+    return 0

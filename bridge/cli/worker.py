@@ -1,0 +1,31 @@
+"""``worker --config FILE``: run the subscribers that FILE declares, until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+
+from bridge.cli.common import Parser, port_or_zero, run_async, settings_of
+
+
+def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+    help = "run the subscribers that a TOML file declares"
+    sub = commands.add_parser("worker", help=help, description=help, parents=[settings])
+    sub.set_defaults(func=run)
+    sub.add_argument("--config", required=True, metavar="FILE", help="subscribers file")
+    sub.add_argument(
+        "--metrics-port",
+        type=port_or_zero,
+        default=0,
+        metavar="N",
+        help="serve /metrics and /healthz on BRIDGE_HOST:N (default 0: off)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from bridge.core import logs
+    from bridge.worker.runner import run_worker
+
+    settings = settings_of(args)
+    logs.configure(settings.log_format)
+    run_async(run_worker(settings, args.config, args.metrics_port))
+    return 0
