@@ -1,5 +1,5 @@
-"""The built-in HTTP forwarder: POSTs each message to ``forward_url``, and a circuit breaker
-that pauses the subscriber while the target is down.
+"""The built-in HTTP forwarder: POSTs each message to ``forward_url``; its
+:class:`~bridge.worker.breaker.CircuitBreaker` pauses the subscriber while the target is down.
 
 2xx is success. 408, 429, other 5xx, timeouts and refused connections raise
 :class:`ForwardFailed` (retried along the ladder); any other answer raises
@@ -13,24 +13,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from bridge import __version__
-from bridge.core import metrics
-from bridge.core.tasks import cancel_and_wait
 from bridge.errors import PermanentError
+from bridge.worker.breaker import CircuitBreaker
 from bridge.worker.message import Message
 
 log = logging.getLogger("bridge.worker.forwarder")
 
 DOWN_STATUSES = frozenset({502, 503, 504})
 RETRY_STATUSES = frozenset({408, 429})
-BREAKER_THRESHOLD = 5
-PROBE_MIN_WAIT = 0.5
-PROBE_MAX_WAIT = 30.0
 PROBE_TIMEOUT = 5.0
 
 
@@ -40,73 +36,6 @@ class ForwardFailed(Exception):
 
 class TargetDown(ForwardFailed):
     """The target could not be reached (refused, timeout, 502/503/504)."""
-
-
-class CircuitBreaker:
-    """Opens after ``threshold`` consecutive target-down failures; then runs ``probe``
-    with a doubling wait until it returns True, and closes."""
-
-    def __init__(
-        self,
-        subscriber: str,
-        probe: Callable[[], Awaitable[bool]],
-        threshold: int = BREAKER_THRESHOLD,
-        min_wait: float = PROBE_MIN_WAIT,
-        max_wait: float = PROBE_MAX_WAIT,
-    ) -> None:
-        self.subscriber = subscriber
-        self._probe = probe
-        self.threshold = threshold
-        self.min_wait = min_wait
-        self.max_wait = max_wait
-        self.is_open = False
-        self._failures = 0
-        self._task: asyncio.Task[None] | None = None
-        self._listeners: list[Callable[[bool], None]] = []
-        metrics.FORWARDER_CIRCUIT_OPEN.labels(subscriber).set(0)
-
-    def on_change(self, listener: Callable[[bool], None]) -> None:
-        """Call ``listener(is_open)`` whenever the breaker opens or closes."""
-        self._listeners.append(listener)
-
-    def succeeded(self) -> None:
-        self._failures = 0
-
-    def target_down(self) -> None:
-        self._failures += 1
-        if self.is_open or self._failures < self.threshold:
-            return
-        self.is_open = True
-        metrics.FORWARDER_CIRCUIT_OPEN.labels(self.subscriber).set(1)
-        log.warning(
-            "target down after %d failures in a row: pausing consumption, probing",
-            self._failures,
-            extra={"subscriber": self.subscriber},
-        )
-        self._task = asyncio.create_task(self._probe_until_up(), name="breaker-probe")
-        self._notify()
-
-    async def _probe_until_up(self) -> None:
-        wait = self.min_wait
-        while True:
-            await asyncio.sleep(wait)
-            if await self._probe():
-                break
-            wait = min(wait * 2, self.max_wait)
-        self.is_open = False
-        self._failures = 0
-        self._task = None
-        metrics.FORWARDER_CIRCUIT_OPEN.labels(self.subscriber).set(0)
-        log.info("target answers again: resuming", extra={"subscriber": self.subscriber})
-        self._notify()
-
-    def _notify(self) -> None:
-        for listener in self._listeners:
-            listener(self.is_open)
-
-    async def close(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
 
 
 def shown_url(url: str) -> str:

@@ -17,8 +17,6 @@ from tenacity import (
     AsyncRetrying,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential,
-    wait_random,
 )
 
 from bridge.amqp.topology import dlq_name, retry_queue_name
@@ -85,9 +83,8 @@ class Ladder:
         """
         return AsyncRetrying(
             stop=stop_after_attempt(self.in_process_tries - after),
-            # 0.1 s, 0.2 s, 0.4 s ... at most 2 s, plus up to 0.1 s of jitter
-            wait=wait_exponential(multiplier=BACKOFF_INITIAL * 2**after, max=BACKOFF_MAX)
-            + wait_random(0, BACKOFF_INITIAL),
+            # The one schedule: the same waits as backoff(), tries counted across both.
+            wait=lambda state: self.backoff(state.attempt_number + after),
             # tenacity catches BaseException: a cancelled task must stay cancelled.
             retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and should_retry(exc)),
             reraise=True,
@@ -95,6 +92,7 @@ class Ladder:
         )
 
     def backoff(self, tries: int) -> float:
-        """Seconds to wait after the ``tries``-th failed try, as :meth:`in_process` waits."""
+        """Seconds to wait after the ``tries``-th failed try of a delivery: 0.1 s, 0.2 s,
+        0.4 s ... at most 2 s, plus up to 0.1 s of jitter. The only retry schedule."""
         exponential: float = min(BACKOFF_INITIAL * 2.0 ** (tries - 1), BACKOFF_MAX)
         return exponential + random.uniform(0, BACKOFF_INITIAL)

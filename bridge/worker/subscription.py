@@ -27,7 +27,8 @@ from bridge.core.contract import rfc3339
 from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
 from bridge.errors import CommandError, PermanentError
-from bridge.worker.forwarder import CircuitBreaker, Forwarder
+from bridge.worker.breaker import CircuitBreaker
+from bridge.worker.forwarder import Forwarder
 from bridge.worker.message import (
     ATTEMPT_HEADER,
     ERROR_HEADER,

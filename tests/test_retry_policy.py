@@ -1,0 +1,129 @@
+"""The retry ladder and the circuit breaker as pure policy: no broker, no real sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bridge.worker.breaker import CircuitBreaker
+from bridge.worker.retry import BACKOFF_INITIAL, BACKOFF_MAX, DeadLetter, Ladder, Retry
+
+LADDER = Ladder("erp", (5_000, 60_000, 600_000), in_process_tries=3)
+
+
+def test_each_failed_delivery_moves_one_step_then_to_the_dlq() -> None:
+    assert LADDER.after_failure(1) == Retry("erp.retry.0", 2, 5_000)
+    assert LADDER.after_failure(2) == Retry("erp.retry.1", 3, 60_000)
+    assert LADDER.after_failure(3) == Retry("erp.retry.2", 4, 600_000)
+    assert LADDER.after_failure(4) == DeadLetter("erp.dlq", 4)
+
+
+def test_a_permanent_error_goes_to_the_dlq_at_once() -> None:
+    assert LADDER.after_failure(1, permanent=True) == DeadLetter("erp.dlq", 1)
+
+
+def test_no_delays_means_the_first_failure_is_dead_lettered() -> None:
+    assert Ladder("x", ()).after_failure(1) == DeadLetter("x.dlq", 1)
+
+
+def test_handler_attempts_count_every_call_across_deliveries() -> None:
+    assert [LADDER.handler_attempt(d, t) for d in (1, 2) for t in (1, 2, 3)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_crash_loop_starts_at_the_redelivery_limit() -> None:
+    assert not LADDER.crash_loop(LADDER.redelivery_limit - 1)
+    assert LADDER.crash_loop(LADDER.redelivery_limit)
+
+
+def test_backoff_doubles_up_to_its_ceiling_with_bounded_jitter() -> None:
+    for tries in range(1, 12):
+        base = min(BACKOFF_INITIAL * 2 ** (tries - 1), BACKOFF_MAX)
+        for _ in range(20):
+            assert base <= LADDER.backoff(tries) <= base + BACKOFF_INITIAL
+
+
+async def test_in_process_tries_wait_the_backoff_schedule_and_reraise() -> None:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    calls = 0
+    with pytest.raises(ValueError, match="nope"):
+        async for attempt in LADDER.in_process(lambda exc: True, after=1, sleep=sleep):
+            with attempt:
+                calls += 1
+                raise ValueError("nope")
+    assert calls == LADDER.in_process_tries - 1  # one try was made before the loop
+    # The loop's waits continue the schedule after the first try (tries 2, 3, ...).
+    assert len(waits) == calls - 1
+    for number, wait in enumerate(waits, start=2):
+        base = BACKOFF_INITIAL * 2 ** (number - 1)
+        assert base <= wait <= base + BACKOFF_INITIAL
+
+
+async def test_in_process_never_retries_what_should_retry_refuses() -> None:
+    calls = 0
+    with pytest.raises(KeyError):
+        async for attempt in LADDER.in_process(lambda exc: not isinstance(exc, KeyError)):
+            with attempt:
+                calls += 1
+                raise KeyError("permanent")
+    assert calls == 1
+
+
+class _Clock:
+    """Records the breaker's waits and lets each one pass at once."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        await asyncio.sleep(0)
+
+
+async def test_breaker_opens_after_threshold_failures_in_a_row_and_closes_on_a_probe() -> None:
+    answers = iter([False, False, False, True])
+    clock = _Clock()
+    changes: list[bool] = []
+
+    async def probe() -> bool:
+        return next(answers)
+
+    breaker = CircuitBreaker(
+        "erp-unit", probe, threshold=3, min_wait=0.5, max_wait=1.5, sleep=clock.sleep
+    )
+    breaker.on_change(changes.append)
+    breaker.target_down()
+    breaker.target_down()
+    breaker.succeeded()  # a success resets the count
+    breaker.target_down()
+    breaker.target_down()
+    assert not breaker.is_open
+    breaker.target_down()
+    assert breaker.is_open and changes == [True]
+    for _ in range(100):
+        if not breaker.is_open:
+            break
+        await asyncio.sleep(0)
+    assert not breaker.is_open and changes == [True, False]
+    assert clock.waits == [0.5, 1.0, 1.5, 1.5]  # doubling, capped
+    await breaker.close()
+
+
+async def test_breaker_close_stops_probing() -> None:
+    clock = _Clock()
+
+    async def probe() -> bool:
+        return False
+
+    breaker = CircuitBreaker("erp-unit-2", probe, threshold=1, sleep=clock.sleep)
+    breaker.target_down()
+    await asyncio.sleep(0)
+    await breaker.close()
+    seen = len(clock.waits)
+    await asyncio.sleep(0)
+    assert len(clock.waits) == seen
+    assert breaker.is_open  # closing the breaker object is not the target coming back
