@@ -29,6 +29,26 @@ EXTRA_CODES: Final = {
 """Which connect-action field carries the callback URL of each event."""
 
 APP_ID: Final = "mintsoft-bridge"
+CONTENT_TYPE_JSON: Final = "application/json"
+
+# AMQP headers of a published webhook (contract section 4).
+HEADER_EVENT: Final = "x-event"
+HEADER_RECEIVED_AT: Final = "x-received-at"
+HEADER_REQUEST_ID: Final = "x-request-id"
+HEADER_ORDER_ID: Final = "x-order-id"
+HEADER_ORDER_NUMBER: Final = "x-order-number"
+HEADER_CLIENT_ID: Final = "x-client-id"
+HEADER_SPLIT_ORDER_ID: Final = "x-split-order-id"
+
+# AMQP headers the worker adds on the retry ladder and in the DLQ (contract section 5).
+HEADER_ATTEMPT: Final = "x-attempt"
+HEADER_ERROR: Final = "x-error"
+HEADER_FAILED_AT: Final = "x-failed-at"
+
+# HTTP headers: the forwarder's (contract section 5) and the request id both sides carry.
+HTTP_EVENT: Final = "X-Mintsoft-Event"
+HTTP_MESSAGE_ID: Final = "X-Message-Id"
+HTTP_REQUEST_ID: Final = "X-Request-Id"
 
 
 def routing_key(event: str) -> str:
@@ -74,20 +94,20 @@ def order_headers(document: Any) -> dict[str, str]:
         if "SplitOrderId" in first or "Order" in first:
             nested = first.get("Order")
             order: dict[str, Any] = nested if isinstance(nested, dict) else {}
-            _put(headers, "x-order-id", first.get("OrderId", order.get("ID")))
-            _put(headers, "x-order-number", order.get("OrderNumber"))
-            _put(headers, "x-client-id", order.get("ClientId"))
-            _put(headers, "x-split-order-id", first.get("SplitOrderId"))
+            _put(headers, HEADER_ORDER_ID, first.get("OrderId", order.get("ID")))
+            _put(headers, HEADER_ORDER_NUMBER, order.get("OrderNumber"))
+            _put(headers, HEADER_CLIENT_ID, order.get("ClientId"))
+            _put(headers, HEADER_SPLIT_ORDER_ID, first.get("SplitOrderId"))
             return headers
         shipment = first.get("OrderShipment")
         if isinstance(shipment, dict):
-            _put(headers, "x-order-id", shipment.get("OrderId"))
+            _put(headers, HEADER_ORDER_ID, shipment.get("OrderId"))
         return headers
     if isinstance(document, dict):
-        _put(headers, "x-order-id", document.get("ID", document.get("OrderId")))
-        _put(headers, "x-order-number", document.get("OrderNumber"))
-        _put(headers, "x-client-id", document.get("ClientId"))
-        _put(headers, "x-split-order-id", document.get("SplitOrderId"))
+        _put(headers, HEADER_ORDER_ID, document.get("ID", document.get("OrderId")))
+        _put(headers, HEADER_ORDER_NUMBER, document.get("OrderNumber"))
+        _put(headers, HEADER_CLIENT_ID, document.get("ClientId"))
+        _put(headers, HEADER_SPLIT_ORDER_ID, document.get("SplitOrderId"))
     return headers
 
 
@@ -111,7 +131,7 @@ class Envelope:
     def properties(self) -> Basic.Properties:
         """The AMQP properties of the contract: persistent, JSON, typed by event."""
         return Basic.Properties(
-            content_type="application/json",
+            content_type=CONTENT_TYPE_JSON,
             delivery_mode=2,
             message_type=self.event,
             app_id=APP_ID,
@@ -137,14 +157,22 @@ def webhook_envelope(
     event: str, body: bytes, document: Any, request_id: str, received_at: float
 ) -> Envelope:
     """The envelope of an accepted webhook, headers taken from its parsed ``document``."""
-    headers = {"x-event": event, "x-received-at": rfc3339(received_at), "x-request-id": request_id}
+    headers = {
+        HEADER_EVENT: event,
+        HEADER_RECEIVED_AT: rfc3339(received_at),
+        HEADER_REQUEST_ID: request_id,
+    }
     headers.update(order_headers(document))
     return Envelope(event, routing_key(event), body, message_id(event, body), received_at, headers)
 
 
 def quarantine_envelope(event: str, body: bytes, request_id: str, received_at: float) -> Envelope:
     """The envelope of an authenticated body that is not JSON, kept for inspection."""
-    headers = {"x-event": event, "x-received-at": rfc3339(received_at), "x-request-id": request_id}
+    headers = {
+        HEADER_EVENT: event,
+        HEADER_RECEIVED_AT: rfc3339(received_at),
+        HEADER_REQUEST_ID: request_id,
+    }
     return Envelope(
         event, invalid_routing_key(event), body, message_id(event, body), received_at, headers
     )

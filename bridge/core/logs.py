@@ -7,14 +7,13 @@ import asyncio
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, RequestKey, StreamResponse
 
-if TYPE_CHECKING:
-    from bridge.core.contract import Envelope
+from bridge.core.contract import HEADER_ORDER_ID, HEADER_REQUEST_ID, HTTP_REQUEST_ID, Envelope
 
 WEBHOOK_EVENT: RequestKey[str] = RequestKey("bridge.webhook_event", str)
 """Set by a webhook route on its request, so the access log line names the event."""
@@ -167,9 +166,9 @@ class AccessLogger(AbstractAccessLogger):
         envelope = request.get(WEBHOOK_ENVELOPE)
         if envelope is not None:
             headers = envelope.headers
-            fields["request_id"] = headers.get("x-request-id")
+            fields["request_id"] = headers.get(HEADER_REQUEST_ID)
             fields["message_id"] = envelope.message_id
-            fields["order_id"] = headers.get("x-order-id")
+            fields["order_id"] = headers.get(HEADER_ORDER_ID)
             self._emit(
                 "%s %s %d %.1fms request_id=%s message_id=%s order_id=%s",
                 (
@@ -184,7 +183,7 @@ class AccessLogger(AbstractAccessLogger):
                 fields,
             )
             return
-        fields["request_id"] = request.headers.get("X-Request-Id")
+        fields["request_id"] = request.headers.get(HTTP_REQUEST_ID)
         self._emit("%s %s %d %.1fms", (request.method, path, response.status, latency_ms), fields)
 
     def _emit(self, message: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:

@@ -19,7 +19,13 @@ import orjson
 from aiohttp import web
 
 from bridge.core import metrics
-from bridge.core.contract import EVENTS, Envelope, quarantine_envelope, webhook_envelope
+from bridge.core.contract import (
+    EVENTS,
+    HTTP_REQUEST_ID,
+    Envelope,
+    quarantine_envelope,
+    webhook_envelope,
+)
 from bridge.core.logs import WEBHOOK_ENVELOPE, WEBHOOK_EVENT
 from bridge.receiving.auth import Authenticator
 from bridge.receiving.delivery import Delivery, Unavailable
@@ -59,7 +65,7 @@ _request_numbers = itertools.count(1)
 
 
 def _request_id(request: web.Request) -> str:
-    given = request.headers.get("X-Request-Id")
+    given = request.headers.get(HTTP_REQUEST_ID)
     if given and len(given) <= 64 and given.isascii() and given.isprintable():
         return given
     # Unique without a system call per request: random per process, then a counter.
@@ -131,7 +137,7 @@ def webhook_handler(
                     "message_id": envelope.message_id,
                     "quarantined": True,
                 },
-                {"X-Request-Id": request_id},
+                {HTTP_REQUEST_ID: request_id},
             )
         envelope = webhook_envelope(event, body, document, request_id, received_at)
         request[WEBHOOK_ENVELOPE] = envelope
@@ -142,7 +148,7 @@ def webhook_handler(
             event,
             200,
             {"status": outcome, "message_id": envelope.message_id},
-            {"X-Request-Id": request_id},
+            {HTTP_REQUEST_ID: request_id},
         )
 
     return handle

@@ -21,6 +21,7 @@ from pamqp.commands import Basic
 
 from bridge.amqp.connection import connect_once
 from bridge.amqp.topology import dlq_name
+from bridge.core.contract import HEADER_ORDER_ID
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 from bridge.worker.message import (
@@ -92,7 +93,7 @@ def describe(got: DeliveredMessage) -> str:
     fields: list[Any] = [
         properties.message_id or "-",
         event_of(properties, headers, got.routing_key or ""),
-        headers.get("x-order-id") or "-",
+        headers.get(HEADER_ORDER_ID) or "-",
         delivery_number(headers),
         " ".join(str(headers.get(ERROR_HEADER) or "-").split()),
     ]

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from bridge import __version__
+from bridge.core.contract import HTTP_EVENT, HTTP_MESSAGE_ID, HTTP_REQUEST_ID
 from bridge.errors import PermanentError
 from bridge.worker.breaker import CircuitBreaker
 from bridge.worker.message import Message
@@ -82,11 +83,11 @@ class Forwarder:
         headers = {
             **self.extra_headers,
             "Content-Type": message.content_type,
-            "X-Mintsoft-Event": message.event,
-            "X-Message-Id": message.message_id,
+            HTTP_EVENT: message.event,
+            HTTP_MESSAGE_ID: message.message_id,
         }
         if message.request_id:
-            headers["X-Request-Id"] = message.request_id
+            headers[HTTP_REQUEST_ID] = message.request_id
         try:
             async with self._client().post(
                 self.url, data=message.body, headers=headers, allow_redirects=False
