@@ -17,6 +17,7 @@ from bridge.amqp.connection import BrokerLink
 from bridge.amqp.pipeline import PublishWriter
 from bridge.core import metrics
 from bridge.core.contract import Envelope
+from bridge.core.tasks import being_cancelled
 
 log = logging.getLogger("bridge.amqp.publisher")
 
@@ -90,8 +91,7 @@ class Publisher:
         try:
             await confirmation
         except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
+            if being_cancelled():
                 raise
             _TIMEOUT.inc()
             waited = time.perf_counter() - started

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from bridge.amqp.publisher import Publisher, PublishFailed
 from bridge.core import metrics
-from bridge.core.tasks import cancel_and_wait
+from bridge.core.tasks import being_cancelled, cancel_and_wait
 from bridge.receiving.spool import Spool, Spooled, SpoolError
 
 log = logging.getLogger("bridge.receiving.drain")
@@ -64,8 +64,7 @@ class Drainer:
             try:
                 published, failure = await self._pass()
             except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
+                if being_cancelled():
                     raise  # stop() was called
                 # A confirmation cancelled under us (a renewed link): not a reason to stop
                 # draining, or what the spool holds would wait for the next restart.
@@ -143,8 +142,7 @@ class Drainer:
                     failures.append(exc)
                     return False
                 except asyncio.CancelledError:
-                    task = asyncio.current_task()
-                    if task is not None and task.cancelling():
+                    if being_cancelled():
                         raise
                     failures.append(PublishFailed("cancelled", "the publish was cancelled"))
                     return False
