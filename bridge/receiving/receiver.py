@@ -20,6 +20,7 @@ from aiohttp import web
 
 from bridge.core import metrics
 from bridge.core.contract import EVENTS, Envelope, quarantine_envelope, webhook_envelope
+from bridge.core.listeners import hide_versions
 from bridge.core.logs import WEBHOOK_ENVELOPE, WEBHOOK_EVENT
 from bridge.receiving.auth import Authenticator
 from bridge.receiving.delivery import Delivery, Unavailable
@@ -217,9 +218,12 @@ def create_app(
     delivery: Delivery,
     max_body_bytes: int,
     body_timeout: float = BODY_READ_TIMEOUT,
+    metrics_route: bool = True,
 ) -> web.Application:
-    """The receiver's aiohttp application; ``body_timeout`` bounds the body read."""
+    """The receiver's aiohttp application; ``body_timeout`` bounds the body read.
+    ``metrics_route=False`` leaves ``/metrics`` to a separate listener (a 404 here)."""
     app = web.Application(client_max_size=max_body_bytes)
+    hide_versions(app)
     app[DELIVERY_KEY] = delivery
     for event in EVENTS:
         handler = webhook_handler(event, auth, delivery, max_body_bytes, body_timeout)
@@ -227,6 +231,7 @@ def create_app(
         app.router.add_route("*", f"/webhooks/{event}/", handler)
     app.router.add_route("*", "/healthz", _get_only(_healthz))
     app.router.add_route("*", "/readyz", _get_only(_readyz))
-    app.router.add_route("*", "/metrics", _get_only(metrics.scrape))
+    if metrics_route:
+        app.router.add_route("*", "/metrics", _get_only(metrics.scrape))
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app
