@@ -2,7 +2,10 @@
 separate metrics listener (``GET /metrics``, ``GET /healthz``) of ``serve`` and ``worker``.
 
 aiohttp answers ``Server: Python/3.x aiohttp/3.y`` by default, which tells a scanner which
-published flaws to try; every app built here answers ``Server: mintsoft-bridge`` instead.
+published flaws to try; every app built here answers ``Server: mintsoft-bridge`` instead,
+including the 400s aiohttp writes itself for a request it cannot parse (those are never
+routed to the app, so only aiohttp's module-wide default reaches them: it is replaced for the
+whole process, which only ever runs the bridge's own listeners).
 A metrics listener that cannot bind its address raises
 :class:`~bridge.core.settings.SettingsError` naming ``BRIDGE_METRICS_PORT`` (exit 2).
 """
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aiohttp import web
+from aiohttp import web, web_response
 
 from bridge.core import metrics
 from bridge.core.settings import SettingsError
@@ -27,8 +30,11 @@ async def _plain_server(request: web.Request, response: web.StreamResponse) -> N
 
 
 def hide_versions(app: web.Application) -> None:
-    """Make every answer ``app`` routes carry ``Server: mintsoft-bridge``, no versions."""
+    """Make every answer of ``app`` carry ``Server: mintsoft-bridge``, no versions."""
     app.on_response_prepare.append(_plain_server)
+    # The default of answers written before routing (a request line or header aiohttp cannot
+    # parse); a test checks it still takes effect with the installed aiohttp.
+    web_response.SERVER_SOFTWARE = SERVER_HEADER  # type: ignore[attr-defined]
 
 
 async def start_metrics_listener(

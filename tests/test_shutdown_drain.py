@@ -1,0 +1,229 @@
+"""A scale-down strands no spooled webhook: ``serve`` stopped with SIGTERM drains its spool
+first while the broker is reachable, and ``spool drain --path`` publishes a spool file that a
+removed receiver left behind, each message once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from bridge.core.contract import Envelope, webhook_envelope
+from bridge.receiving.spool import Spool, read_status
+from tests.conftest import AMQP_URL, API_KEY, BrokerProbe
+from tests.support.rabbit_node import free_port
+from tests.support.tcp_proxy import TcpProxy
+
+WEBHOOKS = 4000
+"""Enough that the drain of a freshly reconnected receiver is still running when SIGTERM
+comes (the test checks that it was)."""
+
+
+def _body(n: int) -> bytes:
+    return orjson.dumps({"ID": 700_000 + n, "OrderNumber": f"SO-{n}", "ClientId": 3})
+
+
+def _env(exchange: str, port: int, amqp_url: str, spool: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "BRIDGE_AMQP_URL": amqp_url,
+        "BRIDGE_API_KEYS": API_KEY,
+        "BRIDGE_PORT": str(port),
+        "BRIDGE_EXCHANGE": exchange,
+        "BRIDGE_SPOOL_PATH": str(spool),
+        "BRIDGE_PUBLISH_TIMEOUT": "2",
+    }
+
+
+async def _readyz(session: aiohttp.ClientSession, base: str) -> dict[str, Any] | None:
+    try:
+        async with session.get(base + "/readyz") as response:
+            state: dict[str, Any] = await response.json()
+            return state
+    except aiohttp.ClientError:
+        return None
+
+
+async def _wait_for(
+    session: aiohttp.ClientSession, base: str, process: subprocess.Popen[bytes], test: Any
+) -> dict[str, Any]:
+    for _ in range(600):
+        assert process.poll() is None, f"serve exited with {process.returncode}"
+        state = await _readyz(session, base)
+        if state is not None and test(state):
+            return state
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{base}/readyz never showed the expected state")
+
+
+async def _spool_webhooks(session: aiohttp.ClientSession, base: str, count: int) -> list[str]:
+    """POST ``count`` different webhooks, 32 at a time; each must be answered ``spooled``."""
+    gate = asyncio.Semaphore(32)
+
+    async def one(n: int) -> str:
+        async with (
+            gate,
+            session.post(
+                f"{base}/webhooks/despatched", params={"APIKEY": API_KEY}, data=_body(n)
+            ) as response,
+        ):
+            answer = await response.json()
+            assert response.status == 200 and answer["status"] == "spooled", answer
+            message_id: str = answer["message_id"]
+            return message_id
+
+    return await asyncio.gather(*(one(n) for n in range(count)))
+
+
+def _serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bridge", "serve"], env=env, stdout=sink, stderr=sink
+        )
+
+
+async def _exit_code(process: subprocess.Popen[bytes]) -> int:
+    try:
+        return await asyncio.to_thread(process.wait, 150)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise
+
+
+async def test_sigterm_with_a_spool_and_a_reachable_broker_publishes_it_all_before_exit(
+    probe: BrokerProbe, exchange: str, tmp_path: Path
+) -> None:
+    queue = await probe.bind_queue(exchange, "order.#")
+    broker = urlsplit(AMQP_URL)
+    # The receiver's broker address is a proxy to a closed port: every connect is refused,
+    # so webhooks are spooled by serve itself; pointing the proxy at the broker lets it in.
+    proxy = TcpProxy("127.0.0.1", free_port())
+    await proxy.start()
+    port, spool = free_port(), tmp_path / "spool.sqlite3"
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    process = _serve(_env(exchange, port, proxy.url, spool), log)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait_for(session, base, process, lambda s: s["broker"] != "connected")
+            answered = await _spool_webhooks(session, base, WEBHOOKS)
+            proxy.target_host, proxy.target_port = broker.hostname or "", broker.port or 5672
+            state = await _wait_for(session, base, process, lambda s: s["broker"] == "connected")
+            process.send_signal(signal.SIGTERM)
+        # The premise: the background drain had not emptied the spool when SIGTERM came.
+        assert state["spool_depth"] > 0, state
+        assert await _exit_code(process) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+        await proxy.close()
+    output = log.read_text()
+    assert read_status(str(spool)).depth == 0, output
+    assert "the spool is empty" in output and "Traceback" not in output
+    got = await probe.get_all(queue, expected=WEBHOOKS, timeout=30)
+    ids = Counter(m.header.properties.message_id for m in got)
+    assert set(ids) == set(answered) and len(answered) == WEBHOOKS
+    assert max(ids.values()) == 1  # no fault on the way: each one once
+
+
+async def test_sigterm_with_the_broker_unreachable_exits_and_keeps_the_spool(
+    exchange: str, tmp_path: Path
+) -> None:
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    port, spool = free_port(), tmp_path / "spool.sqlite3"
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    process = _serve(_env(exchange, port, closed, spool), log)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait_for(session, base, process, lambda s: s["broker"] != "connected")
+            await _spool_webhooks(session, base, 5)
+        process.send_signal(signal.SIGTERM)
+        assert await _exit_code(process) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert read_status(str(spool)).depth == 5
+    output = log.read_text()
+    assert f"mintsoft-bridge spool drain --path {spool}" in output, output
+
+
+def _envelope(n: int) -> Envelope:
+    body = _body(n)
+    return webhook_envelope("despatched", body, orjson.loads(body), f"req-{n}", 1.7e9 + n)
+
+
+async def _write_spool(path: Path, envelopes: list[Envelope]) -> None:
+    spool = Spool(str(path), 100_000_000)
+    await spool.open()
+    await asyncio.gather(*(spool.append(e) for e in envelopes))
+    await spool.close()
+
+
+def _drain(path: Path, exchange: str, amqp_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "BRIDGE_AMQP_URL": amqp_url, "BRIDGE_EXCHANGE": exchange}
+    env.pop("BRIDGE_SPOOL_PATH", None)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "spool", "drain", "--path", str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_spool_drain_publishes_a_copied_spool_file_once_in_order_and_exits_0(
+    probe: BrokerProbe, exchange: str, tmp_path: Path
+) -> None:
+    queue = await probe.bind_queue(exchange, "order.#")
+    left = tmp_path / "volume" / "spool.sqlite3"
+    sent = [_envelope(n) for n in range(300)]
+    await _write_spool(left, sent)
+    copy = tmp_path / "rescued" / "spool.sqlite3"
+    copy.parent.mkdir()
+    shutil.copy(left, copy)
+
+    result = await asyncio.to_thread(_drain, copy, exchange, AMQP_URL)
+    assert result.returncode == 0, result.stderr
+    assert f"published 300 webhooks from {copy}" in result.stdout
+    assert "Traceback" not in result.stderr
+    got = await probe.get_all(queue, expected=300, timeout=15)
+    assert [m.body for m in got] == [e.body for e in sent]  # each once, in order
+    assert [m.header.properties.message_id for m in got] == [e.message_id for e in sent]
+    assert read_status(str(copy)).depth == 0
+    assert read_status(str(left)).depth == 300  # the original is untouched
+
+    again = await asyncio.to_thread(_drain, copy, exchange, AMQP_URL)
+    assert again.returncode == 0 and "published 0 webhooks" in again.stdout
+    assert await probe.count(queue) == 0  # nothing published twice
+
+
+async def test_spool_drain_without_a_broker_exits_1_naming_how_many_remain(
+    exchange: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "spool.sqlite3"
+    await _write_spool(path, [_envelope(n) for n in range(7)])
+    closed = f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+    result = await asyncio.to_thread(_drain, path, exchange, closed)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "7 webhooks remain" in last and "Traceback" not in result.stderr
+    assert read_status(str(path)).depth == 7
+
+
+async def test_spool_drain_of_a_missing_file_is_one_line_exit_2(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing-here.sqlite3"
+    result = await asyncio.to_thread(_drain, missing, "mintsoft.orders", AMQP_URL)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "no spool file" in result.stderr
+    assert not missing.exists()
