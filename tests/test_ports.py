@@ -159,6 +159,18 @@ def test_a_metrics_port_in_use_is_one_line_exit_2(
     assert "BRIDGE_METRICS_PORT" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_metrics_port_equal_to_the_webhook_port_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = str(free_port())
+    monkeypatch.setenv("BRIDGE_API_KEYS", API_KEY)
+    monkeypatch.setenv("BRIDGE_PORT", port)
+    monkeypatch.setenv("BRIDGE_METRICS_PORT", port)
+    assert cli.main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert "BRIDGE_METRICS_PORT" in err and len(err.strip().splitlines()) == 1
+
+
 def test_the_worker_serves_metrics_on_bridge_metrics_port(exchange: str, tmp_path: Path) -> None:
     name = f"test-ports-{free_port()}"
     config = tmp_path / "subscribers.toml"

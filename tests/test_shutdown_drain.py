@@ -5,6 +5,7 @@ removed receiver left behind, each message once, in order."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -100,6 +101,19 @@ async def _exit_code(process: subprocess.Popen[bytes]) -> int:
         raise
 
 
+async def _scrape_until_empty(session: aiohttp.ClientSession, url: str) -> bool:
+    """Scrape ``url`` until it shows an empty spool (True) or stops answering (False)."""
+    for _ in range(3000):
+        try:
+            async with session.get(url) as response:
+                if "\nbridge_spool_depth 0.0\n" in await response.text():
+                    return True
+        except aiohttp.ClientError:
+            return False
+        await asyncio.sleep(0.02)
+    return False
+
+
 async def test_sigterm_with_a_spool_and_a_reachable_broker_publishes_it_all_before_exit(
     probe: BrokerProbe, exchange: str, tmp_path: Path
 ) -> None:
@@ -111,8 +125,11 @@ async def test_sigterm_with_a_spool_and_a_reachable_broker_publishes_it_all_befo
     await proxy.start()
     port, spool = free_port(), tmp_path / "spool.sqlite3"
     base = f"http://127.0.0.1:{port}"
+    metrics = f"http://127.0.0.1:{free_port()}"
     log = tmp_path / "serve.log"
-    process = _serve(_env(exchange, port, proxy.url, spool), log)
+    env = _env(exchange, port, proxy.url, spool)
+    env["BRIDGE_METRICS_PORT"] = metrics.rsplit(":", 1)[1]
+    process = _serve(env, log)
     try:
         async with aiohttp.ClientSession() as session:
             await _wait_for(session, base, process, lambda s: s["broker"] != "connected")
@@ -120,6 +137,8 @@ async def test_sigterm_with_a_spool_and_a_reachable_broker_publishes_it_all_befo
             proxy.target_host, proxy.target_port = broker.hostname or "", broker.port or 5672
             state = await _wait_for(session, base, process, lambda s: s["broker"] == "connected")
             process.send_signal(signal.SIGTERM)
+            # It stays to be scraped once more: Prometheus learns the spool ended empty.
+            assert await _scrape_until_empty(session, metrics + "/metrics")
         # The premise: the background drain had not emptied the spool when SIGTERM came.
         assert state["spool_depth"] > 0, state
         assert await _exit_code(process) == 0, log.read_text()
@@ -170,16 +189,31 @@ async def _write_spool(path: Path, envelopes: list[Envelope]) -> None:
     await spool.close()
 
 
-def _drain(path: Path, exchange: str, amqp_url: str) -> subprocess.CompletedProcess[str]:
+def _drain(
+    path: Path, exchange: str, amqp_url: str, terminal: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """``spool drain --path``; with ``terminal``, its stderr is a terminal (a pty)."""
     env = {**os.environ, "BRIDGE_AMQP_URL": amqp_url, "BRIDGE_EXCHANGE": exchange}
     env.pop("BRIDGE_SPOOL_PATH", None)
-    return subprocess.run(
-        [sys.executable, "-m", "bridge", "spool", "drain", "--path", str(path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    command = [sys.executable, "-m", "bridge", "spool", "drain", "--path", str(path)]
+    if not terminal:
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    master, slave = os.openpty()
+    try:
+        done = subprocess.run(
+            command, env=env, stdout=subprocess.PIPE, stderr=slave, text=True, timeout=120
+        )
+        os.close(slave)
+        slave = -1
+        shown = b""
+        with contextlib.suppress(OSError):  # EIO once everything written is read
+            while chunk := os.read(master, 65536):
+                shown += chunk
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    return subprocess.CompletedProcess(command, done.returncode, done.stdout, shown.decode())
 
 
 async def test_spool_drain_publishes_a_copied_spool_file_once_in_order_and_exits_0(
@@ -193,9 +227,10 @@ async def test_spool_drain_publishes_a_copied_spool_file_once_in_order_and_exits
     copy.parent.mkdir()
     shutil.copy(left, copy)
 
-    result = await asyncio.to_thread(_drain, copy, exchange, AMQP_URL)
+    result = await asyncio.to_thread(_drain, copy, exchange, AMQP_URL, True)
     assert result.returncode == 0, result.stderr
     assert f"published 300 webhooks from {copy}" in result.stdout
+    assert "publishing [" in result.stderr and "300/300" in result.stderr  # on a terminal
     assert "Traceback" not in result.stderr
     got = await probe.get_all(queue, expected=300, timeout=15)
     assert [m.body for m in got] == [e.body for e in sent]  # each once, in order
@@ -205,6 +240,7 @@ async def test_spool_drain_publishes_a_copied_spool_file_once_in_order_and_exits
 
     again = await asyncio.to_thread(_drain, copy, exchange, AMQP_URL)
     assert again.returncode == 0 and "published 0 webhooks" in again.stdout
+    assert "publishing [" not in again.stderr  # not a terminal: no progress bar
     assert await probe.count(queue) == 0  # nothing published twice
 
 

@@ -24,7 +24,7 @@ from bridge.amqp.topology import declare, receiver_topology
 from bridge.core import metrics
 from bridge.core.listeners import DEFAULT_METRICS_HOST, start_metrics_listener
 from bridge.core.logs import AccessLogger
-from bridge.core.settings import Settings
+from bridge.core.settings import Settings, SettingsError
 from bridge.receiving.auth import Authenticator
 from bridge.receiving.delivery import Delivery
 from bridge.receiving.receiver import BODY_READ_TIMEOUT, create_app, server_options
@@ -82,6 +82,11 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     scraped = asyncio.Event()
     metrics_runner = None
     if settings.metrics_port is not None:
+        if settings.metrics_port == settings.port:
+            raise SettingsError(
+                f"BRIDGE_METRICS_PORT={settings.metrics_port} is also BRIDGE_PORT: give "
+                "metrics a port of their own (or unset it to serve /metrics on BRIDGE_PORT)"
+            )
         # First: a port that cannot be bound is a bad setting, before anything is opened.
         host = settings.metrics_host or DEFAULT_METRICS_HOST
         metrics_runner = await start_metrics_listener(host, settings.metrics_port, scraped.set)
