@@ -464,6 +464,8 @@ def test_receiver_metrics_have_their_own_port_in_every_deployment() -> None:
     assert int(env["BRIDGE_METRICS_PORT"]) == ports["metrics"] != ports["http"]
     assert env["BRIDGE_METRICS_HOST"] == "0.0.0.0"  # Prometheus scrapes the pod's address
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(ports["metrics"])
+    # The metrics listener outlives the webhook port during the shutdown drain.
+    assert container["livenessProbe"]["httpGet"]["port"] == "metrics"
     services = [d for _, d in MANIFESTS if d["kind"] == "Service"]
     public = next(s for s in services if s["metadata"]["name"] == "mintsoft-bridge")
     assert [p["targetPort"] for p in public["spec"]["ports"]] == ["http"]
