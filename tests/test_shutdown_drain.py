@@ -263,3 +263,34 @@ async def test_spool_drain_of_a_missing_file_is_one_line_exit_2(tmp_path: Path) 
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "no spool file" in result.stderr
     assert not missing.exists()
+
+
+async def test_waiting_for_the_drain_is_bounded_by_its_deadline_and_by_a_stall(
+    tmp_path: Path,
+) -> None:
+    """With no broker, nothing drains: ``until_empty`` gives up at its deadline, or once
+    nothing moved for ``stall`` seconds, and says how many remain; nothing is lost."""
+    from bridge.amqp.connection import BrokerLink
+    from bridge.amqp.publisher import Publisher
+    from bridge.receiving.drain import Drainer
+
+    path = tmp_path / "spool.sqlite3"
+    await _write_spool(path, [_envelope(n) for n in range(3)])
+    spool = Spool(str(path), 100_000_000)
+    await spool.open()
+    link = BrokerLink((f"amqp://guest:guest@127.0.0.1:{free_port()}/",))
+    drainer = Drainer(spool, Publisher(link, "mintsoft.orders", 1.0))
+    loop = asyncio.get_running_loop()
+    try:
+        await link.start()
+        started = loop.time()
+        assert await drainer.until_empty(deadline=started + 0.3) == 3
+        assert loop.time() - started >= 0.3
+        started = loop.time()
+        assert await drainer.until_empty(stall=0.3) == 3
+        assert loop.time() - started >= 0.3
+    finally:
+        await drainer.stop()
+        await spool.close()
+        await link.close()
+    assert read_status(str(path)).depth == 3
