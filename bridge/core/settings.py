@@ -210,7 +210,7 @@ SPECS: dict[str, _Spec] = {
     "BRIDGE_MINTSOFT_PASSWORD": _Spec("mintsoft_password", _optional, "Mintsoft password", True),
     "BRIDGE_PUBLIC_URL": _Spec("public_url", _optional_http_url, "the bridge's public base URL"),
     "BRIDGE_METRICS_HOST": _Spec(
-        "metrics_host", _optional, "address of the separate /metrics listener (127.0.0.1)"
+        "metrics_host", _optional, "address of the /metrics listener (127.0.0.1; worker: --host)"
     ),
     "BRIDGE_METRICS_PORT": _Spec(
         "metrics_port", _optional_port, "port of a separate /metrics listener (unset: none)"
