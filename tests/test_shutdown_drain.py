@@ -21,7 +21,7 @@ import orjson
 
 from bridge.core.contract import Envelope, webhook_envelope
 from bridge.receiving.spool import Spool, read_status
-from tests.conftest import AMQP_URL, API_KEY, BrokerProbe
+from tests.conftest import AMQP_URL, API_KEY, BrokerProbe, delete_declared, receiver_names
 from tests.support.rabbit_node import free_port
 from tests.support.tcp_proxy import TcpProxy
 
@@ -327,3 +327,33 @@ async def test_spool_drain_of_a_crashed_receivers_files_includes_what_is_only_in
     assert result.returncode == 0, result.stderr
     got = await probe.get_all(queue, expected=40, timeout=15)
     assert [m.body for m in got] == [e.body for e in sent]
+
+
+def test_a_spool_in_use_by_serve_is_refused_by_spool_drain_and_another_serve(
+    exchange: str, tmp_path: Path
+) -> None:
+    """One process per spool file: a drain beside a running receiver would publish every
+    message twice."""
+    from tests.support.processes import bridge_process
+
+    spool = tmp_path / "spool.sqlite3"
+    port = free_port()
+    env = _env(exchange, port, AMQP_URL, spool)
+    try:
+        with bridge_process(["serve"], env, f"http://127.0.0.1:{port}/readyz"):
+            drain = _drain(spool, exchange, AMQP_URL)
+            second = subprocess.run(
+                [sys.executable, "-m", "bridge", "serve"],
+                env={**env, "BRIDGE_PORT": str(free_port())},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        after = _drain(spool, exchange, AMQP_URL)  # once serve has stopped
+    finally:
+        delete_declared(AMQP_URL, *receiver_names(exchange))
+    assert drain.returncode == 1, drain.stderr
+    assert "in use by a running mintsoft-bridge" in drain.stderr.strip().splitlines()[-1]
+    assert second.returncode == 2, second.stderr
+    assert "BRIDGE_SPOOL_PATH" in second.stderr.strip().splitlines()[-1]
+    assert after.returncode == 0, after.stderr

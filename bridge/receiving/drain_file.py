@@ -9,9 +9,9 @@ confirmed but not yet deleted is published again, a duplicate with the same ``me
 
 Fails with :class:`~bridge.errors.CommandError` naming how many webhooks remain when the
 broker cannot be reached or stops confirming (:data:`~bridge.receiving.drain.STALL`
-seconds without one), and with :class:`~bridge.core.settings.SettingsError` when the file is
-not there. Run it on a spool no running ``serve`` uses: two drains of one file publish
-duplicates.
+seconds without one) or when a running ``serve`` (or another drain) holds the file's lock
+(:mod:`~bridge.receiving.spool_lock`: two drains of one file would publish it twice), and
+with :class:`~bridge.core.settings.SettingsError` when the file is not there.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from bridge.core.settings import Settings, SettingsError
 from bridge.errors import CommandError
 from bridge.receiving.drain import STALL
 from bridge.receiving.serve import build_delivery
+from bridge.receiving.spool_lock import SpoolInUse, SpoolLock
 
 LINK_WAIT = 10.0
 """Seconds to wait for the publishing link once a probe connection got through."""
@@ -43,6 +44,26 @@ async def drain_spool_file(
             f"no spool file at {path!r}: give --path the receiver's spool.sqlite3 "
             "(its BRIDGE_SPOOL_PATH, e.g. on the volume it left behind)"
         )
+    lock = SpoolLock(path)
+    try:
+        lock.acquire()
+    except SpoolInUse:
+        raise CommandError(
+            f"the spool {path} is in use by a running mintsoft-bridge (serve or spool drain): "
+            "stop it first (a stopping serve publishes its spool itself), or drain a copy"
+        ) from None
+    except OSError as exc:
+        raise CommandError(
+            f"cannot lock the spool {path} ({exc.strerror}): make its folder writable, "
+            "or drain a copy"
+        ) from None
+    try:
+        return await _drain(settings, path, progress)
+    finally:
+        lock.release()
+
+
+async def _drain(settings: Settings, path: str, progress: Callable[[int], None] | None) -> int:
     delivery = build_delivery(replace(settings, spool_path=path))
     spool, drainer = delivery.spool, delivery.drainer
     assert spool is not None and drainer is not None

@@ -29,6 +29,7 @@ from bridge.receiving.auth import Authenticator
 from bridge.receiving.delivery import Delivery
 from bridge.receiving.receiver import BODY_READ_TIMEOUT, create_app, server_options
 from bridge.receiving.spool import Spool
+from bridge.receiving.spool_lock import SpoolInUse, SpoolLock
 
 log = logging.getLogger("bridge.receiving.serve")
 
@@ -93,6 +94,23 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         log.info("metrics on http://%s:%d/metrics", host, settings.metrics_port)
     delivery = build_delivery(settings)
     await delivery.open()
+    lock = SpoolLock(settings.spool_path) if settings.spool_path else None
+    if lock is not None:
+        # After open() (which creates the spool's folder) and before the link starts, so
+        # nothing was published: one process per spool, or its messages go out twice.
+        try:
+            lock.acquire()
+        except (SpoolInUse, OSError) as exc:
+            await delivery.close()
+            if metrics_runner is not None:
+                await metrics_runner.cleanup()
+            reason = "another mintsoft-bridge serve or spool drain uses it"
+            if not isinstance(exc, SpoolInUse):
+                reason = f"its lock file cannot be created: {exc.strerror}"
+            raise SettingsError(
+                f"BRIDGE_SPOOL_PATH={settings.spool_path!r} cannot be used ({reason}): "
+                "give each receiver its own spool"
+            ) from None
     link = delivery.publisher.link
     if not await link.start(wait=min(settings.publish_timeout, 5.0)):
         log.warning("broker not reachable yet; serving anyway and retrying in the background")
@@ -129,6 +147,8 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
                     await scraped.wait()
         await delivery.close()
         await link.close()
+        if lock is not None:
+            lock.release()
         if metrics_runner is not None:
             await metrics_runner.cleanup()
 
