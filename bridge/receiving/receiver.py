@@ -20,7 +20,6 @@ from aiohttp import web
 
 from bridge.core import metrics
 from bridge.core.contract import EVENTS, Envelope, quarantine_envelope, webhook_envelope
-from bridge.core.listeners import hide_versions
 from bridge.core.logs import WEBHOOK_ENVELOPE, WEBHOOK_EVENT
 from bridge.receiving.auth import Authenticator
 from bridge.receiving.delivery import Delivery, Unavailable
@@ -223,7 +222,6 @@ def create_app(
     """The receiver's aiohttp application; ``body_timeout`` bounds the body read.
     ``metrics_route=False`` leaves ``/metrics`` to a separate listener (a 404 here)."""
     app = web.Application(client_max_size=max_body_bytes)
-    hide_versions(app)
     app[DELIVERY_KEY] = delivery
     for event in EVENTS:
         handler = webhook_handler(event, auth, delivery, max_body_bytes, body_timeout)

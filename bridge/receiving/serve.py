@@ -22,7 +22,7 @@ from bridge.amqp.connection import BrokerLink
 from bridge.amqp.publisher import Publisher
 from bridge.amqp.topology import declare, receiver_topology
 from bridge.core import metrics
-from bridge.core.listeners import DEFAULT_METRICS_HOST, start_metrics_listener
+from bridge.core.listeners import DEFAULT_METRICS_HOST, hide_versions, start_metrics_listener
 from bridge.core.logs import AccessLogger
 from bridge.core.settings import Settings, SettingsError
 from bridge.receiving.auth import Authenticator
@@ -74,7 +74,9 @@ def build_app(
     auth = Authenticator(settings.api_keys, settings.auth_headers, settings.allow_unauthenticated)
     # With BRIDGE_METRICS_PORT set, /metrics is on that listener only, not the public port.
     metrics_route = settings.metrics_port is None
-    return create_app(auth, delivery, settings.max_body_bytes, body_timeout, metrics_route)
+    app = create_app(auth, delivery, settings.max_body_bytes, body_timeout, metrics_route)
+    hide_versions(app)
+    return app
 
 
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
