@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bridge.cli.common import Parser, port_or_zero, run_async, settings_of
+from bridge.cli.common import Parser, run_async, settings_of
 
 
 def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
@@ -12,13 +12,8 @@ def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> 
     sub = commands.add_parser("worker", help=help, description=help, parents=[settings])
     sub.set_defaults(func=run)
     sub.add_argument("--config", required=True, metavar="FILE", help="subscribers file")
-    sub.add_argument(
-        "--metrics-port",
-        type=port_or_zero,
-        default=0,
-        metavar="N",
-        help="serve /metrics and /healthz on BRIDGE_HOST:N (default 0: off)",
-    )
+    # --metrics-port N is the BRIDGE_METRICS_PORT setting's flag: /metrics and /healthz on
+    # BRIDGE_METRICS_HOST (default: BRIDGE_HOST, as before) port N; 0 or unset: none.
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,5 +22,5 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     logs.configure(settings.log_format)
-    run_async(run_worker(settings, args.config, args.metrics_port))
+    run_async(run_worker(settings, args.config))
     return 0

@@ -119,6 +119,10 @@ class Settings:
     mintsoft_username: str | None = None
     mintsoft_password: str | None = field(default=None, repr=False)
     public_url: str | None = None
+    metrics_host: str | None = None
+    """``None``: 127.0.0.1 for ``serve``; the worker keeps its older default, ``BRIDGE_HOST``."""
+    metrics_port: int | None = None
+    """``None``: no separate listener (``serve`` answers ``/metrics`` on its main port)."""
 
     @property
     def auth_configured(self) -> bool:
@@ -166,6 +170,13 @@ def _optional_http_url(name: str, raw: str) -> str | None:
     return _parse_http_url(name, raw) if raw.strip() else None
 
 
+def _optional_port(name: str, raw: str) -> int | None:
+    # Empty or 0 means unset: 0 is what the worker's --metrics-port took for "off".
+    if raw.strip() in {"", "0"}:
+        return None
+    return _parse_int(name, raw, 1, 65535)
+
+
 SPECS: dict[str, _Spec] = {
     "BRIDGE_AMQP_URL": _Spec(
         "amqp_urls", _parse_amqp_urls, "broker URL(s), comma-separated for a cluster", True
@@ -198,6 +209,12 @@ SPECS: dict[str, _Spec] = {
     "BRIDGE_MINTSOFT_USERNAME": _Spec("mintsoft_username", _optional, "Mintsoft user"),
     "BRIDGE_MINTSOFT_PASSWORD": _Spec("mintsoft_password", _optional, "Mintsoft password", True),
     "BRIDGE_PUBLIC_URL": _Spec("public_url", _optional_http_url, "the bridge's public base URL"),
+    "BRIDGE_METRICS_HOST": _Spec(
+        "metrics_host", _optional, "address of the /metrics listener (127.0.0.1; worker: --host)"
+    ),
+    "BRIDGE_METRICS_PORT": _Spec(
+        "metrics_port", _optional_port, "port of a separate /metrics listener (unset: none)"
+    ),
 }
 
 

@@ -223,8 +223,10 @@ def create_app(
     delivery: Delivery,
     max_body_bytes: int,
     body_timeout: float = BODY_READ_TIMEOUT,
+    metrics_route: bool = True,
 ) -> web.Application:
-    """The receiver's aiohttp application; ``body_timeout`` bounds the body read."""
+    """The receiver's aiohttp application; ``body_timeout`` bounds the body read.
+    ``metrics_route=False`` leaves ``/metrics`` to a separate listener (a 404 here)."""
     app = web.Application(client_max_size=max_body_bytes)
     app[DELIVERY_KEY] = delivery
     for event in EVENTS:
@@ -233,6 +235,7 @@ def create_app(
         app.router.add_route("*", f"/webhooks/{event}/", handler)
     app.router.add_route("*", "/healthz", _get_only(_healthz))
     app.router.add_route("*", "/readyz", _get_only(_readyz))
-    app.router.add_route("*", "/metrics", _get_only(metrics.scrape))
+    if metrics_route:
+        app.router.add_route("*", "/metrics", _get_only(metrics.scrape))
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app

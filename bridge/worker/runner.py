@@ -12,11 +12,8 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiohttp import web
-
-from bridge.core import metrics
+from bridge.core.listeners import start_metrics_listener
 from bridge.core.settings import Settings
-from bridge.errors import CommandError
 from bridge.worker.forwarder import Forwarder, shown_url
 from bridge.worker.subscribers import Handler, Subscriber, load_subscribers, resolve_handler
 from bridge.worker.subscription import SHUTDOWN_GRACE, Subscription
@@ -84,32 +81,21 @@ class Worker:
                 await forwarder.close()
 
 
-async def serve_metrics(host: str, port: int) -> web.AppRunner:
-    """``GET /metrics`` (Prometheus text) and ``GET /healthz`` on ``host:port``."""
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics.scrape)
-    app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise CommandError(
-            f"cannot serve metrics on {host}:{port} ({exc.strerror}): pick another --metrics-port"
-        ) from None
-    return runner
+def metrics_address(settings: Settings) -> tuple[str, int] | None:
+    """Where the worker serves ``/metrics`` and ``/healthz``: ``BRIDGE_METRICS_PORT`` (the
+    ``--metrics-port`` flag) on ``BRIDGE_METRICS_HOST``, which defaults to ``BRIDGE_HOST`` here,
+    as ``--metrics-port`` always did (itself 127.0.0.1 by default); ``None``: no listener."""
+    if settings.metrics_port is None:
+        return None
+    return settings.metrics_host or settings.host, settings.metrics_port
 
 
-async def run_worker(settings: Settings, config: str, metrics_port: int = 0) -> None:
+async def run_worker(settings: Settings, config: str) -> None:
     """Run every subscriber of the file ``config`` until SIGTERM or SIGINT."""
     subscribers = load_subscribers(config)
     worker = Worker(settings, subscribers)  # imports handlers: a bad one is exit 2, now
-    runner = await serve_metrics(settings.host, metrics_port) if metrics_port else None
+    address = metrics_address(settings)
+    runner = await start_metrics_listener(*address) if address is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
