@@ -80,9 +80,10 @@ def _dlq_has(probe: BrokerProbe, queue: str, n: int):  # type: ignore[no-untyped
 
 
 def test_dlq_of_an_unknown_subscriber_is_one_line_and_exit_1(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code = main(["dlq", "list", "no-such-subscriber-3e1f", "--amqp-url", AMQP_URL])
+    monkeypatch.setenv("BRIDGE_AMQP_URL", AMQP_URL)
+    code = main(["dlq", "list", "no-such-subscriber-3e1f"])
     err = capsys.readouterr().err
     assert code == 1
     assert err.count("\n") == 1

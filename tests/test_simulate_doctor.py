@@ -40,6 +40,7 @@ async def test_simulate_puts_a_contract_message_in_a_bound_queue(
     probe: BrokerProbe,
     exchange: str,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bridge = await make_bridge()
     queue = await probe.bind_queue(exchange, routing_key(event))
@@ -48,9 +49,8 @@ async def test_simulate_puts_a_contract_message_in_a_bound_queue(
     # No credential configured: the bridge refuses, and simulate says how to fix it.
     assert code == 1 and "401" in out.out and "BRIDGE_API_KEYS" in out.err
 
-    code = await run(
-        "simulate", event, "--url", bridge.url, "--order-id", "4242", "--api-keys", API_KEY
-    )
+    monkeypatch.setenv("BRIDGE_API_KEYS", API_KEY)
+    code = await run("simulate", event, "--url", bridge.url, "--order-id", "4242")
     out = capsys.readouterr()
     assert code == 0, out
     printed = re.search(r": 200 accepted message_id=([0-9a-f]{32})", out.out)
@@ -76,7 +76,9 @@ async def test_simulate_burst_uses_distinct_orders_and_summarises(
     probe: BrokerProbe,
     exchange: str,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("BRIDGE_AUTH_HEADERS", AUTH_HEADER)
     bridge = await make_bridge()
     queue = await probe.bind_queue(exchange, routing_key("split"))
     code = await run(
@@ -88,8 +90,6 @@ async def test_simulate_burst_uses_distinct_orders_and_summarises(
         "6",
         "--rate",
         "200",
-        "--auth-headers",
-        AUTH_HEADER,
     )
     out = capsys.readouterr().out
     assert code == 0, out
@@ -111,17 +111,9 @@ def test_doctor_reports_a_stopped_broker_with_the_fix(
 ) -> None:
     monkeypatch.setenv("BRIDGE_API_KEY", "typo-of-api-keys")
     port = _closed_port()
-    code = main(
-        [
-            "doctor",
-            "--amqp-url",
-            f"amqp://guest:guest@127.0.0.1:{port}/",
-            "--public-url",
-            f"http://127.0.0.1:{_closed_port()}",
-            "--api-keys",
-            API_KEY,
-        ]
-    )
+    monkeypatch.setenv("BRIDGE_AMQP_URL", f"amqp://guest:guest@127.0.0.1:{port}/")
+    monkeypatch.setenv("BRIDGE_API_KEYS", API_KEY)
+    code = main(["doctor", "--public-url", f"http://127.0.0.1:{_closed_port()}"])
     out = capsys.readouterr().out
     assert code == 1
     [line] = [x for x in out.splitlines() if "broker reachable" in x]
@@ -138,10 +130,13 @@ async def test_doctor_reports_a_wrong_key_with_the_fix(
     probe: BrokerProbe,
     exchange: str,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bridge = await make_bridge()
-    common = ["--amqp-url", AMQP_URL, "--exchange", exchange, "--public-url", bridge.url]
-    code = await run("doctor", *common, "--api-keys", "not-the-key")
+    monkeypatch.setenv("BRIDGE_AMQP_URL", AMQP_URL)
+    common = ["--exchange", exchange, "--public-url", bridge.url]
+    monkeypatch.setenv("BRIDGE_API_KEYS", "not-the-key")
+    code = await run("doctor", *common)
     out = capsys.readouterr().out
     assert code == 1
     [line] = [x for x in out.splitlines() if "webhook accepted" in x]
@@ -150,7 +145,8 @@ async def test_doctor_reports_a_wrong_key_with_the_fix(
     assert re.search(r"^OK +broker reachable", out, re.M)
     assert re.search(r"^OK +bridge answers", out, re.M)
 
-    code = await run("doctor", *common, "--api-keys", API_KEY)
+    monkeypatch.setenv("BRIDGE_API_KEYS", API_KEY)
+    code = await run("doctor", *common)
     out = capsys.readouterr().out
     assert code == 0, out
     assert re.search(r"^OK +webhook accepted and queued: message [0-9a-f]{32} reached", out, re.M)
@@ -158,7 +154,7 @@ async def test_doctor_reports_a_wrong_key_with_the_fix(
 
 
 async def test_simulate_never_prints_the_key_from_a_network_error(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A "bridge" that redirects for ever: aiohttp's error quotes the URL, ?APIKEY= included.
     async def loop_back(request: web.Request) -> web.Response:
@@ -170,9 +166,8 @@ async def test_simulate_never_prints_the_key_from_a_network_error(
     await server.start_server()
     try:
         key = "qk-SECRET-5f1a"
-        code = await run(
-            "simulate", "despatched", "--url", str(server.make_url("")), "--api-keys", key
-        )
+        monkeypatch.setenv("BRIDGE_API_KEYS", key)
+        code = await run("simulate", "despatched", "--url", str(server.make_url("")))
     finally:
         await server.close()
     out = capsys.readouterr()

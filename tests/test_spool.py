@@ -195,15 +195,14 @@ async def test_a_read_holds_a_bounded_number_of_bytes_but_at_least_one_message(
 
 
 def test_serve_with_an_unwritable_spool_path_says_so_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("BRIDGE_API_KEYS", API_KEY)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     code = cli.main(
         [
             "serve",
-            "--api-keys",
-            API_KEY,
             "--port",
             str(free_port()),
             "--spool-path",

@@ -7,12 +7,22 @@ import argparse
 import sys
 import time
 
-from bridge.cli.common import Parser, positive_int, run_async, settings_of
+from bridge.cli.common import Parser, positive_int, run_async, settings_flags, settings_of
 from bridge.core.contract import EVENTS
 from bridge.mintsoft.simulate import Outcome, bridge_base_url, read_body_file, send_many
 
+READS = (
+    "BRIDGE_PUBLIC_URL",
+    "BRIDGE_HOST",
+    "BRIDGE_PORT",
+    "BRIDGE_API_KEYS",
+    "BRIDGE_AUTH_HEADERS",
+)
+"""The settings this command reads: its --help offers their flags (secrets excepted)."""
 
-def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+
+def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
+    settings = settings_flags(READS)
     help = "send a realistic Mintsoft webhook to a bridge"
     sub = commands.add_parser("simulate", help=help, description=help, parents=[settings])
     sub.set_defaults(func=run)

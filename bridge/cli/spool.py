@@ -6,10 +6,17 @@ import argparse
 
 import orjson
 
-from bridge.cli.common import Parser, settings_of
+from bridge.cli.common import Parser, settings_flags, settings_of
+
+READS = (
+    "BRIDGE_SPOOL_PATH",
+    "BRIDGE_SPOOL_MAX_BYTES",
+)
+"""The settings this command reads: its --help offers their flags (secrets excepted)."""
 
 
-def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
+    settings = settings_flags(READS)
     help = "the local spool"
     spool = commands.add_parser("spool", help=help, description=help)
     actions = spool.add_subparsers(dest="spool_command", metavar="ACTION", parser_class=Parser)
