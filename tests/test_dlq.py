@@ -3,6 +3,8 @@ back with ``x-attempt`` reset and a now-healthy handler acks them."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pamqp.commands import Basic
 
@@ -123,3 +125,29 @@ async def test_an_interrupted_replay_loses_nothing(
     await wait_until(all_kept, timeout=5)
     [moved] = await probe.get_all(name, expected=1)
     assert "x-attempt" not in (moved.header.properties.headers or {})
+
+
+async def test_replay_from_the_command_line_counts_in_words_and_an_unknown_name_is_only_the_error(
+    probe: BrokerProbe,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRIDGE_AMQP_URL", AMQP_URL)
+    name = unique_name("cli-replay")
+    probe.track(queues=(name, dlq_name(name)))
+    channel = await probe._chan()
+    for queue in (name, dlq_name(name)):
+        await channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    await channel.basic_publish(
+        body_for("despatched", 1),
+        routing_key=dlq_name(name),
+        properties=Basic.Properties(message_id="m1", headers={"x-attempt": 3}),
+    )
+    assert await asyncio.to_thread(main, ["dlq", "replay", name]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == f"replayed 1 message from {dlq_name(name)} to {name}"
+
+    assert await asyncio.to_thread(main, ["dlq", "replay", name + "-nope"]) == 1
+    got = capsys.readouterr()
+    assert got.out == ""
+    assert got.err.count("\n") == 1 and "does not exist" in got.err
