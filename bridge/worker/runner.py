@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from bridge.core import metrics
+from bridge.core.listen import listen_error
 from bridge.core.settings import Settings
-from bridge.errors import CommandError
 from bridge.worker.forwarder import Forwarder, shown_url
 from bridge.worker.subscribers import Handler, Subscriber, load_subscribers, resolve_handler
 from bridge.worker.subscription import SHUTDOWN_GRACE, Subscription
@@ -110,11 +110,9 @@ async def serve_metrics(host: str, port: int) -> web.AppRunner:
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_address=True).start()
-    except OSError as exc:
+    except OSError as exc:  # a bad BRIDGE_HOST, or the port taken: a setting to fix
         await runner.cleanup()
-        raise CommandError(
-            f"cannot serve metrics on {host}:{port} ({exc.strerror}): pick another --metrics-port"
-        ) from None
+        raise listen_error(exc, host, port, "BRIDGE_HOST", "--metrics-port") from None
     return runner
 
 
