@@ -4,10 +4,12 @@ line runs in a thread with its own event loop, as it would in its own process)."
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
 import socket
+import sys
 from datetime import datetime
 
 import pytest
@@ -175,3 +177,34 @@ async def test_simulate_never_prints_the_key_from_a_network_error(
     assert "no answer" in out.out
     assert key not in out.out + out.err
     assert "APIKEY=***" in out.out  # the URL is still shown, without its key
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_a_burst_shows_a_progress_bar_and_the_summary_and_lines_only_when_verbose(
+    make_bridge: BridgeFactory,
+    probe: BrokerProbe,
+    exchange: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRIDGE_API_KEYS", API_KEY)
+    bridge = await make_bridge()
+    await probe.bind_queue(exchange, routing_key("despatched"))
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    code = await run("simulate", "despatched", "--url", bridge.url, "--count", "12")
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("\n") == 1 and out.startswith("sent 12 in "), out
+    assert "12/12  ok 12  failed 0" in terminal.getvalue()
+
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    code = await run("simulate", "despatched", "--url", bridge.url, "--count", "5", "--verbose")
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert len(lines) == 6 and all(": 200 accepted message_id=" in x for x in lines[:5])
+    assert lines[5].startswith("sent 5 in ")
