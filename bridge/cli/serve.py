@@ -19,6 +19,8 @@ READS = (
     "BRIDGE_SPOOL_PATH",
     "BRIDGE_SPOOL_MAX_BYTES",
     "BRIDGE_LOG_FORMAT",
+    "BRIDGE_METRICS_HOST",
+    "BRIDGE_METRICS_PORT",
 )
 """The settings this command reads: its --help offers their flags (secrets excepted)."""
 

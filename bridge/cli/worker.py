@@ -11,6 +11,8 @@ READS = (
     "BRIDGE_HOST",
     "BRIDGE_EXCHANGE",
     "BRIDGE_LOG_FORMAT",
+    "BRIDGE_METRICS_HOST",
+    "BRIDGE_METRICS_PORT",
 )
 """The settings this command reads: its --help offers their flags (secrets excepted)."""
 

@@ -29,7 +29,7 @@ EXTRA_CODES: Final = {
 """Which connect-action field carries the callback URL of each event."""
 
 APP_ID: Final = "mintsoft-bridge"
-JSON_CONTENT_TYPE: Final = "application/json"
+CONTENT_TYPE_JSON: Final = "application/json"
 OCTET_STREAM: Final = "application/octet-stream"
 
 
@@ -109,7 +109,7 @@ class Envelope:
     message_id: str
     received_at: float
     headers: dict[str, str]
-    content_type: str = JSON_CONTENT_TYPE
+    content_type: str = CONTENT_TYPE_JSON
     """``application/json`` for a webhook; the sender's own for a quarantined body."""
 
     def properties(self) -> Basic.Properties:
