@@ -169,7 +169,19 @@ async def test_non_json_body_is_400_and_quarantined(
     assert kept.body == body
     assert kept.delivery.routing_key == "invalid.split"
     assert kept.header.properties.message_id == answer["message_id"]
+    assert kept.header.properties.content_type == "application/octet-stream"  # aiohttp's
     assert await probe.get_all(queue, expected=1, timeout=0.3) == []
+
+    # The sender's content type stays on the quarantined copy.
+    response = await bridge.client.post(
+        "/webhooks/split",
+        params={"APIKEY": API_KEY},
+        data=b"a=1&b=2",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status == 400
+    [kept] = await probe.get_all(exchange + ".invalid", expected=1)
+    assert kept.header.properties.content_type == "application/x-www-form-urlencoded"
 
 
 async def test_unknown_event_other_method_and_large_body_publish_nothing(

@@ -189,12 +189,13 @@ BAD_CONFIGS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
 def test_a_bad_subscribers_file_is_one_line_naming_the_field_and_exit_2(
-    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("BRIDGE_AMQP_URL", "amqp://127.0.0.1:1/")
     body, field = BAD_CONFIGS[case]
     config = tmp_path / "subs.toml"
     config.write_text(f'[[subscriber]]\nname = "erp"\n{body}\n')
-    assert main(["worker", "--config", str(config), "--amqp-url", "amqp://127.0.0.1:1/"]) == 2
+    assert main(["worker", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert field in err and "erp" in err

@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
+    # Every non-secret setting as a flag, for a command that does not pick the settings it
+    # reads; the commands here build their own parent with settings_flags(READS).
     settings = settings_flags()
     for command in COMMANDS:
         command.register(commands, settings)

@@ -9,10 +9,25 @@ import logging
 
 import orjson
 
-from bridge.cli.common import Parser, run_async, settings_of
+from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+
+READS = (
+    "BRIDGE_SPOOL_PATH",
+    "BRIDGE_SPOOL_MAX_BYTES",
+)
+"""The settings ``spool status`` reads: its --help offers their flags (secrets excepted)."""
+DRAIN_READS = (
+    "BRIDGE_AMQP_URL",
+    "BRIDGE_EXCHANGE",
+    "BRIDGE_SPOOL_PATH",
+    "BRIDGE_PUBLISH_TIMEOUT",
+    "BRIDGE_LOG_FORMAT",
+)
+"""The settings ``spool drain`` reads."""
 
 
-def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
+    settings = settings_flags(READS)
     help = "the local spool"
     spool = commands.add_parser("spool", help=help, description=help)
     actions = spool.add_subparsers(dest="spool_command", metavar="ACTION", parser_class=Parser)
@@ -21,7 +36,9 @@ def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> 
     status.set_defaults(func=run_status)
     status.add_argument("--json", action="store_true", help="print JSON")
     help = "publish everything a spool file holds (in order, each confirmed), then exit"
-    drain = actions.add_parser("drain", help=help, description=help, parents=[settings])
+    drain = actions.add_parser(
+        "drain", help=help, description=help, parents=[settings_flags(DRAIN_READS)]
+    )
     drain.set_defaults(func=run_drain)
     drain.add_argument(
         "--path",

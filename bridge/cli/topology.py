@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import argparse
 
-from bridge.cli.common import Parser, run_async, settings_of
+from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+
+READS = (
+    "BRIDGE_AMQP_URL",
+    "BRIDGE_EXCHANGE",
+)
+"""The settings this command reads: its --help offers their flags (secrets excepted)."""
 
 
-def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
+    settings = settings_flags(READS)
     help = "declare every exchange and queue, idempotently"
     sub = commands.add_parser("topology", help=help, description=help, parents=[settings])
     sub.set_defaults(func=run)

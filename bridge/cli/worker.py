@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from bridge.cli.common import Parser, run_async, settings_of
+from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+
+READS = (
+    "BRIDGE_AMQP_URL",
+    "BRIDGE_HOST",
+    "BRIDGE_EXCHANGE",
+    "BRIDGE_LOG_FORMAT",
+    "BRIDGE_METRICS_HOST",
+    "BRIDGE_METRICS_PORT",
+)
+"""The settings this command reads: its --help offers their flags (secrets excepted)."""
 
 
-def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
+    settings = settings_flags(READS)
     help = "run the subscribers that a TOML file declares"
     sub = commands.add_parser("worker", help=help, description=help, parents=[settings])
     sub.set_defaults(func=run)

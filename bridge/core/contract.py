@@ -49,6 +49,7 @@ HEADER_FAILED_AT: Final = "x-failed-at"
 HTTP_EVENT: Final = "X-Mintsoft-Event"
 HTTP_MESSAGE_ID: Final = "X-Message-Id"
 HTTP_REQUEST_ID: Final = "X-Request-Id"
+OCTET_STREAM: Final = "application/octet-stream"
 
 
 def routing_key(event: str) -> str:
@@ -127,11 +128,13 @@ class Envelope:
     message_id: str
     received_at: float
     headers: dict[str, str]
+    content_type: str = CONTENT_TYPE_JSON
+    """``application/json`` for a webhook; the sender's own for a quarantined body."""
 
     def properties(self) -> Basic.Properties:
         """The AMQP properties of the contract: persistent, JSON, typed by event."""
         return Basic.Properties(
-            content_type=CONTENT_TYPE_JSON,
+            content_type=self.content_type,
             delivery_mode=2,
             message_type=self.event,
             app_id=APP_ID,
@@ -166,13 +169,35 @@ def webhook_envelope(
     return Envelope(event, routing_key(event), body, message_id(event, body), received_at, headers)
 
 
-def quarantine_envelope(event: str, body: bytes, request_id: str, received_at: float) -> Envelope:
-    """The envelope of an authenticated body that is not JSON, kept for inspection."""
+def quarantine_envelope(
+    event: str,
+    body: bytes,
+    request_id: str,
+    received_at: float,
+    content_type: str | None = None,
+) -> Envelope:
+    """The envelope of an authenticated body that is not JSON, kept for inspection with the
+    sender's ``Content-Type`` (``application/octet-stream`` when it sent none usable)."""
     headers = {
         HEADER_EVENT: event,
         HEADER_RECEIVED_AT: rfc3339(received_at),
         HEADER_REQUEST_ID: request_id,
     }
     return Envelope(
-        event, invalid_routing_key(event), body, message_id(event, body), received_at, headers
+        event,
+        invalid_routing_key(event),
+        body,
+        message_id(event, body),
+        received_at,
+        headers,
+        sender_content_type(content_type),
     )
+
+
+def sender_content_type(raw: str | None) -> str:
+    """The sender's ``Content-Type`` if it fits an AMQP short string of printable ASCII,
+    else ``application/octet-stream`` (bytes of unknown type)."""
+    value = (raw or "").strip()
+    if value and len(value) <= 255 and value.isascii() and value.isprintable():
+        return value
+    return OCTET_STREAM

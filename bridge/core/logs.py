@@ -57,6 +57,29 @@ class _Formatter(logging.Formatter):
         return f"{self._stamp},{int(record.msecs):03d}"
 
 
+_MESSAGE_FIELDS = ("subscriber", "event", "message_id", "order_id", "request_id", "attempt")
+"""The fields of a worker line about one message, appended to text lines as ``key=value``
+(JSON lines carry them as keys): one webhook can be followed in either format."""
+
+
+class TextFormatter(_Formatter):
+    """``time LEVEL logger: message``, then ``key=value`` for a worker line's message fields."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = record.__dict__
+        if fields.get("subscriber") is None:  # not a worker line (the access log's hot path)
+            return super().format(record)
+        line = super().format(record)
+        pairs = " ".join(
+            f"{name}={fields[name]}" for name in _MESSAGE_FIELDS if fields.get(name) is not None
+        )
+        head, newline, trace = line.partition("\n")  # the fields stay on the message's line
+        return f"{head} {pairs}{newline}{trace}"
+
+
 class JsonFormatter(_Formatter):
     """One JSON object per line: time, level, logger, message, and known extra fields."""
 
@@ -125,7 +148,7 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     # No format here shows thread or process names: don't look them up for every record.
     logging.logThreads = False
     logging.logProcesses = False

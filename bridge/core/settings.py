@@ -28,11 +28,12 @@ def _parse_bool(name: str, raw: str) -> bool:
     raise SettingsError(f"{name}={raw!r} is not a boolean: use true or false")
 
 
-def _parse_int(name: str, raw: str, low: int, high: int) -> int:
+def _parse_int(name: str, raw: str, low: int, high: int, example: int | None = None) -> int:
     try:
         value = int(raw.strip())
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number: use e.g. {low}") from None
+        shown = low if example is None else example
+        raise SettingsError(f"{name}={raw!r} is not a whole number: use e.g. {shown}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name}={value} is out of range: use a number from {low} to {high}")
     return value
@@ -83,6 +84,17 @@ def is_http_url(url: str) -> bool:
 
 def _parse_http_url(name: str, raw: str) -> str:
     url = raw.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme in {"http", "https"} and parts.hostname:
+        try:
+            parts.port  # noqa: B018 - raises ValueError when out of range or not a number
+        except ValueError:
+            port = parts.netloc.rsplit(":", 1)[-1]
+            what = "is out of range" if port.isdigit() else "is not a number"
+            raise SettingsError(
+                f"{name}={raw!r}: its port {port!r} {what}: use a port from 1 to 65535, "
+                "or none (https uses 443)"
+            ) from None
     if not is_http_url(url):
         raise SettingsError(f"{name}={raw!r} is not an http(s) URL: use e.g. https://host.example")
     return url
@@ -182,7 +194,9 @@ SPECS: dict[str, _Spec] = {
         "amqp_urls", _parse_amqp_urls, "broker URL(s), comma-separated for a cluster", True
     ),
     "BRIDGE_HOST": _Spec("host", lambda n, r: r.strip() or "127.0.0.1", "address serve listens on"),
-    "BRIDGE_PORT": _Spec("port", lambda n, r: _parse_int(n, r, 1, 65535), "port serve listens on"),
+    "BRIDGE_PORT": _Spec(
+        "port", lambda n, r: _parse_int(n, r, 1, 65535, 8080), "port serve listens on"
+    ),
     "BRIDGE_API_KEYS": _Spec(
         "api_keys", lambda n, r: _parse_list(r), "keys accepted as ?APIKEY=", True
     ),
@@ -194,14 +208,18 @@ SPECS: dict[str, _Spec] = {
     ),
     "BRIDGE_EXCHANGE": _Spec("exchange", _exchange, "topic exchange webhooks go to"),
     "BRIDGE_MAX_BODY_BYTES": _Spec(
-        "max_body_bytes", lambda n, r: _parse_int(n, r, 1, 1 << 30), "larger bodies get 413"
+        "max_body_bytes",
+        lambda n, r: _parse_int(n, r, 1, 1 << 30, 10485760),
+        "larger bodies get 413",
     ),
     "BRIDGE_PUBLISH_TIMEOUT": _Spec(
         "publish_timeout", _parse_seconds, "seconds to wait for a broker confirm"
     ),
     "BRIDGE_SPOOL_PATH": _Spec("spool_path", lambda n, r: r.strip(), "local spool, empty: none"),
     "BRIDGE_SPOOL_MAX_BYTES": _Spec(
-        "spool_max_bytes", lambda n, r: _parse_int(n, r, 4096, 1 << 50), "spool size limit"
+        "spool_max_bytes",
+        lambda n, r: _parse_int(n, r, 4096, 1 << 50, 1073741824),
+        "spool size limit",
     ),
     "BRIDGE_LOG_FORMAT": _Spec("log_format", _log_format, "text or json"),
     "BRIDGE_MINTSOFT_URL": _Spec("mintsoft_url", _parse_http_url, "Mintsoft API base URL"),

@@ -28,7 +28,9 @@ from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 
 REQUEST_TIMEOUT = 30.0
-ATTEMPTS = 4
+RETRIES = 4
+"""A 429, a 5xx or a failed connection is retried up to this many times (the README says so)."""
+ATTEMPTS = RETRIES + 1
 MAX_RETRY_AFTER = 30.0
 """Longest ``Retry-After`` honoured; asked to wait longer, the command gives up and says so."""
 

@@ -123,7 +123,9 @@ def webhook_handler(
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            envelope = quarantine_envelope(event, body, request_id, received_at)
+            envelope = quarantine_envelope(
+                event, body, request_id, received_at, request.headers.get("Content-Type")
+            )
             request[WEBHOOK_ENVELOPE] = envelope
             outcome = await _keep(delivery, envelope, event)
             if isinstance(outcome, web.Response):

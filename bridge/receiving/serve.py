@@ -22,7 +22,13 @@ from bridge.amqp.connection import BrokerLink
 from bridge.amqp.publisher import Publisher
 from bridge.amqp.topology import declare, receiver_topology
 from bridge.core import metrics
-from bridge.core.listeners import DEFAULT_METRICS_HOST, hide_versions, start_metrics_listener
+from bridge.core.listeners import (
+    DEFAULT_METRICS_HOST,
+    check_listen,
+    hide_versions,
+    listen_error,
+    start_metrics_listener,
+)
 from bridge.core.logs import AccessLogger
 from bridge.core.settings import Settings, SettingsError
 from bridge.receiving.auth import Authenticator
@@ -82,6 +88,7 @@ def build_app(
 async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     """Run the receiver until SIGTERM or SIGINT, then finish in-flight requests, drain the
     spool (bounded) and close."""
+    check_listen(settings.host, settings.port, "BRIDGE_HOST", "BRIDGE_PORT")
     scraped = asyncio.Event()
     metrics_runner = None
     if settings.metrics_port is not None:
@@ -126,7 +133,15 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:  # a bad BRIDGE_HOST, or BRIDGE_PORT taken: a setting to fix
+        await runner.cleanup()
+        await delivery.close()
+        await link.close()
+        raise listen_error(
+            exc, settings.host, settings.port, "BRIDGE_HOST", "BRIDGE_PORT"
+        ) from None
     log.info("listening on http://%s:%d", settings.host, settings.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

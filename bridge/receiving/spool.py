@@ -27,7 +27,7 @@ from urllib.parse import quote
 import orjson
 
 from bridge.core import metrics
-from bridge.core.contract import Envelope
+from bridge.core.contract import CONTENT_TYPE_JSON, Envelope
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 
@@ -95,8 +95,14 @@ def record_size(envelope: Envelope, headers: bytes) -> int:
     )
 
 
+_CONTENT_TYPE_KEY = "\x00content-type"  # a quarantined body's own, among stored headers
+
+
 def _row(envelope: Envelope) -> tuple[Any, ...]:
-    headers = orjson.dumps(envelope.headers)
+    stored = envelope.headers
+    if envelope.content_type != CONTENT_TYPE_JSON:
+        stored = {**stored, _CONTENT_TYPE_KEY: envelope.content_type}
+    headers = orjson.dumps(stored)
     return (
         envelope.event,
         envelope.routing_key,
@@ -110,7 +116,9 @@ def _row(envelope: Envelope) -> tuple[Any, ...]:
 
 def _spooled(row: tuple[Any, ...]) -> Spooled:
     seq, event, key, message_id, received_at, headers, body, size = row
-    envelope = Envelope(event, key, bytes(body), message_id, received_at, orjson.loads(headers))
+    stored = orjson.loads(headers)
+    kind = stored.pop(_CONTENT_TYPE_KEY, CONTENT_TYPE_JSON)
+    envelope = Envelope(event, key, bytes(body), message_id, received_at, stored, kind)
     return Spooled(seq, envelope, size)
 
 

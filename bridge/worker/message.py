@@ -40,8 +40,10 @@ class Message:
 
     ``event`` (``despatched`` ...), ``body`` (the raw bytes Mintsoft sent), ``json`` (parsed on
     first use), ``message_id`` (deterministic: the same webhook always has the same id, use
-    it to deduplicate), ``headers``, ``routing_key``, ``subscriber`` (whose queue it came
-    from), and ``attempt``: 1 on the first call of the handler, counting every retry, in
+    it to deduplicate), ``headers``, ``routing_key`` (the webhook's own, ``order.<event>``, on
+    every delivery, retries and replays included), ``delivery_routing_key`` (this delivery's:
+    the queue's name after a retry step or a ``dlq replay``), ``subscriber`` (whose queue it
+    came from), and ``attempt``: 1 on the first call of the handler, counting every retry, in
     process and along the retry ladder.
     """
 
@@ -51,6 +53,7 @@ class Message:
         "body",
         "content_type",
         "delivery",
+        "delivery_routing_key",
         "event",
         "headers",
         "message_id",
@@ -72,12 +75,16 @@ class Message:
         delivery: int = 1,
         content_type: str = "application/json",
         redelivered: bool = False,
+        delivery_routing_key: str | None = None,
     ) -> None:
         self.event = event
         self.body = body
         self.message_id = message_id
         self.headers: dict[str, Any] = dict(headers)
         self.routing_key = routing_key
+        self.delivery_routing_key = (
+            routing_key if delivery_routing_key is None else delivery_routing_key
+        )
         self.subscriber = subscriber
         self.attempt = attempt
         self.delivery = delivery

@@ -12,6 +12,7 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bridge.core import metrics
 from bridge.core.listeners import start_metrics_listener
 from bridge.core.settings import Settings
 from bridge.worker.forwarder import Forwarder, shown_url
@@ -48,6 +49,19 @@ class Worker:
             elif handler is None:
                 handler = resolve_handler(sub)
             self.subscriptions.append(Subscription(settings, sub, handler))
+        self._watch_links()
+
+    def _watch_links(self) -> None:
+        """``bridge_broker_connected`` is 1 while every subscriber's link is up: the same
+        gauge and alert as ``serve`` (a worker without a broker consumes nothing)."""
+        links = [subscription.link for subscription in self.subscriptions]
+
+        def update(_up: bool) -> None:
+            up = bool(links) and all(link.state == "connected" for link in links)
+            metrics.BROKER_CONNECTED.set(1 if up else 0)
+
+        for link in links:
+            link.on_state_change(update)
 
     async def _all_ready(self) -> None:
         for subscription in self.subscriptions:

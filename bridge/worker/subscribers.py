@@ -139,7 +139,7 @@ def _subscriber(table: Any, where: str) -> Subscriber:
     handler = table.get("handler")
     forward_url = table.get("forward_url")
     if (handler is None) == (forward_url is None):
-        both = "both" if handler is not None else "neither of"
+        both = "both are" if handler is not None else "neither is"
         raise SettingsError(
             f"{where}: handler / forward_url: {both} set: set exactly one "
             '(handler = "package.module:function" or forward_url = "http://...")'

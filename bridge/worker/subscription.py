@@ -23,7 +23,7 @@ from bridge.amqp.connection import BrokerLink
 from bridge.amqp.pipeline import AckWriter
 from bridge.amqp.topology import declare, receiver_topology, subscriber_topology
 from bridge.core import metrics
-from bridge.core.contract import rfc3339
+from bridge.core.contract import rfc3339, routing_key
 from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
 from bridge.errors import CommandError, PermanentError
@@ -79,6 +79,7 @@ class Subscription:
             handler.breaker if isinstance(handler, Forwarder) else None
         )
         self.ladder = Ladder(sub.name, sub.retry_delays_ms, sub.in_process_tries)
+        self._exchange = settings.exchange
         self.topology = receiver_topology(settings.exchange) + subscriber_topology(
             settings.exchange, sub.name, sub.events, sub.retry_delays_ms
         )
@@ -177,14 +178,18 @@ class Subscription:
     async def _process(self, delivered: DeliveredMessage) -> None:
         properties = delivered.header.properties
         headers = plain_headers(properties.headers)
-        routing_key = delivered.routing_key or ""
+        current = delivered.routing_key or ""
         delivery = delivery_number(headers)
+        event = event_of(properties, headers, current)
         message = Message(
-            event=event_of(properties, headers, routing_key),
+            event=event,
             body=delivered.body,
             message_id=properties.message_id or "",
             headers=headers,
-            routing_key=routing_key,
+            # A retry step or a replay re-publishes to the queue by name: the handler still
+            # sees the webhook's own key, whatever route this copy took.
+            routing_key=current if delivered.exchange == self._exchange else routing_key(event),
+            delivery_routing_key=current,
             subscriber=self.sub.name,
             attempt=self.ladder.handler_attempt(delivery, 1),
             delivery=delivery,
@@ -265,16 +270,17 @@ class Subscription:
             headers[FAILED_AT_HEADER] = rfc3339(time.time())
         if not await self._move(delivered, step.queue, headers):
             return
-        # A bug in a handler shows its traceback, once per delivery; expected failures
-        # (PermanentError, the forwarder's HTTP answers, timeouts) do not.
+        # A bug in a handler shows its traceback once per message, with its last failure
+        # before the DLQ; a retry step is one line with the reason. Expected failures
+        # (PermanentError, the forwarder's HTTP answers, timeouts) never show one.
         trace = exc if self._handler_is_code and not isinstance(exc, _EXPECTED) else None
         if isinstance(step, Retry):
             self._count["retried"].inc()
             log.warning(
-                "moved to %s (retry in %gs)",
+                "moved to %s (retry in %gs): %s",
                 step.queue,
                 step.delay_ms / 1000,
-                exc_info=trace,
+                error_text(exc)[:300],
                 extra=fields,
             )
         else:
