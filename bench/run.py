@@ -557,6 +557,10 @@ async def bench(args: argparse.Namespace) -> Result:
             if skip:
                 consume["worker"] = {"skipped": skip}
             results["consume"] = consume
+        if wanted("bodies"):
+            from bench import bodies
+
+            results["bodies"] = await bodies.compare(broker, logs, args.quick)
         if wanted("e2e"):
             results["e2e"] = (
                 {"skipped": skip}
@@ -577,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated parts: bare,naive,ceiling,bridge,leak,consume,e2e",
+        help="comma-separated parts: bare,naive,ceiling,bridge,leak,consume,bodies,e2e",
     )
     args = parser.parse_args(argv)
     load.ensure_tools()

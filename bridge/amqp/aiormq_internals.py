@@ -278,6 +278,8 @@ class FastChannel:
 
     def finish(self, pending: Pending) -> None:
         """The publisher is done with ``pending`` (settled, timed out or cancelled)."""
+        if pending.future.cancelled():  # its task was cancelled: as for a timeout
+            pending.expire()
         twins = self._twins.get(pending.message_id)
         if twins is None:
             return
