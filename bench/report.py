@@ -76,6 +76,13 @@ def verdicts(results: Result) -> list[tuple[str, str, bool | None]]:
         True,
         ".2f",
     )
+    add(
+        "non-ASCII bodies: naive/bridge CPU per request (>= 1.2)",
+        _get(results, "bodies", "non-ascii", "cpu_ratio"),
+        1.2,
+        True,
+        ".2f",
+    )
     add("end-to-end p99 at 500/s, ms (<= 25)", _get(results, "e2e", "p99_ms"), 25, False, ".1f")
     add(
         "serve RSS after leak check, MB (<= 100)",
