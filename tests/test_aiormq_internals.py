@@ -133,3 +133,35 @@ async def test_acks_and_requeues_on_both_paths(
     await asyncio.sleep(0.2)
     assert got.empty()
     assert (await channel.queue_declare(queue, passive=True)).message_count == 0
+
+
+async def test_a_return_after_its_publish_gave_up_is_logged_without_the_body(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """aiormq logs a return it cannot match with the whole message: never the customer's
+    data, only the message id."""
+    name = f"test.{uuid.uuid4().hex[:12]}"
+    probe = BrokerProbe(AMQP_URL)
+    await probe.open()
+    assert probe.channel is not None
+    await probe.channel.exchange_declare(name, exchange_type="topic", durable=False)
+    probe.track(exchanges=(name,))
+    link = BrokerLink((AMQP_URL,), name="test late return")
+    assert await link.start(wait=5)
+    try:
+        publisher = Publisher(link, name, timeout=5)
+        unroutable = envelope("cancelled", 5)
+        with caplog.at_level(logging.INFO):
+            with pytest.raises(PublishFailed):
+                await publisher.publish(unroutable, timeout=0)
+            await asyncio.sleep(0.5)  # the broker's return arrives meanwhile
+        for record in caplog.records:
+            text = record.getMessage()
+            assert "Smith" not in text and "High Street" not in text, text
+        late = [r for r in caplog.records if r.name == "aiormq.channel"]
+        if not internals.public_path_reason():
+            assert [r.levelno for r in late] == [logging.INFO]
+            assert unroutable.message_id in late[0].getMessage()
+    finally:
+        await link.close()
+        await probe.cleanup()
