@@ -72,7 +72,7 @@ def non_ascii_body(directory: Path) -> Path:
 
 async def compare(broker: Broker, logs: Path, quick: bool = False) -> Result:
     """The three cases on a fresh naive receiver and bridge, against ``broker``."""
-    seconds, warmup, rounds = (2.0, 1.0, 2) if quick else (5.0, 2.0, 3)
+    seconds, warmup, rounds = (2.0, 1.0, 2) if quick else (3.0, 2.0, 5)
     bodies = {
         "distinct": compact_body(logs),
         "identical": compact_body(logs),
