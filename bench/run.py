@@ -529,6 +529,10 @@ async def bench(args: argparse.Namespace) -> Result:
                 kind: median_round(done, "rate") for kind, done in rounds.items() if done
             }
             results["consume"] = consume
+        if wanted("bodies"):
+            from bench import bodies
+
+            results["bodies"] = await bodies.compare(broker, logs, args.quick)
         if wanted("e2e"):
             results["e2e"] = await run_e2e(broker, broker_url, exchange, plan, logs)
     finally:
@@ -545,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated parts: bare,naive,ceiling,bridge,leak,consume,e2e",
+        help="comma-separated parts: bare,naive,ceiling,bridge,leak,consume,bodies,e2e",
     )
     args = parser.parse_args(argv)
     load.ensure_tools()

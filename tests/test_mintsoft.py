@@ -278,3 +278,34 @@ def test_loopback_http_is_accepted(
     assert main(["connect-actions", "5", "--dry-run"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert body["ExtraCode1"] == f"http://127.0.0.1:8080/webhooks/despatched?APIKEY={BRIDGE_KEY}"
+
+
+@pytest.mark.parametrize("login", [False, True], ids=["api-key", "login"])
+def test_a_redirect_to_another_origin_is_not_followed_with_credentials(
+    mintsoft: FakeMintsoft,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    login: bool,
+) -> None:
+    """A 307 to another local port: nothing reaches it (no ms-apikey, no password, no
+    body), and the one line names the status and the other origin, never the key."""
+    thief = FakeMintsoft()
+    thief.start()
+    try:
+        if login:
+            monkeypatch.setenv("BRIDGE_MINTSOFT_USERNAME", mintsoft.username)
+            monkeypatch.setenv("BRIDGE_MINTSOFT_PASSWORD", mintsoft.password)
+        else:
+            monkeypatch.setenv("BRIDGE_MINTSOFT_API_KEY", MS_KEY)
+        where = "/api/Auth" if login else "/api/Order/20285/ConnectActions"
+        location = f"{thief.url}{where}?key={MS_KEY}"
+        mintsoft.script.append(Scripted(307, None, {"Location": location}))
+        assert main(["connect-actions", "20285"]) == 1
+        assert thief.requests == []
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert "307" in err and thief.url in err
+        for secret in (MS_KEY, mintsoft.password, BRIDGE_KEY, "?key="):
+            assert secret not in err
+    finally:
+        thief.stop()

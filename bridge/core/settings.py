@@ -278,8 +278,13 @@ def load_settings(
     return Settings(**values)
 
 
+INTERNAL_VARIABLES = frozenset({"BRIDGE_PUBLISH_PATH"})
+"""Read outside the settings, not for users: ``public`` forces aiormq's public publish API
+(tests run both paths; see bridge/amqp/aiormq_internals.py)."""
+
+
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """``BRIDGE_*`` variables that are set but mean nothing (most often a typo)."""
     env = os.environ if environ is None else environ
-    valid = set(SPECS) | {v + "_FILE" for v in SPECS}
+    valid = set(SPECS) | {v + "_FILE" for v in SPECS} | INTERNAL_VARIABLES
     return sorted(k for k in env if k.startswith("BRIDGE_") and k not in valid)

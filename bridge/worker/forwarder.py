@@ -7,6 +7,8 @@
 timeouts and 502/503/504 also count towards the breaker: after ``threshold`` of them in a
 row it opens, the worker stops taking messages (they wait in the queue, no attempt spent),
 and the breaker probes the target until it answers, then closes and the worker resumes.
+Of the answer's body only the first :data:`KEPT_BYTES` are read (for ``x-error``): a target
+answering gigabytes costs the worker no more memory than a short answer.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from bridge.worker.message import Message
 log = logging.getLogger("bridge.worker.forwarder")
 
 DOWN_STATUSES = frozenset({502, 503, 504})
+KEPT_BYTES = 200
+"""Bytes of the target's answer kept (for ``x-error``); the rest is never read."""
 RETRY_STATUSES = frozenset({408, 429})
 PROBE_TIMEOUT = 5.0
 
@@ -93,7 +97,7 @@ class Forwarder:
                 self.url, data=message.body, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
-                text = (await response.read())[:200].decode("utf-8", "replace")
+                text = (await _head(response)).decode("utf-8", "replace")
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             self.breaker.target_down()
             reason = "no answer in time" if isinstance(exc, TimeoutError) else _reason(exc)
@@ -123,6 +127,20 @@ class Forwarder:
         await self.breaker.close()
         if self._session is not None:
             await self._session.close()
+
+
+async def _head(response: aiohttp.ClientResponse) -> bytes:
+    """At most :data:`KEPT_BYTES` of the body; the connection is closed unless the body was
+    read to its end, so a huge answer costs the worker at most aiohttp's read buffer."""
+    kept = b""
+    while len(kept) < KEPT_BYTES:
+        chunk = await response.content.read(KEPT_BYTES - len(kept))
+        if not chunk:
+            return kept
+        kept += chunk
+    if not response.content.at_eof():
+        response.close()
+    return kept
 
 
 def _reason(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from bridge.amqp.topology import (
     Topology,
@@ -153,6 +154,9 @@ def _subscriber(table: Any, where: str) -> Subscriber:
         )
     if forward_url is not None:
         forward_url = _http_url(forward_url, f"{where}: forward_url")
+    forward_headers = _headers(table.get("forward_headers", {}), f"{where}: forward_headers")
+    if forward_url is not None:
+        _one_authorization(forward_url, forward_headers, where)
     sub = Subscriber(
         name=name,
         events=_events(table.get("events"), f"{where}: events"),
@@ -161,7 +165,7 @@ def _subscriber(table: Any, where: str) -> Subscriber:
         ),
         handler=handler,
         forward_url=forward_url,
-        forward_headers=_headers(table.get("forward_headers", {}), f"{where}: forward_headers"),
+        forward_headers=forward_headers,
         prefetch=_int(table.get("prefetch", 32), 1, 10_000, f"{where}: prefetch"),
         timeout=_seconds(table.get("timeout", "30s"), f"{where}: timeout"),
         in_process_tries=_int(
@@ -239,6 +243,18 @@ def _headers(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     ):
         raise SettingsError(f'{where}: use a table of strings, e.g. {{ Authorization = "..." }}')
     return tuple(value.items())
+
+
+def _one_authorization(url: str, headers: tuple[tuple[str, str], ...], where: str) -> None:
+    # aiohttp refuses every request that has both (each message would fail into the DLQ):
+    # say so once, at start. Neither the password nor the header's value is shown.
+    if urlsplit(url).username is None and urlsplit(url).password is None:
+        return
+    if any(name.strip().lower() == "authorization" for name, _ in headers):
+        raise SettingsError(
+            f"{where}: forward_url has user:password@ and forward_headers has an "
+            "Authorization: keep one of them"
+        )
 
 
 def resolve_handler(sub: Subscriber) -> Handler:
