@@ -30,6 +30,11 @@ EXTRA_CODES: Final = {
 
 APP_ID: Final = "mintsoft-bridge"
 
+ORDER_ID_HEADER: Final = "x-order-id"
+CLIENT_ID_HEADER: Final = "x-client-id"
+WAREHOUSE_ID_HEADER: Final = "x-warehouse-id"
+"""Header names subscribers filter (clients, warehouses) and partition (ordered) on."""
+
 
 def routing_key(event: str) -> str:
     """The routing key of an accepted webhook: ``order.<event>``."""
@@ -59,8 +64,9 @@ def _scalar(value: Any) -> str | None:
 
 
 def order_headers(document: Any) -> dict[str, str]:
-    """``x-order-id``, ``x-order-number``, ``x-client-id`` and ``x-split-order-id`` from a
-    parsed body, for those present.
+    """``x-order-id``, ``x-order-number``, ``x-client-id``, ``x-warehouse-id`` and
+    ``x-split-order-id`` from a parsed body, for those present (all as strings: a
+    subscriber's filter matches them as strings).
 
     An order (despatched, cancelled) carries them at the top level. A split is a list of
     ``{Order, SplitOrder, OrderId, SplitOrderId}``; a delivered webhook a list of tracking
@@ -74,19 +80,21 @@ def order_headers(document: Any) -> dict[str, str]:
         if "SplitOrderId" in first or "Order" in first:
             nested = first.get("Order")
             order: dict[str, Any] = nested if isinstance(nested, dict) else {}
-            _put(headers, "x-order-id", first.get("OrderId", order.get("ID")))
+            _put(headers, ORDER_ID_HEADER, first.get("OrderId", order.get("ID")))
             _put(headers, "x-order-number", order.get("OrderNumber"))
-            _put(headers, "x-client-id", order.get("ClientId"))
+            _put(headers, CLIENT_ID_HEADER, order.get("ClientId"))
+            _put(headers, WAREHOUSE_ID_HEADER, order.get("WarehouseId"))
             _put(headers, "x-split-order-id", first.get("SplitOrderId"))
             return headers
         shipment = first.get("OrderShipment")
         if isinstance(shipment, dict):
-            _put(headers, "x-order-id", shipment.get("OrderId"))
+            _put(headers, ORDER_ID_HEADER, shipment.get("OrderId"))
         return headers
     if isinstance(document, dict):
-        _put(headers, "x-order-id", document.get("ID", document.get("OrderId")))
+        _put(headers, ORDER_ID_HEADER, document.get("ID", document.get("OrderId")))
         _put(headers, "x-order-number", document.get("OrderNumber"))
-        _put(headers, "x-client-id", document.get("ClientId"))
+        _put(headers, CLIENT_ID_HEADER, document.get("ClientId"))
+        _put(headers, WAREHOUSE_ID_HEADER, document.get("WarehouseId"))
         _put(headers, "x-split-order-id", document.get("SplitOrderId"))
     return headers
 
