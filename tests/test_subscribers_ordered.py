@@ -1,0 +1,148 @@
+"""ordered = true: two worker processes share the partitions of an ordered subscriber, and
+for every order the handled sequence never goes backwards, even when the handler fails at
+random and one worker is SIGKILLed mid-run; nothing goes missing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from bridge.amqp.topology import dlq_name, roster_name
+from bridge.worker.subscribers import load_subscribers
+from tests.conftest import AMQP_URL, BrokerProbe
+from tests.worker_helpers import (
+    publish,
+    track_subscriber,
+    unique_name,
+    wait_until,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+ORDERS = 50
+EVENTS_PER_ORDER = 40  # 2,000 webhooks
+
+
+def _start(config: Path, exchange: str, log: Path, out: IO[bytes]) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, BRIDGE_TEST_LOG=str(log), BRIDGE_AMQP_URL=AMQP_URL)
+    env["BRIDGE_EXCHANGE"] = exchange
+    return subprocess.Popen(
+        [sys.executable, "-m", "bridge", "worker", "--config", str(config)],
+        cwd=ROOT,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _handled(log: Path) -> list[tuple[int, int, int]]:
+    if not log.exists():
+        return []
+    rows = []
+    for line in log.read_text().splitlines():
+        order, seq, pid = line.split()
+        rows.append((int(order), int(seq), int(pid)))
+    return rows
+
+
+def _backwards(rows: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """(order, previous seq, seq) wherever an order's sequence went down."""
+    last: dict[int, int] = {}
+    wrong = []
+    for order, seq, _pid in rows:
+        if seq < last.get(order, 0):
+            wrong.append((order, last[order], seq))
+        last[order] = max(seq, last.get(order, 0))
+    return wrong
+
+
+async def test_two_workers_keep_each_orders_sequence_through_failures_and_a_sigkill(
+    probe: BrokerProbe, exchange: str, tmp_path: Path
+) -> None:
+    name = unique_name("ordered")
+    config = tmp_path / "subs.toml"
+    config.write_text(
+        f'[[subscriber]]\nname = "{name}"\nevents = ["*"]\n'
+        'handler = "tests.worker_helpers:sequenced"\n'
+        'ordered = true\npartitions = 4\nretry_delays = ["100ms", "200ms"]\n'
+        'in_process_tries = 3\ntimeout = "5s"\n'
+    )
+    [sub] = load_subscribers(str(config))
+    track_subscriber(probe, exchange, sub)
+    log = tmp_path / "handled.log"
+    outs = [(tmp_path / f"worker{i}.out").open("wb") for i in range(2)]
+    workers = [_start(config, exchange, log, out) for out in outs]
+    try:
+
+        async def both_consuming() -> bool:
+            for worker in workers:
+                assert worker.poll() is None, (tmp_path / "worker0.out").read_text()
+            try:
+                # A passive declare of a queue not there yet closes the channel: a new one.
+                channel = await probe._chan()
+                ok = await channel.queue_declare(roster_name(name), passive=True)
+            except Exception:
+                return False
+            return ok.consumer_count == 2
+
+        await wait_until(both_consuming, timeout=30, interval=0.1)
+
+        # Each order's events in sequence, the orders interleaved differently every round.
+        bodies = []
+        for seq in range(1, EVENTS_PER_ORDER + 1):
+            orders = list(range(1, ORDERS + 1))
+            random.shuffle(orders)
+            bodies += [orjson.dumps({"ID": o, "Seq": seq, "ClientId": 1}) for o in orders]
+        for start in range(0, len(bodies), 100):
+            # Confirmed in batches; within a batch the channel keeps publish order.
+            await asyncio.gather(
+                *(publish(probe, exchange, "despatched", b) for b in bodies[start : start + 100])
+            )
+
+        await wait_until(lambda: len(_handled(log)) >= 800, timeout=40, interval=0.05)
+        before_kill = _handled(log)
+        per_worker = Counter(pid for _o, _s, pid in before_kill)
+        victim = max(workers, key=lambda w: per_worker[w.pid])
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(timeout=10)
+        survivor = next(w for w in workers if w is not victim)
+
+        def all_handled() -> bool:
+            assert survivor.poll() is None
+            return len({(o, s) for o, s, _p in _handled(log)}) >= len(bodies)
+
+        await wait_until(all_handled, timeout=45, interval=0.1)
+        await asyncio.sleep(0.5)  # any late duplicate shows up too
+        rows = _handled(log)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        for out in outs:
+            out.close()
+
+    # Both workers had work before the kill: the partitions are shared, not hot standbys.
+    assert len(per_worker) == 2, per_worker
+    assert _backwards(rows) == []
+    sequences: dict[int, set[int]] = defaultdict(set)
+    for order, seq, _pid in rows:
+        sequences[order].add(seq)
+    assert all(sequences[o] == set(range(1, EVENTS_PER_ORDER + 1)) for o in range(1, ORDERS + 1))
+    duplicates = len(rows) - len(bodies)
+    # At most the message in flight in each partition the killed worker held.
+    assert 0 <= duplicates <= sub.partitions, duplicates
+    print(f"handled {len(rows)} for {len(bodies)} webhooks: {duplicates} duplicates")
+    assert await probe.count(dlq_name(name)) == 0
