@@ -17,10 +17,14 @@ from typing import IO
 import orjson
 
 from bridge.amqp.topology import dlq_name, roster_name
+from bridge.worker.dlq import list_dead_letters, replay_dead_letters
+from bridge.worker.message import Message, plain_headers
 from bridge.worker.subscribers import load_subscribers
 from tests.conftest import AMQP_URL, BrokerProbe
 from tests.worker_helpers import (
     publish,
+    running_worker,
+    subscriber,
     track_subscriber,
     unique_name,
     wait_until,
@@ -146,3 +150,36 @@ async def test_two_workers_keep_each_orders_sequence_through_failures_and_a_sigk
     assert 0 <= duplicates <= sub.partitions, duplicates
     print(f"handled {len(rows)} for {len(bodies)} webhooks: {duplicates} duplicates")
     assert await probe.count(dlq_name(name)) == 0
+
+
+async def test_a_failing_event_is_retried_in_place_then_dead_lettered_and_the_order_moves_on(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    sub = subscriber(delays=(100, 100), tries=2, ordered=True, partitions=2)
+    calls: list[tuple[int, int, int]] = []
+    broken = {1}
+
+    async def handler(message: Message) -> None:
+        document = message.json
+        calls.append((document["ID"], document["Seq"], message.attempt))
+        if document["Seq"] in broken:
+            raise RuntimeError("ERP rejects it")
+
+    async with running_worker(probe, exchange, [sub], {sub.name: handler}):
+        for seq in (1, 2, 3):
+            await publish(probe, exchange, "despatched", orjson.dumps({"ID": 5, "Seq": seq}))
+        await wait_until(lambda: (5, 3, 1) in calls, timeout=15)
+        # Seq 1 was tried 2 x 3 times in place (2 tries, then after each of the 2 waits)
+        # before seq 2 was even looked at; then it went to the DLQ and the order moved on.
+        assert [c for c in calls if c[1] == 1] == [(5, 1, n) for n in range(1, 7)]
+        assert [seq for _o, seq, _a in calls] == [1, 1, 1, 1, 1, 1, 2, 3]
+        await wait_until(lambda: probe.count(dlq_name(sub.name)), timeout=5)
+        listed = await list_dead_letters((AMQP_URL,), sub.name, None)
+        [dead] = listed.messages
+        headers = plain_headers(dead.header.properties.headers)
+        assert headers["x-attempt"] == 3 and "ERP rejects it" in headers["x-error"]
+        # Replayed, it joins its order's partition again: after seq 3 now.
+        broken.clear()
+        moved, _queue = await replay_dead_letters((AMQP_URL,), sub.name, None)
+        assert moved == 1
+        await wait_until(lambda: calls[-1][:2] == (5, 1), timeout=10)
