@@ -16,7 +16,7 @@ from typing import IO
 
 import orjson
 
-from bridge.amqp.topology import dlq_name, roster_name
+from bridge.amqp.topology import declare, dlq_name, receiver_topology, roster_name
 from bridge.worker.dlq import list_dead_letters, replay_dead_letters
 from bridge.worker.message import Message, plain_headers
 from bridge.worker.subscribers import load_subscribers
@@ -183,3 +183,29 @@ async def test_a_failing_event_is_retried_in_place_then_dead_lettered_and_the_or
         moved, _queue = await replay_dead_letters((AMQP_URL,), sub.name, None)
         assert moved == 1
         await wait_until(lambda: calls[-1][:2] == (5, 1), timeout=10)
+
+
+async def test_a_worker_started_on_full_partitions_handles_them_all_in_order(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    # The first delivery of a partition can arrive before its consume-ok: it must be taken.
+    sub = subscriber(ordered=True, partitions=4)
+    track_subscriber(probe, exchange, sub)
+    assert probe.channel is not None
+    await declare(probe.channel, receiver_topology(exchange) + sub.topology(exchange))
+    for seq in range(1, 11):
+        await asyncio.gather(
+            *(
+                publish(probe, exchange, "despatched", orjson.dumps({"ID": o, "Seq": seq}))
+                for o in range(20)
+            )
+        )
+    seen: list[tuple[int, int]] = []
+
+    async def handler(message: Message) -> None:
+        seen.append((message.json["ID"], message.json["Seq"]))
+
+    async with running_worker(probe, exchange, [sub], {sub.name: handler}):
+        await wait_until(lambda: len(seen) >= 200, timeout=15)
+    assert _backwards([(o, s, 0) for o, s in seen]) == []
+    assert sorted(seen) == [(o, s) for o in range(20) for s in range(1, 11)]

@@ -118,12 +118,18 @@ class OrderedSubscription(Subscription):
     async def _subscribe(self, main: AbstractChannel, index: int) -> None:
         channel = await main.connection.channel(publisher_confirms=True, on_return_raises=True)
         await channel.basic_qos(prefetch_count=1)
-        await channel.basic_consume(
-            partition_queue_name(self.sub.name, index),
-            functools.partial(self._deliver_partition, index),
-        )
+        # Known before consume-ok: the first delivery can arrive ahead of it.
         self._partitions[index] = channel
         channel.closing.add_done_callback(functools.partial(self._closed, index, channel))
+        try:
+            await channel.basic_consume(
+                partition_queue_name(self.sub.name, index),
+                functools.partial(self._deliver_partition, index),
+            )
+        except BaseException:
+            if self._partitions.get(index) is channel:
+                del self._partitions[index]
+            raise
 
     def _closed(self, index: int, channel: AbstractChannel, _future: Any) -> None:
         if self._stopping or self._partitions.get(index) is not channel:
