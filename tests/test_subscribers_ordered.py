@@ -180,6 +180,11 @@ async def test_a_failing_event_is_retried_in_place_then_dead_lettered_and_the_or
         assert headers["x-attempt"] == 3 and "ERP rejects it" in headers["x-error"]
         # Replayed, it joins its order's partition again: after seq 3 now.
         broken.clear()
+
+        async def listed_one_is_back() -> bool:  # `dlq list` returns it as it disconnects
+            return await probe.count(dlq_name(sub.name)) == 1
+
+        await wait_until(listed_one_is_back, timeout=5)
         moved, _queue = await replay_dead_letters((AMQP_URL,), sub.name, None)
         assert moved == 1
         await wait_until(lambda: calls[-1][:2] == (5, 1), timeout=10)
