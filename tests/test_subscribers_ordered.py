@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import IO
 
 import orjson
+from aiohttp import web
 
 from bridge.amqp.topology import declare, dlq_name, receiver_topology, roster_name
 from bridge.worker.dlq import list_dead_letters, replay_dead_letters
+from bridge.worker.forwarder import Forwarder
 from bridge.worker.message import Message, plain_headers
 from bridge.worker.subscribers import load_subscribers
 from tests.conftest import AMQP_URL, BrokerProbe
+from tests.support.rabbit_node import free_port
 from tests.worker_helpers import (
     publish,
     running_worker,
@@ -214,3 +217,40 @@ async def test_a_worker_started_on_full_partitions_handles_them_all_in_order(
         await wait_until(lambda: len(seen) >= 200, timeout=15)
     assert _backwards([(o, s, 0) for o, s in seen]) == []
     assert sorted(seen) == [(o, s) for o in range(20) for s in range(1, 11)]
+
+
+async def test_while_the_target_is_down_an_ordered_subscriber_holds_its_place(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/erp"
+    received: list[int] = []
+
+    async def post(request: web.Request) -> web.Response:
+        received.append(orjson.loads(await request.read())["Seq"])
+        return web.json_response({})
+
+    sub = subscriber(delays=(200, 200), tries=3, ordered=True, partitions=2)
+    forwarder = Forwarder(sub.name, url, timeout=2)
+    runner: web.AppRunner | None = None
+    try:
+        async with running_worker(probe, exchange, [sub], {sub.name: forwarder}):
+            for seq in (1, 2, 3):
+                await publish(probe, exchange, "despatched", orjson.dumps({"ID": 9, "Seq": seq}))
+            # Refused five times in a row: the breaker opens, and the message is held.
+            await wait_until(lambda: forwarder.breaker.is_open, timeout=10)
+            await asyncio.sleep(1.0)
+            app = web.Application()
+            app.router.add_post("/erp", post)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            await wait_until(lambda: len(received) >= 3, timeout=20)
+            assert await probe.count(dlq_name(sub.name)) == 0
+    finally:
+        await forwarder.close()
+        if runner is not None:
+            await runner.cleanup()
+    # The outage spent none of the message's tries: it was not dead-lettered, and the
+    # order's later events waited behind it.
+    assert received == [1, 2, 3]
