@@ -278,15 +278,13 @@ async def test_definitions_import_into_rabbitmq_as_topology_declares_them() -> N
 
     import aiormq
 
-    from bridge.amqp.topology import declare, definitions, receiver_topology, subscriber_topology
+    from bridge.amqp.topology import declare, definitions, receiver_topology
     from bridge.worker.subscribers import load_subscribers
 
     vhost = f"bridge-definitions-{uuid.uuid4().hex[:8]}"
     topology = receiver_topology("mintsoft.orders")
     for sub in load_subscribers(str(SUBSCRIBERS_EXAMPLE)):
-        topology = topology + subscriber_topology(
-            "mintsoft.orders", sub.name, sub.events, sub.retry_delays_ms
-        )
+        topology = topology + sub.topology("mintsoft.orders")
     assert len(topology.queues) > 2
     _rabbitmqctl("add_vhost", vhost)
     try:

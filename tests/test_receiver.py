@@ -13,13 +13,24 @@ from bridge.core.contract import EVENTS
 from tests.conftest import API_KEY, AUTH_HEADER, BridgeFactory, BrokerProbe, fixture_body
 
 EXPECTED_ORDER_HEADERS = {
-    "despatched": {"x-order-id": "20285", "x-order-number": "SO-20285", "x-client-id": "12"},
-    "cancelled": {"x-order-id": "20286", "x-order-number": "SO-20286", "x-client-id": "12"},
+    "despatched": {
+        "x-order-id": "20285",
+        "x-order-number": "SO-20285",
+        "x-client-id": "12",
+        "x-warehouse-id": "1",
+    },
+    "cancelled": {
+        "x-order-id": "20286",
+        "x-order-number": "SO-20286",
+        "x-client-id": "12",
+        "x-warehouse-id": "1",
+    },
     "delivered": {"x-order-id": "20285"},
     "split": {
         "x-order-id": "20287",
         "x-order-number": "SO-20287",
         "x-client-id": "12",
+        "x-warehouse-id": "1",
         "x-split-order-id": "20291",
     },
 }

@@ -38,6 +38,7 @@ HEADER_REQUEST_ID: Final = "x-request-id"
 HEADER_ORDER_ID: Final = "x-order-id"
 HEADER_ORDER_NUMBER: Final = "x-order-number"
 HEADER_CLIENT_ID: Final = "x-client-id"
+HEADER_WAREHOUSE_ID: Final = "x-warehouse-id"
 HEADER_SPLIT_ORDER_ID: Final = "x-split-order-id"
 
 # AMQP headers the worker adds on the retry ladder and in the DLQ (contract section 5).
@@ -80,8 +81,9 @@ def _scalar(value: Any) -> str | None:
 
 
 def order_headers(document: Any) -> dict[str, str]:
-    """``x-order-id``, ``x-order-number``, ``x-client-id`` and ``x-split-order-id`` from a
-    parsed body, for those present.
+    """``x-order-id``, ``x-order-number``, ``x-client-id``, ``x-warehouse-id`` and
+    ``x-split-order-id`` from a parsed body, for those present (all as strings: a
+    subscriber's filter matches them as strings).
 
     An order (despatched, cancelled) carries them at the top level. A split is a list of
     ``{Order, SplitOrder, OrderId, SplitOrderId}``; a delivered webhook a list of tracking
@@ -98,6 +100,7 @@ def order_headers(document: Any) -> dict[str, str]:
             _put(headers, HEADER_ORDER_ID, first.get("OrderId", order.get("ID")))
             _put(headers, HEADER_ORDER_NUMBER, order.get("OrderNumber"))
             _put(headers, HEADER_CLIENT_ID, order.get("ClientId"))
+            _put(headers, HEADER_WAREHOUSE_ID, order.get("WarehouseId"))
             _put(headers, HEADER_SPLIT_ORDER_ID, first.get("SplitOrderId"))
             return headers
         shipment = first.get("OrderShipment")
@@ -108,6 +111,7 @@ def order_headers(document: Any) -> dict[str, str]:
         _put(headers, HEADER_ORDER_ID, document.get("ID", document.get("OrderId")))
         _put(headers, HEADER_ORDER_NUMBER, document.get("OrderNumber"))
         _put(headers, HEADER_CLIENT_ID, document.get("ClientId"))
+        _put(headers, HEADER_WAREHOUSE_ID, document.get("WarehouseId"))
         _put(headers, HEADER_SPLIT_ORDER_ID, document.get("SplitOrderId"))
     return headers
 

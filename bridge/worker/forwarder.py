@@ -1,8 +1,10 @@
 """The built-in HTTP forwarder: POSTs each message to ``forward_url``; its
 :class:`~bridge.worker.breaker.CircuitBreaker` pauses the subscriber while the target is down.
 
-2xx is success. 408, 429, other 5xx, timeouts and refused connections raise
-:class:`ForwardFailed` (retried along the ladder); any other answer raises
+2xx is success. A 429 or 503 with a ``Retry-After`` raises :class:`Throttled`: the subscriber
+pauses that long and tries the same message again, spending no try. 408, 429, other 5xx,
+timeouts and refused connections raise :class:`ForwardFailed` (retried along the ladder);
+any other answer raises
 :class:`~bridge.errors.PermanentError` (straight to the DLQ). Refused or dropped connections,
 timeouts and 502/503/504 also count towards the breaker: after ``threshold`` of them in a
 row it opens, the worker stops taking messages (they wait in the queue, no attempt spent),
@@ -15,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -41,6 +45,36 @@ class ForwardFailed(Exception):
 
 class TargetDown(ForwardFailed):
     """The target could not be reached (refused, timeout, 502/503/504)."""
+
+
+class Throttled(ForwardFailed):
+    """The target answered 429 or 503 with ``Retry-After``: wait ``retry_after`` seconds."""
+
+    def __init__(self, detail: str, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+THROTTLE_STATUSES = frozenset({429, 503})
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A ``Retry-After`` value (delta-seconds or an HTTP date) in seconds; None if absent
+    or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(seconds, 0.0) if seconds == seconds else None  # NaN is unreadable
 
 
 def shown_url(url: str) -> str:
@@ -97,6 +131,7 @@ class Forwarder:
                 self.url, data=message.body, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
+                retry_after = response.headers.get("Retry-After")
                 text = (await _head(response)).decode("utf-8", "replace")
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             self.breaker.target_down()
@@ -106,6 +141,11 @@ class Forwarder:
             self.breaker.succeeded()
             return
         detail = f"{self._where} answered {status}: {text.strip()}".rstrip(": ")
+        wait = retry_after_seconds(retry_after) if status in THROTTLE_STATUSES else None
+        if wait is not None:
+            # The target is up and said when to come back: no breaker, no retry step.
+            self.breaker.succeeded()
+            raise Throttled(detail, wait)
         if status in DOWN_STATUSES:
             self.breaker.target_down()
             raise TargetDown(detail)

@@ -16,6 +16,7 @@ from bridge.core import metrics
 from bridge.core.listeners import start_metrics_listener
 from bridge.core.settings import Settings
 from bridge.worker.forwarder import Forwarder, shown_url
+from bridge.worker.ordered import OrderedSubscription
 from bridge.worker.subscribers import Handler, Subscriber, load_subscribers, resolve_handler
 from bridge.worker.subscription import SHUTDOWN_GRACE, Subscription
 
@@ -42,13 +43,14 @@ class Worker:
                     sub.forward_url,
                     timeout=sub.timeout,
                     headers=dict(sub.forward_headers),
-                    connections=sub.prefetch,
+                    connections=sub.partitions if sub.ordered else sub.prefetch,
                 )
                 self._forwarders.append(forwarder)
                 handler = forwarder
             elif handler is None:
                 handler = resolve_handler(sub)
-            self.subscriptions.append(Subscription(settings, sub, handler))
+            kind = OrderedSubscription if sub.ordered else Subscription
+            self.subscriptions.append(kind(settings, sub, handler))
         self._watch_links()
 
     def _watch_links(self) -> None:
@@ -121,13 +123,22 @@ async def run_worker(settings: Settings, config: str) -> None:
             else f"handler {sub.handler}"
         )
         delays = ", ".join(f"{d / 1000:g}s" for d in sub.retry_delays_ms) or "none"
+        extras = [f"prefetch {sub.prefetch}"]
+        if sub.ordered:
+            extras = [f"ordered over {sub.partitions} partitions (delays waited in place)"]
+        if sub.clients:
+            extras.append(f"clients {','.join(sub.clients)}")
+        if sub.warehouses:
+            extras.append(f"warehouses {','.join(sub.warehouses)}")
+        if sub.rate_limit is not None:
+            extras.append(f"rate limit {sub.rate_limit.text} per process")
         log.info(
-            "subscriber %s: events %s, %s, retry delays %s, prefetch %d",
+            "subscriber %s: events %s, %s, retry delays %s, %s",
             sub.name,
             ",".join(sub.events),
             target,
             delays,
-            sub.prefetch,
+            ", ".join(extras),
             extra={"subscriber": sub.name},
         )
     try:
