@@ -16,8 +16,9 @@ from bridge.core import metrics
 from bridge.core.listeners import start_metrics_listener
 from bridge.core.settings import Settings
 from bridge.worker.forwarder import Forwarder, shown_url
+from bridge.worker.handlers import resolve_handler
 from bridge.worker.ordered import OrderedSubscription
-from bridge.worker.subscribers import Handler, Subscriber, load_subscribers, resolve_handler
+from bridge.worker.subscribers import Handler, Subscriber, load_subscribers
 from bridge.worker.subscription import SHUTDOWN_GRACE, Subscription
 
 log = logging.getLogger("bridge.worker.runner")

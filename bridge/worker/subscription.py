@@ -20,13 +20,13 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError, PublishError
 
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.pipeline import AckWriter
 from bridge.amqp.topology import declare, receiver_topology
 from bridge.core import metrics
 from bridge.core.contract import rfc3339, routing_key
 from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
 from bridge.errors import CommandError, PermanentError
+from bridge.worker.acks import Settler, redelivery_count
 from bridge.worker.breaker import CircuitBreaker
 from bridge.worker.forwarder import Forwarder, Throttled
 from bridge.worker.message import (
@@ -83,6 +83,7 @@ class Subscription:
             handler.breaker if isinstance(handler, Forwarder) else None
         )
         self.ladder = Ladder(sub.name, sub.retry_delays_ms, sub.in_process_tries)
+        self.settle = Settler()
         self._exchange = settings.exchange
         self.pacer = Pacer(sub.name, sub.rate_limit)
         self.topology = receiver_topology(settings.exchange) + sub.topology(settings.exchange)
@@ -180,7 +181,7 @@ class Subscription:
     async def _deliver(self, delivered: DeliveredMessage) -> None:
         if self._stopping or self._paused():
             # Not ours to try now: back to the queue, no attempt spent.
-            await settle(delivered, ack=False)
+            await self.settle(delivered, ack=False)
             return
         task = asyncio.current_task()
         assert task is not None
@@ -214,10 +215,7 @@ class Subscription:
             redelivered=bool(delivered.redelivered),
         )
         self._count["consumed"].inc()
-        # RabbitMQ 4.3 moved the count of every hand-out to x-acquired-count.
-        redeliveries = max(
-            _whole(headers.get("x-delivery-count")), _whole(headers.get("x-acquired-count"))
-        )
+        redeliveries = redelivery_count(headers)
         if self.ladder.crash_loop(redeliveries):
             reason = (
                 f"delivered {redeliveries} times without an answer: a worker crashed or lost "
@@ -230,7 +228,7 @@ class Subscription:
         except Exception as exc:
             await self._failed(delivered, message, exc)
             return
-        if await settle(delivered, ack=True):
+        if await self.settle(delivered, ack=True):
             self._count["acked"].inc()
             log.info("%s delivered", message.event, extra=message.log_fields())
 
@@ -292,7 +290,7 @@ class Subscription:
         permanent = isinstance(exc, PermanentError)
         if not permanent and (self._stopping or self._paused()):
             # The target is down or we are stopping: not the message's fault, spend nothing.
-            await settle(delivered, ack=False)
+            await self.settle(delivered, ack=False)
             log.info("returned to the queue (paused or stopping)", extra=message.log_fields())
             return
         await self._next_step(delivered, message, exc)
@@ -355,12 +353,12 @@ class Subscription:
             # The copy is not safe: keep the original, retried after a pause (no hot loop).
             log.error("could not move a message to %s (%r); it stays queued", queue, exc)
             await asyncio.sleep(MOVE_FAILED_PAUSE)
-            await settle(delivered, ack=False)
+            await self.settle(delivered, ack=False)
             return False
         except Exception as exc:  # channel or connection gone: the broker redelivers
             log.warning("connection lost while moving a message to %s (%s)", queue, exc)
             return False
-        return await settle(delivered, ack=True)
+        return await self.settle(delivered, ack=True)
 
     # --- stopping ---------------------------------------------------------------------
 
@@ -375,27 +373,3 @@ class Subscription:
         for task in set(self._background):
             await cancel_and_wait(task)
         await self.link.close()
-
-
-def _whole(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
-_ACKS = AckWriter()
-
-
-async def settle(delivered: DeliveredMessage, ack: bool) -> bool:
-    """Ack, or return to the queue; False when the channel is gone (the broker then
-    redelivers the message)."""
-    tag = delivered.delivery_tag
-    assert tag is not None
-    try:
-        # Written with the other acks of this loop turn, in one socket write.
-        _ACKS.settle(delivered.channel, tag, ack)
-    except Exception as exc:
-        log.warning("ack/nack lost with its channel (%s); the broker will redeliver", exc)
-        return False
-    return True
