@@ -1,8 +1,10 @@
 """The aiohttp app: webhook routes, limits, answers, health, readiness and metrics.
 
-A webhook route authenticates before it reads the body, checks the size, parses the JSON
-once, and hands the envelope to :class:`~bridge.receiving.delivery.Delivery`; it answers 200 only
-once the message is kept (confirmed by the broker, or fsynced in the spool).
+A webhook route authenticates before it reads the body, checks the size, validates the JSON
+and picks its header fields without building the document (:mod:`bridge.core.body`; large
+bodies in a thread, one at a time), and hands the envelope to
+:class:`~bridge.receiving.delivery.Delivery`; it answers 200 only once the message is kept
+(confirmed by the broker, or fsynced in the spool).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import orjson
 from aiohttp import web
 
 from bridge.core import metrics
-from bridge.core.contract import EVENTS, Envelope, quarantine_envelope, webhook_envelope
+from bridge.core.body import NotJson, read_headers
+from bridge.core.contract import EVENTS, Envelope, accepted_envelope, quarantine_envelope
 from bridge.core.logs import WEBHOOK_ENVELOPE, WEBHOOK_EVENT
 from bridge.receiving.auth import Authenticator
 from bridge.receiving.delivery import Delivery, Unavailable
@@ -35,6 +38,10 @@ LINGERING_TIME = 2.0
 """Seconds an unread body is still swallowed after the answer, so the client can read it."""
 
 RETRY_AFTER_SECONDS = "5"
+
+LARGE_BODY = 1024 * 1024
+"""Bodies over this many bytes are read (validated, headers picked) in a thread, one at a
+time; smaller ones on the event loop, where it is cheaper than a thread hop."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -83,8 +90,11 @@ def webhook_handler(
     delivery: Delivery,
     max_body: int,
     body_timeout: float = BODY_READ_TIMEOUT,
+    large_parses: asyncio.Semaphore | None = None,
 ) -> Handler:
-    """The handler of ``POST /webhooks/<event>``."""
+    """The handler of ``POST /webhooks/<event>``; ``large_parses`` is shared by the routes of
+    one app, so that large bodies are read one at a time across all events."""
+    large_parses = large_parses or asyncio.Semaphore(1)
 
     async def handle(request: web.Request) -> web.StreamResponse:
         request[WEBHOOK_EVENT] = event
@@ -114,30 +124,31 @@ def webhook_handler(
             )
         received_at = time.time()
         request_id = _request_id(request)
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            envelope = quarantine_envelope(event, body, request_id, received_at)
-            request[WEBHOOK_ENVELOPE] = envelope
-            outcome = await _keep(delivery, envelope, event)
-            if isinstance(outcome, web.Response):
-                return outcome
+        if len(body) > LARGE_BODY:
+            # Off the event loop, one at a time: /healthz and small webhooks keep being
+            # answered while a large body is read, and the CPU it takes is bounded.
+            async with large_parses:
+                envelope, not_json = await asyncio.to_thread(
+                    _envelope, event, body, request_id, received_at
+                )
+        else:
+            envelope, not_json = _envelope(event, body, request_id, received_at)
+        request[WEBHOOK_ENVELOPE] = envelope
+        outcome = await _keep(delivery, envelope, event)
+        if isinstance(outcome, web.Response):
+            return outcome
+        if not_json is not None:
             return _answer(
                 event,
                 400,
                 {
                     "error": "invalid_json",
-                    "message": f"the body is not JSON ({exc.msg})",
+                    "message": f"the body is not JSON ({not_json})",
                     "message_id": envelope.message_id,
                     "quarantined": True,
                 },
                 {"X-Request-Id": request_id},
             )
-        envelope = webhook_envelope(event, body, document, request_id, received_at)
-        request[WEBHOOK_ENVELOPE] = envelope
-        outcome = await _keep(delivery, envelope, event)
-        if isinstance(outcome, web.Response):
-            return outcome
         return _answer(
             event,
             200,
@@ -146,6 +157,17 @@ def webhook_handler(
         )
 
     return handle
+
+
+def _envelope(
+    event: str, body: bytes, request_id: str, received_at: float
+) -> tuple[Envelope, str | None]:
+    """The envelope to keep, and why the body is not JSON (``None`` when it is)."""
+    try:
+        found = read_headers(body)
+    except NotJson as exc:
+        return quarantine_envelope(event, body, request_id, received_at), str(exc)
+    return accepted_envelope(event, body, found, request_id, received_at), None
 
 
 async def _keep(delivery: Delivery, envelope: Envelope, event: str) -> str | web.Response:
@@ -221,8 +243,9 @@ def create_app(
     """The receiver's aiohttp application; ``body_timeout`` bounds the body read."""
     app = web.Application(client_max_size=max_body_bytes)
     app[DELIVERY_KEY] = delivery
+    large_parses = asyncio.Semaphore(1)
     for event in EVENTS:
-        handler = webhook_handler(event, auth, delivery, max_body_bytes, body_timeout)
+        handler = webhook_handler(event, auth, delivery, max_body_bytes, body_timeout, large_parses)
         app.router.add_route("*", f"/webhooks/{event}", handler)
         app.router.add_route("*", f"/webhooks/{event}/", handler)
     app.router.add_route("*", "/healthz", _get_only(_healthz))
