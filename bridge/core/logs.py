@@ -1,5 +1,13 @@
 """Logging for people (``text``) or machines (``json``, one object per line), and an access
-log that never shows a query value (where Mintsoft puts the ``APIKEY``)."""
+log that never shows a query value (where Mintsoft puts the ``APIKEY``).
+
+No line can be forged or show a key: the text format escapes every control character of a
+message (CR, LF, ESC, the rest of C0 and C1, DEL, and other unprintables) as ``\\xNN``, so
+a percent-decoded path or an order id from a body stays on its line (JSON escapes them
+already); and aiohttp's record of a request its parser refused, which quotes the raw
+request line or header (``APIKEY=…``, ``Authorization: …``) in an ERROR traceback, becomes
+one WARNING line without those bytes, at most one per :data:`REFUSED_LOG_INTERVAL`.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +15,12 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, RequestKey, StreamResponse
 
 if TYPE_CHECKING:
@@ -56,6 +66,79 @@ class _Formatter(logging.Formatter):
         if datefmt:
             return self._stamp
         return f"{self._stamp},{int(record.msecs):03d}"
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every unprintable character (control characters, line and paragraph
+    separators, bidi overrides) written as ``\\xNN``/``\\uNNNN``; printable text, non-ASCII
+    letters included, unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+class TextFormatter(_Formatter):
+    """``time LEVEL logger: message``, the message with its control characters escaped (a
+    traceback that follows keeps its lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
+REFUSED_LOG_INTERVAL = 10.0
+"""Seconds between two lines about requests aiohttp's parser refused; those in between are
+counted in the next line."""
+
+
+class RefusedRequestFilter(logging.Filter):
+    """On the ``aiohttp.server`` logger: a record of a request its HTTP parser refused (an
+    ``HttpProcessingError``, whose text quotes the raw request line or header) becomes one
+    WARNING line naming the sender and the kind of error, without the bytes; at most one
+    per :data:`REFUSED_LOG_INTERVAL`, the rest counted in the next one."""
+
+    def __init__(self, interval: float = REFUSED_LOG_INTERVAL) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last = -interval
+        self._folded = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._folded += 1
+            return False
+        self._last = now
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        record.msg = "refused a request that is not valid HTTP from %s: %s %d%s"
+        record.args = (
+            remote if isinstance(remote, str) else "an unknown address",
+            type(error).__name__,
+            error.code,
+            f" ({self._folded} more since the last such line)" if self._folded else "",
+        )
+        self._folded = 0
+        if record.levelno > logging.WARNING:  # aiohttp logs some kinds at DEBUG: keep those
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        record.stack_info = None
+        return True
+
+
+def _install_once(logger: logging.Logger, filters: Iterable[logging.Filter]) -> None:
+    for new in filters:
+        if not any(type(old) is type(new) for old in logger.filters):
+            logger.addFilter(new)
 
 
 class JsonFormatter(_Formatter):
@@ -126,7 +209,7 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     # No format here shows thread or process names: don't look them up for every record.
     logging.logThreads = False
     logging.logProcesses = False
@@ -137,6 +220,7 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> None:
     # aio-pika/aiormq log connection noise at INFO; our own link logs what matters.
     logging.getLogger("aiormq").setLevel(logging.WARNING)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    _install_once(logging.getLogger("aiohttp.server"), [RefusedRequestFilter()])
 
 
 def redacted_path(request: BaseRequest) -> str:
