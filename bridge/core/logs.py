@@ -33,6 +33,14 @@ WEBHOOK_ENVELOPE: RequestKey[Envelope] = RequestKey("bridge.webhook_envelope")
 """Set once a webhook's envelope is built, so the access log line carries its message id,
 order id and request id: one enriched line per webhook instead of a second log line."""
 
+CLIENT_CLOSED: RequestKey[bool] = RequestKey("bridge.client_closed", bool)
+"""Set when the client closed the connection before its whole body arrived: nothing could
+be answered, and the access log line says so instead of a status sent."""
+
+CLIENT_CLOSED_STATUS = 499
+"""The status an access log line shows for :data:`CLIENT_CLOSED` (nginx's "client closed
+request"); it is never sent, there being nobody to send it to."""
+
 _EXTRA_FIELDS = (
     "event",
     "message_id",
@@ -269,6 +277,14 @@ class AccessLogger(AbstractAccessLogger):
             )
             return
         fields["request_id"] = request.headers.get("X-Request-Id")
+        if request.get(CLIENT_CLOSED):
+            fields["status"] = CLIENT_CLOSED_STATUS
+            self._emit(
+                "%s %s %d %.1fms: the client closed the connection before its whole body arrived",
+                (request.method, path, CLIENT_CLOSED_STATUS, latency_ms),
+                fields,
+            )
+            return
         self._emit("%s %s %d %.1fms", (request.method, path, response.status, latency_ms), fields)
 
     def _emit(self, message: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:

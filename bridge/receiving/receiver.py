@@ -1,10 +1,13 @@
 """The aiohttp app: webhook routes, limits, answers, health, readiness and metrics.
 
-A webhook route authenticates before it reads the body, checks the size, validates the JSON
-and picks its header fields without building the document (:mod:`bridge.core.body`; large
-bodies in a thread, one at a time), and hands the envelope to
-:class:`~bridge.receiving.delivery.Delivery`; it answers 200 only once the message is kept
-(confirmed by the broker, or fsynced in the spool).
+A webhook route authenticates before it reads the body (and before it answers ``Expect:
+100-continue``: a client without credentials, or declaring too long a body, gets its 401 or
+413 instead of an invitation), checks the size, validates the JSON and picks its header
+fields without building the document (:mod:`bridge.core.body`; large bodies in a thread,
+one at a time), and hands the envelope to :class:`~bridge.receiving.delivery.Delivery`; it
+answers 200 only once the message is kept (confirmed by the broker, or fsynced in the
+spool). A client that disconnects mid-body is counted (``code="client_closed"``) and logged
+as one access line, never a 500.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from bridge.core import metrics
 from bridge.core.body import NotJson, read_headers
 from bridge.core.contract import EVENTS, Envelope, accepted_envelope, quarantine_envelope
-from bridge.core.logs import WEBHOOK_ENVELOPE, WEBHOOK_EVENT
+from bridge.core.logs import CLIENT_CLOSED, CLIENT_CLOSED_STATUS, WEBHOOK_ENVELOPE, WEBHOOK_EVENT
 from bridge.receiving.auth import Authenticator
 from bridge.receiving.delivery import Delivery, Unavailable
 
@@ -44,6 +47,7 @@ LARGE_BODY = 1024 * 1024
 time; smaller ones on the event loop, where it is cheaper than a thread hop."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
 
 DELIVERY_KEY = web.AppKey("delivery", Delivery)
 
@@ -84,19 +88,23 @@ def server_options(header_timeout: float = HEADER_TIMEOUT) -> dict[str, Any]:
     return {"keepalive_timeout": header_timeout, "lingering_time": LINGERING_TIME}
 
 
-def webhook_handler(
+def webhook_handlers(
     event: str,
     auth: Authenticator,
     delivery: Delivery,
     max_body: int,
     body_timeout: float = BODY_READ_TIMEOUT,
     large_parses: asyncio.Semaphore | None = None,
-) -> Handler:
-    """The handler of ``POST /webhooks/<event>``; ``large_parses`` is shared by the routes of
-    one app, so that large bodies are read one at a time across all events."""
+) -> tuple[Handler, ExpectHandler]:
+    """The handler of ``POST /webhooks/<event>`` and its ``Expect: 100-continue`` handler.
+
+    ``large_parses`` is shared by the routes of one app, so that large bodies are read one
+    at a time across all events.
+    """
     large_parses = large_parses or asyncio.Semaphore(1)
 
-    async def handle(request: web.Request) -> web.StreamResponse:
+    def refusal(request: web.Request) -> web.Response | None:
+        """The answer to give before reading the body (405, 401, 413), if any."""
         request[WEBHOOK_EVENT] = event
         if request.method != "POST":
             return _answer(
@@ -107,6 +115,22 @@ def webhook_handler(
         length = request.content_length
         if length is not None and length > max_body:
             return _too_large(event, max_body)
+        return None
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        # aiohttp's default handler invites the body ("100 Continue") before any check:
+        # refuse first, and invite only a body that would be read.
+        refused = refusal(request)
+        if refused is not None:
+            refused.force_close()  # the client may still be holding its body back
+            return refused
+        await _continue(request)
+        return None
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        refused = refusal(request)
+        if refused is not None:
+            return refused
         try:
             if request.content.is_eof():
                 body = await request.read()  # all there already: nothing to wait for
@@ -122,6 +146,8 @@ def webhook_handler(
                 {"error": "body_timeout", "message": "the body was not sent in time"},
                 {"Connection": "close"},
             )
+        except ConnectionResetError:
+            return _client_closed(request, event)
         received_at = time.time()
         request_id = _request_id(request)
         if len(body) > LARGE_BODY:
@@ -156,7 +182,28 @@ def webhook_handler(
             {"X-Request-Id": request_id},
         )
 
-    return handle
+    return handle, expect
+
+
+async def _continue(request: web.Request) -> None:
+    """``100 Continue`` when the client asked for it (other expectations are ignored, as
+    RFC 9110 allows, so that every answer stays one of the contract's)."""
+    expectation = request.headers.get("Expect", "")
+    if request.version == HttpVersion11 and expectation.lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer proper has not started
+
+
+async def _no_continue(request: web.Request) -> None:
+    """Routes that never read a body never invite one."""
+
+
+def _client_closed(request: web.Request, event: str) -> web.Response:
+    # Nobody is left to answer: count it, mark the access log line (the one line logged
+    # for it, without a traceback), and hand aiohttp an answer it will fail to send quietly.
+    _webhooks_counter(event, "client_closed").inc()
+    request[CLIENT_CLOSED] = True
+    return _json(CLIENT_CLOSED_STATUS, {"error": "client_closed"})
 
 
 def _envelope(
@@ -193,7 +240,7 @@ def _answer(
 
 
 @functools.cache
-def _webhooks_counter(event: str, status: int) -> Any:
+def _webhooks_counter(event: str, status: int | str) -> Any:
     # One labelled child per (event, code), looked up once rather than per request.
     return metrics.WEBHOOKS.labels(event, str(status))
 
@@ -245,11 +292,13 @@ def create_app(
     app[DELIVERY_KEY] = delivery
     large_parses = asyncio.Semaphore(1)
     for event in EVENTS:
-        handler = webhook_handler(event, auth, delivery, max_body_bytes, body_timeout, large_parses)
-        app.router.add_route("*", f"/webhooks/{event}", handler)
-        app.router.add_route("*", f"/webhooks/{event}/", handler)
-    app.router.add_route("*", "/healthz", _get_only(_healthz))
-    app.router.add_route("*", "/readyz", _get_only(_readyz))
-    app.router.add_route("*", "/metrics", _get_only(metrics.scrape))
-    app.router.add_route("*", "/{tail:.*}", _not_found)
+        handler, expect = webhook_handlers(
+            event, auth, delivery, max_body_bytes, body_timeout, large_parses
+        )
+        for path in (f"/webhooks/{event}", f"/webhooks/{event}/"):
+            app.router.add_route("*", path, handler, expect_handler=expect)
+    app.router.add_route("*", "/healthz", _get_only(_healthz), expect_handler=_no_continue)
+    app.router.add_route("*", "/readyz", _get_only(_readyz), expect_handler=_no_continue)
+    app.router.add_route("*", "/metrics", _get_only(metrics.scrape), expect_handler=_no_continue)
+    app.router.add_route("*", "/{tail:.*}", _not_found, expect_handler=_no_continue)
     return app
