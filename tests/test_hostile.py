@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.core.contract import EVENTS, message_id
+from bridge.receiving.receiver import LARGE_BODIES_BYTES
 from tests.conftest import API_KEY, AUTH_HEADER, BridgeFactory, BrokerProbe
 from tests.support.ledger import send_load
 from tests.support.processes import http
@@ -337,3 +338,52 @@ def test_a_client_that_disconnects_mid_body_is_one_quiet_line_and_counted(
     closed = [line for line in output.splitlines() if "closed the connection" in line]
     assert len(closed) == 3, output
     assert " 500 " not in output
+
+
+async def test_senders_of_large_bodies_past_the_byte_budget_wait_then_get_503(
+    make_bridge: BridgeFactory,
+) -> None:
+    """Slow senders declaring 10 MiB each take the whole budget of large bodies; the next
+    large body waits for its turn, then gets a 503 with Retry-After; a small one is served
+    at once meanwhile."""
+    bridge = await make_bridge(body_timeout=1.0)
+    port = bridge.client.port
+    assert port is not None
+    size = 10 * 1024 * 1024
+    held = LARGE_BODIES_BYTES // size
+
+    def head(length: int) -> bytes:
+        return (
+            f"POST /webhooks/despatched?APIKEY={API_KEY} HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Length: {length}\r\nConnection: close\r\n\r\n["
+        ).encode()
+
+    finished: list[int] = []
+
+    async def send(length: int, delay: float, rest: bytes = b"") -> bytes:
+        await asyncio.sleep(delay)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(head(length) + rest)
+            await writer.drain()
+            async with asyncio.timeout(10):
+                answer = await reader.read()
+        finally:
+            writer.close()
+        finished.append(length)
+        return answer
+
+    slow = [send(size, 0) for _ in range(held)]
+    # Two rounds of waiters: the first gets the budget when the slow senders time out
+    # (1 s), the second would get it only after the first times out too (2 s), past its
+    # own wait (1.5 s): 503.
+    waiting = [send(size, 0.5) for _ in range(2 * held)]
+    small = asyncio.create_task(send(2, 0.3, b"]"))
+    answers = await asyncio.gather(*slow, *waiting)
+    assert (await small).startswith(b"HTTP/1.1 200")
+    assert finished[0] == 2  # a small body does not wait for the budget of large ones
+    assert all(a.startswith(b"HTTP/1.1 408") for a in answers[:held]), answers
+    statuses = sorted(int(a.split(b" ", 2)[1]) for a in answers[held:])
+    assert set(statuses) <= {408, 503} and statuses.count(503) >= held, statuses
+    refused = next(a for a in answers if a.startswith(b"HTTP/1.1 503"))
+    assert b"retry-after: 5" in refused.lower()

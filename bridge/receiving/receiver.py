@@ -3,16 +3,18 @@
 A webhook route authenticates before it reads the body (and before it answers ``Expect:
 100-continue``: a client without credentials, or declaring too long a body, gets its 401 or
 413 instead of an invitation), checks the size, validates the JSON and picks its header
-fields without building the document (:mod:`bridge.core.body`; large bodies in a thread,
-one at a time), and hands the envelope to :class:`~bridge.receiving.delivery.Delivery`; it
-answers 200 only once the message is kept (confirmed by the broker, or fsynced in the
-spool). A client that disconnects mid-body is counted (``code="client_closed"``) and logged
-as one access line, never a 500.
+fields without building the document (:mod:`bridge.core.body`; large bodies share a byte
+budget, :mod:`.budget`, and are parsed in a thread, one at a time), and hands the
+envelope to :class:`~bridge.receiving.delivery.Delivery`; it answers 200 only once the
+message is kept (confirmed by the broker, or fsynced in the spool). A client that
+disconnects mid-body is counted (``code="client_closed"``) and logged as one access line,
+never a 500.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import itertools
 import os
@@ -28,6 +30,7 @@ from bridge.core.body import NotJson, read_headers
 from bridge.core.contract import EVENTS, Envelope, accepted_envelope, quarantine_envelope
 from bridge.core.logs import CLIENT_CLOSED, CLIENT_CLOSED_STATUS, WEBHOOK_ENVELOPE, WEBHOOK_EVENT
 from bridge.receiving.auth import Authenticator
+from bridge.receiving.budget import ByteBudget
 from bridge.receiving.delivery import Delivery, Unavailable
 
 BODY_READ_TIMEOUT = 30.0
@@ -43,8 +46,23 @@ LINGERING_TIME = 2.0
 RETRY_AFTER_SECONDS = "5"
 
 LARGE_BODY = 1024 * 1024
-"""Bodies over this many bytes are read (validated, headers picked) in a thread, one at a
-time; smaller ones on the event loop, where it is cheaper than a thread hop."""
+"""Bodies over this many bytes (or of no declared length) are large: they share a byte
+budget, and are parsed (validated, headers picked) in a thread, one at a time; smaller
+ones on the event loop, where it is cheaper than a thread hop."""
+
+LARGE_BODIES_BYTES = 40 * 1024 * 1024
+"""The bytes of large bodies held at once (or one body of ``BRIDGE_MAX_BODY_BYTES``, if
+more); other senders of large bodies wait their turn, then get a 503 after the body
+timeout. With the copies made for the broker, this bounds their memory to ~3x as much."""
+
+
+class LargeBodies:
+    """What bounds large bodies: a byte budget for holding them, one parse at a time."""
+
+    def __init__(self, max_body: int) -> None:
+        self.budget = ByteBudget(max(LARGE_BODIES_BYTES, max_body))
+        self.parses = asyncio.Semaphore(1)
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
@@ -94,14 +112,14 @@ def webhook_handlers(
     delivery: Delivery,
     max_body: int,
     body_timeout: float = BODY_READ_TIMEOUT,
-    large_parses: asyncio.Semaphore | None = None,
+    large: LargeBodies | None = None,
 ) -> tuple[Handler, ExpectHandler]:
     """The handler of ``POST /webhooks/<event>`` and its ``Expect: 100-continue`` handler.
 
-    ``large_parses`` is shared by the routes of one app, so that large bodies are read one
-    at a time across all events.
+    ``large`` is shared by the routes of one app: it bounds the bytes of large bodies held
+    at once, and parses them one at a time, across all events.
     """
-    large_parses = large_parses or asyncio.Semaphore(1)
+    large = large or LargeBodies(max_body)
 
     def refusal(request: web.Request) -> web.Response | None:
         """The answer to give before reading the body (405, 401, 413), if any."""
@@ -131,13 +149,27 @@ def webhook_handlers(
         refused = refusal(request)
         if refused is not None:
             return refused
+        length = request.content_length
+        if length is not None and length <= LARGE_BODY:
+            return await receive(request)
+        try:
+            async with asyncio.timeout(body_timeout):
+                held = await large.budget.acquire(max_body if length is None else length)
+        except TimeoutError:
+            return _unavailable(event, "too many large bodies are being received at once")
+        try:
+            return await receive(request)
+        finally:
+            large.budget.release(held)
+
+    async def receive(request: web.Request) -> web.StreamResponse:
         try:
             if request.content.is_eof():
-                body = await request.read()  # all there already: nothing to wait for
+                body = await _read(request, max_body)  # all there already: nothing to wait for
             else:
                 async with asyncio.timeout(body_timeout):
-                    body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
+                    body = await _read(request, max_body)
+        except _TooLarge:
             return _too_large(event, max_body)
         except TimeoutError:
             return _answer(
@@ -153,13 +185,15 @@ def webhook_handlers(
         if len(body) > LARGE_BODY:
             # Off the event loop, one at a time: /healthz and small webhooks keep being
             # answered while a large body is read, and the CPU it takes is bounded.
-            async with large_parses:
+            async with large.parses:
                 envelope, not_json = await asyncio.to_thread(
                     _envelope, event, body, request_id, received_at
                 )
         else:
             envelope, not_json = _envelope(event, body, request_id, received_at)
-        request[WEBHOOK_ENVELOPE] = envelope
+        # For the access log line, without the body: aiohttp keeps a keep-alive connection's
+        # last request alive until the next one arrives, and with it whatever it refers to.
+        request[WEBHOOK_ENVELOPE] = dataclasses.replace(envelope, body=b"")
         outcome = await _keep(delivery, envelope, event)
         if isinstance(outcome, web.Response):
             return outcome
@@ -183,6 +217,27 @@ def webhook_handlers(
         )
 
     return handle, expect
+
+
+class _TooLarge(Exception):
+    """The body passed the limit while it was read (one without a declared length)."""
+
+
+async def _read(request: web.Request, limit: int) -> bytes:
+    """The whole body, at most ``limit`` bytes (else :class:`_TooLarge`). Not
+    ``request.read()``: that keeps a copy on the request, which an idle keep-alive
+    connection holds on to (10 MiB per connection that last sent a large body)."""
+    chunks: list[bytes] = []
+    size = 0
+    # As request.read() does: fewer, larger reads (pausing the socket less often); what a
+    # request may buffer is bounded by its body, and large bodies by their budget.
+    request.content.set_read_chunk_size(limit)
+    while chunk := await request.content.readany():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 async def _continue(request: web.Request) -> None:
@@ -221,15 +276,16 @@ async def _keep(delivery: Delivery, envelope: Envelope, event: str) -> str | web
     try:
         return await delivery.keep(envelope)
     except Unavailable as exc:
-        return _answer(
-            event,
-            503,
-            {
-                "error": "unavailable",
-                "message": f"the message could not be kept ({exc}); send it again later",
-            },
-            {"Retry-After": RETRY_AFTER_SECONDS},
-        )
+        return _unavailable(event, f"the message could not be kept ({exc})")
+
+
+def _unavailable(event: str, why: str) -> web.Response:
+    return _answer(
+        event,
+        503,
+        {"error": "unavailable", "message": f"{why}; send it again later"},
+        {"Retry-After": RETRY_AFTER_SECONDS},
+    )
 
 
 def _answer(
@@ -290,10 +346,10 @@ def create_app(
     """The receiver's aiohttp application; ``body_timeout`` bounds the body read."""
     app = web.Application(client_max_size=max_body_bytes)
     app[DELIVERY_KEY] = delivery
-    large_parses = asyncio.Semaphore(1)
+    large = LargeBodies(max_body_bytes)
     for event in EVENTS:
         handler, expect = webhook_handlers(
-            event, auth, delivery, max_body_bytes, body_timeout, large_parses
+            event, auth, delivery, max_body_bytes, body_timeout, large
         )
         for path in (f"/webhooks/{event}", f"/webhooks/{event}/"):
             app.router.add_route("*", path, handler, expect_handler=expect)
