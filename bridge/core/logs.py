@@ -15,7 +15,6 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -56,26 +55,6 @@ _EXTRA_FIELDS = (
 )
 
 
-class _Formatter(logging.Formatter):
-    """``logging.Formatter`` in UTC that formats the date and time once per second, not once
-    per record (the access log writes a line per request)."""
-
-    def __init__(self, fmt: str | None = None) -> None:
-        super().__init__(fmt)
-        self._second = -1
-        self._datefmt: str | None = None
-        self._stamp = ""
-
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
-        if second != self._second or datefmt != self._datefmt:
-            self._stamp = time.strftime(datefmt or self.default_time_format, time.gmtime(second))
-            self._second, self._datefmt = second, datefmt
-        if datefmt:
-            return self._stamp
-        return f"{self._stamp},{int(record.msecs):03d}"
-
-
 def escape_controls(text: str) -> str:
     """``text`` with every unprintable character (control characters, line and paragraph
     separators, bidi overrides) written as ``\\xNN``/``\\uNNNN``; printable text, non-ASCII
@@ -92,61 +71,31 @@ def _escape(char: str) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
-class TextFormatter(_Formatter):
-    """``time LEVEL logger: message``, the message with its control characters escaped (a
-    traceback that follows keeps its lines)."""
+class _Formatter(logging.Formatter):
+    """``logging.Formatter`` in UTC that formats the date and time once per second, not once
+    per record (the access log writes a line per request), and escapes control characters
+    in a message (:func:`escape_controls`), so that no field can forge a line."""
+
+    def __init__(self, fmt: str | None = None) -> None:
+        super().__init__(fmt)
+        self._second = -1
+        self._datefmt: str | None = None
+        self._stamp = ""
 
     def formatMessage(self, record: logging.LogRecord) -> str:
+        # The text format's message, control characters escaped (a traceback that follows
+        # keeps its lines). The JSON format builds its own line and escapes by its nature.
         record.message = escape_controls(record.message)
         return super().formatMessage(record)
 
-
-REFUSED_LOG_INTERVAL = 10.0
-"""Seconds between two lines about requests aiohttp's parser refused; those in between are
-counted in the next line."""
-
-
-class RefusedRequestFilter(logging.Filter):
-    """On the ``aiohttp.server`` logger: a record of a request its HTTP parser refused (an
-    ``HttpProcessingError``, whose text quotes the raw request line or header) becomes one
-    WARNING line naming the sender and the kind of error, without the bytes; at most one
-    per :data:`REFUSED_LOG_INTERVAL`, the rest counted in the next one."""
-
-    def __init__(self, interval: float = REFUSED_LOG_INTERVAL) -> None:
-        super().__init__()
-        self.interval = interval
-        self._last = -interval
-        self._folded = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if not isinstance(error, HttpProcessingError):
-            return True
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            self._folded += 1
-            return False
-        self._last = now
-        remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
-        record.msg = "refused a request that is not valid HTTP from %s: %s %d%s"
-        record.args = (
-            remote if isinstance(remote, str) else "an unknown address",
-            type(error).__name__,
-            error.code,
-            f" ({self._folded} more since the last such line)" if self._folded else "",
-        )
-        self._folded = 0
-        if record.levelno > logging.WARNING:  # aiohttp logs some kinds at DEBUG: keep those
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-        record.exc_info = record.exc_text = None
-        record.stack_info = None
-        return True
-
-
-def _install_once(logger: logging.Logger, filters: Iterable[logging.Filter]) -> None:
-    for new in filters:
-        if not any(type(old) is type(new) for old in logger.filters):
-            logger.addFilter(new)
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self._second or datefmt != self._datefmt:
+            self._stamp = time.strftime(datefmt or self.default_time_format, time.gmtime(second))
+            self._second, self._datefmt = second, datefmt
+        if datefmt:
+            return self._stamp
+        return f"{self._stamp},{int(record.msecs):03d}"
 
 
 class JsonFormatter(_Formatter):
@@ -217,7 +166,7 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     # No format here shows thread or process names: don't look them up for every record.
     logging.logThreads = False
     logging.logProcesses = False
@@ -228,7 +177,7 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> None:
     # aio-pika/aiormq log connection noise at INFO; our own link logs what matters.
     logging.getLogger("aiormq").setLevel(logging.WARNING)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
-    _install_once(logging.getLogger("aiohttp.server"), [RefusedRequestFilter()])
+    _install_once(logging.getLogger("aiohttp.server"), RefusedRequestFilter())
 
 
 def redacted_path(request: BaseRequest) -> str:
@@ -256,6 +205,14 @@ class AccessLogger(AbstractAccessLogger):
             "remote": request.remote,
             "event": request.get(WEBHOOK_EVENT),
         }
+        if request.get(CLIENT_CLOSED):
+            fields["status"] = CLIENT_CLOSED_STATUS
+            self._emit(
+                "%s %s %d %.1fms: the client closed the connection before its whole body arrived",
+                (request.method, path, CLIENT_CLOSED_STATUS, latency_ms),
+                fields,
+            )
+            return
         envelope = request.get(WEBHOOK_ENVELOPE)
         if envelope is not None:
             headers = envelope.headers
@@ -277,14 +234,6 @@ class AccessLogger(AbstractAccessLogger):
             )
             return
         fields["request_id"] = request.headers.get("X-Request-Id")
-        if request.get(CLIENT_CLOSED):
-            fields["status"] = CLIENT_CLOSED_STATUS
-            self._emit(
-                "%s %s %d %.1fms: the client closed the connection before its whole body arrived",
-                (request.method, path, CLIENT_CLOSED_STATUS, latency_ms),
-                fields,
-            )
-            return
         self._emit("%s %s %d %.1fms", (request.method, path, response.status, latency_ms), fields)
 
     def _emit(self, message: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
@@ -295,3 +244,50 @@ class AccessLogger(AbstractAccessLogger):
             logger.name, logging.INFO, "(access log)", 0, message, args, None, extra=fields
         )
         logger.handle(record)
+
+
+REFUSED_LOG_INTERVAL = 10.0
+"""Seconds between two lines about requests aiohttp's parser refused; those in between are
+counted in the next line."""
+
+
+class RefusedRequestFilter(logging.Filter):
+    """On the ``aiohttp.server`` logger: a record of a request its HTTP parser refused (an
+    ``HttpProcessingError``, whose text quotes the raw request line or header) becomes one
+    WARNING line naming the sender and the kind of error, without the bytes; at most one
+    per :data:`REFUSED_LOG_INTERVAL`, the rest counted in the next one."""
+
+    def __init__(self, interval: float = REFUSED_LOG_INTERVAL) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last = -interval
+        self._folded = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._folded += 1
+            return False
+        self._last = now
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        record.msg = "refused a request that is not valid HTTP from %s: %s %d%s"
+        record.args = (
+            remote if isinstance(remote, str) else "an unknown address",
+            type(error).__name__,
+            error.code,
+            f" ({self._folded} more since the last such line)" if self._folded else "",
+        )
+        self._folded = 0
+        if record.levelno > logging.WARNING:  # aiohttp logs some kinds at DEBUG: keep those
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        record.stack_info = None
+        return True
+
+
+def _install_once(logger: logging.Logger, new: logging.Filter) -> None:
+    if not any(type(old) is type(new) for old in logger.filters):
+        logger.addFilter(new)
