@@ -19,6 +19,7 @@ from bridge.core.contract import EVENTS, order_headers
 from tests.conftest import fixture_body
 
 _FIELDS = ["ID", "OrderId", "OrderNumber", "ClientId", "SplitOrderId", "Order", "OrderShipment"]
+_FIELDS += ["WarehouseId", "SplitOrder"]  # not read today: a field read later shows up here
 _scalars = (
     st.none()
     | st.booleans()

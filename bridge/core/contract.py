@@ -65,49 +65,29 @@ def order_headers(document: Any) -> dict[str, str]:
     An order (despatched, cancelled) carries them at the top level. A split is a list of
     ``{Order, SplitOrder, OrderId, SplitOrderId}``; a delivered webhook a list of tracking
     events, whose order is ``OrderShipment.OrderId`` (their own ``ID`` is the event's).
-    The receiver reads the same fields without building the document
-    (:func:`bridge.core.body.read_headers`); both end in :func:`scalar_headers`.
     """
+    headers: dict[str, str] = {}
     if isinstance(document, list):
         if not document or not isinstance(document[0], dict):
-            return {}
+            return headers
         first: dict[str, Any] = document[0]
         if "SplitOrderId" in first or "Order" in first:
             nested = first.get("Order")
             order: dict[str, Any] = nested if isinstance(nested, dict) else {}
-            return scalar_headers(
-                order_id=first.get("OrderId", order.get("ID")),
-                order_number=order.get("OrderNumber"),
-                client_id=order.get("ClientId"),
-                split_order_id=first.get("SplitOrderId"),
-            )
+            _put(headers, "x-order-id", first.get("OrderId", order.get("ID")))
+            _put(headers, "x-order-number", order.get("OrderNumber"))
+            _put(headers, "x-client-id", order.get("ClientId"))
+            _put(headers, "x-split-order-id", first.get("SplitOrderId"))
+            return headers
         shipment = first.get("OrderShipment")
         if isinstance(shipment, dict):
-            return scalar_headers(order_id=shipment.get("OrderId"))
-        return {}
+            _put(headers, "x-order-id", shipment.get("OrderId"))
+        return headers
     if isinstance(document, dict):
-        return scalar_headers(
-            order_id=document.get("ID", document.get("OrderId")),
-            order_number=document.get("OrderNumber"),
-            client_id=document.get("ClientId"),
-            split_order_id=document.get("SplitOrderId"),
-        )
-    return {}
-
-
-def scalar_headers(
-    order_id: Any = None,
-    order_number: Any = None,
-    client_id: Any = None,
-    split_order_id: Any = None,
-) -> dict[str, str]:
-    """The headers of the values found, each a number or non-empty string cut to 200
-    characters (booleans, nulls, objects and arrays give no header)."""
-    headers: dict[str, str] = {}
-    _put(headers, "x-order-id", order_id)
-    _put(headers, "x-order-number", order_number)
-    _put(headers, "x-client-id", client_id)
-    _put(headers, "x-split-order-id", split_order_id)
+        _put(headers, "x-order-id", document.get("ID", document.get("OrderId")))
+        _put(headers, "x-order-number", document.get("OrderNumber"))
+        _put(headers, "x-client-id", document.get("ClientId"))
+        _put(headers, "x-split-order-id", document.get("SplitOrderId"))
     return headers
 
 
@@ -157,15 +137,8 @@ def webhook_envelope(
     event: str, body: bytes, document: Any, request_id: str, received_at: float
 ) -> Envelope:
     """The envelope of an accepted webhook, headers taken from its parsed ``document``."""
-    return accepted_envelope(event, body, order_headers(document), request_id, received_at)
-
-
-def accepted_envelope(
-    event: str, body: bytes, found: dict[str, str], request_id: str, received_at: float
-) -> Envelope:
-    """The envelope of an accepted webhook whose order headers (``found``) are known."""
     headers = {"x-event": event, "x-received-at": rfc3339(received_at), "x-request-id": request_id}
-    headers.update(found)
+    headers.update(order_headers(document))
     return Envelope(event, routing_key(event), body, message_id(event, body), received_at, headers)
 
 

@@ -26,8 +26,8 @@ import orjson
 from aiohttp import HttpVersion11, web
 
 from bridge.core import metrics
-from bridge.core.body import NotJson, read_headers
-from bridge.core.contract import EVENTS, Envelope, accepted_envelope, quarantine_envelope
+from bridge.core.body import NotJson, read_document
+from bridge.core.contract import EVENTS, Envelope, quarantine_envelope, webhook_envelope
 from bridge.core.logs import CLIENT_CLOSED, CLIENT_CLOSED_STATUS, WEBHOOK_ENVELOPE, WEBHOOK_EVENT
 from bridge.receiving.auth import Authenticator
 from bridge.receiving.budget import ByteBudget
@@ -266,10 +266,10 @@ def _envelope(
 ) -> tuple[Envelope, str | None]:
     """The envelope to keep, and why the body is not JSON (``None`` when it is)."""
     try:
-        found = read_headers(body)
+        document = read_document(body)
     except NotJson as exc:
         return quarantine_envelope(event, body, request_id, received_at), str(exc)
-    return accepted_envelope(event, body, found, request_id, received_at), None
+    return webhook_envelope(event, body, document, request_id, received_at), None
 
 
 async def _keep(delivery: Delivery, envelope: Envelope, event: str) -> str | web.Response:
