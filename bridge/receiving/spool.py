@@ -3,9 +3,10 @@ drain (:mod:`bridge.receiving.drain`) has published them with a confirm.
 
 SQLite in WAL mode with ``synchronous=FULL`` makes every commit durable (the WAL is fsynced
 before the commit returns), and a crash or SIGKILL leaves either the whole transaction or
-none of it. All SQLite work runs in one dedicated thread that takes every pending append
-and delete off its queue and commits them in one transaction: one fsync serves all the
-requests that arrived meanwhile (group commit), and the event loop never blocks on disk.
+none of it. Its directory is 0700 and its files 0600 (:mod:`.spool_files`). All SQLite
+work runs in one dedicated thread that takes every pending append and delete off its queue
+and commits them in one transaction: one fsync serves all the requests that arrived
+meanwhile (group commit), and the event loop never blocks on disk.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bridge.core import metrics
 from bridge.core.contract import CONTENT_TYPE_JSON, Envelope
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
+from bridge.receiving import spool_files
 
 log = logging.getLogger("bridge.receiving.spool")
 
@@ -124,6 +126,8 @@ def _spooled(row: tuple[Any, ...]) -> Spooled:
 
 def connect(path: str, *, create: bool) -> sqlite3.Connection:
     """A connection to the spool at ``path`` in WAL mode with full sync."""
+    if create:
+        spool_files.prepare(path)  # 0700 directory, 0600 files, before SQLite makes any
     mode = "rwc" if create else "rw"
     uri = f"file:{quote(os.path.abspath(path))}?mode={mode}"
     connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
@@ -167,7 +171,6 @@ class Spool:
         """Open (creating if needed) the database and start the spool thread."""
         self._loop = asyncio.get_running_loop()
         try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             connection = await asyncio.to_thread(connect, self.path, create=True)
             depth, size = await asyncio.to_thread(lambda: connection.execute(_STATS).fetchone())
             oldest = await asyncio.to_thread(lambda: connection.execute(_OLDEST).fetchone())
