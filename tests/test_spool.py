@@ -14,7 +14,8 @@ import pytest
 
 from bridge import cli
 from bridge.core.contract import Envelope, quarantine_envelope, webhook_envelope
-from bridge.receiving.spool import Spool, SpoolFull, read_status, record_size
+from bridge.receiving.spool import Spool, SpoolFull, record_size
+from bridge.receiving.spool_status import read_status
 from tests.conftest import API_KEY, BridgeFactory, BrokerProbe, fixture_body
 from tests.support.rabbit_node import free_port
 

@@ -48,6 +48,7 @@ class _Fields(msgspec.Struct):
     OrderId: msgspec.Raw = _ABSENT
     OrderNumber: msgspec.Raw = _ABSENT
     ClientId: msgspec.Raw = _ABSENT
+    WarehouseId: msgspec.Raw = _ABSENT
     SplitOrderId: msgspec.Raw = _ABSENT
     Order: msgspec.Raw = _ABSENT
     OrderShipment: msgspec.Raw = _ABSENT

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -30,7 +29,6 @@ import orjson
 from bridge.core import metrics
 from bridge.core.contract import CONTENT_TYPE_JSON, Envelope
 from bridge.core.settings import SettingsError
-from bridge.errors import CommandError
 from bridge.receiving import spool_files
 
 log = logging.getLogger("bridge.receiving.spool")
@@ -64,8 +62,8 @@ _SELECT = (
     "SELECT seq, event, routing_key, message_id, received_at, headers, body, size"
     " FROM spool WHERE seq > ? ORDER BY seq LIMIT ?"
 )
-_STATS = "SELECT count(*), coalesce(sum(size), 0) FROM spool"
-_OLDEST = "SELECT received_at FROM spool ORDER BY seq LIMIT 1"
+STATS = "SELECT count(*), coalesce(sum(size), 0) FROM spool"
+OLDEST = "SELECT received_at FROM spool ORDER BY seq LIMIT 1"
 
 
 class SpoolFull(Exception):
@@ -172,8 +170,8 @@ class Spool:
         self._loop = asyncio.get_running_loop()
         try:
             connection = await asyncio.to_thread(connect, self.path, create=True)
-            depth, size = await asyncio.to_thread(lambda: connection.execute(_STATS).fetchone())
-            oldest = await asyncio.to_thread(lambda: connection.execute(_OLDEST).fetchone())
+            depth, size = await asyncio.to_thread(lambda: connection.execute(STATS).fetchone())
+            oldest = await asyncio.to_thread(lambda: connection.execute(OLDEST).fetchone())
         except (OSError, sqlite3.Error) as exc:
             raise SettingsError(
                 f"BRIDGE_SPOOL_PATH={self.path!r} cannot be opened ({exc}): point it at a "
@@ -331,7 +329,7 @@ class Spool:
                 for _, seqs, _ in deletes:
                     connection.executemany("DELETE FROM spool WHERE seq = ?", seqs)
                 connection.execute("COMMIT")
-                oldest = connection.execute(_OLDEST).fetchone()
+                oldest = connection.execute(OLDEST).fetchone()
                 loop.call_soon_threadsafe(
                     self._committed, len(inserts), oldest[0] if oldest else None
                 )
@@ -373,31 +371,3 @@ def _read(
 
 
 # --- spool status ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SpoolStatus:
-    depth: int
-    bytes: int
-    oldest_age_seconds: float
-
-
-def read_status(path: str) -> SpoolStatus:
-    """Depth, bytes and oldest age of the spool file at ``path``, read while ``serve`` may
-    be writing it (WAL readers never block the writer)."""
-    if not Path(path).exists():
-        return SpoolStatus(0, 0, 0.0)
-    try:
-        connection = connect(path, create=False)
-        try:
-            depth, size = connection.execute(_STATS).fetchone()
-            oldest = connection.execute(_OLDEST).fetchone()
-        finally:
-            connection.close()
-    except sqlite3.Error as exc:
-        raise CommandError(
-            f"cannot read the spool {path!r} ({exc}): check BRIDGE_SPOOL_PATH points at the "
-            "bridge's spool file"
-        ) from None
-    age = max(time.time() - oldest[0], 0.0) if oldest else 0.0
-    return SpoolStatus(int(depth), int(size), age)
