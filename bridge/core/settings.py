@@ -119,6 +119,9 @@ class Settings:
     mintsoft_username: str | None = None
     mintsoft_password: str | None = field(default=None, repr=False)
     public_url: str | None = None
+    archive: bool = True
+    archive_max_age: str = "30D"
+    archive_max_bytes: int = 50_000_000_000
 
     @property
     def auth_configured(self) -> bool:
@@ -162,6 +165,25 @@ def _log_format(name: str, raw: str) -> str:
     return value
 
 
+_AGE_UNITS = "YMDhms"
+
+
+def _max_age(name: str, raw: str) -> str:
+    # RabbitMQ's x-max-age: "<int><unit>", unit case-sensitive (M months, m minutes); a
+    # lowercase d is taken as days, since RabbitMQ has no other meaning for it.
+    value = raw.strip()
+    if value.endswith("d"):
+        value = value[:-1] + "D"
+    if len(value) < 2 or value[-1] not in _AGE_UNITS or not value[:-1].isdigit():
+        raise SettingsError(
+            f"{name}={raw!r} is not an age: use a number and one of Y, M (months), D, h, "
+            "m (minutes), s, e.g. 30D"
+        )
+    if int(value[:-1]) < 1:
+        raise SettingsError(f"{name}={raw!r} is zero: use at least 1, e.g. 30D")
+    return value[:-1].lstrip("0") + value[-1]
+
+
 def _optional_http_url(name: str, raw: str) -> str | None:
     return _parse_http_url(name, raw) if raw.strip() else None
 
@@ -198,6 +220,13 @@ SPECS: dict[str, _Spec] = {
     "BRIDGE_MINTSOFT_USERNAME": _Spec("mintsoft_username", _optional, "Mintsoft user"),
     "BRIDGE_MINTSOFT_PASSWORD": _Spec("mintsoft_password", _optional, "Mintsoft password", True),
     "BRIDGE_PUBLIC_URL": _Spec("public_url", _optional_http_url, "the bridge's public base URL"),
+    "BRIDGE_ARCHIVE": _Spec("archive", _parse_bool, "declare and feed the archive stream"),
+    "BRIDGE_ARCHIVE_MAX_AGE": _Spec("archive_max_age", _max_age, "archive retention, e.g. 30D"),
+    "BRIDGE_ARCHIVE_MAX_BYTES": _Spec(
+        "archive_max_bytes",
+        lambda n, r: _parse_int(n, r, 1_000_000, 1 << 60),
+        "archive size limit in bytes",
+    ),
 }
 
 

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from bridge.amqp.connection import BrokerLink
 from bridge.amqp.publisher import Publisher
-from bridge.amqp.topology import declare, receiver_topology
+from bridge.amqp.topology import declare, settings_topology
 from bridge.core import metrics
 from bridge.core.logs import AccessLogger
 from bridge.core.settings import Settings
@@ -28,7 +28,8 @@ SHUTDOWN_GRACE = 10.0
 
 def build_delivery(settings: Settings) -> Delivery:
     """The broker link, publisher and delivery of a receiver (not yet started)."""
-    topology = receiver_topology(settings.exchange)
+    topology = settings_topology(settings)
+    metrics.ARCHIVE_MAX_BYTES.set(settings.archive_max_bytes if settings.archive else 0)
 
     async def on_channel(channel: object) -> None:
         await declare(channel, topology)  # type: ignore[arg-type]

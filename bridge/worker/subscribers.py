@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bridge.amqp.topology import (
+    ArchiveRetention,
     Topology,
     dlq_name,
     receiver_topology,
@@ -268,10 +269,12 @@ def _async_call(target: Any) -> bool:
     return callable(target) and inspect.iscoroutinefunction(type(target).__call__)
 
 
-def full_topology(exchange: str, config: str | None) -> Topology:
-    """The receiver's topology, plus every subscriber's queues when ``config`` names a
-    subscribers file."""
-    topology = receiver_topology(exchange)
+def full_topology(
+    exchange: str, config: str | None, archive: ArchiveRetention | None = None
+) -> Topology:
+    """The receiver's topology (with the archive stream given its retention), plus every
+    subscriber's queues when ``config`` names a subscribers file."""
+    topology = receiver_topology(exchange, archive)
     if config is not None:
         for sub in load_subscribers(config):
             topology = topology + subscriber_topology(

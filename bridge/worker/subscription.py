@@ -21,7 +21,7 @@ from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError, PublishE
 
 from bridge.amqp.connection import BrokerLink
 from bridge.amqp.pipeline import AckWriter
-from bridge.amqp.topology import declare, receiver_topology, subscriber_topology
+from bridge.amqp.topology import declare, settings_topology, subscriber_topology
 from bridge.core import metrics
 from bridge.core.contract import rfc3339
 from bridge.core.settings import Settings
@@ -79,7 +79,7 @@ class Subscription:
             handler.breaker if isinstance(handler, Forwarder) else None
         )
         self.ladder = Ladder(sub.name, sub.retry_delays_ms, sub.in_process_tries)
-        self.topology = receiver_topology(settings.exchange) + subscriber_topology(
+        self.topology = settings_topology(settings) + subscriber_topology(
             settings.exchange, sub.name, sub.events, sub.retry_delays_ms
         )
         self.link = BrokerLink(
