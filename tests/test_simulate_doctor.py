@@ -141,6 +141,7 @@ async def test_doctor_reports_a_wrong_key_with_the_fix(
 ) -> None:
     bridge = await make_bridge()
     common = ["--amqp-url", AMQP_URL, "--exchange", exchange, "--public-url", bridge.url]
+    common += ["--archive", "false"]  # as the bridge under test runs
     code = await run("doctor", *common, "--api-keys", "not-the-key")
     out = capsys.readouterr().out
     assert code == 1

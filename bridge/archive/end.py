@@ -69,7 +69,12 @@ async def require_stream(connection: AbstractConnection, stream: str) -> int:
     channel = await bounded(connection.channel(), "opening a channel")
     try:
         ok = await bounded(channel.queue_declare(stream, passive=True), "a passive declare")
-    except aiormq.exceptions.ChannelNotFoundEntity:
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        if "down or inaccessible" in str(exc):  # a node restarting: the stream recovers
+            raise CommandError(
+                f"the archive {stream} is not available yet (its node is down or still "
+                "recovering it): run this again in a moment"
+            ) from None
         raise missing_archive(stream) from None
     with contextlib.suppress(Exception):
         await channel.close()
