@@ -289,3 +289,22 @@ def test_topology_print_has_the_archive_unless_it_is_off(
     assert "binding  x.orders -> x.orders.archive [#]" in out
     assert main(["topology", "--print", "--exchange", "x.orders", "--archive", "false"]) == 0
     assert "archive" not in capsys.readouterr().out
+
+
+async def test_doctor_says_where_unwanted_webhooks_go_and_catches_a_leftover_archive(
+    exchange: str,
+    probe: BrokerProbe,
+    make_bridge: BridgeFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bridge = await archived_bridge(make_bridge, probe, exchange)
+    common = ["doctor", "--amqp-url", AMQP_URL, "--exchange", exchange, "--public-url", bridge.url]
+    common += ["--api-keys", API_KEY, "--skip-simulate"]
+    assert await cli(*common, "--archive", "true") == 0
+    out = capsys.readouterr().out
+    assert f"webhooks no subscriber wants are kept in {exchange}.archive" in out, out
+
+    # The archive turned off but left bound: .unrouted would stay empty without a word.
+    assert await cli(*common, "--archive", "false") == 1
+    [line] = [x for x in capsys.readouterr().out.splitlines() if "exchange and queues" in x]
+    assert line.startswith("FAIL") and f"rabbitmqctl delete_queue {exchange}.archive" in line
