@@ -113,7 +113,8 @@ async def test_three_bursts_replaying_the_middle_window_delivers_exactly_that_bu
             ]
         )
         edges.append((start, time.time()))
-    since = datetime.fromtimestamp(edges[1][0], UTC).isoformat()
+    # x-received-at has milliseconds, cut (not rounded) from the receiver's clock.
+    since = datetime.fromtimestamp(int(edges[1][0] * 1000) / 1000, UTC).isoformat()
     until = datetime.fromtimestamp(edges[1][1] + 0.001, UTC).isoformat()
     target = f"{exchange}.erp"
     await probe.channel.queue_declare(target, durable=True, arguments={"x-queue-type": "quorum"})  # type: ignore[union-attr]
