@@ -309,3 +309,16 @@ async def test_doctor_says_where_unwanted_webhooks_go_and_catches_a_leftover_arc
     assert await cli(*common, "--archive", "false") == 1
     [line] = [x for x in capsys.readouterr().out.splitlines() if "exchange and queues" in x]
     assert line.startswith("FAIL") and f"rabbitmqctl delete_queue {exchange}.archive" in line
+
+
+async def test_a_retention_that_differs_from_the_archive_s_is_one_line_naming_the_settings(
+    exchange: str, probe: BrokerProbe, capsys: pytest.CaptureFixture[str]
+) -> None:
+    probe.track(queues=(archive_name(exchange),))
+    common = ["topology", "--amqp-url", AMQP_URL, "--exchange", exchange, "--archive", "true"]
+    assert await cli(*common) == 0
+    capsys.readouterr()
+    assert await cli(*common, "--archive-max-age", "7D") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "received '7D' but current is '30D'" in err
+    assert "BRIDGE_ARCHIVE_MAX_AGE" in err

@@ -7,16 +7,19 @@ adds :func:`subscriber_topology`. The same data prints with ``topology --print``
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiormq
 from aiormq.abc import AbstractChannel
 
 from bridge.amqp.connection import connect_once
 from bridge.core.contract import EVENTS, routing_key
 from bridge.core.settings import Settings
+from bridge.errors import CommandError
 
 QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 DLQ_DELIVERY_LIMIT = 2**31 - 1
@@ -253,10 +256,19 @@ async def delete(channel: AbstractChannel, topology: Topology) -> None:
 
 
 async def declare_topology(amqp_urls: Sequence[str], topology: Topology) -> None:
-    """Connect once and declare ``topology``: idempotent, fails on an argument clash."""
+    """Connect once and declare ``topology``: idempotent; an argument clash with what
+    exists is a :class:`CommandError` quoting the broker."""
     connection = await connect_once(amqp_urls)
     try:
         channel = await connection.channel()
         await declare(channel, topology)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        reason = str(exc.args[0] if exc.args else exc)
+        raise CommandError(
+            f"the broker refused a declaration ({reason}): run with the settings it was "
+            "declared with (for the archive: BRIDGE_ARCHIVE_MAX_AGE and "
+            "BRIDGE_ARCHIVE_MAX_BYTES), or delete it first"
+        ) from None
     finally:
-        await connection.close()
+        with contextlib.suppress(Exception):
+            await connection.close()
