@@ -252,6 +252,12 @@ def test_definitions_file_is_what_topology_generates(capsys: pytest.CaptureFixtu
     )
     names = {q["name"] for q in json.loads(generated)["queues"]}
     assert {"mintsoft.orders.unrouted", "mintsoft.orders.invalid", "log-events.dlq"} <= names
+    [archive] = [q for q in json.loads(generated)["queues"] if q["name"].endswith(".archive")]
+    assert archive["arguments"] == {
+        "x-queue-type": "stream",
+        "x-max-age": "30D",
+        "x-max-length-bytes": 50_000_000_000,
+    }
 
 
 def _rabbitmqctl(*args: str) -> str:
@@ -278,11 +284,16 @@ async def test_definitions_import_into_rabbitmq_as_topology_declares_them() -> N
 
     import aiormq
 
-    from bridge.amqp.topology import declare, definitions, receiver_topology
+    from bridge.amqp.topology import (
+        ArchiveRetention,
+        declare,
+        definitions,
+        receiver_topology,
+    )
     from bridge.worker.subscribers import load_subscribers
 
     vhost = f"bridge-definitions-{uuid.uuid4().hex[:8]}"
-    topology = receiver_topology("mintsoft.orders")
+    topology = receiver_topology("mintsoft.orders", ArchiveRetention())
     for sub in load_subscribers(str(SUBSCRIBERS_EXAMPLE)):
         topology = topology + sub.topology("mintsoft.orders")
     assert len(topology.queues) > 2
@@ -307,7 +318,9 @@ async def test_definitions_import_into_rabbitmq_as_topology_declares_them() -> N
         finally:
             await connection.close()
         listed = _rabbitmqctl("list_queues", "-p", vhost, "name", "type")
-        assert all(f"{q.name}\tquorum" in listed for q in topology.queues), listed
+        for queue in topology.queues:
+            kind = "stream" if queue.name.endswith(".archive") else "quorum"
+            assert f"{queue.name}\t{kind}" in listed, listed
     finally:
         _rabbitmqctl("delete_vhost", vhost)
 

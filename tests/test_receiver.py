@@ -87,10 +87,10 @@ async def test_authorization_header_is_accepted(
     assert len(await probe.get_all(queue, expected=1)) == 1
 
 
-async def test_a_webhook_nobody_subscribed_to_is_kept_in_unrouted(
+async def test_a_webhook_nobody_subscribed_to_is_kept_in_unrouted_with_the_archive_off(
     exchange: str, probe: BrokerProbe, make_bridge: BridgeFactory
 ) -> None:
-    bridge = await make_bridge()
+    bridge = await make_bridge(archive=False)
     body = fixture_body("despatched")
     response = await bridge.client.post(
         "/webhooks/despatched", params={"apikey": API_KEY}, data=body

@@ -161,6 +161,7 @@ class Publisher:
             raise PublishFailed("returned", "unroutable: the exchange routed it nowhere")
         self.link.note_confirm()
         _CONFIRMED.inc()
+        _PUBLISHED_BYTES.inc(len(envelope.body))
         _PUBLISH_SECONDS.observe(time.perf_counter() - started)
 
 
@@ -171,3 +172,4 @@ _RETURNED = metrics.PUBLISH_RESULTS.labels("returned")
 _NACKED = metrics.PUBLISH_RESULTS.labels("nacked")
 _CONFIRMED = metrics.PUBLISH_RESULTS.labels("confirmed")
 _PUBLISH_SECONDS = metrics.PUBLISH_SECONDS
+_PUBLISHED_BYTES = metrics.PUBLISHED_BYTES

@@ -7,11 +7,13 @@ adds :func:`subscriber_topology`. The same data prints with ``topology --print``
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import aiormq
 from aiormq.abc import AbstractChannel
 
 from bridge.amqp.connection import connect_once
@@ -22,6 +24,8 @@ from bridge.core.contract import (
     HEADER_WAREHOUSE_ID,
     routing_key,
 )
+from bridge.core.settings import Settings
+from bridge.errors import CommandError
 
 QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 DLQ_DELIVERY_LIMIT = 2**31 - 1
@@ -104,18 +108,67 @@ def invalid_name(exchange: str) -> str:
     return exchange + ".invalid"
 
 
-def receiver_topology(exchange: str) -> Topology:
-    """The webhook exchange, its alternate exchange and the unrouted and invalid queues."""
+def archive_name(exchange: str) -> str:
+    return exchange + ".archive"
+
+
+@dataclass(frozen=True)
+class ArchiveRetention:
+    """How long and how much the archive stream keeps (``BRIDGE_ARCHIVE_MAX_AGE`` / ``_BYTES``).
+
+    Every declaring path must pass the same values: RabbitMQ refuses a redeclare whose
+    arguments differ (406), and streams only change retention through a policy."""
+
+    max_age: str = "30D"
+    max_bytes: int = 50_000_000_000
+
+    def arguments(self) -> dict[str, Any]:
+        # x-max-age must be a string ("30D"; an int is refused), x-max-length-bytes an int.
+        return {
+            "x-queue-type": "stream",
+            "x-max-age": self.max_age,
+            "x-max-length-bytes": int(self.max_bytes),
+        }
+
+
+def archive_retention(settings: Settings) -> ArchiveRetention | None:
+    """The archive's retention from the settings, or ``None`` with ``BRIDGE_ARCHIVE=false``."""
+    if not settings.archive:
+        return None
+    return ArchiveRetention(settings.archive_max_age, settings.archive_max_bytes)
+
+
+def receiver_topology(exchange: str, archive: ArchiveRetention | None = None) -> Topology:
+    """The webhook exchange, its alternate exchange, the unrouted and invalid queues, and,
+    given a retention, the archive stream bound with ``#``.
+
+    A bound archive counts as a route for every message, so the alternate exchange then
+    never fires and ``<exchange>.unrouted`` stays empty: the archive keeps what no
+    subscriber wants. The alternate exchange stays declared either way (an exchange's
+    arguments cannot change), so turning the archive off falls back to it."""
     unrouted = unrouted_name(exchange)
     invalid = invalid_name(exchange)
+    queues: tuple[Queue, ...] = (Queue(unrouted, dict(QUORUM)), Queue(invalid, dict(QUORUM)))
+    bindings: tuple[Binding, ...] = (
+        Binding(unrouted, unrouted, ""),
+        Binding(exchange, invalid, "invalid.#"),
+    )
+    if archive is not None:
+        queues += (Queue(archive_name(exchange), archive.arguments()),)
+        bindings += (Binding(exchange, archive_name(exchange), "#"),)
     return Topology(
         exchanges=(
             Exchange(exchange, "topic", {"alternate-exchange": unrouted}),
             Exchange(unrouted, "fanout"),
         ),
-        queues=(Queue(unrouted, dict(QUORUM)), Queue(invalid, dict(QUORUM))),
-        bindings=(Binding(unrouted, unrouted, ""), Binding(exchange, invalid, "invalid.#")),
+        queues=queues,
+        bindings=bindings,
     )
+
+
+def settings_topology(settings: Settings) -> Topology:
+    """:func:`receiver_topology` as ``settings`` ask for it (archive on or off)."""
+    return receiver_topology(settings.exchange, archive_retention(settings))
 
 
 def retry_queue_name(subscriber: str, step: int) -> str:
@@ -335,10 +388,19 @@ async def delete(channel: AbstractChannel, topology: Topology) -> None:
 
 
 async def declare_topology(amqp_urls: Sequence[str], topology: Topology) -> None:
-    """Connect once and declare ``topology``: idempotent, fails on an argument clash."""
+    """Connect once and declare ``topology``: idempotent; an argument clash with what
+    exists is a :class:`CommandError` quoting the broker."""
     connection = await connect_once(amqp_urls)
     try:
         channel = await connection.channel()
         await declare(channel, topology)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        reason = str(exc.args[0] if exc.args else exc)
+        raise CommandError(
+            f"the broker refused a declaration ({reason}): run with the settings it was "
+            "declared with (for the archive: BRIDGE_ARCHIVE_MAX_AGE and "
+            "BRIDGE_ARCHIVE_MAX_BYTES), or delete it first"
+        ) from None
     finally:
-        await connection.close()
+        with contextlib.suppress(Exception):
+            await connection.close()

@@ -32,11 +32,11 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from bridge.amqp.topology import declare_topology, definitions_json
+    from bridge.amqp.topology import archive_retention, declare_topology, definitions_json
     from bridge.worker.subscribers import full_topology
 
     settings = settings_of(args)
-    topology = full_topology(settings.exchange, args.config)
+    topology = full_topology(settings.exchange, args.config, archive_retention(settings))
     if args.definitions:
         print(definitions_json(topology), end="")
         return 0

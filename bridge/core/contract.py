@@ -52,6 +52,17 @@ HTTP_MESSAGE_ID: Final = "X-Message-Id"
 HTTP_REQUEST_ID: Final = "X-Request-Id"
 OCTET_STREAM: Final = "application/octet-stream"
 
+# AMQP headers of recovered, replayed and sentinel messages (contract sections 4, 7, 8).
+HEADER_SOURCE: Final = "x-source"
+"""Set by ``sync`` on a webhook it recovered (``reconcile``); absent on a received one."""
+HEADER_REPLAYED_AT: Final = "x-replayed-at"
+"""Set by ``archive replay`` on each copy: when it was copied (RFC 3339, UTC)."""
+HEADER_REPLAY_ID: Final = "x-replay-id"
+"""Set by ``archive replay`` on each copy: one id per replay run, to find or undo a run."""
+HEADER_ARCHIVE_SENTINEL: Final = "x-archive-sentinel"
+"""Marks the empty message ``archive find`` writes to the archive's end to know where it
+ends; readers skip it, and it never reaches a subscriber (it bypasses the exchange)."""
+
 
 def routing_key(event: str) -> str:
     """The routing key of an accepted webhook: ``order.<event>``."""

@@ -135,6 +135,9 @@ class Settings:
     """``None``: 127.0.0.1 for ``serve``; the worker keeps its older default, ``BRIDGE_HOST``."""
     metrics_port: int | None = None
     """``None``: no separate listener (``serve`` answers ``/metrics`` on its main port)."""
+    archive: bool = True
+    archive_max_age: str = "30D"
+    archive_max_bytes: int = 50_000_000_000
 
     @property
     def auth_configured(self) -> bool:
@@ -176,6 +179,25 @@ def _log_format(name: str, raw: str) -> str:
     if value not in {"text", "json"}:
         raise SettingsError(f"{name}={raw!r} is not a log format: use text or json")
     return value
+
+
+_AGE_UNITS = "YMDhms"
+
+
+def _max_age(name: str, raw: str) -> str:
+    # RabbitMQ's x-max-age: "<int><unit>", unit case-sensitive (M months, m minutes); a
+    # lowercase d is taken as days, since RabbitMQ has no other meaning for it.
+    value = raw.strip()
+    if value.endswith("d"):
+        value = value[:-1] + "D"
+    if len(value) < 2 or value[-1] not in _AGE_UNITS or not value[:-1].isdigit():
+        raise SettingsError(
+            f"{name}={raw!r} is not an age: use a number and one of Y, M (months), D, h, "
+            "m (minutes), s, e.g. 30D"
+        )
+    if int(value[:-1]) < 1:
+        raise SettingsError(f"{name}={raw!r} is zero: use at least 1, e.g. 30D")
+    return value[:-1].lstrip("0") + value[-1]
 
 
 def _optional_http_url(name: str, raw: str) -> str | None:
@@ -232,6 +254,13 @@ SPECS: dict[str, _Spec] = {
     ),
     "BRIDGE_METRICS_PORT": _Spec(
         "metrics_port", _optional_port, "port of a separate /metrics listener (unset: none)"
+    ),
+    "BRIDGE_ARCHIVE": _Spec("archive", _parse_bool, "declare and feed the archive stream"),
+    "BRIDGE_ARCHIVE_MAX_AGE": _Spec("archive_max_age", _max_age, "archive retention, e.g. 30D"),
+    "BRIDGE_ARCHIVE_MAX_BYTES": _Spec(
+        "archive_max_bytes",
+        lambda n, r: _parse_int(n, r, 1_000_000, 1 << 60),
+        "archive size limit in bytes",
     ),
 }
 

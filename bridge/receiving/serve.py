@@ -20,7 +20,7 @@ from aiohttp import web
 
 from bridge.amqp.connection import BrokerLink
 from bridge.amqp.publisher import Publisher
-from bridge.amqp.topology import declare, receiver_topology
+from bridge.amqp.topology import declare, settings_topology
 from bridge.core import metrics
 from bridge.core.listeners import (
     DEFAULT_METRICS_HOST,
@@ -53,7 +53,8 @@ Prometheus records the spool's final depth (MintsoftBridgeSpoolStranded reads th
 
 def build_delivery(settings: Settings) -> Delivery:
     """The broker link, publisher and delivery of a receiver (not yet started)."""
-    topology = receiver_topology(settings.exchange)
+    topology = settings_topology(settings)
+    metrics.ARCHIVE_MAX_BYTES.set(settings.archive_max_bytes if settings.archive else 0)
 
     async def on_channel(channel: object) -> None:
         await declare(channel, topology)  # type: ignore[arg-type]

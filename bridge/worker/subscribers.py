@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from bridge.amqp.topology import (
+    ArchiveRetention,
     Topology,
     receiver_topology,
     subscriber_queue_names,
@@ -365,10 +366,12 @@ def _one_authorization(url: str, headers: tuple[tuple[str, str], ...], where: st
         )
 
 
-def full_topology(exchange: str, config: str | None) -> Topology:
-    """The receiver's topology, plus every subscriber's queues when ``config`` names a
-    subscribers file."""
-    topology = receiver_topology(exchange)
+def full_topology(
+    exchange: str, config: str | None, archive: ArchiveRetention | None = None
+) -> Topology:
+    """The receiver's topology (with the archive stream given its retention), plus every
+    subscriber's queues when ``config`` names a subscribers file."""
+    topology = receiver_topology(exchange, archive)
     if config is not None:
         for sub in load_subscribers(config):
             topology = topology + sub.topology(exchange)

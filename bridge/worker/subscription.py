@@ -20,7 +20,7 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError, PublishError
 
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.topology import declare, receiver_topology
+from bridge.amqp.topology import declare, settings_topology
 from bridge.core import metrics
 from bridge.core.contract import rfc3339, routing_key
 from bridge.core.settings import Settings
@@ -86,7 +86,7 @@ class Subscription:
         self.settle = Settler()
         self._exchange = settings.exchange
         self.pacer = Pacer(sub.name, sub.rate_limit)
-        self.topology = receiver_topology(settings.exchange) + sub.topology(settings.exchange)
+        self.topology = settings_topology(settings) + sub.topology(settings.exchange)
         self.link = BrokerLink(
             settings.amqp_urls, self._on_channel, name=f"mintsoft-bridge worker {sub.name}"
         )
