@@ -284,12 +284,8 @@ async def test_definitions_import_into_rabbitmq_as_topology_declares_them() -> N
 
     import aiormq
 
-    from bridge.amqp.topology import (
-        ArchiveRetention,
-        declare,
-        definitions,
-        receiver_topology,
-    )
+    from bridge.amqp.definitions import definitions
+    from bridge.amqp.topology import ArchiveRetention, declare, receiver_topology
     from bridge.worker.subscribers import load_subscribers
 
     vhost = f"bridge-definitions-{uuid.uuid4().hex[:8]}"

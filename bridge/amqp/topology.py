@@ -8,7 +8,6 @@ adds :func:`subscriber_topology`. The same data prints with ``topology --print``
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -304,51 +303,6 @@ def subscriber_topology(
             bindings.append(Binding(entry, target, "", arguments, target_type))
     bindings[:0] = [Binding(exchange, entry, routing_key(e), {}, entry_type) for e in wanted]
     return Topology(tuple(exchanges), tuple(queues), tuple(bindings))
-
-
-def definitions(topology: Topology, vhost: str = "/") -> dict[str, Any]:
-    """``topology`` as a RabbitMQ definitions document, importable by the management plugin
-    (``rabbitmqctl import_definitions``, the UI's upload, or ``load_definitions`` at boot)."""
-    return {
-        "exchanges": [
-            {
-                "name": e.name,
-                "vhost": vhost,
-                "type": e.type,
-                "durable": True,
-                "auto_delete": False,
-                "internal": False,
-                "arguments": dict(e.arguments),
-            }
-            for e in topology.exchanges
-        ],
-        "queues": [
-            {
-                "name": q.name,
-                "vhost": vhost,
-                "durable": True,
-                "auto_delete": False,
-                "arguments": dict(q.arguments),
-            }
-            for q in topology.queues
-        ],
-        "bindings": [
-            {
-                "source": b.exchange,
-                "vhost": vhost,
-                "destination": b.queue,
-                "destination_type": b.destination_type,
-                "routing_key": b.routing_key,
-                "arguments": dict(b.arguments),
-            }
-            for b in topology.bindings
-        ],
-    }
-
-
-def definitions_json(topology: Topology) -> str:
-    """:func:`definitions` as the indented JSON of ``deploy/rabbitmq/definitions.json``."""
-    return json.dumps(definitions(topology), indent=2, sort_keys=True) + "\n"
 
 
 async def declare(channel: AbstractChannel, topology: Topology) -> None:

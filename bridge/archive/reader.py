@@ -27,6 +27,7 @@ from bridge.amqp.topology import archive_name
 from bridge.archive.end import IDLE, PREFETCH, StreamOffset, read_to_end, require_stream
 from bridge.archive.window import parse_received_at
 from bridge.core.contract import (
+    HEADER_EVENT,
     HEADER_ORDER_ID,
     HEADER_ORDER_NUMBER,
     HEADER_RECEIVED_AT,
@@ -106,7 +107,7 @@ def archived(message: DeliveredMessage) -> ArchivedWebhook | None:
     if received_at is None:
         return None
     routing_key = message.routing_key or ""
-    event = _text(headers.get("x-event")) or properties.message_type or routing_key
+    event = _text(headers.get(HEADER_EVENT)) or properties.message_type or routing_key
     kept = copy_properties(properties, headers)
     return ArchivedWebhook(
         offset=offset if isinstance(offset, int) else -1,

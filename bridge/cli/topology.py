@@ -10,6 +10,9 @@ from bridge.cli.common import Parser, run_async, settings_flags, settings_of
 READS = (
     "BRIDGE_AMQP_URL",
     "BRIDGE_EXCHANGE",
+    "BRIDGE_ARCHIVE",
+    "BRIDGE_ARCHIVE_MAX_AGE",
+    "BRIDGE_ARCHIVE_MAX_BYTES",
 )
 """The settings this command reads: its --help offers their flags (secrets excepted)."""
 
@@ -32,7 +35,8 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    from bridge.amqp.topology import archive_retention, declare_topology, definitions_json
+    from bridge.amqp.definitions import definitions_json
+    from bridge.amqp.topology import archive_retention, declare_topology
     from bridge.worker.subscribers import full_topology
 
     settings = settings_of(args)
