@@ -30,6 +30,9 @@ EXTRA_CODES: Final = {
 
 APP_ID: Final = "mintsoft-bridge"
 
+HEADER_SOURCE: Final = "x-source"
+"""Set to ``reconcile`` on a webhook that ``sync`` recovered from the Mintsoft API."""
+
 
 def routing_key(event: str) -> str:
     """The routing key of an accepted webhook: ``order.<event>``."""

@@ -76,6 +76,31 @@ FORWARDER_CIRCUIT_OPEN = Gauge(
 )
 
 
+SYNC_ENROLLED = Counter(
+    "bridge_sync_enrolled_total", "Mintsoft orders sync registered the bridge's URLs on"
+)
+SYNC_RECOVERED = Counter(
+    "bridge_sync_recovered_total",
+    "Webhooks Mintsoft did not deliver, recovered by sync from its API, by event",
+    ["event"],
+)
+SYNC_CONFLICTS = Gauge(
+    "bridge_sync_conflicts",
+    "Orders whose connect action points at another system (left alone by sync)",
+)
+SYNC_CURSOR_LAG = Gauge(
+    "bridge_sync_cursor_lag_seconds", "How far behind Mintsoft's clock a sync cursor is", ["cursor"]
+)
+SYNC_PASS_FAILED = Gauge(
+    "bridge_sync_last_pass_failed", "1 when sync's last pass had a failed step"
+)
+MINTSOFT_REQUESTS = Counter(
+    "bridge_mintsoft_requests_total",
+    "Mintsoft API requests by answer: the HTTP status, or error (no answer)",
+    ["answer"],
+)
+
+
 async def scrape(request: web.Request) -> web.Response:
     """``GET /metrics`` of ``serve`` and ``worker``: Prometheus text format."""
     response = web.Response(body=generate_latest(REGISTRY))
