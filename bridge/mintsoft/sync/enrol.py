@@ -24,6 +24,7 @@ from bridge.core import metrics
 from bridge.core.contract import EVENTS, EXTRA_CODES
 from bridge.core.settings import Settings
 from bridge.errors import CommandError
+from bridge.mintsoft.client import MintsoftError
 from bridge.mintsoft.connect_actions import connect_action
 from bridge.mintsoft.sync.api import SyncApi
 from bridge.mintsoft.sync.state import SyncState
@@ -66,6 +67,14 @@ def classify(actions: list[dict[str, Any]], ours: set[str]) -> tuple[str, str]:
     if holds_ours:
         return "already", ""
     return "free", ""
+
+
+def mintsoft_away(exc: Exception) -> bool:
+    """Mintsoft kept throttling, failing or not answering (its retries are spent): trying
+    the next order now would only spend another round of them."""
+    if not isinstance(exc, MintsoftError):
+        return False
+    return exc.status is None or exc.status == 429 or exc.status >= 500
 
 
 @dataclass
@@ -122,6 +131,8 @@ async def enrol_pending(
             result.failed += 1
             result.errors.append(f"order {order.order_id}: {exc}")
             on_done(False)
+            if mintsoft_away(exc):
+                break  # the rest waits for the next pass rather than for every retry
             continue
         on_done(True)
     metrics.SYNC_CONFLICTS.set(state.order_counts().get("conflict", 0))

@@ -34,6 +34,7 @@ from bridge.core.settings import Settings
 from bridge.errors import CommandError
 from bridge.mintsoft.sync.api import SyncApi
 from bridge.mintsoft.sync.archive import SeenEvents
+from bridge.mintsoft.sync.enrol import mintsoft_away
 from bridge.mintsoft.sync.state import ENROLLED_STATES, PendingEvent, SyncState
 
 log = logging.getLogger("bridge.mintsoft.sync")
@@ -125,6 +126,8 @@ async def reconcile(
         except CommandError as exc:
             result.errors.append(f"order {event.order_id} ({event.event}): {exc}")
             on_done(False)
+            if mintsoft_away(exc):
+                break
             continue
         try:
             await publisher.publish(envelope(event, body, time.time()))

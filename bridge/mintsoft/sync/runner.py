@@ -28,7 +28,7 @@ from bridge.mintsoft.client import MintsoftClient
 from bridge.mintsoft.sync.api import SyncApi, sync_client
 from bridge.mintsoft.sync.archive import SeenEvents, default_seen
 from bridge.mintsoft.sync.clock import MintsoftClock
-from bridge.mintsoft.sync.enrol import EnrolResult, enrol_pending
+from bridge.mintsoft.sync.enrol import EnrolResult, enrol_pending, mintsoft_away
 from bridge.mintsoft.sync.reconcile import ReconcileResult, reconcile
 from bridge.mintsoft.sync.scan import Scanner, ScanResult
 from bridge.mintsoft.sync.state import SyncState
@@ -141,6 +141,9 @@ class Sync:
             report.orders = await self.scanner.scan_orders()
         except CommandError as exc:
             report.errors.append(f"listing orders: {exc}")
+            if mintsoft_away(exc):  # every other step needs Mintsoft too: next pass
+                self._record(report)
+                return report
         bar: Bar | None = None
 
         def start(label: str) -> Callable[[int], None]:
