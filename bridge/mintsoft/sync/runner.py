@@ -223,8 +223,12 @@ class Sync:
 
 
 async def serve_metrics(host: str, port: int) -> web.AppRunner:
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
     app = web.Application()
     app.router.add_get("/metrics", metrics.scrape)
+    app.router.add_get("/healthz", healthz)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
