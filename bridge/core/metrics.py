@@ -100,6 +100,13 @@ MINTSOFT_REQUESTS = Counter(
     ["answer"],
 )
 
+# Series that exist from the start (at 0), so increase() and alerts see the first one.
+for _event in ("despatched", "cancelled", "delivered", "split"):
+    SYNC_RECOVERED.labels(_event)
+for _cursor in ("orders", "tracking"):
+    SYNC_CURSOR_LAG.labels(_cursor)
+MINTSOFT_REQUESTS.labels("200")
+
 
 async def scrape(request: web.Request) -> web.Response:
     """``GET /metrics`` of ``serve`` and ``worker``: Prometheus text format."""
