@@ -150,3 +150,27 @@ def test_sync_command_line_refuses_bad_arguments_in_one_line(
     assert main(["sync", "status"]) == 1
     err = capsys.readouterr().err
     assert "no sync state" in err and len(err.strip().splitlines()) == 1
+
+
+async def test_doctor_checks_the_key_sync_needs(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from bridge.core.settings import Settings
+    from bridge.mintsoft.sync.check import check_sync_access
+
+    world = MintsoftWorld()
+    await world.start()
+    try:
+        settings = Settings(mintsoft_url=world.url, mintsoft_api_key=MS_KEY)
+        assert (await check_sync_access(replace(settings, mintsoft_api_key=None), 5))[0] is None
+        ok, detail, _ = await check_sync_access(settings, 5)
+        assert ok is True and "none yet" in detail
+        world.create()
+        ok, detail, _ = await check_sync_access(settings, 5)
+        assert ok is True and "connect actions" in detail
+        assert world.calls["GET Order/{id}/ConnectActions"] == 1
+        ok, detail, fix = await check_sync_access(replace(settings, mintsoft_api_key="bad"), 5)
+        assert ok is False and "401" in detail and "AdminEditOrder" in fix
+        assert "bad" not in detail
+    finally:
+        await world.close()
