@@ -80,7 +80,6 @@ async def test_500_orders_20_percent_dropped_all_reach_a_subscriber(
             dropped = [s for s in world.sent if s.dropped]
             assert len(dropped) > 50
             await asyncio.sleep(settings.sync_grace + 0.2)
-            calls_before = sum(world.calls.values())
             report = await sync.run_pass()
             assert report.ok, report.errors
             again = await sync.run_pass()
@@ -121,11 +120,20 @@ async def test_500_orders_20_percent_dropped_all_reach_a_subscriber(
         assert stat.S_IMODE(os.stat(state_file.parent).st_mode) == 0o700
 
         calls = sum(world.calls.values())
-        reconcile_calls = calls - calls_before
-        print(
-            f"\nMintsoft calls: {calls} for 500 orders = {calls / 500:.2f} per order "
-            f"(reconcile passes: {reconcile_calls}); by route: {dict(world.calls)}"
+        enrol_calls = (
+            world.calls["GET Order/{id}/ConnectActions"]
+            + world.calls["PUT Order/{id}/ConnectActions"]
         )
+        recovered_total = sum(status.recovered.values())
+        print(
+            f"\nMintsoft calls: {calls} for 500 orders = {calls / 500:.2f} per order; enrol "
+            f"{enrol_calls / 500:.2f} per order; reconcile {world.calls['GET Order/{id}']} "
+            f"order reads for {recovered_total} recovered webhooks; listing "
+            f"{calls - enrol_calls - world.calls['GET Order/{id}']} calls; by route: "
+            f"{dict(world.calls)}"
+        )
+        assert enrol_calls <= 2 * 500  # one read, at most one PUT
+        assert world.calls["GET Order/{id}"] <= recovered_total  # delivered bodies are listed
         assert calls / 500 < 3.0
     finally:
         await world.close()

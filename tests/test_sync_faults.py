@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
+
 from bridge.mintsoft.sync.runner import Sync
 from bridge.mintsoft.sync.state import SyncState
 from bridge.mintsoft.sync.status import sync_status
@@ -180,4 +182,56 @@ async def test_broker_away_during_reconcile_marks_nothing_recovered_before_its_c
         assert {source for _, _, source in rows} == {"reconcile"}
     finally:
         await proxy.close()
+        await world.close()
+
+
+async def test_sync_runs_until_sigterm_enrolling_orders_as_they_come_and_serves_metrics(
+    tmp_path: Path, exchange: str
+) -> None:
+    from tests.support.processes import http
+    from tests.support.rabbit_node import free_port
+
+    world = MintsoftWorld()
+    await world.start()
+    port = free_port()
+    try:
+        env = {
+            "BRIDGE_MINTSOFT_URL": world.url,
+            "BRIDGE_MINTSOFT_API_KEY": MS_KEY,
+            "BRIDGE_PUBLIC_URL": NOWHERE,
+            "BRIDGE_API_KEYS": API_KEY,
+            "BRIDGE_SYNC_STATE_PATH": str(tmp_path / "state.sqlite3"),
+            "BRIDGE_SYNC_RECONCILE": "off",
+            "BRIDGE_SYNC_INTERVAL": "0.2s",
+            "BRIDGE_MINTSOFT_RATE": "100",
+            "BRIDGE_LOG_FORMAT": "json",
+        }
+        log = tmp_path / "sync.log"
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge",
+            "sync",
+            "--metrics-port",
+            str(port),
+            env={**os.environ, **env},
+            stdout=log.open("a"),
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        orders = []
+        for _ in range(5):
+            orders += [world.create() for _ in range(4)]
+            await asyncio.sleep(0.3)
+        await _until(lambda: all(world.puts[o.id] == 1 for o in orders))
+        status, text = await asyncio.to_thread(http, f"http://127.0.0.1:{port}/metrics")
+        assert status == 200
+        assert b"bridge_sync_enrolled_total 20.0" in text
+        assert b'bridge_mintsoft_requests_total{answer="200"}' in text
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+        entries = [orjson.loads(line) for line in log.read_text().splitlines()]
+        assert any(e["message"].startswith("sync pass: ") for e in entries)
+        assert MS_KEY not in log.read_text()
+        assert {o.id: world.puts[o.id] for o in orders} == {o.id: 1 for o in orders}
+    finally:
         await world.close()

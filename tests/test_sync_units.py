@@ -174,3 +174,26 @@ async def test_doctor_checks_the_key_sync_needs(tmp_path: Path) -> None:
         assert "bad" not in detail
     finally:
         await world.close()
+
+
+async def test_take_over_replaces_a_foreign_connect_action_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    world = MintsoftWorld()
+    await world.start()
+    try:
+        settings = sync_settings(
+            "unused", tmp_path, world.url, "http://127.0.0.1:9", sync_reconcile="off"
+        )
+        order = world.create()
+        order.actions = [{"Type": "API", "ExtraCode1": "https://erp.example.net/hook"}]
+        async with Sync(settings) as sync:
+            assert (await sync.run_pass()).enrol.conflicts == 1
+            assert (await sync.run_pass()).enrol.conflicts == 0  # decided: not asked again
+        assert world.puts[order.id] == 0
+        async with Sync(settings, take_over=True) as sync:
+            assert (await sync.run_pass()).enrol.enrolled == 1
+        assert world.puts[order.id] == 1
+        assert "127.0.0.1:9/webhooks/despatched" in order.actions[0]["ExtraCode1"]
+    finally:
+        await world.close()

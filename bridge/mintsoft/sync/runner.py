@@ -35,6 +35,11 @@ from bridge.mintsoft.sync.state import SyncState
 
 log = logging.getLogger("bridge.mintsoft.sync")
 
+RETENTION = 90 * 86400.0
+"""Finished records older than this are forgotten, so the state does not grow without end.
+An order listed again later is only read (its connect action already holds the bridge's
+URLs: no PUT); an event listed again is checked against the archive again."""
+
 
 class Bar(Protocol):
     def advance(self, ok: bool) -> None: ...
@@ -92,6 +97,13 @@ class Sync:
         self.scanner: Scanner | None = None
 
     async def __aenter__(self) -> Self:
+        try:
+            return await self._open()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+
+    async def _open(self) -> Self:
         settings = self.settings
         if settings.public_url is None:
             raise CommandError(
@@ -193,6 +205,7 @@ class Sync:
 
     def _record(self, report: PassReport) -> None:
         assert self.state is not None
+        self.state.prune(time.time() - RETENTION)
         now = datetime.now(UTC).isoformat(timespec="seconds")
         self.state.set_meta("last_pass_at", now)
         self.state.set_meta("last_pass", report.summary())

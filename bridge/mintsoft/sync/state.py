@@ -210,6 +210,19 @@ class SyncState:
         ).fetchone()
         return int(row[0])
 
+    def prune(self, before: float) -> None:
+        """Forget enrolments and arrived or skipped events finished before ``before``
+        (conflicts, pending and recovered ones are kept: ``sync status`` counts those)."""
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(
+                "DELETE FROM orders WHERE state IN ('enrolled', 'already') AND done_at < ?",
+                (before,),
+            )
+            self.db.execute(
+                "DELETE FROM events WHERE state IN ('arrived', 'skipped') AND done_at < ?", (before,)
+            )
+
     # events
     def events_due(self, before: float) -> list[PendingEvent]:
         rows = self.db.execute(
