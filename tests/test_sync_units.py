@@ -197,3 +197,20 @@ async def test_take_over_replaces_a_foreign_connect_action_only_when_asked(
         assert "127.0.0.1:9/webhooks/despatched" in order.actions[0]["ExtraCode1"]
     finally:
         await world.close()
+
+
+async def test_the_rate_limit_holds_below_one_request_a_second() -> None:
+    import asyncio
+
+    from bridge.mintsoft.client import rate_limiter
+
+    loop = asyncio.get_running_loop()
+    limiter = rate_limiter(4.0)
+    started = loop.time()
+    for _ in range(10):
+        async with limiter:
+            pass
+    assert loop.time() - started >= 1.0  # 10 at 4/s: the first 4 at once, then 4 a second
+    slow = rate_limiter(0.5)
+    async with slow:  # a rate below 1/s is accepted (one request per 2 s)
+        pass

@@ -18,6 +18,7 @@ from typing import Any, Self
 
 import aiohttp
 import orjson
+from aiolimiter import AsyncLimiter
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -33,6 +34,14 @@ REQUEST_TIMEOUT = 30.0
 ATTEMPTS = 4
 MAX_RETRY_AFTER = 30.0
 """Longest ``Retry-After`` honoured; asked to wait longer, the command gives up and says so."""
+
+
+def rate_limiter(per_second: float) -> AsyncLimiter:
+    """At most ``per_second`` requests a second (``BRIDGE_MINTSOFT_RATE``), never a burst
+    above one second's worth; below 1/s, one request per ``1/per_second`` seconds."""
+    if per_second >= 1:
+        return AsyncLimiter(per_second, 1.0)
+    return AsyncLimiter(1, 1.0 / per_second)
 
 
 class MintsoftError(CommandError):

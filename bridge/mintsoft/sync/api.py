@@ -15,11 +15,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-from aiolimiter import AsyncLimiter
 
 from bridge.core import metrics
 from bridge.core.settings import Settings
-from bridge.mintsoft.client import MintsoftClient, MintsoftError
+from bridge.mintsoft.client import MintsoftClient, MintsoftError, rate_limiter
 from bridge.mintsoft.urls import require_https
 
 ORDER_PAGE = 100
@@ -48,7 +47,7 @@ def sync_client(settings: Settings, backoff: float = 1.0) -> MintsoftClient:
         password=settings.mintsoft_password,
         attempts=ATTEMPTS,
         backoff=backoff,
-        limiter=AsyncLimiter(settings.mintsoft_rate, 1),
+        limiter=rate_limiter(settings.mintsoft_rate),
         on_answer=_count,
         max_retry_after=MAX_WAIT,
     )

@@ -220,7 +220,8 @@ class SyncState:
                 (before,),
             )
             self.db.execute(
-                "DELETE FROM events WHERE state IN ('arrived', 'skipped') AND done_at < ?", (before,)
+                "DELETE FROM events WHERE state IN ('arrived', 'skipped') AND done_at < ?",
+                (before,),
             )
 
     # events
