@@ -36,7 +36,7 @@ async def test_500_orders_20_percent_dropped_all_reach_a_subscriber(
         settings = sync_settings(exchange, tmp_path, world.url, bridge.url)
         archive = ArchiveStandIn(probe, exchange)
         await archive.open()
-        erp = await subscriber(probe, exchange, ("despatched", "cancelled", "delivered"))
+        erp = await subscriber(probe, exchange, ("despatched", "cancelled", "delivered", "split"))
 
         # Before sync's first pass: 200 orders; 10 already hold the bridge's URLs (someone
         # ran connect-actions), 10 feed another system.
@@ -68,7 +68,10 @@ async def test_500_orders_20_percent_dropped_all_reach_a_subscriber(
 
             # Orders move on: despatched, cancelled, delivered; 20% of webhooks dropped.
             live = first[:10] + first[20:] + second[40:]
+            children = []
             for n, order in enumerate(live):
+                if n % 10 == 9:
+                    children.append(await world.split(order))
                 if n % 5 < 3:
                     await world.despatch(order)
                     if n % 2 == 0:
@@ -79,6 +82,7 @@ async def test_500_orders_20_percent_dropped_all_reach_a_subscriber(
                 await world.despatch(order)  # feeds the other system, never the bridge
             dropped = [s for s in world.sent if s.dropped]
             assert len(dropped) > 50
+            assert "split" in {s.event for s in dropped}
             await asyncio.sleep(settings.sync_grace + 0.2)
             report = await sync.run_pass()
             assert report.ok, report.errors
@@ -97,6 +101,7 @@ async def test_500_orders_20_percent_dropped_all_reach_a_subscriber(
             elif order.status == 3:
                 expected.add(("cancelled", order.id))
         expected |= {("delivered", e["OrderShipment"]["OrderId"]) for e in world.tracking}
+        expected |= {("split", order_id) for order_id in world.splits}
         missing = expected - reached
         assert not missing, f"{len(missing)} events never reached the subscriber"
         assert not {(e, o) for e, o in reached if world.orders[o] in foreign}
@@ -111,10 +116,12 @@ async def test_500_orders_20_percent_dropped_all_reach_a_subscriber(
         # Each order enrolled exactly once; never the foreign ones or those already ours.
         assert all(world.puts[o.id] == 1 for o in first[20:] + second)
         assert not any(world.puts[o.id] for o in foreign + ours_before)
-        assert status.orders == {"enrolled": 480, "already": 10, "conflict": 10}
+        # The split-off orders were new orders too: enrolled on the pass after their split.
+        assert all(world.puts[o.id] == 1 for o in children)
+        assert status.orders == {"enrolled": 480 + len(children), "already": 10, "conflict": 10}
         assert [order_id for order_id, _ in status.conflicts] == [o.id for o in foreign]
         assert "erp.other.example" in status.conflicts[0][1]
-        assert set(status.recovered) == {"despatched", "cancelled", "delivered"}
+        assert set(status.recovered) == {"despatched", "cancelled", "delivered", "split"}
         state_file = Path(settings.sync_state_path)
         assert stat.S_IMODE(os.stat(state_file).st_mode) == 0o600
         assert stat.S_IMODE(os.stat(state_file.parent).st_mode) == 0o700
@@ -125,15 +132,18 @@ async def test_500_orders_20_percent_dropped_all_reach_a_subscriber(
             + world.calls["PUT Order/{id}/ConnectActions"]
         )
         recovered_total = sum(status.recovered.values())
+        n = len(world.orders)  # the 500 and the orders split off them
+        reads = world.calls["GET Order/{id}"] + world.calls["GET Order/{id}/Splits"]
         print(
-            f"\nMintsoft calls: {calls} for 500 orders = {calls / 500:.2f} per order; enrol "
-            f"{enrol_calls / 500:.2f} per order; reconcile {world.calls['GET Order/{id}']} "
-            f"order reads for {recovered_total} recovered webhooks; listing "
-            f"{calls - enrol_calls - world.calls['GET Order/{id}']} calls; by route: "
+            f"\nMintsoft calls: {calls} for {n} orders = {calls / n:.2f} per order; enrol "
+            f"{enrol_calls / n:.2f} per order; reconcile {world.calls['GET Order/{id}']} order "
+            f"and {world.calls['GET Order/{id}/Splits']} split reads for {recovered_total} "
+            "recovered webhooks; listing "
+            f"{calls - enrol_calls - reads} calls; by route: "
             f"{dict(world.calls)}"
         )
-        assert enrol_calls <= 2 * 500  # one read, at most one PUT
-        assert world.calls["GET Order/{id}"] <= recovered_total  # delivered bodies are listed
-        assert calls / 500 < 3.0
+        assert enrol_calls <= 2 * n  # one read, at most one PUT
+        assert reads <= recovered_total  # delivered bodies come with the tracking list
+        assert calls / n < 3.0
     finally:
         await world.close()

@@ -42,7 +42,12 @@ TRACKING_STATUSES = [
     {"ID": 5, "Name": "Delivered"},
 ]
 DELIVERED = 5
-EVENT_FIELD = {"despatched": "ExtraCode1", "cancelled": "ExtraCode2", "delivered": "ExtraCode3"}
+EVENT_FIELD = {
+    "despatched": "ExtraCode1",
+    "cancelled": "ExtraCode2",
+    "delivered": "ExtraCode3",
+    "split": "ExtraCode5",
+}
 
 
 def local_now() -> datetime:
@@ -74,6 +79,8 @@ class FakeOrder:
     last_updated: datetime = field(default_factory=local_now)
     despatch_date: datetime | None = None
     actions: list[dict[str, Any]] = field(default_factory=list)
+    parts: int = 1
+    part: int = 1
 
     def document(self) -> dict[str, Any]:
         n = self.id
@@ -91,8 +98,8 @@ class FakeOrder:
             "OrderStatusId": self.status,
             "WarehouseId": self.warehouse_id,
             "WAREHOUSE_CODE": f"W{self.warehouse_id}",
-            "NumberOfParts": 1,
-            "Part": 1,
+            "NumberOfParts": self.parts,
+            "Part": self.part,
             "OrderItems": None,
             "ID": n,
             "LastUpdated": stamp(self.last_updated, n),
@@ -117,6 +124,7 @@ class MintsoftWorld:
         self.random = random.Random(seed)
         self.orders: dict[int, FakeOrder] = {}
         self.tracking: list[dict[str, Any]] = []
+        self.splits: dict[int, list[dict[str, Any]]] = {}
         self.next_id = 1000
         self.url = ""
         self.calls: Counter[str] = Counter()  # by route ("GET Order/List", ...)
@@ -189,6 +197,26 @@ class MintsoftWorld:
         self.tracking.append(event)
         await self._send("delivered", order, [_public(event)])
 
+    async def split(self, order: FakeOrder) -> FakeOrder:
+        """Split ``order`` in two: a new order (part 2) takes some of its lines."""
+        child = self.create(order.client_id, order.warehouse_id)
+        order.parts = child.parts = 2
+        child.part = 2
+        self.touch(order)
+        now = local_now()
+        item = {
+            "Order": order.document(),
+            "SplitOrder": child.document(),
+            "OrderId": order.id,
+            "SplitOrderId": child.id,
+            "ID": 300 + len(self.splits),
+            "LastUpdated": stamp(now, order.id),
+            "LastUpdatedByUser": "SYSTEM",
+        }
+        self.splits.setdefault(order.id, []).append(item)
+        await self._send("split", order, [item])
+        return child
+
     def outage(self, seconds: float, status: int = 429) -> None:
         self._outage_until = asyncio.get_running_loop().time() + seconds
         self._outage_status = status
@@ -245,7 +273,7 @@ class MintsoftWorld:
         if request.method == "GET" and tail is None:
             return self._answer(200, order.document())
         if request.method == "GET" and tail == "/Splits":
-            return self._answer(200, [])
+            return self._answer(200, self.splits.get(order.id, []))
         if tail == "/ConnectActions" and request.method == "GET":
             return self._answer(200, [a | {"OrderId": order.id} for a in order.actions])
         if tail == "/ConnectActions" and request.method == "PUT":

@@ -116,6 +116,10 @@ class SyncApi:
             raise MintsoftError(f"Mintsoft answered GET /api/Order/{order_id} without an order")
         return orjson.dumps(answer)
 
+    async def splits(self, order_id: int) -> list[dict[str, Any]]:
+        """``GET /api/Order/{id}/Splits``: the split webhook's body (a list)."""
+        return _array(await self._get(f"/api/Order/{order_id}/Splits"), "Splits")
+
     async def connect_actions(self, order_id: int) -> list[dict[str, Any]]:
         answer = await self._get(f"/api/Order/{order_id}/ConnectActions")
         if isinstance(answer, dict):  # one action, in case some version answers an object

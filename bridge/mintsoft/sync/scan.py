@@ -118,14 +118,26 @@ class Scanner:
         status = _int(order.get("OrderStatusId"))
         if order_id is None or status is None:
             return []
+        events = []
+        parts, part = _int(order.get("NumberOfParts")), _int(order.get("Part"))
+        if parts is not None and parts > 1 and part in (None, 1):
+            # Split: the original (part 1) of an order in several parts. Its body comes
+            # from GET /api/Order/{id}/Splits when it is recovered.
+            happened = self._when(order.get("LastUpdated"))
+            events.append(
+                PendingEvent(recovery_id("split", order_id), "split", order_id, "", happened, None)
+            )
         if status in DESPATCHED_STATUSES:
             event, stamp = "despatched", order.get("DespatchDate") or order.get("LastUpdated")
         elif status == CANCELLED_STATUS:
             event, stamp = "cancelled", order.get("LastUpdated")
         else:
-            return []
+            return events
         happened = self._when(stamp)
-        return [PendingEvent(recovery_id(event, order_id), event, order_id, "", happened, None)]
+        events.append(
+            PendingEvent(recovery_id(event, order_id), event, order_id, "", happened, None)
+        )
+        return events
 
     def _when(self, stamp: Any) -> float:
         if isinstance(stamp, str) and stamp:
