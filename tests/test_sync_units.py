@@ -214,3 +214,31 @@ async def test_the_rate_limit_holds_below_one_request_a_second() -> None:
     slow = rate_limiter(0.5)
     async with slow:  # a rate below 1/s is accepted (one request per 2 s)
         pass
+
+
+async def test_a_time_zone_wrong_by_an_hour_misses_no_order_and_idle_passes_keep_the_cursor(
+    tmp_path: Path,
+) -> None:
+    world = MintsoftWorld()  # stamps Europe/London
+    await world.start()
+    try:
+        settings = sync_settings(
+            "unused",
+            tmp_path,
+            world.url,
+            "http://127.0.0.1:9",
+            sync_reconcile="off",
+            mintsoft_timezone="Europe/Berlin",  # an hour ahead of London all year
+        )
+        orders = [world.create() for _ in range(5)]
+        async with Sync(settings) as sync:
+            assert (await sync.run_pass()).enrol.enrolled == 5
+            assert sync.state is not None
+            cursor = sync.state.cursor("orders")
+            assert (await sync.run_pass()).orders.new_orders == 0  # idle
+            assert sync.state.cursor("orders") == cursor  # never moved by our own clock
+            orders += [world.create() for _ in range(5)]
+            assert (await sync.run_pass()).enrol.enrolled == 5
+        assert all(world.puts[o.id] == 1 for o in orders)
+    finally:
+        await world.close()

@@ -89,7 +89,9 @@ SYNC_CONFLICTS = Gauge(
     "Orders whose connect action points at another system (left alone by sync)",
 )
 SYNC_CURSOR_LAG = Gauge(
-    "bridge_sync_cursor_lag_seconds", "How far behind Mintsoft's clock a sync cursor is", ["cursor"]
+    "bridge_sync_cursor_lag_seconds",
+    "Seconds since sync last completed a scan of a cursor (how stale its view of Mintsoft is)",
+    ["cursor"],
 )
 SYNC_PASS_FAILED = Gauge(
     "bridge_sync_last_pass_failed", "1 when sync's last pass had a failed step"

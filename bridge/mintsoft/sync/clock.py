@@ -53,10 +53,6 @@ class MintsoftClock:
         repeat an hour that is below a cursor taken before)."""
         return min(cursor, self.local(now)) - OVERLAP
 
-    def lag(self, cursor: datetime, now: datetime) -> float:
-        """Seconds between Mintsoft's clock now and ``cursor`` (never negative)."""
-        return max(0.0, (now - self.to_utc(cursor)).total_seconds())
-
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 

@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from hashlib import sha256
 from typing import Any
 
@@ -23,7 +23,7 @@ import orjson
 from bridge.core import metrics
 from bridge.core.settings import Settings
 from bridge.mintsoft.sync.api import SyncApi
-from bridge.mintsoft.sync.clock import OVERLAP, MintsoftClock
+from bridge.mintsoft.sync.clock import MintsoftClock
 from bridge.mintsoft.sync.state import PendingEvent, SyncState
 
 log = logging.getLogger("bridge.mintsoft.sync")
@@ -34,6 +34,17 @@ TRACKING_CURSOR = "tracking"
 DESPATCHED_STATUSES = frozenset({4, 5, 6})
 """DESPATCHED, and INVOICED / INVOICEFAILED (whose ExternalName is DESPATCHED)."""
 CANCELLED_STATUS = 3
+
+
+FIRST_RUN_BACK = timedelta(hours=2)
+
+
+def scan_lag(state: SyncState, name: str, now: datetime) -> float:
+    """Seconds since the last complete scan of cursor ``name`` started (0 if none yet)."""
+    text = state.meta(f"{name}.scanned_at")
+    if text is None:
+        return 0.0
+    return max(0.0, (now - datetime.fromisoformat(text)).total_seconds())
 
 
 def recovery_id(event: str, order_id: int, identity: str = "") -> str:
@@ -96,22 +107,32 @@ class Scanner:
             if current is None or self.clock.parse(current) > local:
                 self.state.set_cursor(name, self.clock.format(local))
 
+    def __post_init__(self) -> None:
+        for name in (ORDERS_CURSOR, TRACKING_CURSOR):
+            metrics.SYNC_CURSOR_LAG.labels(name).set_function(
+                lambda name=name: self.lag(name, datetime.now(UTC))  # type: ignore[misc]
+            )
+
+    def lag(self, name: str, now: datetime) -> float:
+        """Seconds since the last complete scan of cursor ``name`` started: how far behind
+        Mintsoft the sync's view is (0 before the first)."""
+        return scan_lag(self.state, name, now)
+
     def _cursor(self, name: str, now: datetime) -> datetime:
         text = self.state.cursor(name)
-        if text is None:  # first run: from now on (history is --backfill's job)
-            text = self.clock.format(self.clock.local(now))
+        if text is None:
+            # First run: from (about) now on; history is --backfill's job. FIRST_RUN_BACK
+            # covers a BRIDGE_MINTSOFT_TIMEZONE that is wrong by an hour.
+            text = self.clock.format(self.clock.local(now) - FIRST_RUN_BACK)
             self.state.set_cursor(name, text)
         return self.clock.parse(text)
 
     def _advance(self, name: str, cursor: datetime, newest: datetime | None, now: datetime) -> None:
-        # An idle account moves the cursor too (to OVERLAP before Mintsoft's "now"), so the
-        # lag reads as the sync's delay, not as the time since the last order.
-        candidates = [cursor, self.clock.local(now) - OVERLAP]
-        if newest is not None:
-            candidates.append(newest)
-        moved = max(candidates)
-        self.state.set_cursor(name, self.clock.format(moved))
-        metrics.SYNC_CURSOR_LAG.labels(name).set(self.clock.lag(moved, datetime.now(UTC)))
+        # Only ever to a time Mintsoft itself stamped: our clock, or a wrong time zone,
+        # must never move a cursor past orders Mintsoft has yet to show.
+        if newest is not None and newest > cursor:
+            self.state.set_cursor(name, self.clock.format(newest))
+        self.state.set_meta(f"{name}.scanned_at", now.isoformat())
 
     def _order_events(self, order: dict[str, Any]) -> list[PendingEvent]:
         order_id = _int(order.get("ID"))

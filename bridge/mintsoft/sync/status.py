@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bridge.core.settings import Settings
 from bridge.errors import CommandError
-from bridge.mintsoft.sync.clock import MintsoftClock
+from bridge.mintsoft.sync.scan import scan_lag
 from bridge.mintsoft.sync.state import SyncState
 
 
@@ -43,10 +43,9 @@ def sync_status(settings: Settings) -> SyncStatus:
         )
     state = SyncState(path)
     try:
-        clock = MintsoftClock(settings.mintsoft_timezone)
         now = datetime.now(UTC)
         cursors = [
-            CursorStatus(name, value, clock.lag(clock.parse(value), now))
+            CursorStatus(name, value, scan_lag(state, name, now))
             for name, value in sorted(state.cursors().items())
         ]
         events = state.event_counts()
