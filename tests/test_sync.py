@@ -147,3 +147,38 @@ async def test_500_orders_20_percent_dropped_all_reach_a_subscriber(
         assert calls / n < 3.0
     finally:
         await world.close()
+
+
+async def test_reconcile_all_covers_orders_registered_elsewhere_enrolled_does_not(
+    probe: BrokerProbe, exchange: str, tmp_path: Path
+) -> None:
+    world = MintsoftWorld()
+    await world.start()
+    try:
+        archive = ArchiveStandIn(probe, exchange)
+        await archive.open()
+        erp = await subscriber(probe, exchange, ("despatched",))
+        elsewhere = world.create()
+        elsewhere.actions = [dict(FOREIGN)]
+        for mode, state_dir in (("enrolled", "a"), ("all", "b")):
+            settings = sync_settings(
+                exchange, tmp_path / state_dir, world.url, "http://127.0.0.1:9", sync_reconcile=mode
+            )
+            async with Sync(settings, seen=archive.seen, backoff=0.05) as sync:
+                first = await sync.run_pass()
+                assert first.enrol.conflicts == 1
+                if mode == "enrolled":
+                    await world.despatch(elsewhere)  # its webhook goes to the other system
+                await asyncio.sleep(settings.sync_grace + 0.1)
+                report = await sync.run_pass()
+            assert report.ok, report.errors
+            got = await read_queue(probe, erp)
+            recovered = first.reconcile.total_recovered + report.reconcile.total_recovered
+            if mode == "enrolled":
+                assert recovered == 0 and not got
+            else:
+                assert recovered == 1
+                assert got == [("despatched", elsewhere.id, "reconcile")]
+        assert world.puts[elsewhere.id] == 0
+    finally:
+        await world.close()

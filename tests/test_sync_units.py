@@ -97,6 +97,8 @@ def test_only_the_bridges_urls_count_as_enrolled_and_anything_else_is_a_conflict
     other = {"ExtraCode1": "https://erp.example.net/hook"}
     assert classify([other], OURS)[0] == "conflict"
     assert "erp.example.net" in classify([ours, other], OURS)[1]
+    secret = {"ExtraCode1": "https://user:hunter2@erp.example.net:8443/hook?APIKEY=k3y"}
+    assert classify([secret], OURS) == ("conflict", "erp.example.net:8443")
     mixed = {"ExtraCode1": ours["ExtraCode1"], "ExtraCode3": "https://tracker.example.org/x"}
     assert classify([mixed], OURS)[0] == "conflict"
     # An action of another kind, without URLs (a marketplace link): never replaced either.

@@ -43,6 +43,17 @@ def _bare(url: str) -> str:
     return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
 
 
+def _host(url: str) -> str:
+    """Where a URL points, for logs and ``sync status``: its host only (never a userinfo
+    password or a query key)."""
+    parts = urlsplit(url.strip())
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.hostname}{port}" if parts.hostname else "a URL that is not http(s)"
+
+
 def bridge_urls(settings: Settings) -> set[str]:
     """The bridge's webhook URLs, without credentials: a rotated key still counts as ours."""
     assert settings.public_url is not None
@@ -59,7 +70,7 @@ def classify(actions: list[dict[str, Any]], ours: set[str]) -> tuple[str, str]:
         if mine and len(mine) == len(urls):
             holds_ours = True
         elif urls:
-            foreign += [urlsplit(u).netloc or u[:60] for u in urls if _bare(u) not in ours]
+            foreign += [_host(u) for u in urls if _bare(u) not in ours]
         else:
             foreign.append(f"a {action.get('Type') or 'typeless'} action without webhook URLs")
     if foreign:
