@@ -26,7 +26,8 @@ def archive_seen(settings: Settings) -> SeenEvents:
     (contract section 7). Raises :class:`CommandError` when the archive is unavailable."""
 
     async def seen(since: datetime, until: datetime) -> set[tuple[str, int]]:
-        # Imported by name: the archive library lives in bridge/archive (its own part).
+        # Imported by name so this module stands before bridge/archive is merged; once it
+        # is, this line may become `from bridge.archive import reader` (then type-checked).
         reader: Any = importlib.import_module("bridge.archive.reader")
         query = reader.ArchiveQuery(since=since, until=until, events=EVENTS)
         found: set[tuple[str, int]] = set()

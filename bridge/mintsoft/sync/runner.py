@@ -85,7 +85,7 @@ class Sync:
         backoff: float = 1.0,
     ) -> None:
         self.settings = settings
-        # The lead's one-line hook: ``seen`` defaults to the archive library's reader.
+        # What arrived: the archive library's reader unless a test gives its own.
         self.seen = seen if seen is not None else default_seen(settings)
         self.take_over = take_over
         self.clock = MintsoftClock(settings.mintsoft_timezone)
@@ -95,6 +95,7 @@ class Sync:
         self.link: BrokerLink | None = None
         self.publisher: Publisher | None = None
         self.scanner: Scanner | None = None
+        self.api: SyncApi
 
     async def __aenter__(self) -> Self:
         try:
