@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,13 +24,7 @@ import orjson
 
 from bridge.amqp.publisher import Publisher, PublishFailed
 from bridge.core import metrics
-from bridge.core.contract import (
-    HEADER_SOURCE,
-    Envelope,
-    order_headers,
-    rfc3339,
-    routing_key,
-)
+from bridge.core.contract import HEADER_SOURCE, Envelope, webhook_envelope
 from bridge.core.settings import Settings
 from bridge.errors import CommandError
 from bridge.mintsoft.sync.api import SyncApi
@@ -60,20 +54,15 @@ class ReconcileResult:
 
 
 def envelope(event: PendingEvent, body: bytes, now: float) -> Envelope:
-    """The recovered webhook as the receiver would have published it, marked reconcile."""
+    """The recovered webhook as the receiver would have published it (the contract's
+    properties and headers, taken from the body), marked reconcile, with its recovery id."""
     try:
         document: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         document = None
-    headers = {
-        "x-event": event.event,
-        "x-received-at": rfc3339(now),
-        "x-request-id": f"reconcile-{event.message_id}",
-    }
-    headers.update(order_headers(document))
-    headers.setdefault("x-order-id", str(event.order_id))
-    headers[HEADER_SOURCE] = SOURCE
-    return Envelope(event.event, routing_key(event.event), body, event.message_id, now, headers)
+    received = webhook_envelope(event.event, body, document, f"reconcile-{event.message_id}", now)
+    headers = {**received.headers, HEADER_SOURCE: SOURCE}
+    return replace(received, message_id=event.message_id, headers=headers)
 
 
 async def _body(api: SyncApi, event: PendingEvent) -> bytes | None:
