@@ -30,7 +30,7 @@ from bridge.mintsoft.sync.archive import SeenEvents, default_seen
 from bridge.mintsoft.sync.clock import MintsoftClock
 from bridge.mintsoft.sync.enrol import EnrolResult, enrol_pending, mintsoft_away
 from bridge.mintsoft.sync.reconcile import ReconcileResult, reconcile
-from bridge.mintsoft.sync.scan import Scanner, ScanResult
+from bridge.mintsoft.sync.scan import Scanner, ScanResult, scan_lag
 from bridge.mintsoft.sync.state import SyncState
 
 log = logging.getLogger("bridge.mintsoft.sync")
@@ -214,6 +214,9 @@ class Sync:
             self.state.set_meta("last_error", f"{now} {report.errors[0]}")
             log.warning("sync pass had %d failed step(s): %s", len(report.errors), report.errors[0])
         metrics.SYNC_PASS_FAILED.set(0 if report.ok else 1)
+        now_utc = datetime.now(UTC)
+        for name in self.state.cursors():
+            metrics.SYNC_CURSOR_LAG.labels(name).set(scan_lag(self.state, name, now_utc))
         log.info("sync pass: %s", report.summary())
 
     async def run_forever(self, stop: asyncio.Event) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 
 import orjson
 
-from bridge.core import metrics
 from bridge.core.settings import Settings
 from bridge.mintsoft.sync.api import SyncApi
 from bridge.mintsoft.sync.clock import MintsoftClock
@@ -106,17 +105,6 @@ class Scanner:
             current = self.state.cursor(name)
             if current is None or self.clock.parse(current) > local:
                 self.state.set_cursor(name, self.clock.format(local))
-
-    def __post_init__(self) -> None:
-        for name in (ORDERS_CURSOR, TRACKING_CURSOR):
-            metrics.SYNC_CURSOR_LAG.labels(name).set_function(
-                lambda name=name: self.lag(name, datetime.now(UTC))  # type: ignore[misc]
-            )
-
-    def lag(self, name: str, now: datetime) -> float:
-        """Seconds since the last complete scan of cursor ``name`` started: how far behind
-        Mintsoft the sync's view is (0 before the first)."""
-        return scan_lag(self.state, name, now)
 
     def _cursor(self, name: str, now: datetime) -> datetime:
         text = self.state.cursor(name)
