@@ -409,6 +409,7 @@ def test_prometheus_example_scrapes_the_jobs_the_alerts_expect() -> None:
     assert {j for j in jobs if re.fullmatch(pattern.group(1), j)} == {
         "mintsoft-bridge",
         "mintsoft-bridge-worker",
+        "mintsoft-bridge-sync",
     }
     assert "rabbitmq" in jobs
 

@@ -20,6 +20,7 @@ from bridge.cli import (
     serve,
     simulate,
     spool,
+    sync,
     topology,
     worker,
 )
@@ -27,7 +28,18 @@ from bridge.cli.common import EXIT_USAGE, Parser, UsageError, settings_flags
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 
-COMMANDS = (serve, worker, topology, dlq, spool, connect_actions, simulate, doctor, archive)
+COMMANDS = (
+    serve,
+    worker,
+    topology,
+    dlq,
+    spool,
+    connect_actions,
+    simulate,
+    doctor,
+    archive,
+    sync,
+)
 """Each module's ``register`` adds its command, in the order ``--help`` lists them."""
 
 

@@ -84,6 +84,40 @@ FORWARDER_CIRCUIT_OPEN = Gauge(
 )
 
 
+SYNC_ENROLLED = Counter(
+    "bridge_sync_enrolled_total", "Mintsoft orders sync registered the bridge's URLs on"
+)
+SYNC_RECOVERED = Counter(
+    "bridge_sync_recovered_total",
+    "Webhooks Mintsoft did not deliver, recovered by sync from its API, by event",
+    ["event"],
+)
+SYNC_CONFLICTS = Gauge(
+    "bridge_sync_conflicts",
+    "Orders whose connect action points at another system (left alone by sync)",
+)
+SYNC_CURSOR_LAG = Gauge(
+    "bridge_sync_cursor_lag_seconds",
+    "Seconds since sync last completed a scan of a cursor (how stale its view of Mintsoft is)",
+    ["cursor"],
+)
+SYNC_PASS_FAILED = Gauge(
+    "bridge_sync_last_pass_failed", "1 when sync's last pass had a failed step"
+)
+MINTSOFT_REQUESTS = Counter(
+    "bridge_mintsoft_requests_total",
+    "Mintsoft API requests by answer: the HTTP status, or error (no answer)",
+    ["answer"],
+)
+
+# Series that exist from the start (at 0), so increase() and alerts see the first one.
+for _event in ("despatched", "cancelled", "delivered", "split"):
+    SYNC_RECOVERED.labels(_event)
+for _cursor in ("orders", "tracking"):
+    SYNC_CURSOR_LAG.labels(_cursor)
+MINTSOFT_REQUESTS.labels("200")
+
+
 async def scrape(request: web.Request) -> web.Response:
     """``GET /metrics`` of ``serve`` and ``worker``: Prometheus text format."""
     response = web.Response(body=generate_latest(REGISTRY))

@@ -138,6 +138,14 @@ class Settings:
     archive: bool = True
     archive_max_age: str = "30D"
     archive_max_bytes: int = 50_000_000_000
+    sync_state_path: str = "./var/sync.sqlite3"
+    sync_interval: float = 60.0
+    sync_grace: float = 15 * 60.0
+    sync_reconcile: str = "enrolled"
+    sync_client_ids: tuple[int, ...] = ()
+    sync_warehouse_ids: tuple[int, ...] = ()
+    mintsoft_rate: float = 2.0
+    mintsoft_timezone: str = "Europe/London"
 
     @property
     def auth_configured(self) -> bool:
@@ -263,6 +271,80 @@ SPECS: dict[str, _Spec] = {
         "archive size limit in bytes",
     ),
 }
+
+
+def _parse_duration(name: str, raw: str) -> float:
+    """``60s``, ``15m``, ``2h``, ``1d`` or bare seconds (fractions allowed: ``0.5s``)."""
+    text = raw.strip().lower()
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    scale = units.get(text[-1:], 1.0) if text else 1.0
+    number = text[:-1] if text[-1:] in units else text
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a duration: use e.g. 60s, 15m or 2h") from None
+    if not 0 < value <= 30 * 86400:
+        raise SettingsError(f"{name}={raw!r} is out of range: use more than 0, at most 30d")
+    return value
+
+
+def _parse_ids(name: str, raw: str) -> tuple[int, ...]:
+    parts = _parse_list(raw)
+    if not all(p.isdigit() for p in parts):
+        raise SettingsError(f"{name}={raw!r} is not a list of ids: use e.g. 12,14")
+    return tuple(int(p) for p in parts)
+
+
+def _reconcile_mode(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"enrolled", "all", "off"}:
+        raise SettingsError(f"{name}={raw!r} is not a reconcile mode: use enrolled, all or off")
+    return value
+
+
+def _rate(name: str, raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(
+            f"{name}={raw!r} is not a rate: use requests per second, e.g. 2"
+        ) from None
+    if not 0 < value <= 1000:
+        raise SettingsError(f"{name}={value} is out of range: use more than 0, at most 1000")
+    return value
+
+
+def _timezone(name: str, raw: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    value = raw.strip()
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"{name}={raw!r} is not a time zone: use e.g. Europe/London") from None
+    return value
+
+
+SPECS.update(
+    {
+        "BRIDGE_SYNC_STATE_PATH": _Spec(
+            "sync_state_path", lambda n, r: r.strip() or "./var/sync.sqlite3", "sync's state"
+        ),
+        "BRIDGE_SYNC_INTERVAL": _Spec("sync_interval", _parse_duration, "how often sync polls"),
+        "BRIDGE_SYNC_GRACE": _Spec(
+            "sync_grace", _parse_duration, "age before a missing webhook is recovered"
+        ),
+        "BRIDGE_SYNC_RECONCILE": _Spec("sync_reconcile", _reconcile_mode, "enrolled, all or off"),
+        "BRIDGE_SYNC_CLIENT_IDS": _Spec("sync_client_ids", _parse_ids, "sync only these clients"),
+        "BRIDGE_SYNC_WAREHOUSE_IDS": _Spec(
+            "sync_warehouse_ids", _parse_ids, "sync only these warehouses"
+        ),
+        "BRIDGE_MINTSOFT_RATE": _Spec("mintsoft_rate", _rate, "Mintsoft requests per second"),
+        "BRIDGE_MINTSOFT_TIMEZONE": _Spec(
+            "mintsoft_timezone", _timezone, "zone of Mintsoft's date-times"
+        ),
+    }
+)
 
 
 def flag_name(variable: str) -> str:

@@ -13,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import orjson
+from aiolimiter import AsyncLimiter
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -36,6 +39,14 @@ RETRIES = 4
 ATTEMPTS = RETRIES + 1
 MAX_RETRY_AFTER = 30.0
 """Longest ``Retry-After`` honoured; asked to wait longer, the command gives up and says so."""
+
+
+def rate_limiter(per_second: float) -> AsyncLimiter:
+    """At most ``per_second`` requests a second (``BRIDGE_MINTSOFT_RATE``), never a burst
+    above one second's worth; below 1/s, one request per ``1/per_second`` seconds."""
+    if per_second >= 1:
+        return AsyncLimiter(per_second, 1.0)
+    return AsyncLimiter(1, 1.0 / per_second)
 
 
 class MintsoftError(CommandError):
@@ -81,7 +92,12 @@ class MintsoftClient:
         timeout: float = REQUEST_TIMEOUT,
         attempts: int = ATTEMPTS,
         backoff: float = 1.0,
+        limiter: AbstractAsyncContextManager[Any] | None = None,
+        on_answer: Callable[[str], None] | None = None,
+        max_retry_after: float = MAX_RETRY_AFTER,
     ) -> None:
+        """``limiter`` is entered around every HTTP attempt (a rate limit that retries obey
+        too); ``on_answer`` is told each attempt's outcome: the status code, or ``error``."""
         if api_key is None and not (username and password):
             raise SettingsError(
                 "no Mintsoft credentials: set BRIDGE_MINTSOFT_API_KEY (or "
@@ -96,6 +112,9 @@ class MintsoftClient:
         self._backoff = backoff
         self._session: aiohttp.ClientSession | None = None
         self._auth_lock = asyncio.Lock()
+        self._limiter = limiter
+        self._on_answer = on_answer
+        self._max_retry_after = max_retry_after
 
     async def __aenter__(self) -> Self:
         self._session = aiohttp.ClientSession(timeout=self._timeout)
@@ -189,6 +208,10 @@ class MintsoftClient:
             raise MintsoftError(f"{exc} (gave up after {self._attempts} attempts)") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def _answered(self, answer: str) -> None:
+        if self._on_answer is not None:
+            self._on_answer(answer)
+
     def _secrets(self, key: str | None) -> tuple[str, ...]:
         return tuple(s for s in (key, self._key, self._password) if s)
 
@@ -199,6 +222,9 @@ class MintsoftClient:
             headers["ms-apikey"] = key
         url = self._base + path
         what = f"{method} {path}"
+        if self._limiter is not None:
+            async with self._limiter:
+                pass
         try:
             async with self._session.request(
                 method,
@@ -216,9 +242,12 @@ class MintsoftClient:
                 text = await response.text(errors="replace")
                 retry_after = _retry_after(response.headers.get("Retry-After"))
         except TimeoutError:
+            self._answered("error")
             raise _Retryable(f"Mintsoft did not answer {what} in time") from None
         except aiohttp.ClientError as exc:
+            self._answered("error")
             raise _Retryable(f"cannot reach Mintsoft at {self._base} ({exc})") from None
+        self._answered(str(status))
         if 300 <= status < 400:
             raise MintsoftError(
                 f"Mintsoft answered {what} with {status} redirecting to "
@@ -228,7 +257,7 @@ class MintsoftClient:
             )
         said = _said(text, self._secrets(key)) if status >= 400 else ""
         if status == 429 or status >= 500:
-            if retry_after is not None and retry_after > MAX_RETRY_AFTER:
+            if retry_after is not None and retry_after > self._max_retry_after:
                 raise MintsoftError(
                     f"Mintsoft answered {what} with {status}{said} and asked to wait "
                     f"{retry_after:.0f} s: try again later",

@@ -13,7 +13,7 @@ from typing import Any
 from bridge.core.contract import EVENTS, EXTRA_CODES
 from bridge.core.settings import Settings, SettingsError
 from bridge.errors import CommandError
-from bridge.mintsoft.client import MintsoftClient
+from bridge.mintsoft.client import MintsoftClient, rate_limiter
 from bridge.mintsoft.urls import check_public_url, mintsoft_credentials, require_https, webhook_url
 
 EXTRA_CODE_MAX_CHARS = 255
@@ -126,6 +126,7 @@ def mintsoft_client(settings: Settings) -> MintsoftClient:
         api_key=settings.mintsoft_api_key,
         username=settings.mintsoft_username,
         password=settings.mintsoft_password,
+        limiter=rate_limiter(settings.mintsoft_rate),
     )
 
 

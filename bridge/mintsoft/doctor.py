@@ -30,6 +30,8 @@ from bridge.core.contract import EVENTS, routing_key
 from bridge.core.settings import SPECS, Settings, SettingsError, redact_url, unknown_variables
 from bridge.mintsoft.connect_actions import connect_action
 from bridge.mintsoft.simulate import bridge_base_url, build_body, post_webhook
+from bridge.mintsoft.sync.check import NAME as SYNC_CHECK
+from bridge.mintsoft.sync.check import check_sync_access
 
 TIMEOUT = 5.0
 """Seconds each network check may take."""
@@ -291,6 +293,8 @@ async def run_checks(
     shows what passed before it)."""
     for check in _settings_checks(settings):
         report(check)
+    ok, detail, fix = await check_sync_access(settings, TIMEOUT)
+    report(Check(SYNC_CHECK, ok, detail, fix))
     base = bridge_base_url(settings, None)
     connection, broker = await _connect(settings)
     report(broker)

@@ -1,0 +1,130 @@
+"""The Mintsoft calls sync makes, throttled to ``BRIDGE_MINTSOFT_RATE`` requests a second
+(retries included), each answer counted in ``bridge_mintsoft_requests_total``.
+
+Lists are read page by page (``PageNo`` from 1; a page shorter than ``Limit`` is the last:
+Mintsoft sends bare arrays, no totals). 429 and 5xx are retried by
+:class:`~bridge.mintsoft.client.MintsoftClient`, waiting what ``Retry-After`` asks; an
+answer that still fails raises :class:`~bridge.mintsoft.client.MintsoftError`, which the
+caller records and retries on a later pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from bridge.core import metrics
+from bridge.core.settings import Settings
+from bridge.mintsoft.client import MintsoftClient, MintsoftError, rate_limiter
+from bridge.mintsoft.urls import require_https
+
+ORDER_PAGE = 100
+"""Mintsoft's largest ``Limit`` for ``Order/List`` (integrations all use 100)."""
+TRACKING_PAGE = 500
+"""``TrackingEvents/List``: "Default 500 - Max 500" in Mintsoft's Swagger."""
+
+ATTEMPTS = 8
+"""Attempts per call: with backoff up to 10 s and ``Retry-After`` up to ``MAX_WAIT``, a call
+rides out a Mintsoft that throttles or fails for a minute or two before the pass gives up."""
+MAX_WAIT = 120.0
+
+
+def _count(answer: str) -> None:
+    metrics.MINTSOFT_REQUESTS.labels(answer).inc()
+
+
+def sync_client(settings: Settings, backoff: float = 1.0) -> MintsoftClient:
+    require_https(
+        "BRIDGE_MINTSOFT_URL", settings.mintsoft_url, "the Mintsoft key would be sent in clear"
+    )
+    return MintsoftClient(
+        settings.mintsoft_url,
+        api_key=settings.mintsoft_api_key,
+        username=settings.mintsoft_username,
+        password=settings.mintsoft_password,
+        attempts=ATTEMPTS,
+        backoff=backoff,
+        limiter=rate_limiter(settings.mintsoft_rate),
+        on_answer=_count,
+        max_retry_after=MAX_WAIT,
+    )
+
+
+def _array(answer: Any, what: str) -> list[dict[str, Any]]:
+    if answer is None:
+        return []
+    if not isinstance(answer, list) or not all(isinstance(i, dict) for i in answer):
+        raise MintsoftError(f"Mintsoft answered {what} with something other than a list")
+    return answer
+
+
+class SyncApi:
+    """The read calls of sync, and the connect-action PUT."""
+
+    def __init__(self, client: MintsoftClient) -> None:
+        self.client = client
+
+    async def _get(self, path: str, query: dict[str, Any] | None = None) -> Any:
+        if query:
+            path += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+        return await self.client.request("GET", path)
+
+    async def order_pages(
+        self, since: str, client_id: int | None = None, warehouse_id: int | None = None
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """``Order/List`` updated since ``since`` (Mintsoft local time), oldest first."""
+        page = 1
+        while True:
+            query = {
+                "SinceLastUpdated": since,
+                "SortOldestFirst": "true",
+                "Limit": ORDER_PAGE,
+                "PageNo": page,
+                "ClientId": client_id,
+                "WarehouseId": warehouse_id,
+            }
+            rows = _array(await self._get("/api/Order/List", query), "Order/List")
+            if rows:
+                yield rows
+            if len(rows) < ORDER_PAGE:
+                return
+            page += 1
+
+    async def tracking_pages(self, since: str) -> AsyncIterator[list[dict[str, Any]]]:
+        page = 1
+        while True:
+            query = {"SinceLastUpdated": since, "Limit": TRACKING_PAGE, "PageNo": page}
+            path = "/api/Order/Shipments/TrackingEvents/List"
+            rows = _array(await self._get(path, query), "TrackingEvents/List")
+            if rows:
+                yield rows
+            if len(rows) < TRACKING_PAGE:
+                return
+            page += 1
+
+    async def tracking_statuses(self) -> list[dict[str, Any]]:
+        path = "/api/Order/Shipments/TrackingEvents/Statuses"
+        return _array(await self._get(path), "TrackingEvents/Statuses")
+
+    async def order(self, order_id: int) -> bytes:
+        """``GET /api/Order/{id}`` as bytes: the body a despatched or cancelled webhook has."""
+        answer = await self.client.request("GET", f"/api/Order/{order_id}")
+        if not isinstance(answer, dict):
+            raise MintsoftError(f"Mintsoft answered GET /api/Order/{order_id} without an order")
+        return orjson.dumps(answer)
+
+    async def splits(self, order_id: int) -> list[dict[str, Any]]:
+        """``GET /api/Order/{id}/Splits``: the split webhook's body (a list)."""
+        return _array(await self._get(f"/api/Order/{order_id}/Splits"), "Splits")
+
+    async def connect_actions(self, order_id: int) -> list[dict[str, Any]]:
+        answer = await self._get(f"/api/Order/{order_id}/ConnectActions")
+        if isinstance(answer, dict):  # one action, in case some version answers an object
+            return [answer]
+        return _array(answer, f"GET /api/Order/{order_id}/ConnectActions")
+
+    async def put_connect_action(self, order_id: int, body: dict[str, Any]) -> None:
+        await self.client.connect_actions(order_id, body)
