@@ -3,6 +3,8 @@
 Every setting is an environment variable ``BRIDGE_*``; a command-line flag of the same name
 (``--port`` or ``--bridge-port`` for ``BRIDGE_PORT``) wins. Any variable can instead be read
 from a file named by ``<VARIABLE>_FILE``, which is how secrets are mounted in containers.
+
+How each variable's text is parsed lives in :mod:`bridge.core.values`.
 """
 
 from __future__ import annotations
@@ -12,102 +14,29 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names it and says how to fix it."""
-
-
-def _parse_bool(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    if value in {"0", "false", "no", "off", ""}:
-        return False
-    raise SettingsError(f"{name}={raw!r} is not a boolean: use true or false")
-
-
-def _parse_int(name: str, raw: str, low: int, high: int, example: int | None = None) -> int:
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        shown = low if example is None else example
-        raise SettingsError(f"{name}={raw!r} is not a whole number: use e.g. {shown}") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name}={value} is out of range: use a number from {low} to {high}")
-    return value
-
-
-def _parse_seconds(name: str, raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number of seconds: use e.g. 5") from None
-    if not 0 < value <= 3600:
-        raise SettingsError(f"{name}={value} is out of range: use seconds above 0, at most 3600")
-    return value
-
-
-def _parse_list(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
-
-
-def _parse_amqp_urls(name: str, raw: str) -> tuple[str, ...]:
-    urls = _parse_list(raw)
-    if not urls:
-        raise SettingsError(f"{name} is empty: set it to e.g. amqp://guest:guest@localhost:5672/")
-    for url in urls:
-        parts = urlsplit(url)
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if parts.scheme not in {"amqp", "amqps"} or not parts.hostname or port == -1:
-            shown = redact_url(url)
-            raise SettingsError(
-                f"{name} has a malformed broker URL {shown!r}: "
-                "use amqp://user:password@host:5672/vhost (or amqps://)"
-            )
-    return urls
-
-
-def is_http_url(url: str) -> bool:
-    """Whether ``url`` is a usable http(s) URL: scheme, host, and a port in range if any."""
-    parts = urlsplit(url)
-    try:
-        parts.port  # noqa: B018 - raises ValueError when out of range or not a number
-    except ValueError:
-        return False
-    return parts.scheme in {"http", "https"} and bool(parts.hostname)
-
-
-def _parse_http_url(name: str, raw: str) -> str:
-    url = raw.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme in {"http", "https"} and parts.hostname:
-        try:
-            parts.port  # noqa: B018 - raises ValueError when out of range or not a number
-        except ValueError:
-            port = parts.netloc.rsplit(":", 1)[-1]
-            what = "is out of range" if port.isdigit() else "is not a number"
-            raise SettingsError(
-                f"{name}={raw!r}: its port {port!r} {what}: use a port from 1 to 65535, "
-                "or none (https uses 443)"
-            ) from None
-    if not is_http_url(url):
-        raise SettingsError(f"{name}={raw!r} is not an http(s) URL: use e.g. https://host.example")
-    return url
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe to log."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+from bridge.core.values import SettingsError as SettingsError
+from bridge.core.values import is_http_url as is_http_url
+from bridge.core.values import (
+    parse_amqp_urls,
+    parse_bool,
+    parse_duration,
+    parse_exchange,
+    parse_http_url,
+    parse_ids,
+    parse_int,
+    parse_list,
+    parse_log_format,
+    parse_max_age,
+    parse_optional,
+    parse_optional_http_url,
+    parse_optional_port,
+    parse_rate,
+    parse_reconcile_mode,
+    parse_seconds,
+    parse_timezone,
+)
+from bridge.core.values import redact_url as redact_url
 
 
 @dataclass(frozen=True)
@@ -169,160 +98,68 @@ class _Spec:
     secret: bool = False
 
 
-def _optional(name: str, raw: str) -> str | None:
-    return raw.strip() or None
-
-
-def _exchange(name: str, raw: str) -> str:
-    value = raw.strip()
-    if not value or len(value) > 200 or any(c.isspace() for c in value):
-        raise SettingsError(
-            f"{name}={raw!r} is not a valid exchange name: use e.g. mintsoft.orders"
-        )
-    return value
-
-
-def _log_format(name: str, raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in {"text", "json"}:
-        raise SettingsError(f"{name}={raw!r} is not a log format: use text or json")
-    return value
-
-
-_AGE_UNITS = "YMDhms"
-
-
-def _max_age(name: str, raw: str) -> str:
-    # RabbitMQ's x-max-age: "<int><unit>", unit case-sensitive (M months, m minutes); a
-    # lowercase d is taken as days, since RabbitMQ has no other meaning for it.
-    value = raw.strip()
-    if value.endswith("d"):
-        value = value[:-1] + "D"
-    if len(value) < 2 or value[-1] not in _AGE_UNITS or not value[:-1].isdigit():
-        raise SettingsError(
-            f"{name}={raw!r} is not an age: use a number and one of Y, M (months), D, h, "
-            "m (minutes), s, e.g. 30D"
-        )
-    if int(value[:-1]) < 1:
-        raise SettingsError(f"{name}={raw!r} is zero: use at least 1, e.g. 30D")
-    return value[:-1].lstrip("0") + value[-1]
-
-
-def _optional_http_url(name: str, raw: str) -> str | None:
-    return _parse_http_url(name, raw) if raw.strip() else None
-
-
-def _optional_port(name: str, raw: str) -> int | None:
-    # Empty or 0 means unset: 0 is what the worker's --metrics-port took for "off".
-    if raw.strip() in {"", "0"}:
-        return None
-    return _parse_int(name, raw, 1, 65535)
-
-
 SPECS: dict[str, _Spec] = {
     "BRIDGE_AMQP_URL": _Spec(
-        "amqp_urls", _parse_amqp_urls, "broker URL(s), comma-separated for a cluster", True
+        "amqp_urls", parse_amqp_urls, "broker URL(s), comma-separated for a cluster", True
     ),
     "BRIDGE_HOST": _Spec("host", lambda n, r: r.strip() or "127.0.0.1", "address serve listens on"),
     "BRIDGE_PORT": _Spec(
-        "port", lambda n, r: _parse_int(n, r, 1, 65535, 8080), "port serve listens on"
+        "port", lambda n, r: parse_int(n, r, 1, 65535, 8080), "port serve listens on"
     ),
     "BRIDGE_API_KEYS": _Spec(
-        "api_keys", lambda n, r: _parse_list(r), "keys accepted as ?APIKEY=", True
+        "api_keys", lambda n, r: parse_list(r), "keys accepted as ?APIKEY=", True
     ),
     "BRIDGE_AUTH_HEADERS": _Spec(
-        "auth_headers", lambda n, r: _parse_list(r), "accepted Authorization values", True
+        "auth_headers", lambda n, r: parse_list(r), "accepted Authorization values", True
     ),
     "BRIDGE_ALLOW_UNAUTHENTICATED": _Spec(
-        "allow_unauthenticated", _parse_bool, "serve with no credentials configured"
+        "allow_unauthenticated", parse_bool, "serve with no credentials configured"
     ),
-    "BRIDGE_EXCHANGE": _Spec("exchange", _exchange, "topic exchange webhooks go to"),
+    "BRIDGE_EXCHANGE": _Spec("exchange", parse_exchange, "topic exchange webhooks go to"),
     "BRIDGE_MAX_BODY_BYTES": _Spec(
         "max_body_bytes",
-        lambda n, r: _parse_int(n, r, 1, 1 << 30, 10485760),
+        lambda n, r: parse_int(n, r, 1, 1 << 30, 10485760),
         "larger bodies get 413",
     ),
     "BRIDGE_PUBLISH_TIMEOUT": _Spec(
-        "publish_timeout", _parse_seconds, "seconds to wait for a broker confirm"
+        "publish_timeout", parse_seconds, "seconds to wait for a broker confirm"
     ),
     "BRIDGE_SPOOL_PATH": _Spec("spool_path", lambda n, r: r.strip(), "local spool, empty: none"),
     "BRIDGE_SPOOL_MAX_BYTES": _Spec(
         "spool_max_bytes",
-        lambda n, r: _parse_int(n, r, 4096, 1 << 50, 1073741824),
+        lambda n, r: parse_int(n, r, 4096, 1 << 50, 1073741824),
         "spool size limit",
     ),
-    "BRIDGE_LOG_FORMAT": _Spec("log_format", _log_format, "text or json"),
-    "BRIDGE_MINTSOFT_URL": _Spec("mintsoft_url", _parse_http_url, "Mintsoft API base URL"),
-    "BRIDGE_MINTSOFT_API_KEY": _Spec("mintsoft_api_key", _optional, "Mintsoft ms-apikey", True),
-    "BRIDGE_MINTSOFT_USERNAME": _Spec("mintsoft_username", _optional, "Mintsoft user"),
-    "BRIDGE_MINTSOFT_PASSWORD": _Spec("mintsoft_password", _optional, "Mintsoft password", True),
-    "BRIDGE_PUBLIC_URL": _Spec("public_url", _optional_http_url, "the bridge's public base URL"),
+    "BRIDGE_LOG_FORMAT": _Spec("log_format", parse_log_format, "text or json"),
+    "BRIDGE_MINTSOFT_URL": _Spec("mintsoft_url", parse_http_url, "Mintsoft API base URL"),
+    "BRIDGE_MINTSOFT_API_KEY": _Spec(
+        "mintsoft_api_key", parse_optional, "Mintsoft ms-apikey", True
+    ),
+    "BRIDGE_MINTSOFT_USERNAME": _Spec("mintsoft_username", parse_optional, "Mintsoft user"),
+    "BRIDGE_MINTSOFT_PASSWORD": _Spec(
+        "mintsoft_password", parse_optional, "Mintsoft password", True
+    ),
+    "BRIDGE_PUBLIC_URL": _Spec(
+        "public_url", parse_optional_http_url, "the bridge's public base URL"
+    ),
     "BRIDGE_METRICS_HOST": _Spec(
-        "metrics_host", _optional, "address of the /metrics listener (127.0.0.1; worker: --host)"
+        "metrics_host",
+        parse_optional,
+        "address of the /metrics listener (127.0.0.1; worker: --host)",
     ),
     "BRIDGE_METRICS_PORT": _Spec(
-        "metrics_port", _optional_port, "port of a separate /metrics listener (unset: none)"
+        "metrics_port", parse_optional_port, "port of a separate /metrics listener (unset: none)"
     ),
-    "BRIDGE_ARCHIVE": _Spec("archive", _parse_bool, "declare and feed the archive stream"),
-    "BRIDGE_ARCHIVE_MAX_AGE": _Spec("archive_max_age", _max_age, "archive retention, e.g. 30D"),
+    "BRIDGE_ARCHIVE": _Spec("archive", parse_bool, "declare and feed the archive stream"),
+    "BRIDGE_ARCHIVE_MAX_AGE": _Spec(
+        "archive_max_age", parse_max_age, "archive retention, e.g. 30D"
+    ),
     "BRIDGE_ARCHIVE_MAX_BYTES": _Spec(
         "archive_max_bytes",
-        lambda n, r: _parse_int(n, r, 1_000_000, 1 << 60),
+        lambda n, r: parse_int(n, r, 1_000_000, 1 << 60),
         "archive size limit in bytes",
     ),
 }
-
-
-def _parse_duration(name: str, raw: str) -> float:
-    """``60s``, ``15m``, ``2h``, ``1d`` or bare seconds (fractions allowed: ``0.5s``)."""
-    text = raw.strip().lower()
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    scale = units.get(text[-1:], 1.0) if text else 1.0
-    number = text[:-1] if text[-1:] in units else text
-    try:
-        value = float(number) * scale
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a duration: use e.g. 60s, 15m or 2h") from None
-    if not 0 < value <= 30 * 86400:
-        raise SettingsError(f"{name}={raw!r} is out of range: use more than 0, at most 30d")
-    return value
-
-
-def _parse_ids(name: str, raw: str) -> tuple[int, ...]:
-    parts = _parse_list(raw)
-    if not all(p.isdigit() for p in parts):
-        raise SettingsError(f"{name}={raw!r} is not a list of ids: use e.g. 12,14")
-    return tuple(int(p) for p in parts)
-
-
-def _reconcile_mode(name: str, raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in {"enrolled", "all", "off"}:
-        raise SettingsError(f"{name}={raw!r} is not a reconcile mode: use enrolled, all or off")
-    return value
-
-
-def _rate(name: str, raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise SettingsError(
-            f"{name}={raw!r} is not a rate: use requests per second, e.g. 2"
-        ) from None
-    if not 0 < value <= 1000:
-        raise SettingsError(f"{name}={value} is out of range: use more than 0, at most 1000")
-    return value
-
-
-def _timezone(name: str, raw: str) -> str:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    value = raw.strip()
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise SettingsError(f"{name}={raw!r} is not a time zone: use e.g. Europe/London") from None
-    return value
 
 
 SPECS.update(
@@ -330,18 +167,20 @@ SPECS.update(
         "BRIDGE_SYNC_STATE_PATH": _Spec(
             "sync_state_path", lambda n, r: r.strip() or "./var/sync.sqlite3", "sync's state"
         ),
-        "BRIDGE_SYNC_INTERVAL": _Spec("sync_interval", _parse_duration, "how often sync polls"),
+        "BRIDGE_SYNC_INTERVAL": _Spec("sync_interval", parse_duration, "how often sync polls"),
         "BRIDGE_SYNC_GRACE": _Spec(
-            "sync_grace", _parse_duration, "age before a missing webhook is recovered"
+            "sync_grace", parse_duration, "age before a missing webhook is recovered"
         ),
-        "BRIDGE_SYNC_RECONCILE": _Spec("sync_reconcile", _reconcile_mode, "enrolled, all or off"),
-        "BRIDGE_SYNC_CLIENT_IDS": _Spec("sync_client_ids", _parse_ids, "sync only these clients"),
+        "BRIDGE_SYNC_RECONCILE": _Spec(
+            "sync_reconcile", parse_reconcile_mode, "enrolled, all or off"
+        ),
+        "BRIDGE_SYNC_CLIENT_IDS": _Spec("sync_client_ids", parse_ids, "sync only these clients"),
         "BRIDGE_SYNC_WAREHOUSE_IDS": _Spec(
-            "sync_warehouse_ids", _parse_ids, "sync only these warehouses"
+            "sync_warehouse_ids", parse_ids, "sync only these warehouses"
         ),
-        "BRIDGE_MINTSOFT_RATE": _Spec("mintsoft_rate", _rate, "Mintsoft requests per second"),
+        "BRIDGE_MINTSOFT_RATE": _Spec("mintsoft_rate", parse_rate, "Mintsoft requests per second"),
         "BRIDGE_MINTSOFT_TIMEZONE": _Spec(
-            "mintsoft_timezone", _timezone, "zone of Mintsoft's date-times"
+            "mintsoft_timezone", parse_timezone, "zone of Mintsoft's date-times"
         ),
     }
 )
