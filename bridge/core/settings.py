@@ -119,6 +119,9 @@ class Settings:
     mintsoft_username: str | None = None
     mintsoft_password: str | None = field(default=None, repr=False)
     public_url: str | None = None
+    console_host: str = "127.0.0.1"
+    console_port: int = 8090
+    console_password: str | None = field(default=None, repr=False)
 
     @property
     def auth_configured(self) -> bool:
@@ -198,6 +201,15 @@ SPECS: dict[str, _Spec] = {
     "BRIDGE_MINTSOFT_USERNAME": _Spec("mintsoft_username", _optional, "Mintsoft user"),
     "BRIDGE_MINTSOFT_PASSWORD": _Spec("mintsoft_password", _optional, "Mintsoft password", True),
     "BRIDGE_PUBLIC_URL": _Spec("public_url", _optional_http_url, "the bridge's public base URL"),
+    "BRIDGE_CONSOLE_HOST": _Spec(
+        "console_host", lambda n, r: r.strip() or "127.0.0.1", "address console listens on"
+    ),
+    "BRIDGE_CONSOLE_PORT": _Spec(
+        "console_port", lambda n, r: _parse_int(n, r, 1, 65535), "port console listens on"
+    ),
+    "BRIDGE_CONSOLE_PASSWORD": _Spec(
+        "console_password", _optional, "console sign-in password (or scrypt:/pbkdf2: hash)", True
+    ),
 }
 
 

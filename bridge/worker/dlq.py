@@ -203,7 +203,7 @@ class _Replay:
             return  # not ours to move: unacked, it goes back to the DLQ on close
         self.taken += 1
         try:
-            await _move_back(self.channel, got, self.name)
+            await move_back(self.channel, got, self.name)
             self.moved += 1
         except CommandError as exc:
             self.error = self.error or exc
@@ -212,7 +212,9 @@ class _Replay:
             self._progress.set()
 
 
-async def _move_back(channel: AbstractChannel, got: DeliveredMessage, name: str) -> None:
+async def move_back(channel: AbstractChannel, got: DeliveredMessage, name: str) -> None:
+    """Publish a copy of dead letter ``got`` to queue ``name`` (attempt count reset), wait
+    for the broker's confirm, then ack the dead letter; CommandError if not confirmed."""
     properties = got.header.properties
     headers = dict(properties.headers or {})
     for header in (ATTEMPT_HEADER, ERROR_HEADER, FAILED_AT_HEADER):
