@@ -12,12 +12,22 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from bridge.cli import connect_actions, dlq, doctor, serve, simulate, spool, topology, worker
+from bridge.cli import (
+    connect_actions,
+    console,
+    dlq,
+    doctor,
+    serve,
+    simulate,
+    spool,
+    topology,
+    worker,
+)
 from bridge.cli.common import EXIT_USAGE, Parser, UsageError, settings_flags
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 
-COMMANDS = (serve, worker, topology, dlq, spool, connect_actions, simulate, doctor)
+COMMANDS = (serve, worker, topology, dlq, spool, connect_actions, simulate, doctor, console)
 """Each module's ``register`` adds its command, in the order ``--help`` lists them."""
 
 
