@@ -233,4 +233,3 @@ def test_look_an_order_up_and_replay_an_archive_window(
         assert "Sent 1 of 1" in page.text("#replay-done")
         page.check()
         _until(lambda: handled == ["despatched"])
-

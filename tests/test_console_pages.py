@@ -118,7 +118,7 @@ async def test_dead_letters_listed_opened_replayed_and_discarded_without_showing
         await wait_until(lambda: dead(0))
         empty = await (await client.get(f"/subscribers/{sub.name}/dead-letters")).text()
         assert 'id="dlq-empty"' in empty
-        pages.append((await (await client.get("/orders?q=20285")).text()))
+        pages.append(await (await client.get("/orders?q=20285")).text())
         assert handled == [ids[0]]
 
     # The console's own log lines (the receiver and worker under test log on their own).

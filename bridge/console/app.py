@@ -98,9 +98,15 @@ def build_app(console: Console) -> web.Application:
     dead_letters.add_routes(app)
     orders.add_routes(app)
     replay.add_routes(app)
+    app.router.add_get("/healthz", _healthz)
     app.router.add_static("/static/", HERE / "static", append_version=False)
     app.on_cleanup.append(_stop_jobs)
     return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    """For probes: the console answers (it says nothing about the broker)."""
+    return web.Response(text="ok\n")
 
 
 async def _stop_jobs(app: web.Application) -> None:

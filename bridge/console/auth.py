@@ -28,7 +28,7 @@ from bridge.core.settings import SettingsError
 SESSION_COOKIE = "bridge_console_session"
 LOGIN_COOKIE = "bridge_console_login"
 SESSION_SECONDS = 12 * 3600
-PUBLIC_PREFIXES = ("/login", "/static/")
+PUBLIC_PREFIXES = ("/login", "/static/", "/healthz")
 _SCRYPT = (2**14, 8, 1)
 
 
@@ -153,7 +153,8 @@ async def given_csrf(request: web.Request) -> str | None:
 
 
 def make_middleware(sessions: Sessions) -> Middleware:
-    """Every path but ``/login`` and ``/static/`` needs a session; every POST its CSRF token."""
+    """Every path but ``/login``, ``/static/`` and ``/healthz`` needs a session; every POST
+    its CSRF token."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:

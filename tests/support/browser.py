@@ -18,17 +18,17 @@ from typing import Any, TypeVar
 
 os.environ.setdefault("SE_OFFLINE", "true")
 
-from aiohttp import web  # noqa: E402
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
+from aiohttp import web
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
 
-from bridge.amqp.topology import declare, receiver_topology  # noqa: E402
-from bridge.console.app import build_app  # noqa: E402
-from bridge.worker.runner import Worker  # noqa: E402
-from bridge.worker.subscribers import Handler, Subscriber  # noqa: E402
-from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings, receiver_names  # noqa: E402
-from tests.console_helpers import console_state  # noqa: E402
-from tests.worker_helpers import queues_of  # noqa: E402
+from bridge.amqp.topology import declare, receiver_topology
+from bridge.console.app import build_app
+from bridge.worker.runner import Worker
+from bridge.worker.subscribers import Handler, Subscriber
+from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings, receiver_names
+from tests.console_helpers import console_state
+from tests.worker_helpers import queues_of
 
 T = TypeVar("T")
 CHROMIUM = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium")
