@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from bridge.console.auth import SESSION_KEY, make_middleware
 from bridge.console.state import CONSOLE, Console
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
-from bridge.worker.subscribers import Subscriber
 
 log = logging.getLogger("bridge.console")
 HERE = Path(__file__).resolve().parent
@@ -134,7 +133,3 @@ async def serve_console(
         await stop.wait()
     finally:
         await runner.cleanup()
-
-
-def names(subscribers: Sequence[Subscriber]) -> list[str]:
-    return [sub.name for sub in subscribers]

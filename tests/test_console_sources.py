@@ -1,0 +1,44 @@
+"""What the console reads besides the broker: the sync's state file, read-only, and nothing
+when it is absent."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+from bridge.console.queues import delay_label
+from bridge.console.sources import sync_summary
+
+
+def test_no_sync_state_means_no_sync_panel(tmp_path: Path) -> None:
+    assert sync_summary(None) is None
+    assert sync_summary(str(tmp_path / "missing.sqlite3")) is None
+
+
+def test_sync_state_is_read_without_writing(tmp_path: Path) -> None:
+    path = tmp_path / "sync.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE recovered (id INTEGER)")
+        db.executemany("INSERT INTO recovered VALUES (?)", [(1,), (2,), (3,)])
+        db.execute("CREATE TABLE cursors (name TEXT, value TEXT)")
+        db.execute("INSERT INTO cursors VALUES ('orders', '2026-11-30T10:00:00Z')")
+    db.close()
+    os.utime(path, (1, 1))
+    before = path.read_bytes()
+    summary = sync_summary(str(path))
+    assert summary is not None
+    assert summary.recovered == 3
+    assert summary.facts == {"orders": "2026-11-30T10:00:00Z"}
+    assert summary.seconds_since_write > 3600
+    assert path.read_bytes() == before and path.stat().st_mtime == 1
+
+
+def test_delay_labels() -> None:
+    assert [delay_label(ms) for ms in (500, 5000, 60_000, 3_600_000, 90_000)] == [
+        "500ms",
+        "5s",
+        "1m",
+        "1h",
+        "90s",
+    ]
