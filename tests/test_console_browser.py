@@ -215,6 +215,7 @@ def test_look_an_order_up_and_replay_an_archive_window(
         rows = driver.find_elements(By.CSS_SELECTOR, "table.hooks tbody tr")
         assert any("despatched" in row.text for row in rows), [r.text for r in rows]
         page.shoot(shots, "order")
+        rows = driver.find_elements(By.CSS_SELECTOR, "table.hooks tbody tr")
         link = next(r for r in rows if "despatched" in r.text)
         link.find_element(By.CSS_SELECTOR, "a.open").click()
         page.check()

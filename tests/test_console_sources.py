@@ -42,3 +42,15 @@ def test_delay_labels() -> None:
         "1h",
         "90s",
     ]
+
+
+def test_archive_span() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from bridge.console.views import span
+
+    start = datetime(2026, 11, 30, tzinfo=UTC)
+    assert span(None, start) == "-"
+    assert span(start, start + timedelta(seconds=40)) == "40s"
+    assert span(start, start + timedelta(hours=2, minutes=5)) == "2h 5m"
+    assert span(start, start + timedelta(days=3, hours=4)) == "3d 4h"

@@ -14,7 +14,7 @@ from aiohttp import web
 from bridge.console.queues import subscriber_stats
 from bridge.console.sources import archive_summary, sync_summary
 from bridge.console.state import console_of
-from bridge.console.views import format_time, safe_headers
+from bridge.console.views import format_time, safe_headers, span
 from bridge.errors import CommandError
 
 REFRESH_SECONDS = 5
@@ -44,6 +44,7 @@ async def _figures(request: web.Request) -> dict[str, Any]:
         "broker_error": error,
         "exchange": console.exchange,
         "format_time": format_time,
+        "span": span,
         "refresh": REFRESH_SECONDS,
     }
 

@@ -99,6 +99,21 @@ def format_time(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def span(oldest: datetime | None, newest: datetime | None) -> str:
+    """``3d 4h``, ``2h 5m``, ``40s``: how much time the archive covers."""
+    if oldest is None or newest is None:
+        return "-"
+    seconds = max(0, int((newest - oldest).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {seconds}s" if minutes else f"{seconds}s"
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """One dead letter as the pages show it."""

@@ -22,7 +22,7 @@ from aiohttp import web
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from bridge.amqp.topology import declare, receiver_topology
+from bridge.amqp.topology import Topology, declare, receiver_topology
 from bridge.console.app import build_app
 from bridge.worker.runner import Worker
 from bridge.worker.subscribers import Handler, Subscriber
@@ -107,8 +107,9 @@ class ConsoleStack:
     async def _start(self) -> None:
         await self.probe.open()
         assert self.probe.channel is not None
-        await declare(self.probe.channel, receiver_topology(self.exchange))
+        await declare(self.probe.channel, _receiver_topology(self.exchange))
         queues, exchanges = receiver_names(self.exchange)
+        self.probe.track(queues=(self.exchange + ".archive",))
         self.probe.track(queues=queues, exchanges=exchanges)
         for sub in self.subs:
             self.probe.track(queues=queues_of(sub))
@@ -136,6 +137,16 @@ class ConsoleStack:
         if self._worker_task is not None:
             await asyncio.wait_for(self._worker_task, 15)
         await self.probe.cleanup()
+
+
+def _receiver_topology(exchange: str) -> Topology:
+    """The receiver's topology, with the archive stream when this build has the archive
+    (the worker declares it with the same default retention)."""
+    try:
+        from bridge.amqp.topology import ArchiveRetention  # type: ignore[attr-defined]
+    except ImportError:
+        return receiver_topology(exchange)
+    return receiver_topology(exchange, ArchiveRetention())  # type: ignore[call-arg]
 
 
 def new_profile() -> tempfile.TemporaryDirectory[str]:
