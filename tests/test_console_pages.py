@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge import PermanentError
 from bridge.amqp.topology import dlq_name
+from bridge.console import dead_letters
 from bridge.console.app import build_app
 from bridge.console.views import mask_text
 from bridge.worker.message import Message
@@ -32,6 +33,7 @@ async def test_dead_letters_listed_opened_replayed_and_discarded_without_showing
     exchange: str,
     make_bridge: BridgeFactory,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     sub = subscriber(tries=1, delays=(60_000,))
@@ -78,6 +80,13 @@ async def test_dead_letters_listed_opened_replayed_and_discarded_without_showing
         ids = _ids(pages[-1])
         assert len(ids) == 2
         assert "despatched" in pages[-1] and "cancelled" in pages[-1]
+        # Paged: one per page here, each page its own dead letter.
+        monkeypatch.setattr(dead_letters, "PAGE_SIZE", 1)
+        first = await (await client.get(f"/subscribers/{sub.name}/dead-letters")).text()
+        second = await (await client.get(f"/subscribers/{sub.name}/dead-letters?page=2")).text()
+        assert "Page 1 of 2" in first and 'rel="next"' in first and 'rel="prev"' in second
+        assert _ids(first) + _ids(second) == ids
+        monkeypatch.undo()
         filtered = await (
             await client.get(f"/subscribers/{sub.name}/dead-letters?event=cancelled")
         ).text()

@@ -54,3 +54,17 @@ def test_archive_span() -> None:
     assert span(start, start + timedelta(seconds=40)) == "40s"
     assert span(start, start + timedelta(hours=2, minutes=5)) == "2h 5m"
     assert span(start, start + timedelta(days=3, hours=4)) == "3d 4h"
+
+
+def test_the_vendored_htmx_is_the_pinned_one_with_its_licence() -> None:
+    import hashlib
+    from importlib.resources import files
+
+    import bridge.console
+
+    static = files("bridge.console") / "static"
+    script = (static / "htmx.min.js").read_bytes()
+    pinned = (bridge.console.__doc__ or "").split("sha256 ")[1].split()[0].rstrip(".")
+    assert hashlib.sha256(script).hexdigest() == pinned
+    assert b'version:"2.0.11"' in script
+    assert "Zero-Clause BSD" in (static / "htmx.LICENSE").read_text()
