@@ -41,10 +41,10 @@ def _wait_for(url: str, process: subprocess.Popen[str], timeout: float = 60) -> 
     raise AssertionError(f"{url} did not answer within {timeout} s")
 
 
-def test_make_run_serves_handles_and_stops_on_one_ctrl_c(tmp_path: Path) -> None:
-    if not (ROOT / ".venv" / "bin" / "mintsoft-bridge").exists():
-        pytest.skip("make run needs the checkout's .venv (make install)")
-    port, console_port = _free_port(), _free_port()
+def _environment(
+    tmp_path: Path, port: int, console_port: int
+) -> tuple[dict[str, str], str, str, Path]:
+    """make run's environment: the test's own ports, exchange, spool and demo subscriber."""
     exchange = f"test.{uuid.uuid4().hex[:12]}"
     env = {
         key: value
@@ -66,6 +66,29 @@ def test_make_run_serves_handles_and_stops_on_one_ctrl_c(tmp_path: Path) -> None
     example = (ROOT / "deploy" / "subscribers.example.toml").read_text()
     subscribers.write_text(example.replace('name = "log-events"', f'name = "{demo}"'))
     env["SUBSCRIBERS"] = str(subscribers)
+    return env, exchange, demo, subscribers
+
+
+def _cleanup(exchange: str, demo: str) -> None:
+    queues, exchanges = receiver_names(exchange)
+    delete_declared(
+        AMQP_URL,
+        (
+            *queues,
+            exchange + ".archive",
+            demo,
+            f"{demo}.dlq",
+            *(f"{demo}.retry.{i}" for i in range(4)),
+        ),
+        exchanges,
+    )
+
+
+def test_make_run_serves_handles_and_stops_on_one_ctrl_c(tmp_path: Path) -> None:
+    if not (ROOT / ".venv" / "bin" / "mintsoft-bridge").exists():
+        pytest.skip("make run needs the checkout's .venv (make install)")
+    port, console_port = _free_port(), _free_port()
+    env, exchange, demo, subscribers = _environment(tmp_path, port, console_port)
     log = tmp_path / "make-run.log"
     with log.open("w") as sink:
         make = subprocess.Popen(
@@ -106,14 +129,34 @@ def test_make_run_serves_handles_and_stops_on_one_ctrl_c(tmp_path: Path) -> None
         except subprocess.TimeoutExpired:
             os.killpg(make.pid, signal.SIGKILL)
             raise
-        queues, exchanges = receiver_names(exchange)
-        delete_declared(
-            AMQP_URL,
-            (*queues, demo, f"{demo}.dlq", *(f"{demo}.retry.{i}" for i in range(4))),
-            exchanges,
-        )
+        _cleanup(exchange, demo)
     # Nothing of the three is left running.
     leftover = subprocess.run(
         ["pgrep", "-g", str(make.pid)], capture_output=True, text=True, check=False
     )
     assert leftover.stdout.strip() == "", leftover.stdout
+
+
+def test_make_run_stops_the_others_when_one_cannot_start(tmp_path: Path) -> None:
+    if not (ROOT / ".venv" / "bin" / "mintsoft-bridge").exists():
+        pytest.skip("make run needs the checkout's .venv (make install)")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        console_port = int(taken.getsockname()[1])
+        env, exchange, demo, _ = _environment(tmp_path, _free_port(), console_port)
+        try:
+            done = subprocess.run(
+                ["make", "--no-print-directory", "run"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                start_new_session=True,
+            )
+        finally:
+            _cleanup(exchange, demo)
+    assert done.returncode != 0
+    assert "BRIDGE_CONSOLE_HOST/PORT" in done.stderr + done.stdout
+    assert "one of the three failed (exit 2): stopping the others" in done.stderr
