@@ -42,6 +42,7 @@ if not browser_installed():  # pragma: no cover - CI installs it (.ci/ensure-bro
 
 from selenium.webdriver.chrome.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -95,8 +96,10 @@ class Page:
     def sign_in(self) -> None:
         self.open("/")
         assert "/login" in self.driver.current_url
-        self.driver.find_element(By.ID, "password").send_keys(PASSWORD)
-        self.click("#sign-in")
+        # By keyboard: the password field has the focus, Enter submits.
+        self.driver.switch_to.active_element.send_keys(PASSWORD + Keys.ENTER)
+        self.wait.until(lambda d: "/login" not in d.current_url)
+        self.check()
         assert self.driver.current_url.rstrip("/") == self.base
 
     def shoot(self, folder: Path, name: str) -> None:
@@ -169,7 +172,11 @@ def test_sign_in_see_open_and_replay_a_dead_letter(
         state["healthy"] = True
         page.click("#replay-one")
         assert "Replay 1 dead letter" in page.text("#confirm-title")
-        page.click("#confirm")
+        # The confirmation's button has the focus: Enter confirms.
+        assert driver.switch_to.active_element.get_attribute("id") == "confirm"
+        driver.switch_to.active_element.send_keys(Keys.ENTER)
+        page.wait.until(lambda d: "confirm-title" not in d.page_source)
+        page.check()
         assert "Replayed 1 dead letter" in page.text(".notice")
         _until(lambda: handled == [ids[0]])
 
