@@ -47,8 +47,14 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
+# The publish and ack paths run again on aiormq's public API (the fallback when the fast
+# path's check of aiormq's internals fails): see bridge/amqp/aiormq_internals.py.
+PUBLIC_PATH_TESTS := tests/test_publisher.py tests/test_receiver.py tests/test_faults.py \
+	tests/test_aiormq_internals.py
+
 pytest: install-dev broker browser
 	$(BIN)/pytest
+	BRIDGE_PUBLISH_PATH=public $(BIN)/pytest $(PUBLIC_PATH_TESTS)
 
 # The console's screenshots in docs/console/ (README, "Console"), taken by its browser tests.
 screenshots: install-dev broker browser

@@ -7,6 +7,7 @@ receiving the POST (``x-received-at``) to the handler being called.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import time
@@ -55,3 +56,12 @@ async def latency(message: Any) -> None:
         _latencies.append(now - received)
     if len(_latencies) == _count:
         _finish({"latencies": _latencies})
+
+
+async def noop_any(message: Any) -> None:
+    """Nothing at all (the rate is measured by the orchestrator, from the queues)."""
+
+
+async def sleep5ms_any(message: Any) -> None:
+    """About the time of a quick call to an ERP on the same network."""
+    await asyncio.sleep(0.005)

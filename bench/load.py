@@ -46,8 +46,9 @@ async def _run(*command: str, env: dict[str, str] | None = None) -> str:
     return out.decode()
 
 
-async def saturate(url: str, body: Path, seconds: float) -> dict[str, Any]:
-    """Requests/s with wrk, 32 connections on one thread, for ``seconds``."""
+async def saturate(url: str, body: Path, seconds: float, identical: bool = False) -> dict[str, Any]:
+    """Requests/s with wrk, 32 connections on one thread, for ``seconds``; every request
+    with its own order ID, or with ``identical`` the very same bytes each time."""
     out = await _run(
         "wrk",
         "-t1",
@@ -58,7 +59,7 @@ async def saturate(url: str, body: Path, seconds: float) -> dict[str, Any]:
         "-s",
         str(LUA),
         url,
-        env={"BENCH_BODY": str(body)},
+        env={"BENCH_BODY": str(body), "BENCH_IDENTICAL": "1" if identical else "0"},
     )
     line = next(line for line in out.splitlines() if line.startswith("{"))
     data: dict[str, Any] = orjson.loads(line)

@@ -1,5 +1,7 @@
 -- wrk script: POST the JSON body in $BENCH_BODY, with a different order "ID" in every
--- request (so every webhook is distinct, as in real traffic), and print one JSON summary.
+-- request (so every webhook is distinct, as in real traffic), or with BENCH_IDENTICAL=1 the
+-- very same bytes every time (what a first load test with one fixture sends), and print one
+-- JSON summary.
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local f = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
@@ -10,7 +12,14 @@ local suffix = assert(string.match(body, '^{"ID":%d+(.*)$'), 'body must start wi
 local counter = 0
 local seed = os.time() % 100000 * 100000
 
+local identical = os.getenv("BENCH_IDENTICAL") == "1"
+local fixed = nil
+
 request = function()
+  if identical then
+    fixed = fixed or wrk.format(nil, nil, nil, body)
+    return fixed
+  end
   counter = counter + 1
   return wrk.format(nil, nil, nil, prefix .. (seed + counter) .. suffix)
 end

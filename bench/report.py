@@ -62,6 +62,27 @@ def verdicts(results: Result) -> list[tuple[str, str, bool | None]]:
         True,
         ".2f",
     )
+    add(
+        "identical bodies: bridge/naive requests/s (>= 0.8)",
+        _get(results, "bodies", "identical", "rps_ratio"),
+        0.8,
+        True,
+        ".2f",
+    )
+    add(
+        "non-ASCII bodies: bridge/naive requests/s (>= 1.2)",
+        _get(results, "bodies", "non-ascii", "rps_ratio"),
+        1.2,
+        True,
+        ".2f",
+    )
+    add(
+        "non-ASCII bodies: naive/bridge CPU per request (>= 1.2)",
+        _get(results, "bodies", "non-ascii", "cpu_ratio"),
+        1.2,
+        True,
+        ".2f",
+    )
     add("end-to-end p99 at 500/s, ms (<= 25)", _get(results, "e2e", "p99_ms"), 25, False, ".1f")
     add(
         "serve RSS after leak check, MB (<= 100)",
@@ -134,6 +155,10 @@ def table(results: Result) -> str:
                     f"| {label} | {_num(case.get('rate'), ',.0f')} "
                     f"| {_num(case.get('peak_rss_mb'), '.0f')} |"
                 )
+    if results.get("bodies"):
+        from bench.bodies import table as bodies_table
+
+        lines += ["", bodies_table(results["bodies"])]
     e2e = results.get("e2e")
     if e2e and "skipped" not in e2e:
         lines += [

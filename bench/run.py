@@ -13,7 +13,6 @@ import contextlib
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ import orjson
 from bench import load
 from bridge.amqp.topology import Topology, declare, delete, receiver_topology, unrouted_name
 from bridge.core.contract import webhook_envelope
+from tests.support.procstat import proc_status
+from tests.support.rabbit_node import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -86,24 +87,6 @@ def compact_body(directory: Path) -> Path:
     path = directory / "body.json"
     path.write_bytes(orjson.dumps(orjson.loads(FIXTURE.read_bytes())))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def proc_status(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM (peak) in MB, and CPU seconds used, of a running process."""
-    out: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            out[name] = int(value.split()[0]) / 1024
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    out["cpu_s"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
 
 
 class Broker:
@@ -224,6 +207,8 @@ def bridge_env(broker_url: str, exchange: str, port: int, logs: Path) -> dict[st
         "BRIDGE_API_KEYS": API_KEY,
         "BRIDGE_EXCHANGE": exchange,
         "BRIDGE_SPOOL_PATH": str(logs / "spool.sqlite3"),
+        # Off, as in the figures before the archive; bench.archive_bench measures its cost.
+        "BRIDGE_ARCHIVE": "false",
     }
 
 
@@ -373,12 +358,6 @@ def worker_config(path: Path, name: str, handler: str) -> Path:
         f"prefetch = {PREFETCH}\n"
     )
     return path
-
-
-def worker_built() -> str | None:
-    """None when ``mintsoft-bridge worker`` exists, else why it is skipped."""
-    source = (ROOT / "bridge" / "worker.py").read_text()
-    return "worker not built yet (issue 3)" if "not built yet" in source else None
 
 
 def _read_result(path: Path) -> Result | None:
@@ -534,7 +513,6 @@ async def bench(args: argparse.Namespace) -> Result:
                 results["leak"] = await leak_check(
                     bridge.process, bridge.url, broker, unrouted, plan
                 )
-        skip = worker_built()
         if wanted("consume"):
             rounds: dict[str, list[Result]] = {"raw": [], "faststream": [], "worker": []}
             for index in range(plan.consume_rounds):
@@ -544,8 +522,6 @@ async def bench(args: argparse.Namespace) -> Result:
                         result = await run_consumer(
                             kind, broker, queue, plan.consume_messages, plan
                         )
-                    elif skip:
-                        continue
                     else:
                         result = await run_worker_consume(
                             broker, exchange, queue, plan.consume_messages, logs, plan
@@ -554,15 +530,13 @@ async def bench(args: argparse.Namespace) -> Result:
             consume: Result = {
                 kind: median_round(done, "rate") for kind, done in rounds.items() if done
             }
-            if skip:
-                consume["worker"] = {"skipped": skip}
             results["consume"] = consume
+        if wanted("bodies"):
+            from bench import bodies
+
+            results["bodies"] = await bodies.compare(broker, logs, args.quick)
         if wanted("e2e"):
-            results["e2e"] = (
-                {"skipped": skip}
-                if skip
-                else await run_e2e(broker, broker_url, exchange, plan, logs)
-            )
+            results["e2e"] = await run_e2e(broker, broker_url, exchange, plan, logs)
     finally:
         with contextlib.suppress(Exception):
             await delete(broker.ch, topology)
@@ -577,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated parts: bare,naive,ceiling,bridge,leak,consume,e2e",
+        help="comma-separated parts: bare,naive,ceiling,bridge,leak,consume,bodies,e2e",
     )
     args = parser.parse_args(argv)
     load.ensure_tools()

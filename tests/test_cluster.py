@@ -3,6 +3,8 @@
 Queues the bridge declares are quorum queues with a member on every node; a node killed
 hard (SIGKILL of its VM) under load costs at most some 503s, never an acknowledged webhook:
 every 200 reaches the subscriber, and both receivers keep answering through the other nodes.
+The archive stream has a replica on every node too: every 200 is in the archive as well,
+when the node leading the stream is the one killed.
 Run alone with ``make test-cluster`` (``pytest -m cluster``).
 """
 
@@ -17,6 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,7 +27,9 @@ import pytest
 from bridge.amqp.connection import BrokerLink
 from bridge.amqp.publisher import Publisher, PublishFailed
 from bridge.amqp.topology import declare, receiver_topology, subscriber_topology
+from bridge.archive.reader import ArchiveQuery, find
 from bridge.core.contract import webhook_envelope
+from bridge.errors import CommandError
 from tests.conftest import API_KEY, BrokerProbe
 from tests.support.ledger import Ledger, compare, ledger_body, send_load
 from tests.support.rabbit_cluster import RabbitCluster
@@ -194,28 +199,48 @@ def _handled(path: Path) -> set[str]:
     return set(path.read_text().split()) if path.exists() else set()
 
 
+async def _archived_ids(url: str, exchange: str, since: datetime) -> Counter[str]:
+    """Message ids in the archive from ``since`` on, read through ``url``; the stream may
+    still be electing its leader after a restart ("not available yet")."""
+    query = ArchiveQuery(since=since, until=datetime.now(UTC) + timedelta(minutes=1))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return Counter([w.message_id async for w in find((url,), exchange, query)])
+        except CommandError as exc:
+            if "not available yet" not in str(exc) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1)
+
+
 async def test_two_receivers_lose_no_acknowledged_webhook_when_a_node_is_killed(
     healthy_cluster: RabbitCluster, tmp_path: Path
 ) -> None:
     """Receiver A (with a spool) and B (without) each list the three nodes in another order;
-    a worker consumes. The node leading the subscriber queue, and serving A and the
-    worker, is killed under load and later restarted."""
+    a worker consumes. The node leading the archive stream (and the subscriber queue, both
+    declared first by the worker), serving A and the worker, is killed under load and
+    later restarted."""
     cluster = healthy_cluster
+    started = datetime.now(UTC) - timedelta(seconds=5)
     exchange = f"test.{uuid.uuid4().hex[:12]}"
     subscriber = f"{exchange}.erp"
+    archive = f"{exchange}.archive"
     n0, n1, n2 = cluster.nodes
     handled = tmp_path / "handled.txt"
     worker = _worker((n0.url, n2.url, n1.url), exchange, subscriber, handled, tmp_path / "w.log")
     with worker as process:
         await _until(
-            lambda: subscriber in cluster.queues() or process.poll() is not None,
+            lambda: {subscriber, archive} <= set(cluster.queues()) or process.poll() is not None,
             30,
             "the worker to declare its queue",
         )
         assert process.poll() is None, (tmp_path / "w.log").read_text()
         # The queue's leader is the node it was declared on: kill that one, so the kill costs
-        # a leader election and a failover of receiver A and of the worker.
-        leader = (await asyncio.to_thread(cluster.queues))[subscriber]["leader"]
+        # a leader election and a failover of receiver A and of the worker. The worker
+        # declared the archive too: the stream's writer is on that node.
+        queues = await asyncio.to_thread(cluster.queues)
+        leader = queues[archive]["leader"]
+        assert set(queues[archive]["members"]) == cluster.names, queues[archive]
         victim = next(node for node in cluster.nodes if node.name == leader)
         rest = [node for node in cluster.nodes if node is not victim]
         a_urls = (victim.url, rest[0].url, rest[1].url)
@@ -266,6 +291,11 @@ async def test_two_receivers_lose_no_acknowledged_webhook_when_a_node_is_killed(
         print(f"{report}; A {_outcomes(ledger_a)}; B {_outcomes(ledger_b)}")
         assert not report.missing, report
         assert not report.unexpected, report
+        # The archive's ledger: acknowledged but not in the archive must be 0.
+        archived = compare(ledger, await _archived_ids(rest[0].url, exchange, started))
+        print(f"archive: {archived}")
+        assert not archived.missing, archived
+        assert not archived.unexpected, archived
         assert set(ledger.statuses()) <= {200, 503}, ledger.statuses()
         assert ledger_b.count("spooled") == 0
         assert a_failed_over, _outcomes(ledger_a)
@@ -281,7 +311,7 @@ async def test_two_receivers_lose_no_acknowledged_webhook_when_a_node_is_killed(
         queues=(subscriber, *(f"{subscriber}.retry.{i}" for i in range(4)), subscriber + ".dlq"),
         exchanges=(exchange, exchange + ".unrouted"),
     )
-    probe.track(queues=(exchange + ".unrouted", exchange + ".invalid"))
+    probe.track(queues=(exchange + ".unrouted", exchange + ".invalid", archive))
     await probe.cleanup()
 
 

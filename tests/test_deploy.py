@@ -254,6 +254,12 @@ def test_definitions_file_is_what_topology_generates(capsys: pytest.CaptureFixtu
     )
     names = {q["name"] for q in json.loads(generated)["queues"]}
     assert {"mintsoft.orders.unrouted", "mintsoft.orders.invalid", "log-events.dlq"} <= names
+    [archive] = [q for q in json.loads(generated)["queues"] if q["name"].endswith(".archive")]
+    assert archive["arguments"] == {
+        "x-queue-type": "stream",
+        "x-max-age": "30D",
+        "x-max-length-bytes": 50_000_000_000,
+    }
 
 
 def _rabbitmqctl(*args: str) -> str:
@@ -280,15 +286,18 @@ async def test_definitions_import_into_rabbitmq_as_topology_declares_them() -> N
 
     import aiormq
 
-    from bridge.amqp.topology import declare, definitions, receiver_topology, subscriber_topology
+    from bridge.amqp.topology import (
+        ArchiveRetention,
+        declare,
+        definitions,
+        receiver_topology,
+    )
     from bridge.worker.subscribers import load_subscribers
 
     vhost = f"bridge-definitions-{uuid.uuid4().hex[:8]}"
-    topology = receiver_topology("mintsoft.orders")
+    topology = receiver_topology("mintsoft.orders", ArchiveRetention())
     for sub in load_subscribers(str(SUBSCRIBERS_EXAMPLE)):
-        topology = topology + subscriber_topology(
-            "mintsoft.orders", sub.name, sub.events, sub.retry_delays_ms
-        )
+        topology = topology + sub.topology("mintsoft.orders")
     assert len(topology.queues) > 2
     _rabbitmqctl("add_vhost", vhost)
     try:
@@ -311,7 +320,9 @@ async def test_definitions_import_into_rabbitmq_as_topology_declares_them() -> N
         finally:
             await connection.close()
         listed = _rabbitmqctl("list_queues", "-p", vhost, "name", "type")
-        assert all(f"{q.name}\tquorum" in listed for q in topology.queues), listed
+        for queue in topology.queues:
+            kind = "stream" if queue.name.endswith(".archive") else "quorum"
+            assert f"{queue.name}\t{kind}" in listed, listed
     finally:
         _rabbitmqctl("delete_vhost", vhost)
 
@@ -446,3 +457,60 @@ def test_systemd_unit_parses(unit: Path, tmp_path: Path) -> None:
         timeout=30,
     )
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+# --- ports and shutdown (issue 12, points 11 and 14) --------------------------------------
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_receiver_metrics_have_their_own_port_in_every_deployment() -> None:
+    statefulset = _by_kind("StatefulSet")
+    pod = statefulset["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert int(env["BRIDGE_PORT"]) == ports["http"]
+    assert int(env["BRIDGE_METRICS_PORT"]) == ports["metrics"] != ports["http"]
+    assert env["BRIDGE_METRICS_HOST"] == "0.0.0.0"  # Prometheus scrapes the pod's address
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(ports["metrics"])
+    # The metrics listener outlives the webhook port during the shutdown drain.
+    assert container["livenessProbe"]["httpGet"]["port"] == "metrics"
+    services = [d for _, d in MANIFESTS if d["kind"] == "Service"]
+    public = next(s for s in services if s["metadata"]["name"] == "mintsoft-bridge")
+    assert [p["targetPort"] for p in public["spec"]["ports"]] == ["http"]
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["bridge"]
+    compose_port = compose["environment"]["BRIDGE_METRICS_PORT"]
+    assert f"127.0.0.1:{compose_port}:{compose_port}" in compose["ports"]
+    systemd = _env_file(DEPLOY / "systemd" / "bridge.env.example")
+    assert systemd["BRIDGE_METRICS_HOST"] == "127.0.0.1"
+    assert systemd["BRIDGE_METRICS_PORT"] == compose_port != systemd["BRIDGE_PORT"]
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "mintsoft-bridge")
+    assert job["static_configs"][0]["targets"] == [f"127.0.0.1:{compose_port}"]
+
+
+def test_stop_timeouts_cover_the_shutdown_drain() -> None:
+    from bridge.receiving.serve import LAST_SCRAPE_WAIT, SHUTDOWN_DRAIN, SHUTDOWN_GRACE
+
+    needed = SHUTDOWN_GRACE + SHUTDOWN_DRAIN + LAST_SCRAPE_WAIT
+    pod = _by_kind("StatefulSet")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] > needed
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["bridge"]
+    assert int(compose["stop_grace_period"].removesuffix("s")) > needed
+    unit = (DEPLOY / "systemd" / "mintsoft-bridge.service").read_text()
+    stop = re.search(r"^TimeoutStopSec=(\d+)$", unit, re.MULTILINE)
+    assert stop is not None and int(stop.group(1)) > needed
+
+
+def test_an_alert_fires_when_a_receiver_is_gone_with_a_spool() -> None:
+    expr = _rule("MintsoftBridgeSpoolStranded")["expr"]
+    tree = promql_parser.parse(expr)
+    assert isinstance(tree, promql_parser.BinaryExpr) and str(tree.op) == "unless"
+    assert _series_named(str(tree.lhs)) == {"bridge_spool_depth"}
+    assert "_over_time(" in str(tree.lhs)  # remembers the depth after the receiver is gone
+    assert _series_named(str(tree.rhs)) == {"up"}

@@ -3,6 +3,8 @@ back with ``x-attempt`` reset and a now-healthy handler acks them."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from pamqp.commands import Basic
 
@@ -80,9 +82,10 @@ def _dlq_has(probe: BrokerProbe, queue: str, n: int):  # type: ignore[no-untyped
 
 
 def test_dlq_of_an_unknown_subscriber_is_one_line_and_exit_1(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    code = main(["dlq", "list", "no-such-subscriber-3e1f", "--amqp-url", AMQP_URL])
+    monkeypatch.setenv("BRIDGE_AMQP_URL", AMQP_URL)
+    code = main(["dlq", "list", "no-such-subscriber-3e1f"])
     err = capsys.readouterr().err
     assert code == 1
     assert err.count("\n") == 1
@@ -122,3 +125,29 @@ async def test_an_interrupted_replay_loses_nothing(
     await wait_until(all_kept, timeout=5)
     [moved] = await probe.get_all(name, expected=1)
     assert "x-attempt" not in (moved.header.properties.headers or {})
+
+
+async def test_replay_from_the_command_line_counts_in_words_and_an_unknown_name_is_only_the_error(
+    probe: BrokerProbe,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRIDGE_AMQP_URL", AMQP_URL)
+    name = unique_name("cli-replay")
+    probe.track(queues=(name, dlq_name(name)))
+    channel = await probe._chan()
+    for queue in (name, dlq_name(name)):
+        await channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    await channel.basic_publish(
+        body_for("despatched", 1),
+        routing_key=dlq_name(name),
+        properties=Basic.Properties(message_id="m1", headers={"x-attempt": 3}),
+    )
+    assert await asyncio.to_thread(main, ["dlq", "replay", name]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == f"replayed 1 message from {dlq_name(name)} to {name}"
+
+    assert await asyncio.to_thread(main, ["dlq", "replay", name + "-nope"]) == 1
+    got = capsys.readouterr()
+    assert got.out == ""
+    assert got.err.count("\n") == 1 and "does not exist" in got.err

@@ -13,7 +13,8 @@ from aiohttp import web
 
 from bridge.amqp.topology import dlq_name, retry_queue_name
 from bridge.core import metrics
-from bridge.worker.forwarder import Forwarder
+from bridge.worker.forwarder import Forwarder, ForwardFailed
+from bridge.worker.message import Message
 from tests.conftest import BrokerProbe
 from tests.support.rabbit_node import free_port
 from tests.worker_helpers import body_for, publish, running_worker, subscriber, wait_until
@@ -169,3 +170,45 @@ async def test_target_down_pauses_consumption_and_everything_arrives_when_it_is_
 
 async def _equals(read: Callable[[], Awaitable[int]], value: int) -> bool:
     return await read() == value
+
+
+async def test_a_huge_answer_is_not_read_beyond_what_is_kept() -> None:
+    """A target answering 300 MB (generated lazily): the forwarder keeps 200 bytes and
+    closes, so the target gets to send only what fits in the socket buffers."""
+    sent = 0
+    finished = asyncio.Event()
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        await request.read()
+        response = web.StreamResponse(status=500)
+        response.content_length = 300 * 1024 * 1024
+        await response.prepare(request)
+        chunk = b"x" * (256 * 1024)
+        try:
+            while sent < 300 * 1024 * 1024:
+                await response.write(chunk)
+                sent += len(chunk)
+        except (ConnectionError, RuntimeError):
+            pass
+        finally:
+            finished.set()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/huge", huge)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    forwarder = Forwarder("huge", f"http://127.0.0.1:{port}/huge", timeout=60)
+    message = Message(event="despatched", body=b"{}", message_id="m-huge", headers={})
+    try:
+        with pytest.raises(ForwardFailed) as failed:
+            await forwarder(message)
+        assert "answered 500: xxx" in str(failed.value)
+        await asyncio.wait_for(finished.wait(), 30)
+        assert sent < 32 * 1024 * 1024, f"the target sent {sent} bytes"
+    finally:
+        await forwarder.close()
+        await runner.cleanup()

@@ -105,3 +105,14 @@ def test_ack_and_nack_frames_match_pamqp(tag: int, channel: int) -> None:
     assert ack_frame(channel, tag, False) == pamqp.frame.marshal(
         Basic.Nack(delivery_tag=tag, requeue=True), channel
     )
+
+
+@pytest.mark.parametrize("content_type", ["text/plain; charset=utf-8", None, "bad\x01type"])
+def test_a_quarantined_body_keeps_the_senders_content_type_like_pamqp(
+    content_type: str | None,
+) -> None:
+    envelope = quarantine_envelope("despatched", b"<x/>", "r-1", 1_790_000_000.5, content_type)
+    expected = "text/plain; charset=utf-8" if content_type == "text/plain; charset=utf-8" else None
+    assert envelope.content_type == (expected or "application/octet-stream")
+    frames = PublishFrames(1, "x.y", MAX_BODY_FRAME)
+    assert frames.encode(envelope) == pamqp_frames(envelope, "x.y", 1, MAX_BODY_FRAME)

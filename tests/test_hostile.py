@@ -5,9 +5,13 @@ requests does not make authenticated ones fail."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote
 
 import orjson
@@ -15,8 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.core.contract import EVENTS, message_id
+from bridge.receiving.receiver import LARGE_BODIES_BYTES
 from tests.conftest import API_KEY, AUTH_HEADER, BridgeFactory, BrokerProbe
 from tests.support.ledger import send_load
+from tests.support.processes import http
+from tests.support.serve_process import one_receiver
 
 CONTRACT_CODES = {200, 400, 401, 404, 405, 408, 413, 503}
 MAX_BODY = 4096
@@ -250,3 +257,133 @@ async def test_a_flood_of_unauthenticated_requests_does_not_fail_authenticated_o
     assert real.statuses() == {200: 100}
     delivered = await probe.get_all(exchange + ".unrouted", expected=100)
     assert {str(m.header.properties.message_id) for m in delivered} == real.acknowledged
+
+
+async def _head_then(port: int, head: bytes, body: bytes | None) -> tuple[bytes, bytes]:
+    """Send ``head``; read the first answer; then send ``body`` (when given) and read on.
+    Gives (first answer, everything after it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            first = await reader.readuntil(b"\r\n\r\n")
+        rest = b""
+        if body is not None:
+            writer.write(body)
+            await writer.drain()
+            async with asyncio.timeout(10):
+                rest = await reader.read()
+        else:
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                async with asyncio.timeout(10):
+                    rest = await reader.read()
+    finally:
+        writer.close()
+    return first, rest
+
+
+async def test_expect_100_continue_is_answered_only_after_credentials_and_length(
+    exchange: str, probe: BrokerProbe, make_bridge: BridgeFactory
+) -> None:
+    bridge = await make_bridge(max_body_bytes=MAX_BODY)
+    port = bridge.client.port
+    assert port is not None
+
+    def head(query: str, length: int) -> bytes:
+        return (
+            f"POST /webhooks/despatched{query} HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/json\r\nExpect: 100-continue\r\nConnection: close\r\n"
+            f"Content-Length: {length}\r\n\r\n"
+        ).encode()
+
+    first, rest = await _head_then(port, head("", 2), None)
+    assert first.startswith(b"HTTP/1.1 401"), first
+    assert b"100 Continue" not in first + rest
+    first, rest = await _head_then(port, head("?APIKEY=wrong", 2), None)
+    assert first.startswith(b"HTTP/1.1 401"), first
+    first, rest = await _head_then(port, head(f"?APIKEY={API_KEY}", 20_000_000), None)
+    assert first.startswith(b"HTTP/1.1 413"), first
+    assert b"100 Continue" not in first + rest
+    body = b'{"ID": 7}'
+    first, rest = await _head_then(port, head(f"?APIKEY={API_KEY}", len(body)), body)
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert rest.startswith(b"HTTP/1.1 200"), rest
+    assert len(await probe.get_all(exchange + ".unrouted", expected=1)) == 1
+
+
+def test_a_client_that_disconnects_mid_body_is_one_quiet_line_and_counted(
+    tmp_path: Path,
+) -> None:
+    exchange = f"test.hostile.cut.{uuid.uuid4().hex[:8]}"
+    with one_receiver(exchange, API_KEY, tmp_path) as (base, _):
+        port = int(base.rsplit(":", 1)[1])
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(
+                    f"POST /webhooks/despatched?APIKEY={API_KEY} HTTP/1.1\r\nHost: x\r\n"
+                    'Content-Length: 1000\r\n\r\n{"ID": 1'.encode()
+                )
+                time.sleep(0.2)  # the handler is now waiting for the rest of the body
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            scrape = http(base + "/metrics")[1].decode()
+            if 'code="client_closed",event="despatched"} 3.0' in scrape:
+                break
+            time.sleep(0.1)
+        assert 'code="client_closed",event="despatched"} 3.0' in scrape, scrape
+        assert 'code="500"' not in scrape
+    output = (tmp_path / "serve.log").read_text()
+    assert "Traceback" not in output and " ERROR " not in output, output
+    closed = [line for line in output.splitlines() if "closed the connection" in line]
+    assert len(closed) == 3, output
+    assert " 500 " not in output
+
+
+async def test_senders_of_large_bodies_past_the_byte_budget_wait_then_get_503(
+    make_bridge: BridgeFactory,
+) -> None:
+    """Slow senders declaring 10 MiB each take the whole budget of large bodies; the next
+    large body waits for its turn, then gets a 503 with Retry-After; a small one is served
+    at once meanwhile."""
+    bridge = await make_bridge(body_timeout=1.0)
+    port = bridge.client.port
+    assert port is not None
+    size = 10 * 1024 * 1024
+    held = LARGE_BODIES_BYTES // size
+
+    def head(length: int) -> bytes:
+        return (
+            f"POST /webhooks/despatched?APIKEY={API_KEY} HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Length: {length}\r\nConnection: close\r\n\r\n["
+        ).encode()
+
+    finished: list[int] = []
+
+    async def send(length: int, delay: float, rest: bytes = b"") -> bytes:
+        await asyncio.sleep(delay)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(head(length) + rest)
+            await writer.drain()
+            async with asyncio.timeout(10):
+                answer = await reader.read()
+        finally:
+            writer.close()
+        finished.append(length)
+        return answer
+
+    slow = [send(size, 0) for _ in range(held)]
+    # Two rounds of waiters: the first gets the budget when the slow senders time out
+    # (1 s), the second would get it only after the first times out too (2 s), past its
+    # own wait (1.5 s): 503.
+    waiting = [send(size, 0.5) for _ in range(2 * held)]
+    small = asyncio.create_task(send(2, 0.3, b"]"))
+    answers = await asyncio.gather(*slow, *waiting)
+    assert (await small).startswith(b"HTTP/1.1 200")
+    assert finished[0] == 2  # a small body does not wait for the budget of large ones
+    assert all(a.startswith(b"HTTP/1.1 408") for a in answers[:held]), answers
+    statuses = sorted(int(a.split(b" ", 2)[1]) for a in answers[held:])
+    assert set(statuses) <= {408, 503} and statuses.count(503) >= held, statuses
+    refused = next(a for a in answers if a.startswith(b"HTTP/1.1 503"))
+    assert b"retry-after: 5" in refused.lower()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.amqp.topology import receiver_topology, subscriber_topology
+from bridge.amqp.topology import ArchiveRetention, receiver_topology, subscriber_topology
 from bridge.worker.message import Message
 from tests.conftest import AMQP_URL, delete_declared, fixture_body
 from tests.support.metric_names import exported_families, sample_name
@@ -84,7 +84,7 @@ def test_every_exported_metric_is_scraped_after_traffic(tmp_path: Path) -> None:
         "BRIDGE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
     }
     base, worker_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{worker_port}"
-    topology = receiver_topology(exchange)
+    topology = receiver_topology(exchange, ArchiveRetention())  # serve and worker: archive on
     for name in subscribers:
         topology = topology + subscriber_topology(exchange, name, ("*",), (100,))
     seen: set[str] = set()

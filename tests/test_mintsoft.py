@@ -13,6 +13,8 @@ import pytest
 from bridge.cli import main
 from tests.support.fake_mintsoft import FakeMintsoft, Scripted
 
+README = Path(__file__).resolve().parent.parent / "README.md"
+
 MS_KEY = "ms-key-7d1c2a"
 PUBLIC = "https://bridge.example.com"
 BRIDGE_KEY = "bridge-key-41f0"
@@ -170,9 +172,11 @@ def test_retries_are_bounded_and_the_error_says_what_mintsoft_answered(
         Scripted(503, {"Message": "Down for maintenance"}, {"Retry-After": "0"}) for _ in range(9)
     )
     assert main(["connect-actions", "20285"]) == 1
-    assert len(with_key.of("PUT")) == 4
+    # The README: "retried up to 4 times", i.e. 5 requests in all.
+    assert "retried up to 4 times" in " ".join(README.read_text().split())
+    assert len(with_key.of("PUT")) == 5
     err = capsys.readouterr().err
-    assert "503" in err and "Down for maintenance" in err and "4 attempts" in err
+    assert "503" in err and "Down for maintenance" in err and "5 attempts" in err
 
 
 def test_a_long_retry_after_gives_up_at_once(
@@ -274,3 +278,34 @@ def test_loopback_http_is_accepted(
     assert main(["connect-actions", "5", "--dry-run"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert body["ExtraCode1"] == f"http://127.0.0.1:8080/webhooks/despatched?APIKEY={BRIDGE_KEY}"
+
+
+@pytest.mark.parametrize("login", [False, True], ids=["api-key", "login"])
+def test_a_redirect_to_another_origin_is_not_followed_with_credentials(
+    mintsoft: FakeMintsoft,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    login: bool,
+) -> None:
+    """A 307 to another local port: nothing reaches it (no ms-apikey, no password, no
+    body), and the one line names the status and the other origin, never the key."""
+    thief = FakeMintsoft()
+    thief.start()
+    try:
+        if login:
+            monkeypatch.setenv("BRIDGE_MINTSOFT_USERNAME", mintsoft.username)
+            monkeypatch.setenv("BRIDGE_MINTSOFT_PASSWORD", mintsoft.password)
+        else:
+            monkeypatch.setenv("BRIDGE_MINTSOFT_API_KEY", MS_KEY)
+        where = "/api/Auth" if login else "/api/Order/20285/ConnectActions"
+        location = f"{thief.url}{where}?key={MS_KEY}"
+        mintsoft.script.append(Scripted(307, None, {"Location": location}))
+        assert main(["connect-actions", "20285"]) == 1
+        assert thief.requests == []
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        assert "307" in err and thief.url in err
+        for secret in (MS_KEY, mintsoft.password, BRIDGE_KEY, "?key="):
+            assert secret not in err
+    finally:
+        thief.stop()

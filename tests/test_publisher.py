@@ -1,13 +1,16 @@
-"""The publisher's pipelined path against the real broker: many publishes batched into few
-writes each get their own confirm, a return or a closed channel fails only its publish, and
-nothing is left behind in aiormq's bookkeeping."""
+"""The publisher against the real broker (run on the fast path, and again on aiormq's public
+path by ``make test``): many publishes batched into few writes each get their own confirm,
+a return or a closed channel fails only its publish, identical twins are published together
+and a returned twin is never reported kept, and nothing is left behind in aiormq's
+bookkeeping."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -17,6 +20,9 @@ from bridge.amqp.connection import BrokerLink
 from bridge.amqp.publisher import Publisher, PublishFailed
 from bridge.core.contract import Envelope, webhook_envelope
 from tests.conftest import AMQP_URL, BrokerProbe, fixture_body
+from tests.support.tcp_proxy import TcpProxy
+
+PUBLIC_PATH = os.environ.get("BRIDGE_PUBLISH_PATH") == "public"
 
 
 def envelope(event: str, order: int) -> Envelope:
@@ -131,3 +137,83 @@ async def test_a_cancelled_publish_is_cancelled_not_failed(bound: Bound) -> None
     with pytest.raises(asyncio.CancelledError):
         await task
     await publisher.publish(envelope("despatched", 1))  # its twin slot was released
+
+
+@pytest.fixture
+async def held() -> AsyncIterator[tuple[TcpProxy, BrokerLink]]:
+    """A link through a proxy that can hold the broker's answers (confirms, returns)."""
+    proxy = TcpProxy("127.0.0.1", 5672)
+    await proxy.start()
+    link = BrokerLink((proxy.url,), name="test publisher held")
+    assert await link.start(wait=5)
+    yield proxy, link
+    proxy.release_replies()
+    await link.close()
+    await proxy.close()
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+@pytest.mark.skipif(PUBLIC_PATH, reason="aiormq's public path publishes twins one at a time")
+async def test_identical_twins_are_published_together_not_one_after_the_other(
+    plain_exchange: tuple[str, BrokerProbe], held: tuple[TcpProxy, BrokerLink]
+) -> None:
+    """With every confirm held back, all 8 twins still reach the queue: none waits for
+    another's confirm."""
+    (name, probe), (proxy, link) = plain_exchange, held
+    queue = await probe.bind_queue(name, "order.despatched")
+    publisher = Publisher(link, name, timeout=30)
+    twin = envelope("despatched", 8)
+    proxy.hold_replies()
+    tasks = [asyncio.create_task(publisher.publish(twin)) for _ in range(8)]
+
+    async def all_routed() -> bool:
+        return await probe.count(queue) == 8
+
+    routed = await _until(all_routed)
+    proxy.release_replies()
+    assert await asyncio.gather(*tasks) == [None] * 8
+    assert routed, "twins waited for each other's confirm"
+
+
+async def test_a_returned_twin_fails_and_its_routed_twin_is_confirmed(
+    plain_exchange: tuple[str, BrokerProbe], held: tuple[TcpProxy, BrokerLink]
+) -> None:
+    """Twin A is routed, the binding goes, twin B comes back: B is never reported kept."""
+    (name, probe), (proxy, link) = plain_exchange, held
+    queue = await probe.bind_queue(name, "order.despatched")
+    publisher = Publisher(link, name, timeout=30)
+    twin = envelope("despatched", 9)
+    proxy.hold_replies()
+    first = asyncio.create_task(publisher.publish(twin))
+
+    async def routed() -> bool:
+        return await probe.count(queue) == 1
+
+    assert await _until(routed)
+    assert probe.channel is not None
+    await probe.channel.queue_unbind(queue, name, routing_key="order.despatched")
+    second = asyncio.create_task(publisher.publish(twin))
+    await asyncio.sleep(0.3)  # let B reach the broker (on the fast path) before releasing
+    proxy.release_replies()
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    assert results[0] is None
+    assert isinstance(results[1], PublishFailed) and results[1].reason == "returned"
+    assert await probe.count(queue) == 1
+
+
+async def test_unroutable_twins_all_fail_as_returned(bound: Bound) -> None:
+    publisher = bound.publisher
+    twin = envelope("cancelled", 77)
+    results = await asyncio.gather(
+        *(publisher.publish(twin) for _ in range(6)), return_exceptions=True
+    )
+    assert all(isinstance(r, PublishFailed) and r.reason == "returned" for r in results), results
+    await publisher.publish(envelope("despatched", 78))  # the channel is still good

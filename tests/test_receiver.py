@@ -13,13 +13,24 @@ from bridge.core.contract import EVENTS
 from tests.conftest import API_KEY, AUTH_HEADER, BridgeFactory, BrokerProbe, fixture_body
 
 EXPECTED_ORDER_HEADERS = {
-    "despatched": {"x-order-id": "20285", "x-order-number": "SO-20285", "x-client-id": "12"},
-    "cancelled": {"x-order-id": "20286", "x-order-number": "SO-20286", "x-client-id": "12"},
+    "despatched": {
+        "x-order-id": "20285",
+        "x-order-number": "SO-20285",
+        "x-client-id": "12",
+        "x-warehouse-id": "1",
+    },
+    "cancelled": {
+        "x-order-id": "20286",
+        "x-order-number": "SO-20286",
+        "x-client-id": "12",
+        "x-warehouse-id": "1",
+    },
     "delivered": {"x-order-id": "20285"},
     "split": {
         "x-order-id": "20287",
         "x-order-number": "SO-20287",
         "x-client-id": "12",
+        "x-warehouse-id": "1",
         "x-split-order-id": "20291",
     },
 }
@@ -76,10 +87,10 @@ async def test_authorization_header_is_accepted(
     assert len(await probe.get_all(queue, expected=1)) == 1
 
 
-async def test_a_webhook_nobody_subscribed_to_is_kept_in_unrouted(
+async def test_a_webhook_nobody_subscribed_to_is_kept_in_unrouted_with_the_archive_off(
     exchange: str, probe: BrokerProbe, make_bridge: BridgeFactory
 ) -> None:
-    bridge = await make_bridge()
+    bridge = await make_bridge(archive=False)
     body = fixture_body("despatched")
     response = await bridge.client.post(
         "/webhooks/despatched", params={"apikey": API_KEY}, data=body
@@ -169,7 +180,19 @@ async def test_non_json_body_is_400_and_quarantined(
     assert kept.body == body
     assert kept.delivery.routing_key == "invalid.split"
     assert kept.header.properties.message_id == answer["message_id"]
+    assert kept.header.properties.content_type == "application/octet-stream"  # aiohttp's
     assert await probe.get_all(queue, expected=1, timeout=0.3) == []
+
+    # The sender's content type stays on the quarantined copy.
+    response = await bridge.client.post(
+        "/webhooks/split",
+        params={"APIKEY": API_KEY},
+        data=b"a=1&b=2",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status == 400
+    [kept] = await probe.get_all(exchange + ".invalid", expected=1)
+    assert kept.header.properties.content_type == "application/x-www-form-urlencoded"
 
 
 async def test_unknown_event_other_method_and_large_body_publish_nothing(

@@ -124,3 +124,18 @@ def test_every_command_has_help() -> None:
         result = _run(*args, env={})
         assert result.returncode == 0, args
         assert "usage: mintsoft-bridge" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"BRIDGE_PORT": "abc"}, "BRIDGE_PORT='abc' is not a whole number: use e.g. 8080"),
+        ({"BRIDGE_PUBLIC_URL": "https://h.example:99999"}, "port '99999' is out of range"),
+        ({"BRIDGE_MINTSOFT_URL": "https://h.example:x1"}, "port 'x1' is not a number"),
+        ({"BRIDGE_PUBLIC_URL": "ftp://h.example"}, "is not an http(s) URL"),
+    ],
+)
+def test_wording_of_bad_numbers_and_ports(env: dict[str, str], expected: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(env)
+    assert expected in str(raised.value)

@@ -4,10 +4,12 @@ line runs in a thread with its own event loop, as it would in its own process)."
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
 import socket
+import sys
 from datetime import datetime
 
 import pytest
@@ -40,6 +42,7 @@ async def test_simulate_puts_a_contract_message_in_a_bound_queue(
     probe: BrokerProbe,
     exchange: str,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bridge = await make_bridge()
     queue = await probe.bind_queue(exchange, routing_key(event))
@@ -48,9 +51,8 @@ async def test_simulate_puts_a_contract_message_in_a_bound_queue(
     # No credential configured: the bridge refuses, and simulate says how to fix it.
     assert code == 1 and "401" in out.out and "BRIDGE_API_KEYS" in out.err
 
-    code = await run(
-        "simulate", event, "--url", bridge.url, "--order-id", "4242", "--api-keys", API_KEY
-    )
+    monkeypatch.setenv("BRIDGE_API_KEYS", API_KEY)
+    code = await run("simulate", event, "--url", bridge.url, "--order-id", "4242")
     out = capsys.readouterr()
     assert code == 0, out
     printed = re.search(r": 200 accepted message_id=([0-9a-f]{32})", out.out)
@@ -76,7 +78,9 @@ async def test_simulate_burst_uses_distinct_orders_and_summarises(
     probe: BrokerProbe,
     exchange: str,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("BRIDGE_AUTH_HEADERS", AUTH_HEADER)
     bridge = await make_bridge()
     queue = await probe.bind_queue(exchange, routing_key("split"))
     code = await run(
@@ -88,8 +92,6 @@ async def test_simulate_burst_uses_distinct_orders_and_summarises(
         "6",
         "--rate",
         "200",
-        "--auth-headers",
-        AUTH_HEADER,
     )
     out = capsys.readouterr().out
     assert code == 0, out
@@ -111,17 +113,9 @@ def test_doctor_reports_a_stopped_broker_with_the_fix(
 ) -> None:
     monkeypatch.setenv("BRIDGE_API_KEY", "typo-of-api-keys")
     port = _closed_port()
-    code = main(
-        [
-            "doctor",
-            "--amqp-url",
-            f"amqp://guest:guest@127.0.0.1:{port}/",
-            "--public-url",
-            f"http://127.0.0.1:{_closed_port()}",
-            "--api-keys",
-            API_KEY,
-        ]
-    )
+    monkeypatch.setenv("BRIDGE_AMQP_URL", f"amqp://guest:guest@127.0.0.1:{port}/")
+    monkeypatch.setenv("BRIDGE_API_KEYS", API_KEY)
+    code = main(["doctor", "--public-url", f"http://127.0.0.1:{_closed_port()}"])
     out = capsys.readouterr().out
     assert code == 1
     [line] = [x for x in out.splitlines() if "broker reachable" in x]
@@ -138,10 +132,14 @@ async def test_doctor_reports_a_wrong_key_with_the_fix(
     probe: BrokerProbe,
     exchange: str,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     bridge = await make_bridge()
-    common = ["--amqp-url", AMQP_URL, "--exchange", exchange, "--public-url", bridge.url]
-    code = await run("doctor", *common, "--api-keys", "not-the-key")
+    monkeypatch.setenv("BRIDGE_AMQP_URL", AMQP_URL)
+    common = ["--exchange", exchange, "--public-url", bridge.url]
+    common += ["--archive", "false"]  # as the bridge under test runs
+    monkeypatch.setenv("BRIDGE_API_KEYS", "not-the-key")
+    code = await run("doctor", *common)
     out = capsys.readouterr().out
     assert code == 1
     [line] = [x for x in out.splitlines() if "webhook accepted" in x]
@@ -150,7 +148,8 @@ async def test_doctor_reports_a_wrong_key_with_the_fix(
     assert re.search(r"^OK +broker reachable", out, re.M)
     assert re.search(r"^OK +bridge answers", out, re.M)
 
-    code = await run("doctor", *common, "--api-keys", API_KEY)
+    monkeypatch.setenv("BRIDGE_API_KEYS", API_KEY)
+    code = await run("doctor", *common)
     out = capsys.readouterr().out
     assert code == 0, out
     assert re.search(r"^OK +webhook accepted and queued: message [0-9a-f]{32} reached", out, re.M)
@@ -158,7 +157,7 @@ async def test_doctor_reports_a_wrong_key_with_the_fix(
 
 
 async def test_simulate_never_prints_the_key_from_a_network_error(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A "bridge" that redirects for ever: aiohttp's error quotes the URL, ?APIKEY= included.
     async def loop_back(request: web.Request) -> web.Response:
@@ -170,9 +169,8 @@ async def test_simulate_never_prints_the_key_from_a_network_error(
     await server.start_server()
     try:
         key = "qk-SECRET-5f1a"
-        code = await run(
-            "simulate", "despatched", "--url", str(server.make_url("")), "--api-keys", key
-        )
+        monkeypatch.setenv("BRIDGE_API_KEYS", key)
+        code = await run("simulate", "despatched", "--url", str(server.make_url("")))
     finally:
         await server.close()
     out = capsys.readouterr()
@@ -180,3 +178,34 @@ async def test_simulate_never_prints_the_key_from_a_network_error(
     assert "no answer" in out.out
     assert key not in out.out + out.err
     assert "APIKEY=***" in out.out  # the URL is still shown, without its key
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_a_burst_shows_a_progress_bar_and_the_summary_and_lines_only_when_verbose(
+    make_bridge: BridgeFactory,
+    probe: BrokerProbe,
+    exchange: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRIDGE_API_KEYS", API_KEY)
+    bridge = await make_bridge()
+    await probe.bind_queue(exchange, routing_key("despatched"))
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    code = await run("simulate", "despatched", "--url", bridge.url, "--count", "12")
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("\n") == 1 and out.startswith("sent 12 in "), out
+    assert "12/12  ok 12  failed 0" in terminal.getvalue()
+
+    monkeypatch.setattr(sys, "stderr", _Terminal())
+    code = await run("simulate", "despatched", "--url", bridge.url, "--count", "5", "--verbose")
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert len(lines) == 6 and all(": 200 accepted message_id=" in x for x in lines[:5])
+    assert lines[5].startswith("sent 5 in ")

@@ -13,8 +13,9 @@ import orjson
 import pytest
 
 from bridge import cli
-from bridge.core.contract import Envelope, webhook_envelope
-from bridge.receiving.spool import Spool, SpoolFull, read_status, record_size
+from bridge.core.contract import Envelope, quarantine_envelope, webhook_envelope
+from bridge.receiving.spool import Spool, SpoolFull, record_size
+from bridge.receiving.spool_status import read_status
 from tests.conftest import API_KEY, BridgeFactory, BrokerProbe, fixture_body
 from tests.support.rabbit_node import free_port
 
@@ -195,15 +196,14 @@ async def test_a_read_holds_a_bounded_number_of_bytes_but_at_least_one_message(
 
 
 def test_serve_with_an_unwritable_spool_path_says_so_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("BRIDGE_API_KEYS", API_KEY)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     code = cli.main(
         [
             "serve",
-            "--api-keys",
-            API_KEY,
             "--port",
             str(free_port()),
             "--spool-path",
@@ -249,3 +249,20 @@ async def test_the_drain_outlives_an_unexpected_error_or_a_stray_cancellation(
     assert not faults  # the fault did happen
     # Everything arrives; a message published before the fault may come twice.
     assert {m.body for m in messages} == {e.body for e in sent}
+
+
+async def test_a_spooled_quarantined_body_keeps_its_content_type(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path / "spool.sqlite3"), 10_000_000)
+    await spool.open()
+    try:
+        sent = [
+            quarantine_envelope("split", b"<x/>", "r-1", 1_790_000_000.0, "text/xml"),
+            envelope(1),
+        ]
+        for e in sent:
+            await spool.append(e)
+        stored = [s.envelope for s in await spool.head(10)]
+        assert stored == sent
+        assert [e.content_type for e in stored] == ["text/xml", "application/json"]
+    finally:
+        await spool.close()

@@ -189,15 +189,40 @@ BAD_CONFIGS = {
 
 @pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
 def test_a_bad_subscribers_file_is_one_line_naming_the_field_and_exit_2(
-    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("BRIDGE_AMQP_URL", "amqp://127.0.0.1:1/")
     body, field = BAD_CONFIGS[case]
     config = tmp_path / "subs.toml"
     config.write_text(f'[[subscriber]]\nname = "erp"\n{body}\n')
-    assert main(["worker", "--config", str(config), "--amqp-url", "amqp://127.0.0.1:1/"]) == 2
+    assert main(["worker", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert field in err and "erp" in err
+
+
+def test_credentials_in_forward_url_and_an_authorization_header_are_refused_at_start(
+    tmp_path: Path,
+) -> None:
+    """aiohttp refuses such a request, so every message would end in the DLQ: one line,
+    exit 2, at start, through the real command line, the secrets not in it."""
+    config = tmp_path / "subs.toml"
+    config.write_text(
+        '[[subscriber]]\nname = "erp"\nevents = ["*"]\n'
+        'forward_url = "https://bridge:pa55word@erp.internal/hook"\n'
+        'forward_headers = { authorization = "Bearer tok3n" }\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "worker", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "BRIDGE_AMQP_URL": "amqp://127.0.0.1:1/"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "erp" in done.stderr and "Authorization" in done.stderr
+    assert "pa55word" not in done.stderr and "tok3n" not in done.stderr
 
 
 def test_duplicate_names_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -14,7 +15,6 @@ from typing import Any
 
 import orjson
 
-from bridge.amqp.topology import dlq_name, retry_queue_name
 from bridge.core.contract import webhook_envelope
 from bridge.worker.message import Message
 from bridge.worker.runner import Worker
@@ -33,7 +33,9 @@ def subscriber(
     tries: int = 2,
     prefetch: int = 8,
     timeout: float = 5.0,
+    **options: Any,
 ) -> Subscriber:
+    """A subscriber with short delays; ``options`` sets the others (clients, ordered ...)."""
     return Subscriber(
         name=name or unique_name(),
         events=events,
@@ -41,12 +43,21 @@ def subscriber(
         prefetch=prefetch,
         timeout=timeout,
         in_process_tries=tries,
+        **options,
     )
 
 
 def queues_of(sub: Subscriber) -> tuple[str, ...]:
-    steps = tuple(retry_queue_name(sub.name, i) for i in range(len(sub.retry_delays_ms)))
-    return (sub.name, *steps, dlq_name(sub.name))
+    return tuple(sub.queue_names())
+
+
+def track_subscriber(probe: BrokerProbe, exchange: str, sub: Subscriber) -> None:
+    """Delete everything ``sub`` declares on ``exchange`` when the test ends."""
+    topology = sub.topology(exchange)
+    probe.track(
+        queues=tuple(q.name for q in topology.queues),
+        exchanges=tuple(e.name for e in topology.exchanges),
+    )
 
 
 @contextlib.asynccontextmanager
@@ -59,7 +70,7 @@ async def running_worker(
 ) -> AsyncIterator[Worker]:
     """A worker consuming ``subs`` in this process; its queues are deleted after the test."""
     for sub in subs:
-        probe.track(queues=queues_of(sub))
+        track_subscriber(probe, exchange, sub)
     worker = Worker(bridge_settings(exchange, **overrides), subs, handlers)
     stop, ready = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(worker.run(stop, ready, grace=2.0))
@@ -126,6 +137,17 @@ async def slow(message: Message) -> None:
     _note(f"start {message.message_id}")
     await asyncio.sleep(0.5)
     _note(f"done {message.message_id}")
+
+
+async def sequenced(message: Message) -> None:
+    """For ordering tests: take 0-4 ms, fail now and then (never past the second call, so
+    nothing reaches the DLQ), and note ``<order> <seq> <pid>`` in $BRIDGE_TEST_LOG (one
+    O_APPEND write per line, so the file's order is the order of handling)."""
+    document = message.json
+    await asyncio.sleep(random.uniform(0, 0.004))
+    if message.attempt <= 2 and random.random() < 0.03:
+        raise RuntimeError("random failure")
+    _note(f"{document['ID']} {document['Seq']} {os.getpid()}")
 
 
 async def record(message: Message) -> None:

@@ -15,7 +15,7 @@ from typing import Final
 from pamqp import frame as pamqp_frame
 from pamqp.commands import Basic
 
-from bridge.core.contract import APP_ID, Envelope
+from bridge.core.contract import APP_ID, CONTENT_TYPE_JSON, Envelope
 
 _FRAME_END: Final = b"\xce"
 _METHOD, _HEADER, _BODY = 1, 2, 3
@@ -34,6 +34,7 @@ _FLAGS: Final = (
     | 1 << 3  # app_id
 )
 _CONTENT_TYPE: Final = b"\x10application/json"
+assert _CONTENT_TYPE[1:].decode() == CONTENT_TYPE_JSON
 _DELIVERY_MODE: Final = b"\x02"
 _APP_ID: Final = bytes([len(APP_ID)]) + APP_ID.encode()
 _BASIC_CLASS: Final = 60
@@ -89,9 +90,14 @@ class PublishFrames:
         if kind is None:
             kind = self._types[envelope.event] = _short(envelope.event)
         body = envelope.body
+        content_type = (
+            _CONTENT_TYPE
+            if envelope.content_type == CONTENT_TYPE_JSON
+            else _short(envelope.content_type)  # a quarantined body keeps the sender's
+        )
         properties = b"".join(
             (
-                _CONTENT_TYPE,
+                content_type,
                 headers_table(envelope.headers),
                 _DELIVERY_MODE,
                 _short(envelope.message_id),

@@ -3,115 +3,92 @@
 Publishes (:class:`PublishWriter`) and consumer acks (:class:`AckWriter`).
 
 aiormq's ``basic_publish`` marshals every frame through pamqp, takes a lock, and queues one
-write per message. Here each publish takes the channel's next delivery tag and registers its
-confirmation exactly as ``basic_publish`` does (so aiormq's reader settles it on
-``basic.ack``/``basic.nack``/``basic.return``, and rejects it when the channel closes), and
-its frames join a buffer that is handed to aiormq's writer once per event-loop turn: every
-publish made in the same turn leaves in a single socket write.
-
-Delivery tags count publishes in the order the broker receives them, so this writer must be
-the only publisher on its channel (the receiver's channel is used for nothing else), and the
-buffer keeps the order in which tags were taken.
+write per message. The fast path here builds the frames by hand
+(:mod:`bridge.amqp.frames`) and hands every publish of one event-loop turn to aiormq's
+writer as a single socket write, doing aiormq's confirm bookkeeping through the checked
+adapter :mod:`bridge.amqp.aiormq_internals`. When that adapter's check fails on a channel
+(another aiormq), or ``BRIDGE_PUBLISH_PATH=public``, the same publishes and acks go through
+aiormq's public ``basic_publish`` / ``basic_ack`` / ``basic_nack`` instead; one log line
+says which path runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import weakref
-from typing import Any
 
-from aiormq.abc import AbstractChannel, ChannelFrame
+from aiormq.abc import AbstractChannel
 from aiormq.exceptions import ChannelInvalidStateError
 
+from bridge.amqp import aiormq_internals as internals
 from bridge.amqp.frames import PublishFrames
 from bridge.core.contract import Envelope
 
+log = logging.getLogger("bridge.amqp.pipeline")
 
-class _Batch:
-    """Frames for one channel, handed to aiormq's writer as one buffer per loop turn."""
-
-    def __init__(self, channel: Any) -> None:
-        self.channel = channel
-        self._buffer: list[bytes] = []
-        self._scheduled = False
-        self._putting: asyncio.Task[None] | None = None
-
-    def add(self, frames: bytes) -> None:
-        self._buffer.append(frames)
-        if not self._scheduled:
-            self._scheduled = True
-            self.channel.loop.call_soon(self._flush)
-
-    def discard(self) -> None:
-        """Forget what is buffered (the channel is gone)."""
-        self._buffer = []
-        if self._putting is not None:
-            self._putting.cancel()
-            self._putting = None
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        if not self._buffer or self._putting is not None:
-            return
-        frame = ChannelFrame(payload=b"".join(self._buffer), should_close=False)
-        self._buffer = []
-        queue: asyncio.Queue[ChannelFrame] = self.channel.write_queue
-        try:
-            queue.put_nowait(frame)
-        except asyncio.QueueFull:
-            # aiormq's writer is behind (a blocked connection): wait for room, keeping order.
-            self._putting = asyncio.get_running_loop().create_task(self._put(queue, frame))
-
-    async def _put(self, queue: asyncio.Queue[ChannelFrame], frame: ChannelFrame) -> None:
-        await queue.put(frame)
-        self._putting = None
-        if self._buffer and not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+FAST, PUBLIC = "fast", "public"
 
 
 class PublishWriter:
-    """Sends envelopes to one exchange on whatever channel it is given, batching writes."""
+    """Sends envelopes to one exchange on whatever channel it is given.
+
+    :meth:`path` says, once per channel, whether :meth:`send` (fast) may be used on it, or
+    the caller must use aiormq's public ``basic_publish``.
+    """
 
     def __init__(self, exchange: str) -> None:
         self.exchange = exchange
-        self._batch: _Batch | None = None
+        self._channel: AbstractChannel | None = None
+        self._path = PUBLIC
+        self._fast: internals.FastChannel | None = None
         self._frames: PublishFrames | None = None
+        self._said: str | None = None
 
-    def send(self, channel: AbstractChannel, envelope: Envelope) -> tuple[asyncio.Future[Any], int]:
-        """Queue ``envelope`` on ``channel``; the future settles with the broker's confirm.
+    def path(self, channel: AbstractChannel) -> str:
+        """``"fast"`` or ``"public"`` for ``channel`` (checked on its first publish)."""
+        if channel is self._channel:
+            return self._path
+        if self._fast is not None:
+            # A new channel (after a reconnect): what was buffered for the old one is moot,
+            # its confirmations are rejected with the old channel.
+            self._fast.discard()
+            self._fast = self._frames = None
+        self._channel = channel
+        forced = internals.public_path_reason()
+        reason = forced or internals.check(channel)
+        if reason is None:
+            self._fast = internals.FastChannel(channel)
+            self._frames = PublishFrames(
+                self._fast.number, self.exchange, self._fast.max_body_frame
+            )
+            self._path = FAST
+            said = f"publishing on the fast path (aiormq {internals.AIORMQ_VERSION} checked)"
+        else:
+            self._path = PUBLIC
+            said = f"publishing through aiormq's public API ({reason})"
+        if said != self._said:  # once, and again only if it changes
+            self._said = said
+            log.log(logging.WARNING if reason and not forced else logging.INFO, said)
+        return self._path
+
+    def send(self, channel: AbstractChannel, envelope: Envelope) -> internals.Pending:
+        """Queue ``envelope`` on ``channel`` (whose :meth:`path` is fast); the pending's
+        future settles with the broker's confirm. Call :meth:`finish` when done with it.
 
         Raises :class:`~aiormq.exceptions.ChannelInvalidStateError` if the channel is closed.
         """
-        ch: Any = channel  # aiormq.Channel: its confirm bookkeeping is not on the ABC
-        if ch.is_closed:
+        fast, frames = self._fast, self._frames
+        if fast is None or frames is None or fast.channel is not channel:
+            raise RuntimeError("send() on a channel whose path is not fast")
+        if fast.closed:
             raise ChannelInvalidStateError(f"{channel!r} closed")
-        batch, frames = self._batch, self._frames
-        if batch is None or frames is None or batch.channel is not ch:
-            # A new channel (after a reconnect): what was buffered for the old one is moot,
-            # its confirmations are rejected with the old channel.
-            if batch is not None:
-                batch.discard()
-            batch = self._batch = _Batch(ch)
-            frames = self._frames = PublishFrames(ch.number, self.exchange, ch.max_content_size)
-        payload = frames.encode(envelope)
-        ch.delivery_tag += 1
-        tag: int = ch.delivery_tag
-        confirmation: asyncio.Future[Any] = ch.create_future()
-        ch.confirmations[tag] = confirmation
-        # aiormq finds the publish a basic.return belongs to by message id; Publisher never
-        # has two publishes with one id in flight.
-        ch.message_id_delivery_tag[envelope.message_id] = tag
-        batch.add(payload)
-        return confirmation, tag
+        return fast.publish(frames.encode(envelope), envelope.message_id)
 
-    def forget(self, channel: AbstractChannel, message_id: str, tag: int) -> None:
-        """Drop the message id -> tag entry once its publish is settled (aiormq does the
-        same in ``basic_publish``)."""
-        ids: dict[str, int] = channel.message_id_delivery_tag  # type: ignore[attr-defined]
-        if ids.get(message_id) == tag:
-            del ids[message_id]
+    def finish(self, channel: AbstractChannel, pending: internals.Pending) -> None:
+        if self._fast is not None and self._fast.channel is channel:
+            self._fast.finish(pending)
 
 
 _ACK = struct.Struct(">BHIHHQBB")  # frame head, Basic class and method, delivery tag, bits
@@ -129,19 +106,53 @@ class AckWriter:
 
     A consumer with a prefetch of N settles up to N messages per loop turn; aiormq writes
     (and waits for) each ack on its own. Here they are buffered per channel and written
-    together. An ack still in the buffer when its channel dies is lost like any unsent ack:
-    the broker redelivers the message.
+    together (or, on the public path, handed to ``basic_ack`` / ``basic_nack`` without
+    waiting). An ack still unsent when its channel dies is lost like any unsent ack: the
+    broker redelivers the message.
     """
 
     def __init__(self) -> None:
-        self._batches: weakref.WeakKeyDictionary[Any, _Batch] = weakref.WeakKeyDictionary()
+        self._batches: weakref.WeakKeyDictionary[AbstractChannel, internals.FrameBatch | None]
+        self._batches = weakref.WeakKeyDictionary()
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._said: str | None = None
 
     def settle(self, channel: AbstractChannel, delivery_tag: int, ack: bool) -> None:
         """Ack, or nack with requeue; raises ``ChannelInvalidStateError`` if closed."""
-        ch: Any = channel
-        if ch.is_closed:
+        if channel.is_closed:
             raise ChannelInvalidStateError(f"{channel!r} closed")
-        batch = self._batches.get(ch)
-        if batch is None:
-            batch = self._batches[ch] = _Batch(ch)
-        batch.add(ack_frame(ch.number, delivery_tag, ack))
+        try:
+            batch = self._batches[channel]
+        except KeyError:
+            batch = self._batches[channel] = self._batch_for(channel)
+        if batch is not None:
+            batch.add(ack_frame(batch.number, delivery_tag, ack))
+            return
+        if ack:
+            settled = channel.basic_ack(delivery_tag, wait=False)
+        else:
+            settled = channel.basic_nack(delivery_tag, requeue=True, wait=False)
+        task = asyncio.ensure_future(settled)
+        self._tasks.add(task)
+        task.add_done_callback(self._settled)
+
+    def _batch_for(self, channel: AbstractChannel) -> internals.FrameBatch | None:
+        forced = internals.public_path_reason()
+        reason = forced or internals.check_acks(channel)
+        said = (
+            "acking on the fast path"
+            if reason is None
+            else f"acking through aiormq's public API ({reason})"
+        )
+        if said != self._said:
+            self._said = said
+            log.log(logging.WARNING if reason and not forced else logging.INFO, said)
+        return internals.FrameBatch(channel) if reason is None else None
+
+    def _settled(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning(
+                "ack/nack lost with its channel (%s); the broker will redeliver",
+                type(task.exception()).__name__,
+            )

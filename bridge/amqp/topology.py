@@ -7,15 +7,25 @@ adds :func:`subscriber_topology`. The same data prints with ``topology --print``
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+import aiormq
 from aiormq.abc import AbstractChannel
 
 from bridge.amqp.connection import connect_once
-from bridge.core.contract import EVENTS, routing_key
+from bridge.core.contract import (
+    EVENTS,
+    HEADER_CLIENT_ID,
+    HEADER_ORDER_ID,
+    HEADER_WAREHOUSE_ID,
+    routing_key,
+)
+from bridge.core.settings import Settings
+from bridge.errors import CommandError
 
 QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
 DLQ_DELIVERY_LIMIT = 2**31 - 1
@@ -38,7 +48,10 @@ class Queue:
 class Binding:
     exchange: str
     queue: str
+    """The destination: a queue, or an exchange when ``destination_type`` says so."""
     routing_key: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    destination_type: str = "queue"
 
 
 @dataclass(frozen=True)
@@ -48,10 +61,11 @@ class Topology:
     bindings: tuple[Binding, ...] = ()
 
     def __add__(self, other: Topology) -> Topology:
+        # Subscribers share some declarations (the filter sink): each is listed once.
         return Topology(
-            self.exchanges + other.exchanges,
-            self.queues + other.queues,
-            self.bindings + other.bindings,
+            _union(self.exchanges, other.exchanges),
+            _union(self.queues, other.queues),
+            _union(self.bindings, other.bindings),
         )
 
     def describe(self) -> list[str]:
@@ -60,8 +74,24 @@ class Topology:
             f"exchange {e.name} ({e.type}, durable){_args(e.arguments)}" for e in self.exchanges
         ]
         lines += [f"queue    {q.name} (durable){_args(q.arguments)}" for q in self.queues]
-        lines += [f"binding  {b.exchange} -> {b.queue} [{b.routing_key}]" for b in self.bindings]
+        lines += [
+            f"binding  {b.exchange} -> {b.queue}"
+            f"{' (exchange)' if b.destination_type == 'exchange' else ''} [{b.routing_key}]"
+            f"{_args(b.arguments)}"
+            for b in self.bindings
+        ]
         return lines
+
+
+_T = TypeVar("_T")
+
+
+def _union(first: tuple[_T, ...], second: tuple[_T, ...]) -> tuple[_T, ...]:
+    items = list(first)
+    for item in second:
+        if item not in items:
+            items.append(item)
+    return tuple(items)
 
 
 def _args(arguments: dict[str, Any]) -> str:
@@ -78,18 +108,67 @@ def invalid_name(exchange: str) -> str:
     return exchange + ".invalid"
 
 
-def receiver_topology(exchange: str) -> Topology:
-    """The webhook exchange, its alternate exchange and the unrouted and invalid queues."""
+def archive_name(exchange: str) -> str:
+    return exchange + ".archive"
+
+
+@dataclass(frozen=True)
+class ArchiveRetention:
+    """How long and how much the archive stream keeps (``BRIDGE_ARCHIVE_MAX_AGE`` / ``_BYTES``).
+
+    Every declaring path must pass the same values: RabbitMQ refuses a redeclare whose
+    arguments differ (406), and streams only change retention through a policy."""
+
+    max_age: str = "30D"
+    max_bytes: int = 50_000_000_000
+
+    def arguments(self) -> dict[str, Any]:
+        # x-max-age must be a string ("30D"; an int is refused), x-max-length-bytes an int.
+        return {
+            "x-queue-type": "stream",
+            "x-max-age": self.max_age,
+            "x-max-length-bytes": int(self.max_bytes),
+        }
+
+
+def archive_retention(settings: Settings) -> ArchiveRetention | None:
+    """The archive's retention from the settings, or ``None`` with ``BRIDGE_ARCHIVE=false``."""
+    if not settings.archive:
+        return None
+    return ArchiveRetention(settings.archive_max_age, settings.archive_max_bytes)
+
+
+def receiver_topology(exchange: str, archive: ArchiveRetention | None = None) -> Topology:
+    """The webhook exchange, its alternate exchange, the unrouted and invalid queues, and,
+    given a retention, the archive stream bound with ``#``.
+
+    A bound archive counts as a route for every message, so the alternate exchange then
+    never fires and ``<exchange>.unrouted`` stays empty: the archive keeps what no
+    subscriber wants. The alternate exchange stays declared either way (an exchange's
+    arguments cannot change), so turning the archive off falls back to it."""
     unrouted = unrouted_name(exchange)
     invalid = invalid_name(exchange)
+    queues: tuple[Queue, ...] = (Queue(unrouted, dict(QUORUM)), Queue(invalid, dict(QUORUM)))
+    bindings: tuple[Binding, ...] = (
+        Binding(unrouted, unrouted, ""),
+        Binding(exchange, invalid, "invalid.#"),
+    )
+    if archive is not None:
+        queues += (Queue(archive_name(exchange), archive.arguments()),)
+        bindings += (Binding(exchange, archive_name(exchange), "#"),)
     return Topology(
         exchanges=(
             Exchange(exchange, "topic", {"alternate-exchange": unrouted}),
             Exchange(unrouted, "fanout"),
         ),
-        queues=(Queue(unrouted, dict(QUORUM)), Queue(invalid, dict(QUORUM))),
-        bindings=(Binding(unrouted, unrouted, ""), Binding(exchange, invalid, "invalid.#")),
+        queues=queues,
+        bindings=bindings,
     )
+
+
+def settings_topology(settings: Settings) -> Topology:
+    """:func:`receiver_topology` as ``settings`` ask for it (archive on or off)."""
+    return receiver_topology(settings.exchange, archive_retention(settings))
 
 
 def retry_queue_name(subscriber: str, step: int) -> str:
@@ -100,38 +179,131 @@ def dlq_name(subscriber: str) -> str:
     return subscriber + ".dlq"
 
 
+def filter_name(subscriber: str) -> str:
+    return subscriber + ".filter"
+
+
+def filtered_sink_name(exchange: str) -> str:
+    return exchange + ".filtered"
+
+
+def partitions_exchange_name(subscriber: str) -> str:
+    return subscriber + ".partitions"
+
+
+def partition_queue_name(subscriber: str, index: int) -> str:
+    return f"{subscriber}.partition.{index}"
+
+
+def roster_name(subscriber: str) -> str:
+    return subscriber + ".workers"
+
+
+def subscriber_queue_names(
+    name: str, retry_steps: int, ordered: bool = False, partitions: int = 0
+) -> list[str]:
+    """Every queue a subscriber owns (what ``dlq``, the dashboard and clean-ups know)."""
+    if ordered:
+        parts = [partition_queue_name(name, i) for i in range(partitions)]
+        return [*parts, roster_name(name), dlq_name(name)]
+    steps = [retry_queue_name(name, i) for i in range(retry_steps)]
+    return [name, *steps, dlq_name(name)]
+
+
+def filter_arguments(clients: Sequence[str], warehouses: Sequence[str]) -> list[dict[str, Any]]:
+    """One headers binding per accepted client (and/or warehouse, both when both are set).
+
+    ``all-with-x``: a plain ``all`` ignores headers whose names start with ``x-``. Values are
+    strings, as the receiver writes them; a message without the header matches none.
+    """
+    pairs: list[dict[str, str]]
+    if clients and warehouses:
+        pairs = [{HEADER_CLIENT_ID: c, HEADER_WAREHOUSE_ID: w} for c in clients for w in warehouses]
+    elif clients:
+        pairs = [{HEADER_CLIENT_ID: c} for c in clients]
+    else:
+        pairs = [{HEADER_WAREHOUSE_ID: w} for w in warehouses]
+    return [{"x-match": "all-with-x", **pair} for pair in pairs]
+
+
 def subscriber_topology(
-    exchange: str, name: str, events: tuple[str, ...], retry_delays_ms: tuple[int, ...]
+    exchange: str,
+    name: str,
+    events: tuple[str, ...],
+    retry_delays_ms: tuple[int, ...],
+    *,
+    clients: Sequence[str] = (),
+    warehouses: Sequence[str] = (),
+    ordered: bool = False,
+    partitions: int = 4,
 ) -> Topology:
-    """A subscriber's quorum queue bound to its events, one TTL queue per retry step that
-    dead-letters back to it, and its dead-letter queue."""
+    """A subscriber's queues and the way webhooks reach them.
+
+    Plain: the quorum queue ``<name>`` bound to its events, one TTL queue per retry step
+    that dead-letters back to it, and its dead-letter queue.
+
+    With ``clients`` / ``warehouses``: the events go to the headers exchange ``<name>.filter``
+    first, which passes on only the matching webhooks; the rest never reach the queue. The
+    filter's alternate exchange is ``<exchange>.filtered``, a fanout to a queue of length 0:
+    a webhook filtered out counts as routed (the receiver's mandatory publish succeeds) and is
+    dropped there, for this subscriber.
+
+    ``ordered``: instead of ``<name>`` and the retry queues, the consistent-hash exchange
+    ``<name>.partitions`` (plugin ``rabbitmq_consistent_hash_exchange``, hashing the header
+    ``x-order-id``) spreads the messages over ``partitions`` quorum queues
+    ``<name>.partition.<i>`` with a single active consumer each, and ``<name>.workers``
+    (which never holds a message) counts the worker processes, for sharing the partitions.
+    """
     wanted = EVENTS if "*" in events else events
     # A message the broker itself gives up on (a quorum queue's delivery limit, default 20
     # on RabbitMQ 4) lands in the DLQ instead of being dropped.
     main = {**QUORUM, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq_name(name)}
-    queues = [Queue(name, main)]
-    for step, delay in enumerate(retry_delays_ms):
-        queues.append(
-            Queue(
-                retry_queue_name(name, step),
-                {
-                    **QUORUM,
-                    "x-message-ttl": delay,
-                    "x-dead-letter-exchange": "",
-                    "x-dead-letter-routing-key": name,
-                    # Quorum queues dead-letter at most once unless told otherwise.
-                    "x-dead-letter-strategy": "at-least-once",
-                    "x-overflow": "reject-publish",
-                },
+    exchanges: list[Exchange] = []
+    queues: list[Queue] = []
+    bindings: list[Binding] = []
+    if ordered:
+        target, target_type = partitions_exchange_name(name), "exchange"
+        exchanges.append(Exchange(target, "x-consistent-hash", {"hash-header": HEADER_ORDER_ID}))
+        for index in range(partitions):
+            queue = partition_queue_name(name, index)
+            queues.append(Queue(queue, {**main, "x-single-active-consumer": True}))
+            # The routing key of a consistent-hash binding is its weight: equal shares.
+            bindings.append(Binding(target, queue, "1"))
+        queues.append(Queue(roster_name(name), dict(QUORUM)))
+    else:
+        target, target_type = name, "queue"
+        queues.append(Queue(name, main))
+        for step, delay in enumerate(retry_delays_ms):
+            queues.append(
+                Queue(
+                    retry_queue_name(name, step),
+                    {
+                        **QUORUM,
+                        "x-message-ttl": delay,
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": name,
+                        # Quorum queues dead-letter at most once unless told otherwise.
+                        "x-dead-letter-strategy": "at-least-once",
+                        "x-overflow": "reject-publish",
+                    },
+                )
             )
-        )
     # `dlq list` hands every message back to the DLQ, and RabbitMQ 4.0-4.2 drop a quorum
     # queue's message once it was handed back 20 times: a dead letter must never expire so.
     queues.append(Queue(dlq_name(name), {**QUORUM, "x-delivery-limit": DLQ_DELIVERY_LIMIT}))
-    return Topology(
-        queues=tuple(queues),
-        bindings=tuple(Binding(exchange, name, routing_key(e)) for e in wanted),
-    )
+    entry, entry_type = target, target_type
+    if clients or warehouses:
+        entry, entry_type = filter_name(name), "exchange"
+        sink = filtered_sink_name(exchange)
+        exchanges.append(Exchange(entry, "headers", {"alternate-exchange": sink}))
+        exchanges.append(Exchange(sink, "fanout"))
+        # Classic on purpose: nothing is ever stored (length 0), so nothing to replicate.
+        queues.append(Queue(sink, {"x-max-length": 0}))
+        bindings.append(Binding(sink, sink, ""))
+        for arguments in filter_arguments(clients, warehouses):
+            bindings.append(Binding(entry, target, "", arguments, target_type))
+    bindings[:0] = [Binding(exchange, entry, routing_key(e), {}, entry_type) for e in wanted]
+    return Topology(tuple(exchanges), tuple(queues), tuple(bindings))
 
 
 def definitions(topology: Topology, vhost: str = "/") -> dict[str, Any]:
@@ -165,9 +337,9 @@ def definitions(topology: Topology, vhost: str = "/") -> dict[str, Any]:
                 "source": b.exchange,
                 "vhost": vhost,
                 "destination": b.queue,
-                "destination_type": "queue",
+                "destination_type": b.destination_type,
                 "routing_key": b.routing_key,
-                "arguments": {},
+                "arguments": dict(b.arguments),
             }
             for b in topology.bindings
         ],
@@ -191,7 +363,20 @@ async def declare(channel: AbstractChannel, topology: Topology) -> None:
     for queue in topology.queues:
         await channel.queue_declare(queue.name, durable=True, arguments=queue.arguments or None)
     for binding in topology.bindings:
-        await channel.queue_bind(binding.queue, binding.exchange, routing_key=binding.routing_key)
+        if binding.destination_type == "exchange":
+            await channel.exchange_bind(
+                binding.queue,
+                binding.exchange,
+                routing_key=binding.routing_key,
+                arguments=binding.arguments or None,
+            )
+        else:
+            await channel.queue_bind(
+                binding.queue,
+                binding.exchange,
+                routing_key=binding.routing_key,
+                arguments=binding.arguments or None,
+            )
 
 
 async def delete(channel: AbstractChannel, topology: Topology) -> None:
@@ -203,10 +388,19 @@ async def delete(channel: AbstractChannel, topology: Topology) -> None:
 
 
 async def declare_topology(amqp_urls: Sequence[str], topology: Topology) -> None:
-    """Connect once and declare ``topology``: idempotent, fails on an argument clash."""
+    """Connect once and declare ``topology``: idempotent; an argument clash with what
+    exists is a :class:`CommandError` quoting the broker."""
     connection = await connect_once(amqp_urls)
     try:
         channel = await connection.channel()
         await declare(channel, topology)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        reason = str(exc.args[0] if exc.args else exc)
+        raise CommandError(
+            f"the broker refused a declaration ({reason}): run with the settings it was "
+            "declared with (for the archive: BRIDGE_ARCHIVE_MAX_AGE and "
+            "BRIDGE_ARCHIVE_MAX_BYTES), or delete it first"
+        ) from None
     finally:
-        await connection.close()
+        with contextlib.suppress(Exception):
+            await connection.close()

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from bridge.cli import (
+    archive,
     connect_actions,
     console,
     dlq,
@@ -27,7 +28,18 @@ from bridge.cli.common import EXIT_USAGE, Parser, UsageError, settings_flags
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 
-COMMANDS = (serve, worker, topology, dlq, spool, connect_actions, simulate, doctor, console)
+COMMANDS = (
+    serve,
+    worker,
+    topology,
+    dlq,
+    spool,
+    connect_actions,
+    simulate,
+    doctor,
+    archive,
+    console,
+)
 """Each module's ``register`` adds its command, in the order ``--help`` lists them."""
 
 
@@ -41,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
+    # Every non-secret setting as a flag, for a command that does not pick the settings it
+    # reads; the commands here build their own parent with settings_flags(READS).
     settings = settings_flags()
     for command in COMMANDS:
         command.register(commands, settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any, NoReturn
 
 from bridge.core.settings import SPECS, Settings, flag_name, load_settings
@@ -24,11 +24,50 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def settings_flags() -> Parser:
-    """A parent parser with one flag per setting (``--port`` for ``BRIDGE_PORT``)."""
+class _RefuseSecret(argparse.Action):
+    """A secret setting given as a flag: refused, since every local user can read the
+    command line in ``ps``. One line naming the environment variable and its ``_FILE`` form."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        variable = self.dest.removeprefix(_SECRET_DEST)
+        parser.exit(
+            EXIT_USAGE,
+            f"{parser.prog}: {option_string} is refused: a secret on the command line is "
+            f"visible to every local user (ps); set {variable} or {variable}_FILE=/path/to/file "
+            "instead\n",
+        )
+
+
+_SECRET_DEST = "refused_secret_"
+
+
+def settings_flags(names: Iterable[str] | None = None) -> Parser:
+    """A parent parser with one flag per non-secret setting in ``names`` (all of them when
+    ``None``): ``--port`` for ``BRIDGE_PORT``. Secret settings get no flag; passing one
+    anyway is refused in one line naming the variable to set instead (exit 2).
+
+    A name this build does not define is skipped, so a command can list a setting of the
+    contract before the part that adds it has landed (tests/test_cli_help.py checks every
+    listed name against the contract's settings, so a typo still fails)."""
+    wanted = list(SPECS) if names is None else [name for name in names if name in SPECS]
     parent = Parser(add_help=False)
-    group = parent.add_argument_group("settings (each also read from its environment variable)")
-    for variable, spec in SPECS.items():
+    secrets = [name for name in wanted if SPECS[name].secret]
+    group = parent.add_argument_group(
+        "settings this command reads (each also from its environment variable)",
+        f"Secrets only from the environment or <VARIABLE>_FILE, never a flag: {', '.join(secrets)}."
+        if secrets
+        else None,
+    )
+    for variable in wanted:
+        spec = SPECS[variable]
+        if spec.secret:
+            continue
         long = "--" + variable.lower().replace("_", "-")
         group.add_argument(
             flag_name(variable),
@@ -38,12 +77,26 @@ def settings_flags() -> Parser:
             default=None,
             help=f"{spec.help} [{variable}]",
         )
+    for variable, spec in SPECS.items():
+        if spec.secret:
+            parent.add_argument(
+                flag_name(variable),
+                "--" + variable.lower().replace("_", "-"),
+                dest=_SECRET_DEST + variable,
+                nargs="?",
+                action=_RefuseSecret,
+                help=argparse.SUPPRESS,
+            )
     return parent
 
 
 def settings_of(args: argparse.Namespace) -> Settings:
     """The settings: environment, ``_FILE`` forms, and the flags given on this command line."""
-    overrides = {variable: getattr(args, variable, None) for variable in SPECS}
+    overrides = {
+        variable: getattr(args, variable, None)
+        for variable, spec in SPECS.items()
+        if not spec.secret
+    }
     return load_settings(overrides=overrides)
 
 
@@ -63,14 +116,4 @@ def positive_int(raw: str) -> int:
         raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def port_or_zero(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{raw!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port: use 1 to 65535, or 0 for off")
     return value

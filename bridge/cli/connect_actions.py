@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from bridge.cli.common import Parser, run_async, settings_of
+from bridge.cli.common import Parser, run_async, settings_flags, settings_of
 from bridge.cli.progress import Progress
 from bridge.core.settings import Settings, SettingsError
 from bridge.mintsoft.connect_actions import (
@@ -22,8 +22,20 @@ from bridge.mintsoft.connect_actions import (
     read_orders_file,
 )
 
+READS = (
+    "BRIDGE_PUBLIC_URL",
+    "BRIDGE_API_KEYS",
+    "BRIDGE_AUTH_HEADERS",
+    "BRIDGE_MINTSOFT_URL",
+    "BRIDGE_MINTSOFT_API_KEY",
+    "BRIDGE_MINTSOFT_USERNAME",
+    "BRIDGE_MINTSOFT_PASSWORD",
+)
+"""The settings this command reads: its --help offers their flags (secrets excepted)."""
 
-def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+
+def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
+    settings = settings_flags(READS)
     help = "register the bridge's URLs on a Mintsoft order (PUT ConnectActions)"
     sub = commands.add_parser("connect-actions", help=help, description=help, parents=[settings])
     sub.set_defaults(func=run)

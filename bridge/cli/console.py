@@ -5,10 +5,25 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bridge.cli.common import Parser, run_async, settings_of
+from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+
+READS = (
+    "BRIDGE_AMQP_URL",
+    "BRIDGE_EXCHANGE",
+    "BRIDGE_LOG_FORMAT",
+    "BRIDGE_CONSOLE_HOST",
+    "BRIDGE_CONSOLE_PORT",
+    "BRIDGE_CONSOLE_PASSWORD",
+    "BRIDGE_ARCHIVE",
+    "BRIDGE_ARCHIVE_MAX_AGE",
+    "BRIDGE_ARCHIVE_MAX_BYTES",
+    "BRIDGE_SYNC_STATE_PATH",
+)
+"""The settings this command reads: its --help offers their flags (secrets excepted)."""
 
 
-def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
+    settings = settings_flags(READS)
     help = "serve the operator console (overview, orders, dead letters, replay)"
     sub = commands.add_parser("console", help=help, description=help, parents=[settings])
     sub.set_defaults(func=run)

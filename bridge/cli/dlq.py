@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bridge.cli.common import Parser, positive_int, run_async, settings_of
+from bridge.cli.common import Parser, positive_int, run_async, settings_flags, settings_of
+
+READS = ("BRIDGE_AMQP_URL",)
+"""The settings this command reads: its --help offers their flags (secrets excepted)."""
 
 
-def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
+    settings = settings_flags(READS)
     help = "inspect or replay a subscriber's dead letters"
     dlq = commands.add_parser("dlq", help=help, description=help)
     actions = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", parser_class=Parser)

@@ -6,11 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bridge.cli.common import Parser, run_async, settings_of
+from bridge.cli.common import Parser, run_async, settings_flags, settings_of
 from bridge.mintsoft.doctor import Check, run_checks
 
+READS = None
+"""Every setting: the doctor checks them all."""
 
-def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+
+def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
+    settings = settings_flags(READS)
     help = "check settings, broker, topology and the public URL"
     sub = commands.add_parser("doctor", help=help, description=help, parents=[settings])
     sub.set_defaults(func=run)

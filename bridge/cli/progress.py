@@ -9,11 +9,12 @@ from typing import TextIO
 
 
 class Progress:
-    """``label [#####-----] 50/100  ok 49  failed 1``, redrawn at most ten times a second."""
+    """``label [#####-----] 50/100  ok 49  failed 1``, redrawn at most ten times a second;
+    with no total known yet (``None``), ``label 50  ok 49  failed 1``."""
 
     WIDTH = 30
 
-    def __init__(self, total: int, label: str, stream: TextIO | None = None) -> None:
+    def __init__(self, total: int | None, label: str, stream: TextIO | None = None) -> None:
         self.total = total
         self.label = label
         self.ok = 0
@@ -32,10 +33,22 @@ class Progress:
             self._drawn_at = now
             self._draw()
 
+    def update(self, ok: int) -> None:
+        """Set the count of successes (for work counted elsewhere) and redraw if due."""
+        self.ok = ok
+        now = time.monotonic()
+        if now - self._drawn_at >= 0.1:
+            self._drawn_at = now
+            self._draw()
+
     def _draw(self) -> None:
         if not self._enabled:
             return
         done = self.ok + self.failed
+        if self.total is None:
+            self._stream.write(f"\r{self.label} {done}  ok {self.ok}  failed {self.failed}")
+            self._stream.flush()
+            return
         filled = self.WIDTH * done // max(self.total, 1)
         bar = "#" * filled + "-" * (self.WIDTH - filled)
         self._stream.write(

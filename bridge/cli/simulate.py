@@ -7,12 +7,23 @@ import argparse
 import sys
 import time
 
-from bridge.cli.common import Parser, positive_int, run_async, settings_of
+from bridge.cli.common import Parser, positive_int, run_async, settings_flags, settings_of
+from bridge.cli.progress import Progress
 from bridge.core.contract import EVENTS
 from bridge.mintsoft.simulate import Outcome, bridge_base_url, read_body_file, send_many
 
+READS = (
+    "BRIDGE_PUBLIC_URL",
+    "BRIDGE_HOST",
+    "BRIDGE_PORT",
+    "BRIDGE_API_KEYS",
+    "BRIDGE_AUTH_HEADERS",
+)
+"""The settings this command reads: its --help offers their flags (secrets excepted)."""
 
-def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+
+def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
+    settings = settings_flags(READS)
     help = "send a realistic Mintsoft webhook to a bridge"
     sub = commands.add_parser("simulate", help=help, description=help, parents=[settings])
     sub.set_defaults(func=run)
@@ -30,6 +41,12 @@ def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> 
     )
     sub.add_argument("--count", type=positive_int, default=1, metavar="N", help="send N webhooks")
     sub.add_argument("--rate", type=float, default=None, metavar="R", help="at most R per second")
+    sub.add_argument(
+        "--verbose",
+        action="store_true",
+        help="with --count: a line per webhook too (default: a progress bar on a terminal, "
+        "then the summary)",
+    )
 
 
 def _describe(event: str, outcome: Outcome) -> str:
@@ -67,9 +84,16 @@ def run(args: argparse.Namespace) -> int:
     base = bridge_base_url(settings, args.url)
     file_body = read_body_file(args.file) if args.file else None
     started = time.monotonic()
+    # One webhook: its answer. A burst: a progress bar (on a terminal) and the summary, the
+    # answer of each webhook only with --verbose.
+    each = args.count == 1 or args.verbose
+    progress = Progress(args.count, "simulate") if not each else None
 
     def show(outcome: Outcome) -> None:
-        print(_describe(args.event, outcome), flush=True)
+        if each:
+            print(_describe(args.event, outcome), flush=True)
+        if progress is not None:
+            progress.advance(outcome.ok)
 
     outcomes: list[Outcome] = run_async(
         send_many(
@@ -84,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     elapsed = time.monotonic() - started
+    if progress is not None:
+        progress.close()
     failed = [o for o in outcomes if not o.ok]
     if args.count > 1:
         print(_summary(outcomes, elapsed))

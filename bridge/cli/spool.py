@@ -1,15 +1,33 @@
-"""``spool status``: the local spool's depth, bytes and oldest age."""
+"""``spool status``: the local spool's depth, bytes and oldest age. ``spool drain [--path
+FILE]``: publish everything a spool file holds, then exit (1, naming how many remain, if
+it could not)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 
 import orjson
 
-from bridge.cli.common import Parser, settings_of
+from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+
+READS = (
+    "BRIDGE_SPOOL_PATH",
+    "BRIDGE_SPOOL_MAX_BYTES",
+)
+"""The settings ``spool status`` reads: its --help offers their flags (secrets excepted)."""
+DRAIN_READS = (
+    "BRIDGE_AMQP_URL",
+    "BRIDGE_EXCHANGE",
+    "BRIDGE_SPOOL_PATH",
+    "BRIDGE_PUBLISH_TIMEOUT",
+    "BRIDGE_LOG_FORMAT",
+)
+"""The settings ``spool drain`` reads."""
 
 
-def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
+    settings = settings_flags(READS)
     help = "the local spool"
     spool = commands.add_parser("spool", help=help, description=help)
     actions = spool.add_subparsers(dest="spool_command", metavar="ACTION", parser_class=Parser)
@@ -17,10 +35,22 @@ def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> 
     status = actions.add_parser("status", help="depth, bytes and oldest age", parents=[settings])
     status.set_defaults(func=run_status)
     status.add_argument("--json", action="store_true", help="print JSON")
+    help = "publish everything a spool file holds (in order, each confirmed), then exit"
+    drain = actions.add_parser(
+        "drain", help=help, description=help, parents=[settings_flags(DRAIN_READS)]
+    )
+    drain.set_defaults(func=run_drain)
+    drain.add_argument(
+        "--path",
+        metavar="FILE",
+        default=None,
+        help="the spool file, e.g. one a removed receiver left on its volume "
+        "(default: BRIDGE_SPOOL_PATH); not one a running serve uses",
+    )
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from bridge.receiving.spool import read_status
+    from bridge.receiving.spool_status import read_status
 
     settings = settings_of(args)
     path = settings.spool_path
@@ -49,4 +79,30 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"depth:      {status.depth} messages")
         print(f"bytes:      {status.bytes} of {settings.spool_max_bytes}")
         print(f"oldest age: {status.oldest_age_seconds:.1f} s")
+    return 0
+
+
+def run_drain(args: argparse.Namespace) -> int:
+    from bridge.cli.progress import Progress
+    from bridge.core import logs
+    from bridge.core.settings import SettingsError
+    from bridge.receiving.drain_file import drain_spool_file
+    from bridge.receiving.spool_status import read_status
+
+    settings = settings_of(args)
+    path = args.path or settings.spool_path
+    if not path:
+        raise SettingsError("BRIDGE_SPOOL_PATH is empty: give the spool file with --path FILE")
+    logs.configure(settings.log_format, logging.WARNING)
+    progress = Progress(read_status(path).depth, "publishing")
+
+    def advance(count: int) -> None:
+        for _ in range(count):
+            progress.advance(True)
+
+    try:
+        published = run_async(drain_spool_file(settings, path, advance))
+    finally:
+        progress.close()
+    print(f"published {published} webhook{'' if published == 1 else 's'} from {path}; it is empty")
     return 0

@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import argparse
 
-from bridge.cli.common import Parser, run_async, settings_of
+from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+
+READS = (
+    "BRIDGE_AMQP_URL",
+    "BRIDGE_EXCHANGE",
+)
+"""The settings this command reads: its --help offers their flags (secrets excepted)."""
 
 
-def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
+    settings = settings_flags(READS)
     help = "declare every exchange and queue, idempotently"
     sub = commands.add_parser("topology", help=help, description=help, parents=[settings])
     sub.set_defaults(func=run)
@@ -25,11 +32,11 @@ def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    from bridge.amqp.topology import declare_topology, definitions_json
+    from bridge.amqp.topology import archive_retention, declare_topology, definitions_json
     from bridge.worker.subscribers import full_topology
 
     settings = settings_of(args)
-    topology = full_topology(settings.exchange, args.config)
+    topology = full_topology(settings.exchange, args.config, archive_retention(settings))
     if args.definitions:
         print(definitions_json(topology), end="")
         return 0

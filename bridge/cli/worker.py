@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import argparse
 
-from bridge.cli.common import Parser, port_or_zero, run_async, settings_of
+from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+
+READS = (
+    "BRIDGE_AMQP_URL",
+    "BRIDGE_HOST",
+    "BRIDGE_EXCHANGE",
+    "BRIDGE_LOG_FORMAT",
+    "BRIDGE_METRICS_HOST",
+    "BRIDGE_METRICS_PORT",
+)
+"""The settings this command reads: its --help offers their flags (secrets excepted)."""
 
 
-def register(commands: argparse._SubParsersAction[Parser], settings: Parser) -> None:
+def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
+    settings = settings_flags(READS)
     help = "run the subscribers that a TOML file declares"
     sub = commands.add_parser("worker", help=help, description=help, parents=[settings])
     sub.set_defaults(func=run)
     sub.add_argument("--config", required=True, metavar="FILE", help="subscribers file")
-    sub.add_argument(
-        "--metrics-port",
-        type=port_or_zero,
-        default=0,
-        metavar="N",
-        help="serve /metrics and /healthz on BRIDGE_HOST:N (default 0: off)",
-    )
+    # --metrics-port N is the BRIDGE_METRICS_PORT setting's flag: /metrics and /healthz on
+    # BRIDGE_METRICS_HOST (default: BRIDGE_HOST, as before) port N; 0 or unset: none.
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,5 +33,5 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     logs.configure(settings.log_format)
-    run_async(run_worker(settings, args.config, args.metrics_port))
+    run_async(run_worker(settings, args.config))
     return 0

@@ -31,7 +31,9 @@ async def _figures(request: web.Request) -> dict[str, Any]:
     stats: list[Any] = []
     try:
         stats = await subscriber_stats(console.amqp_urls, console.subscribers)
-        archive = await archive_summary(console.amqp_urls, console.exchange)
+        archive = await archive_summary(
+            console.amqp_urls, console.exchange, console.archive_retention
+        )
     except (CommandError, OSError, TimeoutError) as exc:
         error = str(exc) or type(exc).__name__
         archive = None

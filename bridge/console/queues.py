@@ -17,7 +17,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from bridge.amqp.connection import connect_once
-from bridge.amqp.topology import dlq_name, retry_queue_name
+from bridge.amqp.topology import dlq_name, partition_queue_name, retry_queue_name
 from bridge.worker.subscribers import Subscriber
 
 RPC_TIMEOUT = 5.0
@@ -69,6 +69,20 @@ class _Reader:
         return QueueStat(queue, int(ok.message_count or 0), int(ok.consumer_count or 0))
 
 
+async def _main(reader: _Reader, sub: Subscriber) -> QueueStat:
+    """The subscriber's queue; for an ordered one, its partition queues added up."""
+    if not sub.ordered:
+        return await reader.stat(sub.name)
+    parts = [await reader.stat(partition_queue_name(sub.name, i)) for i in range(sub.partitions)]
+    if any(part.ready is None for part in parts):
+        return QueueStat(sub.name, None, None)
+    return QueueStat(
+        f"{sub.name}.partition.*",
+        sum(part.ready or 0 for part in parts),
+        sum(part.consumers or 0 for part in parts),
+    )
+
+
 async def subscriber_stats(
     amqp_urls: Sequence[str], subscribers: Sequence[Subscriber]
 ) -> list[SubscriberStat]:
@@ -79,9 +93,11 @@ async def subscriber_stats(
             reader = _Reader(connection)
             stats = []
             for sub in subscribers:
-                main = await reader.stat(sub.name)
+                main = await _main(reader, sub)
                 steps = []
-                for step, delay in enumerate(sub.retry_delays_ms):
+                # An ordered subscriber waits its retries out in process: no retry queues.
+                delays = () if sub.ordered else sub.retry_delays_ms
+                for step, delay in enumerate(delays):
                     stat = await reader.stat(retry_queue_name(sub.name, step))
                     steps.append((delay_label(delay), stat))
                 dlq = await reader.stat(dlq_name(sub.name))

@@ -8,6 +8,7 @@ import contextlib
 import signal
 from collections.abc import Callable, Sequence
 
+from bridge.amqp.topology import archive_retention
 from bridge.console.app import serve_console
 from bridge.console.state import Console
 from bridge.core.settings import Settings
@@ -24,6 +25,7 @@ def console_state(settings: Settings, subscribers: Sequence[Subscriber], passwor
         password=password,
         # The sync's settings arrive with the sync; until then its default path.
         sync_state_path=getattr(settings, "sync_state_path", DEFAULT_SYNC_STATE),
+        archive_retention=archive_retention(settings),
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.amqp.topology import ArchiveRetention
 from bridge.errors import CommandError
 
 
@@ -31,13 +32,15 @@ class ArchiveSummary:
     error: str | None = None
 
 
-async def archive_summary(amqp_urls: Sequence[str], exchange: str) -> ArchiveSummary:
+async def archive_summary(
+    amqp_urls: Sequence[str], exchange: str, retention: ArchiveRetention | None = None
+) -> ArchiveSummary:
     try:
         from bridge.archive.status import archive_status
     except ImportError:
         return ArchiveSummary(available=False, enabled=False)
     try:
-        status = await archive_status(amqp_urls, exchange)
+        status = await archive_status(amqp_urls, exchange, retention)
     except CommandError as exc:
         return ArchiveSummary(available=True, enabled=False, error=str(exc))
     return ArchiveSummary(

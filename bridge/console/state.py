@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from bridge.amqp.topology import ArchiveRetention
 from bridge.console.auth import Sessions
 from bridge.console.jobs import Jobs
 from bridge.worker.subscribers import Subscriber
@@ -20,6 +21,7 @@ class Console:
     subscribers: list[Subscriber]
     password: str
     sync_state_path: str | None = None
+    archive_retention: ArchiveRetention | None = None
     secure_cookies: bool = False
     sessions: Sessions = field(default_factory=Sessions)
     jobs: Jobs = field(default_factory=Jobs)

@@ -18,6 +18,7 @@ import orjson
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
+from bridge.core.contract import HEADER_ORDER_ID, HEADER_ORDER_NUMBER, HEADER_RECEIVED_AT
 from bridge.worker.message import (
     ERROR_HEADER,
     FAILED_AT_HEADER,
@@ -152,12 +153,12 @@ def dead_letter(got: DeliveredMessage) -> DeadLetter:
     return DeadLetter(
         message_id=properties.message_id or "-",
         event=event_of(properties, headers, got.routing_key or ""),
-        order_id=str(headers.get("x-order-id") or "-"),
-        order_number=str(headers.get("x-order-number") or "-"),
+        order_id=str(headers.get(HEADER_ORDER_ID) or "-"),
+        order_number=str(headers.get(HEADER_ORDER_NUMBER) or "-"),
         attempts=delivery_number(headers),
         error=mask_text(" ".join(str(headers.get(ERROR_HEADER) or "-").split())),
         failed_at=short_time(_str(headers.get(FAILED_AT_HEADER))),
-        received_at=short_time(_str(headers.get("x-received-at"))),
+        received_at=short_time(_str(headers.get(HEADER_RECEIVED_AT))),
         size=len(got.body or b""),
         headers=safe_headers(headers),
         properties=properties_shown(properties),

@@ -29,6 +29,39 @@ EXTRA_CODES: Final = {
 """Which connect-action field carries the callback URL of each event."""
 
 APP_ID: Final = "mintsoft-bridge"
+CONTENT_TYPE_JSON: Final = "application/json"
+
+# AMQP headers of a published webhook (contract section 4).
+HEADER_EVENT: Final = "x-event"
+HEADER_RECEIVED_AT: Final = "x-received-at"
+HEADER_REQUEST_ID: Final = "x-request-id"
+HEADER_ORDER_ID: Final = "x-order-id"
+HEADER_ORDER_NUMBER: Final = "x-order-number"
+HEADER_CLIENT_ID: Final = "x-client-id"
+HEADER_WAREHOUSE_ID: Final = "x-warehouse-id"
+HEADER_SPLIT_ORDER_ID: Final = "x-split-order-id"
+
+# AMQP headers the worker adds on the retry ladder and in the DLQ (contract section 5).
+HEADER_ATTEMPT: Final = "x-attempt"
+HEADER_ERROR: Final = "x-error"
+HEADER_FAILED_AT: Final = "x-failed-at"
+
+# HTTP headers: the forwarder's (contract section 5) and the request id both sides carry.
+HTTP_EVENT: Final = "X-Mintsoft-Event"
+HTTP_MESSAGE_ID: Final = "X-Message-Id"
+HTTP_REQUEST_ID: Final = "X-Request-Id"
+OCTET_STREAM: Final = "application/octet-stream"
+
+# AMQP headers of recovered, replayed and sentinel messages (contract sections 4, 7, 8).
+HEADER_SOURCE: Final = "x-source"
+"""Set by ``sync`` on a webhook it recovered (``reconcile``); absent on a received one."""
+HEADER_REPLAYED_AT: Final = "x-replayed-at"
+"""Set by ``archive replay`` on each copy: when it was copied (RFC 3339, UTC)."""
+HEADER_REPLAY_ID: Final = "x-replay-id"
+"""Set by ``archive replay`` on each copy: one id per replay run, to find or undo a run."""
+HEADER_ARCHIVE_SENTINEL: Final = "x-archive-sentinel"
+"""Marks the empty message ``archive find`` writes to the archive's end to know where it
+ends; readers skip it, and it never reaches a subscriber (it bypasses the exchange)."""
 
 
 def routing_key(event: str) -> str:
@@ -59,8 +92,9 @@ def _scalar(value: Any) -> str | None:
 
 
 def order_headers(document: Any) -> dict[str, str]:
-    """``x-order-id``, ``x-order-number``, ``x-client-id`` and ``x-split-order-id`` from a
-    parsed body, for those present.
+    """``x-order-id``, ``x-order-number``, ``x-client-id``, ``x-warehouse-id`` and
+    ``x-split-order-id`` from a parsed body, for those present (all as strings: a
+    subscriber's filter matches them as strings).
 
     An order (despatched, cancelled) carries them at the top level. A split is a list of
     ``{Order, SplitOrder, OrderId, SplitOrderId}``; a delivered webhook a list of tracking
@@ -74,20 +108,22 @@ def order_headers(document: Any) -> dict[str, str]:
         if "SplitOrderId" in first or "Order" in first:
             nested = first.get("Order")
             order: dict[str, Any] = nested if isinstance(nested, dict) else {}
-            _put(headers, "x-order-id", first.get("OrderId", order.get("ID")))
-            _put(headers, "x-order-number", order.get("OrderNumber"))
-            _put(headers, "x-client-id", order.get("ClientId"))
-            _put(headers, "x-split-order-id", first.get("SplitOrderId"))
+            _put(headers, HEADER_ORDER_ID, first.get("OrderId", order.get("ID")))
+            _put(headers, HEADER_ORDER_NUMBER, order.get("OrderNumber"))
+            _put(headers, HEADER_CLIENT_ID, order.get("ClientId"))
+            _put(headers, HEADER_WAREHOUSE_ID, order.get("WarehouseId"))
+            _put(headers, HEADER_SPLIT_ORDER_ID, first.get("SplitOrderId"))
             return headers
         shipment = first.get("OrderShipment")
         if isinstance(shipment, dict):
-            _put(headers, "x-order-id", shipment.get("OrderId"))
+            _put(headers, HEADER_ORDER_ID, shipment.get("OrderId"))
         return headers
     if isinstance(document, dict):
-        _put(headers, "x-order-id", document.get("ID", document.get("OrderId")))
-        _put(headers, "x-order-number", document.get("OrderNumber"))
-        _put(headers, "x-client-id", document.get("ClientId"))
-        _put(headers, "x-split-order-id", document.get("SplitOrderId"))
+        _put(headers, HEADER_ORDER_ID, document.get("ID", document.get("OrderId")))
+        _put(headers, HEADER_ORDER_NUMBER, document.get("OrderNumber"))
+        _put(headers, HEADER_CLIENT_ID, document.get("ClientId"))
+        _put(headers, HEADER_WAREHOUSE_ID, document.get("WarehouseId"))
+        _put(headers, HEADER_SPLIT_ORDER_ID, document.get("SplitOrderId"))
     return headers
 
 
@@ -107,11 +143,13 @@ class Envelope:
     message_id: str
     received_at: float
     headers: dict[str, str]
+    content_type: str = CONTENT_TYPE_JSON
+    """``application/json`` for a webhook; the sender's own for a quarantined body."""
 
     def properties(self) -> Basic.Properties:
         """The AMQP properties of the contract: persistent, JSON, typed by event."""
         return Basic.Properties(
-            content_type="application/json",
+            content_type=self.content_type,
             delivery_mode=2,
             message_type=self.event,
             app_id=APP_ID,
@@ -137,14 +175,44 @@ def webhook_envelope(
     event: str, body: bytes, document: Any, request_id: str, received_at: float
 ) -> Envelope:
     """The envelope of an accepted webhook, headers taken from its parsed ``document``."""
-    headers = {"x-event": event, "x-received-at": rfc3339(received_at), "x-request-id": request_id}
+    headers = {
+        HEADER_EVENT: event,
+        HEADER_RECEIVED_AT: rfc3339(received_at),
+        HEADER_REQUEST_ID: request_id,
+    }
     headers.update(order_headers(document))
     return Envelope(event, routing_key(event), body, message_id(event, body), received_at, headers)
 
 
-def quarantine_envelope(event: str, body: bytes, request_id: str, received_at: float) -> Envelope:
-    """The envelope of an authenticated body that is not JSON, kept for inspection."""
-    headers = {"x-event": event, "x-received-at": rfc3339(received_at), "x-request-id": request_id}
+def quarantine_envelope(
+    event: str,
+    body: bytes,
+    request_id: str,
+    received_at: float,
+    content_type: str | None = None,
+) -> Envelope:
+    """The envelope of an authenticated body that is not JSON, kept for inspection with the
+    sender's ``Content-Type`` (``application/octet-stream`` when it sent none usable)."""
+    headers = {
+        HEADER_EVENT: event,
+        HEADER_RECEIVED_AT: rfc3339(received_at),
+        HEADER_REQUEST_ID: request_id,
+    }
     return Envelope(
-        event, invalid_routing_key(event), body, message_id(event, body), received_at, headers
+        event,
+        invalid_routing_key(event),
+        body,
+        message_id(event, body),
+        received_at,
+        headers,
+        sender_content_type(content_type),
     )
+
+
+def sender_content_type(raw: str | None) -> str:
+    """The sender's ``Content-Type`` if it fits an AMQP short string of printable ASCII,
+    else ``application/octet-stream`` (bytes of unknown type)."""
+    value = (raw or "").strip()
+    if value and len(value) <= 255 and value.isascii() and value.isprintable():
+        return value
+    return OCTET_STREAM

@@ -1,5 +1,13 @@
 """Logging for people (``text``) or machines (``json``, one object per line), and an access
-log that never shows a query value (where Mintsoft puts the ``APIKEY``)."""
+log that never shows a query value (where Mintsoft puts the ``APIKEY``).
+
+No line can be forged or show a key: the text format escapes every control character of a
+message (CR, LF, ESC, the rest of C0 and C1, DEL, and other unprintables) as ``\\xNN``, so
+a percent-decoded path or an order id from a body stays on its line (JSON escapes them
+already); and aiohttp's record of a request its parser refused, which quotes the raw
+request line or header (``APIKEY=…``, ``Authorization: …``) in an ERROR traceback, becomes
+one WARNING line without those bytes, at most one per :data:`REFUSED_LOG_INTERVAL`.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +15,14 @@ import asyncio
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, RequestKey, StreamResponse
 
-if TYPE_CHECKING:
-    from bridge.core.contract import Envelope
+from bridge.core.contract import HEADER_ORDER_ID, HEADER_REQUEST_ID, HTTP_REQUEST_ID, Envelope
 
 WEBHOOK_EVENT: RequestKey[str] = RequestKey("bridge.webhook_event", str)
 """Set by a webhook route on its request, so the access log line names the event."""
@@ -22,6 +30,14 @@ WEBHOOK_EVENT: RequestKey[str] = RequestKey("bridge.webhook_event", str)
 WEBHOOK_ENVELOPE: RequestKey[Envelope] = RequestKey("bridge.webhook_envelope")
 """Set once a webhook's envelope is built, so the access log line carries its message id,
 order id and request id: one enriched line per webhook instead of a second log line."""
+
+CLIENT_CLOSED: RequestKey[bool] = RequestKey("bridge.client_closed", bool)
+"""Set when the client closed the connection before its whole body arrived: nothing could
+be answered, and the access log line says so instead of a status sent."""
+
+CLIENT_CLOSED_STATUS = 499
+"""The status an access log line shows for :data:`CLIENT_CLOSED` (nginx's "client closed
+request"); it is never sent, there being nobody to send it to."""
 
 _EXTRA_FIELDS = (
     "event",
@@ -38,15 +54,38 @@ _EXTRA_FIELDS = (
 )
 
 
+def escape_controls(text: str) -> str:
+    """``text`` with every unprintable character (control characters, line and paragraph
+    separators, bidi overrides) written as ``\\xNN``/``\\uNNNN``; printable text, non-ASCII
+    letters included, unchanged."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
 class _Formatter(logging.Formatter):
     """``logging.Formatter`` in UTC that formats the date and time once per second, not once
-    per record (the access log writes a line per request)."""
+    per record (the access log writes a line per request), and escapes control characters
+    in a message (:func:`escape_controls`), so that no field can forge a line."""
 
     def __init__(self, fmt: str | None = None) -> None:
         super().__init__(fmt)
         self._second = -1
         self._datefmt: str | None = None
         self._stamp = ""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # The text format's message, control characters escaped (a traceback that follows
+        # keeps its lines). The JSON format builds its own line and escapes by its nature.
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         second = int(record.created)
@@ -56,6 +95,31 @@ class _Formatter(logging.Formatter):
         if datefmt:
             return self._stamp
         return f"{self._stamp},{int(record.msecs):03d}"
+
+
+_MESSAGE_FIELDS = ("subscriber", "event", "message_id", "order_id", "request_id", "attempt")
+"""The fields of a worker line about one message, appended to text lines as ``key=value``
+(JSON lines carry them as keys): one webhook can be followed in either format."""
+
+
+class TextFormatter(_Formatter):
+    """``time LEVEL logger: message``, then ``key=value`` for a worker line's message fields."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = record.__dict__
+        if fields.get("subscriber") is None:  # not a worker line (the access log's hot path)
+            return super().format(record)
+        line = super().format(record)
+        pairs = " ".join(
+            f"{name}={escape_controls(str(fields[name]))}"
+            for name in _MESSAGE_FIELDS
+            if fields.get(name) is not None
+        )
+        head, newline, trace = line.partition("\n")  # the fields stay on the message's line
+        return f"{head} {pairs}{newline}{trace}"
 
 
 class JsonFormatter(_Formatter):
@@ -126,7 +190,7 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> None:
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     # No format here shows thread or process names: don't look them up for every record.
     logging.logThreads = False
     logging.logProcesses = False
@@ -137,6 +201,7 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> None:
     # aio-pika/aiormq log connection noise at INFO; our own link logs what matters.
     logging.getLogger("aiormq").setLevel(logging.WARNING)
     logging.getLogger("aio_pika").setLevel(logging.WARNING)
+    _install_once(logging.getLogger("aiohttp.server"), RefusedRequestFilter())
 
 
 def redacted_path(request: BaseRequest) -> str:
@@ -164,12 +229,20 @@ class AccessLogger(AbstractAccessLogger):
             "remote": request.remote,
             "event": request.get(WEBHOOK_EVENT),
         }
+        if request.get(CLIENT_CLOSED):
+            fields["status"] = CLIENT_CLOSED_STATUS
+            self._emit(
+                "%s %s %d %.1fms: the client closed the connection before its whole body arrived",
+                (request.method, path, CLIENT_CLOSED_STATUS, latency_ms),
+                fields,
+            )
+            return
         envelope = request.get(WEBHOOK_ENVELOPE)
         if envelope is not None:
             headers = envelope.headers
-            fields["request_id"] = headers.get("x-request-id")
+            fields["request_id"] = headers.get(HEADER_REQUEST_ID)
             fields["message_id"] = envelope.message_id
-            fields["order_id"] = headers.get("x-order-id")
+            fields["order_id"] = headers.get(HEADER_ORDER_ID)
             self._emit(
                 "%s %s %d %.1fms request_id=%s message_id=%s order_id=%s",
                 (
@@ -184,7 +257,7 @@ class AccessLogger(AbstractAccessLogger):
                 fields,
             )
             return
-        fields["request_id"] = request.headers.get("X-Request-Id")
+        fields["request_id"] = request.headers.get(HTTP_REQUEST_ID)
         self._emit("%s %s %d %.1fms", (request.method, path, response.status, latency_ms), fields)
 
     def _emit(self, message: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
@@ -195,3 +268,50 @@ class AccessLogger(AbstractAccessLogger):
             logger.name, logging.INFO, "(access log)", 0, message, args, None, extra=fields
         )
         logger.handle(record)
+
+
+REFUSED_LOG_INTERVAL = 10.0
+"""Seconds between two lines about requests aiohttp's parser refused; those in between are
+counted in the next line."""
+
+
+class RefusedRequestFilter(logging.Filter):
+    """On the ``aiohttp.server`` logger: a record of a request its HTTP parser refused (an
+    ``HttpProcessingError``, whose text quotes the raw request line or header) becomes one
+    WARNING line naming the sender and the kind of error, without the bytes; at most one
+    per :data:`REFUSED_LOG_INTERVAL`, the rest counted in the next one."""
+
+    def __init__(self, interval: float = REFUSED_LOG_INTERVAL) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last = -interval
+        self._folded = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, HttpProcessingError):
+            return True
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            self._folded += 1
+            return False
+        self._last = now
+        remote = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        record.msg = "refused a request that is not valid HTTP from %s: %s %d%s"
+        record.args = (
+            remote if isinstance(remote, str) else "an unknown address",
+            type(error).__name__,
+            error.code,
+            f" ({self._folded} more since the last such line)" if self._folded else "",
+        )
+        self._folded = 0
+        if record.levelno > logging.WARNING:  # aiohttp logs some kinds at DEBUG: keep those
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        record.stack_info = None
+        return True
+
+
+def _install_once(logger: logging.Logger, new: logging.Filter) -> None:
+    if not any(type(old) is type(new) for old in logger.filters):
+        logger.addFilter(new)

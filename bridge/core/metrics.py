@@ -29,6 +29,14 @@ PUBLISH_SECONDS = Histogram(
     "Time from publish to broker confirm",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+PUBLISHED_BYTES = Counter(
+    "bridge_published_bytes",
+    "Body bytes of the webhooks the broker confirmed (what the archive grows by)",
+)
+ARCHIVE_MAX_BYTES = Gauge(
+    "bridge_archive_max_bytes",
+    "BRIDGE_ARCHIVE_MAX_BYTES of this receiver while the archive is on, else 0",
+)
 BROKER_CONNECTED = Gauge("bridge_broker_connected", "1 while connected to the broker")
 
 SPOOL_DEPTH = Gauge("bridge_spool_depth", "Messages in the local spool, waiting to be published")

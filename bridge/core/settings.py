@@ -28,11 +28,12 @@ def _parse_bool(name: str, raw: str) -> bool:
     raise SettingsError(f"{name}={raw!r} is not a boolean: use true or false")
 
 
-def _parse_int(name: str, raw: str, low: int, high: int) -> int:
+def _parse_int(name: str, raw: str, low: int, high: int, example: int | None = None) -> int:
     try:
         value = int(raw.strip())
     except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a whole number: use e.g. {low}") from None
+        shown = low if example is None else example
+        raise SettingsError(f"{name}={raw!r} is not a whole number: use e.g. {shown}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name}={value} is out of range: use a number from {low} to {high}")
     return value
@@ -83,6 +84,17 @@ def is_http_url(url: str) -> bool:
 
 def _parse_http_url(name: str, raw: str) -> str:
     url = raw.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme in {"http", "https"} and parts.hostname:
+        try:
+            parts.port  # noqa: B018 - raises ValueError when out of range or not a number
+        except ValueError:
+            port = parts.netloc.rsplit(":", 1)[-1]
+            what = "is out of range" if port.isdigit() else "is not a number"
+            raise SettingsError(
+                f"{name}={raw!r}: its port {port!r} {what}: use a port from 1 to 65535, "
+                "or none (https uses 443)"
+            ) from None
     if not is_http_url(url):
         raise SettingsError(f"{name}={raw!r} is not an http(s) URL: use e.g. https://host.example")
     return url
@@ -119,6 +131,13 @@ class Settings:
     mintsoft_username: str | None = None
     mintsoft_password: str | None = field(default=None, repr=False)
     public_url: str | None = None
+    metrics_host: str | None = None
+    """``None``: 127.0.0.1 for ``serve``; the worker keeps its older default, ``BRIDGE_HOST``."""
+    metrics_port: int | None = None
+    """``None``: no separate listener (``serve`` answers ``/metrics`` on its main port)."""
+    archive: bool = True
+    archive_max_age: str = "30D"
+    archive_max_bytes: int = 50_000_000_000
     console_host: str = "127.0.0.1"
     console_port: int = 8090
     console_password: str | None = field(default=None, repr=False)
@@ -165,8 +184,34 @@ def _log_format(name: str, raw: str) -> str:
     return value
 
 
+_AGE_UNITS = "YMDhms"
+
+
+def _max_age(name: str, raw: str) -> str:
+    # RabbitMQ's x-max-age: "<int><unit>", unit case-sensitive (M months, m minutes); a
+    # lowercase d is taken as days, since RabbitMQ has no other meaning for it.
+    value = raw.strip()
+    if value.endswith("d"):
+        value = value[:-1] + "D"
+    if len(value) < 2 or value[-1] not in _AGE_UNITS or not value[:-1].isdigit():
+        raise SettingsError(
+            f"{name}={raw!r} is not an age: use a number and one of Y, M (months), D, h, "
+            "m (minutes), s, e.g. 30D"
+        )
+    if int(value[:-1]) < 1:
+        raise SettingsError(f"{name}={raw!r} is zero: use at least 1, e.g. 30D")
+    return value[:-1].lstrip("0") + value[-1]
+
+
 def _optional_http_url(name: str, raw: str) -> str | None:
     return _parse_http_url(name, raw) if raw.strip() else None
+
+
+def _optional_port(name: str, raw: str) -> int | None:
+    # Empty or 0 means unset: 0 is what the worker's --metrics-port took for "off".
+    if raw.strip() in {"", "0"}:
+        return None
+    return _parse_int(name, raw, 1, 65535)
 
 
 SPECS: dict[str, _Spec] = {
@@ -174,7 +219,9 @@ SPECS: dict[str, _Spec] = {
         "amqp_urls", _parse_amqp_urls, "broker URL(s), comma-separated for a cluster", True
     ),
     "BRIDGE_HOST": _Spec("host", lambda n, r: r.strip() or "127.0.0.1", "address serve listens on"),
-    "BRIDGE_PORT": _Spec("port", lambda n, r: _parse_int(n, r, 1, 65535), "port serve listens on"),
+    "BRIDGE_PORT": _Spec(
+        "port", lambda n, r: _parse_int(n, r, 1, 65535, 8080), "port serve listens on"
+    ),
     "BRIDGE_API_KEYS": _Spec(
         "api_keys", lambda n, r: _parse_list(r), "keys accepted as ?APIKEY=", True
     ),
@@ -186,14 +233,18 @@ SPECS: dict[str, _Spec] = {
     ),
     "BRIDGE_EXCHANGE": _Spec("exchange", _exchange, "topic exchange webhooks go to"),
     "BRIDGE_MAX_BODY_BYTES": _Spec(
-        "max_body_bytes", lambda n, r: _parse_int(n, r, 1, 1 << 30), "larger bodies get 413"
+        "max_body_bytes",
+        lambda n, r: _parse_int(n, r, 1, 1 << 30, 10485760),
+        "larger bodies get 413",
     ),
     "BRIDGE_PUBLISH_TIMEOUT": _Spec(
         "publish_timeout", _parse_seconds, "seconds to wait for a broker confirm"
     ),
     "BRIDGE_SPOOL_PATH": _Spec("spool_path", lambda n, r: r.strip(), "local spool, empty: none"),
     "BRIDGE_SPOOL_MAX_BYTES": _Spec(
-        "spool_max_bytes", lambda n, r: _parse_int(n, r, 4096, 1 << 50), "spool size limit"
+        "spool_max_bytes",
+        lambda n, r: _parse_int(n, r, 4096, 1 << 50, 1073741824),
+        "spool size limit",
     ),
     "BRIDGE_LOG_FORMAT": _Spec("log_format", _log_format, "text or json"),
     "BRIDGE_MINTSOFT_URL": _Spec("mintsoft_url", _parse_http_url, "Mintsoft API base URL"),
@@ -201,6 +252,19 @@ SPECS: dict[str, _Spec] = {
     "BRIDGE_MINTSOFT_USERNAME": _Spec("mintsoft_username", _optional, "Mintsoft user"),
     "BRIDGE_MINTSOFT_PASSWORD": _Spec("mintsoft_password", _optional, "Mintsoft password", True),
     "BRIDGE_PUBLIC_URL": _Spec("public_url", _optional_http_url, "the bridge's public base URL"),
+    "BRIDGE_METRICS_HOST": _Spec(
+        "metrics_host", _optional, "address of the /metrics listener (127.0.0.1; worker: --host)"
+    ),
+    "BRIDGE_METRICS_PORT": _Spec(
+        "metrics_port", _optional_port, "port of a separate /metrics listener (unset: none)"
+    ),
+    "BRIDGE_ARCHIVE": _Spec("archive", _parse_bool, "declare and feed the archive stream"),
+    "BRIDGE_ARCHIVE_MAX_AGE": _Spec("archive_max_age", _max_age, "archive retention, e.g. 30D"),
+    "BRIDGE_ARCHIVE_MAX_BYTES": _Spec(
+        "archive_max_bytes",
+        lambda n, r: _parse_int(n, r, 1_000_000, 1 << 60),
+        "archive size limit in bytes",
+    ),
     "BRIDGE_CONSOLE_HOST": _Spec(
         "console_host", lambda n, r: r.strip() or "127.0.0.1", "address console listens on"
     ),
@@ -255,8 +319,13 @@ def load_settings(
     return Settings(**values)
 
 
+INTERNAL_VARIABLES = frozenset({"BRIDGE_PUBLISH_PATH"})
+"""Read outside the settings, not for users: ``public`` forces aiormq's public publish API
+(tests run both paths; see bridge/amqp/aiormq_internals.py)."""
+
+
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """``BRIDGE_*`` variables that are set but mean nothing (most often a typo)."""
     env = os.environ if environ is None else environ
-    valid = set(SPECS) | {v + "_FILE" for v in SPECS}
+    valid = set(SPECS) | {v + "_FILE" for v in SPECS} | INTERNAL_VARIABLES
     return sorted(k for k in env if k.startswith("BRIDGE_") and k not in valid)

@@ -4,6 +4,8 @@ Mintsoft authorises every call with the ``ms-apikey`` header. The key is either 
 (``BRIDGE_MINTSOFT_API_KEY``) or obtained from ``POST /api/Auth`` with a username and
 password; such keys expire after 24 hours, so a 401 fetches a fresh one, once. 429 and 5xx
 answers are retried a few times, waiting what ``Retry-After`` asks for (within a bound).
+Redirects are never followed (they would take the key, the password or the bridge's own
+credential elsewhere): a 3xx fails the call with its status and the target's origin.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import email.utils
 import time
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import orjson
@@ -28,7 +31,9 @@ from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 
 REQUEST_TIMEOUT = 30.0
-ATTEMPTS = 4
+RETRIES = 4
+"""A 429, a 5xx or a failed connection is retried up to this many times (the README says so)."""
+ATTEMPTS = RETRIES + 1
 MAX_RETRY_AFTER = 30.0
 """Longest ``Retry-After`` honoured; asked to wait longer, the command gives up and says so."""
 
@@ -202,14 +207,25 @@ class MintsoftClient:
                 headers=(
                     headers if payload is None else {**headers, "Content-Type": "application/json"}
                 ),
+                # A redirect would carry ms-apikey, the body (the bridge's key, or the
+                # Mintsoft password on /api/Auth) to whatever host it names: never follow.
+                allow_redirects=False,
             ) as response:
                 status = response.status
+                location = response.headers.get("Location", "")
                 text = await response.text(errors="replace")
                 retry_after = _retry_after(response.headers.get("Retry-After"))
         except TimeoutError:
             raise _Retryable(f"Mintsoft did not answer {what} in time") from None
         except aiohttp.ClientError as exc:
             raise _Retryable(f"cannot reach Mintsoft at {self._base} ({exc})") from None
+        if 300 <= status < 400:
+            raise MintsoftError(
+                f"Mintsoft answered {what} with {status} redirecting to "
+                f"{_origin(url, location)}: not followed, credentials go only to "
+                f"BRIDGE_MINTSOFT_URL ({self._base}); check it is the API's address",
+                status,
+            )
         said = _said(text, self._secrets(key)) if status >= 400 else ""
         if status == 429 or status >= 500:
             if retry_after is not None and retry_after > MAX_RETRY_AFTER:
@@ -242,6 +258,20 @@ class MintsoftClient:
                 status,
             )
         return document
+
+
+def _origin(url: str, location: str) -> str:
+    """Scheme, host and port a redirect points at (never its path or query, which may hold
+    a key)."""
+    if not location:
+        return "nowhere (no Location)"
+    try:
+        target = urlsplit(urljoin(url, location))
+        host = target.hostname or "?"
+        port = f":{target.port}" if target.port else ""
+    except ValueError:
+        return "an unreadable Location"
+    return f"{target.scheme}://{host}{port}"
 
 
 def _said(text: str, secrets: tuple[str, ...]) -> str:

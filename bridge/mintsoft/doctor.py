@@ -25,7 +25,7 @@ import orjson
 from aiormq.abc import AbstractChannel, AbstractConnection
 
 from bridge.amqp.connection import BrokerUnreachable, connect_once
-from bridge.amqp.topology import receiver_topology
+from bridge.amqp.topology import archive_name, settings_topology, unrouted_name
 from bridge.core.contract import EVENTS, routing_key
 from bridge.core.settings import SPECS, Settings, SettingsError, redact_url, unknown_variables
 from bridge.mintsoft.connect_actions import connect_action
@@ -113,8 +113,9 @@ async def _passive(connection: AbstractConnection, kind: str, name: str) -> int 
             await channel.close()
 
 
-async def _topology(connection: AbstractConnection, exchange: str) -> Check:
-    topology = receiver_topology(exchange)
+async def _topology(connection: AbstractConnection, settings: Settings) -> Check:
+    exchange = settings.exchange
+    topology = settings_topology(settings)
     missing: list[str] = []
     depths: list[str] = []
     for ex in topology.exchanges:
@@ -124,7 +125,7 @@ async def _topology(connection: AbstractConnection, exchange: str) -> Check:
         count = await _passive(connection, "queue", queue.name)
         if count is None:
             missing.append(queue.name)
-        elif count:
+        elif count and queue.name != archive_name(exchange):
             depths.append(f"{queue.name} holds {count}")
     if missing:
         return Check(
@@ -133,7 +134,24 @@ async def _topology(connection: AbstractConnection, exchange: str) -> Check:
             "missing " + ", ".join(missing),
             "run mintsoft-bridge topology (serve also declares them when it starts)",
         )
-    detail = f"{exchange} and its unrouted and invalid queues exist"
+    leftover = await _passive(connection, "queue", archive_name(exchange))
+    if not settings.archive and leftover is not None:
+        # Still bound, it routes every webhook: the alternate exchange never fires.
+        return Check(
+            "exchange and queues",
+            False,
+            f"BRIDGE_ARCHIVE is false but {archive_name(exchange)} exists: webhooks no "
+            f"subscriber wants go there, not to {unrouted_name(exchange)}",
+            f"set BRIDGE_ARCHIVE=true, or delete it (rabbitmqctl delete_queue "
+            f"{archive_name(exchange)}) to use {unrouted_name(exchange)} again",
+        )
+    if settings.archive:
+        detail = (
+            f"{exchange}, its invalid queue and its archive exist; webhooks no subscriber "
+            f"wants are kept in {archive_name(exchange)} ({unrouted_name(exchange)} stays empty)"
+        )
+    else:
+        detail = f"{exchange} and its unrouted and invalid queues exist (archive off)"
     if depths:
         detail += " (" + "; ".join(depths) + ")"
     return Check("exchange and queues", True, detail)
@@ -282,7 +300,7 @@ async def run_checks(
         try:
             if connection is not None:
                 topology = await _bounded(
-                    "exchange and queues", _topology(connection, settings.exchange), TIMEOUT
+                    "exchange and queues", _topology(connection, settings), TIMEOUT
                 )
                 topology_ok = bool(topology.ok)
                 report(topology)

@@ -5,6 +5,9 @@ A crash between the confirm and the delete publishes that message again on the n
 (a duplicate, with the same ``message_id``); a message is never deleted unconfirmed. While
 the broker keeps failing, the drain backs off and probes with one message at a time, so an
 outage costs few duplicates; once a publish is confirmed it widens the window again.
+
+:meth:`Drainer.until_empty` waits for the drain to empty the spool, within a bound: a
+stopping ``serve`` uses it before exiting, and ``spool drain`` to publish a spool file.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from bridge.amqp.publisher import Publisher, PublishFailed
 from bridge.core import metrics
-from bridge.core.tasks import cancel_and_wait
+from bridge.core.tasks import being_cancelled, cancel_and_wait
 from bridge.receiving.spool import Spool, Spooled, SpoolError
 
 log = logging.getLogger("bridge.receiving.drain")
@@ -30,6 +33,12 @@ WINDOW = 512
 
 MIN_BACKOFF = 0.2
 MAX_BACKOFF = 5.0
+
+STALL = 30.0
+"""Seconds without a single message drained after which :meth:`Drainer.until_empty` stops
+waiting: the broker went away, or refuses or returns what it is sent."""
+
+POLL = 0.05
 
 
 class Drainer:
@@ -54,6 +63,37 @@ class Drainer:
         await cancel_and_wait(self._task)
         self._task = None
 
+    async def until_empty(
+        self,
+        deadline: float | None = None,
+        stall: float = STALL,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Run the drain until the spool is empty and return 0; or return how many messages
+        remain once ``deadline`` (event-loop time) passes, or ``stall`` seconds pass without
+        one drained. ``progress(n)`` is told whenever ``n`` more were published and deleted.
+
+        It only watches: the drain keeps its order, confirms and deletes (and keeps running
+        afterwards until :meth:`stop`), so stopping early never loses or skips a message.
+        """
+        self.start()
+        loop = asyncio.get_running_loop()
+        last = self.spool.depth
+        moved_at = loop.time()
+        while last > 0:
+            now = loop.time()
+            if now - moved_at >= stall or (deadline is not None and now >= deadline):
+                break
+            wait = POLL if deadline is None else min(POLL, deadline - now)
+            await asyncio.sleep(wait)
+            depth = self.spool.depth
+            if depth < last:
+                if progress is not None:
+                    progress(last - depth)
+                moved_at = loop.time()
+            last = depth
+        return last
+
     async def _run(self) -> None:
         backoff = MIN_BACKOFF
         while True:
@@ -64,8 +104,7 @@ class Drainer:
             try:
                 published, failure = await self._pass()
             except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
+                if being_cancelled():
                     raise  # stop() was called
                 # A confirmation cancelled under us (a renewed link): not a reason to stop
                 # draining, or what the spool holds would wait for the next restart.
@@ -143,8 +182,7 @@ class Drainer:
                     failures.append(exc)
                     return False
                 except asyncio.CancelledError:
-                    task = asyncio.current_task()
-                    if task is not None and task.cancelling():
+                    if being_cancelled():
                         raise
                     failures.append(PublishFailed("cancelled", "the publish was cancelled"))
                     return False

@@ -3,9 +3,10 @@ drain (:mod:`bridge.receiving.drain`) has published them with a confirm.
 
 SQLite in WAL mode with ``synchronous=FULL`` makes every commit durable (the WAL is fsynced
 before the commit returns), and a crash or SIGKILL leaves either the whole transaction or
-none of it. All SQLite work runs in one dedicated thread that takes every pending append
-and delete off its queue and commits them in one transaction: one fsync serves all the
-requests that arrived meanwhile (group commit), and the event loop never blocks on disk.
+none of it. Its directory is 0700 and its files 0600 (:mod:`.spool_files`). All SQLite
+work runs in one dedicated thread that takes every pending append and delete off its queue
+and commits them in one transaction: one fsync serves all the requests that arrived
+meanwhile (group commit), and the event loop never blocks on disk.
 """
 
 from __future__ import annotations
@@ -20,16 +21,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
 from bridge.core import metrics
-from bridge.core.contract import Envelope
+from bridge.core.contract import CONTENT_TYPE_JSON, Envelope
 from bridge.core.settings import SettingsError
-from bridge.errors import CommandError
+from bridge.receiving import spool_files
 
 log = logging.getLogger("bridge.receiving.spool")
 
@@ -62,8 +62,8 @@ _SELECT = (
     "SELECT seq, event, routing_key, message_id, received_at, headers, body, size"
     " FROM spool WHERE seq > ? ORDER BY seq LIMIT ?"
 )
-_STATS = "SELECT count(*), coalesce(sum(size), 0) FROM spool"
-_OLDEST = "SELECT received_at FROM spool ORDER BY seq LIMIT 1"
+STATS = "SELECT count(*), coalesce(sum(size), 0) FROM spool"
+OLDEST = "SELECT received_at FROM spool ORDER BY seq LIMIT 1"
 
 
 class SpoolFull(Exception):
@@ -95,8 +95,14 @@ def record_size(envelope: Envelope, headers: bytes) -> int:
     )
 
 
+_CONTENT_TYPE_KEY = "\x00content-type"  # a quarantined body's own, among stored headers
+
+
 def _row(envelope: Envelope) -> tuple[Any, ...]:
-    headers = orjson.dumps(envelope.headers)
+    stored = envelope.headers
+    if envelope.content_type != CONTENT_TYPE_JSON:
+        stored = {**stored, _CONTENT_TYPE_KEY: envelope.content_type}
+    headers = orjson.dumps(stored)
     return (
         envelope.event,
         envelope.routing_key,
@@ -110,12 +116,16 @@ def _row(envelope: Envelope) -> tuple[Any, ...]:
 
 def _spooled(row: tuple[Any, ...]) -> Spooled:
     seq, event, key, message_id, received_at, headers, body, size = row
-    envelope = Envelope(event, key, bytes(body), message_id, received_at, orjson.loads(headers))
+    stored = orjson.loads(headers)
+    kind = stored.pop(_CONTENT_TYPE_KEY, CONTENT_TYPE_JSON)
+    envelope = Envelope(event, key, bytes(body), message_id, received_at, stored, kind)
     return Spooled(seq, envelope, size)
 
 
 def connect(path: str, *, create: bool) -> sqlite3.Connection:
     """A connection to the spool at ``path`` in WAL mode with full sync."""
+    if create:
+        spool_files.prepare(path)  # 0700 directory, 0600 files, before SQLite makes any
     mode = "rwc" if create else "rw"
     uri = f"file:{quote(os.path.abspath(path))}?mode={mode}"
     connection = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
@@ -159,10 +169,9 @@ class Spool:
         """Open (creating if needed) the database and start the spool thread."""
         self._loop = asyncio.get_running_loop()
         try:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             connection = await asyncio.to_thread(connect, self.path, create=True)
-            depth, size = await asyncio.to_thread(lambda: connection.execute(_STATS).fetchone())
-            oldest = await asyncio.to_thread(lambda: connection.execute(_OLDEST).fetchone())
+            depth, size = await asyncio.to_thread(lambda: connection.execute(STATS).fetchone())
+            oldest = await asyncio.to_thread(lambda: connection.execute(OLDEST).fetchone())
         except (OSError, sqlite3.Error) as exc:
             raise SettingsError(
                 f"BRIDGE_SPOOL_PATH={self.path!r} cannot be opened ({exc}): point it at a "
@@ -320,7 +329,7 @@ class Spool:
                 for _, seqs, _ in deletes:
                     connection.executemany("DELETE FROM spool WHERE seq = ?", seqs)
                 connection.execute("COMMIT")
-                oldest = connection.execute(_OLDEST).fetchone()
+                oldest = connection.execute(OLDEST).fetchone()
                 loop.call_soon_threadsafe(
                     self._committed, len(inserts), oldest[0] if oldest else None
                 )
@@ -362,31 +371,3 @@ def _read(
 
 
 # --- spool status ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SpoolStatus:
-    depth: int
-    bytes: int
-    oldest_age_seconds: float
-
-
-def read_status(path: str) -> SpoolStatus:
-    """Depth, bytes and oldest age of the spool file at ``path``, read while ``serve`` may
-    be writing it (WAL readers never block the writer)."""
-    if not Path(path).exists():
-        return SpoolStatus(0, 0, 0.0)
-    try:
-        connection = connect(path, create=False)
-        try:
-            depth, size = connection.execute(_STATS).fetchone()
-            oldest = connection.execute(_OLDEST).fetchone()
-        finally:
-            connection.close()
-    except sqlite3.Error as exc:
-        raise CommandError(
-            f"cannot read the spool {path!r} ({exc}): check BRIDGE_SPOOL_PATH points at the "
-            "bridge's spool file"
-        ) from None
-    age = max(time.time() - oldest[0], 0.0) if oldest else 0.0
-    return SpoolStatus(int(depth), int(size), age)

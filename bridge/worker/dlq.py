@@ -3,8 +3,10 @@ back to the subscriber's queue.
 
 Listing takes each message without acking it, so closing the channel puts every one back.
 Replaying publishes a copy to ``<name>`` (via the default exchange, so no other subscriber
-sees it again), waits for the broker's confirm, and only then acks the dead letter: an
-interrupted replay loses nothing (at worst a message in flight is in both queues).
+sees it again; for an ordered subscriber via its ``<name>.partitions`` exchange, so each
+message joins its order's partition, behind what is already queued there), waits for the
+broker's confirm, and only then acks the dead letter: an interrupted replay loses nothing
+(at worst a message in flight is in both queues).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from aiormq.exceptions import ChannelNotFoundEntity, DeliveryError, PublishError
 from pamqp.commands import Basic
 
 from bridge.amqp.connection import connect_once
-from bridge.amqp.topology import dlq_name
+from bridge.amqp.topology import dlq_name, partitions_exchange_name
+from bridge.core.contract import HEADER_ORDER_ID
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 from bridge.worker.message import (
@@ -92,7 +95,7 @@ def describe(got: DeliveredMessage) -> str:
     fields: list[Any] = [
         properties.message_id or "-",
         event_of(properties, headers, got.routing_key or ""),
-        headers.get("x-order-id") or "-",
+        headers.get(HEADER_ORDER_ID) or "-",
         delivery_number(headers),
         " ".join(str(headers.get(ERROR_HEADER) or "-").split()),
     ]
@@ -142,11 +145,13 @@ async def replay_dead_letters(
     connection = await connect_once(amqp_urls)
     replay: _Replay | None = None
     try:
+        exchange = await _partitions_exchange(connection, name)
         channel = await _bounded(connection.channel(publisher_confirms=True, on_return_raises=True))
-        await _depth(channel, name)
+        if exchange is None:
+            await _depth(channel, name)
         # Only what is there now: a message that fails again must not be replayed twice.
         depth = await _depth(channel, queue)
-        replay = _Replay(channel, name, depth if limit is None else min(depth, limit))
+        replay = _Replay(channel, name, depth if limit is None else min(depth, limit), exchange)
         await replay.run(queue)
     except TimeoutError:
         raise _moved_before(_no_answer(), replay) from None
@@ -155,6 +160,20 @@ async def replay_dead_letters(
     finally:
         await _close(connection)  # whatever was taken but not moved goes back to the DLQ
     return replay.moved, queue
+
+
+async def _partitions_exchange(connection: AbstractConnection, name: str) -> str | None:
+    """``<name>.partitions`` when ``name`` is an ordered subscriber, else None."""
+    exchange = partitions_exchange_name(name)
+    # A passive declare of something missing closes its channel: use one for just that.
+    probe = await _bounded(connection.channel(publisher_confirms=False))
+    try:
+        await probe.exchange_declare(exchange, passive=True, timeout=RPC_TIMEOUT)
+    except ChannelNotFoundEntity:
+        return None
+    with contextlib.suppress(Exception):
+        await probe.close()
+    return exchange
 
 
 def _moved_before(error: CommandError, replay: _Replay | None) -> CommandError:
@@ -167,9 +186,12 @@ class _Replay:
     """Consumes the DLQ with ``REPLAY_WINDOW`` messages in flight, each acked only after its
     copy in ``<name>`` is confirmed; stops after ``wanted`` or when the DLQ runs dry."""
 
-    def __init__(self, channel: AbstractChannel, name: str, wanted: int) -> None:
+    def __init__(
+        self, channel: AbstractChannel, name: str, wanted: int, exchange: str | None = None
+    ) -> None:
         self.channel = channel
         self.name = name
+        self.exchange = exchange
         self.wanted = wanted
         self.taken = 0
         self.moved = 0
@@ -203,7 +225,7 @@ class _Replay:
             return  # not ours to move: unacked, it goes back to the DLQ on close
         self.taken += 1
         try:
-            await move_back(self.channel, got, self.name)
+            await _move_back(self.channel, got, self.name, self.exchange)
             self.moved += 1
         except CommandError as exc:
             self.error = self.error or exc
@@ -212,9 +234,9 @@ class _Replay:
             self._progress.set()
 
 
-async def move_back(channel: AbstractChannel, got: DeliveredMessage, name: str) -> None:
-    """Publish a copy of dead letter ``got`` to queue ``name`` (attempt count reset), wait
-    for the broker's confirm, then ack the dead letter; CommandError if not confirmed."""
+async def _move_back(
+    channel: AbstractChannel, got: DeliveredMessage, name: str, exchange: str | None = None
+) -> None:
     properties = got.header.properties
     headers = dict(properties.headers or {})
     for header in (ATTEMPT_HEADER, ERROR_HEADER, FAILED_AT_HEADER):
@@ -222,8 +244,9 @@ async def move_back(channel: AbstractChannel, got: DeliveredMessage, name: str) 
     try:
         await channel.basic_publish(
             got.body,
-            exchange="",
-            routing_key=name,
+            # The consistent-hash exchange hashes x-order-id, not the routing key.
+            exchange=exchange or "",
+            routing_key="" if exchange else name,
             properties=copy_properties(properties, headers),
             mandatory=True,
             timeout=PUBLISH_TIMEOUT,

@@ -26,8 +26,9 @@ from bridge.worker.dlq import (
     _close,
     _depth,
     _empty,
+    _move_back,
     _no_answer,
-    move_back,
+    _partitions_exchange,
 )
 
 
@@ -63,8 +64,10 @@ async def _pick(
         return Picked(queue, 0, ())
     connection = await connect_once(amqp_urls)
     try:
+        # An ordered subscriber takes its copies through its partitions exchange.
+        exchange = await _partitions_exchange(connection, name) if replay else None
         channel = await _bounded(connection.channel(publisher_confirms=replay))
-        if replay:
+        if replay and exchange is None:
             await _depth(channel, name)  # the target queue must exist
         depth = await _depth(channel, queue)
         for _ in range(depth):
@@ -74,7 +77,7 @@ async def _pick(
             message_id = got.header.properties.message_id or ""
             if message_id not in wanted:
                 continue  # left unacked: back in the DLQ when the channel closes
-            await _act(channel, got, name, replay)
+            await _act(channel, got, name, replay, exchange)
             found.add(message_id)
             done += 1
     except TimeoutError:
@@ -86,9 +89,11 @@ async def _pick(
     return Picked(queue, done, tuple(sorted(wanted - found)))
 
 
-async def _act(channel: AbstractChannel, got: DeliveredMessage, name: str, replay: bool) -> None:
+async def _act(
+    channel: AbstractChannel, got: DeliveredMessage, name: str, replay: bool, exchange: str | None
+) -> None:
     if replay:
-        await move_back(channel, got, name)
+        await _move_back(channel, got, name, exchange)
         return
     assert got.delivery_tag is not None
     async with asyncio.timeout(RPC_TIMEOUT):

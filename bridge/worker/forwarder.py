@@ -1,24 +1,31 @@
 """The built-in HTTP forwarder: POSTs each message to ``forward_url``; its
 :class:`~bridge.worker.breaker.CircuitBreaker` pauses the subscriber while the target is down.
 
-2xx is success. 408, 429, other 5xx, timeouts and refused connections raise
-:class:`ForwardFailed` (retried along the ladder); any other answer raises
+2xx is success. A 429 or 503 with a ``Retry-After`` raises :class:`Throttled`: the subscriber
+pauses that long and tries the same message again, spending no try. 408, 429, other 5xx,
+timeouts and refused connections raise :class:`ForwardFailed` (retried along the ladder);
+any other answer raises
 :class:`~bridge.errors.PermanentError` (straight to the DLQ). Refused or dropped connections,
 timeouts and 502/503/504 also count towards the breaker: after ``threshold`` of them in a
 row it opens, the worker stops taking messages (they wait in the queue, no attempt spent),
 and the breaker probes the target until it answers, then closes and the worker resumes.
+Of the answer's body only the first :data:`KEPT_BYTES` are read (for ``x-error``): a target
+answering gigabytes costs the worker no more memory than a short answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from bridge import __version__
+from bridge.core.contract import HTTP_EVENT, HTTP_MESSAGE_ID, HTTP_REQUEST_ID
 from bridge.errors import PermanentError
 from bridge.worker.breaker import CircuitBreaker
 from bridge.worker.message import Message
@@ -26,6 +33,8 @@ from bridge.worker.message import Message
 log = logging.getLogger("bridge.worker.forwarder")
 
 DOWN_STATUSES = frozenset({502, 503, 504})
+KEPT_BYTES = 200
+"""Bytes of the target's answer kept (for ``x-error``); the rest is never read."""
 RETRY_STATUSES = frozenset({408, 429})
 PROBE_TIMEOUT = 5.0
 
@@ -36,6 +45,36 @@ class ForwardFailed(Exception):
 
 class TargetDown(ForwardFailed):
     """The target could not be reached (refused, timeout, 502/503/504)."""
+
+
+class Throttled(ForwardFailed):
+    """The target answered 429 or 503 with ``Retry-After``: wait ``retry_after`` seconds."""
+
+    def __init__(self, detail: str, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+THROTTLE_STATUSES = frozenset({429, 503})
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A ``Retry-After`` value (delta-seconds or an HTTP date) in seconds; None if absent
+    or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return max(seconds, 0.0) if seconds == seconds else None  # NaN is unreadable
 
 
 def shown_url(url: str) -> str:
@@ -82,17 +121,18 @@ class Forwarder:
         headers = {
             **self.extra_headers,
             "Content-Type": message.content_type,
-            "X-Mintsoft-Event": message.event,
-            "X-Message-Id": message.message_id,
+            HTTP_EVENT: message.event,
+            HTTP_MESSAGE_ID: message.message_id,
         }
         if message.request_id:
-            headers["X-Request-Id"] = message.request_id
+            headers[HTTP_REQUEST_ID] = message.request_id
         try:
             async with self._client().post(
                 self.url, data=message.body, headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
-                text = (await response.read())[:200].decode("utf-8", "replace")
+                retry_after = response.headers.get("Retry-After")
+                text = (await _head(response)).decode("utf-8", "replace")
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             self.breaker.target_down()
             reason = "no answer in time" if isinstance(exc, TimeoutError) else _reason(exc)
@@ -101,6 +141,11 @@ class Forwarder:
             self.breaker.succeeded()
             return
         detail = f"{self._where} answered {status}: {text.strip()}".rstrip(": ")
+        wait = retry_after_seconds(retry_after) if status in THROTTLE_STATUSES else None
+        if wait is not None:
+            # The target is up and said when to come back: no breaker, no retry step.
+            self.breaker.succeeded()
+            raise Throttled(detail, wait)
         if status in DOWN_STATUSES:
             self.breaker.target_down()
             raise TargetDown(detail)
@@ -122,6 +167,20 @@ class Forwarder:
         await self.breaker.close()
         if self._session is not None:
             await self._session.close()
+
+
+async def _head(response: aiohttp.ClientResponse) -> bytes:
+    """At most :data:`KEPT_BYTES` of the body; the connection is closed unless the body was
+    read to its end, so a huge answer costs the worker at most aiohttp's read buffer."""
+    kept = b""
+    while len(kept) < KEPT_BYTES:
+        chunk = await response.content.read(KEPT_BYTES - len(kept))
+        if not chunk:
+            return kept
+        kept += chunk
+    if not response.content.at_eof():
+        response.close()
+    return kept
 
 
 def _reason(exc: BaseException) -> str:

@@ -9,9 +9,19 @@ from typing import Any
 import orjson
 from pamqp.commands import Basic
 
-ATTEMPT_HEADER = "x-attempt"
-ERROR_HEADER = "x-error"
-FAILED_AT_HEADER = "x-failed-at"
+from bridge.core.contract import (
+    HEADER_ATTEMPT,
+    HEADER_ERROR,
+    HEADER_EVENT,
+    HEADER_FAILED_AT,
+    HEADER_ORDER_ID,
+    HEADER_REQUEST_ID,
+)
+
+# The names the worker side has always used for these three.
+ATTEMPT_HEADER = HEADER_ATTEMPT
+ERROR_HEADER = HEADER_ERROR
+FAILED_AT_HEADER = HEADER_FAILED_AT
 MAX_ERROR_BYTES = 1024
 # Headers the broker adds when it dead-letters; a copy we publish starts without them.
 _BROKER_HEADERS = (
@@ -30,8 +40,10 @@ class Message:
 
     ``event`` (``despatched`` ...), ``body`` (the raw bytes Mintsoft sent), ``json`` (parsed on
     first use), ``message_id`` (deterministic: the same webhook always has the same id, use
-    it to deduplicate), ``headers``, ``routing_key``, ``subscriber`` (whose queue it came
-    from), and ``attempt``: 1 on the first call of the handler, counting every retry, in
+    it to deduplicate), ``headers``, ``routing_key`` (the webhook's own, ``order.<event>``, on
+    every delivery, retries and replays included), ``delivery_routing_key`` (this delivery's:
+    the queue's name after a retry step or a ``dlq replay``), ``subscriber`` (whose queue it
+    came from), and ``attempt``: 1 on the first call of the handler, counting every retry, in
     process and along the retry ladder.
     """
 
@@ -41,6 +53,7 @@ class Message:
         "body",
         "content_type",
         "delivery",
+        "delivery_routing_key",
         "event",
         "headers",
         "message_id",
@@ -62,12 +75,16 @@ class Message:
         delivery: int = 1,
         content_type: str = "application/json",
         redelivered: bool = False,
+        delivery_routing_key: str | None = None,
     ) -> None:
         self.event = event
         self.body = body
         self.message_id = message_id
         self.headers: dict[str, Any] = dict(headers)
         self.routing_key = routing_key
+        self.delivery_routing_key = (
+            routing_key if delivery_routing_key is None else delivery_routing_key
+        )
         self.subscriber = subscriber
         self.attempt = attempt
         self.delivery = delivery
@@ -85,12 +102,12 @@ class Message:
     @property
     def order_id(self) -> str | None:
         """The Mintsoft order id the receiver read from the body, when it had one."""
-        return _text(self.headers.get("x-order-id"))
+        return _text(self.headers.get(HEADER_ORDER_ID))
 
     @property
     def request_id(self) -> str | None:
         """The receiver's request id, to follow one webhook through the logs."""
-        return _text(self.headers.get("x-request-id"))
+        return _text(self.headers.get(HEADER_REQUEST_ID))
 
     def log_fields(self) -> dict[str, Any]:
         """The extra fields of every worker log line about this message (pass them as
@@ -142,7 +159,9 @@ def delivery_number(headers: Mapping[str, Any]) -> int:
 def event_of(properties: Basic.Properties, headers: Mapping[str, Any], routing_key: str) -> str:
     """The event: the ``type`` property, else ``x-event``, else the routing key's last part."""
     return str(
-        properties.message_type or _text(headers.get("x-event")) or routing_key.rsplit(".", 1)[-1]
+        properties.message_type
+        or _text(headers.get(HEADER_EVENT))
+        or routing_key.rsplit(".", 1)[-1]
     )
 
 

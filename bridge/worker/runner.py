@@ -12,13 +12,13 @@ import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aiohttp import web
-
 from bridge.core import metrics
+from bridge.core.listeners import start_metrics_listener
 from bridge.core.settings import Settings
-from bridge.errors import CommandError
 from bridge.worker.forwarder import Forwarder, shown_url
-from bridge.worker.subscribers import Handler, Subscriber, load_subscribers, resolve_handler
+from bridge.worker.handlers import resolve_handler
+from bridge.worker.ordered import OrderedSubscription
+from bridge.worker.subscribers import Handler, Subscriber, load_subscribers
 from bridge.worker.subscription import SHUTDOWN_GRACE, Subscription
 
 log = logging.getLogger("bridge.worker.runner")
@@ -44,13 +44,27 @@ class Worker:
                     sub.forward_url,
                     timeout=sub.timeout,
                     headers=dict(sub.forward_headers),
-                    connections=sub.prefetch,
+                    connections=sub.partitions if sub.ordered else sub.prefetch,
                 )
                 self._forwarders.append(forwarder)
                 handler = forwarder
             elif handler is None:
                 handler = resolve_handler(sub)
-            self.subscriptions.append(Subscription(settings, sub, handler))
+            kind = OrderedSubscription if sub.ordered else Subscription
+            self.subscriptions.append(kind(settings, sub, handler))
+        self._watch_links()
+
+    def _watch_links(self) -> None:
+        """``bridge_broker_connected`` is 1 while every subscriber's link is up: the same
+        gauge and alert as ``serve`` (a worker without a broker consumes nothing)."""
+        links = [subscription.link for subscription in self.subscriptions]
+
+        def update(_up: bool) -> None:
+            up = bool(links) and all(link.state == "connected" for link in links)
+            metrics.BROKER_CONNECTED.set(1 if up else 0)
+
+        for link in links:
+            link.on_state_change(update)
 
     async def _all_ready(self) -> None:
         for subscription in self.subscriptions:
@@ -84,32 +98,21 @@ class Worker:
                 await forwarder.close()
 
 
-async def serve_metrics(host: str, port: int) -> web.AppRunner:
-    """``GET /metrics`` (Prometheus text) and ``GET /healthz`` on ``host:port``."""
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    app = web.Application()
-    app.router.add_get("/metrics", metrics.scrape)
-    app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, host, port, reuse_address=True).start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise CommandError(
-            f"cannot serve metrics on {host}:{port} ({exc.strerror}): pick another --metrics-port"
-        ) from None
-    return runner
+def metrics_address(settings: Settings) -> tuple[str, int] | None:
+    """Where the worker serves ``/metrics`` and ``/healthz``: ``BRIDGE_METRICS_PORT`` (the
+    ``--metrics-port`` flag) on ``BRIDGE_METRICS_HOST``, which defaults to ``BRIDGE_HOST`` here,
+    as ``--metrics-port`` always did (itself 127.0.0.1 by default); ``None``: no listener."""
+    if settings.metrics_port is None:
+        return None
+    return settings.metrics_host or settings.host, settings.metrics_port
 
 
-async def run_worker(settings: Settings, config: str, metrics_port: int = 0) -> None:
+async def run_worker(settings: Settings, config: str) -> None:
     """Run every subscriber of the file ``config`` until SIGTERM or SIGINT."""
     subscribers = load_subscribers(config)
     worker = Worker(settings, subscribers)  # imports handlers: a bad one is exit 2, now
-    runner = await serve_metrics(settings.host, metrics_port) if metrics_port else None
+    address = metrics_address(settings)
+    runner = await start_metrics_listener(*address) if address is not None else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -121,13 +124,22 @@ async def run_worker(settings: Settings, config: str, metrics_port: int = 0) -> 
             else f"handler {sub.handler}"
         )
         delays = ", ".join(f"{d / 1000:g}s" for d in sub.retry_delays_ms) or "none"
+        extras = [f"prefetch {sub.prefetch}"]
+        if sub.ordered:
+            extras = [f"ordered over {sub.partitions} partitions (delays waited in place)"]
+        if sub.clients:
+            extras.append(f"clients {','.join(sub.clients)}")
+        if sub.warehouses:
+            extras.append(f"warehouses {','.join(sub.warehouses)}")
+        if sub.rate_limit is not None:
+            extras.append(f"rate limit {sub.rate_limit.text} per process")
         log.info(
-            "subscriber %s: events %s, %s, retry delays %s, prefetch %d",
+            "subscriber %s: events %s, %s, retry delays %s, %s",
             sub.name,
             ",".join(sub.events),
             target,
             delays,
-            sub.prefetch,
+            ", ".join(extras),
             extra={"subscriber": sub.name},
         )
     try:

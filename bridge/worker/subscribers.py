@@ -7,23 +7,23 @@ the subscriber and the field, raised as :class:`~bridge.core.settings.SettingsEr
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import re
 import tomllib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from bridge.amqp.topology import (
+    ArchiveRetention,
     Topology,
-    dlq_name,
     receiver_topology,
-    retry_queue_name,
+    subscriber_queue_names,
     subscriber_topology,
 )
 from bridge.core.contract import EVENTS
 from bridge.core.settings import SettingsError, is_http_url
+from bridge.worker.pacing import RateLimit, parse_rate
 
 if TYPE_CHECKING:
     from bridge.worker.message import Message
@@ -32,6 +32,12 @@ Handler = Callable[["Message"], Awaitable[None]]
 """What a subscriber runs for each message: ``async def handle(message) -> None``."""
 
 DEFAULT_RETRY_DELAYS = ("5s", "1m", "10m", "1h")
+ORDERED_RETRY_DELAYS = ("1s", "5s", "30s", "2m")
+"""An ordered subscriber waits these out holding the message (later events of its order
+must not overtake it), so the whole wait stays under RabbitMQ's consumer_timeout."""
+DEFAULT_PARTITIONS = 4
+MAX_PARTITIONS = 64
+MAX_FILTER_VALUES = 200
 MAX_DELAY_MS = 7 * 24 * 3600 * 1000
 MAX_STEPS = 20
 MAX_HELD_SECONDS = 25 * 60
@@ -50,6 +56,11 @@ _KEYS = {
     "prefetch",
     "timeout",
     "in_process_tries",
+    "clients",
+    "warehouses",
+    "rate_limit",
+    "ordered",
+    "partitions",
 }
 
 
@@ -66,6 +77,34 @@ class Subscriber:
     prefetch: int = 32
     timeout: float = 30.0
     in_process_tries: int = 3
+    clients: tuple[str, ...] = ()
+    warehouses: tuple[str, ...] = ()
+    rate_limit: RateLimit | None = None
+    ordered: bool = False
+    partitions: int = DEFAULT_PARTITIONS
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.clients or self.warehouses)
+
+    def queue_names(self) -> list[str]:
+        """Every queue of this subscriber."""
+        return subscriber_queue_names(
+            self.name, len(self.retry_delays_ms), self.ordered, self.partitions
+        )
+
+    def topology(self, exchange: str) -> Topology:
+        """This subscriber's exchanges, queues and bindings on ``exchange``."""
+        return subscriber_topology(
+            exchange,
+            self.name,
+            self.events,
+            self.retry_delays_ms,
+            clients=self.clients,
+            warehouses=self.warehouses,
+            ordered=self.ordered,
+            partitions=self.partitions,
+        )
 
 
 def parse_duration(text: str) -> int:
@@ -117,8 +156,7 @@ def parse_subscribers(document: Mapping[str, Any], source: str = "<config>") -> 
 
 
 def _queue_names(sub: Subscriber) -> list[str]:
-    steps = [retry_queue_name(sub.name, i) for i in range(len(sub.retry_delays_ms))]
-    return [sub.name, *steps, dlq_name(sub.name)]
+    return sub.queue_names()
 
 
 def _subscriber(table: Any, where: str) -> Subscriber:
@@ -139,7 +177,7 @@ def _subscriber(table: Any, where: str) -> Subscriber:
     handler = table.get("handler")
     forward_url = table.get("forward_url")
     if (handler is None) == (forward_url is None):
-        both = "both" if handler is not None else "neither of"
+        both = "both are" if handler is not None else "neither is"
         raise SettingsError(
             f"{where}: handler / forward_url: {both} set: set exactly one "
             '(handler = "package.module:function" or forward_url = "http://...")'
@@ -153,29 +191,104 @@ def _subscriber(table: Any, where: str) -> Subscriber:
         )
     if forward_url is not None:
         forward_url = _http_url(forward_url, f"{where}: forward_url")
+    forward_headers = _headers(table.get("forward_headers", {}), f"{where}: forward_headers")
+    if forward_url is not None:
+        _one_authorization(forward_url, forward_headers, where)
+    ordered = table.get("ordered", False)
+    if not isinstance(ordered, bool):
+        raise SettingsError(f"{where}: ordered: {ordered!r} is not true or false")
+    if ordered and "prefetch" in table:
+        raise SettingsError(
+            f"{where}: prefetch: an ordered subscriber takes one message at a time per "
+            "partition: remove prefetch and raise partitions for more parallel work"
+        )
+    if not ordered and "partitions" in table:
+        raise SettingsError(f"{where}: partitions: only with ordered = true")
+    default_delays = ORDERED_RETRY_DELAYS if ordered else DEFAULT_RETRY_DELAYS
     sub = Subscriber(
         name=name,
         events=_events(table.get("events"), f"{where}: events"),
         retry_delays_ms=_delays(
-            table.get("retry_delays", list(DEFAULT_RETRY_DELAYS)), f"{where}: retry_delays"
+            table.get("retry_delays", list(default_delays)), f"{where}: retry_delays"
         ),
         handler=handler,
         forward_url=forward_url,
-        forward_headers=_headers(table.get("forward_headers", {}), f"{where}: forward_headers"),
+        forward_headers=forward_headers,
         prefetch=_int(table.get("prefetch", 32), 1, 10_000, f"{where}: prefetch"),
         timeout=_seconds(table.get("timeout", "30s"), f"{where}: timeout"),
         in_process_tries=_int(
             table.get("in_process_tries", 3), 1, 10, f"{where}: in_process_tries"
         ),
+        clients=_ids(table.get("clients"), f"{where}: clients"),
+        warehouses=_ids(table.get("warehouses"), f"{where}: warehouses"),
+        rate_limit=_rate(table.get("rate_limit"), f"{where}: rate_limit"),
+        ordered=ordered,
+        partitions=_int(
+            table.get("partitions", DEFAULT_PARTITIONS), 1, MAX_PARTITIONS, f"{where}: partitions"
+        ),
     )
-    held = sub.in_process_tries * sub.timeout
+    _check_held(sub, where)
+    return sub
+
+
+def _check_held(sub: Subscriber, where: str) -> None:
+    """A message held unacked past RabbitMQ's consumer_timeout (30 min by default) closes
+    the consumer's channel: refuse settings that can hold one that long."""
+    rounds = len(sub.retry_delays_ms) + 1 if sub.ordered else 1
+    held = rounds * sub.in_process_tries * sub.timeout
+    what = "timeout x in_process_tries"
+    if sub.ordered:
+        held += sum(sub.retry_delays_ms) / 1000
+        what = "retry_delays (waited out in place) and timeout x in_process_tries per round"
     if held > MAX_HELD_SECONDS:
         raise SettingsError(
-            f"{where}: timeout x in_process_tries holds a message up to {held / 60:g} min, "
-            f"past RabbitMQ's consumer_timeout (30 min by default): keep it under "
-            f"{MAX_HELD_SECONDS // 60} min"
+            f"{where}: {what} hold a message up to {held / 60:g} min, past RabbitMQ's "
+            f"consumer_timeout (30 min by default): keep it under {MAX_HELD_SECONDS // 60} min"
         )
-    return sub
+    if sub.rate_limit is not None:
+        waiting = (sub.partitions if sub.ordered else sub.prefetch) / sub.rate_limit.per_second
+        if waiting > MAX_HELD_SECONDS:
+            raise SettingsError(
+                f"{where}: rate_limit {sub.rate_limit.text!r} keeps prefetched messages waiting "
+                f"up to {waiting / 60:g} min, past RabbitMQ's consumer_timeout: lower prefetch"
+            )
+
+
+def _ids(value: Any, where: str) -> tuple[str, ...]:
+    """Mintsoft ids (``[7, 12]``) as the strings the receiver puts in the headers."""
+    if value is None:
+        return ()
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(value) > MAX_FILTER_VALUES
+        or not all(_is_id(item) for item in value)
+    ):
+        raise SettingsError(
+            f"{where}: use a list of 1 to {MAX_FILTER_VALUES} Mintsoft ids, e.g. [7, 12]"
+        )
+    return tuple(dict.fromkeys(str(item).strip() for item in value))
+
+
+def _is_id(item: Any) -> bool:
+    if isinstance(item, bool):
+        return False
+    if isinstance(item, int):
+        return item >= 0
+    return isinstance(item, str) and item.strip().isdigit()
+
+
+def _rate(value: Any, where: str) -> RateLimit | None:
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        return parse_rate(value)
+    except ValueError:
+        raise SettingsError(
+            f'{where}: {value!r} is not a rate: use e.g. "10/s" or "30/m"'
+        ) from None
 
 
 def _events(value: Any, where: str) -> tuple[str, ...]:
@@ -241,40 +354,25 @@ def _headers(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     return tuple(value.items())
 
 
-def resolve_handler(sub: Subscriber) -> Handler:
-    """Import ``sub.handler`` (``"module:function"``); SettingsError naming it on failure."""
-    assert sub.handler is not None
-    module_name, _, attribute = sub.handler.partition(":")
-    where = f"subscriber {sub.name!r}: handler {sub.handler!r}"
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as exc:
+def _one_authorization(url: str, headers: tuple[tuple[str, str], ...], where: str) -> None:
+    # aiohttp refuses every request that has both (each message would fail into the DLQ):
+    # say so once, at start. Neither the password nor the header's value is shown.
+    if urlsplit(url).username is None and urlsplit(url).password is None:
+        return
+    if any(name.strip().lower() == "authorization" for name, _ in headers):
         raise SettingsError(
-            f"{where}: cannot import {module_name} ({type(exc).__name__}: {exc}): "
-            "install the package or fix PYTHONPATH"
-        ) from None
-    for part in attribute.split("."):
-        target = getattr(target, part, None)
-        if target is None:
-            raise SettingsError(f"{where}: {module_name} has no {attribute}: check the name")
-    if not (inspect.iscoroutinefunction(target) or _async_call(target)):
-        raise SettingsError(f"{where}: is not an async function: define it with async def")
-    handler: Handler = target
-    return handler
+            f"{where}: forward_url has user:password@ and forward_headers has an "
+            "Authorization: keep one of them"
+        )
 
 
-def _async_call(target: Any) -> bool:
-    """An object whose ``__call__`` is ``async def`` (like the forwarder)."""
-    return callable(target) and inspect.iscoroutinefunction(type(target).__call__)
-
-
-def full_topology(exchange: str, config: str | None) -> Topology:
-    """The receiver's topology, plus every subscriber's queues when ``config`` names a
-    subscribers file."""
-    topology = receiver_topology(exchange)
+def full_topology(
+    exchange: str, config: str | None, archive: ArchiveRetention | None = None
+) -> Topology:
+    """The receiver's topology (with the archive stream given its retention), plus every
+    subscriber's queues when ``config`` names a subscribers file."""
+    topology = receiver_topology(exchange, archive)
     if config is not None:
         for sub in load_subscribers(config):
-            topology = topology + subscriber_topology(
-                exchange, sub.name, sub.events, sub.retry_delays_ms
-            )
+            topology = topology + sub.topology(exchange)
     return topology

@@ -20,15 +20,15 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError, PublishError
 
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.pipeline import AckWriter
-from bridge.amqp.topology import declare, receiver_topology, subscriber_topology
+from bridge.amqp.topology import declare, settings_topology
 from bridge.core import metrics
-from bridge.core.contract import rfc3339
+from bridge.core.contract import rfc3339, routing_key
 from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
 from bridge.errors import CommandError, PermanentError
+from bridge.worker.acks import Settler, redelivery_count
 from bridge.worker.breaker import CircuitBreaker
-from bridge.worker.forwarder import Forwarder
+from bridge.worker.forwarder import Forwarder, Throttled
 from bridge.worker.message import (
     ATTEMPT_HEADER,
     ERROR_HEADER,
@@ -40,6 +40,7 @@ from bridge.worker.message import (
     event_of,
     plain_headers,
 )
+from bridge.worker.pacing import Pacer
 from bridge.worker.retry import DeadLetter, Ladder, Retry
 from bridge.worker.subscribers import Handler, Subscriber
 
@@ -50,6 +51,9 @@ SHUTDOWN_GRACE = 8.0
 MOVE_TIMEOUT = 10.0
 """Seconds to wait for the confirm of a copy on the ladder or in the DLQ."""
 MOVE_FAILED_PAUSE = 1.0
+MAX_THROTTLED_HOLD = 600.0
+"""Seconds one message may wait out ``Retry-After`` pauses before a throttle counts as a
+failed try (it is held unacked meanwhile)."""
 
 
 class HandlerTimeout(Exception):
@@ -79,9 +83,10 @@ class Subscription:
             handler.breaker if isinstance(handler, Forwarder) else None
         )
         self.ladder = Ladder(sub.name, sub.retry_delays_ms, sub.in_process_tries)
-        self.topology = receiver_topology(settings.exchange) + subscriber_topology(
-            settings.exchange, sub.name, sub.events, sub.retry_delays_ms
-        )
+        self.settle = Settler()
+        self._exchange = settings.exchange
+        self.pacer = Pacer(sub.name, sub.rate_limit)
+        self.topology = settings_topology(settings) + sub.topology(settings.exchange)
         self.link = BrokerLink(
             settings.amqp_urls, self._on_channel, name=f"mintsoft-bridge worker {sub.name}"
         )
@@ -111,7 +116,7 @@ class Subscription:
     def _paused(self) -> bool:
         return self.breaker is not None and self.breaker.is_open
 
-    async def _on_channel(self, channel: AbstractChannel) -> None:
+    async def _declare(self, channel: AbstractChannel) -> None:
         try:
             await declare(channel, self.topology)
         except ChannelPreconditionFailed as exc:
@@ -120,10 +125,24 @@ class Subscription:
                     CommandError(
                         f"subscriber {self.sub.name!r}: a queue or exchange exists with other "
                         f"arguments ({exc}): delete the old queues of this subscriber (after "
-                        "draining them) or keep the retry_delays they were declared with"
+                        "draining them) or keep the retry_delays, filters and partitions they "
+                        "were declared with"
                     )
                 )
             raise
+        except Exception as exc:
+            if "x-consistent-hash" in str(exc) and not self.failed.done():
+                self.failed.set_exception(
+                    CommandError(
+                        f"subscriber {self.sub.name!r}: ordered = true needs RabbitMQ's plugin "
+                        "rabbitmq_consistent_hash_exchange: run rabbitmq-plugins enable "
+                        "rabbitmq_consistent_hash_exchange"
+                    )
+                )
+            raise
+
+    async def _on_channel(self, channel: AbstractChannel) -> None:
+        await self._declare(channel)
         await channel.basic_qos(prefetch_count=self.sub.prefetch)
         async with self._lock:
             self._channel = channel
@@ -162,7 +181,7 @@ class Subscription:
     async def _deliver(self, delivered: DeliveredMessage) -> None:
         if self._stopping or self._paused():
             # Not ours to try now: back to the queue, no attempt spent.
-            await _settle(delivered, ack=False)
+            await self.settle(delivered, ack=False)
             return
         task = asyncio.current_task()
         assert task is not None
@@ -177,14 +196,18 @@ class Subscription:
     async def _process(self, delivered: DeliveredMessage) -> None:
         properties = delivered.header.properties
         headers = plain_headers(properties.headers)
-        routing_key = delivered.routing_key or ""
+        current = delivered.routing_key or ""
         delivery = delivery_number(headers)
+        event = event_of(properties, headers, current)
         message = Message(
-            event=event_of(properties, headers, routing_key),
+            event=event,
             body=delivered.body,
             message_id=properties.message_id or "",
             headers=headers,
-            routing_key=routing_key,
+            # A retry step or a replay re-publishes to the queue by name: the handler still
+            # sees the webhook's own key, whatever route this copy took.
+            routing_key=current if delivered.exchange == self._exchange else routing_key(event),
+            delivery_routing_key=current,
             subscriber=self.sub.name,
             attempt=self.ladder.handler_attempt(delivery, 1),
             delivery=delivery,
@@ -192,10 +215,7 @@ class Subscription:
             redelivered=bool(delivered.redelivered),
         )
         self._count["consumed"].inc()
-        # RabbitMQ 4.3 moved the count of every hand-out to x-acquired-count.
-        redeliveries = max(
-            _whole(headers.get("x-delivery-count")), _whole(headers.get("x-acquired-count"))
-        )
+        redeliveries = redelivery_count(headers)
         if self.ladder.crash_loop(redeliveries):
             reason = (
                 f"delivered {redeliveries} times without an answer: a worker crashed or lost "
@@ -208,7 +228,7 @@ class Subscription:
         except Exception as exc:
             await self._failed(delivered, message, exc)
             return
-        if await _settle(delivered, ack=True):
+        if await self.settle(delivered, ack=True):
             self._count["acked"].inc()
             log.info("%s delivered", message.event, extra=message.log_fields())
 
@@ -235,11 +255,28 @@ class Subscription:
                 await self._call_once(message)
 
     async def _call_once(self, message: Message) -> None:
+        """One try. A :class:`Throttled` answer pauses the subscriber and calls again, without
+        spending the try, for up to :data:`MAX_THROTTLED_HOLD` seconds."""
+        throttled = 0.0
+        while True:
+            await self.pacer.wait()
+            try:
+                await self._timed_call(message)
+                return
+            except Throttled as exc:
+                if self._stopping or throttled >= MAX_THROTTLED_HOLD:
+                    raise
+                throttled += self.pacer.pause(exc.retry_after)
+
+    async def _timed_call(self, message: Message) -> None:
         started = time.perf_counter()
         deadline = asyncio.timeout(self.sub.timeout)
         try:
             async with deadline:
                 await self.handler(message)
+        except Throttled as busy:
+            log.info("target busy: %s", str(busy)[:300], extra=message.log_fields())
+            raise
         except Exception as error:
             exc = error
             if deadline.expired():
@@ -250,13 +287,20 @@ class Subscription:
             self._seconds.observe(time.perf_counter() - started)
 
     async def _failed(self, delivered: DeliveredMessage, message: Message, exc: Exception) -> None:
-        fields = message.log_fields()
         permanent = isinstance(exc, PermanentError)
         if not permanent and (self._stopping or self._paused()):
             # The target is down or we are stopping: not the message's fault, spend nothing.
-            await _settle(delivered, ack=False)
-            log.info("returned to the queue (paused or stopping)", extra=fields)
+            await self.settle(delivered, ack=False)
+            log.info("returned to the queue (paused or stopping)", extra=message.log_fields())
             return
+        await self._next_step(delivered, message, exc)
+
+    async def _next_step(
+        self, delivered: DeliveredMessage, message: Message, exc: Exception
+    ) -> None:
+        """Move the message one step along the ladder (or to the DLQ), then ack it."""
+        fields = message.log_fields()
+        permanent = isinstance(exc, PermanentError)
         step = self.ladder.after_failure(message.delivery, permanent)
         headers = dict(delivered.header.properties.headers or {})
         headers[ATTEMPT_HEADER] = step.attempt
@@ -265,16 +309,17 @@ class Subscription:
             headers[FAILED_AT_HEADER] = rfc3339(time.time())
         if not await self._move(delivered, step.queue, headers):
             return
-        # A bug in a handler shows its traceback, once per delivery; expected failures
-        # (PermanentError, the forwarder's HTTP answers, timeouts) do not.
+        # A bug in a handler shows its traceback once per message, with its last failure
+        # before the DLQ; a retry step is one line with the reason. Expected failures
+        # (PermanentError, the forwarder's HTTP answers, timeouts) never show one.
         trace = exc if self._handler_is_code and not isinstance(exc, _EXPECTED) else None
         if isinstance(step, Retry):
             self._count["retried"].inc()
             log.warning(
-                "moved to %s (retry in %gs)",
+                "moved to %s (retry in %gs): %s",
                 step.queue,
                 step.delay_ms / 1000,
-                exc_info=trace,
+                error_text(exc)[:300],
                 extra=fields,
             )
         else:
@@ -308,12 +353,12 @@ class Subscription:
             # The copy is not safe: keep the original, retried after a pause (no hot loop).
             log.error("could not move a message to %s (%r); it stays queued", queue, exc)
             await asyncio.sleep(MOVE_FAILED_PAUSE)
-            await _settle(delivered, ack=False)
+            await self.settle(delivered, ack=False)
             return False
         except Exception as exc:  # channel or connection gone: the broker redelivers
             log.warning("connection lost while moving a message to %s (%s)", queue, exc)
             return False
-        return await _settle(delivered, ack=True)
+        return await self.settle(delivered, ack=True)
 
     # --- stopping ---------------------------------------------------------------------
 
@@ -328,27 +373,3 @@ class Subscription:
         for task in set(self._background):
             await cancel_and_wait(task)
         await self.link.close()
-
-
-def _whole(value: Any) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
-_ACKS = AckWriter()
-
-
-async def _settle(delivered: DeliveredMessage, ack: bool) -> bool:
-    """Ack, or return to the queue; False when the channel is gone (the broker then
-    redelivers the message)."""
-    tag = delivered.delivery_tag
-    assert tag is not None
-    try:
-        # Written with the other acks of this loop turn, in one socket write.
-        _ACKS.settle(delivered.channel, tag, ack)
-    except Exception as exc:
-        log.warning("ack/nack lost with its channel (%s); the broker will redeliver", exc)
-        return False
-    return True

@@ -22,7 +22,7 @@ from aiohttp import web
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from bridge.amqp.topology import Topology, declare, receiver_topology
+from bridge.amqp.topology import Topology, archive_retention, declare, receiver_topology
 from bridge.console.app import build_app
 from bridge.worker.runner import Worker
 from bridge.worker.subscribers import Handler, Subscriber
@@ -113,7 +113,7 @@ class ConsoleStack:
         self.probe.track(queues=queues, exchanges=exchanges)
         for sub in self.subs:
             self.probe.track(queues=queues_of(sub))
-        worker = Worker(bridge_settings(self.exchange), self.subs, self.handlers)
+        worker = Worker(bridge_settings(self.exchange, archive=True), self.subs, self.handlers)
         ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._worker_task = asyncio.ensure_future(worker.run(self._stop, ready, grace=2.0))
@@ -140,13 +140,9 @@ class ConsoleStack:
 
 
 def _receiver_topology(exchange: str) -> Topology:
-    """The receiver's topology, with the archive stream when this build has the archive
-    (the worker declares it with the same default retention)."""
-    try:
-        from bridge.amqp.topology import ArchiveRetention  # type: ignore[attr-defined]
-    except ImportError:
-        return receiver_topology(exchange)
-    return receiver_topology(exchange, ArchiveRetention())  # type: ignore[call-arg]
+    """The receiver's topology with the archive stream, as the worker declares it (the
+    settings' default retention: a redeclare with other arguments is refused)."""
+    return receiver_topology(exchange, archive_retention(bridge_settings(exchange, archive=True)))
 
 
 def new_profile() -> tempfile.TemporaryDirectory[str]:

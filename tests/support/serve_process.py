@@ -7,7 +7,8 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from tests.support.processes import bridge_process
+from tests.conftest import AMQP_URL, delete_declared, receiver_names
+from tests.support.processes import Running, bridge_process
 from tests.support.rabbit_node import free_port
 
 
@@ -41,3 +42,28 @@ def receivers(
             running.enter_context(bridge_process(["serve"], env, base + "/readyz", output))
             bases.append(base)
         yield bases
+
+
+@contextlib.contextmanager
+def one_receiver(
+    exchange: str, api_key: str, logs: Path, **env: str
+) -> Iterator[tuple[str, Running]]:
+    """One ``serve`` on a free port against the shared broker (no spool unless ``env`` sets
+    ``BRIDGE_SPOOL_PATH``), ready once ``/healthz`` answers; gives its base URL and process.
+    Its output goes to ``logs/serve.log`` (a process under load would fill a pipe)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = {
+        "BRIDGE_AMQP_URL": AMQP_URL,
+        "BRIDGE_HOST": "127.0.0.1",
+        "BRIDGE_PORT": str(port),
+        "BRIDGE_API_KEYS": api_key,
+        "BRIDGE_EXCHANGE": exchange,
+        "BRIDGE_SPOOL_PATH": "",
+        **env,
+    }
+    try:
+        with bridge_process(["serve"], settings, base + "/healthz", logs / "serve.log") as running:
+            yield base, running
+    finally:
+        delete_declared(AMQP_URL, *receiver_names(exchange))

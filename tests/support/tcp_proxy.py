@@ -21,6 +21,8 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._replies = asyncio.Event()
+        self._replies.set()
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -38,6 +40,14 @@ class TcpProxy:
     def heal(self) -> None:
         """Forward again (connections black-holed meanwhile have lost bytes: reset them)."""
         self.blackholed = False
+
+    def hold_replies(self) -> None:
+        """Keep forwarding to the target but hold its answers (confirms, returns) until
+        :meth:`release_replies`, in order."""
+        self._replies.clear()
+
+    def release_replies(self) -> None:
+        self._replies.set()
 
     def reset_all(self) -> None:
         """Abort every open connection with a TCP reset, both sides."""
@@ -70,7 +80,7 @@ class TcpProxy:
         self._writers.add(up_writer)
         tasks = [
             asyncio.create_task(self._pump(reader, up_writer)),
-            asyncio.create_task(self._pump(up_reader, writer)),
+            asyncio.create_task(self._pump(up_reader, writer, replies=True)),
         ]
         self._tasks.update(tasks)
         try:
@@ -84,10 +94,15 @@ class TcpProxy:
                 side.close()
 
     async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter | None,
+        replies: bool = False,
     ) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(65536):
+                if replies:
+                    await self._replies.wait()
                 if writer is None or self.blackholed:
                     continue  # accepted, never answered
                 writer.write(data)

@@ -1,0 +1,318 @@
+"""The one place that touches aiormq's private internals, typed, and checked before use.
+
+The fast publish and ack paths (:mod:`bridge.amqp.pipeline`) write hand-built frames
+straight to aiormq's write queue and do aiormq's publisher-confirm bookkeeping themselves.
+That rests on these internals of ``aiormq.Channel`` (aiormq 7.x):
+
+- ``delivery_tag``: the int counting publishes on the channel (the broker's confirm tags);
+- ``confirmations``: dict tag -> future, settled by aiormq's reader on ``basic.ack`` /
+  ``basic.nack`` / ``basic.return`` and rejected when the channel closes;
+- ``message_id_delivery_tag``: dict message id -> tag, how aiormq finds the publish a
+  ``basic.return`` belongs to; ``on_return_raises`` / ``on_return_callbacks``;
+- ``write_queue`` (the connection's queue of ``aiormq.abc.ChannelFrame(payload,
+  should_close, drain_future)``), ``number``, ``max_content_size``;
+- and that nobody else publishes on the channel, so its lock (held by ``basic_publish``
+  around the same bookkeeping) can be skipped.
+
+:func:`check` verifies all of it on the real channel (attribute types, the frame's fields,
+and that aiormq's own ``basic_publish``, return and confirm handlers still use those
+names) and returns why not when anything differs: callers then use aiormq's public API
+(:func:`public_path_reason` also honours ``BRIDGE_PUBLISH_PATH=public``, an internal switch
+for tests). A silent change of meaning in aiormq must never match a confirm to the wrong
+message; a missing or changed internal costs speed, never correctness.
+
+Identical webhooks share a message id. aiormq matches a ``basic.return`` by message id
+alone, so with twins in flight it cannot tell which one came back. :class:`FastChannel`
+does not need to: a return of a publish always reaches us before that publish's confirm,
+so every twin still unconfirmed when a return for its message id arrives is marked
+returned, and a marked publish is never reported confirmed. A twin that was in fact routed
+is then reported returned too (the receiver spools it: a duplicate at worst, never a 200
+for a message that went nowhere); returns are rare (a broken topology), twins in flight are
+common (load tests, Mintsoft retries), and they are not serialised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import types
+from importlib.metadata import version
+from typing import Any
+
+import aiormq
+from aiormq.abc import AbstractChannel, ChannelFrame, DeliveredMessage
+
+log = logging.getLogger("bridge.amqp.aiormq_internals")
+
+PATH_ENV = "BRIDGE_PUBLISH_PATH"
+"""``public`` forces aiormq's public API; anything else (or unset) uses the fast path when
+:func:`check` passes. Internal: for tests and for ruling the fast path out in an incident."""
+
+AIORMQ_VERSION = version("aiormq")
+
+
+def public_path_reason() -> str | None:
+    """Why the public path is asked for by the environment, or ``None``."""
+    if os.environ.get(PATH_ENV, "").strip().lower() == "public":
+        return f"{PATH_ENV}=public"
+    return None
+
+
+def _names(code: types.CodeType) -> set[str]:
+    """Every name a function's code uses, its nested functions included."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
+def _uses(function: Any, *names: str) -> bool:
+    code = getattr(function, "__code__", None)
+    return isinstance(code, types.CodeType) and set(names) <= _names(code)
+
+
+_FRAME_FIELDS = ("payload", "should_close", "drain_future")
+
+
+def _writes(ch: Any) -> list[str]:
+    """What the batched writes need (publishes and acks alike)."""
+    problems = []
+    if not isinstance(ch, aiormq.Channel):
+        problems.append(f"{type(ch).__name__} is not an aiormq.Channel")
+    queue = getattr(ch, "write_queue", None)
+    connection = getattr(ch, "connection", None)
+    if not isinstance(queue, asyncio.Queue) or queue is not getattr(
+        connection, "write_queue", None
+    ):
+        problems.append("Channel.write_queue is not its connection's asyncio.Queue")
+    if type(getattr(ch, "number", None)) is not int:
+        problems.append("Channel.number is not an int")
+    if type(getattr(ch, "is_closed", None)) is not bool:
+        problems.append("Channel.is_closed is not a bool")
+    try:
+        fields = tuple(f.name for f in dataclasses.fields(ChannelFrame))
+    except TypeError:
+        fields = ()
+    if fields != _FRAME_FIELDS:
+        problems.append(f"ChannelFrame fields are {fields}, not {_FRAME_FIELDS}")
+    return problems
+
+
+def check(channel: AbstractChannel) -> str | None:
+    """``None`` if the fast publish path may use ``channel`` (a fresh confirm channel of an
+    aiormq with exactly the internals listed above), else the first reason why not."""
+    ch: Any = channel
+    problems = _writes(ch)
+    max_size = getattr(ch, "max_content_size", None)
+    if type(max_size) is not int or max_size <= 0:
+        problems.append("Channel.max_content_size is not a positive int")
+    if getattr(ch, "publisher_confirms", None) is not True:
+        problems.append("the channel is not in confirm mode")
+    if type(getattr(ch, "delivery_tag", None)) is not int:
+        problems.append("Channel.delivery_tag is not an int")
+    elif ch.delivery_tag != 0:
+        problems.append("the channel already counted publishes")
+    confirmations = getattr(ch, "confirmations", None)
+    if not isinstance(confirmations, dict) or confirmations:
+        problems.append("Channel.confirmations is not an empty dict")
+    if not isinstance(getattr(ch, "message_id_delivery_tag", None), dict):
+        problems.append("Channel.message_id_delivery_tag is not a dict")
+    if not isinstance(getattr(ch, "on_return_callbacks", None), set):
+        problems.append("Channel.on_return_callbacks is not a set")
+    if type(getattr(ch, "on_return_raises", None)) is not bool:
+        problems.append("Channel.on_return_raises is not a bool")
+    lock = getattr(ch, "_Channel__lock", None)
+    if not isinstance(lock, asyncio.Lock) or lock.locked():
+        problems.append("the channel's publish lock is missing or held")
+    if not callable(getattr(ch, "create_future", None)):
+        problems.append("Channel.create_future is missing")
+    cls = type(ch)
+    if not _uses(
+        getattr(cls, "basic_publish", None),
+        "delivery_tag",
+        "confirmations",
+        "message_id_delivery_tag",
+        "write_queue",
+    ):
+        problems.append("Channel.basic_publish no longer keeps the bookkeeping used here")
+    if not _uses(
+        getattr(cls, "_on_return_frame", None),
+        "message_id_delivery_tag",
+        "confirmations",
+        "on_return_callbacks",
+        "on_return_raises",
+    ):
+        problems.append("Channel._on_return_frame no longer matches returns as expected")
+    if not _uses(getattr(cls, "_confirm_delivery", None), "confirmations", "set_result"):
+        problems.append("Channel._confirm_delivery no longer settles confirmations")
+    if problems:
+        return f"aiormq {AIORMQ_VERSION}: {problems[0]}"
+    return None
+
+
+def check_acks(channel: AbstractChannel) -> str | None:
+    """``None`` if batched ack frames may be written to ``channel``, else why not."""
+    problems = _writes(channel)
+    return f"aiormq {AIORMQ_VERSION}: {problems[0]}" if problems else None
+
+
+class FrameBatch:
+    """Frames for one channel, handed to aiormq's writer as one buffer per loop turn."""
+
+    def __init__(self, channel: AbstractChannel) -> None:
+        ch: Any = channel
+        self.channel = channel
+        self.number: int = ch.number
+        self._queue: asyncio.Queue[ChannelFrame] = ch.write_queue
+        self._buffer: list[bytes] = []
+        self._scheduled = False
+        self._putting: asyncio.Task[None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.channel.is_closed)
+
+    def add(self, frames: bytes) -> None:
+        self._buffer.append(frames)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def discard(self) -> None:
+        """Forget what is buffered (the channel is gone)."""
+        self._buffer = []
+        if self._putting is not None:
+            self._putting.cancel()
+            self._putting = None
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if not self._buffer or self._putting is not None:
+            return
+        frame = ChannelFrame(payload=b"".join(self._buffer), should_close=False)
+        self._buffer = []
+        try:
+            self._queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            # aiormq's writer is behind (a blocked connection): wait for room, keeping order.
+            self._putting = asyncio.get_running_loop().create_task(self._put(frame))
+
+    async def _put(self, frame: ChannelFrame) -> None:
+        await self._queue.put(frame)
+        self._putting = None
+        if self._buffer and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+
+class Pending:
+    """One publish awaiting its confirm: ``returned`` is set when a ``basic.return`` for its
+    message id arrived while it was unconfirmed."""
+
+    __slots__ = ("_confirmations", "future", "message_id", "returned", "tag")
+
+    def __init__(
+        self,
+        tag: int,
+        message_id: str,
+        future: asyncio.Future[Any],
+        confirmations: dict[int, asyncio.Future[Any]],
+    ) -> None:
+        self.tag = tag
+        self.message_id = message_id
+        self.future = future
+        self.returned = False
+        self._confirmations = confirmations
+
+    def expire(self) -> None:
+        """Give up waiting (the timeout): cancel the future, leaving aiormq a live one in
+        its place, since aiormq's reader errors on settling a cancelled one on a return."""
+        if self._confirmations.get(self.tag) is self.future:
+            self._confirmations[self.tag] = self.future.get_loop().create_future()
+        self.future.cancel()
+
+
+class FastChannel:
+    """Publishes on one channel through aiormq's bookkeeping (see the module docstring);
+    must be the only publisher on the channel. Build it only after :func:`check` passed."""
+
+    def __init__(self, channel: AbstractChannel) -> None:
+        ch: Any = channel
+        self._ch = ch
+        self.channel = channel
+        self.number: int = ch.number
+        self.max_body_frame: int = ch.max_content_size
+        self._batch = FrameBatch(channel)
+        self._confirmations: dict[int, asyncio.Future[Any]] = ch.confirmations
+        self._ids: dict[str, int] = ch.message_id_delivery_tag
+        self._twins: dict[str, list[Pending]] = {}
+        # Returns reach _on_return (synchronously, in aiormq's reader, before any later
+        # frame is read) instead of failing just the one future aiormq picks by message id.
+        ch.on_return_raises = False
+        ch.on_return_callbacks.add(self._on_return)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._ch.is_closed)
+
+    def publish(self, frames: bytes, message_id: str) -> Pending:
+        """Take the next delivery tag, register its confirmation, queue ``frames``."""
+        ch = self._ch
+        ch.delivery_tag += 1
+        tag: int = ch.delivery_tag
+        future: asyncio.Future[Any] = ch.create_future()
+        self._confirmations[tag] = future
+        # aiormq needs some unconfirmed tag of this id to hand a return to _on_return.
+        self._ids[message_id] = tag
+        pending = Pending(tag, message_id, future, self._confirmations)
+        twins = self._twins.get(message_id)
+        if twins is None:
+            self._twins[message_id] = [pending]
+        else:
+            twins.append(pending)
+        self._batch.add(frames)
+        return pending
+
+    def finish(self, pending: Pending) -> None:
+        """The publisher is done with ``pending`` (settled, timed out or cancelled)."""
+        if pending.future.cancelled():  # its task was cancelled: as for a timeout
+            pending.expire()
+        twins = self._twins.get(pending.message_id)
+        if twins is None:
+            return
+        twins.remove(pending)
+        if not twins:
+            del self._twins[pending.message_id]
+            self._ids.pop(pending.message_id, None)
+        elif self._ids.get(pending.message_id) == pending.tag:
+            self._ids[pending.message_id] = twins[-1].tag
+
+    def discard(self) -> None:
+        """The channel is replaced: drop unsent frames (their confirms fail with it)."""
+        self._batch.discard()
+
+    def _on_return(self, message: DeliveredMessage) -> None:
+        for pending in self._twins.get(message.header.properties.message_id or "", ()):
+            if not pending.future.done():
+                pending.returned = True
+
+
+class _NoCustomerData(logging.Filter):
+    """aiormq logs a return it cannot match (one we already gave up on) with the whole
+    message, body included: keep the record, without the message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Unhandled message %r returning" and record.args:
+            message = record.args[0] if isinstance(record.args, tuple) else None
+            header = getattr(message, "header", None)
+            message_id = getattr(getattr(header, "properties", None), "message_id", None)
+            record.msg = "a basic.return for message id %s came after its publish gave up"
+            record.args = (message_id,)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+logging.getLogger("aiormq.channel").addFilter(_NoCustomerData())

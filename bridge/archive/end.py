@@ -1,0 +1,188 @@
+"""Reading the archive stream up to its end, over AMQP 0-9-1, which has no end-of-stream
+signal: a consumer at the end of a stream simply waits.
+
+How it ends: before consuming, an empty *sentinel* message with a fresh id is published
+with a confirm straight into the stream (through the default exchange, so no subscriber
+queue sees it). A confirm on a stream means committed (on a cluster, by a quorum), so every
+message committed before the read started sits at a lower offset. The read stops when its
+own sentinel comes back; sentinels of earlier reads are skipped. This is exact on an empty
+stream, on one cut by retention, and while the receiver keeps writing.
+
+How it fails: a missing archive is a :class:`CommandError` naming the fix; so is a broker
+that does not answer a call within :data:`RPC_TIMEOUT`, and a read that receives nothing
+for ``idle`` seconds before its sentinel (never reported as a complete read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncGenerator, Awaitable
+from datetime import datetime
+from typing import TypeVar
+
+import aiormq
+from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+from pamqp.commands import Basic
+
+from bridge.core.contract import HEADER_ARCHIVE_SENTINEL
+from bridge.errors import CommandError
+
+T = TypeVar("T")
+
+RPC_TIMEOUT = 10.0
+"""Seconds one broker call may take before the command gives up with one line."""
+PREFETCH = 2000
+"""Stream consumers need a prefetch; acks (every half of it) only give credit back."""
+IDLE = 30.0
+"""Seconds without a delivery after which a read is declared incomplete."""
+SENTINEL_TYPE = "archive.sentinel"
+
+StreamOffset = str | int | datetime
+"""Where a read attaches: ``"first"``, ``"last"``, an offset, or an aware datetime (the
+stream's chunk arrival time, whole seconds)."""
+
+
+async def bounded(call: Awaitable[T], what: str) -> T:
+    """``call``, or a :class:`CommandError` if the broker has not answered in time."""
+    try:
+        async with asyncio.timeout(RPC_TIMEOUT):
+            return await call
+    except TimeoutError:
+        raise CommandError(
+            f"the broker did not answer {what} within {RPC_TIMEOUT:.0f} s: check its health "
+            "(rabbitmqctl status) and its memory and disk alarms, then run it again"
+        ) from None
+
+
+def missing_archive(stream: str) -> CommandError:
+    return CommandError(
+        f"the archive {stream} does not exist: set BRIDGE_ARCHIVE=true and run "
+        "`mintsoft-bridge topology` (serve declares it too), or check BRIDGE_EXCHANGE"
+    )
+
+
+async def require_stream(connection: AbstractConnection, stream: str) -> int:
+    """The stream's approximate message count (broker stats: offsets, lagging a few
+    seconds); a :class:`CommandError` if it does not exist."""
+    channel = await bounded(connection.channel(), "opening a channel")
+    try:
+        ok = await bounded(channel.queue_declare(stream, passive=True), "a passive declare")
+    except aiormq.exceptions.ChannelNotFoundEntity as exc:
+        if "down or inaccessible" in str(exc):  # a node restarting: the stream recovers
+            raise CommandError(
+                f"the archive {stream} is not available yet (its node is down or still "
+                "recovering it): run this again in a moment"
+            ) from None
+        raise missing_archive(stream) from None
+    with contextlib.suppress(Exception):
+        await channel.close()
+    return int(ok.message_count or 0)
+
+
+async def write_sentinel(connection: AbstractConnection, stream: str) -> str:
+    """Append a sentinel to ``stream``, confirmed; its id."""
+    sentinel = uuid.uuid4().hex
+    channel = await bounded(
+        connection.channel(publisher_confirms=True, on_return_raises=True), "opening a channel"
+    )
+    try:
+        confirm = await bounded(
+            channel.basic_publish(
+                b"",
+                exchange="",
+                routing_key=stream,
+                mandatory=True,
+                properties=Basic.Properties(
+                    headers={HEADER_ARCHIVE_SENTINEL: sentinel},
+                    message_type=SENTINEL_TYPE,
+                    delivery_mode=2,
+                ),
+            ),
+            "the end marker's publish",
+        )
+    except aiormq.exceptions.PublishError:
+        raise missing_archive(stream) from None
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
+    if not isinstance(confirm, Basic.Ack):
+        raise CommandError(
+            f"the broker refused to append to {stream} ({type(confirm).__name__}): check its "
+            "disk alarm and the user's write permission on the queue"
+        )
+    return sentinel
+
+
+def sentinel_of(message: DeliveredMessage) -> str | None:
+    headers = message.header.properties.headers or {}
+    mark = headers.get(HEADER_ARCHIVE_SENTINEL)
+    if mark is None:
+        return None
+    return bytes(mark).decode() if isinstance(mark, bytes | bytearray) else str(mark)
+
+
+async def _consume(
+    connection: AbstractConnection, stream: str, start: StreamOffset, prefetch: int
+) -> tuple[AbstractChannel, str, asyncio.Queue[DeliveredMessage]]:
+    channel = await bounded(connection.channel(), "opening a channel")
+    await bounded(channel.basic_qos(prefetch_count=prefetch), "basic.qos")
+    inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()  # bounded by the prefetch
+
+    async def deliver(message: DeliveredMessage) -> None:
+        inbox.put_nowait(message)
+
+    # no_ack must be False on a stream: True closes the whole connection.
+    ok = await bounded(
+        channel.basic_consume(stream, deliver, no_ack=False, arguments={"x-stream-offset": start}),
+        "basic.consume",
+    )
+    assert ok.consumer_tag is not None
+    return channel, ok.consumer_tag, inbox
+
+
+async def read_to_end(
+    connection: AbstractConnection,
+    stream: str,
+    start: StreamOffset,
+    *,
+    prefetch: int = PREFETCH,
+    idle: float = IDLE,
+    sentinel_first: bool = True,
+) -> AsyncGenerator[DeliveredMessage, None]:
+    """Every message of ``stream`` from ``start`` to its end as of the call, in offset
+    order, sentinels left out.
+
+    With ``sentinel_first=False`` the consumer attaches before the sentinel is written,
+    which ``start="last"`` needs to see the chunk that was last before it."""
+    sentinel = await write_sentinel(connection, stream) if sentinel_first else None
+    channel, tag, inbox = await _consume(connection, stream, start, prefetch)
+    if sentinel is None:
+        sentinel = await write_sentinel(connection, stream)
+    ack_every = max(1, prefetch // 2)
+    unacked = 0
+    try:
+        while True:
+            try:
+                message = await asyncio.wait_for(inbox.get(), idle)
+            except TimeoutError:
+                raise CommandError(
+                    f"{stream} delivered nothing for {idle:.0f} s before its end: the read is "
+                    "incomplete; check the broker's health and run it again"
+                ) from None
+            mark = sentinel_of(message)
+            if mark == sentinel:
+                return
+            unacked += 1
+            if mark is None:
+                yield message
+            if unacked >= ack_every:
+                assert message.delivery_tag is not None
+                await channel.basic_ack(message.delivery_tag, multiple=True)
+                unacked = 0
+    finally:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await channel.basic_cancel(tag)
+                await channel.close()

@@ -1,0 +1,110 @@
+"""What the bridge's HTTP listeners share: a ``Server`` header that names no versions, and the
+separate metrics listener (``GET /metrics``, ``GET /healthz``) of ``serve`` and ``worker``.
+
+aiohttp answers ``Server: Python/3.x aiohttp/3.y`` by default, which tells a scanner which
+published flaws to try; every app built here answers ``Server: mintsoft-bridge`` instead,
+including the 400s aiohttp writes itself for a request it cannot parse (those are never
+routed to the app, so only aiohttp's module-wide default reaches them: it is replaced for the
+whole process, which only ever runs the bridge's own listeners).
+A listener that cannot bind its address (a bad host, a port in use) is a bad setting:
+:func:`listen_error` and :func:`check_listen` raise :class:`~bridge.core.settings.SettingsError`
+naming the setting and the fix (exit 2), never a ``socket.gaierror`` traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+from collections.abc import Callable
+
+from aiohttp import web, web_response
+
+from bridge.core import metrics
+from bridge.core.settings import SettingsError
+
+SERVER_HEADER = "mintsoft-bridge"
+
+DEFAULT_METRICS_HOST = "127.0.0.1"
+
+
+async def _plain_server(request: web.Request, response: web.StreamResponse) -> None:
+    # Runs after aiohttp set its default, so this value is the one sent.
+    response.headers["Server"] = SERVER_HEADER
+
+
+def hide_versions(app: web.Application) -> None:
+    """Make every answer of ``app`` carry ``Server: mintsoft-bridge``, no versions."""
+    app.on_response_prepare.append(_plain_server)
+    # The default of answers written before routing (a request line or header aiohttp cannot
+    # parse); a test checks it still takes effect with the installed aiohttp.
+    web_response.SERVER_SOFTWARE = SERVER_HEADER  # type: ignore[attr-defined]
+
+
+async def start_metrics_listener(
+    host: str, port: int, on_scrape: Callable[[], None] | None = None
+) -> web.AppRunner:
+    """Serve ``/metrics`` (Prometheus text) and ``/healthz`` on ``host:port``; ``on_scrape``
+    is called after each answered scrape. Stop it with ``runner.cleanup()``."""
+
+    async def scrape(request: web.Request) -> web.Response:
+        response = await metrics.scrape(request)
+        if on_scrape is not None:
+            on_scrape()
+        return response
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app = web.Application()
+    hide_versions(app)
+    app.router.add_get("/metrics", scrape)
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise listen_error(exc, host, port, "BRIDGE_METRICS_HOST", "BRIDGE_METRICS_PORT") from None
+    return runner
+
+
+def listen_error(
+    exc: OSError, host: str, port: int, host_setting: str, port_setting: str
+) -> SettingsError:
+    """The :class:`SettingsError` for a failed bind of ``host:port``; the settings named are
+    the ones the user sets (``BRIDGE_HOST`` and ``BRIDGE_PORT``, or a flag's name)."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+        return SettingsError(
+            f"{host_setting}={host!r} is not an address of this machine ({reason}): use one of "
+            "its IP addresses, 127.0.0.1 for this machine only, or 0.0.0.0 for every interface"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return SettingsError(
+            f"{port_setting}={port}: the port is already in use on {host} (another process "
+            f"listens there): stop that process or set {port_setting} to a free port"
+        )
+    if exc.errno == errno.EACCES:
+        return SettingsError(
+            f"{port_setting}={port}: listening there needs privileges ({reason}): use a port "
+            "above 1023 (e.g. 8080) behind your proxy"
+        )
+    return SettingsError(
+        f"cannot listen on {host}:{port} ({reason}): check {host_setting} and {port_setting}"
+    )
+
+
+def check_listen(host: str, port: int, host_setting: str, port_setting: str) -> None:
+    """Bind ``host:port`` once and let go, so that a bad address or a port in use is
+    reported before the process connects to anything (the real bind may still fail in a
+    race: its caller reports that with :func:`listen_error` too)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, proto, _, address in infos:
+            with socket.socket(family, kind, proto) as probe:
+                # As the server binds: SO_REUSEADDR, so a port in TIME_WAIT is not "in use".
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+    except OSError as exc:
+        raise listen_error(exc, host, port, host_setting, port_setting) from None

@@ -1,0 +1,137 @@
+"""The package's shape, checked: imports point one way, only the CLI parses arguments or
+exits, modules stay small, and the contract's header names are spelled in one module."""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "bridge"
+MAX_LINES = 400
+
+# part -> the parts of ours it may import (besides itself and bridge.errors / bridge itself)
+ALLOWED: dict[str, set[str]] = {
+    "core": set(),
+    "amqp": {"core"},
+    "receiving": {"core", "amqp"},
+    "worker": {"core", "amqp"},
+    "archive": {"core", "amqp"},
+    "mintsoft": {"core", "amqp", "archive"},
+    "console": {"core", "amqp", "archive", "worker", "mintsoft"},
+    "examples": {"core", "worker"},
+}
+
+
+def _modules() -> Iterator[tuple[str, Path]]:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        yield name, path
+
+
+def _imports(name: str, path: Path) -> set[str]:
+    """Every ``bridge...`` module ``path`` imports, at any depth (lazy imports count)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "bridge")
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] != "bridge":
+                continue
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+    known = {n for n, _ in _modules()}
+    return {m for m in found if m in known and m != name}
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_parts_import_only_what_the_map_allows() -> None:
+    wrong = []
+    for name, path in _modules():
+        part = _part(name)
+        if part not in ALLOWED:
+            continue  # bridge/__init__, __main__, errors, message (re-export), cli
+        for imported in _imports(name, path):
+            other = _part(imported)
+            if other in ("", "errors", part) or other in ALLOWED[part]:
+                continue
+            wrong.append(f"{name} imports {imported}")
+    assert wrong == []
+
+
+def test_no_import_cycles() -> None:
+    graph = {name: _imports(name, path) for name, path in _modules()}
+    # Only top-level imports make a cycle at import time, but a cycle through lazy imports
+    # is still a tangle: none of either kind.
+    state: dict[str, int] = {}
+    cycles: list[str] = []
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            # a package importing its own sub-module (re-exports) is not a cycle
+            if nxt.startswith(node + ".") or node.startswith(nxt + "."):
+                continue
+            if state.get(nxt) == 1:
+                cycles.append(" -> ".join([*trail[trail.index(nxt) :], nxt]))
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert cycles == []
+
+
+def test_only_the_cli_parses_arguments_prints_or_exits() -> None:
+    offenders = []
+    for name, path in _modules():
+        if name in ("bridge.cli", "bridge.__main__") or name.startswith("bridge.cli."):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names]
+                module = node.module if isinstance(node, ast.ImportFrom) else None
+                if "argparse" in names or module == "argparse":
+                    offenders.append(f"{name}: imports argparse")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                if node.func.id == "print":
+                    offenders.append(f"{name}:{node.lineno}: print()")
+            elif (
+                isinstance(node, ast.Attribute)
+                and node.attr == "exit"
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "sys"
+            ):
+                offenders.append(f"{name}:{node.lineno}: sys.exit")
+    assert offenders == []
+
+
+@pytest.mark.parametrize("name,path", list(_modules()), ids=[n for n, _ in _modules()])
+def test_no_module_over_400_lines(name: str, path: Path) -> None:
+    assert len(path.read_text(encoding="utf-8").splitlines()) <= MAX_LINES
+
+
+def test_the_message_contract_has_one_home() -> None:
+    """Every header name of the contract is a string literal in bridge/core/contract.py only."""
+    contract = (PACKAGE / "core" / "contract.py").read_text(encoding="utf-8")
+    names = set(re.findall(r'"(x-[a-z-]+|X-[A-Za-z-]+)"', contract))
+    assert {"x-event", "x-order-id", "x-attempt", "X-Mintsoft-Event"} <= names
+    elsewhere = []
+    for name, path in _modules():
+        if path.name == "contract.py" and _part(name) == "core":
+            continue
+        for literal in re.findall(r'"(x-[a-z-]+|X-[A-Za-z-]+)"', path.read_text("utf-8")):
+            if literal in names:
+                elsewhere.append(f"{name}: {literal}")
+    assert elsewhere == []

@@ -1,0 +1,231 @@
+"""The command line as users meet it: each command's --help offers its own options first and
+only the settings it reads, secrets are never flags, and every command line the README shows
+parses (so the README cannot drift from the CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from bridge.cli import build_parser, main
+from bridge.core.settings import SPECS, flag_name
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+SECRETS = [name for name, spec in SPECS.items() if spec.secret]
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _leaf(words: list[str]) -> tuple[argparse.ArgumentParser, list[str]]:
+    """The parser of the (sub)command that ``words`` start with, and the rest of the words."""
+    parser: argparse.ArgumentParser = build_parser()
+    rest = list(words)
+    while rest and rest[0] in _subparsers(parser):
+        parser = _subparsers(parser)[rest.pop(0)]
+    return parser, rest
+
+
+def _help(*words: str) -> str:
+    parser, _ = _leaf(list(words))
+    return parser.format_help()
+
+
+@pytest.mark.parametrize(
+    ("argv", "variable"),
+    [
+        (["serve", "--api-keys", "k-9f2"], "BRIDGE_API_KEYS"),
+        (["serve", "--amqp-url", "amqp://u:pw-9f2@h/"], "BRIDGE_AMQP_URL"),
+        (["dlq", "list", "erp", "--amqp-url=amqp://u:pw-9f2@h/"], "BRIDGE_AMQP_URL"),
+        (["worker", "--config", "x.toml", "--auth-headers", "Basic pw-9f2"], "BRIDGE_AUTH_HEADERS"),
+        (["connect-actions", "1", "--mintsoft-password", "pw-9f2"], "BRIDGE_MINTSOFT_PASSWORD"),
+        (["doctor", "--bridge-mintsoft-api-key", "pw-9f2"], "BRIDGE_MINTSOFT_API_KEY"),
+        (["spool", "status", "--api-keys"], "BRIDGE_API_KEYS"),
+    ],
+)
+def test_a_secret_flag_is_refused_in_one_line_naming_the_variable(
+    argv: list[str], variable: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"{variable} or {variable}_FILE" in err
+    assert "pw-9f2" not in err and "unrecognized" not in err
+
+
+def test_no_help_offers_a_secret_flag() -> None:
+    commands = [["serve"], ["worker"], ["topology"], ["dlq", "list"], ["dlq", "replay"]]
+    commands += [["spool", "status"], ["connect-actions"], ["simulate"], ["doctor"]]
+    for words in commands:
+        text = _help(*words)
+        for variable in SECRETS:
+            assert flag_name(variable) + " " not in text, (words, variable)
+
+
+@pytest.mark.parametrize(
+    ("words", "own", "offered", "not_offered"),
+    [
+        (["dlq", "list"], "--limit", [], ["--port", "--exchange", "--mintsoft-url"]),
+        (["spool", "status"], "--json", ["--spool-path"], ["--port", "--exchange"]),
+        (["serve"], None, ["--port", "--spool-path"], ["--public-url", "--mintsoft-username"]),
+        (["worker"], "--metrics-port", ["--exchange"], ["--spool-path", "--mintsoft-url"]),
+        (["simulate"], "--count", ["--public-url"], ["--spool-path", "--mintsoft-url"]),
+        (["connect-actions"], "--dry-run", ["--mintsoft-url"], ["--spool-path", "--port"]),
+    ],
+)
+def test_help_shows_own_options_first_and_only_the_settings_read(
+    words: list[str], own: str | None, offered: list[str], not_offered: list[str]
+) -> None:
+    text = _help(*words)
+    for flag in offered:
+        assert flag + " " in text, flag
+    for flag in not_offered:
+        assert flag + " " not in text, flag
+    if own is not None:
+        settings_at = text.find("settings this command reads")
+        assert 0 < text.index(own + " ") < (settings_at if settings_at > 0 else len(text))
+
+
+# --- the README's command lines ---------------------------------------------------------
+
+_SHELL_STOP = {"|", "||", "&&", ";", ">", ">>", "2>", "&"}
+
+
+def _program_at(line: str) -> str | None:
+    """The command line from the ``mintsoft-bridge`` program on (``/opt/.../mintsoft-bridge``
+    too), or None: ``kubectl -n mintsoft-bridge ...`` names a namespace, not the program."""
+    try:
+        words = shlex.split(line, comments=True)
+    except ValueError:
+        return None
+    for i, word in enumerate(words):
+        program = word.rsplit("/", 1)[-1] == "mintsoft-bridge" and i + 1 < len(words)
+        if program and (i == 0 or words[i - 1] not in {"-n", "--namespace"}):
+            return shlex.join(["mintsoft-bridge", *words[i + 1 :]])
+    return None
+
+
+def _command_lines(text: str) -> list[str]:
+    """Every ``mintsoft-bridge ...`` command in a fenced block or an inline code span."""
+    candidates: list[str] = []
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+        candidates += [line for line in block.splitlines() if not line.strip().startswith("#")]
+    without_blocks = re.sub(r"```.*?```", "", text, flags=re.S)
+    candidates += re.findall(r"`([^`\n]+)`", without_blocks)
+    lines = [_program_at(c) for c in candidates if "mintsoft-bridge" in c]
+    return [line for line in lines if line is not None]
+
+
+def _argv(line: str) -> list[str]:
+    words = shlex.split(line)[1:]
+    for i, word in enumerate(words):
+        if word in _SHELL_STOP:
+            return words[:i]
+    return words
+
+
+def test_the_readme_shows_command_lines() -> None:
+    lines = _command_lines(README.read_text())
+    assert len(lines) >= 10, lines
+    assert any(line.startswith("mintsoft-bridge dlq replay erp --limit") for line in lines)
+
+
+def test_every_command_line_in_the_readme_parses() -> None:
+    failures = []
+    for line in _command_lines(README.read_text()):
+        argv = _argv(line)
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit as exited:  # --help exits 0
+            if exited.code != 0:
+                failures.append(line)
+    assert not failures, f"README command lines the CLI refuses: {failures}"
+
+
+def _flag_spans(text: str) -> list[list[str]]:
+    """Inline spans naming a command and flags (``simulate EVENT --count 500``), with the
+    Commands table's rows as one list each (a row's later spans are its command's flags)."""
+    commands = set(_subparsers(build_parser()))
+    spans: list[list[str]] = []
+    paragraphs = re.sub(r"```.*?```", "", text, flags=re.S).split("\n\n")
+    rows = [line for p in paragraphs for line in p.splitlines() if line.startswith("| `")]
+    for line in rows + [p.replace("\n", " ") for p in paragraphs]:
+        found = re.findall(r"`([^`]+)`", line)
+        if line.startswith("| `") and found and found[0].split()[0] in commands:
+            spans.append(found)
+            continue
+        for span in found:
+            words = span.split()
+            if words[0] == "mintsoft-bridge":
+                words = words[1:]
+            if words and words[0] in commands and "--" in span:
+                spans.append([" ".join(words)])
+    return spans
+
+
+def test_every_flag_named_next_to_a_command_in_the_readme_exists() -> None:
+    groups = _flag_spans(README.read_text())
+    assert len(groups) >= 12
+    missing = []
+    for spans in groups:
+        words = [w for w in spans[0].split() if not w.startswith("-")]
+        parser, _ = _leaf(words)
+        options = set(parser._option_string_actions)
+        for child in _subparsers(parser).values():  # `dlq list NAME / dlq replay NAME`
+            options |= set(child._option_string_actions)
+        for span in spans:
+            for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*", span):
+                if flag not in options:
+                    missing.append(f"{spans[0]}: {flag}")
+    assert not missing, missing
+
+
+def test_the_readme_check_can_fail() -> None:
+    assert _argv("mintsoft-bridge dlq list erp --no-such-flag | head") == [
+        "dlq",
+        "list",
+        "erp",
+        "--no-such-flag",
+    ]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(_argv("mintsoft-bridge dlq list erp --no-such-flag"))
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(_argv("mintsoft-bridge no-such-command"))
+
+
+# The settings of the contract (docs: contract.md, section 2), including those other parts
+# add: a command may list one before its part lands (settings_flags skips it until then).
+CONTRACT_SETTINGS = {
+    "BRIDGE_AMQP_URL", "BRIDGE_HOST", "BRIDGE_PORT", "BRIDGE_API_KEYS", "BRIDGE_AUTH_HEADERS",
+    "BRIDGE_ALLOW_UNAUTHENTICATED", "BRIDGE_EXCHANGE", "BRIDGE_MAX_BODY_BYTES",
+    "BRIDGE_PUBLISH_TIMEOUT", "BRIDGE_SPOOL_PATH", "BRIDGE_SPOOL_MAX_BYTES", "BRIDGE_LOG_FORMAT",
+    "BRIDGE_MINTSOFT_URL", "BRIDGE_MINTSOFT_API_KEY", "BRIDGE_MINTSOFT_USERNAME",
+    "BRIDGE_MINTSOFT_PASSWORD", "BRIDGE_PUBLIC_URL", "BRIDGE_METRICS_HOST", "BRIDGE_METRICS_PORT",
+    "BRIDGE_ARCHIVE", "BRIDGE_ARCHIVE_MAX_AGE", "BRIDGE_ARCHIVE_MAX_BYTES",
+    "BRIDGE_SYNC_STATE_PATH", "BRIDGE_SYNC_INTERVAL", "BRIDGE_SYNC_GRACE", "BRIDGE_SYNC_RECONCILE",
+    "BRIDGE_SYNC_CLIENT_IDS", "BRIDGE_SYNC_WAREHOUSE_IDS", "BRIDGE_MINTSOFT_RATE",
+    "BRIDGE_MINTSOFT_TIMEZONE", "BRIDGE_CONSOLE_HOST", "BRIDGE_CONSOLE_PORT",
+    "BRIDGE_CONSOLE_PASSWORD",
+}  # fmt: skip
+
+
+def test_every_setting_a_command_lists_is_a_setting() -> None:
+    import bridge.cli as cli
+
+    assert set(SPECS) <= CONTRACT_SETTINGS
+    for command in cli.COMMANDS:
+        reads = getattr(command, "READS", None)
+        if reads is None:
+            continue
+        unknown = [name for name in reads if name not in CONTRACT_SETTINGS]
+        assert not unknown, (command.__name__, unknown)
