@@ -8,6 +8,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from bridge.amqp.topology import ArchiveRetention
 from bridge.console.state import Console
 from bridge.worker.subscribers import Subscriber
 from tests.conftest import AMQP_URL
@@ -18,7 +19,13 @@ _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 def console_state(exchange: str, subs: list[Subscriber], password: str = PASSWORD) -> Console:
-    return Console(amqp_urls=(AMQP_URL,), exchange=exchange, subscribers=subs, password=password)
+    return Console(
+        amqp_urls=(AMQP_URL,),
+        exchange=exchange,
+        subscribers=subs,
+        password=password,
+        archive_retention=ArchiveRetention(),
+    )
 
 
 async def sign_in(client: TestClient[Any, Any], password: str = PASSWORD) -> str:

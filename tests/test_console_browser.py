@@ -90,8 +90,11 @@ class Page:
         self.check()
 
     def text(self, selector: str) -> str:
-        element = self.wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, selector)))
-        return str(element.text)
+        # Read in one script call: the overview's refresh may swap an element out between a
+        # lookup and a read.
+        script = "const e = document.querySelector(arguments[0]); return e ? [e.innerText] : null"
+        found = self.wait.until(lambda d: d.execute_script(script, selector))
+        return str(found[0]).strip()
 
     def sign_in(self) -> None:
         self.open("/")
@@ -155,6 +158,8 @@ def test_sign_in_see_open_and_replay_a_dead_letter(
         page = Page(driver, stack.url)
         page.sign_in()
         assert page.text(f"#sub-{erp.name} [data-figure=dead]") == "3"
+        # The broker counts a stream's messages every few seconds; the page refreshes itself.
+        _until(lambda: page.text("[data-figure=archived]") != "0", timeout=30)
         page.shoot(shots, "overview")
 
         page.click(f"#sub-{erp.name} h2 a")
