@@ -153,3 +153,28 @@ async def test_unknown_subscriber_is_a_404_page(exchange: str) -> None:
         answer: Any = await client.get("/subscribers/nope/dead-letters")
         assert answer.status == 404
         assert "No subscriber" in await answer.text()
+
+
+async def test_an_archived_webhook_page_shows_its_body_but_no_key(
+    probe: BrokerProbe, exchange: str, make_bridge: BridgeFactory
+) -> None:
+    bridge = await make_bridge(archive=True)
+    probe.track(queues=(exchange + ".archive",))
+    answer = await bridge.client.post(
+        "/webhooks/despatched",
+        params={"APIKEY": API_KEY},
+        data=fixture_body("despatched"),
+        headers={"Content-Type": "application/json"},
+    )
+    assert answer.status == 200
+    app = build_app(console_state(exchange, []))
+    async with TestClient(TestServer(app)) as client:
+        await sign_in(client)
+        found = await (await client.get("/orders?q=SO-20285&since=1h")).text()
+        links = re.findall(r'href="(/orders/webhooks/[^"]+)"', found)
+        assert len(links) == 1, found
+        page = await (await client.get(links[0].replace("&amp;", "&"))).text()
+    assert "&#34;OrderNumber&#34;: &#34;SO-20285&#34;" in page
+    assert "x-request-id" in page  # headers shown
+    for secret in SECRETS:
+        assert secret not in found and secret not in page
