@@ -19,17 +19,23 @@ def test_no_sync_state_means_no_sync_panel(tmp_path: Path) -> None:
 def test_sync_state_is_read_without_writing(tmp_path: Path) -> None:
     path = tmp_path / "sync.sqlite3"
     with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE recovered (id INTEGER)")
-        db.executemany("INSERT INTO recovered VALUES (?)", [(1,), (2,), (3,)])
-        db.execute("CREATE TABLE cursors (name TEXT, value TEXT)")
+        # The tables of bridge/mintsoft/sync/state.py that the console reads.
+        db.execute("CREATE TABLE cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("CREATE TABLE events (message_id TEXT PRIMARY KEY, state TEXT NOT NULL)")
+        db.executemany(
+            "INSERT INTO events VALUES (?, ?)",
+            [("a", "recovered"), ("b", "recovered"), ("c", "arrived"), ("d", "recovered")],
+        )
         db.execute("INSERT INTO cursors VALUES ('orders', '2026-11-30T10:00:00Z')")
+        db.execute("INSERT INTO meta VALUES ('last_error', 'Mintsoft said 503')")
     db.close()
     os.utime(path, (1, 1))
     before = path.read_bytes()
     summary = sync_summary(str(path))
     assert summary is not None
     assert summary.recovered == 3
-    assert summary.facts == {"orders": "2026-11-30T10:00:00Z"}
+    assert summary.facts == {"orders": "2026-11-30T10:00:00Z", "last_error": "Mintsoft said 503"}
     assert summary.seconds_since_write > 3600
     assert path.read_bytes() == before and path.stat().st_mtime == 1
 

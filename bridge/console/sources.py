@@ -73,8 +73,9 @@ class SyncSummary:
 def sync_summary(path: str | None) -> SyncSummary | None:
     """What the sync's state file says, or None when there is none (sync not run here).
 
-    Lag is how long ago sync last wrote its state; ``recovered`` and the key/value facts are
-    read from tables named like them when present, whatever else the file holds.
+    Read-only, without the sync's code: its ``cursors`` and ``meta`` tables (name / value
+    rows: cursor positions, last pass and last error) and the ``events`` it recovered. Lag is
+    how long ago sync last wrote the file. A table that is not there is skipped.
     """
     if not path or not os.path.exists(path):
         return None
@@ -88,12 +89,10 @@ def sync_summary(path: str | None) -> SyncSummary | None:
                 row[0]
                 for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
-            for table in sorted(tables):
-                if "recover" in table.lower():
-                    recovered = int(
-                        connection.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()[0]
-                    )
-            for table in ("cursors", "state", "meta"):
+            if "events" in tables:
+                query = "SELECT COUNT(*) FROM events WHERE state = 'recovered'"
+                recovered = int(connection.execute(query).fetchone()[0])
+            for table in ("cursors", "meta"):
                 if table in tables:
                     for row in connection.execute(f'SELECT * FROM "{table}" LIMIT 20'):
                         if len(row) >= 2:
