@@ -240,6 +240,7 @@ def test_look_an_order_up_and_replay_an_archive_window(
         driver.find_element(By.CSS_SELECTOR, f"#replay-to option[value='{erp.name}']").click()
         page.click("#replay-count")
         assert page.text("[data-figure=matched]") == "1"
+        page.shoot(shots, "replay")
         handled.clear()
         page.click("#replay-send")
         page.wait.until(ec.presence_of_element_located((By.ID, "replay-done")))
