@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEV_KEY ?= dev-key-change-me
-PORT   ?= 8080
+PORT   ?= $(or $(BRIDGE_PORT),8080)
+CONSOLE_PORT ?= $(or $(BRIDGE_CONSOLE_PORT),8090)
 
-.PHONY: run test test-cluster lint typecheck pytest bench bench-cluster broker clean install install-dev install-bench definitions
+.PHONY: run test test-cluster lint typecheck pytest bench bench-cluster broker clean install install-dev install-bench definitions browser screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,16 +31,14 @@ install-bench: $(VENV)/.installed-bench
 broker:
 	@./.ci/ensure-broker
 
+# Headless Chromium and its driver for the console's browser tests (apt-get when missing).
+browser:
+	@./.ci/ensure-browser
+
+# `make run`: serve, a demo worker and the console together (.ci/make-run); one Ctrl-C stops
+# all three. Ports: BRIDGE_PORT / BRIDGE_CONSOLE_PORT (or make run PORT=N CONSOLE_PORT=N).
 run: install broker
-	@if [ -n "$${BRIDGE_API_KEYS:-}$${BRIDGE_API_KEYS_FILE:-}$${BRIDGE_AUTH_HEADERS:-}$${BRIDGE_AUTH_HEADERS_FILE:-}" ]; then \
-	  echo "mintsoft-bridge on http://127.0.0.1:$(PORT) with the credentials in your BRIDGE_* settings."; \
-	else \
-	  echo "mintsoft-bridge on http://127.0.0.1:$(PORT) with the development key '$(DEV_KEY)' (set BRIDGE_API_KEYS for your own). Try:"; \
-	  echo "  curl -s -X POST 'http://127.0.0.1:$(PORT)/webhooks/despatched?APIKEY=$(DEV_KEY)' -H 'Content-Type: application/json' --data-binary @bridge/fixtures/order-despatched.json"; \
-	fi
-	@if [ -z "$${BRIDGE_API_KEYS:-}$${BRIDGE_API_KEYS_FILE:-}$${BRIDGE_AUTH_HEADERS:-}$${BRIDGE_AUTH_HEADERS_FILE:-}" ]; then \
-	  export BRIDGE_API_KEYS='$(DEV_KEY)'; fi; \
-	BRIDGE_PORT=$(PORT) exec $(BIN)/mintsoft-bridge serve
+	@BIN=$(BIN) BRIDGE_PORT=$(PORT) BRIDGE_CONSOLE_PORT=$(CONSOLE_PORT) DEV_KEY='$(DEV_KEY)' ./.ci/make-run
 
 lint: install-dev
 	$(BIN)/ruff check bridge tests bench
@@ -53,9 +52,13 @@ typecheck: install-dev
 PUBLIC_PATH_TESTS := tests/test_publisher.py tests/test_receiver.py tests/test_faults.py \
 	tests/test_aiormq_internals.py
 
-pytest: install-dev broker
+pytest: install-dev broker browser
 	$(BIN)/pytest
 	BRIDGE_PUBLISH_PATH=public $(BIN)/pytest $(PUBLIC_PATH_TESTS)
+
+# The console's screenshots in docs/console/ (README, "Console"), taken by its browser tests.
+screenshots: install-dev broker browser
+	BRIDGE_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/test_console_browser.py
 
 test: lint typecheck pytest
 

@@ -227,7 +227,9 @@ def test_the_bridge_statefulset_is_probed_hardened_and_keeps_its_spool() -> None
 def test_worker_configmap_carries_the_example_subscribers() -> None:
     configmap = _by_kind("ConfigMap")
     assert configmap["data"]["subscribers.toml"] == SUBSCRIBERS_EXAMPLE.read_text()
-    worker = _by_kind("Deployment")["spec"]["template"]["spec"]
+    worker = next(d for _, d in MANIFESTS if d["metadata"]["name"] == "mintsoft-bridge-worker")[
+        "spec"
+    ]["template"]["spec"]
     assert any(
         v.get("configMap", {}).get("name") == configmap["metadata"]["name"]
         for v in worker["volumes"]

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from bridge.cli import (
     archive,
     connect_actions,
+    console,
     dlq,
     doctor,
     serve,
@@ -39,6 +40,7 @@ COMMANDS = (
     doctor,
     archive,
     sync,
+    console,
 )
 """Each module's ``register`` adds its command, in the order ``--help`` lists them."""
 

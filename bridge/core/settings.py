@@ -75,6 +75,9 @@ class Settings:
     sync_warehouse_ids: tuple[int, ...] = ()
     mintsoft_rate: float = 2.0
     mintsoft_timezone: str = "Europe/London"
+    console_host: str = "127.0.0.1"
+    console_port: int = 8090
+    console_password: str | None = field(default=None, repr=False)
 
     @property
     def auth_configured(self) -> bool:
@@ -158,6 +161,18 @@ SPECS: dict[str, _Spec] = {
         "archive_max_bytes",
         lambda n, r: parse_int(n, r, 1_000_000, 1 << 60),
         "archive size limit in bytes",
+    ),
+    "BRIDGE_CONSOLE_HOST": _Spec(
+        "console_host", lambda n, r: r.strip() or "127.0.0.1", "address console listens on"
+    ),
+    "BRIDGE_CONSOLE_PORT": _Spec(
+        "console_port", lambda n, r: parse_int(n, r, 1, 65535, 8090), "port console listens on"
+    ),
+    "BRIDGE_CONSOLE_PASSWORD": _Spec(
+        "console_password",
+        parse_optional,
+        "console sign-in password (or scrypt:/pbkdf2: hash)",
+        True,
     ),
 }
 

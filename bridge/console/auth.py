@@ -1,0 +1,205 @@
+"""Console sign-in, sessions and CSRF.
+
+``BRIDGE_CONSOLE_PASSWORD`` is either the password itself or a hash of it:
+``scrypt:N:r:p:SALT_HEX:HASH_HEX`` or ``pbkdf2:sha256:ITERATIONS:SALT_HEX:HASH_HEX``
+(:func:`hash_password` makes the scrypt form). The given password is compared in constant
+time. A session is a random token in an ``HttpOnly``, ``SameSite=Strict`` cookie, held in
+memory only (a restart signs everyone out). Every POST must carry the session's CSRF token
+(form field ``csrf`` or header ``X-CSRF-Token``); the sign-in form carries a one-time token
+of its own (double submit). Failures answer 303 to ``/login`` (pages) or 403 (changes);
+nothing here logs a password, a token or a cookie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from bridge.core.settings import SettingsError
+
+SESSION_COOKIE = "bridge_console_session"
+LOGIN_COOKIE = "bridge_console_login"
+SESSION_SECONDS = 12 * 3600
+PUBLIC_PREFIXES = ("/login", "/static/", "/healthz")
+_SCRYPT = (2**14, 8, 1)
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """The ``scrypt:`` form of ``password`` for ``BRIDGE_CONSOLE_PASSWORD``."""
+    salt = salt or secrets.token_bytes(16)
+    n, r, p = _SCRYPT
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32)
+    return f"scrypt:{n}:{r}:{p}:{salt.hex()}:{digest.hex()}"
+
+
+def check_password(configured: str, given: str) -> bool:
+    """Whether ``given`` matches ``configured`` (plain, ``scrypt:`` or ``pbkdf2:``)."""
+    parts = configured.split(":")
+    try:
+        if parts[0] == "scrypt" and len(parts) == 6:
+            n, r, p = (int(x) for x in parts[1:4])
+            salt, want = bytes.fromhex(parts[4]), bytes.fromhex(parts[5])
+            got = hashlib.scrypt(
+                given.encode(), salt=salt, n=n, r=r, p=p, dklen=len(want), maxmem=2**27
+            )
+            return hmac.compare_digest(got, want)
+        if parts[0] == "pbkdf2" and len(parts) == 5:
+            salt, want = bytes.fromhex(parts[3]), bytes.fromhex(parts[4])
+            got = hashlib.pbkdf2_hmac(parts[1], given.encode(), salt, int(parts[2]), len(want))
+            return hmac.compare_digest(got, want)
+    except ValueError:
+        return False
+    # Plain: compare digests so neither length nor content leaks through timing.
+    return hmac.compare_digest(
+        hashlib.sha256(configured.encode()).digest(), hashlib.sha256(given.encode()).digest()
+    )
+
+
+def check_hash_form(configured: str) -> None:
+    """SettingsError when the password looks like a hash but is malformed."""
+    parts = configured.split(":")
+    fine = True
+    if parts[0] == "scrypt":
+        fine = len(parts) == 6 and all(x.isdigit() for x in parts[1:4])
+    elif parts[0] == "pbkdf2":
+        fine = len(parts) == 5 and parts[2].isdigit() and parts[1] in hashlib.algorithms_available
+    if fine and parts[0] in {"scrypt", "pbkdf2"}:
+        try:
+            bytes.fromhex(parts[-2]), bytes.fromhex(parts[-1])
+        except ValueError:
+            fine = False
+    if not fine:
+        raise SettingsError(
+            "BRIDGE_CONSOLE_PASSWORD looks like a hash but is malformed: use "
+            "scrypt:N:r:p:SALT_HEX:HASH_HEX or pbkdf2:sha256:ITERATIONS:SALT_HEX:HASH_HEX"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def require_password_off_loopback(host: str, password: str | None) -> None:
+    """Refuse to serve the console beyond this machine without a password."""
+    if not password and not is_loopback(host):
+        raise SettingsError(
+            f"BRIDGE_CONSOLE_HOST={host} is reachable from other machines but "
+            "BRIDGE_CONSOLE_PASSWORD is unset: set a password (or its scrypt: hash), or keep "
+            "the console on 127.0.0.1"
+        )
+    if password:
+        check_hash_form(password)
+
+
+@dataclass
+class Session:
+    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    expires: float = field(default_factory=lambda: time.monotonic() + SESSION_SECONDS)
+
+
+class Sessions:
+    """Signed-in sessions by cookie token, in memory."""
+
+    def __init__(self) -> None:
+        self._by_token: dict[str, Session] = {}
+
+    def new(self) -> tuple[str, Session]:
+        now = time.monotonic()
+        self._by_token = {t: s for t, s in self._by_token.items() if s.expires > now}
+        token = secrets.token_urlsafe(32)
+        session = Session()
+        self._by_token[token] = session
+        return token, session
+
+    def get(self, token: str | None) -> Session | None:
+        session = self._by_token.get(token or "")
+        if session is None or session.expires <= time.monotonic():
+            return None
+        return session
+
+    def drop(self, token: str | None) -> None:
+        self._by_token.pop(token or "", None)
+
+
+SESSION_KEY = web.RequestKey("console_session", Session)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def csrf_ok(expected: str, given: str | None) -> bool:
+    return bool(given) and hmac.compare_digest(expected.encode(), (given or "").encode())
+
+
+async def given_csrf(request: web.Request) -> str | None:
+    header = request.headers.get("X-CSRF-Token")
+    if header:
+        return header
+    form = await request.post()
+    value = form.get("csrf")
+    return value if isinstance(value, str) else None
+
+
+def make_middleware(sessions: Sessions) -> Middleware:
+    """Every path but ``/login``, ``/static/`` and ``/healthz`` needs a session; every POST
+    its CSRF token."""
+
+    @web.middleware
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(PUBLIC_PREFIXES):
+            return await handler(request)
+        session = sessions.get(request.cookies.get(SESSION_COOKIE))
+        if session is None:
+            if request.headers.get("HX-Request"):
+                # A refresh fragment: send the whole page to sign-in, not into the fragment.
+                return web.Response(status=204, headers={"HX-Redirect": "/login"})
+            if request.method in {"GET", "HEAD"}:
+                raise web.HTTPSeeOther(f"/login?next={_quote(request.path_qs)}")
+            raise web.HTTPForbidden(text="Sign in first: open /login.")
+        if request.method not in {"GET", "HEAD"} and not csrf_ok(
+            session.csrf, await given_csrf(request)
+        ):
+            raise web.HTTPForbidden(
+                text="The form expired (CSRF token missing or wrong): reload the page, try again."
+            )
+        request[SESSION_KEY] = session
+        return await handler(request)
+
+    return guard
+
+
+def safe_next(value: str | None) -> str:
+    """Only a path on this console (never ``//host`` or a scheme) is followed after sign-in."""
+    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return "/"
+
+
+def _quote(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(path, safe="")
+
+
+def set_session_cookie(response: web.StreamResponse, token: str, secure: bool) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        httponly=True,
+        samesite="Strict",
+        secure=secure,
+        path="/",
+        max_age=SESSION_SECONDS,
+    )

@@ -1,0 +1,87 @@
+"""``/login`` and ``/logout``: sign in with the console password, sign out.
+
+The sign-in form carries a one-time token that must match a cookie set with the form
+(double submit), so another site cannot sign a browser in. A wrong password waits a
+moment before answering, and is logged with the client address only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from bridge.console.auth import (
+    LOGIN_COOKIE,
+    SESSION_COOKIE,
+    check_password,
+    csrf_ok,
+    safe_next,
+    set_session_cookie,
+)
+from bridge.console.state import console_of
+
+log = logging.getLogger("bridge.console")
+FAILURE_DELAY = 0.5
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/login", show)
+    app.router.add_post("/login", sign_in)
+    app.router.add_post("/logout", sign_out)
+
+
+def _form(request: web.Request, error: str | None, status: int = 200) -> web.Response:
+    token = secrets.token_urlsafe(24)
+    response = aiohttp_jinja2.render_template(
+        "login.html",
+        request,
+        {"login_token": token, "error": error, "next": safe_next(request.query.get("next"))},
+        status=status,
+    )
+    response.set_cookie(
+        LOGIN_COOKIE,
+        token,
+        httponly=True,
+        samesite="Strict",
+        secure=console_of(request).secure_cookies,
+        path="/login",
+        max_age=3600,
+    )
+    return response
+
+
+async def show(request: web.Request) -> web.Response:
+    return _form(request, None)
+
+
+async def sign_in(request: web.Request) -> web.StreamResponse:
+    console = console_of(request)
+    form = await request.post()
+    token = form.get("login_token")
+    if not csrf_ok(
+        request.cookies.get(LOGIN_COOKIE, ""), token if isinstance(token, str) else None
+    ):
+        return _form(request, "The sign-in form expired: try again.", status=403)
+    password = form.get("password")
+    if not isinstance(password, str) or not check_password(console.password, password):
+        log.warning("console: sign-in refused (wrong password) from %s", request.remote)
+        await asyncio.sleep(FAILURE_DELAY)
+        return _form(request, "Wrong password.", status=401)
+    session_token, _ = console.sessions.new()
+    log.info("console: signed in from %s", request.remote)
+    target = form.get("next")
+    response = web.HTTPSeeOther(safe_next(target if isinstance(target, str) else None))
+    set_session_cookie(response, session_token, console.secure_cookies)
+    response.del_cookie(LOGIN_COOKIE, path="/login")
+    raise response
+
+
+async def sign_out(request: web.Request) -> web.StreamResponse:
+    console_of(request).sessions.drop(request.cookies.get(SESSION_COOKIE))
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    raise response

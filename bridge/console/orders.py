@@ -1,0 +1,140 @@
+"""``/orders?q=<order id | order number | message id>``: every webhook the archive holds for
+it over a window (time, event, size, source), each openable to its headers and
+pretty-printed body; and what is in which subscriber's DLQ for it.
+
+The archive is read with :func:`bridge.archive.reader.find` (read-only); the DLQs with
+:func:`bridge.worker.dlq.list_dead_letters` (nothing acked). Without the archive the page
+still shows the dead letters and says why the archive part is empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from bridge.console.sources import archive_available
+from bridge.console.state import Console, console_of
+from bridge.console.views import (
+    DeadLetter,
+    dead_letter,
+    format_time,
+    json_text,
+    pretty_body,
+    properties_shown,
+    safe_headers,
+)
+from bridge.errors import CommandError
+from bridge.worker.dlq import list_dead_letters
+
+MAX_RESULTS = 500
+DLQ_SCAN = 2000
+DEFAULT_SINCE = "7d"
+_MESSAGE_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/orders", lookup)
+    app.router.add_get("/orders/webhooks/{offset}", webhook)
+
+
+def window(since: str, until: str) -> tuple[datetime, datetime]:
+    """The lookup window from the form (RFC 3339 or "7d"-style ago); SettingsError else."""
+    from bridge.archive.window import parse_time
+
+    now = datetime.now(UTC)
+    start = parse_time(since or DEFAULT_SINCE, now)
+    end = parse_time(until, now) if until else now + timedelta(seconds=1)
+    return start, end
+
+
+async def _archived(console: Console, q: str, since: datetime, until: datetime) -> list[Any]:
+    from bridge.archive.reader import ArchiveQuery, find
+
+    if _MESSAGE_ID.match(q):
+        queries = [ArchiveQuery(since=since, until=until, message_id=q)]
+    else:
+        queries = [
+            ArchiveQuery(since=since, until=until, order_id=q),
+            ArchiveQuery(since=since, until=until, order_number=q),
+        ]
+    found: dict[int, Any] = {}
+    for query in queries:
+        async for hook in find(console.amqp_urls, console.exchange, query):
+            found.setdefault(hook.offset, hook)
+            if len(found) >= MAX_RESULTS:
+                break
+    return [found[offset] for offset in sorted(found)]
+
+
+async def _dead_for(console: Console, q: str) -> list[tuple[str, DeadLetter]]:
+    async def one(name: str) -> list[tuple[str, DeadLetter]]:
+        try:
+            found = await list_dead_letters(console.amqp_urls, name, DLQ_SCAN)
+        except CommandError:
+            return []  # a subscriber whose DLQ is not declared yet holds nothing
+        return [(name, d) for d in map(dead_letter, found.messages) if d.about(q)]
+
+    groups = await asyncio.gather(*(one(sub.name) for sub in console.subscribers))
+    return [item for group in groups for item in group]
+
+
+@aiohttp_jinja2.template("orders.html")
+async def lookup(request: web.Request) -> dict[str, Any]:
+    console = console_of(request)
+    q = request.query.get("q", "").strip()
+    since = request.query.get("since", DEFAULT_SINCE).strip()
+    until = request.query.get("until", "").strip()
+    context: dict[str, Any] = {
+        "q": q,
+        "since": since,
+        "until": until,
+        "webhooks": [],
+        "dead": [],
+        "archive_note": None,
+        "searched": bool(q),
+        "format_time": format_time,
+    }
+    if not q:
+        return context
+    if not archive_available():
+        context["archive_note"] = "This build has no archive: only dead letters are shown."
+    else:
+        start, end = window(since, until)
+        try:
+            context["webhooks"] = await _archived(console, q, start, end)
+        except CommandError as exc:
+            context["archive_note"] = str(exc)
+    context["dead"] = await _dead_for(console, q)
+    return context
+
+
+@aiohttp_jinja2.template("webhook.html")
+async def webhook(request: web.Request) -> dict[str, Any]:
+    from bridge.archive.reader import ArchiveQuery, find
+
+    console = console_of(request)
+    try:
+        offset = int(request.match_info["offset"])
+        at = datetime.fromisoformat(request.query.get("at", ""))
+    except ValueError:
+        raise web.HTTPBadRequest(text="Open a webhook from an order's list.") from None
+    message_id = request.query.get("id", "")
+    query = ArchiveQuery(
+        since=at - timedelta(seconds=1), until=at + timedelta(seconds=1), message_id=message_id
+    )
+    async for hook in find(console.amqp_urls, console.exchange, query):
+        if hook.offset == offset:
+            return {
+                "hook": hook,
+                "q": request.query.get("q", ""),
+                "body": pretty_body(hook.body),
+                "headers": json_text(safe_headers(hook.headers)),
+                "properties": json_text(properties_shown(hook.properties)),
+                "format_time": format_time,
+            }
+    raise web.HTTPNotFound(text=f"The archive no longer holds webhook {offset} (expired?).")

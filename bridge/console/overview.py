@@ -1,0 +1,61 @@
+"""``/``: per subscriber its events, queue depth and consumers, what waits in each retry step
+and in its DLQ; the archive's size and span; the sync's lag and recovered count. The
+figures live in a fragment (``/overview/live``) that the page refreshes every few seconds
+with htmx, without a reload. A broker that cannot be reached is shown on the page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from bridge.console.queues import subscriber_stats
+from bridge.console.sources import archive_summary, sync_summary
+from bridge.console.state import console_of
+from bridge.console.views import format_time, safe_headers, span
+from bridge.errors import CommandError
+
+REFRESH_SECONDS = 5
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", page)
+    app.router.add_get("/overview/live", live)
+
+
+async def _figures(request: web.Request) -> dict[str, Any]:
+    console = console_of(request)
+    error = None
+    stats: list[Any] = []
+    try:
+        stats = await subscriber_stats(console.amqp_urls, console.subscribers)
+        archive = await archive_summary(
+            console.amqp_urls, console.exchange, console.archive_retention
+        )
+    except (CommandError, OSError, TimeoutError) as exc:
+        error = str(exc) or type(exc).__name__
+        archive = None
+    sync = sync_summary(console.sync_state_path)
+    return {
+        "stats": stats,
+        "archive": archive,
+        "sync": sync,
+        "sync_facts": safe_headers(sync.facts) if sync else {},
+        "broker_error": error,
+        "exchange": console.exchange,
+        "format_time": format_time,
+        "span": span,
+        "refresh": REFRESH_SECONDS,
+    }
+
+
+@aiohttp_jinja2.template("overview.html")
+async def page(request: web.Request) -> dict[str, Any]:
+    return await _figures(request)
+
+
+@aiohttp_jinja2.template("_overview_live.html")
+async def live(request: web.Request) -> dict[str, Any]:
+    return await _figures(request)

@@ -1,0 +1,109 @@
+"""What the overview reads from the broker: each subscriber queue's depth and consumers, by
+passive ``queue.declare`` over AMQP (so it works without the management plugin).
+
+A passive declare reports ready messages and consumers; RabbitMQ does not report unacked
+messages over AMQP, so the overview shows the bound on them (consumers x prefetch) instead.
+A queue that does not exist is reported as missing, never created. Every call is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiormq.abc import AbstractChannel, AbstractConnection
+from aiormq.exceptions import ChannelNotFoundEntity
+
+from bridge.amqp.connection import connect_once
+from bridge.amqp.topology import dlq_name, partition_queue_name, retry_queue_name
+from bridge.worker.subscribers import Subscriber
+
+RPC_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class QueueStat:
+    name: str
+    ready: int | None  # None: the queue does not exist
+    consumers: int | None
+
+
+@dataclass(frozen=True)
+class SubscriberStat:
+    subscriber: Subscriber
+    main: QueueStat
+    steps: tuple[tuple[str, QueueStat], ...]  # (delay as written, queue)
+    dlq: QueueStat
+
+    @property
+    def waiting_in_retries(self) -> int:
+        return sum(stat.ready or 0 for _, stat in self.steps)
+
+    @property
+    def in_flight_bound(self) -> int:
+        return (self.main.consumers or 0) * self.subscriber.prefetch
+
+
+def delay_label(ms: int) -> str:
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+class _Reader:
+    def __init__(self, connection: AbstractConnection) -> None:
+        self.connection = connection
+        self.channel: AbstractChannel | None = None
+
+    async def stat(self, queue: str) -> QueueStat:
+        if self.channel is None or self.channel.is_closed:
+            self.channel = await self.connection.channel(publisher_confirms=False)
+        try:
+            ok = await self.channel.queue_declare(queue, passive=True, timeout=RPC_TIMEOUT)
+        except ChannelNotFoundEntity:
+            self.channel = None  # the broker closed it
+            return QueueStat(queue, None, None)
+        return QueueStat(queue, int(ok.message_count or 0), int(ok.consumer_count or 0))
+
+
+async def _main(reader: _Reader, sub: Subscriber) -> QueueStat:
+    """The subscriber's queue; for an ordered one, its partition queues added up."""
+    if not sub.ordered:
+        return await reader.stat(sub.name)
+    parts = [await reader.stat(partition_queue_name(sub.name, i)) for i in range(sub.partitions)]
+    if any(part.ready is None for part in parts):
+        return QueueStat(sub.name, None, None)
+    return QueueStat(
+        f"{sub.name}.partition.*",
+        sum(part.ready or 0 for part in parts),
+        sum(part.consumers or 0 for part in parts),
+    )
+
+
+async def subscriber_stats(
+    amqp_urls: Sequence[str], subscribers: Sequence[Subscriber]
+) -> list[SubscriberStat]:
+    """Depth and consumers of every subscriber's queue, retry steps and DLQ."""
+    connection = await connect_once(amqp_urls)
+    try:
+        async with asyncio.timeout(RPC_TIMEOUT * 4):
+            reader = _Reader(connection)
+            stats = []
+            for sub in subscribers:
+                main = await _main(reader, sub)
+                steps = []
+                # An ordered subscriber waits its retries out in process: no retry queues.
+                delays = () if sub.ordered else sub.retry_delays_ms
+                for step, delay in enumerate(delays):
+                    stat = await reader.stat(retry_queue_name(sub.name, step))
+                    steps.append((delay_label(delay), stat))
+                dlq = await reader.stat(dlq_name(sub.name))
+                stats.append(SubscriberStat(sub, main, tuple(steps), dlq))
+            return stats
+    finally:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await connection.close()

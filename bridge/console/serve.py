@@ -1,0 +1,44 @@
+"""Running the console process: build its state from the settings, serve it, stop cleanly on
+SIGTERM or SIGINT (whatever a replay already confirmed stays sent)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Sequence
+
+from bridge.amqp.topology import archive_retention
+from bridge.console.app import serve_console
+from bridge.console.state import Console
+from bridge.core.settings import Settings
+from bridge.worker.subscribers import Subscriber
+
+DEFAULT_SYNC_STATE = "./var/sync.sqlite3"
+
+
+def console_state(settings: Settings, subscribers: Sequence[Subscriber], password: str) -> Console:
+    return Console(
+        amqp_urls=settings.amqp_urls,
+        exchange=settings.exchange,
+        subscribers=list(subscribers),
+        password=password,
+        # The sync's settings arrive with the sync; until then its default path.
+        sync_state_path=settings.sync_state_path,
+        archive_retention=archive_retention(settings),
+    )
+
+
+async def run_console(
+    settings: Settings,
+    subscribers: Sequence[Subscriber],
+    password: str,
+    ready: Callable[[str], None],
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    console = console_state(settings, subscribers, password)
+    await serve_console(console, settings.console_host, settings.console_port, stop, ready)

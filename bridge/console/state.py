@@ -1,0 +1,40 @@
+"""The console's shared state: broker, exchange, subscribers, sign-in and running jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from bridge.amqp.topology import ArchiveRetention
+from bridge.console.auth import Sessions
+from bridge.console.jobs import Jobs
+from bridge.worker.subscribers import Subscriber
+
+
+@dataclass
+class Console:
+    """What every page reads: broker, exchange, subscribers, sign-in and running jobs."""
+
+    amqp_urls: tuple[str, ...]
+    exchange: str
+    subscribers: list[Subscriber]
+    password: str
+    sync_state_path: str | None = None
+    archive_retention: ArchiveRetention | None = None
+    secure_cookies: bool = False
+    sessions: Sessions = field(default_factory=Sessions)
+    jobs: Jobs = field(default_factory=Jobs)
+
+    def subscriber(self, name: str) -> Subscriber:
+        for sub in self.subscribers:
+            if sub.name == name:
+                return sub
+        raise web.HTTPNotFound(text=f"No subscriber {name!r} in the subscribers file.")
+
+
+CONSOLE = web.AppKey("console", Console)
+
+
+def console_of(request: web.Request) -> Console:
+    return request.app[CONSOLE]

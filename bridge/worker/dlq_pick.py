@@ -1,0 +1,106 @@
+"""Picked dead letters: replay or discard the dead letters of a subscriber that carry given
+message ids (the console's "replay one", "replay selection" and "discard").
+
+The DLQ is read with ``basic.get`` without acking, at most as many messages as it held when
+the call began. A picked message is acted on (replayed: its copy confirmed in ``<name>``
+before the dead letter is acked; discarded: acked); every other message stays unacked and
+goes back to the DLQ when the channel closes. An interrupted call therefore loses nothing:
+at worst a message in flight is in both queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from aiormq.abc import AbstractChannel, DeliveredMessage
+
+from bridge.amqp.connection import connect_once
+from bridge.amqp.topology import dlq_name
+from bridge.errors import CommandError
+from bridge.worker.dlq import (
+    RPC_TIMEOUT,
+    _bounded,
+    _check,
+    _close,
+    _depth,
+    _empty,
+    _move_back,
+    _no_answer,
+    _partitions_exchange,
+)
+
+
+@dataclass(frozen=True)
+class Picked:
+    """What a pick did: how many dead letters matched and were acted on, and the queue."""
+
+    queue: str
+    done: int
+    missing: tuple[str, ...]
+    """Ids asked for but not found (replayed or discarded by someone else meanwhile)."""
+
+
+async def replay_picked(amqp_urls: Sequence[str], name: str, ids: Collection[str]) -> Picked:
+    """Move every dead letter of ``name`` whose message id is in ``ids`` back to ``name``."""
+    return await _pick(amqp_urls, name, ids, replay=True)
+
+
+async def discard_picked(amqp_urls: Sequence[str], name: str, ids: Collection[str]) -> Picked:
+    """Delete every dead letter of ``name`` whose message id is in ``ids``."""
+    return await _pick(amqp_urls, name, ids, replay=False)
+
+
+async def _pick(
+    amqp_urls: Sequence[str], name: str, ids: Collection[str], *, replay: bool
+) -> Picked:
+    _check(name)
+    wanted = set(ids)
+    queue = dlq_name(name)
+    found: set[str] = set()
+    done = 0
+    if not wanted:
+        return Picked(queue, 0, ())
+    connection = await connect_once(amqp_urls)
+    try:
+        # An ordered subscriber takes its copies through its partitions exchange.
+        exchange = await _partitions_exchange(connection, name) if replay else None
+        channel = await _bounded(connection.channel(publisher_confirms=replay))
+        if replay and exchange is None:
+            await _depth(channel, name)  # the target queue must exist
+        depth = await _depth(channel, queue)
+        for _ in range(depth):
+            got = await channel.basic_get(queue, no_ack=False, timeout=RPC_TIMEOUT)
+            if _empty(got):
+                break
+            message_id = got.header.properties.message_id or ""
+            if message_id not in wanted:
+                continue  # left unacked: back in the DLQ when the channel closes
+            await _act(channel, got, name, replay, exchange)
+            found.add(message_id)
+            done += 1
+    except TimeoutError:
+        raise _partial(_no_answer(), done) from None
+    except CommandError as exc:
+        raise _partial(exc, done) from None
+    finally:
+        await _close(connection)
+    return Picked(queue, done, tuple(sorted(wanted - found)))
+
+
+async def _act(
+    channel: AbstractChannel, got: DeliveredMessage, name: str, replay: bool, exchange: str | None
+) -> None:
+    if replay:
+        await _move_back(channel, got, name, exchange)
+        return
+    assert got.delivery_tag is not None
+    async with asyncio.timeout(RPC_TIMEOUT):
+        await channel.basic_ack(got.delivery_tag)
+
+
+def _partial(error: CommandError, done: int) -> CommandError:
+    if done == 0:
+        return error
+    return CommandError(f"{error} ({done} done before this)")

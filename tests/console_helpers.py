@@ -1,0 +1,48 @@
+"""Helpers for console tests: a console app in-process against the real broker, and signing
+in the way a browser does (the sign-in form's token, then the session's CSRF token)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from bridge.amqp.topology import ArchiveRetention
+from bridge.console.state import Console
+from bridge.worker.subscribers import Subscriber
+from tests.conftest import AMQP_URL
+
+PASSWORD = "console-test-password-7f3a"
+_LOGIN_TOKEN = re.compile(r'name="login_token" value="([^"]+)"')
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def console_state(exchange: str, subs: list[Subscriber], password: str = PASSWORD) -> Console:
+    return Console(
+        amqp_urls=(AMQP_URL,),
+        exchange=exchange,
+        subscribers=subs,
+        password=password,
+        archive_retention=ArchiveRetention(),
+    )
+
+
+async def sign_in(client: TestClient[Any, Any], password: str = PASSWORD) -> str:
+    """Sign in; returns the session's CSRF token (read from the overview page)."""
+    form = await (await client.get("/login")).text()
+    token = _LOGIN_TOKEN.search(form)
+    assert token is not None
+    answer = await client.post(
+        "/login",
+        data={"login_token": token.group(1), "password": password, "next": "/"},
+        allow_redirects=False,
+    )
+    assert answer.status == 303, await answer.text()
+    return csrf_of(await (await client.get("/replay")).text())
+
+
+def csrf_of(html: str) -> str:
+    found = _CSRF.search(html)
+    assert found is not None, "no CSRF field on the page"
+    return found.group(1)

@@ -1,0 +1,249 @@
+"""The console in a real headless Chromium: sign in, see a subscriber's dead letters after a
+failing handler, open one, replay it (the DLQ empties and the handler is called), look an
+order up and open its despatched body, replay an archive window after its dry-run count.
+
+Every page is checked for a server error page and for errors in the browser's console.
+With ``BRIDGE_SCREENSHOTS=DIR`` (``make screenshots``: docs/console) the overview, an order
+and the dead letters are saved at laptop and phone widths.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bridge import PermanentError
+from bridge.amqp.topology import dlq_name
+from bridge.console.sources import archive_available
+from bridge.worker.message import Message
+from bridge.worker.subscribers import Subscriber
+from tests.console_helpers import PASSWORD
+from tests.support.browser import (
+    ConsoleStack,
+    browser_installed,
+    make_driver,
+    new_profile,
+    set_viewport,
+)
+from tests.worker_helpers import body_for, publish
+
+pytestmark = pytest.mark.browser
+
+if not browser_installed():  # pragma: no cover - CI installs it (.ci/ensure-browser)
+    if os.environ.get("CI"):
+        raise RuntimeError("chromium/chromedriver missing: run .ci/ensure-browser")
+    pytest.skip(
+        "chromium or chromedriver is missing: run .ci/ensure-browser", allow_module_level=True
+    )
+
+from selenium.webdriver.chrome.webdriver import WebDriver  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[WebDriver]:
+    with new_profile() as profile:
+        chrome = make_driver(profile)
+        try:
+            yield chrome
+        finally:
+            chrome.quit()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    target = os.environ.get("BRIDGE_SCREENSHOTS")
+    path = Path(target) if target else tmp_path
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+class Page:
+    """The driver, plus the checks every page gets: no error page, no console error."""
+
+    def __init__(self, driver: WebDriver, base: str) -> None:
+        self.driver = driver
+        self.base = base
+        self.wait = WebDriverWait(driver, 15)
+        driver.get_log("browser")  # start clean
+
+    def open(self, path: str) -> None:
+        self.driver.get(self.base + path)
+        self.check()
+
+    def check(self) -> None:
+        self.wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+        errors = self.driver.find_elements(By.CSS_SELECTOR, "[data-error-status]")
+        assert not errors, f"error page at {self.driver.current_url}: {errors[0].text}"
+        logs = [e for e in self.driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not logs, f"browser console errors: {logs}"
+
+    def click(self, selector: str) -> None:
+        self.driver.find_element(By.CSS_SELECTOR, selector).click()
+        self.check()
+
+    def text(self, selector: str) -> str:
+        # Read in one script call: the overview's refresh may swap an element out between a
+        # lookup and a read.
+        script = "const e = document.querySelector(arguments[0]); return e ? [e.innerText] : null"
+        found = self.wait.until(lambda d: d.execute_script(script, selector))
+        return str(found[0]).strip()
+
+    def sign_in(self) -> None:
+        self.open("/")
+        assert "/login" in self.driver.current_url
+        # By keyboard: the password field has the focus, Enter submits.
+        self.driver.switch_to.active_element.send_keys(PASSWORD + Keys.ENTER)
+        self.wait.until(lambda d: "/login" not in d.current_url)
+        self.check()
+        assert self.driver.current_url.rstrip("/") == self.base
+
+    def shoot(self, folder: Path, name: str) -> None:
+        for viewport in ("laptop", "phone"):
+            set_viewport(self.driver, viewport)
+            self.driver.refresh()
+            self.check()
+            assert self.driver.save_screenshot(str(folder / f"{name}-{viewport}.png"))
+        self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def _sub(prefix: str) -> Subscriber:
+    return Subscriber(
+        name=f"{prefix}-{uuid.uuid4().hex[:6]}",
+        events=("*",),
+        retry_delays_ms=(300_000, 3_600_000),
+        prefetch=8,
+        timeout=5.0,
+        in_process_tries=1,
+    )
+
+
+def _until(predicate: object, timeout: float = 15) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_sign_in_see_open_and_replay_a_dead_letter(
+    driver: WebDriver, exchange: str, shots: Path
+) -> None:
+    erp, wms = _sub("erp"), _sub("warehouse")
+    state = {"healthy": False}
+    handled: list[str] = []
+
+    async def failing(message: Message) -> None:
+        if not state["healthy"]:
+            raise PermanentError("ERP answered 422: unknown SKU")
+        handled.append(message.message_id)
+
+    async def fine(message: Message) -> None:
+        return None
+
+    with ConsoleStack(exchange, [erp, wms], {erp.name: failing, wms.name: fine}) as stack:
+        ids = [
+            stack.call(publish(stack.probe, exchange, event, body_for(event, 0)))
+            for event in ("despatched", "cancelled", "split")
+        ]
+        _until(lambda: stack.call(stack.probe.count(dlq_name(erp.name))) == 3)
+        page = Page(driver, stack.url)
+        page.sign_in()
+        assert page.text(f"#sub-{erp.name} [data-figure=dead]") == "3"
+        # The broker counts a stream's messages every few seconds; the page refreshes itself.
+        _until(lambda: page.text("[data-figure=archived]") != "0", timeout=30)
+        page.shoot(shots, "overview")
+
+        page.click(f"#sub-{erp.name} h2 a")
+        assert page.text("[data-figure=depth]") == "3"
+        page.shoot(shots, "dead-letters")
+        rows = driver.find_elements(By.CSS_SELECTOR, "table.letters tbody tr")
+        assert len(rows) == 3 and "unknown SKU" in rows[0].text
+
+        # Open the despatched one: its pretty-printed body and headers.
+        driver.find_element(By.CSS_SELECTOR, f"a.open[href$='{ids[0]}']").click()
+        page.check()
+        assert '"OrderNumber"' in page.text("#body") and "x-error" in page.text("#headers")
+        page.shoot(shots, "dead-letter")
+
+        state["healthy"] = True
+        page.click("#replay-one")
+        assert "Replay 1 dead letter" in page.text("#confirm-title")
+        # The confirmation's button has the focus: Enter confirms.
+        assert driver.switch_to.active_element.get_attribute("id") == "confirm"
+        driver.switch_to.active_element.send_keys(Keys.ENTER)
+        page.wait.until(lambda d: "confirm-title" not in d.page_source)
+        page.check()
+        assert "Replayed 1 dead letter" in page.text(".notice")
+        _until(lambda: handled == [ids[0]])
+
+        # The other two: "replay all", confirmed with the count.
+        page.click("#replay-all")
+        assert "Replay 2 dead letters" in page.text("#confirm-title")
+        page.click("#confirm")
+        assert "Replayed 2 dead letters" in page.text(".notice")
+        _until(lambda: sorted(handled) == sorted(ids))
+        assert page.text("#dlq-empty").startswith("No dead letters")
+        assert stack.call(stack.probe.count(dlq_name(erp.name))) == 0
+
+        # The overview refreshes itself (htmx) without a reload.
+        page.open("/")
+        driver.execute_script("document.body.dataset.marker = 'same-page'")
+        _until(lambda: page.text(f"#sub-{erp.name} [data-figure=dead]") == "0", timeout=15)
+        assert driver.execute_script("return document.body.dataset.marker") == "same-page"
+        page.check()
+
+
+needs_archive = pytest.mark.skipif(
+    not archive_available(), reason="the archive (bridge.archive) is not part of this build"
+)
+
+
+@needs_archive
+def test_look_an_order_up_and_replay_an_archive_window(
+    driver: WebDriver, exchange: str, shots: Path
+) -> None:
+    erp = _sub("erp")
+    handled: list[str] = []
+
+    async def record(message: Message) -> None:
+        handled.append(message.event)
+
+    with ConsoleStack(exchange, [erp], {erp.name: record}) as stack:
+        for event in ("despatched", "delivered"):
+            stack.call(publish(stack.probe, exchange, event, body_for(event, 0)))
+        _until(lambda: len(handled) == 2)
+        page = Page(driver, stack.url)
+        page.sign_in()
+        page.open("/orders?q=20285&since=1h")
+        rows = driver.find_elements(By.CSS_SELECTOR, "table.hooks tbody tr")
+        assert any("despatched" in row.text for row in rows), [r.text for r in rows]
+        page.shoot(shots, "order")
+        rows = driver.find_elements(By.CSS_SELECTOR, "table.hooks tbody tr")
+        link = next(r for r in rows if "despatched" in r.text)
+        link.find_element(By.CSS_SELECTOR, "a.open").click()
+        page.check()
+        assert '"OrderNumber"' in page.text("#body")
+
+        page.open("/replay")
+        driver.find_element(By.ID, "replay-since").clear()
+        driver.find_element(By.ID, "replay-since").send_keys("1h")
+        driver.find_element(By.CSS_SELECTOR, "input[name=event][value=despatched]").click()
+        driver.find_element(By.CSS_SELECTOR, f"#replay-to option[value='{erp.name}']").click()
+        page.click("#replay-count")
+        assert page.text("[data-figure=matched]") == "1"
+        page.shoot(shots, "replay")
+        handled.clear()
+        page.click("#replay-send")
+        page.wait.until(ec.presence_of_element_located((By.ID, "replay-done")))
+        assert "Sent 1 of 1" in page.text("#replay-done")
+        page.check()
+        _until(lambda: handled == ["despatched"])

@@ -1,0 +1,180 @@
+"""The console's pages against a real broker and worker, without a browser: the overview
+counts, dead letters listed, opened, replayed (with a confirmation) and discarded; and no
+page or log line ever shows an API key or an Authorization value."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from bridge import PermanentError
+from bridge.amqp.topology import dlq_name
+from bridge.console import dead_letters
+from bridge.console.app import build_app
+from bridge.console.views import mask_text
+from bridge.worker.message import Message
+from tests.conftest import API_KEY, AUTH_HEADER, BridgeFactory, BrokerProbe, fixture_body
+from tests.console_helpers import console_state, sign_in
+from tests.worker_helpers import running_worker, subscriber, wait_until
+
+SECRETS = (API_KEY, AUTH_HEADER, AUTH_HEADER.split()[1])
+
+
+def _ids(html: str) -> list[str]:
+    return re.findall(r'name="id" value="([0-9a-f]{32})"', html)
+
+
+async def test_dead_letters_listed_opened_replayed_and_discarded_without_showing_secrets(
+    probe: BrokerProbe,
+    exchange: str,
+    make_bridge: BridgeFactory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sub = subscriber(tries=1, delays=(60_000,))
+    healthy = False
+    handled: list[str] = []
+
+    async def handler(message: Message) -> None:
+        if not healthy:
+            # An error that quotes credentials, as a careless handler's might.
+            raise PermanentError(
+                f"ERP refused POST /x?APIKEY={API_KEY} (Authorization: {AUTH_HEADER})"
+            )
+        handled.append(message.message_id)
+
+    bridge = await make_bridge()
+    app = build_app(console_state(exchange, [sub]))
+    async with (
+        running_worker(probe, exchange, [sub], {sub.name: handler}),
+        TestClient(TestServer(app)) as client,
+    ):
+        for event, auth in (("despatched", {"APIKEY": API_KEY}), ("cancelled", {})):
+            answer = await bridge.client.post(
+                f"/webhooks/{event}",
+                params=auth,
+                data=fixture_body(event),
+                headers={"Content-Type": "application/json"}
+                | ({} if auth else {"Authorization": AUTH_HEADER}),
+            )
+            assert answer.status == 200, await answer.text()
+
+        async def dead(n: int) -> bool:
+            return await probe.count(dlq_name(sub.name)) == n
+
+        await wait_until(lambda: dead(2))
+        csrf = await sign_in(client)
+        pages: list[str] = []
+
+        overview = await (await client.get("/")).text()
+        pages.append(overview)
+        assert re.search(r'data-figure="dead" class="bad"><a [^>]+>2<', overview), overview
+
+        listing = await client.get(f"/subscribers/{sub.name}/dead-letters")
+        pages.append(await listing.text())
+        ids = _ids(pages[-1])
+        assert len(ids) == 2
+        assert "despatched" in pages[-1] and "cancelled" in pages[-1]
+        # Paged: one per page here, each page its own dead letter.
+        monkeypatch.setattr(dead_letters, "PAGE_SIZE", 1)
+        first = await (await client.get(f"/subscribers/{sub.name}/dead-letters")).text()
+        second = await (await client.get(f"/subscribers/{sub.name}/dead-letters?page=2")).text()
+        assert "Page 1 of 2" in first and 'rel="next"' in first and 'rel="prev"' in second
+        assert _ids(first) + _ids(second) == ids
+        monkeypatch.undo()
+        filtered = await (
+            await client.get(f"/subscribers/{sub.name}/dead-letters?event=cancelled")
+        ).text()
+        assert len(_ids(filtered)) == 1
+
+        one = await client.get(f"/subscribers/{sub.name}/dead-letters/{ids[0]}")
+        pages.append(await one.text())
+        assert one.status == 200
+        assert "PermanentError" in pages[-1] and "&#34;ID&#34;" in pages[-1]  # pretty JSON
+
+        # Replay one: a confirmation first, then the copy, and the handler gets it.
+        healthy = True
+        confirm = await client.post(
+            f"/subscribers/{sub.name}/dead-letters/replay", data={"csrf": csrf, "id": ids[0]}
+        )
+        pages.append(await confirm.text())
+        assert "Replay 1 dead letter to" in pages[-1]
+        done = await client.post(
+            f"/subscribers/{sub.name}/dead-letters/replay",
+            data={"csrf": csrf, "id": ids[0], "confirmed": "1"},
+        )
+        pages.append(await done.text())
+        assert "Replayed 1 dead letter" in pages[-1]
+        await wait_until(lambda: handled == [ids[0]])
+        await wait_until(lambda: dead(1))
+
+        # Discard the other, after its confirmation.
+        ask = await client.post(
+            f"/subscribers/{sub.name}/dead-letters/discard", data={"csrf": csrf, "id": ids[1]}
+        )
+        pages.append(await ask.text())
+        gone = await client.post(
+            f"/subscribers/{sub.name}/dead-letters/discard",
+            data={"csrf": csrf, "id": ids[1], "confirmed": "1"},
+        )
+        pages.append(await gone.text())
+        assert "Discarded 1 dead letter" in pages[-1]
+        await wait_until(lambda: dead(0))
+        empty = await (await client.get(f"/subscribers/{sub.name}/dead-letters")).text()
+        assert 'id="dlq-empty"' in empty
+        pages.append(await (await client.get("/orders?q=20285")).text())
+        assert handled == [ids[0]]
+
+    # The console's own log lines (the receiver and worker under test log on their own).
+    logged = "\n".join(
+        r.getMessage() for r in caplog.records if r.name.startswith("bridge.console")
+    )
+    shown = "\n".join(pages) + "\n" + logged
+    for secret in SECRETS:
+        assert secret not in shown
+    assert "replayed 1 dead letter" in logged and "discarded 1 dead letter" in logged
+
+
+def test_masking_of_credentials_in_text() -> None:
+    text = mask_text(f"GET /w?APIKEY={API_KEY}&x=1 Authorization: {AUTH_HEADER}, token=abc")
+    assert API_KEY not in text and AUTH_HEADER.split()[1] not in text and "abc" not in text
+    assert "x=1" in text
+
+
+async def test_unknown_subscriber_is_a_404_page(exchange: str) -> None:
+    app = build_app(console_state(exchange, [subscriber(name="erp")]))
+    async with TestClient(TestServer(app)) as client:
+        await sign_in(client)
+        answer: Any = await client.get("/subscribers/nope/dead-letters")
+        assert answer.status == 404
+        assert "No subscriber" in await answer.text()
+
+
+async def test_an_archived_webhook_page_shows_its_body_but_no_key(
+    probe: BrokerProbe, exchange: str, make_bridge: BridgeFactory
+) -> None:
+    bridge = await make_bridge(archive=True)
+    probe.track(queues=(exchange + ".archive",))
+    answer = await bridge.client.post(
+        "/webhooks/despatched",
+        params={"APIKEY": API_KEY},
+        data=fixture_body("despatched"),
+        headers={"Content-Type": "application/json"},
+    )
+    assert answer.status == 200
+    app = build_app(console_state(exchange, []))
+    async with TestClient(TestServer(app)) as client:
+        await sign_in(client)
+        found = await (await client.get("/orders?q=SO-20285&since=1h")).text()
+        links = re.findall(r'href="(/orders/webhooks/[^"]+)"', found)
+        assert len(links) == 1, found
+        page = await (await client.get(links[0].replace("&amp;", "&"))).text()
+    assert "&#34;OrderNumber&#34;: &#34;SO-20285&#34;" in page
+    assert "x-request-id" in page  # headers shown
+    for secret in SECRETS:
+        assert secret not in found and secret not in page
