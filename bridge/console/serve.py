@@ -14,7 +14,6 @@ from bridge.console.state import Console
 from bridge.core.settings import Settings
 from bridge.worker.subscribers import Subscriber
 
-DEFAULT_SYNC_STATE = "./var/sync.sqlite3"
 
 
 def console_state(settings: Settings, subscribers: Sequence[Subscriber], password: str) -> Console:
