@@ -15,7 +15,6 @@ from bridge.core.settings import Settings
 from bridge.worker.subscribers import Subscriber
 
 
-
 def console_state(settings: Settings, subscribers: Sequence[Subscriber], password: str) -> Console:
     return Console(
         amqp_urls=settings.amqp_urls,
