@@ -166,3 +166,16 @@ def test_a_malformed_hash_is_one_line(
     assert main(["console"]) == 2
     err = capsys.readouterr().err
     assert "malformed" in err and "scrypt:nope" not in err
+
+
+def test_without_a_terminal_no_password_is_made_up_and_printed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under a service manager stderr is a log: a password made for the run would be kept
+    there. Without a terminal the console asks for BRIDGE_CONSOLE_PASSWORD instead."""
+    monkeypatch.delenv("BRIDGE_CONSOLE_PASSWORD", raising=False)
+    monkeypatch.setenv("BRIDGE_CONSOLE_HOST", "127.0.0.1")
+    assert main(["console"]) == 2  # pytest's captured stderr is not a terminal
+    err = capsys.readouterr().err
+    assert "BRIDGE_CONSOLE_PASSWORD" in err and len(err.strip().splitlines()) == 1
+    assert "password for this run" not in err

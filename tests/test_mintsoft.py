@@ -309,3 +309,16 @@ def test_a_redirect_to_another_origin_is_not_followed_with_credentials(
             assert secret not in err
     finally:
         thief.stop()
+
+
+def test_an_answer_that_echoes_the_bridges_own_credential_never_shows_it(
+    with_key: FakeMintsoft, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A connect-action body carries the bridge's own key (in ?APIKEY= or ExtraCode4); a
+    Mintsoft error quoting it back is shown, and stored by sync, with the key masked."""
+    echoed = f"ExtraCode1 '{PUBLIC}/webhooks/despatched?APIKEY={BRIDGE_KEY}' is not valid"
+    with_key.refuse[20285] = Scripted(400, {"Message": echoed})
+    assert main(["connect-actions", "20285"]) == 1
+    err = capsys.readouterr().err
+    assert "is not valid" in err
+    assert BRIDGE_KEY not in err and "***" in err

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+from bridge.core.settings import SettingsError
 
 READS = (
     "BRIDGE_AMQP_URL",
@@ -46,7 +47,13 @@ def run(args: argparse.Namespace) -> int:
     subscribers = load_subscribers(args.config) if args.config else []
     password = settings.console_password
     if not password:
-        # Loopback only (checked above): a password for this run, shown on this terminal once.
+        # Loopback only (checked above): a password for this run, shown on this terminal
+        # once; never written where logs are kept (a service's stderr is its journal).
+        if not sys.stderr.isatty():
+            raise SettingsError(
+                "BRIDGE_CONSOLE_PASSWORD is unset and there is no terminal to show a "
+                "password made for this run: set BRIDGE_CONSOLE_PASSWORD (or its _FILE form)"
+            )
         password = secrets.token_urlsafe(12)
         print(
             f"console password for this run: {password} "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
 from typing import Any, Self
@@ -30,8 +30,9 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from bridge.core.settings import SettingsError
+from bridge.core.settings import Settings, SettingsError
 from bridge.errors import CommandError
+from bridge.mintsoft.urls import require_https
 
 REQUEST_TIMEOUT = 30.0
 RETRIES = 4
@@ -95,9 +96,13 @@ class MintsoftClient:
         limiter: AbstractAsyncContextManager[Any] | None = None,
         on_answer: Callable[[str], None] | None = None,
         max_retry_after: float = MAX_RETRY_AFTER,
+        redact: Sequence[str] = (),
     ) -> None:
         """``limiter`` is entered around every HTTP attempt (a rate limit that retries obey
-        too); ``on_answer`` is told each attempt's outcome: the status code, or ``error``."""
+        too); ``on_answer`` is told each attempt's outcome: the status code, or ``error``;
+        ``redact`` are more secrets to mask in errors besides the Mintsoft key and password
+        (the bridge's own credentials, which a connect-action body carries)."""
+        self._redact = tuple(redact)
         if api_key is None and not (username and password):
             raise SettingsError(
                 "no Mintsoft credentials: set BRIDGE_MINTSOFT_API_KEY (or "
@@ -213,7 +218,7 @@ class MintsoftClient:
             self._on_answer(answer)
 
     def _secrets(self, key: str | None) -> tuple[str, ...]:
-        return tuple(s for s in (key, self._key, self._password) if s)
+        return tuple(s for s in (key, self._key, self._password, *self._redact) if s)
 
     async def _once(self, method: str, path: str, payload: Any, key: str | None) -> Any:
         assert self._session is not None, "use MintsoftClient in an async with block"
@@ -326,3 +331,19 @@ def _said(text: str, secrets: tuple[str, ...]) -> str:
     if not message:
         return ""
     return ": " + (message[:300] + "…" if len(message) > 300 else message)
+
+
+def client_for(settings: Settings, **options: Any) -> MintsoftClient:
+    """The client ``settings`` describe (``options`` as :class:`MintsoftClient` takes them):
+    HTTPS required, and the bridge's own credentials masked in its errors like Mintsoft's."""
+    require_https(
+        "BRIDGE_MINTSOFT_URL", settings.mintsoft_url, "the Mintsoft key would be sent in clear"
+    )
+    return MintsoftClient(
+        settings.mintsoft_url,
+        api_key=settings.mintsoft_api_key,
+        username=settings.mintsoft_username,
+        password=settings.mintsoft_password,
+        redact=settings.api_keys + settings.auth_headers,
+        **options,
+    )

@@ -13,8 +13,8 @@ from typing import Any
 from bridge.core.contract import EVENTS, EXTRA_CODES
 from bridge.core.settings import Settings, SettingsError
 from bridge.errors import CommandError
-from bridge.mintsoft.client import MintsoftClient, rate_limiter
-from bridge.mintsoft.urls import check_public_url, mintsoft_credentials, require_https, webhook_url
+from bridge.mintsoft.client import MintsoftClient, client_for, rate_limiter
+from bridge.mintsoft.urls import check_public_url, mintsoft_credentials, webhook_url
 
 EXTRA_CODE_MAX_CHARS = 255
 """Mintsoft does not document the length of a connect action's ExtraCode fields; 255 is the
@@ -118,16 +118,7 @@ def read_orders_file(path: str) -> list[OrderToConnect]:
 
 
 def mintsoft_client(settings: Settings) -> MintsoftClient:
-    require_https(
-        "BRIDGE_MINTSOFT_URL", settings.mintsoft_url, "the Mintsoft key would be sent in clear"
-    )
-    return MintsoftClient(
-        settings.mintsoft_url,
-        api_key=settings.mintsoft_api_key,
-        username=settings.mintsoft_username,
-        password=settings.mintsoft_password,
-        limiter=rate_limiter(settings.mintsoft_rate),
-    )
+    return client_for(settings, limiter=rate_limiter(settings.mintsoft_rate))
 
 
 async def connect_many(

@@ -18,8 +18,7 @@ import orjson
 
 from bridge.core import metrics
 from bridge.core.settings import Settings
-from bridge.mintsoft.client import MintsoftClient, MintsoftError, rate_limiter
-from bridge.mintsoft.urls import require_https
+from bridge.mintsoft.client import MintsoftClient, MintsoftError, client_for, rate_limiter
 
 ORDER_PAGE = 100
 """Mintsoft's largest ``Limit`` for ``Order/List`` (integrations all use 100)."""
@@ -37,14 +36,8 @@ def _count(answer: str) -> None:
 
 
 def sync_client(settings: Settings, backoff: float = 1.0) -> MintsoftClient:
-    require_https(
-        "BRIDGE_MINTSOFT_URL", settings.mintsoft_url, "the Mintsoft key would be sent in clear"
-    )
-    return MintsoftClient(
-        settings.mintsoft_url,
-        api_key=settings.mintsoft_api_key,
-        username=settings.mintsoft_username,
-        password=settings.mintsoft_password,
+    return client_for(
+        settings,
         attempts=ATTEMPTS,
         backoff=backoff,
         limiter=rate_limiter(settings.mintsoft_rate),

@@ -8,8 +8,7 @@ from typing import Any
 
 from bridge.core.settings import Settings, SettingsError
 from bridge.errors import CommandError
-from bridge.mintsoft.client import MintsoftClient
-from bridge.mintsoft.urls import require_https
+from bridge.mintsoft.client import client_for
 
 NAME = "Mintsoft API for sync"
 
@@ -19,15 +18,7 @@ async def check_sync_access(settings: Settings, timeout: float) -> tuple[bool | 
     if not (settings.mintsoft_api_key or settings.mintsoft_username):
         return None, "skipped: no BRIDGE_MINTSOFT_API_KEY (sync is not configured)", ""
     try:
-        require_https("BRIDGE_MINTSOFT_URL", settings.mintsoft_url, "the key would go in clear")
-        client = MintsoftClient(
-            settings.mintsoft_url,
-            api_key=settings.mintsoft_api_key,
-            username=settings.mintsoft_username,
-            password=settings.mintsoft_password,
-            timeout=timeout,
-            attempts=1,
-        )
+        client = client_for(settings, timeout=timeout, attempts=1)
     except SettingsError as exc:
         reason, _, fix = str(exc).partition(": ")
         return False, reason, fix
