@@ -50,8 +50,7 @@ def _raw_server_header(port: int, request: bytes) -> str:
 
 def test_metrics_settings_default_to_no_separate_listener_on_loopback() -> None:
     s = load_settings({})
-    assert s.metrics_port is None and s.metrics_host is None
-    assert DEFAULT_METRICS_HOST == "127.0.0.1"
+    assert s.metrics_port is None and s.metrics_host == DEFAULT_METRICS_HOST == "127.0.0.1"
     s = load_settings({"BRIDGE_METRICS_HOST": "0.0.0.0", "BRIDGE_METRICS_PORT": "9100"})
     assert (s.metrics_host, s.metrics_port) == ("0.0.0.0", 9100)
     assert load_settings({"BRIDGE_METRICS_PORT": "0"}).metrics_port is None  # 0: off, as before
@@ -64,10 +63,11 @@ def test_the_worker_takes_the_same_setting_and_keeps_its_metrics_port_flag() -> 
     args = build_parser().parse_args(["worker", "--config", "x.toml", "--metrics-port", "9100"])
     settings = settings_of(args)
     assert settings.metrics_port == 9100
-    # Without BRIDGE_METRICS_HOST the worker listens on BRIDGE_HOST, as --metrics-port did.
+    # BRIDGE_METRICS_HOST defaults to 127.0.0.1 (contract section 2), whatever BRIDGE_HOST is:
+    # a worker on BRIDGE_HOST=0.0.0.0 does not expose its metrics to the network by default.
     assert metrics_address(settings) == ("127.0.0.1", 9100)
     env = {"BRIDGE_HOST": "0.0.0.0", "BRIDGE_METRICS_PORT": "9101"}
-    assert metrics_address(load_settings(env)) == ("0.0.0.0", 9101)
+    assert metrics_address(load_settings(env)) == ("127.0.0.1", 9101)
     env["BRIDGE_METRICS_HOST"] = "127.0.0.2"
     assert metrics_address(load_settings(env)) == ("127.0.0.2", 9101)
     assert metrics_address(load_settings({})) is None

@@ -100,9 +100,7 @@ async def _run(settings: Settings, args: argparse.Namespace, since: datetime | N
                 print(f"  failed: {error}")
             return 0 if report.ok else 1
         runner = (
-            await start_metrics_listener(
-                settings.metrics_host or settings.host, settings.metrics_port
-            )
+            await start_metrics_listener(settings.metrics_host, settings.metrics_port)
             if settings.metrics_port
             else None
         )

@@ -60,7 +60,7 @@ class Settings:
     mintsoft_username: str | None = None
     mintsoft_password: str | None = field(default=None, repr=False)
     public_url: str | None = None
-    metrics_host: str | None = None
+    metrics_host: str = "127.0.0.1"
     """``None``: 127.0.0.1 for ``serve``; the worker keeps its older default, ``BRIDGE_HOST``."""
     metrics_port: int | None = None
     """``None``: no separate listener (``serve`` answers ``/metrics`` on its main port)."""
@@ -147,8 +147,8 @@ SPECS: dict[str, _Spec] = {
     ),
     "BRIDGE_METRICS_HOST": _Spec(
         "metrics_host",
-        parse_optional,
-        "address of the /metrics listener (127.0.0.1; worker: --host)",
+        lambda n, r: r.strip() or "127.0.0.1",
+        "address of the /metrics listener",
     ),
     "BRIDGE_METRICS_PORT": _Spec(
         "metrics_port", parse_optional_port, "port of a separate /metrics listener (unset: none)"

@@ -23,7 +23,6 @@ from bridge.amqp.publisher import Publisher
 from bridge.amqp.topology import declare, settings_topology
 from bridge.core import metrics
 from bridge.core.listeners import (
-    DEFAULT_METRICS_HOST,
     check_listen,
     hide_versions,
     listen_error,
@@ -99,7 +98,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
                 "metrics a port of their own (or unset it to serve /metrics on BRIDGE_PORT)"
             )
         # First: a port that cannot be bound is a bad setting, before anything is opened.
-        host = settings.metrics_host or DEFAULT_METRICS_HOST
+        host = settings.metrics_host
         metrics_runner = await start_metrics_listener(host, settings.metrics_port, scraped.set)
         log.info("metrics on http://%s:%d/metrics", host, settings.metrics_port)
     delivery = build_delivery(settings)

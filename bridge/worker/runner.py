@@ -100,11 +100,11 @@ class Worker:
 
 def metrics_address(settings: Settings) -> tuple[str, int] | None:
     """Where the worker serves ``/metrics`` and ``/healthz``: ``BRIDGE_METRICS_PORT`` (the
-    ``--metrics-port`` flag) on ``BRIDGE_METRICS_HOST``, which defaults to ``BRIDGE_HOST`` here,
-    as ``--metrics-port`` always did (itself 127.0.0.1 by default); ``None``: no listener."""
+    ``--metrics-port`` flag) on ``BRIDGE_METRICS_HOST`` (127.0.0.1 unless set: metrics are
+    for Prometheus, not for whoever reaches ``BRIDGE_HOST``); ``None``: no listener."""
     if settings.metrics_port is None:
         return None
-    return settings.metrics_host or settings.host, settings.metrics_port
+    return settings.metrics_host, settings.metrics_port
 
 
 async def run_worker(settings: Settings, config: str) -> None:
