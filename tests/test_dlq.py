@@ -151,3 +151,36 @@ async def test_replay_from_the_command_line_counts_in_words_and_an_unknown_name_
     got = capsys.readouterr()
     assert got.out == ""
     assert got.err.count("\n") == 1 and "does not exist" in got.err
+
+
+async def test_a_dead_letter_listed_25_times_is_still_handled_when_replayed(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    # Every listing hands the dead letter back, which raises the quorum DLQ's
+    # x-delivery-count; the replayed copy must not carry it (it would look like a
+    # crash loop, 20 redeliveries, and be dead-lettered again without a call).
+    sub = subscriber(tries=1, delays=())
+    healthy = False
+    calls: list[str] = []
+
+    async def handler(message: Message) -> None:
+        calls.append(message.message_id)
+        if not healthy:
+            raise PermanentError("ERP says no")
+
+    settings = bridge_settings(exchange)
+    async with running_worker(probe, exchange, [sub], {sub.name: handler}):
+        sent = await publish(probe, exchange, "despatched", body_for("despatched", 1))
+        await wait_until(_dlq_has(probe, dlq_name(sub.name), 1))
+        for _ in range(25):
+            listing = await list_dead_letters(settings.amqp_urls, sub.name, None)
+            assert len(listing.messages) == 1
+        headers = listing.messages[0].header.properties.headers or {}
+        assert int(headers.get("x-delivery-count", 0)) >= 20  # the broker's own count grew
+
+        healthy = True
+        calls.clear()
+        assert (await replay_dead_letters(settings.amqp_urls, sub.name, None))[0] == 1
+        await wait_until(lambda: _acked(sub.name) == 1)
+    assert calls == [sent]
+    assert await probe.count(dlq_name(sub.name)) == 0
