@@ -23,6 +23,7 @@ from pamqp.commands import Basic
 
 from bridge.amqp.connection import connect_once
 from bridge.amqp.topology import dlq_name, partitions_exchange_name
+from bridge.amqp.twins import TwinGate
 from bridge.core.contract import HEADER_ORDER_ID
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
@@ -184,7 +185,9 @@ def _moved_before(error: CommandError, replay: _Replay | None) -> CommandError:
 
 class _Replay:
     """Consumes the DLQ with ``REPLAY_WINDOW`` messages in flight, each acked only after its
-    copy in ``<name>`` is confirmed; stops after ``wanted`` or when the DLQ runs dry."""
+    copy in ``<name>`` is confirmed; stops after ``wanted`` or when the DLQ runs dry.
+    Copies with one message id (identical webhooks) go one after the other: aiormq tells
+    their returns apart by message id alone (:mod:`bridge.amqp.twins`)."""
 
     def __init__(
         self, channel: AbstractChannel, name: str, wanted: int, exchange: str | None = None
@@ -198,6 +201,7 @@ class _Replay:
         self.settled = 0
         self.error: CommandError | None = None
         self._progress = asyncio.Event()
+        self._twins = TwinGate()
 
     async def run(self, queue: str) -> None:
         if self.wanted == 0:
@@ -225,7 +229,10 @@ class _Replay:
             return  # not ours to move: unacked, it goes back to the DLQ on close
         self.taken += 1
         try:
-            await _move_back(self.channel, got, self.name, self.exchange)
+            async with self._twins.alone(got.header.properties.message_id):
+                if self.error is not None:
+                    return  # a twin failed meanwhile: this one stays in the DLQ too
+                await _move_back(self.channel, got, self.name, self.exchange)
             self.moved += 1
         except CommandError as exc:
             self.error = self.error or exc
