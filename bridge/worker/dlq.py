@@ -12,7 +12,6 @@ broker's confirm, and only then acks the dead letter: an interrupted replay lose
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,7 +20,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity, DeliveryError, PublishError
 from pamqp.commands import Basic
 
-from bridge.amqp.connection import connect_once
+from bridge.amqp.connection import close_quietly, connect_once
 from bridge.amqp.topology import dlq_name, partitions_exchange_name
 from bridge.amqp.twins import TwinGate
 from bridge.core.contract import HEADER_ORDER_ID
@@ -79,12 +78,6 @@ def _no_answer() -> CommandError:
     )
 
 
-async def _close(connection: AbstractConnection) -> None:
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(2):
-            await connection.close()
-
-
 def _empty(got: DeliveredMessage) -> bool:
     return isinstance(got.delivery, Basic.GetEmpty)
 
@@ -131,7 +124,7 @@ async def list_dead_letters(amqp_urls: Sequence[str], name: str, limit: int | No
     except TimeoutError:
         raise _no_answer() from None
     finally:
-        await _close(connection)
+        await close_quietly(connection)
     return DeadLetters(queue, depth, messages)
 
 
@@ -159,7 +152,7 @@ async def replay_dead_letters(
     except CommandError as exc:
         raise _moved_before(exc, replay) from None
     finally:
-        await _close(connection)  # whatever was taken but not moved goes back to the DLQ
+        await close_quietly(connection)  # whatever was taken but not moved goes back to the DLQ
     return replay.moved, queue
 
 
@@ -172,8 +165,7 @@ async def _partitions_exchange(connection: AbstractConnection, name: str) -> str
         await probe.exchange_declare(exchange, passive=True, timeout=RPC_TIMEOUT)
     except ChannelNotFoundEntity:
         return None
-    with contextlib.suppress(Exception):
-        await probe.close()
+    await close_quietly(probe)
     return exchange
 
 
