@@ -9,7 +9,7 @@ import pytest
 from pamqp.commands import Basic
 
 from bridge import PermanentError
-from bridge.amqp.topology import dlq_name
+from bridge.amqp.topology import dlq_name, partitions_exchange_name
 from bridge.cli import main
 from bridge.core import metrics
 from bridge.errors import CommandError
@@ -151,3 +151,73 @@ async def test_replay_from_the_command_line_counts_in_words_and_an_unknown_name_
     got = capsys.readouterr()
     assert got.out == ""
     assert got.err.count("\n") == 1 and "does not exist" in got.err
+
+
+async def test_a_dead_letter_listed_25_times_is_still_handled_when_replayed(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    # Every listing hands the dead letter back, which raises the quorum DLQ's
+    # x-delivery-count; the replayed copy must not carry it (it would look like a
+    # crash loop, 20 redeliveries, and be dead-lettered again without a call).
+    sub = subscriber(tries=1, delays=())
+    healthy = False
+    calls: list[str] = []
+
+    async def handler(message: Message) -> None:
+        calls.append(message.message_id)
+        if not healthy:
+            raise PermanentError("ERP says no")
+
+    settings = bridge_settings(exchange)
+    async with running_worker(probe, exchange, [sub], {sub.name: handler}):
+        sent = await publish(probe, exchange, "despatched", body_for("despatched", 1))
+        await wait_until(_dlq_has(probe, dlq_name(sub.name), 1))
+        for _ in range(25):
+            # The broker takes the last listing's message back a moment after it closed.
+            await wait_until(_dlq_has(probe, dlq_name(sub.name), 1), timeout=5)
+            listing = await list_dead_letters(settings.amqp_urls, sub.name, None)
+            assert len(listing.messages) == 1
+        await wait_until(_dlq_has(probe, dlq_name(sub.name), 1), timeout=5)
+        headers = listing.messages[0].header.properties.headers or {}
+        assert int(str(headers.get("x-delivery-count", 0))) >= 20  # the broker's own count grew
+
+        healthy = True
+        calls.clear()
+        assert (await replay_dead_letters(settings.amqp_urls, sub.name, None))[0] == 1
+        await wait_until(lambda: _acked(sub.name) == 1)
+    assert calls == [sent]
+    assert await probe.count(dlq_name(sub.name)) == 0
+
+
+async def test_identical_dead_letters_replayed_to_nowhere_are_all_kept(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    # aiormq matches a basic.return to its publish by message id alone: with two
+    # identical copies in flight the wrong one got the error, and the ack of the
+    # returned one acked its dead letter. An ordered subscriber's partitions exchange
+    # with no queue bound routes nothing, so every copy comes back.
+    name = unique_name("twins")
+    probe.track(queues=(dlq_name(name),), exchanges=(partitions_exchange_name(name),))
+    channel = await probe._chan()
+    await channel.exchange_declare(
+        partitions_exchange_name(name), exchange_type="fanout", durable=True
+    )
+    await channel.queue_declare(dlq_name(name), durable=True, arguments={"x-queue-type": "quorum"})
+    for _ in range(6):
+        await channel.basic_publish(
+            body_for("despatched", 1),
+            routing_key=dlq_name(name),
+            properties=Basic.Properties(message_id="twin-1", headers={"x-attempt": 3}),
+        )
+    await wait_until(_dlq_has(probe, dlq_name(name), 6), timeout=5)
+    with pytest.raises(CommandError, match="routed nothing"):
+        await replay_dead_letters(bridge_settings(exchange).amqp_urls, name, None)
+    # Nothing was confirmed, so nothing may have been acked.
+    await wait_until(_dlq_has(probe, dlq_name(name), 6), timeout=5)
+
+    # Once something is bound, the twins all move, one after the other.
+    target = await probe.bind_queue(partitions_exchange_name(name), "")
+    moved, _ = await replay_dead_letters(bridge_settings(exchange).amqp_urls, name, None)
+    assert moved == 6
+    assert await probe.count(dlq_name(name)) == 0
+    assert len(await probe.get_all(target, expected=6)) == 6

@@ -217,3 +217,21 @@ async def test_unroutable_twins_all_fail_as_returned(bound: Bound) -> None:
     )
     assert all(isinstance(r, PublishFailed) and r.reason == "returned" for r in results), results
     await publisher.publish(envelope("despatched", 78))  # the channel is still good
+
+
+async def test_published_bytes_count_every_confirmed_body_on_either_path(
+    bound: Bound, link: BrokerLink
+) -> None:
+    from bridge.amqp.pipeline import FAST
+    from bridge.core import metrics
+
+    publisher = bound.publisher
+    assert link.channel is not None
+    if not PUBLIC_PATH:  # the default: the fast path, where the counter had stayed at 0
+        assert publisher._writer.path(link.channel) == FAST
+    counted = metrics.PUBLISHED_BYTES._value.get()
+    sent = [envelope("despatched", i) for i in range(3)]
+    await asyncio.gather(*(publisher.publish(e) for e in sent))
+    with pytest.raises(PublishFailed):  # a returned message was not published
+        await publisher.publish(envelope("cancelled", 9))
+    assert metrics.PUBLISHED_BYTES._value.get() - counted == sum(len(e.body) for e in sent)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import aiormq
-from aiormq.abc import AbstractChannel, AbstractConnection
+from aiormq.abc import AbstractBase, AbstractChannel, AbstractConnection
 
 from bridge.core.settings import redact_url
 from bridge.core.tasks import cancel_and_wait
@@ -38,6 +38,9 @@ OnChannel = Callable[[AbstractChannel], Awaitable[None]]
 
 CONNECT_TIMEOUT = 10.0
 MAX_BACKOFF = 5.0
+
+CLOSE_TIMEOUT = 2.0
+"""Seconds a close may take: a broker that stops answering must not hold a command open."""
 
 NACKS_BEFORE_RENEW = 3
 """Nacks in a row, with no confirm between, after which the link gets a fresh connection."""
@@ -131,9 +134,7 @@ class BrokerLink:
             # With a reason, publishes waiting on this connection fail with it; without
             # one aiormq cancels them, and a CancelledError would end their callers.
             reason = ConnectionError("connection renewed by the bridge")
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2):
-                    await connection.close(reason)
+            await close_quietly(connection, reason=reason)
             self._renewing = None
 
         self._renewing = asyncio.create_task(close(), name="broker-link-renew")
@@ -156,9 +157,7 @@ class BrokerLink:
         self.channel = None
         connection, self._connection = self._connection, None
         if connection is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2):
-                    await connection.close()
+            await close_quietly(connection)
 
     async def _keep(self) -> None:
         backoff = 0.2
@@ -219,6 +218,23 @@ class BrokerLink:
             await self._drop()
             # Go on to the next broker of the list: any node of a cluster serves every
             # queue, and the one just lost is the likeliest to be dead.
+
+
+async def close_quietly(
+    connection: AbstractBase,
+    seconds: float = CLOSE_TIMEOUT,
+    *,
+    reason: BaseException | None = None,
+) -> None:
+    """Close a connection (or channel) within ``seconds``, never raising: whatever it held
+    unacked goes back to its queue on the broker either way. A close that gets no answer is
+    abandoned when the time is up (the socket goes with the process or the next close)."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(seconds):
+            if reason is None:
+                await connection.close()
+            else:
+                await connection.close(reason)
 
 
 def _closed_reason(*futures: asyncio.Future[object]) -> str:

@@ -7,7 +7,6 @@ adds :func:`subscriber_topology`. The same data prints with ``topology --print``
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -15,7 +14,7 @@ from typing import Any, TypeVar
 import aiormq
 from aiormq.abc import AbstractChannel
 
-from bridge.amqp.connection import connect_once
+from bridge.amqp.connection import close_quietly, connect_once
 from bridge.core.contract import (
     EVENTS,
     HEADER_CLIENT_ID,
@@ -356,5 +355,4 @@ async def declare_topology(amqp_urls: Sequence[str], topology: Topology) -> None
             "BRIDGE_ARCHIVE_MAX_BYTES), or delete it first"
         ) from None
     finally:
-        with contextlib.suppress(Exception):
-            await connection.close()
+        await close_quietly(connection)

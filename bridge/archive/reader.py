@@ -13,7 +13,6 @@ or :class:`~bridge.amqp.connection.BrokerUnreachable`.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from typing import Any
 from aiormq.abc import AbstractConnection, DeliveredMessage
 from pamqp.commands import Basic
 
-from bridge.amqp.connection import connect_once
+from bridge.amqp.connection import close_quietly, connect_once
 from bridge.amqp.topology import archive_name
 from bridge.archive.end import IDLE, PREFETCH, StreamOffset, read_to_end, require_stream
 from bridge.archive.window import parse_received_at
@@ -170,5 +169,4 @@ async def find(
         async for webhook in scan(connection, exchange, query):
             yield webhook
     finally:
-        with contextlib.suppress(Exception):
-            await connection.close()
+        await close_quietly(connection)

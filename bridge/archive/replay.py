@@ -28,7 +28,7 @@ import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
-from bridge.amqp.connection import connect_once
+from bridge.amqp.connection import close_quietly, connect_once
 from bridge.archive.end import bounded
 from bridge.archive.reader import ArchivedWebhook, ArchiveQuery, copy_properties, scan
 from bridge.core.contract import EVENTS, HEADER_REPLAY_ID, HEADER_REPLAYED_AT, rfc3339
@@ -168,7 +168,5 @@ async def replay(
     finally:
         if copier is not None:
             copier.abandon()
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2):
-                await connection.close()
+        await close_quietly(connection)
     return ReplayResult(replay_id, matched, copier.sent if copier is not None else 0)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import aiormq
 from aiormq.abc import AbstractConnection
 
-from bridge.amqp.connection import connect_once
+from bridge.amqp.connection import close_quietly, connect_once
 from bridge.amqp.topology import ArchiveRetention, archive_name
 from bridge.archive.end import StreamOffset, bounded, read_to_end
 from bridge.archive.reader import ArchivedWebhook, archived
@@ -116,5 +116,4 @@ async def archive_status(
             retention_note=note,
         )
     finally:
-        with contextlib.suppress(Exception):
-            await connection.close()
+        await close_quietly(connection)

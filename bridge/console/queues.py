@@ -9,14 +9,13 @@ A queue that does not exist is reported as missing, never created. Every call is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiormq.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import ChannelNotFoundEntity
 
-from bridge.amqp.connection import connect_once
+from bridge.amqp.connection import close_quietly, connect_once
 from bridge.amqp.topology import dlq_name, partition_queue_name, retry_queue_name
 from bridge.worker.subscribers import Subscriber
 
@@ -104,6 +103,4 @@ async def subscriber_stats(
                 stats.append(SubscriberStat(sub, main, tuple(steps), dlq))
             return stats
     finally:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2):
-                await connection.close()
+        await close_quietly(connection)

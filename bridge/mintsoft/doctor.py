@@ -24,7 +24,7 @@ import aiormq
 import orjson
 from aiormq.abc import AbstractChannel, AbstractConnection
 
-from bridge.amqp.connection import BrokerUnreachable, connect_once
+from bridge.amqp.connection import BrokerUnreachable, close_quietly, connect_once
 from bridge.amqp.topology import archive_name, settings_topology, unrouted_name
 from bridge.core.contract import EVENTS, routing_key
 from bridge.core.settings import SPECS, Settings, SettingsError, redact_url, unknown_variables
@@ -322,6 +322,4 @@ async def run_checks(
                 report(await _bounded("webhook accepted and queued", roundtrip, 3 * TIMEOUT))
         finally:
             if connection is not None:
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(2):
-                        await connection.close()
+                await close_quietly(connection)

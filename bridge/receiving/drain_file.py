@@ -17,12 +17,11 @@ with :class:`~bridge.core.settings.SettingsError` when the file is not there.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from bridge.amqp.connection import BrokerUnreachable, connect_once
+from bridge.amqp.connection import BrokerUnreachable, close_quietly, connect_once
 from bridge.core.settings import Settings, SettingsError
 from bridge.errors import CommandError
 from bridge.receiving.drain import STALL
@@ -78,8 +77,7 @@ async def _drain(settings: Settings, path: str, progress: Callable[[int], None] 
             probe = await connect_once(settings.amqp_urls)
         except BrokerUnreachable as exc:
             raise CommandError(f"{exc}; all {total} webhooks remain in {path}") from None
-        with contextlib.suppress(Exception):
-            await probe.close()
+        await close_quietly(probe)
         if not await link.start(wait=LINK_WAIT):
             raise CommandError(
                 f"the broker did not open a publishing channel within {LINK_WAIT:g} s; "

@@ -12,7 +12,6 @@ broker's confirm, and only then acks the dead letter: an interrupted replay lose
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,8 +20,9 @@ from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity, DeliveryError, PublishError
 from pamqp.commands import Basic
 
-from bridge.amqp.connection import connect_once
+from bridge.amqp.connection import close_quietly, connect_once
 from bridge.amqp.topology import dlq_name, partitions_exchange_name
+from bridge.amqp.twins import TwinGate
 from bridge.core.contract import HEADER_ORDER_ID
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
@@ -78,12 +78,6 @@ def _no_answer() -> CommandError:
     )
 
 
-async def _close(connection: AbstractConnection) -> None:
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(2):
-            await connection.close()
-
-
 def _empty(got: DeliveredMessage) -> bool:
     return isinstance(got.delivery, Basic.GetEmpty)
 
@@ -130,7 +124,7 @@ async def list_dead_letters(amqp_urls: Sequence[str], name: str, limit: int | No
     except TimeoutError:
         raise _no_answer() from None
     finally:
-        await _close(connection)
+        await close_quietly(connection)
     return DeadLetters(queue, depth, messages)
 
 
@@ -158,7 +152,7 @@ async def replay_dead_letters(
     except CommandError as exc:
         raise _moved_before(exc, replay) from None
     finally:
-        await _close(connection)  # whatever was taken but not moved goes back to the DLQ
+        await close_quietly(connection)  # whatever was taken but not moved goes back to the DLQ
     return replay.moved, queue
 
 
@@ -171,8 +165,7 @@ async def _partitions_exchange(connection: AbstractConnection, name: str) -> str
         await probe.exchange_declare(exchange, passive=True, timeout=RPC_TIMEOUT)
     except ChannelNotFoundEntity:
         return None
-    with contextlib.suppress(Exception):
-        await probe.close()
+    await close_quietly(probe)
     return exchange
 
 
@@ -184,7 +177,9 @@ def _moved_before(error: CommandError, replay: _Replay | None) -> CommandError:
 
 class _Replay:
     """Consumes the DLQ with ``REPLAY_WINDOW`` messages in flight, each acked only after its
-    copy in ``<name>`` is confirmed; stops after ``wanted`` or when the DLQ runs dry."""
+    copy in ``<name>`` is confirmed; stops after ``wanted`` or when the DLQ runs dry.
+    Copies with one message id (identical webhooks) go one after the other: aiormq tells
+    their returns apart by message id alone (:mod:`bridge.amqp.twins`)."""
 
     def __init__(
         self, channel: AbstractChannel, name: str, wanted: int, exchange: str | None = None
@@ -198,6 +193,7 @@ class _Replay:
         self.settled = 0
         self.error: CommandError | None = None
         self._progress = asyncio.Event()
+        self._twins = TwinGate()
 
     async def run(self, queue: str) -> None:
         if self.wanted == 0:
@@ -225,7 +221,10 @@ class _Replay:
             return  # not ours to move: unacked, it goes back to the DLQ on close
         self.taken += 1
         try:
-            await _move_back(self.channel, got, self.name, self.exchange)
+            async with self._twins.alone(got.header.properties.message_id):
+                if self.error is not None:
+                    return  # a twin failed meanwhile: this one stays in the DLQ too
+                await _move_back(self.channel, got, self.name, self.exchange)
             self.moved += 1
         except CommandError as exc:
             self.error = self.error or exc

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
-from bridge.amqp.connection import connect_once
+from bridge.amqp.connection import close_quietly, connect_once
 from bridge.amqp.topology import dlq_name
 from bridge.errors import CommandError
 from bridge.worker.dlq import (
     RPC_TIMEOUT,
     _bounded,
     _check,
-    _close,
     _depth,
     _empty,
     _move_back,
@@ -85,7 +84,7 @@ async def _pick(
     except CommandError as exc:
         raise _partial(exc, done) from None
     finally:
-        await _close(connection)
+        await close_quietly(connection)
     return Picked(queue, done, tuple(sorted(wanted - found)))
 
 

@@ -23,8 +23,13 @@ ATTEMPT_HEADER = HEADER_ATTEMPT
 ERROR_HEADER = HEADER_ERROR
 FAILED_AT_HEADER = HEADER_FAILED_AT
 MAX_ERROR_BYTES = 1024
-# Headers the broker adds when it dead-letters; a copy we publish starts without them.
+# Headers the broker adds when it dead-letters or redelivers; a copy we publish starts
+# without them. A quorum queue's delivery counter (x-delivery-count, x-acquired-count on
+# RabbitMQ 4.3) counts handings-out of *that* message: `dlq list` and the console raise it
+# on every view, so a copy keeping it would look like a crash loop (acks.redelivery_count).
 _BROKER_HEADERS = (
+    "x-acquired-count",
+    "x-delivery-count",
     "x-death",
     "x-first-death-exchange",
     "x-first-death-queue",
