@@ -9,15 +9,18 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aiormq
 import orjson
 import pytest
+from aiormq.abc import DeliveredMessage
 
-from bridge.amqp.topology import archive_name, subscriber_topology
+from bridge.amqp.topology import archive_name, declare, partition_queue_name, subscriber_topology
 from bridge.archive.reader import ArchivedWebhook, ArchiveQuery, find
 from bridge.archive.replay import replay
 from bridge.cli import main
 from bridge.core.contract import EVENTS, HEADER_REPLAY_ID, HEADER_REPLAYED_AT
 from tests.conftest import AMQP_URL, API_KEY, BridgeFactory, BrokerProbe, fixture_body
+from tests.worker_helpers import subscriber, track_subscriber, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -329,3 +332,47 @@ async def test_a_retention_that_differs_from_the_archive_s_is_one_line_naming_th
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "received '7D' but current is '30D'" in err
     assert "BRIDGE_ARCHIVE_MAX_AGE" in err
+
+
+async def test_replay_to_an_ordered_subscriber_goes_through_its_partitions(
+    exchange: str,
+    probe: BrokerProbe,
+    make_bridge: BridgeFactory,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bridge = await archived_bridge(make_bridge, probe, exchange)
+    sent = [
+        await post(bridge, "despatched", order_body("despatched", 7000 + i % 3)) for i in range(6)
+    ]
+    # Declared after the posts, so only the replay can fill its partitions.
+    sub = subscriber(ordered=True, partitions=2, events=("despatched",))
+    track_subscriber(probe, exchange, sub)
+    assert probe.channel is not None
+    await declare(probe.channel, sub.topology(exchange))
+
+    common = ["--exchange", exchange, "--since", "1h", "--to", sub.name]
+    assert await cli("archive", "replay", *common) == 0, capsys.readouterr().err
+    # Single-active-consumer quorum queues refuse basic.get: consume them.
+    partitions: list[list[DeliveredMessage]] = [[], []]
+    connection = await aiormq.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        for index, kept in enumerate(partitions):
+
+            async def take(message: DeliveredMessage, kept: list[DeliveredMessage] = kept) -> None:
+                kept.append(message)
+
+            queue = partition_queue_name(sub.name, index)
+            await channel.basic_consume(queue, take, no_ack=True)
+        await wait_until(lambda: sum(map(len, partitions)) == len(sent), timeout=10)
+    finally:
+        await connection.close()
+    copies = [m for messages in partitions for m in messages]
+    assert sorted(m.header.properties.message_id for m in copies) == sorted(sent)
+    assert all(HEADER_REPLAY_ID in (m.header.properties.headers or {}) for m in copies)
+    # Each order's copies in one partition, in the order they were received.
+    for messages in partitions:
+        ids = [m.header.properties.message_id for m in messages]
+        assert ids == [i for i in sent if i in ids]
+    orders = [{orjson.loads(m.body)["ID"] for m in messages} for messages in partitions]
+    assert not orders[0] & orders[1]

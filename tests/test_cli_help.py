@@ -229,3 +229,26 @@ def test_every_setting_a_command_lists_is_a_setting() -> None:
             continue
         unknown = [name for name in reads if name not in CONTRACT_SETTINGS]
         assert not unknown, (command.__name__, unknown)
+
+
+@pytest.mark.parametrize(
+    "events",
+    [
+        ["--event", "despatched", "cancelled"],  # contract section 7: --event E ...
+        ["--event", "despatched", "--event", "cancelled"],
+        ["--event", "despatched,cancelled"],
+        ["--event", "despatched", "--event", "cancelled,despatched"],
+    ],
+)
+def test_archive_event_takes_several_values_repeats_and_commas(events: list[str]) -> None:
+    from bridge.cli.archive import _query
+
+    argv = ["archive", "replay", "--since", "2h", *events, "--to", "erp"]
+    query = _query(build_parser().parse_args(argv))
+    assert query.events == ("despatched", "cancelled")
+
+
+def test_archive_event_refuses_an_unknown_event_among_several() -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["archive", "find", "--event", "despatched", "shipped"])
+    assert exited.value.code == 2

@@ -19,7 +19,7 @@ from bridge.console.views import mask_text
 from bridge.worker.message import Message
 from tests.conftest import API_KEY, AUTH_HEADER, BridgeFactory, BrokerProbe, fixture_body
 from tests.console_helpers import console_state, sign_in
-from tests.worker_helpers import running_worker, subscriber, wait_until
+from tests.worker_helpers import body_for, publish, running_worker, subscriber, wait_until
 
 SECRETS = (API_KEY, AUTH_HEADER, AUTH_HEADER.split()[1])
 
@@ -178,3 +178,44 @@ async def test_an_archived_webhook_page_shows_its_body_but_no_key(
     assert "x-request-id" in page  # headers shown
     for secret in SECRETS:
         assert secret not in found and secret not in page
+
+
+async def test_replay_all_confirmed_with_0_moves_nothing_and_a_bad_count_is_400(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    sub = subscriber(tries=1, delays=())
+    failed: list[str] = []
+
+    async def handler(message: Message) -> None:
+        failed.append(message.message_id)
+        raise PermanentError("ERP says no")
+
+    async with running_worker(probe, exchange, [sub], {sub.name: handler}):
+        for i in range(2):
+            await publish(probe, exchange, "despatched", body_for("despatched", i))
+        await wait_until(lambda: _count_is(probe, dlq_name(sub.name), 2))
+    # The worker is gone (its queues stay until the test ends): a replayed letter would
+    # wait in the subscriber's queue.
+    app = build_app(console_state(exchange, [sub]))
+    async with TestClient(TestServer(app)) as client:
+        csrf = await sign_in(client)
+        url = f"/subscribers/{sub.name}/dead-letters/replay"
+        # The DLQ was empty when the confirmation was shown: "Replay 0" means none.
+        zero = await client.post(
+            url, data={"csrf": csrf, "all": "1", "count": "0", "confirmed": "1"}
+        )
+        assert zero.status == 200, await zero.text()
+        assert "Replayed 0 dead letters" in await zero.text()
+        assert await probe.count(sub.name) == 0
+        assert await probe.count(dlq_name(sub.name)) == 2
+        for bad in ("abc", "-1", "", "1.5", "²", "9" * 5000):
+            answer = await client.post(
+                url, data={"csrf": csrf, "all": "1", "count": bad, "confirmed": "1"}
+            )
+            assert answer.status == 400, (bad, answer.status)
+        assert await probe.count(sub.name) == 0
+        assert await probe.count(dlq_name(sub.name)) == 2
+
+
+async def _count_is(probe: BrokerProbe, queue: str, n: int) -> bool:
+    return await probe.count(queue) == n

@@ -4,14 +4,17 @@ command line."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from bridge.archive.window import parse_time
 from bridge.cli import main
 from bridge.core.settings import SettingsError, load_settings
-from bridge.mintsoft.sync.clock import OVERLAP, MintsoftClock, parse_since
+from bridge.mintsoft.sync.clock import OVERLAP, MintsoftClock
 from bridge.mintsoft.sync.enrol import classify
 from bridge.mintsoft.sync.runner import Sync
 from bridge.mintsoft.sync.scan import recovery_id
@@ -40,6 +43,10 @@ def test_the_query_window_covers_the_repeated_hour_after_the_clocks_go_back() ->
     assert since == datetime(2026, 10, 25, 1, 9, 50) - OVERLAP
     # The ambiguous local time is read as the later instant: grace is never cut short.
     assert LONDON.to_utc(datetime(2026, 10, 25, 1, 30)) == datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    return parse_time(text, now, offset_required=True)  # as `sync --since` reads it
 
 
 def test_since_accepts_rfc3339_and_ages_and_refuses_the_rest() -> None:
@@ -244,3 +251,26 @@ async def test_a_time_zone_wrong_by_an_hour_misses_no_order_and_idle_passes_keep
         assert all(world.puts[o.id] == 1 for o in orders)
     finally:
         await world.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["sync", "--backfill", "--since", "99999999d"], ["archive", "find", "--since", "99999999d"]],
+)
+def test_a_since_too_far_back_is_one_line_and_exit_2(tmp_path: Path, args: list[str]) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "BRIDGE_SYNC_STATE_PATH": str(tmp_path / "none.sqlite3"),
+        "BRIDGE_MINTSOFT_API_KEY": MS_KEY,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "bridge", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "99999999d" in result.stderr and "Traceback" not in result.stderr

@@ -2,11 +2,13 @@
 
 Each copy is the archived body byte for byte, with its original properties and headers plus
 ``x-replayed-at`` and ``x-replay-id``. It goes through the default exchange straight to the
-subscriber's queue, so no other subscriber sees it and the archive (bound to the webhook
-exchange) never stores it again. Every publish is ``mandatory`` and confirmed, with at most
-:data:`WINDOW` unconfirmed: a replay that is killed loses nothing it reported as sent, and
-can simply be run again (the copies that were confirmed then arrive twice, with the same
-``message_id``, which is how a subscriber tells them apart).
+subscriber's queue (an ordered subscriber's: through its partitions exchange, into its
+order's partition; see :mod:`bridge.amqp.subscriber_target`), so no other subscriber sees it
+and the archive (bound to the webhook exchange) never stores it again. Every publish is
+``mandatory`` and confirmed, with at most :data:`WINDOW` unconfirmed: a replay that is
+killed loses nothing it reported as sent, and can simply be run again (the copies that were
+confirmed then arrive twice, with the same ``message_id``, which is how a subscriber tells
+them apart).
 
 Fails with :class:`SettingsError` for a target that is not a subscriber's queue name, and
 :class:`CommandError` for a missing queue, a refused publish or a broker that stops
@@ -29,6 +31,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
 from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.subscriber_target import partitions_exchange, route
 from bridge.archive.end import bounded
 from bridge.archive.reader import ArchivedWebhook, ArchiveQuery, copy_properties, scan
 from bridge.core.contract import EVENTS, HEADER_REPLAY_ID, HEADER_REPLAYED_AT, rfc3339
@@ -63,6 +66,15 @@ def _check_target(to: str) -> None:
         )
 
 
+async def _target(connection: AbstractConnection, to: str) -> str | None:
+    """The ordered subscriber ``to``'s partitions exchange, else None once its queue is
+    known to exist."""
+    exchange = await bounded(partitions_exchange(connection, to), "a passive declare")
+    if exchange is None:
+        await _require_queue(connection, to)
+    return exchange
+
+
 async def _require_queue(connection: AbstractConnection, to: str) -> None:
     channel = await bounded(connection.channel(), "opening a channel")
     try:
@@ -85,16 +97,23 @@ def replay_copy(webhook: ArchivedWebhook, replay_id: str, now: float) -> Basic.P
 class _Copier:
     """Publishes copies with confirms, at most :data:`WINDOW` of them unconfirmed."""
 
-    def __init__(self, channel: AbstractChannel, to: str, progress: Progress) -> None:
+    def __init__(
+        self, channel: AbstractChannel, to: str, progress: Progress, exchange: str | None
+    ) -> None:
         self.channel = channel
         self.to = to
+        self.exchange, self.routing_key = route(to, exchange)
         self.progress = progress
         self.pending: deque[asyncio.Future[object]] = deque()
         self.sent = 0
 
     async def copy(self, webhook: ArchivedWebhook, properties: Basic.Properties) -> None:
         publish = self.channel.basic_publish(
-            webhook.body, exchange="", routing_key=self.to, mandatory=True, properties=properties
+            webhook.body,
+            exchange=self.exchange,
+            routing_key=self.routing_key,
+            mandatory=True,
+            properties=properties,
         )
         self.pending.append(asyncio.ensure_future(publish))
         if len(self.pending) >= WINDOW:
@@ -149,13 +168,13 @@ async def replay(
     copier: _Copier | None = None
     matched = 0
     try:
-        await _require_queue(connection, to)
+        partitions = await _target(connection, to)
         if not dry_run:
             channel = await bounded(
                 connection.channel(publisher_confirms=True, on_return_raises=True),
                 "opening a channel",
             )
-            copier = _Copier(channel, to, on_progress)
+            copier = _Copier(channel, to, on_progress, partitions)
         async for webhook in scan(connection, exchange, query):
             matched += 1
             if copier is None:

@@ -19,9 +19,10 @@ DEFAULT_WINDOW = timedelta(hours=24)
 """``archive find`` without ``--since``: the last 24 hours."""
 
 
-def parse_time(text: str, now: datetime) -> datetime:
+def parse_time(text: str, now: datetime, *, offset_required: bool = False) -> datetime:
     """``text`` as an aware UTC datetime: RFC 3339 with an offset or ``Z`` (a time without
-    one is taken as UTC), or a relative age before ``now``."""
+    one is taken as UTC, or refused with ``offset_required``), or a relative age before
+    ``now``. The one parser of every command's ``--since`` / ``--until``."""
     raw = text.strip()
     relative = _RELATIVE.match(raw)
     if relative:
@@ -38,6 +39,10 @@ def parse_time(text: str, now: datetime) -> datetime:
             "2026-11-30T10:00:00Z, 90m, 2h or 7d"
         ) from None
     if value.tzinfo is None:
+        if offset_required:
+            # sync: Mintsoft's own times are local and offset-less, so a bare time is
+            # ambiguous there (UTC or Mintsoft's zone?): make the user say.
+            raise SettingsError(f"time {text!r} has no offset: add Z (UTC) or +01:00")
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 

@@ -51,8 +51,10 @@ def _filters(sub: Parser, *, since_required: bool) -> None:
         "--event",
         metavar="E",
         type=_events,
-        action="append",
-        help=f"only these events ({', '.join(EVENT_CHOICES)}); repeat or comma-separate",
+        nargs="+",
+        action="extend",
+        help=f"only these events ({', '.join(EVENT_CHOICES)}): several after one --event, "
+        "repeated, or comma-separated",
     )
     sub.add_argument("--message-id", metavar="M", help="only this message id")
 

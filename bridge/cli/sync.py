@@ -9,12 +9,12 @@ import contextlib
 import signal
 from datetime import UTC, datetime
 
+from bridge.archive.window import parse_time
 from bridge.cli.common import Parser, run_async, settings_flags, settings_of
 from bridge.cli.progress import Progress
 from bridge.core import logs
 from bridge.core.listeners import start_metrics_listener
 from bridge.core.settings import Settings, SettingsError
-from bridge.mintsoft.sync.clock import parse_since
 from bridge.mintsoft.sync.runner import Sync
 from bridge.mintsoft.sync.status import SyncStatus, sync_status
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError("--backfill needs --since T (e.g. --since 7d)")
     if args.since and not args.backfill:
         raise SettingsError("--since goes with --backfill")
-    since = parse_since(args.since, datetime.now(UTC)) if args.since else None
+    since = parse_time(args.since, datetime.now(UTC), offset_required=True) if args.since else None
     logs.configure(settings.log_format)
     code: int = run_async(_run(settings, args, since))
     return code

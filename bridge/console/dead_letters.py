@@ -11,6 +11,7 @@ subscriber's queue before its dead letter is acked, so a page closed mid-way los
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 from urllib.parse import urlencode
 
@@ -100,6 +101,9 @@ def _back(name: str, notice: str) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(f"/subscribers/{name}/dead-letters?" + urlencode({"notice": notice}))
 
 
+_COUNT = re.compile(r"[0-9]{1,12}")  # not isdigit(): "²" passes it and int() then raises
+
+
 def _plural(n: int) -> str:
     return f"{n} dead letter{'' if n == 1 else 's'}"
 
@@ -139,8 +143,15 @@ async def replay(request: web.Request) -> web.StreamResponse:
             },
         )
     if every:
-        count = int(str(form.get("count", "0")) or 0)
-        moved, _ = await replay_dead_letters(console.amqp_urls, name, count or None)
+        # The count the user confirmed bounds the replay: 0 (the DLQ was empty then) moves
+        # nothing, never "no limit"; anything but a whole number is a bad request.
+        raw = str(form.get("count", ""))
+        if not _COUNT.fullmatch(raw):
+            raise web.HTTPBadRequest(
+                text="Confirm the replay from its page: the count is not a number."
+            )
+        count = int(raw)
+        moved = (await replay_dead_letters(console.amqp_urls, name, count))[0] if count else 0
         log.info("console: replayed %s of %s (all)", _plural(moved), name)
         raise _back(name, f"Replayed {_plural(moved)} to {name}.")
     picked = await replay_picked(console.amqp_urls, name, ids)

@@ -12,7 +12,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from bridge.console.queues import subscriber_stats
-from bridge.console.sources import archive_summary, sync_summary
+from bridge.console.sources import sync_summary
 from bridge.console.state import console_of
 from bridge.console.views import format_time, safe_headers, span
 from bridge.errors import CommandError
@@ -31,7 +31,8 @@ async def _figures(request: web.Request) -> dict[str, Any]:
     stats: list[Any] = []
     try:
         stats = await subscriber_stats(console.amqp_urls, console.subscribers)
-        archive = await archive_summary(
+        # Cached (one per console): each read writes end markers into the stream.
+        archive = await console.archive_cache.get(
             console.amqp_urls, console.exchange, console.archive_retention
         )
     except (CommandError, OSError, TimeoutError) as exc:

@@ -3,16 +3,18 @@ see its ``find``, ``replay`` and ``archive_status``) and the sync's state file, 
 
 Both are optional: a build without the archive package, an exchange without an archive
 stream, or a machine where ``sync`` does not run makes the pages say so, never fail.
-The sync's state is opened read-only (``mode=ro``); the console never writes it.
+The sync's state is opened read-only (``mode=ro``); the console never writes it. The
+archive summary is cached (:class:`ArchiveSummaryCache`): reading it writes to the stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,46 @@ async def archive_summary(
         max_age=status.max_age,
         max_bytes=status.max_bytes,
     )
+
+
+ARCHIVE_CACHE_SECONDS = 60.0
+"""How long the overview shows one archive summary: reading one opens a connection, writes
+end markers into the stream and may scan it, too much for every 5 s refresh of every tab,
+while its figures (size, oldest, newest) change slowly."""
+
+
+class ArchiveSummaryCache:
+    """One archive summary per console process, read lazily: the first refresh after it is
+    ``ttl`` seconds old reads a new one, and concurrent refreshes wait for that one read
+    instead of each starting their own. A read that raises is not kept (the next refresh
+    tries again); a summary that reports an error is kept like any other."""
+
+    def __init__(
+        self, ttl: float = ARCHIVE_CACHE_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._lock = asyncio.Lock()
+        self._key: tuple[object, ...] | None = None
+        self._value: ArchiveSummary | None = None
+        self._read_at = 0.0
+
+    def _fresh(self, key: tuple[object, ...]) -> ArchiveSummary | None:
+        if self._key == key and self.clock() - self._read_at < self.ttl:
+            return self._value
+        return None
+
+    async def get(
+        self, amqp_urls: Sequence[str], exchange: str, retention: ArchiveRetention | None = None
+    ) -> ArchiveSummary:
+        key = (tuple(amqp_urls), exchange, retention)
+        async with self._lock:
+            cached = self._fresh(key)
+            if cached is not None:
+                return cached
+            value = await archive_summary(amqp_urls, exchange, retention)
+            self._key, self._value, self._read_at = key, value, self.clock()
+            return value
 
 
 def archive_available() -> bool:

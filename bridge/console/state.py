@@ -9,6 +9,7 @@ from aiohttp import web
 from bridge.amqp.topology import ArchiveRetention
 from bridge.console.auth import Sessions
 from bridge.console.jobs import Jobs
+from bridge.console.sources import ArchiveSummaryCache
 from bridge.worker.subscribers import Subscriber
 
 
@@ -25,6 +26,7 @@ class Console:
     secure_cookies: bool = False
     sessions: Sessions = field(default_factory=Sessions)
     jobs: Jobs = field(default_factory=Jobs)
+    archive_cache: ArchiveSummaryCache = field(default_factory=ArchiveSummaryCache)
 
     def subscriber(self, name: str) -> Subscriber:
         for sub in self.subscribers:

@@ -16,12 +16,13 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
+from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity, DeliveryError, PublishError
 from pamqp.commands import Basic
 
 from bridge.amqp.connection import close_quietly, connect_once
-from bridge.amqp.topology import dlq_name, partitions_exchange_name
+from bridge.amqp.subscriber_target import partitions_exchange, route
+from bridge.amqp.topology import dlq_name
 from bridge.amqp.twins import TwinGate
 from bridge.core.contract import HEADER_ORDER_ID
 from bridge.core.settings import SettingsError
@@ -139,7 +140,7 @@ async def replay_dead_letters(
     connection = await connect_once(amqp_urls)
     replay: _Replay | None = None
     try:
-        exchange = await _partitions_exchange(connection, name)
+        exchange = await partitions_exchange(connection, name, RPC_TIMEOUT)
         channel = await _bounded(connection.channel(publisher_confirms=True, on_return_raises=True))
         if exchange is None:
             await _depth(channel, name)
@@ -154,19 +155,6 @@ async def replay_dead_letters(
     finally:
         await close_quietly(connection)  # whatever was taken but not moved goes back to the DLQ
     return replay.moved, queue
-
-
-async def _partitions_exchange(connection: AbstractConnection, name: str) -> str | None:
-    """``<name>.partitions`` when ``name`` is an ordered subscriber, else None."""
-    exchange = partitions_exchange_name(name)
-    # A passive declare of something missing closes its channel: use one for just that.
-    probe = await _bounded(connection.channel(publisher_confirms=False))
-    try:
-        await probe.exchange_declare(exchange, passive=True, timeout=RPC_TIMEOUT)
-    except ChannelNotFoundEntity:
-        return None
-    await close_quietly(probe)
-    return exchange
 
 
 def _moved_before(error: CommandError, replay: _Replay | None) -> CommandError:
@@ -240,12 +228,12 @@ async def _move_back(
     headers = dict(properties.headers or {})
     for header in (ATTEMPT_HEADER, ERROR_HEADER, FAILED_AT_HEADER):
         headers.pop(header, None)
+    to_exchange, routing_key = route(name, exchange)
     try:
         await channel.basic_publish(
             got.body,
-            # The consistent-hash exchange hashes x-order-id, not the routing key.
-            exchange=exchange or "",
-            routing_key="" if exchange else name,
+            exchange=to_exchange,
+            routing_key=routing_key,
             properties=copy_properties(properties, headers),
             mandatory=True,
             timeout=PUBLISH_TIMEOUT,

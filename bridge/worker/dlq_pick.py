@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
 from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.subscriber_target import partitions_exchange
 from bridge.amqp.topology import dlq_name
 from bridge.errors import CommandError
 from bridge.worker.dlq import (
@@ -27,7 +28,6 @@ from bridge.worker.dlq import (
     _empty,
     _move_back,
     _no_answer,
-    _partitions_exchange,
 )
 
 
@@ -64,7 +64,7 @@ async def _pick(
     connection = await connect_once(amqp_urls)
     try:
         # An ordered subscriber takes its copies through its partitions exchange.
-        exchange = await _partitions_exchange(connection, name) if replay else None
+        exchange = await partitions_exchange(connection, name, RPC_TIMEOUT) if replay else None
         channel = await _bounded(connection.channel(publisher_confirms=replay))
         if replay and exchange is None:
             await _depth(channel, name)  # the target queue must exist

@@ -24,6 +24,7 @@ from selenium.webdriver.chrome.service import Service
 
 from bridge.amqp.topology import Topology, archive_retention, declare, receiver_topology
 from bridge.console.app import build_app
+from bridge.console.sources import ArchiveSummaryCache
 from bridge.worker.runner import Worker
 from bridge.worker.subscribers import Handler, Subscriber
 from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings, receiver_names
@@ -119,7 +120,11 @@ class ConsoleStack:
         self._worker_task = asyncio.ensure_future(worker.run(self._stop, ready, grace=2.0))
         async with asyncio.timeout(15):
             await ready.wait()
-        self._runner = web.AppRunner(build_app(console_state(self.exchange, self.subs)))
+        console = console_state(self.exchange, self.subs)
+        # The broker's stream count lags a few seconds: a page that waits for it to show
+        # must not wait out the overview's 60 s archive cache as well.
+        console.archive_cache = ArchiveSummaryCache(ttl=1.0)
+        self._runner = web.AppRunner(build_app(console))
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()

@@ -2,15 +2,14 @@
 ``BRIDGE_MINTSOFT_TIMEZONE`` (Europe/London by default, so they jump back an hour each
 October). Cursors are kept as Mintsoft's own strings and compared as naive local times; the
 query window always reaches back far enough to cover that repeated hour and a commit that
-lands a little after its timestamp. Bad text raises :class:`SettingsError`."""
+lands a little after its timestamp. ``--since`` is read by
+:func:`bridge.archive.window.parse_time`, the one parser of every command's times."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
-
-from bridge.core.settings import SettingsError
 
 OVERLAP = timedelta(minutes=5)
 """How far before its cursor each list query starts again: rows committed late (a slow
@@ -52,28 +51,3 @@ class MintsoftClock:
         ``OVERLAP`` before the local time now (just after the clocks go back, local times
         repeat an hour that is below a cursor taken before)."""
         return min(cursor, self.local(now)) - OVERLAP
-
-
-_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-
-
-def parse_since(text: str, now: datetime) -> datetime:
-    """``--since``: RFC 3339 (``2026-11-30T10:00:00Z``) or relative (``90m``, ``2h``,
-    ``7d`` ago), as an aware UTC time."""
-    value = text.strip().lower()
-    relative = _RELATIVE.match(value)
-    if relative:
-        seconds = (
-            float(relative.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[relative.group(2)]
-        )
-        return now - timedelta(seconds=seconds)
-    try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise SettingsError(
-            f"--since {text!r} is not a time: use RFC 3339 (2026-11-30T10:00:00Z) or an age "
-            "(90m, 2h, 7d)"
-        ) from None
-    if when.tzinfo is None:
-        raise SettingsError(f"--since {text!r} has no offset: add Z (UTC) or +01:00")
-    return when.astimezone(UTC)
