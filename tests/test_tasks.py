@@ -57,3 +57,18 @@ async def test_being_cancelled_tells_our_cancellation_from_a_cancelled_future() 
     with pytest.raises(asyncio.CancelledError):
         await future
     assert not being_cancelled()
+
+
+async def test_stop_on_signals_sets_its_event_on_sigterm_and_lets_go_after() -> None:
+    import os
+    import signal
+
+    from bridge.core.tasks import stop_on_signals
+
+    loop = asyncio.get_running_loop()
+    with stop_on_signals() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(stop.wait(), 5)
+    assert stop.is_set()
+    # Outside the block the handler is gone: removing it again reports nothing to remove.
+    assert loop.remove_signal_handler(signal.SIGTERM) is False

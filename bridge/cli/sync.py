@@ -4,9 +4,6 @@ Mintsoft orders and recover missed webhooks (contract section 8)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import signal
 from datetime import UTC, datetime
 
 from bridge.archive.window import parse_time
@@ -15,6 +12,7 @@ from bridge.cli.progress import Progress
 from bridge.core import logs
 from bridge.core.listeners import start_metrics_listener
 from bridge.core.settings import Settings, SettingsError
+from bridge.core.tasks import stop_on_signals
 from bridge.mintsoft.sync.runner import Sync
 from bridge.mintsoft.sync.status import SyncStatus, sync_status
 
@@ -104,16 +102,10 @@ async def _run(settings: Settings, args: argparse.Namespace, since: datetime | N
             if settings.metrics_port
             else None
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         try:
-            await sync.run_forever(stop)
+            with stop_on_signals() as stop:
+                await sync.run_forever(stop)
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                with contextlib.suppress(Exception):
-                    loop.remove_signal_handler(sig)
             if runner is not None:
                 await runner.cleanup()
     return 0

@@ -3,15 +3,13 @@ SIGTERM or SIGINT (whatever a replay already confirmed stays sent)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 from collections.abc import Callable, Sequence
 
 from bridge.amqp.topology import archive_retention
 from bridge.console.app import serve_console
 from bridge.console.state import Console
 from bridge.core.settings import Settings
+from bridge.core.tasks import stop_on_signals
 from bridge.worker.subscribers import Subscriber
 
 
@@ -33,10 +31,6 @@ async def run_console(
     password: str,
     ready: Callable[[str], None],
 ) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
     console = console_state(settings, subscribers, password)
-    await serve_console(console, settings.console_host, settings.console_port, stop, ready)
+    with stop_on_signals() as stop:
+        await serve_console(console, settings.console_host, settings.console_port, stop, ready)

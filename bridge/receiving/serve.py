@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 
 from aiohttp import web
 
@@ -30,6 +29,7 @@ from bridge.core.listeners import (
 )
 from bridge.core.logs import AccessLogger
 from bridge.core.settings import Settings, SettingsError
+from bridge.core.tasks import stop_on_signals
 from bridge.receiving.auth import Authenticator
 from bridge.receiving.delivery import Delivery
 from bridge.receiving.receiver import BODY_READ_TIMEOUT, create_app, server_options
@@ -143,19 +143,13 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
             exc, settings.host, settings.port, "BRIDGE_HOST", "BRIDGE_PORT"
         ) from None
     log.info("listening on http://%s:%d", settings.host, settings.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if ready is not None:
-        ready.set()
     try:
-        await stop.wait()
+        with stop_on_signals() as stop:
+            if ready is not None:
+                ready.set()
+            await stop.wait()
     finally:
         log.info("stopping: finishing in-flight requests")
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
         await runner.cleanup()
         if await drain_before_exit(delivery) and metrics_runner is not None:
             scraped.clear()

@@ -6,15 +6,14 @@ still unacked then goes back to its queue).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.core import metrics
 from bridge.core.listeners import start_metrics_listener
 from bridge.core.settings import Settings
+from bridge.core.tasks import stop_on_signals
 from bridge.worker.forwarder import Forwarder, shown_url
 from bridge.worker.handlers import resolve_handler
 from bridge.worker.ordered import OrderedSubscription
@@ -113,10 +112,6 @@ async def run_worker(settings: Settings, config: str) -> None:
     worker = Worker(settings, subscribers)  # imports handlers: a bad one is exit 2, now
     address = metrics_address(settings)
     runner = await start_metrics_listener(*address) if address is not None else None
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     for sub in subscribers:
         target = (
             f"forward to {shown_url(sub.forward_url)}"
@@ -143,11 +138,9 @@ async def run_worker(settings: Settings, config: str) -> None:
             extra={"subscriber": sub.name},
         )
     try:
-        await worker.run(stop)
+        with stop_on_signals() as stop:
+            await worker.run(stop)
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(Exception):
-                loop.remove_signal_handler(sig)
         if runner is not None:
             await runner.cleanup()
     log.info("worker stopped")
