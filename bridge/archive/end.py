@@ -26,6 +26,7 @@ import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from pamqp.commands import Basic
 
+from bridge.amqp.connection import close_quietly
 from bridge.core.contract import HEADER_ARCHIVE_SENTINEL
 from bridge.errors import CommandError
 
@@ -76,8 +77,7 @@ async def require_stream(connection: AbstractConnection, stream: str) -> int:
                 "recovering it): run this again in a moment"
             ) from None
         raise missing_archive(stream) from None
-    with contextlib.suppress(Exception):
-        await channel.close()
+    await close_quietly(channel)
     return int(ok.message_count or 0)
 
 
@@ -105,8 +105,7 @@ async def write_sentinel(connection: AbstractConnection, stream: str) -> str:
     except aiormq.exceptions.PublishError:
         raise missing_archive(stream) from None
     finally:
-        with contextlib.suppress(Exception):
-            await channel.close()
+        await close_quietly(channel)
     if not isinstance(confirm, Basic.Ack):
         raise CommandError(
             f"the broker refused to append to {stream} ({type(confirm).__name__}): check its "

@@ -18,7 +18,6 @@ answering.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import uuid
 from collections import deque
@@ -84,8 +83,7 @@ async def _require_queue(connection: AbstractConnection, to: str) -> None:
             f"subscriber queue {to} does not exist: check --to, or declare it by starting its "
             "worker once or with `mintsoft-bridge topology --config FILE`"
         ) from None
-    with contextlib.suppress(Exception):
-        await channel.close()
+    await close_quietly(channel)
 
 
 def replay_copy(webhook: ArchivedWebhook, replay_id: str, now: float) -> Basic.Properties:

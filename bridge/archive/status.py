@@ -9,7 +9,6 @@ reads are short and end by themselves. Fails like :mod:`bridge.archive.reader`.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -82,8 +81,7 @@ async def _retention(
         )
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         return str(exc.args[0] if exc.args else exc)
-    with contextlib.suppress(Exception):
-        await channel.close()
+    await close_quietly(channel)
     return ""
 
 
@@ -100,8 +98,7 @@ async def archive_status(
             ok = await bounded(channel.queue_declare(stream, passive=True), "a passive declare")
         except aiormq.exceptions.ChannelNotFoundEntity:
             return ArchiveStatus(False, 0, None, None, None, None)
-        with contextlib.suppress(Exception):
-            await channel.close()
+        await close_quietly(channel)
         oldest = await _edge(connection, stream, "first", last=False)
         newest = await _newest(connection, stream) if oldest is not None else None
         note = await _retention(connection, stream, retention) if retention else ""

@@ -24,7 +24,7 @@ import aiormq
 import orjson
 from aiormq.abc import AbstractChannel, AbstractConnection
 
-from bridge.amqp.connection import BrokerUnreachable, close_quietly, connect_once
+from bridge.amqp.connection import CLOSE_TIMEOUT, BrokerUnreachable, close_quietly, connect_once
 from bridge.amqp.topology import archive_name, settings_topology, unrouted_name
 from bridge.core.contract import EVENTS, routing_key
 from bridge.core.settings import SPECS, Settings, SettingsError, redact_url, unknown_variables
@@ -111,8 +111,7 @@ async def _passive(connection: AbstractConnection, kind: str, name: str) -> int 
     except aiormq.exceptions.ChannelNotFoundEntity:
         return None
     finally:
-        with contextlib.suppress(Exception):
-            await channel.close()
+        await close_quietly(channel)
 
 
 async def _topology(connection: AbstractConnection, settings: Settings) -> Check:
@@ -253,8 +252,9 @@ async def _webhook_roundtrip(
         )
     finally:
         with contextlib.suppress(Exception):
-            await channel.queue_delete(queue)
-            await channel.close()
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await channel.queue_delete(queue)
+        await close_quietly(channel)
 
 
 async def _arrives(channel: AbstractChannel, queue: str, message_id: Any) -> bool:

@@ -34,6 +34,7 @@ from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
+from bridge.amqp.connection import close_quietly
 from bridge.amqp.topology import partition_queue_name, roster_name
 from bridge.core.settings import Settings
 from bridge.errors import PermanentError
@@ -265,8 +266,7 @@ class OrderedSubscription(Subscription):
             await asyncio.sleep(0)  # the ack leaves before the channel's close
             async with self._lock:
                 self._partitions.pop(index, None)
-                with contextlib.suppress(Exception):
-                    await channel.close()
+                await close_quietly(channel)
                 main = self._channel
                 if main is not None and not main.is_closed and not self._stopping:
                     await self._subscribe(main, index)
