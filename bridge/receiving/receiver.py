@@ -14,7 +14,6 @@ never a 500.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import itertools
 import os
@@ -34,7 +33,13 @@ from bridge.core.contract import (
     quarantine_envelope,
     webhook_envelope,
 )
-from bridge.core.logs import CLIENT_CLOSED, CLIENT_CLOSED_STATUS, WEBHOOK_ENVELOPE, WEBHOOK_EVENT
+from bridge.core.logs import (
+    CLIENT_CLOSED,
+    CLIENT_CLOSED_STATUS,
+    WEBHOOK_EVENT,
+    WEBHOOK_LOGGED,
+    LoggedWebhook,
+)
 from bridge.receiving.auth import Authenticator
 from bridge.receiving.budget import ByteBudget
 from bridge.receiving.delivery import Delivery, Unavailable
@@ -198,9 +203,7 @@ def webhook_handlers(
                 )
         else:
             envelope, not_json = _envelope(event, body, request_id, received_at, content_type)
-        # For the access log line, without the body: aiohttp keeps a keep-alive connection's
-        # last request alive until the next one arrives, and with it whatever it refers to.
-        request[WEBHOOK_ENVELOPE] = dataclasses.replace(envelope, body=b"")
+        request[WEBHOOK_LOGGED] = LoggedWebhook(envelope.message_id, envelope.headers)
         outcome = await _keep(delivery, envelope, event)
         if isinstance(outcome, web.Response):
             return outcome
