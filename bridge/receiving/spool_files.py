@@ -37,7 +37,7 @@ def prepare(path: str) -> None:
         directory.mkdir(mode=DIRECTORY_MODE, exist_ok=True)
         os.chmod(directory, DIRECTORY_MODE)  # mkdir's mode passed through the umask
     elif directory.is_dir():  # not a directory: the open below says so
-        _tighten_directory(directory, tightened, untouched)
+        _tighten(directory, tightened, untouched)
     if not spool.exists():
         descriptor = os.open(spool, os.O_CREAT | os.O_WRONLY, FILE_MODE)
         try:
@@ -45,7 +45,7 @@ def prepare(path: str) -> None:
         finally:
             os.close(descriptor)
     for suffix in SUFFIXES:
-        _tighten_file(Path(f"{spool}{suffix}"), tightened, untouched)
+        _tighten(Path(f"{spool}{suffix}"), tightened, untouched)
     if tightened or untouched:
         parts = []
         if tightened:
@@ -59,28 +59,19 @@ def prepare(path: str) -> None:
         )
 
 
-def _tighten_directory(directory: Path, tightened: list[str], untouched: list[str]) -> None:
-    mode = directory.stat().st_mode
-    if mode & stat.S_ISVTX or not mode & 0o077:
-        return
+def _tighten(path: Path, tightened: list[str], untouched: list[str]) -> None:
+    """Take group and other bits off ``path`` (missing: nothing to do). A sticky directory
+    (``/tmp``) is shared by design and left as it is; one we may not change is reported."""
     try:
-        os.chmod(directory, stat.S_IMODE(mode) & ~0o077)
-    except PermissionError:
-        untouched.append(f"{directory} ({stat.S_IMODE(mode):o})")
-        return
-    tightened.append(f"{directory} ({stat.S_IMODE(mode):o})")
-
-
-def _tighten_file(file: Path, tightened: list[str], untouched: list[str]) -> None:
-    try:
-        mode = file.stat().st_mode
+        mode = path.stat().st_mode
     except FileNotFoundError:
         return
-    if not mode & 0o077:
+    if not mode & 0o077 or (stat.S_ISDIR(mode) and mode & stat.S_ISVTX):
         return
+    shown = f"{path} ({stat.S_IMODE(mode):o})"
     try:
-        os.chmod(file, stat.S_IMODE(mode) & ~0o077)
+        os.chmod(path, stat.S_IMODE(mode) & ~0o077)
     except PermissionError:
-        untouched.append(f"{file} ({stat.S_IMODE(mode):o})")
+        untouched.append(shown)
         return
-    tightened.append(f"{file} ({stat.S_IMODE(mode):o})")
+    tightened.append(shown)
