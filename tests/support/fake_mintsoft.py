@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.local_app import serve_locally
+
 
 @dataclass
 class Recorded:
@@ -65,16 +67,7 @@ class FakeMintsoft:
         return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
 
     async def _start(self) -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve_locally(self._handle)
 
     async def _handle(self, request: web.Request) -> web.Response:
         raw = await request.read()

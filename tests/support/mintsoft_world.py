@@ -33,6 +33,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from tests.support.local_app import serve_locally
+
 LONDON = ZoneInfo("Europe/London")
 TRACKING_STATUSES = [
     {"ID": 1, "Name": "Collected"},
@@ -139,16 +141,7 @@ class MintsoftWorld:
 
     # lifecycle
     async def start(self) -> str:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        server = site._server
-        assert server is not None
-        port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
+        self._runner, self.url = await serve_locally(self._handle)
         self._session = aiohttp.ClientSession()
         return self.url
 
