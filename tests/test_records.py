@@ -1,0 +1,67 @@
+"""The delivery record's body round-trips and a malformed one is refused by name."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from bridge.core.records import (
+    ANSWER_LIMIT,
+    DeliveryRecord,
+    Outcome,
+    RecordError,
+    Source,
+    deliveries_stream,
+    new_record_id,
+    now_rfc3339,
+)
+
+
+def record(**changes: object) -> DeliveryRecord:
+    fields: dict[str, object] = {
+        "record_id": new_record_id(),
+        "message_id": "a" * 32,
+        "subscriber": "erp",
+        "event": "despatched",
+        "order_id": "20285",
+        "order_number": "SO-1",
+        "attempt": 2,
+        "outcome": Outcome.FAILED,
+        "status": 500,
+        "answer": "boom",
+        "error": "HTTP 500",
+        "duration_ms": 12.5,
+        "at": now_rfc3339(),
+        "source": Source.WORKER,
+        "operator": None,
+    }
+    fields.update(changes)
+    return DeliveryRecord(**fields)  # type: ignore[arg-type]
+
+
+def test_round_trip() -> None:
+    original = record()
+    assert DeliveryRecord.from_body(original.to_body()) == original
+    assert deliveries_stream("mintsoft.orders") == "mintsoft.orders.deliveries"
+
+
+def test_answer_is_cut_to_its_limit_on_a_character_boundary() -> None:
+    body = record(answer="é" * 300).to_body()
+    answer = orjson.loads(body)["answer"]
+    assert len(answer.encode()) <= ANSWER_LIMIT
+    assert set(answer) == {"é"}
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b"not json", "not JSON"),
+        (b"[]", "object"),
+        (b'{"v": 99}', "version"),
+        (orjson.dumps({**orjson.loads(record().to_body()), "outcome": "lost"}), "lost"),
+        (orjson.dumps({**orjson.loads(record().to_body()), "attempt": "2"}), "attempt"),
+    ],
+)
+def test_malformed_bodies_are_refused_by_name(body: bytes, words: str) -> None:
+    with pytest.raises(RecordError, match=words):
+        DeliveryRecord.from_body(body)
