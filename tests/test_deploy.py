@@ -121,6 +121,11 @@ def test_dockerignore_keeps_the_context_small() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert lines[[line.strip() for line in lines].index("*")] == "*"
     assert "!bridge/" in lines and "!pyproject.toml" in lines
+    # Every file let into the context exists (a missing LICENSE would leave the wheel without it).
+    allowed = [line[1:].rstrip("/") for line in lines if line.startswith("!")]
+    assert all((ROOT / name).exists() for name in allowed), allowed
+    copied = re.search(r"^COPY pyproject\.toml (.*) \./$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert copied is not None and "LICENSE" in copied.group(1).split()
 
 
 # --- kubernetes ------------------------------------------------------------------------
