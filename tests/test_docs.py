@@ -16,7 +16,7 @@ import yaml
 from markdown.extensions.toc import slugify
 
 from bridge.mintsoft.sync.scan import FIRST_RUN_BACK
-from tests.support.docs import DOCS, README, ROOT, page, section
+from tests.support.docs import DOCS, README, ROOT, page, pages, section
 
 MKDOCS = Path(sys.executable).with_name("mkdocs")
 
@@ -136,3 +136,22 @@ def test_the_compose_section_names_every_development_secret() -> None:
     missing = [str(f) for f in files if f"`{(ROOT / f).resolve().relative_to(ROOT)}`" not in text]
     assert not missing, f"docs/operations.md does not say to change {missing}"
     assert "console" in text.split("```sh", 1)[1].split("```", 1)[0]
+
+
+def test_every_repository_path_the_documentation_names_exists() -> None:
+    generated = {"bench/results/"}  # written by `make bench`, not kept in git
+    missing = []
+    for path in pages():
+        for named in re.findall(
+            r"`((?:bridge|tests|bench|deploy|docs|\.ci)/[\w./@-]+)`", path.read_text()
+        ):
+            if named not in generated and not (ROOT / named).exists():
+                missing.append(f"{path.name}: {named}")
+    assert not missing, missing
+
+
+def test_the_security_page_names_every_connection_out() -> None:
+    ports = section(page("security.md"), "## Ports")
+    rows = [line for line in ports.splitlines() if "BRIDGE_MINTSOFT_URL" in line]
+    assert rows and "`sync`" in rows[0] and "`connect-actions`" in rows[0]
+    assert any("BRIDGE_AMQP_URL" in line and "`sync`" in line for line in ports.splitlines())
