@@ -246,9 +246,14 @@ def server_topology(name: str, exchange: str) -> Topology:
 
 
 async def start_server(
-    stack: contextlib.AsyncExitStack, name: str, broker: Broker, logs: Path
+    stack: contextlib.AsyncExitStack,
+    name: str,
+    broker: Broker,
+    logs: Path,
+    probe_out: Path | None = None,
 ) -> shipped.Served:
-    """``name`` on a free port with an exchange of its own (declared here, deleted on exit)."""
+    """``name`` on a free port with an exchange of its own (declared here, deleted on exit);
+    with ``probe_out``, under :mod:`bench.probe`, which writes there on SIGUSR1."""
     exchange = f"bench.{uuid.uuid4().hex[:10]}"
     topology = server_topology(name, exchange)
     await declare(broker.ch, topology)
@@ -268,6 +273,9 @@ async def start_server(
         command = [sys.executable, "-m", "bench.servers", name, str(port)]
         command += ["--url", broker.url, "--exchange", exchange]
         env, probe = {}, url
+    if probe_out is not None:
+        command = [sys.executable, "-m", "bench.probe", *command[2:]]
+        env = {**env, "BENCH_PROBE_OUT": str(probe_out)}
     process = await stack.enter_async_context(running(name, command, env, probe, logs))
     return shipped.Served(name, process.pid, url, unrouted_name(exchange))
 

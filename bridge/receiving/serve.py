@@ -20,7 +20,7 @@ from aiohttp import web
 from bridge.amqp.connection import BrokerLink
 from bridge.amqp.publisher import Publisher
 from bridge.amqp.topology import declare, settings_topology
-from bridge.core import metrics
+from bridge.core import heap, metrics
 from bridge.core.listeners import (
     check_listen,
     hide_versions,
@@ -143,6 +143,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
             exc, settings.host, settings.port, "BRIDGE_HOST", "BRIDGE_PORT"
         ) from None
     log.info("listening on http://%s:%d", settings.host, settings.port)
+    heap.settle()  # start-up is done: full collections skip what it built (see heap)
     try:
         with stop_on_signals() as stop:
             if ready is not None:

@@ -1,0 +1,122 @@
+"""The receiver's cheaper paths give what the general ones gave: an access line formatted
+without a ``LogRecord`` is the line the record would have given (text and JSON), any other
+listener still gets records; and start-up's objects leave the garbage collector's scans."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import io
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from bridge.core import heap
+from bridge.core.logs import (
+    JsonFormatter,
+    TextFormatter,
+    TurnBatchingStreamHandler,
+    _direct_handler,
+)
+
+FIELDS = {
+    "method": "POST",
+    "path": "/webhooks/despatched?APIKEY=***",
+    "status": 200,
+    "latency_ms": 1.25,
+    "remote": "127.0.0.1",
+    "event": "despatched",
+    "request_id": "abc\n2026-01-01 forged",
+    "message_id": "0123456789abcdef0123456789abcdef",
+    "order_id": "Zoë 20285\x1b[31m",
+}
+MESSAGE = "%s %s %d %.1fms request_id=%s message_id=%s order_id=%s"
+ARGS = (
+    "POST",
+    FIELDS["path"],
+    200,
+    1.25,
+    FIELDS["request_id"],
+    FIELDS["message_id"],
+    FIELDS["order_id"],
+)
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
+@pytest.mark.parametrize("created", [1_764_500_000.0, 1_764_500_000.999, 1_764_500_001.0625])
+def test_an_access_line_without_a_record_is_the_records_line(
+    formatter: TextFormatter | JsonFormatter, created: float
+) -> None:
+    record = logging.LogRecord(
+        "aiohttp.access", logging.INFO, "(access log)", 0, MESSAGE, ARGS, None
+    )
+    record.created = created
+    record.msecs = int((created - int(created)) * 1000) + 0.0
+    record.__dict__.update(FIELDS)
+    expected = formatter.format(record)
+    got = formatter.access_line(created, "aiohttp.access", MESSAGE, ARGS, FIELDS)
+    assert got == expected
+    assert "\n" not in got and "\x1b" not in got
+
+
+@contextlib.contextmanager
+def configured() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """The root logger as configure() leaves it (pytest's own capture handlers, which it
+    adds around each test, are set aside meanwhile)."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    stream = io.StringIO()
+    handler = TurnBatchingStreamHandler(stream)
+    handler.setFormatter(TextFormatter())
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    try:
+        yield logging.getLogger("aiohttp.access"), stream
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+
+
+def test_the_direct_path_is_taken_only_when_the_configured_handler_alone_listens() -> None:
+    with configured() as (access, _):
+        _only_when_alone(access)
+
+
+def _only_when_alone(access: logging.Logger) -> None:
+    root = logging.getLogger()
+    assert _direct_handler(access) is root.handlers[0]
+    other = logging.StreamHandler(io.StringIO())
+    root.addHandler(other)  # e.g. a test's log capture: it must see the records
+    assert _direct_handler(access) is None
+    root.removeHandler(other)
+    access.addFilter(logging.Filter("nothing"))
+    try:
+        assert _direct_handler(access) is None
+    finally:
+        access.filters.clear()
+    root.handlers[0].setFormatter(logging.Formatter())  # not one of ours: no access_line
+    assert _direct_handler(access) is None
+
+
+async def test_a_direct_line_is_written_with_the_turns_other_lines() -> None:
+    with configured() as (access, stream):
+        handler = _direct_handler(access)
+        assert handler is not None
+        logging.getLogger("bridge.test").info("before")
+        handler.write_line("direct")
+        assert stream.getvalue() == ""  # nothing written before the loop turn ends
+        await asyncio.sleep(0)
+        assert stream.getvalue().endswith(" INFO bridge.test: before\ndirect\n")
+
+
+def test_settle_freezes_what_start_up_built() -> None:
+    kept = [[index] for index in range(1000)]  # objects alive across the settle
+    try:
+        frozen = heap.settle()
+        assert frozen == gc.get_freeze_count() > len(kept)
+        scanned = {id(o) for o in gc.get_objects()}
+        assert not any(id(o) in scanned for o in kept)  # no collection walks them again
+    finally:
+        gc.unfreeze()
