@@ -14,12 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from bridge.core import heap
-from bridge.core.logs import (
-    JsonFormatter,
-    TextFormatter,
-    TurnBatchingStreamHandler,
-    _direct_handler,
-)
+from bridge.core.access_log import direct_handler
+from bridge.core.logs import JsonFormatter, TextFormatter, TurnBatchingStreamHandler
 
 FIELDS = {
     "method": "POST",
@@ -86,23 +82,23 @@ def test_the_direct_path_is_taken_only_when_the_configured_handler_alone_listens
 
 def _only_when_alone(access: logging.Logger) -> None:
     root = logging.getLogger()
-    assert _direct_handler(access) is root.handlers[0]
+    assert direct_handler(access) is root.handlers[0]
     other = logging.StreamHandler(io.StringIO())
     root.addHandler(other)  # e.g. a test's log capture: it must see the records
-    assert _direct_handler(access) is None
+    assert direct_handler(access) is None
     root.removeHandler(other)
     access.addFilter(logging.Filter("nothing"))
     try:
-        assert _direct_handler(access) is None
+        assert direct_handler(access) is None
     finally:
         access.filters.clear()
     root.handlers[0].setFormatter(logging.Formatter())  # not one of ours: no access_line
-    assert _direct_handler(access) is None
+    assert direct_handler(access) is None
 
 
 async def test_a_direct_line_is_written_with_the_turns_other_lines() -> None:
     with configured() as (access, stream):
-        handler = _direct_handler(access)
+        handler = direct_handler(access)
         assert handler is not None
         logging.getLogger("bridge.test").info("before")
         handler.write_line("direct")

@@ -19,11 +19,8 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import orjson
-from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web import BaseRequest, RequestKey, StreamResponse
-
-from bridge.core.contract import HEADER_ORDER_ID, HEADER_REQUEST_ID, HTTP_REQUEST_ID
+from aiohttp.web import BaseRequest, RequestKey
 
 WEBHOOK_EVENT: RequestKey[str] = RequestKey("bridge.webhook_event", str)
 """Set by a webhook route on its request, so the access log line names the event."""
@@ -82,7 +79,7 @@ def _escape(char: str) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
-class _Formatter(logging.Formatter):
+class LineFormatter(logging.Formatter):
     """``logging.Formatter`` in UTC that formats the date and time once per second, not once
     per record (the access log writes a line per request), and escapes control characters
     in a message (:func:`escape_controls`), so that no field can forge a line."""
@@ -125,7 +122,7 @@ _MESSAGE_FIELDS = ("subscriber", "event", "message_id", "order_id", "request_id"
 (JSON lines carry them as keys): one webhook can be followed in either format."""
 
 
-class TextFormatter(_Formatter):
+class TextFormatter(LineFormatter):
     """``time LEVEL logger: message``, then ``key=value`` for a worker line's message fields."""
 
     def __init__(self) -> None:
@@ -151,7 +148,7 @@ class TextFormatter(_Formatter):
         return f"{head} {pairs}{newline}{trace}"
 
 
-class JsonFormatter(_Formatter):
+class JsonFormatter(LineFormatter):
     """One JSON object per line: time, level, logger, message, and known extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -267,105 +264,6 @@ def redacted_path(request: BaseRequest) -> str:
         return request.path
     names = "&".join(f"{name}=***" for name in request.query)
     return f"{request.path}?{names}"
-
-
-class AccessLogger(AbstractAccessLogger):
-    """One line per request: method, path (query values redacted), status, latency, and for
-    a webhook its event, message id, order id and request id."""
-
-    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        if not self.logger.isEnabledFor(logging.INFO):
-            return
-        path = redacted_path(request)
-        latency_ms = round(time * 1000, 2)
-        fields: dict[str, Any] = {
-            "method": request.method,
-            "path": path,
-            "status": response.status,
-            "latency_ms": latency_ms,
-            "remote": request.remote,
-            "event": request.get(WEBHOOK_EVENT),
-        }
-        if request.get(CLIENT_CLOSED):
-            fields["status"] = CLIENT_CLOSED_STATUS
-            self._emit(
-                "%s %s %d %.1fms: the client closed the connection before its whole body arrived",
-                (request.method, path, CLIENT_CLOSED_STATUS, latency_ms),
-                fields,
-            )
-            return
-        envelope = request.get(WEBHOOK_LOGGED)
-        if envelope is not None:
-            headers = envelope.headers
-            fields["request_id"] = headers.get(HEADER_REQUEST_ID)
-            fields["message_id"] = envelope.message_id
-            fields["order_id"] = headers.get(HEADER_ORDER_ID)
-            self._emit(
-                "%s %s %d %.1fms request_id=%s message_id=%s order_id=%s",
-                (
-                    request.method,
-                    path,
-                    response.status,
-                    latency_ms,
-                    fields["request_id"],
-                    envelope.message_id,
-                    fields["order_id"],
-                ),
-                fields,
-            )
-            return
-        fields["request_id"] = request.headers.get(HTTP_REQUEST_ID)
-        self._emit("%s %s %d %.1fms", (request.method, path, response.status, latency_ms), fields)
-
-    def _emit(self, message: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
-        logger = self.logger
-        handler = _direct_handler(logger)
-        if handler is not None:
-            # The usual set-up (configure(), nothing else listening): the line the record
-            # would give, formatted and queued without a LogRecord, about a tenth of the
-            # bridge's CPU per request at saturation.
-            formatter: _Formatter = handler.formatter  # type: ignore[assignment]
-            handler.write_line(
-                formatter.access_line(time.time(), logger.name, message, args, fields)
-            )
-            return
-        # Logger.info would also walk the stack to find the caller (always aiohttp's
-        # web_protocol here): build the record directly, once per request.
-        record = logger.makeRecord(
-            logger.name, logging.INFO, "(access log)", 0, message, args, None, extra=fields
-        )
-        logger.handle(record)
-
-
-def _direct_handler(logger: logging.Logger) -> TurnBatchingStreamHandler | None:
-    """The one handler a record of ``logger`` at INFO would reach, if it is configure()'s
-    own (a batching handler with one of our formatters, no filters on the way); ``None``
-    when anything else (a filter, another handler, a test's capture) could see the record."""
-    if logger.disabled:
-        return None
-    current: logging.Logger | None = logger
-    while current is not None:
-        if current.filters:
-            return None
-        handlers = current.handlers
-        if handlers:
-            if current.parent is not None and current.propagate:
-                return None  # handlers here and further up
-            if len(handlers) != 1:
-                return None
-            handler = handlers[0]
-            if (
-                type(handler) is TurnBatchingStreamHandler
-                and not handler.filters
-                and handler.level <= logging.INFO
-                and isinstance(handler.formatter, _Formatter)
-            ):
-                return handler
-            return None
-        if not current.propagate:
-            return None
-        current = current.parent
-    return None
 
 
 REFUSED_LOG_INTERVAL = 10.0
