@@ -15,6 +15,7 @@ import contextlib
 import os
 import platform
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -228,7 +229,14 @@ def bridge_command() -> list[str]:
     return [sys.executable, "-m", "bridge", "serve"]
 
 
-SERVER_NAMES = ("bare", "naive", "bridge", "bridge-archive-off")
+SERVER_NAMES = (
+    "bare",
+    "naive",
+    "bridge",
+    "bridge-archive-off",
+    "bridge-2-workers",
+    "bridge-before",
+)
 HEADLINE = ("naive", "bridge", "bridge-archive-off", "ascii")
 """The default parts: the servers of the headline, and the ASCII twin of the body."""
 
@@ -240,8 +248,23 @@ def median_round(rounds: list[Result], key: str) -> Result:
     return {**ordered[len(ordered) // 2], "rounds": [round(r[key], 2) for r in rounds]}
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (the workers' metrics ports)."""
+    while True:
+        first = free_port()
+        with contextlib.ExitStack() as held:
+            try:
+                for offset in range(1, count):
+                    probe = held.enter_context(socket.socket())
+                    probe.bind(("127.0.0.1", first + offset))
+            except OSError:
+                continue
+        return first
+
+
 def server_topology(name: str, exchange: str) -> Topology:
-    retention = ArchiveRetention() if name == "bridge" else None
+    shipped_ = ("bridge", "bridge-2-workers", "bridge-before")
+    retention = ArchiveRetention() if name in shipped_ else None
     return receiver_topology(exchange, retention)
 
 
@@ -251,6 +274,7 @@ async def start_server(
     broker: Broker,
     logs: Path,
     probe_out: Path | None = None,
+    before: Path | None = None,
 ) -> shipped.Served:
     """``name`` on a free port with an exchange of its own (declared here, deleted on exit);
     with ``probe_out``, under :mod:`bench.probe`, which writes there on SIGUSR1."""
@@ -267,8 +291,15 @@ async def start_server(
     url = f"http://127.0.0.1:{port}/webhooks/despatched?APIKEY={API_KEY}"
     if name.startswith("bridge"):
         command = bridge_command()
-        env = bridge_env(broker.url, exchange, port, logs, archive=name == "bridge")
+        env = bridge_env(broker.url, exchange, port, logs, archive=name != "bridge-archive-off")
         probe = f"http://127.0.0.1:{port}/readyz"
+        if name == "bridge-2-workers":
+            command += ["--workers", "2"]
+            env["BRIDGE_METRICS_PORT"] = str(free_ports(2))
+        if name == "bridge-before" and before is not None:
+            # Another checkout's bridge package first on the path (not this one's).
+            code = f"import sys; sys.path.insert(0, {str(before)!r}); from bridge.cli import main; "
+            command = [sys.executable, "-c", code + "sys.exit(main(['serve']))"]
     else:
         command = [sys.executable, "-m", "bench.servers", name, str(port)]
         command += ["--url", broker.url, "--exchange", exchange]
@@ -508,7 +539,7 @@ async def run_e2e(broker: Broker, broker_url: str, exchange: str, plan: Plan, lo
     }
 
 
-ALL_PARTS = (*HEADLINE, "bare", "ceiling", "leak", "consume", "bodies", "e2e")
+ALL_PARTS = (*HEADLINE, "bare", "bridge-2-workers", "ceiling", "leak", "consume", "bodies", "e2e")
 
 
 async def bench(args: argparse.Namespace) -> Result:
@@ -543,9 +574,13 @@ async def bench(args: argparse.Namespace) -> Result:
     try:
         async with contextlib.AsyncExitStack() as stack:
             servers: dict[str, shipped.Served] = {}
+            if args.before:
+                parts.add("bridge-before")
             for name in SERVER_NAMES:
                 if wanted(name):
-                    servers[name] = await start_server(stack, name, broker, logs)
+                    servers[name] = await start_server(
+                        stack, name, broker, logs, before=args.before
+                    )
             if servers:
                 headline = await http_cases(servers, broker, plan, wanted("ascii"))
                 results["cases"] = headline.pop("cases")
@@ -608,6 +643,13 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default="",
         help=f"comma-separated parts: {','.join(ALL_PARTS)} (default: {','.join(HEADLINE)})",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a directory holding an earlier bridge/ package (e.g. `git archive main bridge`): "
+        "run it as shipped beside this one, for what the changes bought",
     )
     args = parser.parse_args(argv)
     load.ensure_tools()

@@ -55,11 +55,26 @@ def load_average() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of ``pid`` and its children (``serve --workers N``'s workers)."""
+    total = proc_status(pid)["cpu_s"]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            total += proc_status(int(entry.name))["cpu_s"]
+    return total
+
+
 async def saturate(server: Served, body: Path, seconds: float) -> Result:
     """wrk against ``server``, with its CPU per request and the load average."""
-    before = proc_status(server.pid)["cpu_s"]
+    before = tree_cpu(server.pid)
     result = await load.saturate(server.url, body, seconds)
-    used = proc_status(server.pid)["cpu_s"] - before
+    used = tree_cpu(server.pid) - before
     result["cpu_us_per_request"] = used / max(result["requests"], 1) * 1e6
     result["load_average"] = load_average()
     return result
@@ -107,6 +122,20 @@ def ratios(servers: dict[str, Served], ascii_rounds: list[Result]) -> Result:
             "rps": summary(paired(on.saturated, off.saturated, "rps")),
             "cpu": summary(paired(on.saturated, off.saturated, "cpu_us_per_request")),
             "p99": summary(paired(on.fixed, off.fixed, "p99_ms")),
+        }
+    two = servers.get("bridge-2-workers")
+    if on is not None and two is not None:
+        out["workers"] = {
+            "rps": summary(paired(two.saturated, on.saturated, "rps")),
+            "cpu": summary(paired(two.saturated, on.saturated, "cpu_us_per_request")),
+            "p99": summary(paired(two.fixed, on.fixed, "p99_ms")),
+        }
+    earlier = servers.get("bridge-before")
+    if on is not None and earlier is not None:
+        out["before"] = {
+            "rps": summary(paired(on.saturated, earlier.saturated, "rps")),
+            "cpu": summary(paired(on.saturated, earlier.saturated, "cpu_us_per_request")),
+            "p99": summary(paired(on.fixed, earlier.fixed, "p99_ms")),
         }
     if on is not None and ascii_rounds:
         out["non_ascii"] = {
@@ -196,7 +225,16 @@ def table(headline: Result) -> str:
         f"| max ms @{rate} | peak RSS MB |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name in ("bare", "naive", "bridge", "bridge-archive-off", "bridge-ascii"):
+    names = (
+        "bare",
+        "naive",
+        "bridge",
+        "bridge-archive-off",
+        "bridge-2-workers",
+        "bridge-before",
+        "bridge-ascii",
+    )
+    for name in names:
         case = cases.get(name)
         if case is None:
             continue
@@ -222,6 +260,8 @@ def table(headline: Result) -> str:
         "bridge-archive-off": "bridge archive off / naive",
         "archive": "bridge archive on / off",
         "non_ascii": "bridge non-ASCII / ASCII body",
+        "workers": "bridge --workers 2 / --workers 1 (both as shipped)",
+        "before": "bridge as shipped / the --before bridge as shipped",
     }
     for group, label in labels.items():
         entry = r.get(group)

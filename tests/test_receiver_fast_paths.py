@@ -116,3 +116,14 @@ def test_settle_freezes_what_start_up_built() -> None:
         assert not any(id(o) in scanned for o in kept)  # no collection walks them again
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize("size", [100, 70_000], ids=["small, at once", "large, chunked"])
+def test_bodies_that_are_not_utf8_are_refused_however_large(size: int) -> None:
+    from bridge.core.body import NotJson, read_document
+
+    padding = "é" * size
+    assert read_document(f'{{"ID": 1, "a": "{padding}"}}'.encode()) == {"ID": 1}
+    bad = f'{{"ID": 1, "a": "{padding}'.encode() + b'\xff"}'
+    with pytest.raises(NotJson, match="not valid UTF-8"):
+        read_document(bad)

@@ -46,14 +46,6 @@ class AccessLogger(AbstractAccessLogger):
             "remote": request.remote,
             "event": request.get(WEBHOOK_EVENT),
         }
-        if request.get(CLIENT_CLOSED):
-            fields["status"] = CLIENT_CLOSED_STATUS
-            self._emit(
-                "%s %s %d %.1fms: the client closed the connection before its whole body arrived",
-                (request.method, path, CLIENT_CLOSED_STATUS, latency_ms),
-                fields,
-            )
-            return
         envelope = request.get(WEBHOOK_LOGGED)
         if envelope is not None:
             headers = envelope.headers
@@ -71,6 +63,14 @@ class AccessLogger(AbstractAccessLogger):
                     envelope.message_id,
                     fields["order_id"],
                 ),
+                fields,
+            )
+            return
+        if request.get(CLIENT_CLOSED):  # only before a body was read: no envelope then
+            fields["status"] = CLIENT_CLOSED_STATUS
+            self._emit(
+                "%s %s %d %.1fms: the client closed the connection before its whole body arrived",
+                (request.method, path, CLIENT_CLOSED_STATUS, latency_ms),
                 fields,
             )
             return
