@@ -11,8 +11,10 @@ process of this machine, so their events line up with a load generator's request
   one: start and duration of each.
 
 ``SIGUSR1`` writes what was noted since the last one to ``$BENCH_PROBE_OUT`` (JSON) and
-starts afresh; nothing else changes in the server (it is the shipped code, with a probe
-costing a wake-up a millisecond). A bench tool, not part of the bridge.
+starts afresh. ``$BENCH_GC_GEN0``, when set, replaces the collector's generation-0 threshold
+once start-up is done (to measure another one than :mod:`bridge.core.heap`'s). Nothing else
+changes in the server (the shipped code, plus a wake-up a millisecond). A bench tool, not
+part of the bridge.
 """
 
 from __future__ import annotations
@@ -94,6 +96,19 @@ def _probe_flushes() -> None:
     TurnBatchingStreamHandler.flush = timed  # type: ignore[method-assign]
 
 
+def _gen0_after_start_up(gen0: int) -> None:
+    from bridge.core import heap
+
+    settle = heap.settle
+
+    def settle_then_set() -> int:
+        frozen = settle()
+        gc.set_threshold(gen0, *gc.get_threshold()[1:])
+        return frozen
+
+    heap.settle = settle_then_set  # type: ignore[assignment]
+
+
 def main() -> None:
     module, *args = sys.argv[1:]
     run = uvloop.run
@@ -110,6 +125,8 @@ def main() -> None:
 
     uvloop.run = probed_run  # type: ignore[assignment]
     gc.callbacks.append(_on_gc)
+    if os.environ.get("BENCH_GC_GEN0"):
+        _gen0_after_start_up(int(os.environ["BENCH_GC_GEN0"]))
     signal.signal(signal.SIGUSR1, _dump)
     _probe_flushes()
     sys.argv = [module, *args]

@@ -109,13 +109,16 @@ async def test_a_direct_line_is_written_with_the_turns_other_lines() -> None:
 
 def test_settle_freezes_what_start_up_built() -> None:
     kept = [[index] for index in range(1000)]  # objects alive across the settle
+    threshold = gc.get_threshold()
     try:
         frozen = heap.settle()
         assert frozen == gc.get_freeze_count() > len(kept)
         scanned = {id(o) for o in gc.get_objects()}
         assert not any(id(o) in scanned for o in kept)  # no collection walks them again
+        assert gc.get_threshold() == (heap.GEN0_THRESHOLD, *threshold[1:])
     finally:
         gc.unfreeze()
+        gc.set_threshold(*threshold)
 
 
 @pytest.mark.parametrize("size", [100, 70_000], ids=["small, at once", "large, chunked"])
