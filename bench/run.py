@@ -229,14 +229,7 @@ def bridge_command() -> list[str]:
     return [sys.executable, "-m", "bridge", "serve"]
 
 
-SERVER_NAMES = (
-    "bare",
-    "naive",
-    "bridge",
-    "bridge-archive-off",
-    "bridge-2-workers",
-    "bridge-before",
-)
+SERVER_NAMES = shipped.SERVER_NAMES
 HEADLINE = ("naive", "bridge", "bridge-archive-off", "ascii")
 """The default parts: the servers of the headline, and the ASCII twin of the body."""
 
