@@ -130,3 +130,18 @@ def test_bodies_that_are_not_utf8_are_refused_however_large(size: int) -> None:
     bad = f'{{"ID": 1, "a": "{padding}'.encode() + b'\xff"}'
     with pytest.raises(NotJson, match="not valid UTF-8"):
         read_document(bad)
+
+
+@pytest.mark.parametrize("outcome", ["accepted", "spooled"])
+def test_the_prebuilt_200_is_the_contracts_json(outcome: str) -> None:
+    import orjson
+
+    from bridge.receiving.receiver import _kept
+
+    answer = _kept("despatched", outcome, "0123456789abcdef0123456789abcdef", "req-1")
+    assert answer.status == 200
+    assert answer.content_type == "application/json"
+    assert answer.headers["X-Request-Id"] == "req-1"
+    assert answer.body == orjson.dumps(
+        {"status": outcome, "message_id": "0123456789abcdef0123456789abcdef"}
+    )
