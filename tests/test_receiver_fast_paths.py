@@ -16,6 +16,7 @@ import pytest
 from bridge.core import heap
 from bridge.core.access_log import direct_handler
 from bridge.core.logs import JsonFormatter, TextFormatter, TurnBatchingStreamHandler
+from tests.conftest import API_KEY, BridgeFactory, BrokerProbe
 
 FIELDS = {
     "method": "POST",
@@ -145,3 +146,25 @@ def test_the_prebuilt_200_is_the_contracts_json(outcome: str) -> None:
     assert answer.body == orjson.dumps(
         {"status": outcome, "message_id": "0123456789abcdef0123456789abcdef"}
     )
+
+
+async def test_a_body_over_the_limit_that_arrived_whole_is_refused(
+    make_bridge: BridgeFactory, probe: BrokerProbe, exchange: str
+) -> None:
+    """Chunked (no declared length) and already complete when the route runs: read in one
+    call, still held to the limit."""
+    queue = await probe.bind_queue(exchange, "#")
+    bridge = await make_bridge(max_body_bytes=1000)
+    host, port = bridge.client.host, bridge.client.port
+    body = b'{"x":"' + b"a" * 2000 + b'"}'
+    request = (
+        f"POST /webhooks/despatched?APIKEY={API_KEY} HTTP/1.1\r\nHost: {host}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    ).encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(request)  # headers and the whole body in one write
+    await writer.drain()
+    status = await reader.readline()
+    writer.close()
+    assert status.startswith(b"HTTP/1.1 413"), status
+    assert await probe.get_all(queue, expected=1, timeout=0.5) == []

@@ -190,7 +190,7 @@ def webhook_handlers(
     async def receive(request: web.Request) -> web.StreamResponse:
         try:
             if request.content.is_eof():
-                body = await _read(request, max_body)  # all there already: nothing to wait for
+                body = _read_arrived(request, max_body)  # all there already: no awaits
             else:
                 async with asyncio.timeout(body_timeout):
                     body = await _read(request, max_body)
@@ -257,6 +257,15 @@ async def _read(request: web.Request, limit: int) -> bytes:
             raise _TooLarge
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _read_arrived(request: web.Request, limit: int) -> bytes:
+    """The whole body once it has all arrived (the usual case for a webhook: its headers and
+    body come in one packet), in one call instead of :func:`_read`'s loop of awaits."""
+    body = request.content.read_nowait()
+    if len(body) > limit:
+        raise _TooLarge
+    return body
 
 
 async def _continue(request: web.Request) -> None:
