@@ -7,8 +7,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from bridge.console.queues import delay_label
 from bridge.console.sources import sync_summary
+from bridge.core.durations import format_duration
 
 
 def test_no_sync_state_means_no_sync_panel(tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_sync_state_is_read_without_writing(tmp_path: Path) -> None:
 
 
 def test_delay_labels() -> None:
-    assert [delay_label(ms) for ms in (500, 5000, 60_000, 3_600_000, 90_000)] == [
+    assert [format_duration(ms / 1000) for ms in (500, 5000, 60_000, 3_600_000, 90_000)] == [
         "500ms",
         "5s",
         "1m",

@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError("--backfill needs --since T (e.g. --since 7d)")
     if args.since and not args.backfill:
         raise SettingsError("--since goes with --backfill")
-    since = parse_time(args.since, datetime.now(UTC), offset_required=True) if args.since else None
+    since = None
+    if args.since:
+        since = parse_time(args.since, datetime.now(UTC), offset_required=True, flag="--since")
     logs.configure(settings.log_format)
     code: int = run_async(_run(settings, args, since))
     return code

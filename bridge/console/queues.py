@@ -17,6 +17,7 @@ from aiormq.exceptions import ChannelNotFoundEntity
 
 from bridge.amqp.connection import close_quietly, connect_once
 from bridge.amqp.topology import dlq_name, partition_queue_name, retry_queue_name
+from bridge.core.durations import format_duration
 from bridge.worker.subscribers import Subscriber
 
 RPC_TIMEOUT = 5.0
@@ -43,13 +44,6 @@ class SubscriberStat:
     @property
     def in_flight_bound(self) -> int:
         return (self.main.consumers or 0) * self.subscriber.prefetch
-
-
-def delay_label(ms: int) -> str:
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms >= size and ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"
 
 
 class _Reader:
@@ -98,7 +92,7 @@ async def subscriber_stats(
                 delays = () if sub.ordered else sub.retry_delays_ms
                 for step, delay in enumerate(delays):
                     stat = await reader.stat(retry_queue_name(sub.name, step))
-                    steps.append((delay_label(delay), stat))
+                    steps.append((format_duration(delay / 1000), stat))
                 dlq = await reader.stat(dlq_name(sub.name))
                 stats.append(SubscriberStat(sub, main, tuple(steps), dlq))
             return stats
