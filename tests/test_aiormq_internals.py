@@ -22,6 +22,8 @@ from bridge.amqp.publisher import Publisher, PublishFailed
 from tests.conftest import AMQP_URL, BrokerProbe
 from tests.test_publisher import envelope
 
+pytestmark = pytest.mark.both_publish_paths
+
 
 @pytest.fixture
 async def channel() -> AsyncIterator[AbstractChannel]:

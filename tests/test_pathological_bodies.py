@@ -89,7 +89,10 @@ def _load(base: str, bodies: list[bytes]) -> tuple[list[int], list[float]]:
         return statuses, health.result()
 
 
-@pytest.mark.parametrize("rounds", [2, 6], ids=["8-bodies", "24-bodies"])
+@pytest.mark.parametrize(
+    "rounds",
+    [pytest.param(2, id="8-bodies"), pytest.param(6, id="24-bodies", marks=pytest.mark.slow)],
+)
 def test_concurrent_10_mib_pathological_bodies_keep_rss_bounded_and_healthz_answering(
     tmp_path: Path, rounds: int
 ) -> None:

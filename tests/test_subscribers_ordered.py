@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 import orjson
+import pytest
 from aiohttp import web
 
 from bridge.amqp.topology import declare, dlq_name, receiver_topology, roster_name
@@ -71,6 +72,7 @@ def _backwards(rows: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
     return wrong
 
 
+@pytest.mark.slow
 async def test_two_workers_keep_each_orders_sequence_through_failures_and_a_sigkill(
     probe: BrokerProbe, exchange: str, tmp_path: Path
 ) -> None:

@@ -25,6 +25,7 @@ def _count(name: str, outcome: str) -> float:
     return metrics.WORKER_MESSAGES.labels(name, outcome)._value.get()
 
 
+@pytest.mark.slow
 async def test_a_2_per_second_subscriber_takes_about_9_s_for_20_messages(
     probe: BrokerProbe, exchange: str
 ) -> None:

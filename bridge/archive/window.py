@@ -36,7 +36,7 @@ def parse_time(
     except ValueError:
         raise SettingsError(
             f"{flag} {text!r} is neither RFC 3339 nor relative: use e.g. "
-            "2026-11-30T10:00:00Z, 90m, 2h, 7d or 2w"
+            "2026-11-30T10:00:00Z, 90m, 2h or 7d"
         ) from None
     if value.tzinfo is None:
         if offset_required:
