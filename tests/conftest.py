@@ -99,6 +99,25 @@ class BrokerProbe:
                 return messages
             await asyncio.sleep(0.05)
 
+    async def get_until_sentinel(self, queue: str, timeout: float = 10.0) -> list[DeliveredMessage]:
+        """Every message in ``queue`` (acked) ahead of a sentinel this sends after them, the
+        sentinel left out: proof that nothing else is on its way, without a fixed wait."""
+        channel = await self._chan()
+        marker = f"sentinel-{uuid.uuid4().hex}"
+        properties = aiormq.spec.Basic.Properties(message_id=marker)
+        await channel.basic_publish(b"sentinel", routing_key=queue, properties=properties)
+        messages: list[DeliveredMessage] = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            message = await channel.basic_get(queue, no_ack=True)
+            if message.delivery_tag is not None and not _is_empty(message):
+                if message.header.properties.message_id == marker:
+                    return messages
+                messages.append(message)
+                continue
+            assert asyncio.get_running_loop().time() < deadline, f"no sentinel back from {queue}"
+            await asyncio.sleep(0.02)
+
     def track(self, *, queues: tuple[str, ...] = (), exchanges: tuple[str, ...] = ()) -> None:
         self.queues.update(queues)
         self.exchanges.update(exchanges)
