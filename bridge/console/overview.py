@@ -30,10 +30,10 @@ async def _figures(request: web.Request) -> dict[str, Any]:
     error = None
     stats: list[Any] = []
     try:
-        stats = await subscriber_stats(console.amqp_urls, console.subscribers)
+        stats = await subscriber_stats(console.broker, console.subscribers)
         # Cached (one per console): each read writes end markers into the stream.
         archive = await console.archive_cache.get(
-            console.amqp_urls, console.exchange, console.archive_retention
+            console.broker, console.exchange, console.archive_retention
         )
     except (CommandError, OSError, TimeoutError) as exc:
         error = str(exc) or type(exc).__name__

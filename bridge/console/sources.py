@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bridge.amqp.topology import ArchiveRetention
+from bridge.console.broker import ConsoleBroker
 from bridge.errors import CommandError
 
 
@@ -32,14 +33,15 @@ class ArchiveSummary:
 
 
 async def archive_summary(
-    amqp_urls: Sequence[str], exchange: str, retention: ArchiveRetention | None = None
+    broker: ConsoleBroker, exchange: str, retention: ArchiveRetention | None = None
 ) -> ArchiveSummary:
     try:
-        from bridge.archive.status import archive_status
+        from bridge.archive import status as archive_status
     except ImportError:
         return ArchiveSummary(available=False, enabled=False)
     try:
-        status = await archive_status(amqp_urls, exchange, retention)
+        connection = await broker.connection()
+        status = await archive_status.status_on(connection, exchange, retention)
     except CommandError as exc:
         return ArchiveSummary(available=True, enabled=False, error=str(exc))
     return ArchiveSummary(
@@ -54,7 +56,7 @@ async def archive_summary(
 
 
 ARCHIVE_CACHE_SECONDS = 60.0
-"""How long the overview shows one archive summary: reading one opens a connection, writes
+"""How long the overview shows one archive summary: reading one opens channels, writes
 end markers into the stream and may scan it, too much for every 5 s refresh of every tab,
 while its figures (size, oldest, newest) change slowly."""
 
@@ -81,14 +83,14 @@ class ArchiveSummaryCache:
         return None
 
     async def get(
-        self, amqp_urls: Sequence[str], exchange: str, retention: ArchiveRetention | None = None
+        self, broker: ConsoleBroker, exchange: str, retention: ArchiveRetention | None = None
     ) -> ArchiveSummary:
-        key = (tuple(amqp_urls), exchange, retention)
+        key = (exchange, retention)
         async with self._lock:
             cached = self._fresh(key)
             if cached is not None:
                 return cached
-            value = await archive_summary(amqp_urls, exchange, retention)
+            value = await archive_summary(broker, exchange, retention)
             self._key, self._value, self._read_at = key, value, self.clock()
             return value
 
