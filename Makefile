@@ -65,7 +65,7 @@ pytest: install-dev broker
 pytest-all: install-dev broker browser
 	$(PYTEST) -m 'not cluster' $(NO_TESTS_OK)
 
-# The console's screenshots in docs/console/ (README, "Console"), taken by its browser tests.
+# The console's screenshots in docs/console/ (docs/console.md), taken by its browser tests.
 screenshots: install-dev broker browser
 	BRIDGE_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/test_console_browser.py
 
