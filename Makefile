@@ -53,17 +53,18 @@ typecheck: install-dev
 # RabbitMQ node share one of them (--dist loadgroup, tests/conftest.py). The publisher and
 # fault tests run on both publish paths by themselves (the both_publish_paths marker).
 TEST_WORKERS ?= 4
-PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
+PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=10
 # pytest exits 5 when a selection holds no test: nothing failed.
 NO_TESTS_OK := || [ $$? -eq 5 ]
 
 pytest: install-dev broker
 	$(PYTEST) -m 'not slow and not browser and not cluster' $(NO_TESTS_OK)
 
-# Everything but the cluster: the slow fault and soak tests and the browser tests too
-# (Chromium installed here, never by make test).
+# Everything but the cluster: the browser tests too (Chromium installed here, never by make
+# test), then the slow fault and soak tests one at a time, as they measure and kill things.
 pytest-all: install-dev broker browser
-	$(PYTEST) -m 'not cluster' $(NO_TESTS_OK)
+	$(PYTEST) -m 'not slow and not cluster' $(NO_TESTS_OK)
+	$(BIN)/pytest -n 0 -m 'slow and not cluster' $(NO_TESTS_OK)
 
 # The console's screenshots in docs/console/ (docs/console.md), taken by its browser tests.
 screenshots: install-dev broker browser

@@ -56,7 +56,8 @@ def test_make_test_runs_the_fast_tests_and_installs_no_browser() -> None:
     assert "-m 'not slow and not browser and not cluster'" in fast
     assert "ensure-browser" not in fast and "--dist loadgroup" in fast
     everything = _dry_run("test-all")
-    assert "-m 'not cluster'" in everything and "ensure-browser" in everything
+    assert "-m 'not slow and not cluster'" in everything and "ensure-browser" in everything
+    assert "-m 'slow and not cluster'" in everything  # the slow ones too, one at a time
     assert "-m cluster" in _dry_run("test-cluster")
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert [line for line in ci if line.startswith("make ")] == [
