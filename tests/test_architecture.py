@@ -135,3 +135,42 @@ def test_the_message_contract_has_one_home() -> None:
             if literal in names:
                 elsewhere.append(f"{name}: {literal}")
     assert elsewhere == []
+
+
+PUBLISH_HOME = PACKAGE / "amqp" / "publisher.py"
+_PUBLISH_CALLS = {"basic_publish"}  # aiormq's publish-with-confirm on a channel
+
+
+def _publish_calls(tree: ast.AST) -> Iterator[int]:
+    """Lines calling a channel's publish, directly or through getattr(..., "basic_publish")."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if (isinstance(func, ast.Attribute) and func.attr in _PUBLISH_CALLS) or (
+            isinstance(func, ast.Call)
+            and isinstance(func.func, ast.Name)
+            and func.func.id == "getattr"
+            and any(isinstance(a, ast.Constant) and a.value in _PUBLISH_CALLS for a in func.args)
+        ):
+            yield node.lineno
+
+
+def test_every_confirmed_publish_goes_through_the_one_publisher() -> None:
+    """Only bridge/amqp/publisher.py calls a channel's publish (issue 20: one confirmed
+    publish, one outcome, one twin policy)."""
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}"
+        for _name, path in _modules()
+        if path != PUBLISH_HOME
+        for line in _publish_calls(ast.parse(path.read_text(encoding="utf-8")))
+    ]
+    assert found == []
+    assert list(_publish_calls(ast.parse(PUBLISH_HOME.read_text(encoding="utf-8"))))
+
+
+def test_the_publish_check_finds_a_publish() -> None:
+    sample = "async def f(ch):\n    await ch.basic_publish(b'', routing_key='q')\n"
+    sneaky = "async def f(ch):\n    await getattr(ch, 'basic_publish')(b'')\n"
+    assert list(_publish_calls(ast.parse(sample))) == [2]
+    assert list(_publish_calls(ast.parse(sneaky))) == [2]

@@ -21,14 +21,8 @@ names) and returns why not when anything differs: callers then use aiormq's publ
 for tests). A silent change of meaning in aiormq must never match a confirm to the wrong
 message; a missing or changed internal costs speed, never correctness.
 
-Identical webhooks share a message id. aiormq matches a ``basic.return`` by message id
-alone, so with twins in flight it cannot tell which one came back. :class:`FastChannel`
-does not need to: a return of a publish always reaches us before that publish's confirm,
-so every twin still unconfirmed when a return for its message id arrives is marked
-returned, and a marked publish is never reported confirmed. A twin that was in fact routed
-is then reported returned too (the receiver spools it: a duplicate at worst, never a 200
-for a message that went nowhere); returns are rare (a broken topology), twins in flight are
-common (load tests, Mintsoft retries), and they are not serialised.
+Identical webhooks share a message id, and aiormq matches a ``basic.return`` by message
+id alone; the one twin policy for both paths is :mod:`bridge.amqp.publisher`'s.
 """
 
 from __future__ import annotations
@@ -42,7 +36,7 @@ from importlib.metadata import version
 from typing import Any
 
 import aiormq
-from aiormq.abc import AbstractChannel, ChannelFrame, DeliveredMessage
+from aiormq.abc import AbstractChannel, ChannelFrame
 
 log = logging.getLogger("bridge.amqp.aiormq_internals")
 
@@ -209,8 +203,9 @@ class FrameBatch:
 
 
 class Pending:
-    """One publish awaiting its confirm: ``returned`` is set when a ``basic.return`` for its
-    message id arrived while it was unconfirmed."""
+    """One publish awaiting its confirm (on the public path ``future`` is the task of
+    aiormq's ``basic_publish``, ``tag`` 0): ``returned`` is set when a ``basic.return`` for
+    its message id arrived while it was unconfirmed."""
 
     __slots__ = ("_confirmations", "future", "message_id", "returned", "tag")
 
@@ -237,7 +232,10 @@ class Pending:
 
 class FastChannel:
     """Publishes on one channel through aiormq's bookkeeping (see the module docstring);
-    must be the only publisher on the channel. Build it only after :func:`check` passed."""
+    must be the only publisher on the channel. Build it only after :func:`check` passed.
+
+    Which twin came back is not its business: :class:`bridge.amqp.publisher.Confirms`
+    keeps the publishes of one message id together and marks them returned."""
 
     def __init__(self, channel: AbstractChannel) -> None:
         ch: Any = channel
@@ -248,11 +246,6 @@ class FastChannel:
         self._batch = FrameBatch(channel)
         self._confirmations: dict[int, asyncio.Future[Any]] = ch.confirmations
         self._ids: dict[str, int] = ch.message_id_delivery_tag
-        self._twins: dict[str, list[Pending]] = {}
-        # Returns reach _on_return (synchronously, in aiormq's reader, before any later
-        # frame is read) instead of failing just the one future aiormq picks by message id.
-        ch.on_return_raises = False
-        ch.on_return_callbacks.add(self._on_return)
 
     @property
     def closed(self) -> bool:
@@ -265,39 +258,25 @@ class FastChannel:
         tag: int = ch.delivery_tag
         future: asyncio.Future[Any] = ch.create_future()
         self._confirmations[tag] = future
-        # aiormq needs some unconfirmed tag of this id to hand a return to _on_return.
+        # aiormq needs some unconfirmed tag of this id to hand a return to our callback.
         self._ids[message_id] = tag
-        pending = Pending(tag, message_id, future, self._confirmations)
-        twins = self._twins.get(message_id)
-        if twins is None:
-            self._twins[message_id] = [pending]
-        else:
-            twins.append(pending)
         self._batch.add(frames)
-        return pending
+        return Pending(tag, message_id, future, self._confirmations)
 
-    def finish(self, pending: Pending) -> None:
-        """The publisher is done with ``pending`` (settled, timed out or cancelled)."""
+    def finish(self, pending: Pending, twin: Pending | None) -> None:
+        """The publisher is done with ``pending`` (settled, timed out or cancelled);
+        ``twin`` is an unfinished publish of the same message id, if any."""
         if pending.future.cancelled():  # its task was cancelled: as for a timeout
             pending.expire()
-        twins = self._twins.get(pending.message_id)
-        if twins is None:
-            return
-        twins.remove(pending)
-        if not twins:
-            del self._twins[pending.message_id]
-            self._ids.pop(pending.message_id, None)
+        if twin is None:
+            if self._ids.get(pending.message_id) == pending.tag:
+                del self._ids[pending.message_id]
         elif self._ids.get(pending.message_id) == pending.tag:
-            self._ids[pending.message_id] = twins[-1].tag
+            self._ids[pending.message_id] = twin.tag
 
     def discard(self) -> None:
         """The channel is replaced: drop unsent frames (their confirms fail with it)."""
         self._batch.discard()
-
-    def _on_return(self, message: DeliveredMessage) -> None:
-        for pending in self._twins.get(message.header.properties.message_id or "", ()):
-            if not pending.future.done():
-                pending.returned = True
 
 
 class _NoCustomerData(logging.Filter):

@@ -30,8 +30,9 @@ from aiormq.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
 from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.publisher import Outcome, Pending, confirms
 from bridge.amqp.subscriber_target import partitions_exchange, route
-from bridge.archive.end import bounded
+from bridge.archive.end import RPC_TIMEOUT, bounded
 from bridge.archive.reader import ArchivedWebhook, ArchiveQuery, copy_properties, scan
 from bridge.core.contract import EVENTS, HEADER_REPLAY_ID, HEADER_REPLAYED_AT, rfc3339
 from bridge.core.settings import SettingsError
@@ -98,22 +99,22 @@ class _Copier:
     def __init__(
         self, channel: AbstractChannel, to: str, progress: Progress, exchange: str | None
     ) -> None:
-        self.channel = channel
+        self.confirms = confirms(channel)
         self.to = to
         self.exchange, self.routing_key = route(to, exchange)
         self.progress = progress
-        self.pending: deque[asyncio.Future[object]] = deque()
+        self.pending: deque[Pending] = deque()
         self.sent = 0
 
     async def copy(self, webhook: ArchivedWebhook, properties: Basic.Properties) -> None:
-        publish = self.channel.basic_publish(
-            webhook.body,
-            exchange=self.exchange,
-            routing_key=self.routing_key,
-            mandatory=True,
-            properties=properties,
+        self.pending.append(
+            self.confirms.send(
+                webhook.body,
+                exchange=self.exchange,
+                routing_key=self.routing_key,
+                properties=properties,
+            )
         )
-        self.pending.append(asyncio.ensure_future(publish))
         if len(self.pending) >= WINDOW:
             await self._settle_oldest()
 
@@ -122,21 +123,24 @@ class _Copier:
             await self._settle_oldest()
 
     def abandon(self) -> None:
-        for future in self.pending:
-            future.cancel()
+        for pending in self.pending:
+            pending.expire()
 
     async def _settle_oldest(self) -> None:
-        future = self.pending.popleft()
-        try:
-            confirm = await bounded(future, "a publish confirm")
-        except aiormq.exceptions.PublishError:
+        deadline = asyncio.get_running_loop().time() + RPC_TIMEOUT
+        outcome = await self.confirms.wait(self.pending.popleft(), deadline)
+        if outcome is Outcome.RETURNED:
             raise CommandError(
                 f"the broker returned a copy: queue {self.to} was deleted during the replay; "
                 f"{self.sent} copies were confirmed, run it again"
-            ) from None
-        except aiormq.exceptions.DeliveryError:
-            confirm = None
-        if not isinstance(confirm, Basic.Ack):
+            )
+        if outcome is Outcome.TIMED_OUT:
+            raise CommandError(
+                f"the broker did not confirm a copy within {RPC_TIMEOUT:.0f} s: check its "
+                "health (rabbitmqctl status) and its memory and disk alarms; "
+                f"{self.sent} copies were confirmed, run it again"
+            )
+        if outcome is not Outcome.CONFIRMED:
             raise CommandError(
                 f"the broker refused a copy (queue {self.to} full, or a disk alarm); "
                 f"{self.sent} copies were confirmed: fix the cause and run it again"

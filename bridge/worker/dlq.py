@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
-from aiormq.exceptions import ChannelNotFoundEntity, DeliveryError, PublishError
+from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp.commands import Basic
 
 from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.publisher import Outcome, confirms
 from bridge.amqp.subscriber_target import partitions_exchange, route
 from bridge.amqp.topology import dlq_name
-from bridge.amqp.twins import TwinGate
 from bridge.core.contract import HEADER_ORDER_ID
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
@@ -166,8 +166,8 @@ def _moved_before(error: CommandError, replay: _Replay | None) -> CommandError:
 class _Replay:
     """Consumes the DLQ with ``REPLAY_WINDOW`` messages in flight, each acked only after its
     copy in ``<name>`` is confirmed; stops after ``wanted`` or when the DLQ runs dry.
-    Copies with one message id (identical webhooks) go one after the other: aiormq tells
-    their returns apart by message id alone (:mod:`bridge.amqp.twins`)."""
+    Copies with one message id (identical webhooks) are in flight together, under the one
+    twin policy of :mod:`bridge.amqp.publisher`."""
 
     def __init__(
         self, channel: AbstractChannel, name: str, wanted: int, exchange: str | None = None
@@ -181,7 +181,6 @@ class _Replay:
         self.settled = 0
         self.error: CommandError | None = None
         self._progress = asyncio.Event()
-        self._twins = TwinGate()
 
     async def run(self, queue: str) -> None:
         if self.wanted == 0:
@@ -209,10 +208,7 @@ class _Replay:
             return  # not ours to move: unacked, it goes back to the DLQ on close
         self.taken += 1
         try:
-            async with self._twins.alone(got.header.properties.message_id):
-                if self.error is not None:
-                    return  # a twin failed meanwhile: this one stays in the DLQ too
-                await _move_back(self.channel, got, self.name, self.exchange)
+            await _move_back(self.channel, got, self.name, self.exchange)
             self.moved += 1
         except CommandError as exc:
             self.error = self.error or exc
@@ -229,26 +225,24 @@ async def _move_back(
     for header in (ATTEMPT_HEADER, ERROR_HEADER, FAILED_AT_HEADER):
         headers.pop(header, None)
     to_exchange, routing_key = route(name, exchange)
-    try:
-        await channel.basic_publish(
-            got.body,
-            exchange=to_exchange,
-            routing_key=routing_key,
-            properties=copy_properties(properties, headers),
-            mandatory=True,
-            timeout=PUBLISH_TIMEOUT,
-        )
-    except PublishError:
-        raise CommandError(f"queue {name} routed nothing (was it deleted?): run topology") from None
-    except DeliveryError:
+    outcome = await confirms(channel).publish(
+        got.body,
+        exchange=to_exchange,
+        routing_key=routing_key,
+        properties=copy_properties(properties, headers),
+        timeout=PUBLISH_TIMEOUT,
+    )
+    if outcome is Outcome.RETURNED:
+        raise CommandError(f"queue {name} routed nothing (was it deleted?): run topology")
+    if outcome is Outcome.NACKED:
         raise CommandError(
             f"the broker refused a message for {name} (is the queue full?): the rest stays "
             "in the DLQ, nothing was lost"
-        ) from None
-    except Exception as exc:
+        )
+    if outcome is not Outcome.CONFIRMED:
         raise CommandError(
-            f"the broker did not confirm a message for {name} ({type(exc).__name__}): "
+            f"the broker did not confirm a message for {name} ({outcome}): "
             "the rest stays in the DLQ, nothing was lost; run the replay again"
-        ) from None
+        )
     assert got.delivery_tag is not None
     await channel.basic_ack(got.delivery_tag)

@@ -17,9 +17,10 @@ from collections.abc import Coroutine
 from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
-from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError, PublishError
+from aiormq.exceptions import ChannelPreconditionFailed
 
 from bridge.amqp.connection import BrokerLink
+from bridge.amqp.publisher import Outcome, confirms
 from bridge.amqp.topology import declare, settings_topology
 from bridge.core import metrics
 from bridge.core.contract import rfc3339, routing_key
@@ -334,31 +335,23 @@ class Subscription:
 
     async def _move(self, delivered: DeliveredMessage, queue: str, headers: dict[str, Any]) -> bool:
         """Publish a copy to ``queue``, wait for the confirm, then ack the original."""
-        channel = delivered.channel
         properties = copy_properties(delivered.header.properties, headers)
-        try:
-            await channel.basic_publish(
-                delivered.body,
-                exchange="",
-                routing_key=queue,
-                properties=properties,
-                mandatory=True,
-                timeout=MOVE_TIMEOUT,
-            )
-            # aiormq raises DeliveryError on a nack and PublishError on a return.
+        outcome = await confirms(delivered.channel).publish(
+            delivered.body, routing_key=queue, properties=properties, timeout=MOVE_TIMEOUT
+        )
+        if outcome is Outcome.CONFIRMED:
             self.link.note_confirm()
-        except (DeliveryError, TimeoutError) as exc:  # returned, nacked, or no confirm
-            if isinstance(exc, DeliveryError) and not isinstance(exc, PublishError):
-                self.link.note_nack()  # a channel RabbitMQ keeps nacking is renewed
-            # The copy is not safe: keep the original, retried after a pause (no hot loop).
-            log.error("could not move a message to %s (%r); it stays queued", queue, exc)
-            await asyncio.sleep(MOVE_FAILED_PAUSE)
-            await self.settle(delivered, ack=False)
+            return await self.settle(delivered, ack=True)
+        if outcome is Outcome.CLOSED:  # channel or connection gone: the broker redelivers
+            log.warning("connection lost while moving a message to %s", queue)
             return False
-        except Exception as exc:  # channel or connection gone: the broker redelivers
-            log.warning("connection lost while moving a message to %s (%s)", queue, exc)
-            return False
-        return await self.settle(delivered, ack=True)
+        if outcome is Outcome.NACKED:
+            self.link.note_nack()  # a channel RabbitMQ keeps nacking is renewed
+        # The copy is not safe: keep the original, retried after a pause (no hot loop).
+        log.error("could not move a message to %s (%s); it stays queued", queue, outcome)
+        await asyncio.sleep(MOVE_FAILED_PAUSE)
+        await self.settle(delivered, ack=False)
+        return False
 
     # --- stopping ---------------------------------------------------------------------
 
