@@ -32,8 +32,9 @@ import dataclasses
 import logging
 import os
 import types
+from collections.abc import Callable
 from importlib.metadata import version
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiormq
 from aiormq.abc import AbstractChannel, ChannelFrame
@@ -153,6 +154,25 @@ def check_acks(channel: AbstractChannel) -> str | None:
     return f"aiormq {AIORMQ_VERSION}: {problems[0]}" if problems else None
 
 
+_T = TypeVar("_T")
+
+
+def per_channel(channel: AbstractChannel, name: str, make: Callable[[], _T]) -> _T:
+    """The one ``make()`` of ``channel`` under ``name``, kept on the channel itself: it lives
+    and dies with the channel (a registry keyed by channels would keep every one alive)."""
+    kept: dict[str, Any] = vars(channel).setdefault("_bridge_per_channel", {})
+    found = kept.get(name)
+    if found is None:
+        found = kept[name] = make()
+    return cast(_T, found)
+
+
+def frame_batch(channel: AbstractChannel) -> FrameBatch:
+    """The one :class:`FrameBatch` of ``channel``: publishes and acks share it, so frames
+    leave in the order they were made (a delivery record before the ack after it)."""
+    return per_channel(channel, "frames", lambda: FrameBatch(channel))
+
+
 class FrameBatch:
     """Frames for one channel, handed to aiormq's writer as one buffer per loop turn."""
 
@@ -174,6 +194,18 @@ class FrameBatch:
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+
+    async def written(self) -> None:
+        """Wait until every frame added so far was written to the socket (unbounded: the
+        caller bounds it; a dead connection never writes)."""
+        while self._putting is not None or self._buffer:
+            if self._putting is not None:
+                await asyncio.shield(self._putting)
+            else:
+                self._flush()
+        drain: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(ChannelFrame(payload=b"", should_close=False, drain_future=drain))
+        await drain
 
     def discard(self) -> None:
         """Forget what is buffered (the channel is gone)."""
@@ -243,7 +275,7 @@ class FastChannel:
         self.channel = channel
         self.number: int = ch.number
         self.max_body_frame: int = ch.max_content_size
-        self._batch = FrameBatch(channel)
+        self._batch = frame_batch(channel)
         self._confirmations: dict[int, asyncio.Future[Any]] = ch.confirmations
         self._ids: dict[str, int] = ch.message_id_delivery_tag
 

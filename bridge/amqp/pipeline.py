@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-import weakref
 
 from aiormq.abc import AbstractChannel
 from aiormq.exceptions import ChannelInvalidStateError
@@ -44,8 +43,6 @@ class AckWriter:
     """
 
     def __init__(self) -> None:
-        self._batches: weakref.WeakKeyDictionary[AbstractChannel, internals.FrameBatch | None]
-        self._batches = weakref.WeakKeyDictionary()
         self._tasks: set[asyncio.Future[None]] = set()
         self._said: str | None = None
 
@@ -53,10 +50,7 @@ class AckWriter:
         """Ack, or nack with requeue; raises ``ChannelInvalidStateError`` if closed."""
         if channel.is_closed:
             raise ChannelInvalidStateError(f"{channel!r} closed")
-        try:
-            batch = self._batches[channel]
-        except KeyError:
-            batch = self._batches[channel] = self._batch_for(channel)
+        (batch,) = internals.per_channel(channel, "acks", lambda: (self._batch_for(channel),))
         if batch is not None:
             batch.add(ack_frame(batch.number, delivery_tag, ack))
             return
@@ -67,6 +61,20 @@ class AckWriter:
         task = asyncio.ensure_future(settled)
         self._tasks.add(task)
         task.add_done_callback(self._settled)
+
+    async def written(self, channel: AbstractChannel, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, until every ack and nack given for ``channel``
+        was written to the socket (before the channel is closed); False if not in time."""
+        (batch,) = internals.per_channel(channel, "acks", lambda: (self._batch_for(channel),))
+        try:
+            async with asyncio.timeout(timeout):
+                if batch is not None:
+                    await batch.written()
+                elif self._tasks:
+                    await asyncio.wait(set(self._tasks))
+        except TimeoutError:
+            return False
+        return True
 
     def _batch_for(self, channel: AbstractChannel) -> internals.FrameBatch | None:
         forced = internals.public_path_reason()
@@ -79,7 +87,7 @@ class AckWriter:
         if said != self._said:
             self._said = said
             log.log(logging.WARNING if reason and not forced else logging.INFO, said)
-        return internals.FrameBatch(channel) if reason is None else None
+        return internals.frame_batch(channel) if reason is None else None
 
     def _settled(self, task: asyncio.Future[None]) -> None:
         self._tasks.discard(task)

@@ -38,7 +38,6 @@ import enum
 import logging
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -210,6 +209,13 @@ class Confirms:
 
         pending.future.add_done_callback(settled)
 
+    async def settled(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` seconds, until every publish sent so far on the channel
+        was settled (before a command closes it: what it sent last is then not lost)."""
+        futures = [pending.future for twins in self._twins.values() for pending in twins]
+        if futures:
+            await asyncio.wait(futures, timeout=timeout)
+
     def _finish(self, pending: Pending) -> None:
         twins = self._twins.get(pending.message_id)
         if twins is not None and pending in twins:
@@ -258,16 +264,12 @@ def _outcome(pending: Pending) -> Outcome:
     return Outcome.CLOSED  # aiormq rejects pending confirms with the close reason
 
 
-_CONFIRMS: weakref.WeakKeyDictionary[AbstractChannel, Confirms] = weakref.WeakKeyDictionary()
 _said: str | None = None
 
 
 def confirms(channel: AbstractChannel) -> Confirms:
     """The one :class:`Confirms` of ``channel`` (made, and its path chosen, on first use)."""
-    found = _CONFIRMS.get(channel)
-    if found is None:
-        found = _CONFIRMS[channel] = Confirms(channel)
-    return found
+    return internals.per_channel(channel, "confirms", lambda: Confirms(channel))
 
 
 def _say(said: str, warn: int) -> None:

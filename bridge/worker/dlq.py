@@ -21,10 +21,13 @@ from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp.commands import Basic
 
 from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.deliveries import Acting, write_record
 from bridge.amqp.publisher import Outcome, confirms
 from bridge.amqp.subscriber_target import partitions_exchange, route
 from bridge.amqp.topology import dlq_name
-from bridge.core.contract import HEADER_ORDER_ID
+from bridge.core.contract import HEADER_ORDER_ID, HEADER_ORDER_NUMBER
+from bridge.core.records import DeliveryRecord, new_record_id, now_rfc3339
+from bridge.core.records import Outcome as Recorded
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 from bridge.worker.message import (
@@ -130,11 +133,12 @@ async def list_dead_letters(amqp_urls: Sequence[str], name: str, limit: int | No
 
 
 async def replay_dead_letters(
-    amqp_urls: Sequence[str], name: str, limit: int | None
+    amqp_urls: Sequence[str], name: str, limit: int | None, acting: Acting | None = None
 ) -> tuple[int, str]:
     """Move up to ``limit`` dead letters back to ``name`` with ``x-attempt`` reset; returns
     how many moved and from which queue. A failure part-way raises :class:`CommandError`
-    saying how many had moved (each of those was confirmed before its ack)."""
+    saying how many had moved (each of those was confirmed before its ack). Given
+    ``acting``, each message moved leaves a ``replayed`` delivery record."""
     _check(name)
     queue = dlq_name(name)
     connection = await connect_once(amqp_urls)
@@ -146,7 +150,9 @@ async def replay_dead_letters(
             await _depth(channel, name)
         # Only what is there now: a message that fails again must not be replayed twice.
         depth = await _depth(channel, queue)
-        replay = _Replay(channel, name, depth if limit is None else min(depth, limit), exchange)
+        replay = _Replay(
+            channel, name, depth if limit is None else min(depth, limit), exchange, acting
+        )
         await replay.run(queue)
     except TimeoutError:
         raise _moved_before(_no_answer(), replay) from None
@@ -170,9 +176,15 @@ class _Replay:
     twin policy of :mod:`bridge.amqp.publisher`."""
 
     def __init__(
-        self, channel: AbstractChannel, name: str, wanted: int, exchange: str | None = None
+        self,
+        channel: AbstractChannel,
+        name: str,
+        wanted: int,
+        exchange: str | None = None,
+        acting: Acting | None = None,
     ) -> None:
         self.channel = channel
+        self.acting = acting
         self.name = name
         self.exchange = exchange
         self.wanted = wanted
@@ -208,7 +220,7 @@ class _Replay:
             return  # not ours to move: unacked, it goes back to the DLQ on close
         self.taken += 1
         try:
-            await _move_back(self.channel, got, self.name, self.exchange)
+            await _move_back(self.channel, got, self.name, self.exchange, self.acting)
             self.moved += 1
         except CommandError as exc:
             self.error = self.error or exc
@@ -217,8 +229,41 @@ class _Replay:
             self._progress.set()
 
 
+async def record_acted(
+    channel: AbstractChannel, got: DeliveredMessage, name: str, outcome: Recorded, acting: Acting
+) -> None:
+    """Write the delivery record of an operator's action on dead letter ``got`` of
+    ``name``, before its ack (a refused one is counted, and the action goes on)."""
+    properties = got.header.properties
+    headers = plain_headers(properties.headers)
+    order_number = headers.get(HEADER_ORDER_NUMBER)
+    order_id = headers.get(HEADER_ORDER_ID)
+    record = DeliveryRecord(
+        record_id=new_record_id(),
+        message_id=properties.message_id or "-",
+        subscriber=name,
+        event=event_of(properties, headers, got.routing_key or ""),
+        order_id=None if order_id is None else str(order_id),
+        order_number=None if order_number is None else str(order_number),
+        attempt=delivery_number(headers),
+        outcome=outcome,
+        status=None,
+        answer=None,
+        error=None,
+        duration_ms=None,
+        at=now_rfc3339(),
+        source=acting.source,
+        operator=acting.operator,
+    )
+    await write_record(channel, acting.exchange, record)
+
+
 async def _move_back(
-    channel: AbstractChannel, got: DeliveredMessage, name: str, exchange: str | None = None
+    channel: AbstractChannel,
+    got: DeliveredMessage,
+    name: str,
+    exchange: str | None = None,
+    acting: Acting | None = None,
 ) -> None:
     properties = got.header.properties
     headers = dict(properties.headers or {})
@@ -244,5 +289,7 @@ async def _move_back(
             f"the broker did not confirm a message for {name} ({outcome}): "
             "the rest stays in the DLQ, nothing was lost; run the replay again"
         )
+    if acting is not None:
+        await record_acted(channel, got, name, Recorded.REPLAYED, acting)
     assert got.delivery_tag is not None
     await channel.basic_ack(got.delivery_tag)

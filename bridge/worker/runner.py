@@ -33,7 +33,7 @@ class Worker:
         subscribers: Sequence[Subscriber],
         handlers: Mapping[str, Handler] | None = None,
     ) -> None:
-        self.subscriptions: list[Subscription] = []
+        self.subscriptions: list[Subscription | OrderedSubscription] = []
         self._forwarders: list[Forwarder] = []
         for sub in subscribers:
             handler = (handlers or {}).get(sub.name)
