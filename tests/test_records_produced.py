@@ -12,13 +12,15 @@ from aiormq.abc import DeliveredMessage
 from bridge import PermanentError
 from bridge.amqp.deliveries import Acting
 from bridge.amqp.topology import dlq_name
+from bridge.archive.replay import replay
 from bridge.core import metrics
 from bridge.core.records import DeliveryRecord, Outcome, Source, deliveries_stream
 from bridge.worker.dlq import replay_dead_letters
 from bridge.worker.dlq_pick import discard_picked
 from bridge.worker.forwarder import Forwarder
 from bridge.worker.message import Message
-from tests.conftest import BrokerProbe, bridge_settings
+from tests.conftest import AMQP_URL, BridgeFactory, BrokerProbe, bridge_settings
+from tests.test_archive import archived_bridge, order_body, post, recent
 from tests.test_forwarder import Target
 from tests.worker_helpers import body_for, publish, running_worker, subscriber, wait_until
 
@@ -205,3 +207,25 @@ async def test_a_refused_record_is_counted_and_the_message_still_acked(
         await wait_until(lambda: _failed("returned") > returned)
     assert handled == [sent]
     assert await probe.count(sub.name) == 0
+
+
+async def test_archive_replay_records_each_copy_replayed_by_the_operator(
+    exchange: str, probe: BrokerProbe, make_bridge: BridgeFactory
+) -> None:
+    probe.track(queues=(deliveries_stream(exchange),))
+    bridge = await archived_bridge(make_bridge, probe, exchange)
+    body = order_body("despatched", 7070)
+    message_id = await post(bridge, "despatched", body)
+    target = f"{exchange}.late"
+    assert probe.channel is not None
+    await probe.channel.queue_declare(target, durable=True, arguments={"x-queue-type": "quorum"})
+    probe.track(queues=(target,))
+    result = await replay((AMQP_URL,), exchange, recent(), target, operator="carol")
+    assert result.sent == 1
+    [record] = await read_records(probe, exchange, lambda r: len(r) >= 1)
+    assert (record.outcome, record.source, record.operator) == (
+        Outcome.REPLAYED,
+        Source.ARCHIVE_REPLAY,
+        "carol",
+    )
+    assert (record.message_id, record.subscriber, record.order_id) == (message_id, target, "7070")
