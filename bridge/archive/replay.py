@@ -36,7 +36,7 @@ from bridge.amqp.subscriber_target import partitions_exchange, route
 from bridge.archive.end import RPC_TIMEOUT, bounded
 from bridge.archive.reader import ArchivedWebhook, ArchiveQuery, copy_properties, scan
 from bridge.core.contract import EVENTS, HEADER_REPLAY_ID, HEADER_REPLAYED_AT, rfc3339
-from bridge.core.records import DeliveryRecord, Source, new_record_id, now_rfc3339
+from bridge.core.records import DeliveryRecord, Source
 from bridge.core.records import Outcome as Recorded
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
@@ -163,22 +163,14 @@ class _Copier:
 
 def replayed(webhook: ArchivedWebhook, to: str, acting: Acting) -> DeliveryRecord:
     """The ``replayed`` record of ``webhook``'s copy into subscriber ``to``."""
-    return DeliveryRecord(
-        record_id=new_record_id(),
+    return acting.record(
+        Recorded.REPLAYED,
         message_id=webhook.message_id,
         subscriber=to,
         event=webhook.event,
         order_id=webhook.order_id,
         order_number=webhook.order_number,
         attempt=1,
-        outcome=Recorded.REPLAYED,
-        status=None,
-        answer=None,
-        error=None,
-        duration_ms=None,
-        at=now_rfc3339(),
-        source=acting.source,
-        operator=acting.operator,
     )
 
 

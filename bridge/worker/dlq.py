@@ -26,7 +26,6 @@ from bridge.amqp.publisher import Outcome, confirms
 from bridge.amqp.subscriber_target import partitions_exchange, route
 from bridge.amqp.topology import dlq_name
 from bridge.core.contract import HEADER_ORDER_ID, HEADER_ORDER_NUMBER
-from bridge.core.records import DeliveryRecord, new_record_id, now_rfc3339
 from bridge.core.records import Outcome as Recorded
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
@@ -238,22 +237,14 @@ async def record_acted(
     headers = plain_headers(properties.headers)
     order_number = headers.get(HEADER_ORDER_NUMBER)
     order_id = headers.get(HEADER_ORDER_ID)
-    record = DeliveryRecord(
-        record_id=new_record_id(),
+    record = acting.record(
+        outcome,
         message_id=properties.message_id or "-",
         subscriber=name,
         event=event_of(properties, headers, got.routing_key or ""),
         order_id=None if order_id is None else str(order_id),
         order_number=None if order_number is None else str(order_number),
         attempt=delivery_number(headers),
-        outcome=outcome,
-        status=None,
-        answer=None,
-        error=None,
-        duration_ms=None,
-        at=now_rfc3339(),
-        source=acting.source,
-        operator=acting.operator,
     )
     await write_record(channel, acting.exchange, record)
 

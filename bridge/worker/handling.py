@@ -169,7 +169,9 @@ class Handling:
                 log.info("%s delivered", message.event, extra=message.log_fields())
             return
         permanent = isinstance(error, PermanentError)
-        if isinstance(error, GiveBack) or (not permanent and (self.stopping or self.paused())):
+        # (A subscriber that holds while paused gave up holding with GiveBack.)
+        paused = self.hold is None and self.paused()
+        if isinstance(error, GiveBack) or (not permanent and (self.stopping or paused)):
             # The target is down or we are stopping: not the message's fault, spend nothing.
             if not isinstance(error, GiveBack):
                 self._record(delivered, message, Recorded.FAILED, error, took)

@@ -38,16 +38,14 @@ from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
-from bridge.amqp.connection import BrokerLink, close_quietly
-from bridge.amqp.topology import partition_queue_name, roster_name, settings_topology
+from bridge.amqp.connection import close_quietly
+from bridge.amqp.topology import partition_queue_name, roster_name
 from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
-from bridge.worker.breaker import CircuitBreaker
-from bridge.worker.forwarder import Forwarder
 from bridge.worker.handling import Handling
 from bridge.worker.retry import Ladder
 from bridge.worker.subscribers import Handler, Subscriber
-from bridge.worker.subscription import SHUTDOWN_GRACE, declare_or_fail
+from bridge.worker.subscription import SHUTDOWN_GRACE, consuming_parts, declare_or_fail
 
 log = logging.getLogger("bridge.worker.ordered")
 
@@ -86,12 +84,8 @@ class OrderedSubscription:
     ) -> None:
         self.sub = sub
         self.handler = handler
-        self.breaker: CircuitBreaker | None = (
-            handler.breaker if isinstance(handler, Forwarder) else None
-        )
-        self.topology = settings_topology(settings) + sub.topology(settings.exchange)
-        self.link = BrokerLink(
-            settings.amqp_urls, self._on_channel, name=f"mintsoft-bridge worker {sub.name}"
+        self.breaker, self.topology, self.link = consuming_parts(
+            settings, sub, handler, self._on_channel
         )
         # No retry queues: the delays are waited holding the message, then the DLQ.
         ladder = Ladder(sub.name, sub.retry_delays_ms, sub.in_process_tries, in_place=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
@@ -65,6 +65,21 @@ async def declare_or_fail(
         raise
 
 
+def consuming_parts(
+    settings: Settings,
+    sub: Subscriber,
+    handler: Handler,
+    on_channel: Callable[[AbstractChannel], Awaitable[None]],
+) -> tuple[CircuitBreaker | None, Topology, BrokerLink]:
+    """What every kind of subscription has: the forwarder's breaker (a forwarder pauses its
+    subscriber while its target is down; a handler cannot), the topology it declares, and
+    its own link to the broker (``on_channel`` runs on every new channel)."""
+    breaker = handler.breaker if isinstance(handler, Forwarder) else None
+    topology = settings_topology(settings) + sub.topology(settings.exchange)
+    link = BrokerLink(settings.amqp_urls, on_channel, name=f"mintsoft-bridge worker {sub.name}")
+    return breaker, topology, link
+
+
 class Subscription:
     """One subscriber at work: its queues, consumer and :class:`Handling`."""
 
@@ -73,13 +88,8 @@ class Subscription:
     ) -> None:
         self.sub = sub
         self.handler = handler
-        # A forwarder pauses its subscriber while its target is down; a handler cannot.
-        self.breaker: CircuitBreaker | None = (
-            handler.breaker if isinstance(handler, Forwarder) else None
-        )
-        self.topology = settings_topology(settings) + sub.topology(settings.exchange)
-        self.link = BrokerLink(
-            settings.amqp_urls, self._on_channel, name=f"mintsoft-bridge worker {sub.name}"
+        self.breaker, self.topology, self.link = consuming_parts(
+            settings, sub, handler, self._on_channel
         )
         self.handling = Handling(
             settings.exchange,
