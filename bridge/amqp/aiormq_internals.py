@@ -6,7 +6,7 @@ That rests on these internals of ``aiormq.Channel`` (aiormq 7.x):
 
 - ``delivery_tag``: the int counting publishes on the channel (the broker's confirm tags);
 - ``confirmations``: dict tag -> future, settled by aiormq's reader on ``basic.ack`` /
-  ``basic.nack`` / ``basic.return`` and rejected when the channel closes;
+  ``basic.nack`` / ``basic.return`` (we reject our own when the channel closes);
 - ``message_id_delivery_tag``: dict message id -> tag, how aiormq finds the publish a
   ``basic.return`` belongs to; ``on_return_raises`` / ``on_return_callbacks``;
 - ``write_queue`` (the connection's queue of ``aiormq.abc.ChannelFrame(payload,
@@ -38,6 +38,7 @@ from typing import Any, TypeVar, cast
 
 import aiormq
 from aiormq.abc import AbstractChannel, ChannelFrame
+from aiormq.exceptions import ChannelInvalidStateError
 
 log = logging.getLogger("bridge.amqp.aiormq_internals")
 
@@ -122,8 +123,8 @@ def check(channel: AbstractChannel) -> str | None:
     lock = getattr(ch, "_Channel__lock", None)
     if not isinstance(lock, asyncio.Lock) or lock.locked():
         problems.append("the channel's publish lock is missing or held")
-    if not callable(getattr(ch, "create_future", None)):
-        problems.append("Channel.create_future is missing")
+    if not isinstance(getattr(ch, "closing", None), asyncio.Future):
+        problems.append("Channel.closing is not a future")
     cls = type(ch)
     if not _uses(
         getattr(cls, "basic_publish", None),
@@ -258,7 +259,9 @@ class Pending:
         """Give up waiting (the timeout): cancel the future, leaving aiormq a live one in
         its place, since aiormq's reader errors on settling a cancelled one on a return."""
         if self._confirmations.get(self.tag) is self.future:
-            self._confirmations[self.tag] = self.future.get_loop().create_future()
+            stand_in: asyncio.Future[Any] = self.future.get_loop().create_future()
+            stand_in.add_done_callback(_read_outcome)  # nobody awaits it
+            self._confirmations[self.tag] = stand_in
         self.future.cancel()
 
 
@@ -278,6 +281,11 @@ class FastChannel:
         self._batch = frame_batch(channel)
         self._confirmations: dict[int, asyncio.Future[Any]] = ch.confirmations
         self._ids: dict[str, int] = ch.message_id_delivery_tag
+        self._loop = asyncio.get_running_loop()
+        # Confirmations are plain futures, not aiormq's (its create_future adds three done
+        # callbacks per publish, for its futures' store): when the channel closes, the
+        # ones still unsettled are rejected here instead.
+        channel.closing.add_done_callback(self._closed)
 
     @property
     def closed(self) -> bool:
@@ -288,7 +296,7 @@ class FastChannel:
         ch = self._ch
         ch.delivery_tag += 1
         tag: int = ch.delivery_tag
-        future: asyncio.Future[Any] = ch.create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._confirmations[tag] = future
         # aiormq needs some unconfirmed tag of this id to hand a return to our callback.
         self._ids[message_id] = tag
@@ -309,6 +317,19 @@ class FastChannel:
     def discard(self) -> None:
         """The channel is replaced: drop unsent frames (their confirms fail with it)."""
         self._batch.discard()
+
+    def _closed(self, closing: asyncio.Future[Any]) -> None:
+        reason = None if closing.cancelled() else closing.exception()
+        for future in list(self._confirmations.values()):
+            if isinstance(future, asyncio.Future) and not future.done():
+                future.set_exception(
+                    reason or ChannelInvalidStateError("the channel closed before the confirm")
+                )
+
+
+def _read_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # read, so asyncio never logs it as never retrieved
 
 
 class _NoCustomerData(logging.Filter):
