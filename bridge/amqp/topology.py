@@ -215,15 +215,20 @@ def roster_name(subscriber: str) -> str:
     return subscriber + ".workers"
 
 
+def control_name(subscriber: str) -> str:
+    """The queue holding the subscriber's operator state (:mod:`bridge.amqp.control`)."""
+    return subscriber + ".control"
+
+
 def subscriber_queue_names(
     name: str, retry_steps: int, ordered: bool = False, partitions: int = 0
 ) -> list[str]:
     """Every queue a subscriber owns (what ``dlq``, the dashboard and clean-ups know)."""
     if ordered:
         parts = [partition_queue_name(name, i) for i in range(partitions)]
-        return [*parts, roster_name(name), dlq_name(name)]
+        return [*parts, roster_name(name), dlq_name(name), control_name(name)]
     steps = [retry_queue_name(name, i) for i in range(retry_steps)]
-    return [name, *steps, dlq_name(name)]
+    return [name, *steps, dlq_name(name), control_name(name)]
 
 
 def filter_arguments(clients: Sequence[str], warehouses: Sequence[str]) -> list[dict[str, Any]]:
@@ -269,6 +274,11 @@ def subscriber_topology(
     ``x-order-id``) spreads the messages over ``partitions`` quorum queues
     ``<name>.partition.<i>`` with a single active consumer each, and ``<name>.workers``
     (which never holds a message) counts the worker processes, for sharing the partitions.
+
+    Every subscriber also has ``<name>.control``, holding its operator state (paused or not;
+    :mod:`bridge.amqp.control`): classic (one small message, nothing worth replicating; a
+    quorum queue would need a leader to answer every worker's poll), at most one message,
+    a new one dropping the old.
     """
     wanted = EVENTS if "*" in events else events
     # A message the broker itself gives up on (a quorum queue's delivery limit, default 20
@@ -307,6 +317,7 @@ def subscriber_topology(
     # `dlq list` hands every message back to the DLQ, and RabbitMQ 4.0-4.2 drop a quorum
     # queue's message once it was handed back 20 times: a dead letter must never expire so.
     queues.append(Queue(dlq_name(name), {**QUORUM, "x-delivery-limit": DLQ_DELIVERY_LIMIT}))
+    queues.append(Queue(control_name(name), {"x-max-length": 1, "x-overflow": "drop-head"}))
     entry, entry_type = target, target_type
     if clients or warehouses:
         entry, entry_type = filter_name(name), "exchange"

@@ -26,6 +26,7 @@ from bridge.errors import CommandError
 from bridge.worker.breaker import CircuitBreaker
 from bridge.worker.forwarder import Forwarder
 from bridge.worker.handling import Handling
+from bridge.worker.pause import PauseGate
 from bridge.worker.retry import Ladder
 from bridge.worker.subscribers import Handler, Subscriber
 
@@ -111,12 +112,16 @@ class Subscription:
         self._log = {"subscriber": sub.name}
         if self.breaker is not None:
             self.breaker.on_change(lambda _open: self._spawn(self._sync_consumer()))
+        self.gate = PauseGate(sub.name, self.link)
+        self.gate.on_change(lambda _paused: self._spawn(self._sync_consumer()))
 
     async def start(self) -> None:
         await self.link.start()
+        self.gate.start()
 
     def _paused(self) -> bool:
-        return self.breaker is not None and self.breaker.is_open
+        """Paused by an operator, or while the target is down."""
+        return self.gate.paused or (self.breaker is not None and self.breaker.is_open)
 
     async def _give_back(self, delivered: DeliveredMessage) -> None:
         await self.handling.settle(delivered, ack=False)
@@ -124,6 +129,7 @@ class Subscription:
     async def _on_channel(self, channel: AbstractChannel) -> None:
         await declare_or_fail(channel, self.topology, self.sub, self.failed)
         await channel.basic_qos(prefetch_count=self.sub.prefetch)
+        await self.gate.refresh(channel)  # a worker started while paused stays paused
         async with self._lock:
             self._channel = channel
             self._consumer_tag = None
@@ -175,6 +181,7 @@ class Subscription:
         """Stop consuming, let in-flight messages finish for up to ``grace`` seconds, then
         close: what is still unacked goes back to the queue."""
         self.handling.stop()
+        await self.gate.close()
         await self._sync_consumer()
         if self._in_flight:
             log.info("waiting for %d in-flight messages", len(self._in_flight), extra=self._log)
