@@ -228,7 +228,7 @@ def subscriber_queue_names(
         parts = [partition_queue_name(name, i) for i in range(partitions)]
         return [*parts, roster_name(name), dlq_name(name), control_name(name)]
     steps = [retry_queue_name(name, i) for i in range(retry_steps)]
-    return [name, *steps, dlq_name(name), control_name(name)]
+    return [name, *steps, dlq_name(name), roster_name(name), control_name(name)]
 
 
 def filter_arguments(clients: Sequence[str], warehouses: Sequence[str]) -> list[dict[str, Any]]:
@@ -272,8 +272,11 @@ def subscriber_topology(
     ``ordered``: instead of ``<name>`` and the retry queues, the consistent-hash exchange
     ``<name>.partitions`` (plugin ``rabbitmq_consistent_hash_exchange``, hashing the header
     ``x-order-id``) spreads the messages over ``partitions`` quorum queues
-    ``<name>.partition.<i>`` with a single active consumer each, and ``<name>.workers``
-    (which never holds a message) counts the worker processes, for sharing the partitions.
+    ``<name>.partition.<i>`` with a single active consumer each.
+
+    Every subscriber has ``<name>.workers``, which never holds a message: each worker
+    process consumes it, so its consumer count is the number of workers running (an ordered
+    subscriber shares its partitions by it; the console tells "no worker" from "paused").
 
     Every subscriber also has ``<name>.control``, holding its operator state (paused or not;
     :mod:`bridge.amqp.control`): classic (one small message, nothing worth replicating; a
@@ -295,7 +298,6 @@ def subscriber_topology(
             queues.append(Queue(queue, {**main, "x-single-active-consumer": True}))
             # The routing key of a consistent-hash binding is its weight: equal shares.
             bindings.append(Binding(target, queue, "1"))
-        queues.append(Queue(roster_name(name), dict(QUORUM)))
     else:
         target, target_type = name, "queue"
         queues.append(Queue(name, main))
@@ -317,6 +319,7 @@ def subscriber_topology(
     # `dlq list` hands every message back to the DLQ, and RabbitMQ 4.0-4.2 drop a quorum
     # queue's message once it was handed back 20 times: a dead letter must never expire so.
     queues.append(Queue(dlq_name(name), {**QUORUM, "x-delivery-limit": DLQ_DELIVERY_LIMIT}))
+    queues.append(Queue(roster_name(name), dict(QUORUM)))
     queues.append(Queue(control_name(name), {"x-max-length": 1, "x-overflow": "drop-head"}))
     entry, entry_type = target, target_type
     if clients or warehouses:

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from bridge.console.queues import subscriber_stats
 from bridge.console.state import console_of
+from bridge.console.subscriber_state import state_of
 from bridge.console.views import format_time, safe_headers, span
 from bridge.errors import CommandError
 from bridge.mintsoft.sync.status import sync_overview
@@ -41,6 +42,7 @@ async def _figures(request: web.Request) -> dict[str, Any]:
     sync = sync_overview(console.sync_state_path)
     return {
         "stats": stats,
+        "state_of": state_of,
         "archive": archive,
         "sync": sync,
         "sync_facts": safe_headers(sync.facts) if sync else {},

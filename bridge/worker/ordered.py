@@ -51,17 +51,18 @@ from bridge.worker.handling import Handling
 from bridge.worker.pause import PauseGate
 from bridge.worker.retry import Ladder
 from bridge.worker.subscribers import Handler, Subscriber
-from bridge.worker.subscription import SHUTDOWN_GRACE, consuming_parts, declare_or_fail
+from bridge.worker.subscription import (
+    SHUTDOWN_GRACE,
+    consuming_parts,
+    declare_or_fail,
+    on_roster,
+)
 
 log = logging.getLogger("bridge.worker.ordered")
 
 REBALANCE_INTERVAL = 1.0
 MAX_PAUSED_HOLD = 600.0
 """Seconds a message is held while the target is down before it is given back."""
-
-
-async def _ignore(_message: DeliveredMessage) -> None:
-    """``<name>.workers`` never holds a message: consuming it only makes this worker count."""
 
 
 async def _leave_unacked(_delivered: DeliveredMessage) -> None:
@@ -179,7 +180,7 @@ class OrderedSubscription:
         async with self._lock:
             self._channel = channel
             self._partitions = {}
-            await channel.basic_consume(roster_name(self.sub.name), _ignore, no_ack=True)
+            await channel.basic_consume(roster_name(self.sub.name), on_roster, no_ack=True)
             if self._consuming():
                 for index in self._order():
                     await self._subscribe(channel, index)

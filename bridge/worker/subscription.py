@@ -19,7 +19,7 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed
 
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.topology import Topology, declare, settings_topology
+from bridge.amqp.topology import Topology, declare, roster_name, settings_topology
 from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
 from bridge.errors import CommandError
@@ -81,6 +81,10 @@ def consuming_parts(
     return breaker, topology, link
 
 
+async def on_roster(_message: DeliveredMessage) -> None:
+    """``<name>.workers`` never holds a message: consuming it only makes this worker count."""
+
+
 class Subscription:
     """One subscriber at work: its queues, consumer and :class:`Handling`."""
 
@@ -133,6 +137,8 @@ class Subscription:
         async with self._lock:
             self._channel = channel
             self._consumer_tag = None
+            # Counted as a running worker (the console's "no worker" versus "paused").
+            await channel.basic_consume(roster_name(self.sub.name), on_roster, no_ack=True)
             if not self.handling.stopping and not self._paused():
                 ok = await channel.basic_consume(self.sub.name, self._deliver)
                 self._consumer_tag = ok.consumer_tag
