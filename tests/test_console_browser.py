@@ -162,7 +162,7 @@ def test_sign_in_see_open_and_replay_a_dead_letter(
         _until(lambda: page.text("[data-figure=archived]") != "0", timeout=30)
         page.shoot(shots, "overview")
 
-        page.click(f"#sub-{erp.name} h2 a")
+        page.click(f"#sub-{erp.name} [data-figure=dead] a")
         assert page.text("[data-figure=depth]") == "3"
         page.shoot(shots, "dead-letters")
         rows = driver.find_elements(By.CSS_SELECTOR, "table.letters tbody tr")
