@@ -81,6 +81,11 @@ class Topology:
         ]
         return lines
 
+    def without_queue(self, name: str) -> Topology:
+        return Topology(
+            self.exchanges, tuple(q for q in self.queues if q.name != name), self.bindings
+        )
+
 
 _T = TypeVar("_T")
 
@@ -220,6 +225,11 @@ def control_name(subscriber: str) -> str:
     return subscriber + ".control"
 
 
+def control_queue(subscriber: str) -> Queue:
+    """``<name>.control``: classic, at most one message, a new one dropping the old."""
+    return Queue(control_name(subscriber), {"x-max-length": 1, "x-overflow": "drop-head"})
+
+
 def subscriber_queue_names(
     name: str, retry_steps: int, ordered: bool = False, partitions: int = 0
 ) -> list[str]:
@@ -320,7 +330,7 @@ def subscriber_topology(
     # queue's message once it was handed back 20 times: a dead letter must never expire so.
     queues.append(Queue(dlq_name(name), {**QUORUM, "x-delivery-limit": DLQ_DELIVERY_LIMIT}))
     queues.append(Queue(roster_name(name), dict(QUORUM)))
-    queues.append(Queue(control_name(name), {"x-max-length": 1, "x-overflow": "drop-head"}))
+    queues.append(control_queue(name))
     entry, entry_type = target, target_type
     if clients or warehouses:
         entry, entry_type = filter_name(name), "exchange"

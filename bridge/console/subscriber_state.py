@@ -52,7 +52,9 @@ def _count(n: int, word: str) -> str:
 def state_of(stat: SubscriberStat) -> State:
     consumers = stat.main.consumers
     if stat.main.ready is None or consumers is None:
-        return State(Kind.NOT_DECLARED, "Queue not declared yet: start its worker or run topology --config")
+        return State(
+            Kind.NOT_DECLARED, "Queue not declared yet: start its worker or run topology --config"
+        )
     control = stat.control
     if control is not None and control.paused:
         since = f" since {_shown(control.at)} UTC" if control.at else ""

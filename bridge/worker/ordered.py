@@ -176,7 +176,7 @@ class OrderedSubscription:
 
     async def _on_channel(self, channel: AbstractChannel) -> None:
         await declare_or_fail(channel, self.topology, self.sub, self.failed)
-        await self.gate.refresh(channel)  # a worker started while paused stays paused
+        await self.gate.refresh(channel.connection)  # started while paused: stays paused
         async with self._lock:
             self._channel = channel
             self._partitions = {}

@@ -6,9 +6,12 @@ Both kinds of subscription use it: the plain one cancels its consumer while paus
 consumes again on resume; the ordered coordinator releases its partitions (each after its
 message in hand) and subscribes them again on resume. Listeners are called on every change.
 
-A poll that fails (broker away, queue not declared yet) keeps the last known state and is
+The gate declares ``<name>.control`` itself, on a channel of its own: that queue is classic,
+and a cluster node that holds it being down must not stop the worker from consuming. A read
+that fails (broker away, that node down) keeps the last known state, says so once, and is
 tried again at the next interval: a pause is never lifted because the broker could not be
-asked. Every change is logged once per worker, with the operator who made it.
+asked (a worker that starts while it cannot be read starts consuming). Every change is
+logged once per worker, with the operator who made it.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from aiormq.abc import AbstractChannel
+from aiormq.abc import AbstractChannel, AbstractConnection
 
 from bridge.amqp.connection import BrokerLink, close_quietly
-from bridge.amqp.control import CONSUMING, ControlState, read_state
+from bridge.amqp.control import CONSUMING, RPC_TIMEOUT, ControlState, read_state
+from bridge.amqp.topology import control_name, control_queue
 from bridge.core.tasks import cancel_and_wait
 
 log = logging.getLogger("bridge.worker.pause")
@@ -42,6 +46,7 @@ class PauseGate:
         self._listeners: list[Callable[[bool], None]] = []
         self._channel: AbstractChannel | None = None
         self._task: asyncio.Task[None] | None = None
+        self._unreadable = False
 
     @property
     def paused(self) -> bool:
@@ -51,9 +56,34 @@ class PauseGate:
         """Call ``listener(paused)`` whenever the state changes."""
         self._listeners.append(listener)
 
-    async def refresh(self, channel: AbstractChannel) -> None:
-        """Read the state on ``channel`` now (raises the channel's errors)."""
-        self._set(await read_state(channel, self.subscriber))
+    async def refresh(self, connection: AbstractConnection) -> None:
+        """Read the state now, on a channel of the gate's own on ``connection`` (declaring
+        ``<name>.control`` first). A failure keeps the last state and says so once."""
+        try:
+            async with asyncio.timeout(RPC_TIMEOUT * 2):
+                channel = self._channel
+                if channel is None or channel.is_closed or channel.connection is not connection:
+                    channel = await connection.channel(publisher_confirms=False)
+                    queue = control_queue(self.subscriber)
+                    await channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+                    self._channel = channel
+                state = await read_state(channel, self.subscriber)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._channel = None
+            if not self._unreadable:
+                self._unreadable = True
+                log.warning(
+                    "cannot read the pause state in %s (%s): keeping the last one (%s)",
+                    control_name(self.subscriber),
+                    exc,
+                    "paused" if self.paused else "consuming",
+                    extra={"subscriber": self.subscriber},
+                )
+            return
+        self._unreadable = False
+        self._set(state)
 
     def start(self) -> None:
         if self._task is None:
@@ -69,18 +99,9 @@ class PauseGate:
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            try:
-                if self._channel is None or self._channel.is_closed:
-                    connection = self.link.connection
-                    if connection is None:
-                        continue  # the link reconnects, and reads the state when it is up
-                    self._channel = await connection.channel(publisher_confirms=False)
-                await self.refresh(self._channel)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep the last state; try again at the next interval
-                log.debug("could not read the pause state (%s)", exc)
-                self._channel = None
+            connection = self.link.connection
+            if connection is not None:  # else the link reconnects, and reads it when up
+                await self.refresh(connection)
 
     def _set(self, state: ControlState) -> None:
         changed = state.paused != self.state.paused

@@ -19,7 +19,13 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed
 
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.topology import Topology, declare, roster_name, settings_topology
+from bridge.amqp.topology import (
+    Topology,
+    control_name,
+    declare,
+    roster_name,
+    settings_topology,
+)
 from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
 from bridge.errors import CommandError
@@ -76,7 +82,10 @@ def consuming_parts(
     subscriber while its target is down; a handler cannot), the topology it declares, and
     its own link to the broker (``on_channel`` runs on every new channel)."""
     breaker = handler.breaker if isinstance(handler, Forwarder) else None
-    topology = settings_topology(settings) + sub.topology(settings.exchange)
+    # <name>.control is declared by the pause gate, on a channel of its own: a classic queue
+    # whose node is down must not stop the worker from consuming.
+    own = sub.topology(settings.exchange).without_queue(control_name(sub.name))
+    topology = settings_topology(settings) + own
     link = BrokerLink(settings.amqp_urls, on_channel, name=f"mintsoft-bridge worker {sub.name}")
     return breaker, topology, link
 
@@ -133,7 +142,7 @@ class Subscription:
     async def _on_channel(self, channel: AbstractChannel) -> None:
         await declare_or_fail(channel, self.topology, self.sub, self.failed)
         await channel.basic_qos(prefetch_count=self.sub.prefetch)
-        await self.gate.refresh(channel)  # a worker started while paused stays paused
+        await self.gate.refresh(channel.connection)  # started while paused: stays paused
         async with self._lock:
             self._channel = channel
             self._consumer_tag = None
