@@ -16,10 +16,10 @@ from aiormq.abc import AbstractChannel
 
 from bridge.amqp.connection import close_quietly, connect_once
 from bridge.core.contract import (
-    EVENTS,
     HEADER_CLIENT_ID,
     HEADER_ORDER_ID,
     HEADER_WAREHOUSE_ID,
+    ORDER_EVENTS,
     routing_key,
 )
 from bridge.core.settings import Settings
@@ -224,6 +224,15 @@ def filter_arguments(clients: Sequence[str], warehouses: Sequence[str]) -> list[
     return [{"x-match": "all-with-x", **pair} for pair in pairs]
 
 
+def wanted_events(events: Sequence[str]) -> tuple[str, ...]:
+    """A subscriber's ``events`` spelled out: ``*`` stands for the four order events (an
+    ASN body is no order: a handler written for orders must not start getting them on an
+    upgrade), and ``asn-booked-in`` is added only when named."""
+    wanted = list(ORDER_EVENTS) if "*" in events else []
+    wanted += [event for event in events if event != "*" and event not in wanted]
+    return tuple(wanted)
+
+
 def subscriber_topology(
     exchange: str,
     name: str,
@@ -252,7 +261,8 @@ def subscriber_topology(
     ``<name>.partition.<i>`` with a single active consumer each, and ``<name>.workers``
     (which never holds a message) counts the worker processes, for sharing the partitions.
     """
-    wanted = EVENTS if "*" in events else events
+    # "*" is every order event; asn-booked-in is taken only by name (see wanted_events).
+    wanted = wanted_events(events)
     # A message the broker itself gives up on (a quorum queue's delivery limit, default 20
     # on RabbitMQ 4) lands in the DLQ instead of being dropped.
     main = {**QUORUM, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq_name(name)}

@@ -197,6 +197,7 @@ def _subscriber(table: Any, where: str) -> Subscriber:
     ordered = table.get("ordered", False)
     if not isinstance(ordered, bool):
         raise SettingsError(f"{where}: ordered: {ordered!r} is not true or false")
+
     if ordered and "prefetch" in table:
         raise SettingsError(
             f"{where}: prefetch: an ordered subscriber takes one message at a time per "
@@ -297,7 +298,9 @@ def _events(value: Any, where: str) -> tuple[str, ...]:
         raise SettingsError(f'{where}: missing or empty: use e.g. ["despatched"] or ["*"]')
     for event in value:
         if event != "*" and event not in EVENTS:
-            raise SettingsError(f"{where}: unknown event {event!r}: use {choices} or *")
+            raise SettingsError(
+                f"{where}: unknown event {event!r}: use {choices} or * (the order events)"
+            )
     return tuple(dict.fromkeys(value))
 
 
