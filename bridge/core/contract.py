@@ -65,6 +65,10 @@ HTTP_EVENT: Final = "X-Mintsoft-Event"
 HTTP_MESSAGE_ID: Final = "X-Message-Id"
 HTTP_REQUEST_ID: Final = "X-Request-Id"
 OCTET_STREAM: Final = "application/octet-stream"
+# Standard Webhooks headers of a signed forward (contract section 5).
+HTTP_WEBHOOK_ID: Final = "webhook-id"
+HTTP_WEBHOOK_TIMESTAMP: Final = "webhook-timestamp"
+HTTP_WEBHOOK_SIGNATURE: Final = "webhook-signature"
 
 # AMQP headers of recovered, replayed and sentinel messages (contract sections 4, 7, 8).
 HEADER_SOURCE: Final = "x-source"

@@ -17,6 +17,7 @@ from bridge.core.tasks import stop_on_signals
 from bridge.worker.forwarder import Forwarder, shown_url
 from bridge.worker.handlers import resolve_handler
 from bridge.worker.ordered import OrderedSubscription
+from bridge.worker.signing import load_signer
 from bridge.worker.subscribers import Handler, Subscriber, load_subscribers
 from bridge.worker.subscription import SHUTDOWN_GRACE, Subscription
 
@@ -44,6 +45,11 @@ class Worker:
                     timeout=sub.timeout,
                     headers=dict(sub.forward_headers),
                     connections=sub.partitions if sub.ordered else sub.prefetch,
+                    signer=(
+                        load_signer(sub.signing_secrets_env, sub.name)
+                        if sub.signing_secrets_env
+                        else None
+                    ),
                 )
                 self._forwarders.append(forwarder)
                 handler = forwarder
@@ -128,6 +134,8 @@ async def run_worker(settings: Settings, config: str) -> None:
             extras.append(f"warehouses {','.join(sub.warehouses)}")
         if sub.rate_limit is not None:
             extras.append(f"rate limit {sub.rate_limit.text} per process")
+        if sub.signing_secrets_env:
+            extras.append(f"signed with the secrets in {sub.signing_secrets_env}")
         log.info(
             "subscriber %s: events %s, %s, retry delays %s, %s",
             sub.name,

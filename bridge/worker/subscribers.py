@@ -52,6 +52,7 @@ _KEYS = {
     "handler",
     "forward_url",
     "forward_headers",
+    "signing_secrets_env",
     "retry_delays",
     "prefetch",
     "timeout",
@@ -74,6 +75,9 @@ class Subscriber:
     handler: str | None = None
     forward_url: str | None = None
     forward_headers: tuple[tuple[str, str], ...] = ()
+    signing_secrets_env: str | None = None
+    """The environment variable holding the forwarder's ``whsec_`` secrets (never a secret
+    itself): read by the worker when it starts (:mod:`bridge.worker.signing`)."""
     prefetch: int = 32
     timeout: float = 30.0
     in_process_tries: int = 3
@@ -194,6 +198,7 @@ def _subscriber(table: Any, where: str) -> Subscriber:
     forward_headers = _headers(table.get("forward_headers", {}), f"{where}: forward_headers")
     if forward_url is not None:
         _one_authorization(forward_url, forward_headers, where)
+    signing = _signing_env(table.get("signing_secrets_env"), forward_url, where)
     ordered = table.get("ordered", False)
     if not isinstance(ordered, bool):
         raise SettingsError(f"{where}: ordered: {ordered!r} is not true or false")
@@ -215,6 +220,7 @@ def _subscriber(table: Any, where: str) -> Subscriber:
         handler=handler,
         forward_url=forward_url,
         forward_headers=forward_headers,
+        signing_secrets_env=signing,
         prefetch=_int(table.get("prefetch", 32), 1, 10_000, f"{where}: prefetch"),
         timeout=_seconds(table.get("timeout", "30s"), f"{where}: timeout"),
         in_process_tries=_int(
@@ -355,6 +361,24 @@ def _headers(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     ):
         raise SettingsError(f'{where}: use a table of strings, e.g. {{ Authorization = "..." }}')
     return tuple(value.items())
+
+
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
+
+
+def _signing_env(value: Any, forward_url: str | None, where: str) -> str | None:
+    if value is None:
+        return None
+    where = f"{where}: signing_secrets_env"
+    if forward_url is None:
+        raise SettingsError(f"{where}: only signs the built-in forwarder: set forward_url")
+    if not isinstance(value, str) or not _VARIABLE.match(value):
+        # Never echo it: someone may have pasted the secret itself here.
+        raise SettingsError(
+            f"{where}: not an environment variable name: name the variable that holds the "
+            'secrets (e.g. signing_secrets_env = "ERP_SIGNING_SECRETS"), never a secret'
+        )
+    return value
 
 
 def _one_authorization(url: str, headers: tuple[tuple[str, str], ...], where: str) -> None:
