@@ -82,6 +82,15 @@ HEADER_ARCHIVE_SENTINEL: Final = "x-archive-sentinel"
 ends; readers skip it, and it never reaches a subscriber (it bypasses the exchange)."""
 
 
+def subscribed_events(events: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """A subscriber's ``events`` spelled out: ``*`` stands for the four order events (an ASN
+    body is no order: a handler written for orders must not start getting ASNs on an
+    upgrade); ``asn-booked-in`` is taken only by name."""
+    wanted = list(ORDER_EVENTS) if "*" in events else []
+    wanted += [event for event in events if event != "*" and event not in wanted]
+    return tuple(wanted)
+
+
 _ROUTING_KEYS: Final = {ASN_BOOKED_IN: "asn.booked-in"}
 
 

@@ -39,6 +39,7 @@ from bridge.amqp.topology import partition_queue_name, roster_name
 from bridge.core.settings import Settings
 from bridge.errors import PermanentError
 from bridge.worker.message import Message
+from bridge.worker.pacing import LANE
 from bridge.worker.retry import Ladder
 from bridge.worker.subscribers import Handler, Subscriber
 from bridge.worker.subscription import SHUTDOWN_GRACE, Subscription
@@ -98,6 +99,7 @@ class OrderedSubscription(Subscription):
 
     async def _on_channel(self, channel: AbstractChannel) -> None:
         await self._declare(channel)
+        await self.pauses.attach(channel)
         async with self._lock:
             self._channel = channel
             self._partitions = {}
@@ -164,6 +166,7 @@ class OrderedSubscription(Subscription):
         ):
             return  # left unacked: closing the channel gives it back first in line
         self._active.add(index)
+        LANE.set(index)  # this delivery's task paces in its partition's bucket
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)

@@ -133,7 +133,10 @@ async def run_worker(settings: Settings, config: str) -> None:
         if sub.warehouses:
             extras.append(f"warehouses {','.join(sub.warehouses)}")
         if sub.rate_limit is not None:
-            extras.append(f"rate limit {sub.rate_limit.text} per process")
+            extras.append(
+                f"rate limit {sub.rate_limit.text} for the subscriber as a whole "
+                + ("(split over its partitions)" if sub.ordered else "(one worker at a time)")
+            )
         if sub.signing_secrets_env:
             extras.append(f"signed with the secrets in {sub.signing_secrets_env}")
         log.info(

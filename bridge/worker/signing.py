@@ -18,7 +18,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
+from typing import Any
 
 from bridge.core.contract import HTTP_WEBHOOK_ID, HTTP_WEBHOOK_SIGNATURE, HTTP_WEBHOOK_TIMESTAMP
 from bridge.core.settings import SettingsError, read_variable
@@ -55,6 +57,26 @@ class Signer:
             HTTP_WEBHOOK_TIMESTAMP: timestamp,
             HTTP_WEBHOOK_SIGNATURE: signatures,
         }
+
+
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
+
+
+def signing_variable(value: Any, forward_url: str | None, where: str) -> str | None:
+    """A subscriber's ``signing_secrets_env`` as checked in its file (``None`` when unset):
+    a variable name, on a forwarding subscriber. Never echoes a bad value (it may be a
+    secret pasted in by mistake)."""
+    if value is None:
+        return None
+    where = f"{where}: signing_secrets_env"
+    if forward_url is None:
+        raise SettingsError(f"{where}: only signs the built-in forwarder: set forward_url")
+    if not isinstance(value, str) or not _VARIABLE.match(value):
+        raise SettingsError(
+            f"{where}: not an environment variable name: name the variable that holds the "
+            'secrets (e.g. signing_secrets_env = "ERP_SIGNING_SECRETS"), never a secret'
+        )
+    return value
 
 
 def load_signer(variable: str, subscriber: str) -> Signer:

@@ -24,6 +24,7 @@ from bridge.amqp.topology import (
 from bridge.core.contract import EVENTS
 from bridge.core.settings import SettingsError, is_http_url
 from bridge.worker.pacing import RateLimit, parse_rate
+from bridge.worker.signing import signing_variable
 
 if TYPE_CHECKING:
     from bridge.worker.message import Message
@@ -108,6 +109,9 @@ class Subscriber:
             warehouses=self.warehouses,
             ordered=self.ordered,
             partitions=self.partitions,
+            # One worker at a time takes a rate-limited subscriber's messages: its limit is
+            # the subscriber's (contract section 5), however many workers run it.
+            single_active=self.rate_limit is not None,
         )
 
 
@@ -198,7 +202,7 @@ def _subscriber(table: Any, where: str) -> Subscriber:
     forward_headers = _headers(table.get("forward_headers", {}), f"{where}: forward_headers")
     if forward_url is not None:
         _one_authorization(forward_url, forward_headers, where)
-    signing = _signing_env(table.get("signing_secrets_env"), forward_url, where)
+    signing = signing_variable(table.get("signing_secrets_env"), forward_url, where)
     ordered = table.get("ordered", False)
     if not isinstance(ordered, bool):
         raise SettingsError(f"{where}: ordered: {ordered!r} is not true or false")
@@ -361,24 +365,6 @@ def _headers(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     ):
         raise SettingsError(f'{where}: use a table of strings, e.g. {{ Authorization = "..." }}')
     return tuple(value.items())
-
-
-_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,199}$")
-
-
-def _signing_env(value: Any, forward_url: str | None, where: str) -> str | None:
-    if value is None:
-        return None
-    where = f"{where}: signing_secrets_env"
-    if forward_url is None:
-        raise SettingsError(f"{where}: only signs the built-in forwarder: set forward_url")
-    if not isinstance(value, str) or not _VARIABLE.match(value):
-        # Never echo it: someone may have pasted the secret itself here.
-        raise SettingsError(
-            f"{where}: not an environment variable name: name the variable that holds the "
-            'secrets (e.g. signing_secrets_env = "ERP_SIGNING_SECRETS"), never a secret'
-        )
-    return value
 
 
 def _one_authorization(url: str, headers: tuple[tuple[str, str], ...], where: str) -> None:

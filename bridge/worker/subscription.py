@@ -20,7 +20,7 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed, DeliveryError, PublishError
 
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.topology import declare, settings_topology
+from bridge.amqp.topology import declare, settings_topology, single_active_refusal
 from bridge.core import metrics
 from bridge.core.contract import rfc3339, routing_key
 from bridge.core.settings import Settings
@@ -41,6 +41,7 @@ from bridge.worker.message import (
     plain_headers,
 )
 from bridge.worker.pacing import Pacer
+from bridge.worker.pauses import SharedPauses
 from bridge.worker.retry import DeadLetter, Ladder, Retry
 from bridge.worker.subscribers import Handler, Subscriber
 
@@ -85,7 +86,9 @@ class Subscription:
         self.ladder = Ladder(sub.name, sub.retry_delays_ms, sub.in_process_tries)
         self.settle = Settler()
         self._exchange = settings.exchange
-        self.pacer = Pacer(sub.name, sub.rate_limit)
+        # An ordered subscriber's partitions may run in different workers: a bucket each.
+        self.pacer = Pacer(sub.name, sub.rate_limit, sub.partitions if sub.ordered else 1)
+        self.pauses = SharedPauses(sub.name, self.pacer)
         self.topology = settings_topology(settings) + sub.topology(settings.exchange)
         self.link = BrokerLink(
             settings.amqp_urls, self._on_channel, name=f"mintsoft-bridge worker {sub.name}"
@@ -120,6 +123,9 @@ class Subscription:
         try:
             await declare(channel, self.topology)
         except ChannelPreconditionFailed as exc:
+            migrate = single_active_refusal(self.sub.name, str(exc))
+            if migrate is not None and not self.failed.done():
+                self.failed.set_exception(CommandError(migrate))
             if not self.failed.done():
                 self.failed.set_exception(
                     CommandError(
@@ -143,6 +149,7 @@ class Subscription:
 
     async def _on_channel(self, channel: AbstractChannel) -> None:
         await self._declare(channel)
+        await self.pauses.attach(channel)
         await channel.basic_qos(prefetch_count=self.sub.prefetch)
         async with self._lock:
             self._channel = channel
