@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import orjson
 import pytest
 from aiohttp import web
 
@@ -25,6 +26,7 @@ from bridge.core.contract import HTTP_MESSAGE_ID
 from bridge.errors import CommandError
 from bridge.worker.forwarder import Forwarder
 from bridge.worker.message import Message
+from bridge.worker.ordered import OrderedSubscription
 from bridge.worker.pacing import lane_bucket, parse_rate
 from bridge.worker.runner import Worker
 from bridge.worker.subscribers import Subscriber, parse_subscribers
@@ -316,3 +318,40 @@ async def test_a_queue_declared_before_rate_limit_stops_the_worker_with_the_fix(
     message = str(caught.value)
     assert "\n" not in message and old.name in message
     assert "rate_limit" in message and "docs/integrations.md" in message
+
+
+async def test_an_ordered_subscribers_limit_holds_across_two_workers(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    sub = subscriber(ordered=True, partitions=2, rate_limit=parse_rate("4/s"))
+    calls: list[float] = []
+
+    async def handler(message: Message) -> None:
+        calls.append(time.monotonic())
+
+    async with (
+        running_worker(probe, exchange, [sub], {sub.name: handler}) as one,
+        running_worker(probe, exchange, [sub], {sub.name: handler}) as two,
+    ):
+        ordered = [one.subscriptions[0], two.subscriptions[0]]
+        assert all(isinstance(s, OrderedSubscription) for s in ordered)
+        sent = 0
+
+        async def spread() -> bool:
+            # Orders keep coming until each worker is active on a partition (the first
+            # hands one over to the second within a second or two).
+            nonlocal sent
+            await publish(probe, exchange, "despatched", orjson.dumps({"ID": 9000 + sent}))
+            sent += 1
+            return all(s.active_partitions for s in ordered if isinstance(s, OrderedSubscription))
+
+        await wait_until(spread, timeout=30, interval=0.2)
+        await wait_until(lambda: len(calls) >= sent, timeout=30)
+        start = len(calls)
+        for order in range(12):
+            await publish(probe, exchange, "despatched", orjson.dumps({"ID": 7000 + order}))
+        await wait_until(lambda: len(calls) >= start + 12, timeout=30)
+    measured = calls[start:]
+    # Two lanes of 2/s (a burst of 2 each): 12 calls take at least 2 s, though the two
+    # partitions are active in two workers. A bucket per worker would allow 8/s.
+    assert measured[-1] - measured[0] >= 2.0
