@@ -29,7 +29,7 @@ from bridge.worker.message import Message
 from bridge.worker.ordered import OrderedSubscription
 from bridge.worker.pacing import lane_bucket, parse_rate
 from bridge.worker.runner import Worker
-from bridge.worker.subscribers import Subscriber, parse_subscribers
+from bridge.worker.subscribers import Subscriber, load_subscribers
 from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings
 from tests.support.rabbit_node import free_port
 from tests.worker_helpers import (
@@ -142,23 +142,13 @@ def rate_limited(
         f'[[subscriber]]\nname = "{name}"\nevents = ["*"]\nforward_url = "{target.url}"\n'
         'rate_limit = "5/s"\nprefetch = 8\nretry_delays = ["1m"]\n'
     )
-    [sub] = parse_subscribers({"subscriber": [_table(config)]})
+    [sub] = load_subscribers(str(config))
     track_subscriber(probe, exchange, sub)
     yield sub, config
 
 
-def _table(config: Path) -> dict[str, object]:
-    import tomllib
-
-    tables = tomllib.loads(config.read_text())["subscriber"]
-    assert isinstance(tables, list)
-    return dict(tables[0])
-
-
 @pytest.fixture
-def workers_of(
-    tmp_path: Path, exchange: str, rate_limited: tuple[Subscriber, Path]
-) -> Iterator[list[Workers]]:
+def workers_of() -> Iterator[list[Workers]]:
     started: list[Workers] = []
     yield started
     for workers in started:
