@@ -2,7 +2,7 @@
 the way Mintsoft would: same body shapes, same credentials, one POST per webhook.
 
 The bodies are the packaged fixtures (``bridge/fixtures``: an order for each order event,
-an ``GET /api/ASN/{id}`` for ``asn-booked-in``), renumbered, with fresh timestamps and, on
+a ``GET /api/ASN/{id}`` for ``asn-booked-in``), renumbered, with fresh timestamps and, on
 request, another client or warehouse wherever the body names one."""
 
 from __future__ import annotations
