@@ -3,12 +3,16 @@ headers, a subscriber that names it, "*" leaving it out, and the archive keeping
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import orjson
 import pytest
 
 from bridge.archive.reader import ArchiveQuery, find
-from bridge.core.contract import ASN_BOOKED_IN, HEADER_ASN_ID, routing_key
+from bridge.core.contract import ASN_BOOKED_IN, HEADER_ASN_ID, routing_key, webhook_envelope
+from bridge.receiving.spool import Spool
 from bridge.worker.message import Message
 from bridge.worker.subscribers import parse_subscribers
 from tests.conftest import AMQP_URL, API_KEY, BridgeFactory, BrokerProbe, fixture_body
@@ -96,3 +100,23 @@ def test_star_and_asn_together_take_everything(both: list[str]) -> None:
     [sub] = parse_subscribers({"subscriber": [{"name": "all", "events": both, "handler": "m:f"}]})
     keys = {b.routing_key for b in sub.topology("ex").bindings if b.exchange == "ex"}
     assert len(keys) == 5 and "asn.booked-in" in keys
+
+
+async def test_a_spooled_asn_webhook_is_drained_to_its_routing_key_with_its_headers(
+    tmp_path: Path, exchange: str, probe: BrokerProbe, make_bridge: BridgeFactory
+) -> None:
+    queue = await probe.bind_queue(exchange, "asn.#")
+    body = fixture_body(ASN_BOOKED_IN)
+    kept = webhook_envelope(ASN_BOOKED_IN, body, orjson.loads(body), "req-asn", time.time())
+    path = str(tmp_path / "spool.sqlite3")
+    spool = Spool(path, 10_000_000)
+    await spool.open()
+    await spool.append(kept)
+    await spool.close()
+
+    await make_bridge(spool_path=path)  # drains what the spool holds on start
+    [message] = await probe.get_all(queue, expected=1, timeout=15)
+    assert message.body == body
+    assert message.delivery.routing_key == "asn.booked-in"
+    assert message.header.properties.message_id == kept.message_id
+    assert (message.header.properties.headers or {})[HEADER_ASN_ID] == "3107"
