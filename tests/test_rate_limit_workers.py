@@ -23,11 +23,12 @@ from aiohttp import web
 
 from bridge.amqp.topology import declare
 from bridge.core.contract import HTTP_MESSAGE_ID
+from bridge.core.durations import parse_rate
 from bridge.errors import CommandError
 from bridge.worker.forwarder import Forwarder
 from bridge.worker.message import Message
 from bridge.worker.ordered import OrderedSubscription
-from bridge.worker.pacing import lane_bucket, parse_rate
+from bridge.worker.pacing import lane_bucket
 from bridge.worker.runner import Worker
 from bridge.worker.subscribers import Subscriber, load_subscribers
 from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings
@@ -179,6 +180,7 @@ async def _start(
     return workers
 
 
+@pytest.mark.slow  # worker processes and 5-second spreads: make test-all
 @pytest.mark.parametrize("count", [2, 3])
 async def test_several_workers_of_a_5_per_second_subscriber_take_5_s_for_30(
     count: int,
@@ -209,6 +211,7 @@ async def test_several_workers_of_a_5_per_second_subscriber_take_5_s_for_30(
     assert len({message_id for _, message_id in target.seen}) == 31
 
 
+@pytest.mark.slow  # worker processes and 5-second spreads: make test-all
 async def test_a_retry_after_pauses_every_worker_even_one_that_takes_over(
     probe: BrokerProbe,
     exchange: str,
@@ -256,7 +259,7 @@ async def test_a_retry_after_pauses_both_workers_of_a_subscriber_without_a_limit
         running_worker(probe, exchange, [sub], {sub.name: second}) as two,
     ):
         await publish(probe, exchange, "despatched", body_for("despatched", 0))
-        pacers = [one.subscriptions[0].pacer, two.subscriptions[0].pacer]
+        pacers = [one.subscriptions[0].handling.pacer, two.subscriptions[0].handling.pacer]
         # The one the target answered passes the pause on: both are paused, then the rest
         # are published (both workers get some: neither may call during the pause).
         await wait_until(lambda: all(p.paused_for > 0 for p in pacers), timeout=10)
@@ -310,6 +313,7 @@ async def test_a_queue_declared_before_rate_limit_stops_the_worker_with_the_fix(
     assert "rate_limit" in message and "docs/integrations.md" in message
 
 
+@pytest.mark.slow  # a spread of seconds: make test-all
 async def test_an_ordered_subscribers_limit_holds_across_two_workers(
     probe: BrokerProbe, exchange: str
 ) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
 
+from bridge.amqp.publisher import Outcome, confirms
 from bridge.amqp.topology import pauses_exchange_name
 from bridge.worker.pacing import MAX_PAUSE, Pacer
 
@@ -60,18 +61,19 @@ class SharedPauses:
         task.add_done_callback(self._sending.discard)
 
     async def _publish(self, channel: AbstractChannel, seconds: float) -> None:
-        try:
-            await channel.basic_publish(
-                f"{seconds:.3f}".encode(),
-                exchange=self._exchange,
-                routing_key="",
-                properties=Basic.Properties(app_id=self._origin, content_type="text/plain"),
-                timeout=PUBLISH_TIMEOUT,
-            )
-        except Exception as exc:
+        # Through the one confirmed publish of the channel (its own queue is bound, so the
+        # fanout always routes it).
+        outcome = await confirms(channel).publish(
+            f"{seconds:.3f}".encode(),
+            exchange=self._exchange,
+            routing_key="",
+            properties=Basic.Properties(app_id=self._origin, content_type="text/plain"),
+            timeout=PUBLISH_TIMEOUT,
+        )
+        if outcome != Outcome.CONFIRMED:
             log.warning(
                 "could not share a pause with the other workers (%s)",
-                exc,
+                outcome,
                 extra={"subscriber": self.subscriber},
             )
 
