@@ -42,7 +42,7 @@ async def read(request: web.Request, name: str) -> tuple[int, list[DeadLetter]]:
     console = console_of(request)
     console.subscriber(name)
     found = await list_dead_letters(console.amqp_urls, name, SCAN_LIMIT)
-    return found.depth, [dead_letter(got) for got in found.messages]
+    return found.depth, [dead_letter(got, console.secrets) for got in found.messages]
 
 
 def _page_number(raw: str | None) -> int:

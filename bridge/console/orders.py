@@ -77,7 +77,8 @@ async def _dead_for(console: Console, q: str) -> list[tuple[str, DeadLetter]]:
             found = await list_dead_letters(console.amqp_urls, name, DLQ_SCAN)
         except CommandError:
             return []  # a subscriber whose DLQ is not declared yet holds nothing
-        return [(name, d) for d in map(dead_letter, found.messages) if d.about(q)]
+        shown = (dead_letter(got, console.secrets) for got in found.messages)
+        return [(name, d) for d in shown if d.about(q)]
 
     groups = await asyncio.gather(*(one(sub.name) for sub in console.subscribers))
     return [item for group in groups for item in group]
@@ -133,8 +134,8 @@ async def webhook(request: web.Request) -> dict[str, Any]:
                 "hook": hook,
                 "q": request.query.get("q", ""),
                 "body": pretty_body(hook.body),
-                "headers": json_text(safe_headers(hook.headers)),
-                "properties": json_text(properties_shown(hook.properties)),
+                "headers": json_text(safe_headers(hook.headers, console.secrets)),
+                "properties": json_text(properties_shown(hook.properties, console.secrets)),
                 "format_time": format_time,
             }
     raise web.HTTPNotFound(text=f"The archive no longer holds webhook {offset} (expired?).")

@@ -10,6 +10,7 @@ from bridge.amqp.topology import ArchiveRetention
 from bridge.console.auth import Sessions
 from bridge.console.jobs import Jobs
 from bridge.console.sources import ArchiveSummaryCache
+from bridge.core.values import url_passwords
 from bridge.worker.subscribers import Subscriber
 
 
@@ -27,6 +28,16 @@ class Console:
     sessions: Sessions = field(default_factory=Sessions)
     jobs: Jobs = field(default_factory=Jobs)
     archive_cache: ArchiveSummaryCache = field(default_factory=ArchiveSummaryCache)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What pages mask: the sign-in password, the broker's passwords and every value of
+        the subscribers' ``forward_headers`` (a target's error may echo one)."""
+        found = [self.password, *(p for url in self.amqp_urls for p in url_passwords(url))]
+        for sub in self.subscribers:
+            found += [value for _, value in sub.forward_headers]
+            found += url_passwords(sub.forward_url or "")
+        return tuple(s for s in found if s)
 
     def subscriber(self, name: str) -> Subscriber:
         for sub in self.subscribers:

@@ -35,6 +35,7 @@ from bridge.core.values import (
     parse_reconcile_mode,
     parse_seconds,
     parse_timezone,
+    url_passwords,
 )
 from bridge.core.values import redact_url as redact_url
 
@@ -83,6 +84,17 @@ class Settings:
     def auth_configured(self) -> bool:
         """Whether any credential is configured for incoming webhooks."""
         return bool(self.api_keys or self.auth_headers)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every configured secret (keys, Authorization values, passwords, the password of
+        each URL that has one): what :func:`bridge.core.secrets.mask` is given."""
+        found: list[str] = []
+        for spec in SPECS.values():
+            value = getattr(self, spec.attr, None) if spec.secret else None
+            for one in value if isinstance(value, tuple) else (value,):
+                if isinstance(one, str) and one:
+                    found += url_passwords(one) if "://" in one else [one]
+        return tuple(found)
 
     def require_auth_or_opt_out(self) -> None:
         """Refuse to serve an open endpoint unless the operator said so explicitly."""

@@ -30,6 +30,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from bridge.core.secrets import mask
 from bridge.core.settings import Settings, SettingsError
 from bridge.errors import CommandError
 from bridge.mintsoft.urls import require_https
@@ -325,9 +326,7 @@ def _said(text: str, secrets: tuple[str, ...]) -> str:
                 break
     elif isinstance(document, str):
         message = document
-    message = " ".join(str(message).split())
-    for secret in secrets:
-        message = message.replace(secret, "***")
+    message = mask(" ".join(str(message).split()), secrets)
     if not message:
         return ""
     return ": " + (message[:300] + "…" if len(message) > 300 else message)
@@ -344,6 +343,6 @@ def client_for(settings: Settings, **options: Any) -> MintsoftClient:
         api_key=settings.mintsoft_api_key,
         username=settings.mintsoft_username,
         password=settings.mintsoft_password,
-        redact=settings.api_keys + settings.auth_headers,
+        redact=settings.secret_values(),
         **options,
     )

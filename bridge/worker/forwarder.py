@@ -26,6 +26,8 @@ import aiohttp
 
 from bridge import __version__
 from bridge.core.contract import HTTP_EVENT, HTTP_MESSAGE_ID, HTTP_REQUEST_ID
+from bridge.core.secrets import mask
+from bridge.core.values import url_passwords
 from bridge.errors import PermanentError
 from bridge.worker.breaker import CircuitBreaker
 from bridge.worker.message import Message
@@ -107,6 +109,9 @@ class Forwarder:
         self.breaker = CircuitBreaker(subscriber, self.probe)
         self._session: aiohttp.ClientSession | None = None
         self._where = shown_url(url)
+        # A target may echo what it was sent ("credential rejected: Bearer ..."): its words
+        # reach logs, x-error, dlq list and the console only masked.
+        self._secrets = (*self.extra_headers.values(), *url_passwords(url))
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -136,11 +141,12 @@ class Forwarder:
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             self.breaker.target_down()
             reason = "no answer in time" if isinstance(exc, TimeoutError) else _reason(exc)
-            raise TargetDown(f"{self._where}: {reason}") from None
+            raise TargetDown(mask(f"{self._where}: {reason}", self._secrets)) from None
         if 200 <= status < 300:
             self.breaker.succeeded()
             return
-        detail = f"{self._where} answered {status}: {text.strip()}".rstrip(": ")
+        detail = mask(f"{self._where} answered {status}: {text.strip()}", self._secrets)
+        detail = detail.rstrip(": ")
         wait = retry_after_seconds(retry_after) if status in THROTTLE_STATUSES else None
         if wait is not None:
             # The target is up and said when to come back: no breaker, no retry step.
