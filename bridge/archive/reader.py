@@ -39,6 +39,7 @@ appended when the broker is back, after newer ones; one held longer than this is
 ATTACH_MARGIN = timedelta(minutes=5)
 """A read never attaches later than this before now, so a client clock ahead of the
 broker's cannot attach it past its own end marker."""
+EARLIEST_ATTACH = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
 QUARANTINED = "invalid"
 """The event filter value that selects quarantined (non-JSON) bodies."""
 STREAM_OFFSET_HEADER = "x-stream-offset"
@@ -75,7 +76,12 @@ class ArchivedWebhook:
 
 
 def attach_point(since: datetime, now: datetime, lookback: timedelta = LOOKBACK) -> datetime:
-    return min(since - lookback, now - ATTACH_MARGIN)
+    """Where a read for ``since`` attaches: ``lookback`` earlier, never later than
+    ``ATTACH_MARGIN`` before now, never before 1970 (a stream's attach time is Unix seconds:
+    an earlier one cannot even be sent, and a ``since`` of 100 years ago means "all")."""
+    if since - EARLIEST_ATTACH <= lookback:
+        return EARLIEST_ATTACH
+    return max(EARLIEST_ATTACH, min(since - lookback, now - ATTACH_MARGIN))
 
 
 def _text(value: Any) -> str | None:

@@ -153,8 +153,10 @@ async def replay(
     *,
     dry_run: bool = False,
     on_progress: Progress = _no_progress,
+    limit: int | None = None,
 ) -> ReplayResult:
-    """Copy each webhook matching ``query`` into queue ``to``; with ``dry_run``, only count.
+    """Copy each webhook matching ``query`` into queue ``to``; with ``dry_run``, only count;
+    with ``limit``, at most that many (the number an operator confirmed).
 
     Without an event filter, quarantined (non-JSON) bodies are left out: a subscriber never
     gets those from the exchange either. Ask for them with the event ``invalid``."""
@@ -174,6 +176,8 @@ async def replay(
             )
             copier = _Copier(channel, to, on_progress, partitions)
         async for webhook in scan(connection, exchange, query):
+            if limit is not None and matched >= limit:
+                break
             matched += 1
             if copier is None:
                 on_progress(matched, None)

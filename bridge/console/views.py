@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from aiohttp import web
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
@@ -75,6 +76,20 @@ def properties_shown(properties: Basic.Properties, secrets: Secrets = ()) -> dic
         "correlation_id": properties.correlation_id,
     }
     return {k: _shown(v, secrets) for k, v in fields.items() if v is not None}
+
+
+_COUNT = re.compile(r"[0-9]{1,12}")  # not isdigit(): "²" passes it and int() then raises
+
+
+def confirmed_count(raw: object) -> int:
+    """The count a confirmation page carried (how many the operator agreed to); a 400
+    when it is not a whole number (it is never "no limit")."""
+    text = raw if isinstance(raw, str) else ""
+    if not _COUNT.fullmatch(text):
+        raise web.HTTPBadRequest(
+            text="Confirm from the page that counted them first: the count is not a number."
+        )
+    return int(text)
 
 
 def pretty_body(body: bytes) -> str:
