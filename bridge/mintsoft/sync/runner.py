@@ -63,8 +63,10 @@ class PassReport:
 
     def summary(self) -> str:
         recovered = ", ".join(f"{n} {e}" for e, n in sorted(self.reconcile.recovered.items()))
+        skipped = self.orders.skipped + self.tracking.skipped
         return (
-            f"{self.orders.rows} orders listed ({self.orders.new_orders} new); "
+            f"{self.orders.rows} orders listed ({self.orders.new_orders} new"
+            f"{f', {skipped} skipped' if skipped else ''}); "
             f"enrolled {self.enrol.enrolled}, already {self.enrol.already}, "
             f"conflicts {self.enrol.conflicts}, failed {self.enrol.failed}; "
             f"recovered {self.reconcile.total_recovered}{f' ({recovered})' if recovered else ''}"
