@@ -2,7 +2,8 @@
 it over a window (time, event, size, source), each openable to its headers and
 pretty-printed body; and what is in which subscriber's DLQ for it.
 
-The archive is read with :func:`bridge.archive.reader.find` (read-only); the DLQs with
+The archive is read with :func:`bridge.archive.reader.find`, ``read_only``: a search
+writes nothing into the stream (no end marker); the DLQs with
 :func:`bridge.worker.dlq.list_dead_letters` (nothing acked). Without the archive the page
 still shows the dead letters and says why the archive part is empty.
 """
@@ -88,7 +89,7 @@ async def _archived(console: Console, q: str, since: datetime, until: datetime) 
         ]
     found: dict[int, Any] = {}
     for query in queries:
-        async for hook in find(console.amqp_urls, console.exchange, query):
+        async for hook in find(console.amqp_urls, console.exchange, query, read_only=True):
             found.setdefault(hook.offset, hook)
             if len(found) >= MAX_RESULTS:
                 break
@@ -145,7 +146,7 @@ async def webhook(request: web.Request) -> dict[str, Any]:
     console = console_of(request)
     offset, since, until = _webhook_address(request)
     query = ArchiveQuery(since=since, until=until, message_id=request.query.get("id", ""))
-    async for hook in find(console.amqp_urls, console.exchange, query):
+    async for hook in find(console.amqp_urls, console.exchange, query, read_only=True):
         if hook.offset == offset:
             return {
                 "hook": hook,
