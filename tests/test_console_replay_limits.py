@@ -11,8 +11,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.console.app import build_app
 from bridge.console.jobs import Job, Jobs
-from tests.conftest import API_KEY, BridgeFactory, BrokerProbe, fixture_body
-from tests.console_helpers import console_state, sign_in
+from tests.conftest import BridgeFactory, BrokerProbe
+from tests.console_helpers import archive_despatched, console_state, sign_in
 from tests.worker_helpers import subscriber
 
 
@@ -28,14 +28,7 @@ async def test_parallel_replays_to_one_subscriber_run_once_and_send_the_confirme
 ) -> None:
     bridge = await make_bridge(archive=True)
     probe.track(queues=(exchange + ".archive",))
-    for _ in range(5):
-        answer = await bridge.client.post(
-            "/webhooks/despatched",
-            params={"APIKEY": API_KEY},
-            data=fixture_body("despatched"),
-            headers={"Content-Type": "application/json"},
-        )
-        assert answer.status == 200
+    await archive_despatched(bridge, 5)
     sub = subscriber()
     channel = await probe._chan()
     await channel.queue_declare(sub.name, durable=True)

@@ -14,8 +14,8 @@ from pamqp.commands import Basic
 
 from bridge.console.app import build_app
 from bridge.core.contract import HEADER_ARCHIVE_SENTINEL
-from tests.conftest import API_KEY, BridgeFactory, BrokerProbe, fixture_body
-from tests.console_helpers import console_state, sign_in
+from tests.conftest import BridgeFactory, BrokerProbe
+from tests.console_helpers import archive_despatched, console_state, sign_in
 
 
 async def _stream_contents(probe: BrokerProbe, stream: str) -> list[DeliveredMessage]:
@@ -51,14 +51,7 @@ async def test_searches_find_the_webhooks_and_write_nothing_into_the_archive(
     bridge = await make_bridge(archive=True)
     stream = exchange + ".archive"
     probe.track(queues=(stream,))
-    for _ in range(3):
-        answer = await bridge.client.post(
-            "/webhooks/despatched",
-            params={"APIKEY": API_KEY},
-            data=fixture_body("despatched"),
-            headers={"Content-Type": "application/json"},
-        )
-        assert answer.status == 200
+    await archive_despatched(bridge, 3)
     before = await _stream_contents(probe, stream)
     async with TestClient(TestServer(build_app(console_state(exchange, [])))) as client:
         await sign_in(client)

@@ -51,7 +51,7 @@ class Streamed:
 
 
 async def _client_against(handler: Streamed) -> tuple[Any, MintsoftClient]:
-    runner, url = await serve_locally(handler)
+    runner, url = await serve_locally(handler.__call__)
     return runner, MintsoftClient(url, api_key="k-1", attempts=2, backoff=0.01)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
@@ -145,10 +145,7 @@ async def _last_offset(connection: AbstractConnection, stream: str, tail: float)
                 return highest
             highest = max(highest if highest is not None else -1, offset_of(message))
     finally:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2):
-                await channel.basic_cancel(tag)
-                await channel.close()
+        await _stop(channel, tag)
 
 
 async def read_known(
@@ -165,7 +162,24 @@ async def read_known(
     last = await _last_offset(connection, stream, tail)
     if last is None:
         return
-    channel, tag, inbox = await _consume(connection, stream, start, prefetch)
+    consumer = await _consume(connection, stream, start, prefetch)
+    reading = _deliveries(stream, *consumer, prefetch, idle, lambda m: offset_of(m) >= last)
+    async for message in reading:
+        if sentinel_of(message) is None and offset_of(message) <= last:
+            yield message
+
+
+async def _deliveries(
+    stream: str,
+    channel: AbstractChannel,
+    tag: str,
+    inbox: asyncio.Queue[DeliveredMessage],
+    prefetch: int,
+    idle: float,
+    is_last: Callable[[DeliveredMessage], bool],
+) -> AsyncGenerator[DeliveredMessage, None]:
+    """Each delivery of a stream consumer up to the one ``is_last`` picks (included), acked
+    as it goes; the consumer is cancelled and its channel closed at the end."""
     ack_every = max(1, prefetch // 2)
     unacked = 0
     try:
@@ -177,21 +191,23 @@ async def read_known(
                     f"{stream} delivered nothing for {idle:.0f} s before its end: the read is "
                     "incomplete; check the broker's health and run it again"
                 ) from None
-            offset = offset_of(message)
-            unacked += 1
-            if sentinel_of(message) is None and offset <= last:
-                yield message
-            if offset >= last:
+            yield message
+            if is_last(message):
                 return
+            unacked += 1
             if unacked >= ack_every:
                 assert message.delivery_tag is not None
                 await channel.basic_ack(message.delivery_tag, multiple=True)
                 unacked = 0
     finally:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2):
-                await channel.basic_cancel(tag)
-                await channel.close()
+        await _stop(channel, tag)
+
+
+async def _stop(channel: AbstractChannel, tag: str) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2):
+            await channel.basic_cancel(tag)
+            await channel.close()
 
 
 def sentinel_of(message: DeliveredMessage) -> str | None:
@@ -239,29 +255,9 @@ async def read_to_end(
     channel, tag, inbox = await _consume(connection, stream, start, prefetch)
     if sentinel is None:
         sentinel = await write_sentinel(connection, stream)
-    ack_every = max(1, prefetch // 2)
-    unacked = 0
-    try:
-        while True:
-            try:
-                message = await asyncio.wait_for(inbox.get(), idle)
-            except TimeoutError:
-                raise CommandError(
-                    f"{stream} delivered nothing for {idle:.0f} s before its end: the read is "
-                    "incomplete; check the broker's health and run it again"
-                ) from None
-            mark = sentinel_of(message)
-            if mark == sentinel:
-                return
-            unacked += 1
-            if mark is None:
-                yield message
-            if unacked >= ack_every:
-                assert message.delivery_tag is not None
-                await channel.basic_ack(message.delivery_tag, multiple=True)
-                unacked = 0
-    finally:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2):
-                await channel.basic_cancel(tag)
-                await channel.close()
+    reading = _deliveries(
+        stream, channel, tag, inbox, prefetch, idle, lambda m: sentinel_of(m) == sentinel
+    )
+    async for message in reading:
+        if sentinel_of(message) is None:
+            yield message
