@@ -1,6 +1,6 @@
-"""The console's shared state: broker, exchange, subscribers, sign-in (sessions, limits,
-password checks, who may be believed about https and client addresses, which host names
-it answers to) and running jobs."""
+"""The console's shared state: broker link, exchange, subscribers, sign-in (sessions,
+limits, password checks, who may be believed about https and client addresses, which host
+names it answers to) and running jobs."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from aiohttp import web
 
 from bridge.amqp.topology import ArchiveRetention
 from bridge.console.auth import Sessions
+from bridge.console.broker import ConsoleBroker
 from bridge.console.jobs import Jobs
 from bridge.console.origin import Network, client_address, networks, over_https
 from bridge.console.signins import OVERALL, PasswordChecks, SignInLimits
@@ -44,7 +45,11 @@ class Console:
     password_checks: PasswordChecks = field(init=False)
     proxies: tuple[Network, ...] = field(init=False)
 
+    broker: ConsoleBroker = field(init=False)
+    """The one broker link of every page (opened and closed with the app)."""
+
     def __post_init__(self) -> None:
+        self.broker = ConsoleBroker(self.amqp_urls)
         self.signins = SignInLimits(overall=self.overall_failures)
         self.password_checks = PasswordChecks()
         try:
