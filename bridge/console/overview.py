@@ -45,7 +45,7 @@ async def _figures(request: web.Request) -> dict[str, Any]:
         "state_of": state_of,
         "archive": archive,
         "sync": sync,
-        "sync_facts": safe_headers(sync.facts) if sync else {},
+        "sync_facts": safe_headers(sync.facts, console.secrets) if sync else {},
         "broker_error": error,
         "exchange": console.exchange,
         "format_time": format_time,

@@ -48,7 +48,9 @@ from bridge.amqp.topology import partition_queue_name, roster_name
 from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
 from bridge.worker.handling import Handling
+from bridge.worker.pacing import LANE
 from bridge.worker.pause import PauseGate
+from bridge.worker.pauses import SharedPauses
 from bridge.worker.retry import Ladder
 from bridge.worker.subscribers import Handler, Subscriber
 from bridge.worker.subscription import (
@@ -107,6 +109,7 @@ class OrderedSubscription:
             hold=self._hold_while_paused,
             records=records,
         )
+        self.pauses = SharedPauses(sub.name, self.handling.pacer)
         self.ready = asyncio.Event()
         self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._channel: AbstractChannel | None = None
@@ -176,6 +179,7 @@ class OrderedSubscription:
 
     async def _on_channel(self, channel: AbstractChannel) -> None:
         await declare_or_fail(channel, self.topology, self.sub, self.failed)
+        await self.pauses.attach(channel)
         await self.gate.refresh(channel.connection)  # started while paused: stays paused
         async with self._lock:
             self._channel = channel
@@ -241,6 +245,7 @@ class OrderedSubscription:
         ):
             return  # left unacked: closing the channel gives it back first in line
         partition.active = True
+        LANE.set(partition.index)  # this delivery's task paces in its partition's bucket
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)

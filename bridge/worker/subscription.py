@@ -25,6 +25,7 @@ from bridge.amqp.topology import (
     declare,
     roster_name,
     settings_topology,
+    single_active_refusal,
 )
 from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
@@ -33,6 +34,7 @@ from bridge.worker.breaker import CircuitBreaker
 from bridge.worker.forwarder import Forwarder
 from bridge.worker.handling import Handling
 from bridge.worker.pause import PauseGate
+from bridge.worker.pauses import SharedPauses
 from bridge.worker.retry import Ladder
 from bridge.worker.subscribers import Handler, Subscriber
 
@@ -50,6 +52,9 @@ async def declare_or_fail(
     try:
         await declare(channel, topology)
     except ChannelPreconditionFailed as exc:
+        migrate = single_active_refusal(sub.name, str(exc))
+        if migrate is not None and not failed.done():
+            failed.set_exception(CommandError(migrate))
         if not failed.done():
             failed.set_exception(
                 CommandError(
@@ -115,6 +120,7 @@ class Subscription:
             give_back=self._give_back,
             records=records,
         )
+        self.pauses = SharedPauses(sub.name, self.handling.pacer)
         self.ready = asyncio.Event()
         self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._channel: AbstractChannel | None = None
@@ -141,6 +147,7 @@ class Subscription:
 
     async def _on_channel(self, channel: AbstractChannel) -> None:
         await declare_or_fail(channel, self.topology, self.sub, self.failed)
+        await self.pauses.attach(channel)
         await channel.basic_qos(prefetch_count=self.sub.prefetch)
         await self.gate.refresh(channel.connection)  # started while paused: stays paused
         async with self._lock:
