@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -21,7 +20,7 @@ from aiohttp import web
 from bridge.amqp.connection import close_quietly
 from bridge.amqp.control import StateNotSet, write_state
 from bridge.amqp.topology import control_name, roster_name
-from bridge.console.auth import SESSION_KEY
+from bridge.console.auth import SESSION_KEY, flash, take_notice
 from bridge.console.queues import subscriber_stats
 from bridge.console.state import console_of
 from bridge.console.subscriber_state import state_of
@@ -47,7 +46,7 @@ async def page(request: web.Request) -> dict[str, Any]:
         "state": state_of(stat),
         "control_queue": control_name(sub.name),
         "roster_queue": roster_name(sub.name),
-        "notice": request.query.get("notice", ""),
+        "notice": take_notice(request),
     }
 
 
@@ -90,4 +89,5 @@ async def _change(request: web.Request, *, paused: bool) -> web.StreamResponse:
         if paused
         else "Resumed: its workers take messages again within seconds."
     )
-    raise web.HTTPSeeOther(f"/subscribers/{sub.name}?" + urlencode({"notice": notice}))
+    flash(request, notice)
+    raise web.HTTPSeeOther(f"/subscribers/{sub.name}")
