@@ -6,12 +6,8 @@ stays paused, in-flight messages finish, and a resume drains the queue."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
-from typing import IO
 
 import pytest
 
@@ -21,18 +17,19 @@ from bridge.core.contract import EVENTS
 from bridge.worker.message import Message
 from bridge.worker.pause import POLL_INTERVAL
 from bridge.worker.subscribers import load_subscribers
-from tests.conftest import AMQP_URL, BrokerProbe
+from tests.conftest import BrokerProbe
 from tests.worker_helpers import (
     body_for,
     publish,
     running_worker,
+    start_worker_process,
+    stop_worker_processes,
     subscriber,
     track_subscriber,
     unique_name,
     wait_until,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 SEEN_WITHIN = 5.0 + POLL_INTERVAL
 """The contract's 5 seconds, plus one poll of slack for a loaded test machine."""
 
@@ -51,18 +48,6 @@ async def _figures(probe: BrokerProbe, queue: str) -> tuple[int, int]:
     channel = await probe._chan()
     ok = await channel.queue_declare(queue, passive=True)
     return int(ok.message_count or 0), int(ok.consumer_count or 0)
-
-
-def _start(config: Path, exchange: str, log: Path, out: IO[bytes]) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, BRIDGE_TEST_LOG=str(log), BRIDGE_AMQP_URL=AMQP_URL)
-    env["BRIDGE_EXCHANGE"] = exchange
-    return subprocess.Popen(
-        [sys.executable, "-m", "bridge", "worker", "--config", str(config)],
-        cwd=ROOT,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
 
 
 def _handled(log: Path) -> int:
@@ -110,7 +95,7 @@ async def test_two_worker_processes_pause_stay_paused_across_a_restart_and_resum
     track_subscriber(probe, exchange, sub)
     log = tmp_path / "handled.log"
     outs = [(tmp_path / f"worker{i}.out").open("wb") for i in range(3)]
-    workers = [_start(config, exchange, log, out) for out in outs[:2]]
+    workers = [start_worker_process(config, exchange, log, out) for out in outs[:2]]
     try:
 
         async def consumers(count: int) -> bool:
@@ -135,7 +120,7 @@ async def test_two_worker_processes_pause_stay_paused_across_a_restart_and_resum
         # A worker restarted while paused reads the state before it consumes.
         workers[0].send_signal(signal.SIGTERM)
         assert workers[0].wait(timeout=20) == 0
-        workers[0] = _start(config, exchange, log, outs[2])
+        workers[0] = start_worker_process(config, exchange, log, outs[2])
         started = tmp_path / "worker2.out"
         await wait_until(
             lambda: "not consuming (paused)" in started.read_text(), timeout=30, interval=0.1
@@ -148,14 +133,7 @@ async def test_two_worker_processes_pause_stay_paused_across_a_restart_and_resum
         await wait_until(lambda: _handled(log) == 10, timeout=15)
         assert (await _figures(probe, name))[0] == 0
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        stop_worker_processes(workers)
         for out in outs:
             out.close()
 
