@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -28,6 +29,8 @@ class Console:
     sessions: Sessions = field(default_factory=Sessions)
     jobs: Jobs = field(default_factory=Jobs)
     archive_cache: ArchiveSummaryCache = field(default_factory=ArchiveSummaryCache)
+    dlq_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    """One read or change of a subscriber's DLQ at a time (see console.dead_letters)."""
     broker: ConsoleBroker = field(init=False)
     """The one broker link of every page (opened and closed with the app)."""
 
