@@ -16,15 +16,17 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge import PermanentError
-from bridge.amqp.topology import dlq_name
+from bridge.amqp.topology import deliveries_stream, dlq_name
 from bridge.console import dead_letters
 from bridge.console.app import build_app
 from bridge.console.state import Console
+from bridge.core.records import Outcome, Source
 from bridge.worker.message import Message
 from bridge.worker.subscribers import Subscriber
 from tests.conftest import BrokerProbe
 from tests.console_helpers import console_state, sign_in
 from tests.support.rabbit_node import free_port
+from tests.test_records_produced import read_records
 from tests.worker_helpers import body_for, publish, running_worker, subscriber, wait_until
 
 ROWS = re.compile(r'<tr data-id="([0-9a-f]{32})">')
@@ -87,6 +89,10 @@ async def test_dead_letters_keep_one_order_over_reloads_and_pages_and_group_by_e
             assert await every_page() == first
 
         listing = await (await client.get(url)).text()
+        group = re.search(r'href="([^"]*)" class="err"[^>]*>PermanentError: no route<', listing)
+        assert group is not None
+        grouped = await (await client.get(url + group.group(1).replace("&amp;", "&"))).text()
+        assert sorted(_ids(grouped)) == sorted(ids[24:])
         assert GROUP.findall(listing) == [
             ("24", "PermanentError: ERP refused: 500"),
             ("7", "PermanentError: no route"),
@@ -99,6 +105,7 @@ async def test_dead_letters_keep_one_order_over_reloads_and_pages_and_group_by_e
 async def test_discard_all_matching_a_filter_confirms_the_exact_count(
     probe: BrokerProbe, exchange: str
 ) -> None:
+    probe.track(queues=(deliveries_stream(exchange),))
     async with (
         _dead(probe, exchange, despatched=3, cancelled=5) as (sub, ids),
         TestClient(TestServer(build_app(console_state(exchange, [sub])))) as client,
@@ -119,6 +126,14 @@ async def test_discard_all_matching_a_filter_confirms_the_exact_count(
         assert "Discarded 5 dead letters" in await done.text()
         left = await (await client.get(f"/subscribers/{sub.name}/dead-letters")).text()
         assert sorted(_ids(left)) == sorted(ids[:3])
+
+    def five_discarded(records: list[Any]) -> bool:
+        return len([r for r in records if r.outcome is Outcome.DISCARDED]) >= 5
+
+    records = await read_records(probe, exchange, five_discarded)
+    discarded = [r for r in records if r.outcome is Outcome.DISCARDED]
+    assert sorted(r.message_id for r in discarded) == sorted(ids[3:])
+    assert {(r.source, r.subscriber) for r in discarded} == {(Source.CONSOLE, sub.name)}
 
 
 def _unreachable(console: Console) -> Console:

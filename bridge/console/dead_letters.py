@@ -18,7 +18,7 @@ import asyncio
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -156,7 +156,7 @@ async def listing(request: web.Request) -> dict[str, Any]:
         "scanned": len(snapshot.letters),
         "matching": len(shown),
         "groups": groups(snapshot.matching(unerrored)),
-        "group_link": lambda error: unerrored.query() + "&" + urlencode({"error": error}),
+        "group_link": lambda error: replace(unerrored, error=error).query(),
         "letters": shown[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
         "page": page,
         "pages": pages,
