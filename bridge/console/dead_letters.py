@@ -228,12 +228,25 @@ async def _seen(request: web.Request, name: str) -> Snapshot:
 async def _confirm(
     request: web.Request, name: str, ids: list[str], context: dict[str, Any]
 ) -> web.StreamResponse:
-    """The confirmation page, naming (up to ``NAMED_IN_CONFIRM``) the orders and events."""
-    named = (await _seen(request, name)).named(ids[:NAMED_IN_CONFIRM]) if ids else []
+    """The confirmation page, naming (up to ``NAMED_IN_CONFIRM``) the orders and events; if
+    the DLQ cannot be read to name them, it says so (the count stays exact: it is the ids')."""
+    named: list[DeadLetter] = []
+    unnamed = None
+    if ids:
+        looked = await read(request, name)
+        if looked.rows is None:
+            unnamed = looked.reason
+        else:
+            named = looked.rows.named(ids[:NAMED_IN_CONFIRM])
     return aiohttp_jinja2.render_template(
         "confirm.html",
         request,
-        {"back": f"/subscribers/{name}/dead-letters", "named": named, "more": len(ids) - len(named)}
+        {
+            "back": f"/subscribers/{name}/dead-letters",
+            "named": named,
+            "more": len(ids) - len(named),
+            "unnamed": unnamed,
+        }
         | context,
     )
 
