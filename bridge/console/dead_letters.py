@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
@@ -26,9 +25,16 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from bridge.amqp.deliveries import Acting
+from bridge.console.auth import flash, take_notice
 from bridge.console.looked import Looked, look
 from bridge.console.state import Console, console_of
-from bridge.console.views import DeadLetter, dead_letter, json_text, pretty_body
+from bridge.console.views import (
+    DeadLetter,
+    confirmed_count,
+    dead_letter,
+    json_text,
+    pretty_body,
+)
 from bridge.core.contract import EVENTS
 from bridge.core.records import Source
 from bridge.worker.dlq import list_dead_letters, replay_dead_letters
@@ -99,7 +105,7 @@ def _lock(console: Console, name: str) -> asyncio.Lock:
 
 async def _snapshot(console: Console, name: str) -> Snapshot:
     found = await list_dead_letters(console.amqp_urls, name, SCAN_LIMIT)
-    return Snapshot(found.depth, [dead_letter(got) for got in found.messages])
+    return Snapshot(found.depth, [dead_letter(got, console.secrets) for got in found.messages])
 
 
 async def snapshot_of(console: Console, name: str) -> Looked[Snapshot]:
@@ -141,7 +147,7 @@ async def listing(request: web.Request) -> dict[str, Any]:
         "error": want.error,
         "q": want.text,
         "events": EVENTS,
-        "notice": request.query.get("notice", ""),
+        "notice": take_notice(request),
         "filtered": want.on,
     }
     if looked.rows is None:
@@ -187,11 +193,9 @@ async def one(request: web.Request) -> dict[str, Any]:
     )
 
 
-def _back(name: str, notice: str) -> web.HTTPSeeOther:
-    return web.HTTPSeeOther(f"/subscribers/{name}/dead-letters?" + urlencode({"notice": notice}))
-
-
-_COUNT = re.compile(r"[0-9]{1,12}")  # not isdigit(): "²" passes it and int() then raises
+def _back(request: web.Request, name: str, notice: str) -> web.HTTPSeeOther:
+    flash(request, notice)
+    return web.HTTPSeeOther(f"/subscribers/{name}/dead-letters")
 
 
 def _plural(n: int) -> str:
@@ -258,7 +262,7 @@ async def replay(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     ids, every = await _chosen(request, name, form)
     if not ids and not every:
-        raise _back(name, "Nothing selected: tick the dead letters to replay.")
+        raise _back(request, name, "Nothing selected: tick the dead letters to replay.")
     if form.get("confirmed") != "1":
         count = len(ids)
         if every:
@@ -282,12 +286,7 @@ async def replay(request: web.Request) -> web.StreamResponse:
     if every:
         # The count the user confirmed bounds the replay: 0 (the DLQ was empty then) moves
         # nothing, never "no limit"; anything but a whole number is a bad request.
-        raw = str(form.get("count", ""))
-        if not _COUNT.fullmatch(raw):
-            raise web.HTTPBadRequest(
-                text="Confirm the replay from its page: the count is not a number."
-            )
-        count = int(raw)
+        count = confirmed_count(form.get("count"))
         moved = 0
         if count:
             async with _lock(console, name):
@@ -295,12 +294,12 @@ async def replay(request: web.Request) -> web.StreamResponse:
                     await replay_dead_letters(console.amqp_urls, name, count, _acting(console))
                 )[0]
         log.info("console: replayed %s of %s (all)", _plural(moved), name)
-        raise _back(name, f"Replayed {_plural(moved)} to {name}.")
+        raise _back(request, name, f"Replayed {_plural(moved)} to {name}.")
     async with _lock(console, name):
         picked = await replay_picked(console.amqp_urls, name, ids, _acting(console))
     log.info("console: replayed %s of %s (ids %s)", _plural(picked.done), name, ",".join(ids[:20]))
     gone = f"; {len(picked.missing)} no longer in the DLQ" if picked.missing else ""
-    raise _back(name, f"Replayed {_plural(picked.done)} to {name}{gone}.")
+    raise _back(request, name, f"Replayed {_plural(picked.done)} to {name}{gone}.")
 
 
 async def discard(request: web.Request) -> web.StreamResponse:
@@ -314,7 +313,7 @@ async def discard(request: web.Request) -> web.StreamResponse:
         # what arrived after the confirmation.
         ids = [letter.message_id for letter in (await _seen(request, name)).letters]
     if not ids:
-        raise _back(name, "Nothing selected: tick the dead letters to discard.")
+        raise _back(request, name, "Nothing selected: tick the dead letters to discard.")
     if form.get("confirmed") != "1":
         count = len(ids)
         return await _confirm(
@@ -336,4 +335,4 @@ async def discard(request: web.Request) -> web.StreamResponse:
         picked = await discard_picked(console.amqp_urls, name, ids, _acting(console))
     log.info("console: discarded %s of %s (ids %s)", _plural(picked.done), name, ",".join(ids[:20]))
     gone = f"; {len(picked.missing)} no longer in the DLQ" if picked.missing else ""
-    raise _back(name, f"Discarded {_plural(picked.done)} of {name}{gone}.")
+    raise _back(request, name, f"Discarded {_plural(picked.done)} of {name}{gone}.")

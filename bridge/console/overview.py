@@ -47,7 +47,7 @@ async def _figures(request: web.Request) -> dict[str, Any]:
         "subscribers": console.subscribers,
         "archive": archive,
         "sync": sync,
-        "sync_facts": safe_headers(sync.facts) if sync else {},
+        "sync_facts": safe_headers(sync.facts, console.secrets) if sync else {},
         "exchange": console.exchange,
         "format_time": format_time,
         "span": span,
