@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.amqp.topology import declare_topology
 from bridge.console.app import build_app
+from bridge.console.broker import ConsoleBroker
 from bridge.worker.message import Message
 from tests.conftest import AMQP_URL, BrokerProbe
 from tests.console_helpers import console_state, sign_in
@@ -130,3 +131,17 @@ async def test_the_page_tells_no_worker_from_a_target_that_is_down(
             await wait_until(lambda: _is(client, sub.name, "target-down"), timeout=20)
             overview = await (await client.get("/overview/live")).text()
             assert "Waiting for its target, which is down" in overview
+
+
+async def test_a_broker_that_cannot_be_reached_is_said_not_shown_as_a_state(
+    exchange: str,
+) -> None:
+    console = console_state(exchange, [subscriber(name="erp")])
+    console.amqp_urls = (f"amqp://guest:guest@127.0.0.1:{free_port()}/",)
+    console.broker = ConsoleBroker(console.amqp_urls)
+    async with TestClient(TestServer(build_app(console))) as client:
+        await sign_in(client)
+        answer = await client.get("/subscribers/erp")
+        html = await answer.text()
+        assert answer.status == 200 and "data-could-not-look" in html
+        assert "data-state" not in html and 'id="pause"' not in html

@@ -21,6 +21,7 @@ from bridge.amqp.connection import close_quietly
 from bridge.amqp.control import StateNotSet, write_state
 from bridge.amqp.topology import control_name, roster_name
 from bridge.console.auth import SESSION_KEY, flash, take_notice
+from bridge.console.looked import look
 from bridge.console.queues import subscriber_stats
 from bridge.console.state import console_of
 from bridge.console.subscriber_state import state_of
@@ -39,11 +40,13 @@ def add_routes(app: web.Application) -> None:
 async def page(request: web.Request) -> dict[str, Any]:
     console = console_of(request)
     sub = console.subscriber(request.match_info["name"])
-    [stat] = await subscriber_stats(console.broker, [sub])
+    stats = await look(subscriber_stats(console.broker, [sub]))
+    stat = stats.rows[0] if stats.rows else None
     return {
         "sub": sub,
+        "reason": stats.reason,
         "stat": stat,
-        "state": state_of(stat),
+        "state": state_of(stat) if stat is not None else None,
         "control_queue": control_name(sub.name),
         "roster_queue": roster_name(sub.name),
         "notice": take_notice(request),
