@@ -18,6 +18,7 @@ from bridge.cli import (
     console,
     dlq,
     doctor,
+    sandbox,
     serve,
     simulate,
     spool,
@@ -40,6 +41,7 @@ COMMANDS = (
     doctor,
     archive,
     sync,
+    sandbox,
     console,
 )
 """Each module's ``register`` adds its command, in the order ``--help`` lists them."""

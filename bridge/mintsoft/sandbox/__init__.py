@@ -1,0 +1,86 @@
+"""``sandbox``: a local stand-in for Mintsoft's API (contract section 11).
+
+``world`` is Mintsoft's side (orders, tracking, splits, connect actions, the webhook calls
+it makes), ``api`` the HTTP endpoints over it, ``story`` what happens to the orders over
+time. :func:`run_sandbox` puts the three together until ``stop`` is set; the tests' fakes use
+the same three pieces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bridge.core.settings import SettingsError
+from bridge.mintsoft.sandbox.api import SandboxApi, listen
+from bridge.mintsoft.sandbox.story import STEP, Story
+from bridge.mintsoft.sandbox.world import Order, Sent, World
+
+DEFAULT_PORT = 8070
+"""Beside serve (8080), console (8090) and the metrics ports (9101, 9102)."""
+DEFAULT_RATE = 10.0
+"""Requests a second before a 429: well above sync's default BRIDGE_MINTSOFT_RATE of 2."""
+
+
+@dataclass(frozen=True)
+class SandboxOptions:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    orders: int = 10
+    drop: float = 0.2
+    step: float = STEP
+    seed: int = 7
+    rate: float | None = DEFAULT_RATE
+    api_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass
+class Listeners:
+    """What the caller is told: the URL once serving, each order's move, each webhook
+    call, and when the story has played out."""
+
+    ready: Callable[[str], None] = lambda url: None
+    move: Callable[[str, Order], None] = lambda move, order: None
+    sent: Callable[[Sent], None] = lambda sent: None
+    finished: Callable[[World], None] = lambda world: None
+
+
+async def run_sandbox(options: SandboxOptions, stop: asyncio.Event, tell: Listeners) -> World:
+    """Serve the API and play the story until ``stop`` is set; returns the world as it
+    ended. A port in use raises :class:`SettingsError` before anything happens."""
+    world = World(drop=options.drop, seed=options.seed)
+    world.on_sent = tell.sent
+    api = SandboxApi(world, options.api_key, options.username, options.password, options.rate)
+    try:
+        runner, url = await listen(api.handle, options.host, options.port)
+    except OSError as exc:
+        raise SettingsError(
+            f"cannot listen on {options.host}:{options.port} ({exc.strerror or exc}): "
+            "choose another port with --port"
+        ) from None
+    await world.open()
+    story = Story(world, options.orders, options.step, options.seed, tell.move)
+    tell.ready(url)
+    playing = asyncio.ensure_future(story.play())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({playing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if playing.done():
+            playing.result()
+            tell.finished(world)
+            await stopping
+    finally:
+        for task in (playing, stopping):
+            task.cancel()
+        await asyncio.gather(playing, stopping, return_exceptions=True)
+        await world.close()
+        await runner.cleanup()
+        await world.close()
+        await runner.cleanup()
+    return world
+
+
+__all__ = ["DEFAULT_PORT", "Listeners", "Order", "SandboxApi", "SandboxOptions", "Sent", "World"]

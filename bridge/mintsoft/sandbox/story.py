@@ -1,0 +1,105 @@
+"""The sandbox's default story: what happens to its orders, and when.
+
+Every order is created within the first half ``step`` (its ``ClientId`` / ``WarehouseId``
+vary), so a ``sync`` pass can enrol it; one to two ``step`` later it is despatched (as soon
+as that time comes once the order holds a connect action, or regardless after two more
+``step``, as Mintsoft does not wait for anyone); some orders are later delivered (a tracking
+event) and some cancelled. With the default ``step`` of 30 s every order is despatched
+within a minute or two of the start. The plan is drawn from ``seed``, so a run repeats.
+Each move is reported to ``on_move`` (the webhook calls themselves to ``World.on_sent``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bridge.mintsoft.sandbox.world import Order, World
+
+CLIENTS = (12, 14, 17)
+WAREHOUSES = (1, 2)
+STEP = 30.0
+
+
+@dataclass
+class Plan:
+    """When each move of one order is due (seconds after the start), ``None``: never."""
+
+    index: int
+    create_at: float
+    despatch_at: float
+    then: str | None  # "delivered", "cancelled" or None
+    then_at: float
+    order: Order | None = None
+    done: int = 0  # moves made: 0 none, 1 created, 2 despatched, 3 delivered/cancelled
+
+    @property
+    def finished(self) -> bool:
+        return self.done == (3 if self.then else 2)
+
+
+def plan(orders: int, step: float, seed: int) -> list[Plan]:
+    """The moves of ``orders`` orders: a quarter delivered, about one in seven cancelled."""
+    draw = random.Random(seed)
+    plans = []
+    for i in range(orders):
+        create_at = 0.0 if i == 0 else draw.uniform(0, step / 2)
+        despatch_at = create_at + draw.uniform(step, 2 * step)
+        then = "delivered" if i % 4 == 1 else "cancelled" if i % 7 == 3 else None
+        plans.append(
+            Plan(i, create_at, despatch_at, then, despatch_at + draw.uniform(step / 2, step))
+        )
+    return plans
+
+
+class Story:
+    """``await Story(world, ...).play()`` makes every planned move, then returns."""
+
+    def __init__(
+        self,
+        world: World,
+        orders: int = 10,
+        step: float = STEP,
+        seed: int = 7,
+        on_move: Callable[[str, Order], None] = lambda move, order: None,
+    ) -> None:
+        self.world = world
+        self.step = step
+        self.plans = plan(orders, step, seed)
+        self.on_move = on_move
+
+    async def play(self) -> None:
+        started = time.monotonic()
+        tick = min(0.5, self.step / 4)
+        while not all(p.finished for p in self.plans):
+            elapsed = time.monotonic() - started
+            for p in self.plans:
+                await self._move(p, elapsed)
+            await asyncio.sleep(tick)
+
+    async def _move(self, p: Plan, elapsed: float) -> None:
+        if p.done == 0 and elapsed >= p.create_at:
+            client = CLIENTS[p.index % len(CLIENTS)]
+            warehouse = WAREHOUSES[(p.index // len(CLIENTS)) % len(WAREHOUSES)]
+            p.order = self.world.create(client, warehouse)
+            p.done = 1
+            self.on_move("created", p.order)
+        elif p.done == 1 and elapsed >= p.despatch_at:
+            assert p.order is not None
+            if not p.order.actions and elapsed < p.despatch_at + 2 * self.step:
+                return  # give sync a chance to enrol it first
+            p.done = 2
+            p.then_at = max(p.then_at, elapsed + self.step / 2)
+            self.on_move("despatched", p.order)
+            await self.world.despatch(p.order)
+        elif p.done == 2 and p.then and elapsed >= p.then_at:
+            assert p.order is not None
+            p.done = 3
+            self.on_move(p.then, p.order)
+            if p.then == "delivered":
+                await self.world.deliver(p.order)
+            else:
+                await self.world.cancel(p.order)
