@@ -78,3 +78,29 @@ async def test_text_logs_carry_the_message_fields_and_one_traceback_per_message(
     dead = text.split("dead-lettered to", 1)[1]
     assert "Traceback (most recent call last)" in dead and "ValueError: ERP is down" in dead
     assert "moved to" in text and "): ValueError: ERP is down" in text
+
+
+async def test_a_handled_delivered_webhook_is_logged_without_the_word_twice(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger("bridge.worker")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    sub = subscriber(tries=1, delays=(200,))
+
+    async def fine(message: Message) -> None:
+        return None
+
+    try:
+        async with running_worker(probe, exchange, [sub], {sub.name: fine}):
+            sent = await publish(probe, exchange, "delivered", body_for("delivered", 0))
+            await wait_until(lambda: _count(sub.name, "acked") == 1)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    [line] = [line for line in stream.getvalue().splitlines() if f"message_id={sent}" in line]
+    assert "delivered webhook handled" in line and "delivered delivered" not in line, line

@@ -230,7 +230,7 @@ class Subscription:
             return
         if await self.settle(delivered, ack=True):
             self._count["acked"].inc()
-            log.info("%s delivered", message.event, extra=message.log_fields())
+            log.info("%s webhook handled", message.event, extra=message.log_fields())
 
     def _retry_now(self, exc: BaseException) -> bool:
         return not isinstance(exc, PermanentError) and not self._stopping and not self._paused()
