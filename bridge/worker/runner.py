@@ -111,7 +111,9 @@ async def run_worker(settings: Settings, config: str) -> None:
     subscribers = load_subscribers(config)
     worker = Worker(settings, subscribers)  # imports handlers: a bad one is exit 2, now
     address = metrics_address(settings)
-    runner = await start_metrics_listener(*address) if address is not None else None
+    runner = (
+        await start_metrics_listener(*address, process="worker") if address is not None else None
+    )
     for sub in subscribers:
         target = (
             f"forward to {shown_url(sub.forward_url)}"

@@ -2,6 +2,7 @@
 ``doctor`` call, answered from a :class:`~bridge.mintsoft.sandbox.world.World`.
 
 What it models (as Mintsoft behaves):
+- ``GET /`` answers 200 without a key (a readiness probe; Mintsoft's root has no API).
 - ``POST /api/Auth`` with ``{"Username", "Password"}`` answers a key as a JSON string (400
   for a wrong login); every other call needs that key, or the configured one, in
   ``ms-apikey`` (401 otherwise). With no key configured any non-empty key is accepted.
@@ -103,6 +104,8 @@ class SandboxApi:
             return self.answer(429, {"Message": "API calls quota exceeded"}, {"Retry-After": "1"})
         if request.method == "POST" and path == "/api/Auth":
             return await self._auth(request)
+        if request.method == "GET" and path == "/":  # for a browser, and a readiness probe
+            return self.answer(200, {"Message": "mintsoft-bridge sandbox: see docs/sandbox.md"})
         if not self.accepts(request.headers.get("ms-apikey")):
             return self.answer(401, {"Message": DENIED})
         q = request.query
