@@ -203,6 +203,8 @@ async def test_the_command_calls_what_connect_actions_registered(
             "0",
             "--step",
             "1s",
+            "--first-id",
+            "1000",
             env=env,
             stdout=sink,
             stderr=asyncio.subprocess.STDOUT,

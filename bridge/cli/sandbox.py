@@ -59,6 +59,12 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
         help="requests a second before it answers 429 (default 10)",
     )
     sub.add_argument("--seed", default="7", metavar="N", help="the story's random seed")
+    sub.add_argument(
+        "--first-id",
+        default=None,
+        metavar="N",
+        help="order ids start after N (default: from the clock, so each run's are new)",
+    )
 
 
 def _fraction(raw: str) -> float:
@@ -87,6 +93,9 @@ def run(args: argparse.Namespace) -> int:
         step=parse_duration("--step", args.step),
         rate=parse_rate("--rate", args.rate),
         seed=parse_int("--seed", args.seed, 0, 2**31),
+        first_id=None
+        if args.first_id is None
+        else parse_int("--first-id", args.first_id, 0, 2**30),
         api_key=settings.mintsoft_api_key,
         username=settings.mintsoft_username,
         password=settings.mintsoft_password,
@@ -102,7 +111,11 @@ def run(args: argparse.Namespace) -> int:
             f"sandbox Mintsoft API on {url} (ms-apikey: {key}); {options.orders} orders, "
             f"a move every {options.step:g}s, {options.drop:.0%} of webhook calls dropped"
         )
-        _line(f"try: BRIDGE_MINTSOFT_URL={url} .venv/bin/mintsoft-bridge sync --once")
+        key = "" if options.api_key else " BRIDGE_MINTSOFT_API_KEY=any-key"
+        _line(
+            f"try: BRIDGE_MINTSOFT_URL={url}{key} .venv/bin/mintsoft-bridge doctor "
+            "(docs/sandbox.md: connect-actions, sync)"
+        )
 
     def move(what: str, order: Order) -> None:
         if what == "created":

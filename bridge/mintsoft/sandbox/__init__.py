@@ -9,6 +9,7 @@ the same three pieces.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,9 @@ class SandboxOptions:
     drop: float = 0.2
     step: float = STEP
     seed: int = 7
+    first_id: int | None = None
+    """The first order's id minus one; ``None``: from the clock (a hundred a second), so a
+    second run's orders never repeat the first's (whose webhooks the archive may hold)."""
     rate: float | None = DEFAULT_RATE
     api_key: str | None = None
     username: str | None = None
@@ -51,7 +55,10 @@ class Listeners:
 async def run_sandbox(options: SandboxOptions, stop: asyncio.Event, tell: Listeners) -> World:
     """Serve the API and play the story until ``stop`` is set; returns the world as it
     ended. A port in use raises :class:`SettingsError` before anything happens."""
-    world = World(drop=options.drop, seed=options.seed)
+    first_id = options.first_id
+    if first_id is None:
+        first_id = int(time.time() * 100) % 1_000_000_000
+    world = World(drop=options.drop, seed=options.seed, first_id=first_id)
     world.on_sent = tell.sent
     api = SandboxApi(world, options.api_key, options.username, options.password, options.rate)
     try:
