@@ -21,7 +21,7 @@ from aiohttp import web
 from bridge.cli import main
 from bridge.mintsoft.sandbox.api import SandboxApi
 from bridge.mintsoft.sandbox.story import Story
-from bridge.mintsoft.sandbox.world import Order, World
+from bridge.mintsoft.sandbox.world import Asn, Order, World
 from tests.support.local_app import serve_locally
 from tests.support.rabbit_node import free_port
 
@@ -59,6 +59,8 @@ async def test_lists_in_pages_of_at_most_100_with_london_times_and_the_key() -> 
                 f"{url}/api/Order/List", headers={"ms-apikey": "another"}
             ) as refused:
                 assert refused.status == 401
+            async with http.get(f"{url}/api/Order/List?Limit=many") as invalid:
+                assert invalid.status == 400
     finally:
         await runner.cleanup()
 
@@ -234,3 +236,53 @@ async def test_the_command_calls_what_connect_actions_registered(
         sandbox.terminate()
         assert await asyncio.wait_for(sandbox.wait(), 20) == 0
         await runner.cleanup()
+
+
+async def test_an_asn_takes_connect_actions_and_calls_extracode1_when_booked_in() -> None:
+    """Contract 11: PUT /api/ASN/{id}/ConnectActions registers the URL; booked in, the
+    sandbox POSTs GET /api/ASN/{id}'s body to ExtraCode1 with ExtraCode4 as Authorization."""
+    target, target_url, calls = await _target()
+    world = World()
+    await world.open()
+    api = SandboxApi(world, api_key="k-3")
+    runner, url = await _serve(api)
+    booked: list[int] = []
+    created = asyncio.Event()
+
+    def moved(move: str, subject: Order | Asn) -> None:
+        booked.append(subject.id)
+        created.set()
+
+    try:
+        story = Story(world, orders=0, step=0.5, asns=1, on_move=moved)
+        playing = asyncio.ensure_future(story.play())
+        await asyncio.wait_for(created.wait(), 10)
+        [asn_id] = world.asns
+        action = {
+            "Type": "API",
+            "SourceASNId": "S-1",
+            "Complete": False,
+            "ExtraCode1": f"{target_url}/webhooks/asn-booked-in",
+            "ExtraCode4": "Bearer asn",
+        }
+        async with aiohttp.ClientSession(headers={"ms-apikey": "k-3"}) as http:
+            put = f"{url}/api/ASN/{asn_id}/ConnectActions"
+            async with http.put(put, json=action) as answer:
+                assert answer.status == 200 and (await answer.json())["Success"] is True
+            async with http.get(put) as answer:
+                [held] = await answer.json()
+                assert held["ExtraCode1"] == action["ExtraCode1"] and held["ASNId"] == asn_id
+            async with http.get(f"{url}/api/ASN/{asn_id}/Splits") as answer:
+                assert answer.status == 404
+            await asyncio.wait_for(playing, 30)
+            async with http.get(f"{url}/api/ASN/{asn_id}") as answer:
+                document = await answer.json()
+    finally:
+        await world.close()
+        await runner.cleanup()
+        await target.cleanup()
+    [(path, auth, body)] = calls
+    assert path == "/webhooks/asn-booked-in" and auth == "Bearer asn"
+    assert body == document and document["ID"] == asn_id and document["ASNStatusId"] == 5
+    assert document["BookedInDate"] is not None and booked == [asn_id, asn_id]
+    assert api.puts[asn_id] == 1

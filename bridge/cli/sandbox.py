@@ -39,6 +39,12 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
     )
     sub.add_argument("--orders", default="10", metavar="N", help="orders to create (default 10)")
     sub.add_argument(
+        "--asns",
+        default="0",
+        metavar="N",
+        help="ASNs to create and book in, calling their asn-booked-in URL (default 0)",
+    )
+    sub.add_argument(
         "--drop",
         default="0.2",
         metavar="F",
@@ -83,12 +89,22 @@ def _line(text: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bridge.core.tasks import stop_on_signals
-    from bridge.mintsoft.sandbox import Listeners, Order, SandboxOptions, Sent, World, run_sandbox
+    from bridge.mintsoft.sandbox import (
+        ASN_BOOKED_IN,
+        Asn,
+        Listeners,
+        Order,
+        SandboxOptions,
+        Sent,
+        World,
+        run_sandbox,
+    )
 
     settings = settings_of(args)
     options = SandboxOptions(
         port=parse_int("--port", args.port, 0, 65535),
-        orders=parse_int("--orders", args.orders, 1, 100_000),
+        orders=parse_int("--orders", args.orders, 0, 100_000),
+        asns=parse_int("--asns", args.asns, 0, 100_000),
         drop=_fraction(args.drop),
         step=parse_duration("--step", args.step),
         rate=parse_rate("--rate", args.rate),
@@ -107,8 +123,9 @@ def run(args: argparse.Namespace) -> int:
             if options.api_key
             else "any key (BRIDGE_MINTSOFT_API_KEY is unset)"
         )
+        asns = f", {options.asns} ASNs" if options.asns else ""
         _line(
-            f"sandbox Mintsoft API on {url} (ms-apikey: {key}); {options.orders} orders, "
+            f"sandbox Mintsoft API on {url} (ms-apikey: {key}); {options.orders} orders{asns}, "
             f"a move every {options.step:g}s, {options.drop:.0%} of webhook calls dropped"
         )
         key = "" if options.api_key else " BRIDGE_MINTSOFT_API_KEY=any-key"
@@ -117,21 +134,25 @@ def run(args: argparse.Namespace) -> int:
             "(docs/sandbox.md: connect-actions, sync)"
         )
 
-    def move(what: str, order: Order) -> None:
+    def move(what: str, subject: Order | Asn) -> None:
         if what == "created":
-            note = f" (client {order.client_id}, warehouse {order.warehouse_id})"
+            note = f" (client {subject.client_id}, warehouse {subject.warehouse_id})"
         else:
-            note = "" if order.actions else " (no connect action registered: nothing to call)"
-        _line(f"order {order.id} {what}{note}")
+            note = "" if subject.actions else " (no connect action registered: nothing to call)"
+        kind = "ASN" if isinstance(subject, Asn) else "order"
+        _line(f"{kind} {subject.id} {what}{note}")
 
     def sent(call: Sent) -> None:
-        _line(f"order {call.order_id} {call.event} webhook: {call.outcome}")
+        kind = "ASN" if call.event == ASN_BOOKED_IN else "order"
+        _line(f"{kind} {call.order_id} {call.event} webhook: {call.outcome}")
 
     def finished(world: World) -> None:
         moves = Counter(s.event for s in world.sent)
         dropped = sum(1 for s in world.sent if s.dropped)
         _line(
-            f"all {options.orders} orders have moved; {len(world.sent)} webhook calls "
+            f"all {options.orders} orders{f' and {options.asns} ASNs' if options.asns else ''} "
+            "have moved; "
+            f"{len(world.sent)} webhook calls "
             f"({', '.join(f'{n} {e}' for e, n in sorted(moves.items())) or 'none'}), "
             f"{dropped} dropped. Still serving; Ctrl-C stops."
         )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from bridge.core.settings import SettingsError
 from bridge.mintsoft.sandbox.api import SandboxApi, listen
 from bridge.mintsoft.sandbox.story import STEP, Story
-from bridge.mintsoft.sandbox.world import Order, Sent, World
+from bridge.mintsoft.sandbox.world import ASN_BOOKED_IN, Asn, Order, Sent, World
 
 DEFAULT_PORT = 8070
 """Beside serve (8080), console (8090) and the metrics ports (9101, 9102)."""
@@ -29,6 +29,7 @@ class SandboxOptions:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     orders: int = 10
+    asns: int = 0
     drop: float = 0.2
     step: float = STEP
     seed: int = 7
@@ -47,7 +48,7 @@ class Listeners:
     call, and when the story has played out."""
 
     ready: Callable[[str], None] = lambda url: None
-    move: Callable[[str, Order], None] = lambda move, order: None
+    move: Callable[[str, Order | Asn], None] = lambda move, subject: None
     sent: Callable[[Sent], None] = lambda sent: None
     finished: Callable[[World], None] = lambda world: None
 
@@ -69,7 +70,7 @@ async def run_sandbox(options: SandboxOptions, stop: asyncio.Event, tell: Listen
             "choose another port with --port"
         ) from None
     await world.open()
-    story = Story(world, options.orders, options.step, options.seed, tell.move)
+    story = Story(world, options.orders, options.step, options.seed, tell.move, options.asns)
     tell.ready(url)
     playing = asyncio.ensure_future(story.play())
     stopping = asyncio.ensure_future(stop.wait())
@@ -90,4 +91,14 @@ async def run_sandbox(options: SandboxOptions, stop: asyncio.Event, tell: Listen
     return world
 
 
-__all__ = ["DEFAULT_PORT", "Listeners", "Order", "SandboxApi", "SandboxOptions", "Sent", "World"]
+__all__ = [
+    "ASN_BOOKED_IN",
+    "DEFAULT_PORT",
+    "Asn",
+    "Listeners",
+    "Order",
+    "SandboxApi",
+    "SandboxOptions",
+    "Sent",
+    "World",
+]

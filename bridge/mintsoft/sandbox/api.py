@@ -12,7 +12,8 @@ What it models (as Mintsoft behaves):
   ``SortOldestFirst=true``; the page past the end is ``[]``. A query time with ``Z`` or an
   offset is converted to London time (the .NET binding does that).
 - ``GET /api/Order/{id}`` (404 if unknown), ``GET``/``PUT /api/Order/{id}/ConnectActions``
-  (a list; a PUT replaces it and answers a ToolkitResult), ``GET /api/Order/{id}/Splits``,
+  (a list; a PUT replaces it and answers a ToolkitResult), ``GET /api/Order/{id}/Splits``;
+  the same for an ASN: ``GET /api/ASN/{id}``, ``GET``/``PUT /api/ASN/{id}/ConnectActions``;
   ``GET /api/Order/Shipments/TrackingEvents/List`` (``Limit`` up to 500) and ``/Statuses``.
 - Too many calls: above ``rate`` requests a second (a burst of twice that) a call answers
   429 with ``Retry-After: 1``. ``outage(seconds, status)`` answers every call with 429 or
@@ -31,7 +32,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from bridge.mintsoft.sandbox.world import CLOCK, TRACKING_STATUSES, Order, World, public
+from bridge.mintsoft.sandbox.world import CLOCK, TRACKING_STATUSES, Asn, Order, World, public
 
 ORDER_PAGE = 100
 TRACKING_PAGE = 500
@@ -86,6 +87,9 @@ class SandboxApi:
     def order(self, order_id: int) -> Order | None:
         return self.world.orders.get(order_id)
 
+    def asn(self, asn_id: int) -> Asn | None:
+        return self.world.asns.get(asn_id)
+
     def outage(self, seconds: float, status: int = 429) -> None:
         self.outage_until = asyncio.get_running_loop().time() + seconds
         self._outage_status = status
@@ -109,27 +113,34 @@ class SandboxApi:
         if not self.accepts(request.headers.get("ms-apikey")):
             return self.answer(401, {"Message": DENIED})
         q = request.query
-        if request.method == "GET" and path == "/api/Order/List":
-            if self.page_delay:
-                await asyncio.sleep(self.page_delay)
-            return self.answer(200, self._list(q))
-        if request.method == "GET" and path == "/api/Order/Shipments/TrackingEvents/List":
-            return self.answer(200, self._tracking(q))
+        try:
+            if request.method == "GET" and path == "/api/Order/List":
+                if self.page_delay:
+                    await asyncio.sleep(self.page_delay)
+                return self.answer(200, self._list(q))
+            if request.method == "GET" and path == "/api/Order/Shipments/TrackingEvents/List":
+                return self.answer(200, self._tracking(q))
+        except ValueError:  # a Limit, PageNo, id or time that is not one
+            return self.answer(400, {"Message": "The request is invalid."})
         if request.method == "GET" and path == "/api/Order/Shipments/TrackingEvents/Statuses":
             return self.answer(200, TRACKING_STATUSES)
-        match = re.fullmatch(r"/api/Order/(\d+)(/ConnectActions|/Splits)?", path)
-        order = self.order(int(match.group(1))) if match else None
-        if match is None or order is None:
+        match = re.fullmatch(r"/api/(Order|ASN)/(\d+)(/ConnectActions|/Splits)?", path)
+        found: Order | Asn | None = None
+        kind, number, tail = match.groups() if match else ("", "0", None)
+        if kind == "Order":
+            found = self.order(int(number))
+        elif kind == "ASN" and tail != "/Splits":
+            found = self.asn(int(number))
+        if found is None:
             return self.answer(404, {"Message": f"No HTTP resource was found for '{path}'"})
-        tail = match.group(2)
         if request.method == "GET" and tail is None:
-            return self.answer(200, order.document())
+            return self.answer(200, found.document())
         if request.method == "GET" and tail == "/Splits":
-            return self.answer(200, self.world.splits.get(order.id, []))
+            return self.answer(200, self.world.splits.get(found.id, []))
         if tail == "/ConnectActions" and request.method == "GET":
-            return self.answer(200, [a | {"OrderId": order.id} for a in order.actions])
+            return self.answer(200, [a | {f"{kind}Id": found.id} for a in found.actions])
         if tail == "/ConnectActions" and request.method == "PUT":
-            return await self._put_actions(request, order)
+            return await self._put_actions(request, found)
         return self.answer(405, {"Message": "The requested resource does not support it"})
 
     def _too_fast(self, now: float) -> bool:
@@ -159,7 +170,7 @@ class SandboxApi:
             return self.answer(400, {"Message": "Invalid username or password"})
         return self.answer(200, key)
 
-    async def _put_actions(self, request: web.Request, order: Order) -> web.Response:
+    async def _put_actions(self, request: web.Request, order: Order | Asn) -> web.Response:
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:

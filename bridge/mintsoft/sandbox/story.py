@@ -6,7 +6,9 @@ as that time comes once the order holds a connect action, or regardless after tw
 ``step``, as Mintsoft does not wait for anyone); some orders are later delivered (a tracking
 event) and some cancelled. With the default ``step`` of 30 s every order is despatched
 within a minute or two of the start. The plan is drawn from ``seed``, so a run repeats.
-Each move is reported to ``on_move`` (the webhook calls themselves to ``World.on_sent``).
+``asns`` ASNs (stock arriving) are created and booked in on the same schedule, booked in
+taking the place of despatched. Each move is reported to ``on_move`` (the webhook calls
+themselves to ``World.on_sent``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bridge.mintsoft.sandbox.world import Order, World
+from bridge.mintsoft.sandbox.world import Asn, Order, World
 
 CLIENTS = (12, 14, 17)
 WAREHOUSES = (1, 2)
@@ -29,29 +31,31 @@ class Plan:
     """When each move of one order is due (seconds after the start), ``None``: never."""
 
     index: int
+    asn: bool
     create_at: float
     despatch_at: float
     then: str | None  # "delivered", "cancelled" or None
     then_at: float
-    order: Order | None = None
-    done: int = 0  # moves made: 0 none, 1 created, 2 despatched, 3 delivered/cancelled
+    subject: Order | Asn | None = None
+    done: int = 0  # moves made: 0 none, 1 created, 2 despatched (booked in), 3 then
 
     @property
     def finished(self) -> bool:
         return self.done == (3 if self.then else 2)
 
 
-def plan(orders: int, step: float, seed: int) -> list[Plan]:
-    """The moves of ``orders`` orders: a quarter delivered, about one in seven cancelled."""
+def plan(orders: int, step: float, seed: int, asns: int = 0) -> list[Plan]:
+    """The moves of ``orders`` orders (a quarter then delivered, about one in seven
+    cancelled) and ``asns`` ASNs."""
     draw = random.Random(seed)
     plans = []
-    for i in range(orders):
+    for i in range(orders + asns):
+        asn = i >= orders
         create_at = 0.0 if i == 0 else draw.uniform(0, step / 2)
         despatch_at = create_at + draw.uniform(step, 2 * step)
         then = "delivered" if i % 4 == 1 else "cancelled" if i % 7 == 3 else None
-        plans.append(
-            Plan(i, create_at, despatch_at, then, despatch_at + draw.uniform(step / 2, step))
-        )
+        then_at = despatch_at + draw.uniform(step / 2, step)
+        plans.append(Plan(i, asn, create_at, despatch_at, None if asn else then, then_at))
     return plans
 
 
@@ -64,11 +68,12 @@ class Story:
         orders: int = 10,
         step: float = STEP,
         seed: int = 7,
-        on_move: Callable[[str, Order], None] = lambda move, order: None,
+        on_move: Callable[[str, Order | Asn], None] = lambda move, subject: None,
+        asns: int = 0,
     ) -> None:
         self.world = world
         self.step = step
-        self.plans = plan(orders, step, seed)
+        self.plans = plan(orders, step, seed, asns)
         self.on_move = on_move
 
     async def play(self) -> None:
@@ -84,22 +89,27 @@ class Story:
         if p.done == 0 and elapsed >= p.create_at:
             client = CLIENTS[p.index % len(CLIENTS)]
             warehouse = WAREHOUSES[(p.index // len(CLIENTS)) % len(WAREHOUSES)]
-            p.order = self.world.create(client, warehouse)
+            create = self.world.create_asn if p.asn else self.world.create
+            p.subject = create(client, warehouse)
             p.done = 1
-            self.on_move("created", p.order)
+            self.on_move("created", p.subject)
         elif p.done == 1 and elapsed >= p.despatch_at:
-            assert p.order is not None
-            if not p.order.actions and elapsed < p.despatch_at + 2 * self.step:
-                return  # give sync a chance to enrol it first
+            assert p.subject is not None
+            if not p.subject.actions and elapsed < p.despatch_at + 2 * self.step:
+                return  # give sync (or connect-actions) a chance to register it first
             p.done = 2
             p.then_at = max(p.then_at, elapsed + self.step / 2)
-            self.on_move("despatched", p.order)
-            await self.world.despatch(p.order)
-        elif p.done == 2 and p.then and elapsed >= p.then_at:
-            assert p.order is not None
-            p.done = 3
-            self.on_move(p.then, p.order)
-            if p.then == "delivered":
-                await self.world.deliver(p.order)
+            if isinstance(p.subject, Asn):
+                self.on_move("booked in", p.subject)
+                await self.world.book_in(p.subject)
             else:
-                await self.world.cancel(p.order)
+                self.on_move("despatched", p.subject)
+                await self.world.despatch(p.subject)
+        elif p.done == 2 and p.then and elapsed >= p.then_at:
+            assert isinstance(p.subject, Order)
+            p.done = 3
+            self.on_move(p.then, p.subject)
+            if p.then == "delivered":
+                await self.world.deliver(p.subject)
+            else:
+                await self.world.cancel(p.subject)

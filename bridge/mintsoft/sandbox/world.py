@@ -6,7 +6,9 @@ Guarantees: an order's documents have the shape of the packaged example bodies
 digits, as Mintsoft sends them). Each status change (despatched, cancelled), each delivered
 tracking event and each split POSTs the webhook body to the URL the order's connect action
 holds for that event (``ExtraCode1/2/3/5``, with ``ExtraCode4`` as the Authorization header),
-once: a dropped or failed call is never retried, as with Mintsoft. Only loopback URLs are
+once: a dropped or failed call is never retried, as with Mintsoft. An ASN (stock arriving)
+booked in POSTs ``GET /api/ASN/{id}``'s body to its connect action's ``ExtraCode1``
+(contract section 11) the same way. Only loopback URLs are
 called (this is a local stand-in); a call to another host is recorded as not made.
 Every call's outcome is a :class:`Sent`, kept in ``sent`` and passed to ``on_sent``.
 """
@@ -34,6 +36,9 @@ CALL_TIMEOUT = 10.0
 
 CANCELLED = 3
 DESPATCHED = 4
+ASN_BOOKED_IN = "asn-booked-in"
+ASN_URL_FIELD = "ExtraCode1"
+BOOKED_IN = 5
 DELIVERED_TRACKING = 5
 TRACKING_STATUSES = [
     {"ID": 1, "Name": "Collected"},
@@ -92,14 +97,46 @@ class Order:
             "LastUpdatedByUser": "sandbox",
         }
 
-    def url_for(self, event: str) -> tuple[str, str | None] | None:
-        """The URL and Authorization value the order's connect actions hold for ``event``."""
-        for action in self.actions:
-            url = action.get(EXTRA_CODES[event])
-            if isinstance(url, str) and url:
-                authorization = action.get("ExtraCode4")
-                return url, authorization if isinstance(authorization, str) else None
-        return None
+
+@dataclass
+class Asn:
+    """An advance shipping notice: stock on its way to a warehouse, booked in on arrival."""
+
+    id: int
+    client_id: int
+    warehouse_id: int
+    status: int = 1
+    booked_in: datetime | None = None
+    last_updated: datetime = field(default_factory=local_now)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+
+    def document(self) -> dict[str, Any]:
+        """``GET /api/ASN/{id}``: the fields of Mintsoft's ASN the bridge reads."""
+        n = self.id
+        return {
+            "ID": n,
+            "ClientId": self.client_id,
+            "WarehouseId": self.warehouse_id,
+            "POReference": f"PO-{n}",
+            "ASNStatusId": self.status,
+            "ASNStatus": {"ID": self.status, "Name": "Booked In" if self.booked_in else "Due In"},
+            "BookedInDate": stamp(self.booked_in, n) if self.booked_in else None,
+            "Quantity": 10,
+            "Items": [{"ASNId": n, "SKU": "TSHIRT-0", "QuantityExpected": 10, "ID": 88000 + n}],
+            "LastUpdated": stamp(self.last_updated, n),
+            "LastUpdatedByUser": "sandbox",
+        }
+
+
+def url_for(actions: list[dict[str, Any]], field: str) -> tuple[str, str | None] | None:
+    """The URL in ``field`` of the first connect action holding one, with its
+    Authorization value (``ExtraCode4``)."""
+    for action in actions:
+        url = action.get(field)
+        if isinstance(url, str) and url:
+            authorization = action.get("ExtraCode4")
+            return url, authorization if isinstance(authorization, str) else None
+    return None
 
 
 _TEMPLATES: dict[str, Any] = {}
@@ -118,7 +155,7 @@ class Sent:
     query (which may hold the bridge's key)."""
 
     event: str
-    order_id: int
+    order_id: int  # the ASN's id for asn-booked-in
     dropped: bool
     status: int | None = None
     outcome: str = ""
@@ -132,6 +169,7 @@ class World:
         self.drop = drop
         self.random = random.Random(seed)
         self.orders: dict[int, Order] = {}
+        self.asns: dict[int, Asn] = {}
         self.tracking: list[dict[str, Any]] = []
         self.splits: dict[int, list[dict[str, Any]]] = {}
         self.next_id = first_id
@@ -206,18 +244,34 @@ class World:
         await self._send("split", order, [item])
         return child
 
+    def create_asn(self, client_id: int = 12, warehouse_id: int = 1) -> Asn:
+        self.next_id += 1
+        asn = Asn(self.next_id, client_id, warehouse_id)
+        self.asns[asn.id] = asn
+        return asn
+
+    async def book_in(self, asn: Asn) -> None:
+        asn.status = BOOKED_IN
+        asn.booked_in = asn.last_updated = local_now()
+        target = url_for(asn.actions, ASN_URL_FIELD)
+        await self._call(ASN_BOOKED_IN, asn.id, target, asn.document())
+
     async def _send(self, event: str, order: Order, body: Any) -> None:
-        target = order.url_for(event)
+        await self._call(event, order.id, url_for(order.actions, EXTRA_CODES[event]), body)
+
+    async def _call(
+        self, event: str, about: int, target: tuple[str, str | None] | None, body: Any
+    ) -> None:
         if target is None:
-            return  # nobody registered this order for the event: Mintsoft calls nothing
+            return  # nobody registered it for the event: Mintsoft calls nothing
         url, authorization = target
         parts = urlsplit(url)
         shown = f"{parts.scheme}://{parts.netloc}{parts.path}"
         if not is_loopback(parts.hostname):
-            self._record(Sent(event, order.id, False, None, f"not called ({shown} is not local)"))
+            self._record(Sent(event, about, False, None, f"not called ({shown} is not local)"))
             return
         if self.random.random() < self.drop:
-            self._record(Sent(event, order.id, True, None, f"dropped (never called {shown})"))
+            self._record(Sent(event, about, True, None, f"dropped (never called {shown})"))
             return
         headers = {"Content-Type": "application/json"}
         if authorization:
@@ -230,9 +284,9 @@ class World:
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             outcome = f"called {shown}: failed ({type(exc).__name__}), not retried"
-            self._record(Sent(event, order.id, False, None, outcome))
+            self._record(Sent(event, about, False, None, outcome))
             return
-        self._record(Sent(event, order.id, False, status, f"called {shown}: {status}"))
+        self._record(Sent(event, about, False, status, f"called {shown}: {status}"))
 
     def _record(self, sent: Sent) -> None:
         self.sent.append(sent)
