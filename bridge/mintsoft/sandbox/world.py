@@ -63,6 +63,9 @@ def stamp(when: datetime, n: int) -> str:
 
 @dataclass
 class Order:
+    """One Mintsoft order: ``status`` is its ``OrderStatusId``, ``actions`` its connect
+    actions (what ``PUT .../ConnectActions`` last put)."""
+
     id: int
     client_id: int
     warehouse_id: int
@@ -81,6 +84,8 @@ class Order:
         created = stamp(self.order_date, n)
         for item in body.get("OrderItems") or ():
             item["LastUpdated"] = created
+        if self.despatch_date is None:
+            body |= {"TrackingNumber": None, "TrackingURL": None, "DespatchedByUser": None}
         return body | {
             "ClientId": self.client_id,
             "CLIENT_CODE": f"C{self.client_id}",
