@@ -120,6 +120,7 @@ def _printed(log: Path, text: str, make: subprocess.Popen[str], timeout: float =
     return log.read_text()
 
 
+@pytest.mark.slow
 def test_make_run_serves_handles_and_stops_on_one_ctrl_c(tmp_path: Path) -> None:
     if not (ROOT / ".venv" / "bin" / "mintsoft-bridge").exists():
         pytest.skip("make run needs the checkout's .venv (make install)")

@@ -12,43 +12,40 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib import import_module
+from types import ModuleType
 
-from bridge.cli import (
-    archive,
-    connect_actions,
-    console,
-    dlq,
-    doctor,
-    sandbox,
-    serve,
-    simulate,
-    spool,
-    sync,
-    topology,
-    worker,
-)
 from bridge.cli.common import EXIT_USAGE, Parser, UsageError, settings_flags
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 
-COMMANDS = (
-    serve,
-    worker,
-    topology,
-    dlq,
-    spool,
-    connect_actions,
-    simulate,
-    doctor,
-    archive,
-    sync,
-    sandbox,
-    console,
-)
-"""Each module's ``register`` adds its command, in the order ``--help`` lists them."""
+COMMANDS: dict[str, str] = {
+    "serve": "bridge.cli.serve",
+    "worker": "bridge.cli.worker",
+    "topology": "bridge.cli.topology",
+    "dlq": "bridge.cli.dlq",
+    "spool": "bridge.cli.spool",
+    "connect-actions": "bridge.cli.connect_actions",
+    "simulate": "bridge.cli.simulate",
+    "doctor": "bridge.cli.doctor",
+    "archive": "bridge.cli.archive",
+    "sync": "bridge.cli.sync",
+    "sandbox": "bridge.cli.sandbox",
+    "console": "bridge.cli.console",
+}
+"""Each command and the module whose ``register`` adds it, in the order ``--help`` lists
+them: one line per command. A command's module is imported only when that command runs
+(``--help`` without a command, or an unknown one, imports them all to list them)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_modules(names: Sequence[str] | None = None) -> list[ModuleType]:
+    """The modules of ``names`` (every command when ``None``), imported."""
+    return [import_module(COMMANDS[name]) for name in (names or COMMANDS)]
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or, when ``argv`` names a command first, of that one
+    only (so running one command never imports the others)."""
     parser = Parser(
         prog="mintsoft-bridge",
         description="Receive Mintsoft order webhooks into RabbitMQ and deliver them to "
@@ -61,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Every non-secret setting as a flag, for a command that does not pick the settings it
     # reads; the commands here build their own parent with settings_flags(READS).
     settings = settings_flags()
-    for command in COMMANDS:
+    named = [argv[0]] if argv and argv[0] in COMMANDS else None
+    for command in command_modules(named):
         command.register(commands, settings)
     return parser
 
@@ -87,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)

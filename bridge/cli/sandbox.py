@@ -9,8 +9,9 @@ import time
 from collections import Counter
 
 from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+from bridge.core.durations import parse_duration, parse_rate
 from bridge.core.settings import SettingsError
-from bridge.core.values import parse_duration, parse_int, parse_rate
+from bridge.core.values import parse_int
 
 READS = ("BRIDGE_MINTSOFT_API_KEY", "BRIDGE_MINTSOFT_USERNAME", "BRIDGE_MINTSOFT_PASSWORD")
 
@@ -62,7 +63,8 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
         "--rate",
         default="10",
         metavar="N",
-        help="requests a second before it answers 429 (default 10)",
+        help="requests it takes before it answers 429: a number a second, or a rate such as "
+        "600/m (default 10)",
     )
     sub.add_argument("--seed", default="7", metavar="N", help="the story's random seed")
     sub.add_argument(
@@ -106,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
         orders=parse_int("--orders", args.orders, 0, 100_000),
         asns=parse_int("--asns", args.asns, 0, 100_000),
         drop=_fraction(args.drop),
-        step=parse_duration("--step", args.step),
-        rate=parse_rate("--rate", args.rate),
+        step=parse_duration(args.step, "--step ", example="30s"),
+        rate=parse_rate(
+            args.rate, "--rate ", bare_unit="s", high_per_second=1000, example="10/s"
+        ).per_second,
         seed=parse_int("--seed", args.seed, 0, 2**31),
         first_id=None
         if args.first_id is None

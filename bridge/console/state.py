@@ -1,4 +1,4 @@
-"""The console's shared state: broker, exchange, subscribers, sign-in and running jobs."""
+"""The console's shared state: broker link, exchange, subscribers, sign-in and running jobs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from aiohttp import web
 
 from bridge.amqp.topology import ArchiveRetention
 from bridge.console.auth import Sessions
+from bridge.console.broker import ConsoleBroker
 from bridge.console.jobs import Jobs
 from bridge.console.sources import ArchiveSummaryCache
 from bridge.worker.subscribers import Subscriber
@@ -27,6 +28,11 @@ class Console:
     sessions: Sessions = field(default_factory=Sessions)
     jobs: Jobs = field(default_factory=Jobs)
     archive_cache: ArchiveSummaryCache = field(default_factory=ArchiveSummaryCache)
+    broker: ConsoleBroker = field(init=False)
+    """The one broker link of every page (opened and closed with the app)."""
+
+    def __post_init__(self) -> None:
+        self.broker = ConsoleBroker(self.amqp_urls)
 
     def subscriber(self, name: str) -> Subscriber:
         for sub in self.subscribers:
