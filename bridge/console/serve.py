@@ -22,6 +22,10 @@ def console_state(settings: Settings, subscribers: Sequence[Subscriber], passwor
         # The sync's settings arrive with the sync; until then its default path.
         sync_state_path=settings.sync_state_path,
         archive_retention=archive_retention(settings),
+        secure_cookies=settings.console_secure_cookies,
+        trusted_proxies=settings.console_trusted_proxies,
+        listen_host=settings.console_host,
+        allowed_hosts=settings.console_allowed_hosts,
     )
 
 

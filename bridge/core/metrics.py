@@ -74,6 +74,12 @@ WORKER_MESSAGES = Counter(
     "Worker messages by subscriber and outcome: consumed, acked, retried, dead_lettered",
     ["subscriber", "outcome"],
 )
+LEDGER_RECORDS_FAILED = Counter(
+    "bridge_ledger_records_failed_total",
+    "Delivery records the broker did not confirm (returned, nacked, timeout, channel_closed); "
+    "the deliveries they describe went on",
+    ["reason"],
+)
 HANDLER_SECONDS = Histogram(
     "bridge_handler_seconds",
     "Time one handler call (or one forward) took",
@@ -130,7 +136,13 @@ OWNERS: dict[str, tuple[str, ...]] = {
         "bridge_broker_connected",
         "bridge_spool",
     ),
-    "worker": ("bridge_worker", "bridge_handler", "bridge_forwarder", "bridge_broker_connected"),
+    "worker": (
+        "bridge_worker",
+        "bridge_handler",
+        "bridge_forwarder",
+        "bridge_ledger_records",  # the delivery records the worker publishes
+        "bridge_broker_connected",
+    ),
     "sync": ("bridge_sync", "bridge_mintsoft", "bridge_publish", "bridge_broker_connected"),
 }
 """Which process exports which ``bridge_*`` families (by name prefix): each process's
