@@ -13,10 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bridge.core.contract import ASN_BOOKED_IN
 from bridge.core.settings import SettingsError
 from bridge.mintsoft.sandbox.api import SandboxApi, listen
 from bridge.mintsoft.sandbox.story import STEP, Story
-from bridge.mintsoft.sandbox.world import ASN_BOOKED_IN, Asn, Order, Sent, World
+from bridge.mintsoft.sandbox.world import Asn, Order, Sent, World
 
 DEFAULT_PORT = 8070
 """Beside serve (8080), console (8090) and the metrics ports (9101, 9102)."""

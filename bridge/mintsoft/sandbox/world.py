@@ -15,6 +15,7 @@ Every call's outcome is a :class:`Sent`, kept in ``sent`` and passed to ``on_sen
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from bridge.core.contract import EXTRA_CODES
+from bridge.core.contract import ASN_BOOKED_IN, ASN_EXTRA_CODE, EXTRA_CODES
 from bridge.mintsoft.simulate import fixture, with_order_id
 from bridge.mintsoft.sync.clock import MintsoftClock
 from bridge.mintsoft.urls import is_loopback
@@ -36,8 +37,6 @@ CALL_TIMEOUT = 10.0
 
 CANCELLED = 3
 DESPATCHED = 4
-ASN_BOOKED_IN = "asn-booked-in"
-ASN_URL_FIELD = "ExtraCode1"
 BOOKED_IN = 5
 DELIVERED_TRACKING = 5
 TRACKING_STATUSES = [
@@ -116,18 +115,22 @@ class Asn:
     actions: list[dict[str, Any]] = field(default_factory=list)
 
     def document(self) -> dict[str, Any]:
-        """``GET /api/ASN/{id}``: the fields of Mintsoft's ASN the bridge reads."""
+        """``GET /api/ASN/{id}``: the example asn-booked-in body, made this ASN's."""
         n = self.id
-        return {
+        body: dict[str, Any] = copy.deepcopy(_template(ASN_BOOKED_IN))
+        for item in body.get("Items") or ():
+            item["ASNId"] = n
+        status = body["ASNStatus"] | {"ID": self.status}
+        if not self.booked_in:
+            status["Name"] = "Due In"
+        return body | {
             "ID": n,
             "ClientId": self.client_id,
             "WarehouseId": self.warehouse_id,
             "POReference": f"PO-{n}",
             "ASNStatusId": self.status,
-            "ASNStatus": {"ID": self.status, "Name": "Booked In" if self.booked_in else "Due In"},
+            "ASNStatus": status,
             "BookedInDate": stamp(self.booked_in, n) if self.booked_in else None,
-            "Quantity": 10,
-            "Items": [{"ASNId": n, "SKU": "TSHIRT-0", "QuantityExpected": 10, "ID": 88000 + n}],
             "LastUpdated": stamp(self.last_updated, n),
             "LastUpdatedByUser": "sandbox",
         }
@@ -258,7 +261,7 @@ class World:
     async def book_in(self, asn: Asn) -> None:
         asn.status = BOOKED_IN
         asn.booked_in = asn.last_updated = local_now()
-        target = url_for(asn.actions, ASN_URL_FIELD)
+        target = url_for(asn.actions, ASN_EXTRA_CODE)
         await self._call(ASN_BOOKED_IN, asn.id, target, asn.document())
 
     async def _send(self, event: str, order: Order, body: Any) -> None:
