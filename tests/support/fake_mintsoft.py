@@ -2,7 +2,7 @@
 the synchronous command line against it, with what a test scripts on top: every request
 recorded, ``script`` answers first whatever the request, ``refuse`` answers for one order,
 ``issued_keys`` / ``valid_keys`` for the login and key checks. Every order id exists (the
-tests name orders they never created). Never the real Mintsoft."""
+tests name orders and ASNs they never created). Never the real Mintsoft."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.mintsoft.sandbox.api import SandboxApi
-from bridge.mintsoft.sandbox.world import Order, World
+from bridge.mintsoft.sandbox.world import Asn, Order, World
 from tests.support.local_app import serve_locally
 
 
@@ -54,6 +54,11 @@ class _ScriptedApi(SandboxApi):
         if order_id not in self.world.orders:
             self.world.orders[order_id] = Order(order_id, 12, 1)
         return self.world.orders[order_id]
+
+    def asn(self, asn_id: int) -> Asn | None:
+        if asn_id not in self.world.asns:
+            self.world.asns[asn_id] = Asn(asn_id, 12, 1)
+        return self.world.asns[asn_id]
 
     async def handle(self, request: web.Request) -> web.Response:
         raw = await request.read()
