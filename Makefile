@@ -8,7 +8,7 @@ DEV_KEY ?= dev-key-change-me
 PORT   ?= $(or $(BRIDGE_PORT),8080)
 CONSOLE_PORT ?= $(or $(BRIDGE_CONSOLE_PORT),8090)
 
-.PHONY: run test test-all test-cluster lint typecheck pytest pytest-all bench bench-cluster broker clean install install-dev install-bench definitions browser screenshots
+.PHONY: run demo test test-all test-cluster lint typecheck pytest pytest-all bench bench-cluster broker clean install install-dev install-bench definitions browser screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,19 @@ browser:
 
 # `make run`: serve, a demo worker and the console together (.ci/make-run); one Ctrl-C stops
 # all three. Ports: BRIDGE_PORT / BRIDGE_CONSOLE_PORT (or make run PORT=N CONSOLE_PORT=N).
+# The worker's subscribers: SUBSCRIBERS=FILE (default: one demo subscriber whose queue is
+# named after BRIDGE_EXCHANGE). The CLI is then .venv/bin/mintsoft-bridge.
 run: install broker
 	@BIN=$(BIN) BRIDGE_PORT=$(PORT) BRIDGE_CONSOLE_PORT=$(CONSOLE_PORT) DEV_KEY='$(DEV_KEY)' ./.ci/make-run
+
+# `make demo`: make run plus the sandbox Mintsoft (docs/sandbox.md) and sync pointed at it
+# (.ci/make-demo): orders appear, sync enrols them, the sandbox despatches them and calls the
+# bridge, dropping some calls, and sync recovers those. No Mintsoft account needed. Sandbox
+# port: SANDBOX_PORT (default 8070); its flags: SANDBOX_ARGS="--orders 20 --drop 0.5".
+SANDBOX_PORT ?= 8070
+demo: install broker
+	@BIN=$(BIN) BRIDGE_PORT=$(PORT) BRIDGE_CONSOLE_PORT=$(CONSOLE_PORT) DEV_KEY='$(DEV_KEY)' \
+		SANDBOX_PORT=$(SANDBOX_PORT) ./.ci/make-demo
 
 lint: install-dev
 	$(BIN)/ruff check bridge tests bench

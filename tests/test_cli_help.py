@@ -261,3 +261,34 @@ def test_archive_event_refuses_an_unknown_event_among_several() -> None:
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["archive", "find", "--event", "despatched", "shipped"])
     assert exited.value.code == 2
+
+
+def _commands(
+    parser: argparse.ArgumentParser, words: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
+    """Every (sub)command's words: ("serve",), ("spool", "status"), ..."""
+    found = []
+    for name, sub in _subparsers(parser).items():
+        inner = _commands(sub, (*words, name))
+        found += inner or [(*words, name)]
+    return found
+
+
+@pytest.mark.parametrize("words", _commands(build_parser()), ids=" ".join)
+def test_an_unknown_flag_names_the_help_of_its_own_command(
+    words: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*words, "--no-such-flag-9f2"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    command = " ".join(("mintsoft-bridge", *words))
+    assert err.count("\n") == 1 and f"see {command} --help" in err, err
+
+
+def test_console_port_points_at_its_own_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["console", "--port", "8091"])
+    err = capsys.readouterr().err
+    assert "did you mean --console-port?" in err and "see mintsoft-bridge console --help" in err
+    assert "--console-port" in _help("console")

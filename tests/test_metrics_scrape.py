@@ -1,9 +1,11 @@
 """After real traffic, a scrape of the running processes shows every metric the code
 registers: the list comes from the code itself (tests/support/metric_names.py), so a
-metric added later is checked without touching this test.
+metric added later is checked without touching this test. Each process shows only the
+families it owns (bridge.core.metrics.OWNERS), never another process's at 0.
 
 The traffic: webhooks of each kind to ``serve``; a ``worker`` whose subscribers ack
-(the demo log handler), fail until dead-lettered, and forward to a closed port."""
+(the demo log handler), fail until dead-lettered, and forward to a closed port; a ``sync``
+pass against the sandbox Mintsoft."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.amqp.topology import ArchiveRetention, receiver_topology, subscriber_topology
+from bridge.core.metrics import OWNERS
 from bridge.worker.message import Message
 from tests.conftest import AMQP_URL, delete_declared, fixture_body
 from tests.support.metric_names import exported_families, sample_name
@@ -64,9 +67,24 @@ def _missing(families: dict[str, str], seen: set[str]) -> list[str]:
     return sorted(name for name, kind in families.items() if sample_name(name, kind) not in seen)
 
 
+def test_every_metric_family_has_an_owning_process() -> None:
+    owned = tuple(p for prefixes in OWNERS.values() for p in prefixes)
+    orphans = [name for name in exported_families() if not name.startswith(owned)]
+    assert not orphans, f"add these to bridge.core.metrics.OWNERS: {orphans}"
+
+
+def _families(text: str) -> set[str]:
+    return {f.name for f in text_string_to_metric_families(text) if f.name.startswith("bridge_")}
+
+
+def _owned_only(process: str, text: str) -> None:
+    others = {f for f in _families(text) if not f.startswith(OWNERS[process])}
+    assert not others, f"{process} exports families it does not own: {sorted(others)}"
+
+
 def test_every_exported_metric_is_scraped_after_traffic(tmp_path: Path) -> None:
     families = exported_families()
-    port, worker_port = free_port(), free_port()
+    port, worker_port, sync_port, sandbox_port = free_port(), free_port(), free_port(), free_port()
     exchange = f"test.metrics.{os.getpid()}.{port}"
     subscribers = _subscribers(f"test-metrics-{port}")
     config = tmp_path / "subscribers.toml"
@@ -82,8 +100,15 @@ def test_every_exported_metric_is_scraped_after_traffic(tmp_path: Path) -> None:
         "BRIDGE_EXCHANGE": exchange,
         "BRIDGE_AMQP_URL": AMQP_URL,
         "BRIDGE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+        "BRIDGE_MINTSOFT_URL": f"http://127.0.0.1:{sandbox_port}",
+        "BRIDGE_MINTSOFT_API_KEY": "sandbox-key",
+        "BRIDGE_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "BRIDGE_SYNC_STATE_PATH": str(tmp_path / "sync.sqlite3"),
+        "BRIDGE_SYNC_INTERVAL": "0.5s",
     }
     base, worker_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{worker_port}"
+    sync_base = f"http://127.0.0.1:{sync_port}"
+    sandbox = ["sandbox", "--port", str(sandbox_port), "--orders", "1", "--step", "1s"]
     topology = receiver_topology(exchange, ArchiveRetention())  # serve and worker: archive on
     for name in subscribers:
         topology = topology + subscriber_topology(exchange, name, ("*",), (100,))
@@ -97,17 +122,23 @@ def test_every_exported_metric_is_scraped_after_traffic(tmp_path: Path) -> None:
                 worker_base + "/healthz",
             ),
             bridge_process(["serve"], env, base + "/healthz"),
+            bridge_process(sandbox, env, env["BRIDGE_MINTSOFT_URL"] + "/"),
+            bridge_process(["sync", "--metrics-port", str(sync_port)], env, sync_base + "/healthz"),
         ):
             time.sleep(0.5)  # the worker's consumers start in the background
             _drive_receiver(base)
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 totals.clear()
-                for url in (base, worker_base):
+                for process, url in (("serve", base), ("worker", worker_base), ("sync", sync_base)):
                     status, text = http(url + "/metrics")
                     assert status == 200
+                    _owned_only(process, text.decode())
                     seen |= _samples(text.decode(), totals)
-                if totals.get("bridge_worker_messages_total/dead_lettered", 0) > 0:
+                if (
+                    totals.get("bridge_worker_messages_total/dead_lettered", 0) > 0
+                    and totals.get("bridge_sync_enrolled_total", 0) > 0
+                ):
                     break
                 time.sleep(0.2)
     finally:
@@ -119,7 +150,12 @@ def test_every_exported_metric_is_scraped_after_traffic(tmp_path: Path) -> None:
     missing = _missing(families, seen)
     assert not missing, f"registered but never scraped after traffic: {missing}"
     # The traffic moved the counters, not only created them: every worker outcome included.
-    for name in ("bridge_webhooks_total", "bridge_publish_total", "bridge_publish_seconds_count"):
+    for name in (
+        "bridge_webhooks_total",
+        "bridge_publish_total",
+        "bridge_publish_seconds_count",
+        "bridge_sync_enrolled_total",
+    ):
         assert totals.get(name, 0) > 0, name
     for outcome in ("consumed", "acked", "retried", "dead_lettered"):
         assert totals.get(f"bridge_worker_messages_total/{outcome}", 0) > 0, outcome

@@ -14,6 +14,7 @@ import pytest
 
 from bridge import cli
 from bridge.core.contract import Envelope, quarantine_envelope, webhook_envelope
+from bridge.core.settings import SettingsError
 from bridge.receiving.spool import Spool, SpoolFull, record_size
 from bridge.receiving.spool_status import read_status
 from tests.conftest import API_KEY, BridgeFactory, BrokerProbe, fixture_body
@@ -106,7 +107,19 @@ async def test_spool_status_reads_a_spool_in_use(
         assert code == 0 and "5 messages" in text
     finally:
         await spool.close()
-    assert read_status(str(tmp_path / "absent.sqlite3")).depth == 0
+
+
+def test_spool_status_of_a_missing_file_says_so_instead_of_depth_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    absent = tmp_path / "absent.sqlite3"
+    assert cli.main(["spool", "status", "--spool-path", str(absent)]) == 2
+    out, err = capsys.readouterr()
+    assert "depth" not in out
+    assert err.count("\n") == 1 and "no spool file" in err and "BRIDGE_SPOOL_PATH" in err
+    with pytest.raises(SettingsError, match="BRIDGE_SPOOL_PATH"):
+        read_status(str(absent))
+    assert not absent.exists()
 
 
 def test_spool_status_of_a_file_that_is_not_a_spool(

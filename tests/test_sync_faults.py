@@ -134,7 +134,9 @@ async def test_throttled_and_failing_mintsoft_waits_and_catches_up(
             failed = await sync.run_pass()
             assert not failed.ok
             assert "503" in (sync_status(settings).last_error or "")
-            await asyncio.sleep(max(0.0, world._outage_until - asyncio.get_running_loop().time()))
+            await asyncio.sleep(
+                max(0.0, world.api.outage_until - asyncio.get_running_loop().time())
+            )
             assert (await sync.run_pass()).ok
         everything = first + second + third + fourth
         assert {o.id: world.puts[o.id] for o in everything} == {o.id: 1 for o in everything}

@@ -14,11 +14,12 @@ import pytest
 from bridge.archive.window import parse_time
 from bridge.cli import main
 from bridge.core.settings import SettingsError, load_settings
+from bridge.mintsoft.sandbox.world import local_now
 from bridge.mintsoft.sync.clock import OVERLAP, MintsoftClock
 from bridge.mintsoft.sync.enrol import classify
 from bridge.mintsoft.sync.runner import Sync
 from bridge.mintsoft.sync.scan import recovery_id
-from tests.support.mintsoft_world import MintsoftWorld, local_now
+from tests.support.mintsoft_world import MintsoftWorld
 from tests.support.sync_harness import MS_KEY, sync_settings
 
 LONDON = MintsoftClock("Europe/London")

@@ -9,6 +9,7 @@ line, exit 1).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib import import_module
@@ -29,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "bridge.cli.doctor",
     "archive": "bridge.cli.archive",
     "sync": "bridge.cli.sync",
+    "sandbox": "bridge.cli.sandbox",
     "console": "bridge.cli.console",
 }
 """Each command and the module whose ``register`` adds it, in the order ``--help`` lists
@@ -62,8 +64,27 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_PIPE = 141
+"""A reader that went away (``... | head``): the status a shell gives a process SIGPIPE ends."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``mintsoft-bridge`` and ``python -m bridge``."""
+    """Entry point of ``mintsoft-bridge`` and ``python -m bridge``. Output piped into a
+    reader that stops early (``archive find ... | head``) ends the command quietly with
+    :data:`EXIT_PIPE`, for every command: no BrokenPipeError traceback."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: a pipe closed after the last print counts too
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; aim it at /dev/null so that cannot fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_PIPE
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)

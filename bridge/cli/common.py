@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Sequence
 from typing import Any, NoReturn
 
 from bridge.core.settings import SPECS, Settings, flag_name, load_settings
@@ -17,11 +17,44 @@ class UsageError(Exception):
     """A bad argument or setting: printed as one line, exit status 2."""
 
 
+_EXTRAS_OWNER = "_parser_of_unrecognized_arguments"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but a bad argument is one line on stderr and exit 2, never a usage dump."""
+    """argparse, but a bad argument is one line on stderr and exit 2, never a usage dump,
+    and it names the (sub)command whose ``--help`` lists the flags that would fit."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            # The innermost command finishes first: it is the one the words were meant for.
+            vars(parsed).setdefault(_EXTRAS_OWNER, self)
+        return parsed, extras
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        owner: Parser = vars(parsed).pop(_EXTRAS_OWNER, self)
+        if extras:
+            owner.error(f"unrecognized arguments: {' '.join(extras)}{owner._did_you_mean(extras)}")
+        return parsed
+
+    def _did_you_mean(self, extras: list[str]) -> str:
+        """``--port`` given to ``console``: its flag is ``--console-port``."""
+        flags = {o for a in self._actions for o in a.option_strings if o.startswith("--")}
+        for word in extras:
+            name = word.split("=", 1)[0]
+            if name.startswith("--"):
+                near = sorted((f for f in flags if f.endswith("-" + name[2:])), key=len)
+                if near:
+                    return f"; did you mean {near[0]}?"
+        return ""
 
 
 class _RefuseSecret(argparse.Action):

@@ -94,7 +94,8 @@ def run_drain(args: argparse.Namespace) -> int:
     if not path:
         raise SettingsError("BRIDGE_SPOOL_PATH is empty: give the spool file with --path FILE")
     logs.configure(settings.log_format, logging.WARNING)
-    progress = Progress(read_status(path).depth, "publishing")
+    named = "--path" if args.path else "BRIDGE_SPOOL_PATH"
+    progress = Progress(read_status(path, named).depth, "publishing")
 
     def advance(count: int) -> None:
         for _ in range(count):

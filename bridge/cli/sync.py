@@ -101,7 +101,9 @@ async def _run(settings: Settings, args: argparse.Namespace, since: datetime | N
                 print(f"  failed: {error}")
             return 0 if report.ok else 1
         runner = (
-            await start_metrics_listener(settings.metrics_host, settings.metrics_port)
+            await start_metrics_listener(
+                settings.metrics_host, settings.metrics_port, process="sync"
+            )
             if settings.metrics_port
             else None
         )

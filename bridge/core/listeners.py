@@ -38,13 +38,15 @@ def hide_versions(app: web.Application) -> None:
 
 
 async def start_metrics_listener(
-    host: str, port: int, on_scrape: Callable[[], None] | None = None
+    host: str, port: int, on_scrape: Callable[[], None] | None = None, *, process: str
 ) -> web.AppRunner:
-    """Serve ``/metrics`` (Prometheus text) and ``/healthz`` on ``host:port``; ``on_scrape``
+    """Serve ``/metrics`` (Prometheus text, the families ``process`` owns: see
+    :data:`bridge.core.metrics.OWNERS`) and ``/healthz`` on ``host:port``; ``on_scrape``
     is called after each answered scrape. Stop it with ``runner.cleanup()``."""
+    export = metrics.scraper(process)
 
     async def scrape(request: web.Request) -> web.Response:
-        response = await metrics.scrape(request)
+        response = await export(request)
         if on_scrape is not None:
             on_scrape()
         return response

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
+    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     generate_latest,
 )
+from prometheus_client.metrics_core import Metric
 
 WEBHOOKS = Counter(
     "bridge_webhooks_total",
@@ -124,8 +127,58 @@ for _cursor in ("orders", "tracking"):
 MINTSOFT_REQUESTS.labels("200")
 
 
-async def scrape(request: web.Request) -> web.Response:
-    """``GET /metrics`` of ``serve`` and ``worker``: Prometheus text format."""
-    response = web.Response(body=generate_latest(REGISTRY))
-    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return response
+OWNERS: dict[str, tuple[str, ...]] = {
+    "serve": (
+        "bridge_webhooks",
+        "bridge_publish",
+        "bridge_published_bytes",
+        "bridge_archive_max_bytes",
+        "bridge_broker_connected",
+        "bridge_spool",
+    ),
+    "worker": (
+        "bridge_worker",
+        "bridge_handler",
+        "bridge_forwarder",
+        "bridge_ledger_records",  # the delivery records the worker publishes
+        "bridge_broker_connected",
+    ),
+    "sync": ("bridge_sync", "bridge_mintsoft", "bridge_publish", "bridge_broker_connected"),
+}
+"""Which process exports which ``bridge_*`` families (by name prefix): each process's
+``/metrics`` shows its own, never another's stuck at 0 (a dashboard would read those as
+"nothing happening"). Every family has an owner (tests/test_metrics_scrape.py checks)."""
+
+
+class _Owned:
+    """The default registry's families a process owns, and every non-``bridge_`` one (the
+    process, platform and garbage-collector collectors)."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        self.prefixes = prefixes
+
+    def collect(self) -> Iterator[Metric]:
+        for family in REGISTRY.collect():
+            if not family.name.startswith("bridge_") or family.name.startswith(self.prefixes):
+                yield family
+
+
+def registry_of(process: str | None) -> CollectorRegistry:
+    """What ``process`` (a key of :data:`OWNERS`) exports; ``None``: every family."""
+    if process is None:
+        return REGISTRY
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Owned(OWNERS[process]))
+    return registry
+
+
+def scraper(process: str | None) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """``GET /metrics`` of ``process``: Prometheus text format, its own families only."""
+    registry = registry_of(process)
+
+    async def scrape(request: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(registry))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    return scrape

@@ -389,7 +389,7 @@ def create_app(
     app.router.add_route("*", "/readyz", _get_only(_readyz), expect_handler=_no_continue)
     if metrics_route:
         app.router.add_route(
-            "*", "/metrics", _get_only(metrics.scrape), expect_handler=_no_continue
+            "*", "/metrics", _get_only(metrics.scraper("serve")), expect_handler=_no_continue
         )
     app.router.add_route("*", "/{tail:.*}", _not_found, expect_handler=_no_continue)
     return app

@@ -103,7 +103,9 @@ async def serve(
             )
         # First: a port that cannot be bound is a bad setting, before anything is opened.
         host = settings.metrics_host
-        metrics_runner = await start_metrics_listener(host, settings.metrics_port, scraped.set)
+        metrics_runner = await start_metrics_listener(
+            host, settings.metrics_port, scraped.set, process="serve"
+        )
         log.info("metrics on http://%s:%d/metrics", host, settings.metrics_port)
     delivery = build_delivery(settings)
     await delivery.open()

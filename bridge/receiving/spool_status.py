@@ -1,6 +1,8 @@
 """``spool status``: depth, bytes and oldest age of a spool file, read while ``serve`` may
-be writing it (WAL readers never block the writer). An unreadable file is a
-:class:`~bridge.errors.CommandError` naming the setting to check."""
+be writing it (WAL readers never block the writer). A missing file is a
+:class:`~bridge.core.settings.SettingsError` (never "depth 0": someone looking for stranded
+webhooks must not be told there are none), an unreadable one a
+:class:`~bridge.errors.CommandError`; both name the setting to check."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 from bridge.receiving.spool import OLDEST, STATS, connect
 
@@ -20,11 +23,16 @@ class SpoolStatus:
     oldest_age_seconds: float
 
 
-def read_status(path: str) -> SpoolStatus:
-    """Depth, bytes and oldest age of the spool file at ``path``, read while ``serve`` may
-    be writing it (WAL readers never block the writer)."""
+def read_status(path: str, named: str = "BRIDGE_SPOOL_PATH") -> SpoolStatus:
+    """Depth, bytes and oldest age of the spool file at ``path`` (given by ``named``, the
+    setting or flag an error tells to fix), read while ``serve`` may be writing it (WAL
+    readers never block the writer)."""
     if not Path(path).exists():
-        return SpoolStatus(0, 0, 0.0)
+        raise SettingsError(
+            f"no spool file at {path!r} ({Path(path).absolute()}): point {named} at the "
+            "spool serve uses (serve creates it on start; a relative path is relative to "
+            "the directory serve runs in)"
+        )
     try:
         connection = connect(path, create=False)
         try:

@@ -167,7 +167,7 @@ class Handling:
         if error is None:
             if await self.settle(delivered, ack=True):
                 self._count["acked"].inc()
-                log.info("%s delivered", message.event, extra=message.log_fields())
+                log.info("%s webhook handled", message.event, extra=message.log_fields())
             return
         permanent = isinstance(error, PermanentError)
         # (A subscriber that holds while paused gave up holding with GiveBack.)

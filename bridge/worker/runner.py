@@ -127,7 +127,9 @@ async def run_worker(settings: Settings, config: str) -> None:
     records = os.environ.get(RECORDS_ENV, "").strip().lower() != "off"
     worker = Worker(settings, subscribers, records=records)  # a bad handler is exit 2, now
     address = metrics_address(settings)
-    runner = await start_metrics_listener(*address) if address is not None else None
+    runner = (
+        await start_metrics_listener(*address, process="worker") if address is not None else None
+    )
     for sub in subscribers:
         target = (
             f"forward to {shown_url(sub.forward_url)}"

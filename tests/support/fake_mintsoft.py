@@ -1,6 +1,8 @@
-"""A fake Mintsoft API served by aiohttp on a loopback port, in its own thread, so tests can
-run the synchronous command line against it. It records every request and answers what the
-test scripted; never the real Mintsoft."""
+"""The sandbox's Mintsoft API (bridge/mintsoft/sandbox) in its own thread, so tests can run
+the synchronous command line against it, with what a test scripts on top: every request
+recorded, ``script`` answers first whatever the request, ``refuse`` answers for one order,
+``issued_keys`` / ``valid_keys`` for the login and key checks. Every order id exists (the
+tests name orders and ASNs they never created). Never the real Mintsoft."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.mintsoft.sandbox.api import SandboxApi
+from bridge.mintsoft.sandbox.world import Asn, Order, World
 from tests.support.local_app import serve_locally
 
 
@@ -33,11 +37,52 @@ class Scripted:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class _ScriptedApi(SandboxApi):
+    def __init__(self, fake: FakeMintsoft) -> None:
+        super().__init__(World(), username=fake.username, password=fake.password)
+        self.fake = fake
+
+    def accepts(self, key: str | None) -> bool:
+        return key in self.fake.valid_keys
+
+    def login(self, username: Any, password: Any) -> str | None:
+        if super().login(username, password) is None or not self.fake.issued_keys:
+            return None
+        return self.fake.issued_keys.popleft()
+
+    def order(self, order_id: int) -> Order | None:
+        if order_id not in self.world.orders:
+            self.world.orders[order_id] = Order(order_id, 12, 1)
+        return self.world.orders[order_id]
+
+    def asn(self, asn_id: int) -> Asn | None:
+        if asn_id not in self.world.asns:
+            self.world.asns[asn_id] = Asn(asn_id, 12, 1)
+        return self.world.asns[asn_id]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        fake = self.fake
+        fake.requests.append(
+            Recorded(request.method, request.path, dict(request.headers), body, time.monotonic())
+        )
+        scripted = fake.script.popleft() if fake.script else None
+        if scripted is None and request.path.endswith("/ConnectActions"):
+            order_id = int(request.path.split("/")[3])
+            if order_id in fake.refuse and self.accepts(request.headers.get("ms-apikey")):
+                scripted = fake.refuse[order_id]
+        if scripted is not None:
+            return self.answer(scripted.status, scripted.body, scripted.headers)
+        return await super().handle(request)
+
+
 class FakeMintsoft:
     """``POST /api/Auth`` hands out ``issued_keys`` in turn for ``username``/``password``;
-    ``PUT /api/Order/{id}/ConnectActions`` answers 200 for a key in ``valid_keys``, 401
-    otherwise. ``script`` answers (status, body, headers) come first, whatever the request;
-    ``refuse`` maps an order id to a scripted answer for that order only."""
+    a call with a key in ``valid_keys`` is answered by the sandbox's API, 401 otherwise."""
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
@@ -67,42 +112,4 @@ class FakeMintsoft:
         return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
 
     async def _start(self) -> None:
-        self._runner, self.url = await serve_locally(self._handle)
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        raw = await request.read()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = raw.decode(errors="replace")
-        self.requests.append(
-            Recorded(request.method, request.path, dict(request.headers), body, time.monotonic())
-        )
-        if self.script:
-            return self._answer(self.script.popleft())
-        if request.method == "POST" and request.path == "/api/Auth":
-            if (
-                isinstance(body, dict)
-                and body.get("Username") == self.username
-                and body.get("Password") == self.password
-                and self.issued_keys
-            ):
-                return self._answer(Scripted(200, self.issued_keys.popleft()))
-            return self._answer(Scripted(400, {"Message": "Invalid username or password"}))
-        if request.method == "PUT" and request.path.endswith("/ConnectActions"):
-            if request.headers.get("ms-apikey") not in self.valid_keys:
-                return self._answer(Scripted(401, {"Message": "Authorization has been denied"}))
-            order_id = int(request.path.split("/")[3])
-            if order_id in self.refuse:
-                return self._answer(self.refuse[order_id])
-            return self._answer(Scripted(200, {"Success": True, "ID": order_id}))
-        return self._answer(Scripted(404, {"Message": "No HTTP resource was found"}))
-
-    @staticmethod
-    def _answer(scripted: Scripted) -> web.Response:
-        return web.Response(
-            status=scripted.status,
-            body=json.dumps(scripted.body).encode(),
-            content_type="application/json",
-            headers=scripted.headers,
-        )
+        self._runner, self.url = await serve_locally(_ScriptedApi(self).handle)
