@@ -13,11 +13,13 @@ import pytest
 from aiohttp import web
 
 from bridge.mintsoft.client import MAX_ERROR_BYTES, MAX_PAGE_BYTES, MintsoftClient, MintsoftError
+from bridge.mintsoft.sandbox.api import SandboxApi
+from bridge.mintsoft.sandbox.world import local_now
 from bridge.mintsoft.sync import api as sync_api
 from bridge.mintsoft.sync.runner import Sync
 from bridge.mintsoft.sync.scan import FUTURE_SKEW
 from tests.support.local_app import serve_locally
-from tests.support.mintsoft_world import MintsoftWorld, local_now
+from tests.support.mintsoft_world import MintsoftWorld
 from tests.support.sync_harness import sync_settings
 
 MiB = 1024 * 1024
@@ -89,11 +91,18 @@ async def test_an_error_body_is_read_only_up_to_its_first_kib_on_every_attempt()
         await runner.cleanup()
 
 
-class Overfull(MintsoftWorld):
+class OverfullApi(SandboxApi):
     """Answers more rows than the Limit asked for."""
 
-    def _page(self, rows: list[Any], q: Any, largest: int) -> list[Any]:
+    @staticmethod
+    def _page(rows: list[Any], q: Any, largest: int) -> list[Any]:
         return rows
+
+
+class Overfull(MintsoftWorld):
+    def __init__(self) -> None:
+        super().__init__()
+        self.api = OverfullApi(self, api_key="ms-key-1")
 
 
 async def test_a_page_with_more_rows_than_its_limit_is_an_error(tmp_path: Path) -> None:
@@ -176,9 +185,16 @@ async def test_a_last_updated_in_year_9999_does_not_move_the_cursor_past_now(
 # 18. Paging that never ends
 
 
-class IgnoresPageNo(MintsoftWorld):
-    def _page(self, rows: list[Any], q: Any, largest: int) -> list[Any]:
+class IgnoresPageNoApi(SandboxApi):
+    @staticmethod
+    def _page(rows: list[Any], q: Any, largest: int) -> list[Any]:
         return rows[: min(int(q.get("Limit", largest)), largest)]
+
+
+class IgnoresPageNo(MintsoftWorld):
+    def __init__(self) -> None:
+        super().__init__()
+        self.api = IgnoresPageNoApi(self, api_key="ms-key-1")
 
 
 async def test_an_api_that_ignores_page_no_stops_with_an_error_naming_it(
