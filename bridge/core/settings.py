@@ -25,6 +25,7 @@ from bridge.core.values import (
     parse_http_url,
     parse_ids,
     parse_int,
+    parse_ledger_url,
     parse_list,
     parse_log_format,
     parse_max_age,
@@ -78,6 +79,8 @@ class Settings:
     console_host: str = "127.0.0.1"
     console_port: int = 8090
     console_password: str | None = field(default=None, repr=False)
+    ledger_url: str | None = field(default="sqlite:///./var/ledger.sqlite3", repr=False)
+    """``None``: no ledger (``BRIDGE_LEDGER_URL`` set empty)."""
 
     @property
     def auth_configured(self) -> bool:
@@ -196,6 +199,10 @@ SPECS.update(
         "BRIDGE_MINTSOFT_RATE": _Spec("mintsoft_rate", parse_rate, "Mintsoft requests per second"),
         "BRIDGE_MINTSOFT_TIMEZONE": _Spec(
             "mintsoft_timezone", parse_timezone, "zone of Mintsoft's date-times"
+        ),
+        # A secret: a PostgreSQL URL may hold a password (so no flag; env or _FILE only).
+        "BRIDGE_LEDGER_URL": _Spec(
+            "ledger_url", parse_ledger_url, "the ledger database URL (empty: no ledger)", True
         ),
     }
 )

@@ -141,6 +141,14 @@ def parse_max_age(name: str, raw: str) -> str:
     return value[:-1].lstrip("0") + value[-1]
 
 
+_AGE_SECONDS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def max_age_seconds(age: str) -> int:
+    """A :func:`parse_max_age` value in seconds (a month as 30 days, a year as 365)."""
+    return int(age[:-1]) * _AGE_SECONDS[age[-1]]
+
+
 def parse_optional_http_url(name: str, raw: str) -> str | None:
     return parse_http_url(name, raw) if raw.strip() else None
 
@@ -201,4 +209,21 @@ def parse_timezone(name: str, raw: str) -> str:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
         raise SettingsError(f"{name}={raw!r} is not a time zone: use e.g. Europe/London") from None
+    return value
+
+
+LEDGER_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
+
+
+def parse_ledger_url(name: str, raw: str) -> str | None:
+    """``sqlite:///path`` or ``postgresql://user@host:5432/db``; empty turns the ledger off."""
+    value = raw.strip()
+    if not value:
+        return None
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in LEDGER_SCHEMES or not rest.strip("/"):
+        raise SettingsError(
+            f"{name}={redact_url(value)!r} is not a ledger database URL: use "
+            "sqlite:///./var/ledger.sqlite3 or postgresql://user@host:5432/db (empty: no ledger)"
+        )
     return value
