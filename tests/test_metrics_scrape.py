@@ -66,7 +66,7 @@ def _missing(families: dict[str, str], seen: set[str]) -> list[str]:
 
 def test_every_exported_metric_is_scraped_after_traffic(tmp_path: Path) -> None:
     families = exported_families()
-    port, worker_port = free_port(), free_port()
+    port, worker_port, ledger_port = free_port(), free_port(), free_port()
     exchange = f"test.metrics.{os.getpid()}.{port}"
     subscribers = _subscribers(f"test-metrics-{port}")
     config = tmp_path / "subscribers.toml"
@@ -82,8 +82,10 @@ def test_every_exported_metric_is_scraped_after_traffic(tmp_path: Path) -> None:
         "BRIDGE_EXCHANGE": exchange,
         "BRIDGE_AMQP_URL": AMQP_URL,
         "BRIDGE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+        "BRIDGE_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
     }
     base, worker_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{worker_port}"
+    ledger_base = f"http://127.0.0.1:{ledger_port}"
     topology = receiver_topology(exchange, ArchiveRetention())  # serve and worker: archive on
     for name in subscribers:
         topology = topology + subscriber_topology(exchange, name, ("*",), (100,))
@@ -97,23 +99,30 @@ def test_every_exported_metric_is_scraped_after_traffic(tmp_path: Path) -> None:
                 worker_base + "/healthz",
             ),
             bridge_process(["serve"], env, base + "/healthz"),
+            bridge_process(
+                ["ledger", "--config", str(config), "--metrics-port", str(ledger_port)],
+                env,
+                ledger_base + "/healthz",
+            ),
         ):
             time.sleep(0.5)  # the worker's consumers start in the background
             _drive_receiver(base)
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 totals.clear()
-                for url in (base, worker_base):
+                for url in (base, worker_base, ledger_base):
                     status, text = http(url + "/metrics")
                     assert status == 200
                     seen |= _samples(text.decode(), totals)
-                if totals.get("bridge_worker_messages_total/dead_lettered", 0) > 0:
+                if totals.get("bridge_worker_messages_total/dead_lettered", 0) > 0 and (
+                    "bridge_undelivered_oldest_seconds" in seen
+                ):
                     break
                 time.sleep(0.2)
     finally:
         delete_declared(
             AMQP_URL,
-            tuple(q.name for q in topology.queues),
+            (*(q.name for q in topology.queues), exchange + ".deliveries"),
             tuple(e.name for e in topology.exchanges),
         )
     missing = _missing(families, seen)

@@ -18,6 +18,7 @@ from bridge.cli import (
     console,
     dlq,
     doctor,
+    ledger,
     serve,
     simulate,
     spool,
@@ -41,6 +42,7 @@ COMMANDS = (
     archive,
     sync,
     console,
+    ledger,
 )
 """Each module's ``register`` adds its command, in the order ``--help`` lists them."""
 

@@ -85,6 +85,8 @@ subscribers = Table(
     Column("events", Text, nullable=False),  # JSON list
     Column("clients", Text, nullable=False),  # JSON list; empty: every client
     Column("warehouses", Text, nullable=False),  # JSON list; empty: every warehouse
+    # When the ledger first knew it: older webhooks never count as undelivered for it.
+    Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 

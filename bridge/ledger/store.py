@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy import Connection, Engine, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from bridge.ledger.rows import Row
+from bridge.ledger.rows import Row, utc
 from bridge.ledger.schema import attempts, stream_offsets, subscribers, webhooks
 
 DELETE_CHUNK = 10_000
@@ -45,6 +45,12 @@ class SubscriberSpec:
         if self.clients and client_id not in self.clients:
             return False
         return not (self.warehouses and warehouse_id not in self.warehouses)
+
+
+@dataclass(frozen=True)
+class KnownSubscriber:
+    spec: SubscriberSpec
+    first_seen: datetime
 
 
 @dataclass
@@ -128,35 +134,47 @@ def stored_offsets(engine: Engine) -> dict[str, int]:
 
 
 def store_subscribers(engine: Engine, specs: Sequence[SubscriberSpec]) -> None:
-    """Replace the known subscribers with ``specs`` (the ``--config`` file's, as of now)."""
+    """Make the known subscribers ``specs`` (the ``--config`` file's, as of now); one seen
+    before keeps the time it was first seen."""
     now = datetime.now(UTC)
     with engine.begin() as connection:
-        connection.execute(delete(subscribers))
-        if specs:
+        names = [spec.name for spec in specs]
+        connection.execute(delete(subscribers).where(subscribers.c.name.not_in(names)))
+        for spec in specs:
+            statement = _insert(connection, subscribers).values(
+                name=spec.name,
+                events=orjson.dumps(list(spec.events)).decode(),
+                clients=orjson.dumps(list(spec.clients)).decode(),
+                warehouses=orjson.dumps(list(spec.warehouses)).decode(),
+                first_seen=now,
+                updated_at=now,
+            )
+            excluded = statement.excluded
             connection.execute(
-                subscribers.insert(),
-                [
-                    {
-                        "name": spec.name,
-                        "events": orjson.dumps(list(spec.events)).decode(),
-                        "clients": orjson.dumps(list(spec.clients)).decode(),
-                        "warehouses": orjson.dumps(list(spec.warehouses)).decode(),
-                        "updated_at": now,
-                    }
-                    for spec in specs
-                ],
+                statement.on_conflict_do_update(
+                    index_elements=["name"],
+                    set_={
+                        "events": excluded.events,
+                        "clients": excluded.clients,
+                        "warehouses": excluded.warehouses,
+                        "updated_at": excluded.updated_at,
+                    },
+                )
             )
 
 
-def known_subscribers(connection: Connection) -> list[SubscriberSpec]:
+def known_subscribers(connection: Connection) -> list[KnownSubscriber]:
     """The subscribers the last ``ledger --config`` stored, by name."""
     rows = connection.execute(select(subscribers).order_by(subscribers.c.name))
     return [
-        SubscriberSpec(
-            row.name,
-            tuple(orjson.loads(row.events)),
-            tuple(orjson.loads(row.clients)),
-            tuple(orjson.loads(row.warehouses)),
+        KnownSubscriber(
+            SubscriberSpec(
+                row.name,
+                tuple(orjson.loads(row.events)),
+                tuple(orjson.loads(row.clients)),
+                tuple(orjson.loads(row.warehouses)),
+            ),
+            utc(row.first_seen),
         )
         for row in rows
     ]
