@@ -24,6 +24,7 @@ from bridge.cli import (
     spool,
     sync,
     topology,
+    trace,
     worker,
 )
 from bridge.cli.common import EXIT_USAGE, Parser, UsageError, settings_flags
@@ -43,6 +44,7 @@ COMMANDS = (
     sync,
     console,
     ledger,
+    trace,
 )
 """Each module's ``register`` adds its command, in the order ``--help`` lists them."""
 

@@ -13,7 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, exists, func, or_, select
+from sqlalchemy.exc import SQLAlchemyError
 
+from bridge.ledger.database import open_reader, unreachable
 from bridge.ledger.rows import utc
 from bridge.ledger.schema import attempts, webhooks
 from bridge.ledger.states import SETTLED_OUTCOMES, State, state_of
@@ -102,6 +104,18 @@ class Trace:
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def trace_order(url: str, query: str) -> Trace:
+    """:func:`trace` on the ledger at ``url``, opened for this one question; a
+    :class:`~bridge.errors.CommandError` (one line, no password) when it cannot be read."""
+    engine = open_reader(url)
+    try:
+        return trace(engine, query)
+    except SQLAlchemyError as exc:
+        raise unreachable(url, exc) from None
+    finally:
+        engine.dispose()
 
 
 def trace(engine: Engine, query: str) -> Trace:
