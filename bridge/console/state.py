@@ -10,6 +10,7 @@ from bridge.amqp.topology import ArchiveRetention
 from bridge.console.auth import Sessions
 from bridge.console.jobs import Jobs
 from bridge.console.sources import ArchiveSummaryCache
+from bridge.ledger.queries import LedgerReader
 from bridge.worker.subscribers import Subscriber
 
 
@@ -27,6 +28,8 @@ class Console:
     sessions: Sessions = field(default_factory=Sessions)
     jobs: Jobs = field(default_factory=Jobs)
     archive_cache: ArchiveSummaryCache = field(default_factory=ArchiveSummaryCache)
+    ledger: LedgerReader | None = None
+    """The order lookup's source (``BRIDGE_LEDGER_URL``); ``None``: it scans the archive."""
 
     def subscriber(self, name: str) -> Subscriber:
         for sub in self.subscribers:

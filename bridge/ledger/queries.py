@@ -7,10 +7,11 @@ Raises SQLAlchemy's errors; callers turn them into one line.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, and_, exists, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,6 +21,8 @@ from bridge.ledger.rows import utc
 from bridge.ledger.schema import attempts, webhooks
 from bridge.ledger.states import SETTLED_OUTCOMES, State, state_of
 from bridge.ledger.store import KnownSubscriber, known_subscribers
+
+T = TypeVar("T")
 
 MAX_WEBHOOKS = 200
 """A trace shows at most this many webhooks (the newest): an order has a handful."""
@@ -55,6 +58,7 @@ class WebhookTrace:
     source: str | None
     bytes: int | None
     subscribers: tuple[SubscriberTrace, ...]
+    stream_offset: int | None = None  # in the archive (the console links to the webhook)
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,32 @@ class Trace:
 
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class LedgerReader:
+    """The ledger for a long-running reader (the console): opened on first use, kept, and
+    opened again after a failure; every answer or a one-line :class:`CommandError`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+
+    def _ask(self, question: Callable[[Engine], T]) -> T:
+        try:
+            if self._engine is None:
+                self._engine = open_reader(self.url)
+            return question(self._engine)
+        except SQLAlchemyError as exc:
+            self.close()
+            raise unreachable(self.url, exc) from None
+
+    async def trace(self, query: str) -> Trace:
+        return await asyncio.to_thread(self._ask, lambda engine: trace(engine, query))
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
 
 def trace_order(url: str, query: str) -> Trace:
@@ -181,6 +211,7 @@ def _webhook(row: Any, tried: list[Any], known: list[KnownSubscriber]) -> Webhoo
         received_at=utc(row.received_at),
         source=row.source,
         bytes=row.bytes,
+        stream_offset=row.stream_offset,
         subscribers=_subscribers(
             tried, known, lambda s: s.takes(row.event, row.client_id, row.warehouse_id)
         ),
