@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from bridge.core.records import Outcome, deliveries_stream
 from bridge.ledger.database import open_writer
 from bridge.ledger.indexer import Indexer
 from bridge.ledger.schema import attempts, stream_offsets, webhooks
+from bridge.ledger.store import current_at
 from tests.conftest import AMQP_URL, BrokerProbe
 from tests.support.ledger_streams import (
     Streams,
@@ -24,6 +26,11 @@ from tests.support.ledger_streams import (
     stream_names,
     webhook_headers,
 )
+
+
+def current(engine: Engine, stream: str) -> datetime | None:
+    with engine.connect() as connection:
+        return current_at(connection, stream)
 
 
 def count(engine: Engine, table: Any) -> int:
@@ -70,8 +77,11 @@ async def test_webhooks_and_records_become_rows_once(
     await streams.records(record(f"msg-{n}", order_id=str(1000 + n)) for n in range(40))
     await streams.raw_record(b"{not json")
     await streams.raw_record(b'{"v": 1, "record_id": ""}')
+    published = datetime.now(UTC)
     async with indexing(engine, exchange, ledger_db, batch_rows=7):
         await wait_for(lambda: count(engine, webhooks) == 30 and count(engine, attempts) == 40)
+        # Idle and attached, it records that it holds everything appended until now.
+        await wait_for(lambda: (current(engine, exchange + ".archive") or published) > published)
     with engine.connect() as connection:
         rows = {r.stream: r for r in connection.execute(select(stream_offsets))}
     deliveries = rows[deliveries_stream(exchange)]

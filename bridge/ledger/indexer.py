@@ -52,6 +52,7 @@ from bridge.ledger.rows import SKIP, record_row, stream_offset, webhook_row
 from bridge.ledger.store import (
     Batch,
     SubscriberSpec,
+    mark_current,
     remove_before,
     store_subscribers,
     stored_offsets,
@@ -64,6 +65,8 @@ BATCH_ROWS = 500
 BATCH_SECONDS = 0.2
 PREFETCH = 2000
 """Stream consumers need a prefetch; acks (after each batch's commit) give credit back."""
+IDLE_MARK = 2.0
+"""Seconds without a message after which the indexer records that it is caught up."""
 RETENTION_INTERVAL = 600.0
 UNDELIVERED_INTERVAL = 15.0
 SPOOL_LOOKBACK = timedelta(hours=1)
@@ -191,7 +194,11 @@ class Indexer:
     async def _batches(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         while not stop.is_set() and self._fatal is None:
-            item = await self._inbox.get()
+            try:
+                item = await asyncio.wait_for(self._inbox.get(), IDLE_MARK)
+            except TimeoutError:
+                await self._mark_current()
+                continue
             if item is _WAKE:
                 continue
             batch = Batch()
@@ -217,6 +224,17 @@ class Indexer:
             if self._inbox.empty():
                 self._idle_since = time.monotonic()
 
+    async def _mark_current(self) -> None:
+        """Nothing arrived for :data:`IDLE_MARK` seconds while attached: the ledger holds
+        every message appended until a moment ago (what sync checks before trusting it)."""
+        if not self._linked or not self._inbox.empty():
+            return
+        at = datetime.now(UTC) - timedelta(seconds=IDLE_MARK)
+        try:
+            await self._db(mark_current, self.engine, list(self._streams), at)
+        except SQLAlchemyError as exc:
+            log.warning("could not record the ledger's progress (%s)", exc)
+
     def _take(
         self,
         item: tuple[str, DeliveredMessage],
@@ -234,7 +252,10 @@ class Indexer:
         if offset <= stream.seen:
             return  # sent again after a reconnect: already in a batch
         stream.seen = offset
-        batch.cover(name, offset)
+        stamp = message.header.properties.timestamp
+        if stamp is not None:  # whole seconds, so "current" errs on the early side
+            stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+        batch.cover(name, offset, stamp)
         try:
             row = stream.to_row(message)
         except RecordError as exc:

@@ -20,7 +20,7 @@ from bridge.ledger.database import open_reader, unreachable
 from bridge.ledger.rows import utc
 from bridge.ledger.schema import attempts, webhooks
 from bridge.ledger.states import SETTLED_OUTCOMES, State, state_of
-from bridge.ledger.store import KnownSubscriber, known_subscribers
+from bridge.ledger.store import KnownSubscriber, current_at, known_subscribers
 
 T = TypeVar("T")
 
@@ -129,6 +129,14 @@ class LedgerReader:
 
     async def trace(self, query: str) -> Trace:
         return await asyncio.to_thread(self._ask, lambda engine: trace(engine, query))
+
+    async def arrived(
+        self, archive: str, since: datetime, until: datetime
+    ) -> set[tuple[str, str]] | None:
+        """:func:`arrived`, in a thread."""
+        return await asyncio.to_thread(
+            self._ask, lambda engine: arrived(engine, archive, since, until)
+        )
 
     def close(self) -> None:
         if self._engine is not None:
@@ -246,10 +254,17 @@ def _subscribers(
     return tuple(result)
 
 
-def arrived(engine: Engine, since: datetime, until: datetime) -> set[tuple[str, str]]:
+def arrived(
+    engine: Engine, archive: str, since: datetime, until: datetime
+) -> set[tuple[str, str]] | None:
     """The (event, order id) of every webhook received in ``[since, until)``: what sync
-    needs to know arrived (an indexed range on ``received_at``)."""
+    needs to know arrived (an indexed range on ``received_at``). ``None`` when the ledger
+    is not yet current through ``until`` for the stream ``archive`` (its indexer behind or
+    stopped): then it cannot say what is missing."""
     with engine.connect() as connection:
+        current = current_at(connection, archive)
+        if current is None or current < until:
+            return None
         rows = connection.execute(
             select(webhooks.c.event, webhooks.c.order_id).where(
                 webhooks.c.received_at >= since,

@@ -98,6 +98,9 @@ stream_offsets = Table(
     # Rows the unique keys turned away: 0 unless offsets were not kept with their rows.
     Column("duplicates", BigInteger, nullable=False, default=0),
     Column("malformed", BigInteger, nullable=False, default=0),
+    # Every message the stream had before this time is in the ledger (the newest written
+    # message's time while busy, now while idle): what sync checks before trusting it.
+    Column("current_at", DateTime(timezone=True)),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 

@@ -62,12 +62,16 @@ class Batch:
     attempts: list[Row] = field(default_factory=list)
     offsets: dict[str, int] = field(default_factory=dict)
     malformed: Counter[str] = field(default_factory=Counter)
+    newest: dict[str, datetime] = field(default_factory=dict)
+    """Per stream, the time of the newest message in the batch (when it has one)."""
 
     def __len__(self) -> int:
         return len(self.webhooks) + len(self.attempts)
 
-    def cover(self, stream: str, offset: int) -> None:
+    def cover(self, stream: str, offset: int, at: datetime | None = None) -> None:
         self.offsets[stream] = max(offset, self.offsets.get(stream, -1))
+        if at is not None and (stream not in self.newest or at > self.newest[stream]):
+            self.newest[stream] = at
 
 
 def _insert(connection: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -109,21 +113,50 @@ def write_batch(engine: Engine, batch: Batch, streams: dict[str, str]) -> int:
                 last_offset=offset,
                 duplicates=duplicates[stream],
                 malformed=batch.malformed[stream],
+                current_at=batch.newest.get(stream),
                 updated_at=now,
             )
             excluded = statement.excluded
+            changes = {
+                "last_offset": excluded.last_offset,
+                "duplicates": stream_offsets.c.duplicates + excluded.duplicates,
+                "malformed": stream_offsets.c.malformed + excluded.malformed,
+                "updated_at": excluded.updated_at,
+            }
+            if stream in batch.newest:
+                changes["current_at"] = excluded.current_at
             connection.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["stream"],
-                    set_={
-                        "last_offset": excluded.last_offset,
-                        "duplicates": stream_offsets.c.duplicates + excluded.duplicates,
-                        "malformed": stream_offsets.c.malformed + excluded.malformed,
-                        "updated_at": excluded.updated_at,
-                    },
-                )
+                statement.on_conflict_do_update(index_elements=["stream"], set_=changes)
             )
     return sum(duplicates.values())
+
+
+def mark_current(engine: Engine, streams: Sequence[str], at: datetime) -> None:
+    """Record that every message of ``streams`` appended before ``at`` is in the ledger
+    (the indexer, idle and attached, has seen their ends)."""
+    with engine.begin() as connection:
+        for stream in streams:
+            statement = _insert(connection, stream_offsets).values(
+                stream=stream,
+                last_offset=-1,
+                duplicates=0,
+                malformed=0,
+                current_at=at,
+                updated_at=at,
+            )
+            connection.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["stream"], set_={"current_at": statement.excluded.current_at}
+                )
+            )
+
+
+def current_at(connection: Connection, stream: str) -> datetime | None:
+    """The :func:`mark_current` / batch time of ``stream``; ``None`` when never indexed."""
+    found = connection.execute(
+        select(stream_offsets.c.current_at).where(stream_offsets.c.stream == stream)
+    ).scalar_one_or_none()
+    return None if found is None else utc(found)
 
 
 def stored_offsets(engine: Engine) -> dict[str, int]:
