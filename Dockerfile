@@ -9,7 +9,7 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/mintsoft-bridge
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY bridge ./bridge
 # Bytecode is compiled here because the running container's root filesystem is read-only.
 RUN /opt/mintsoft-bridge/bin/pip install --compile . \

@@ -56,7 +56,7 @@ pytest: install-dev broker browser
 	$(BIN)/pytest
 	BRIDGE_PUBLISH_PATH=public $(BIN)/pytest $(PUBLIC_PATH_TESTS)
 
-# The console's screenshots in docs/console/ (README, "Console"), taken by its browser tests.
+# The console's screenshots in docs/console/ (docs/console.md), taken by its browser tests.
 screenshots: install-dev broker browser
 	BRIDGE_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/test_console_browser.py
 

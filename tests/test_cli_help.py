@@ -1,20 +1,19 @@
 """The command line as users meet it: each command's --help offers its own options first and
-only the settings it reads, secrets are never flags, and every command line the README shows
-parses (so the README cannot drift from the CLI)."""
+only the settings it reads, secrets are never flags, and every command line the README and the
+docs/ pages show parses (so the documentation cannot drift from the CLI)."""
 
 from __future__ import annotations
 
 import argparse
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 
 from bridge.cli import build_parser, main
 from bridge.core.settings import SPECS, flag_name
+from tests.support.docs import pages
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 SECRETS = [name for name, spec in SPECS.items() if spec.secret]
 
 
@@ -96,7 +95,7 @@ def test_help_shows_own_options_first_and_only_the_settings_read(
         assert 0 < text.index(own + " ") < (settings_at if settings_at > 0 else len(text))
 
 
-# --- the README's command lines ---------------------------------------------------------
+# --- the documentation's command lines (README.md and docs/*.md) ------------------------
 
 _SHELL_STOP = {"|", "||", "&&", ";", ">", ">>", "2>", "&"}
 
@@ -134,22 +133,29 @@ def _argv(line: str) -> list[str]:
     return words
 
 
-def test_the_readme_shows_command_lines() -> None:
-    lines = _command_lines(README.read_text())
-    assert len(lines) >= 10, lines
+def _lines_by_page() -> dict[str, list[str]]:
+    return {path.name: _command_lines(path.read_text()) for path in pages()}
+
+
+def test_the_documentation_shows_command_lines() -> None:
+    by_page = _lines_by_page()
+    lines = [line for page_lines in by_page.values() for line in page_lines]
+    assert len(lines) >= 40, lines
+    assert len(by_page["README.md"]) >= 6, by_page["README.md"]
     assert any(line.startswith("mintsoft-bridge dlq replay erp --limit") for line in lines)
+    assert sum(1 for page_lines in by_page.values() if page_lines) >= 10
 
 
-def test_every_command_line_in_the_readme_parses() -> None:
+def test_every_command_line_in_the_documentation_parses() -> None:
     failures = []
-    for line in _command_lines(README.read_text()):
-        argv = _argv(line)
-        try:
-            build_parser().parse_args(argv)
-        except SystemExit as exited:  # --help exits 0
-            if exited.code != 0:
-                failures.append(line)
-    assert not failures, f"README command lines the CLI refuses: {failures}"
+    for name, lines in _lines_by_page().items():
+        for line in lines:
+            try:
+                build_parser().parse_args(_argv(line))
+            except SystemExit as exited:  # --help exits 0
+                if exited.code != 0:
+                    failures.append(f"{name}: {line}")
+    assert not failures, f"documented command lines the CLI refuses: {failures}"
 
 
 def _flag_spans(text: str) -> list[list[str]]:
@@ -173,11 +179,11 @@ def _flag_spans(text: str) -> list[list[str]]:
     return spans
 
 
-def test_every_flag_named_next_to_a_command_in_the_readme_exists() -> None:
-    groups = _flag_spans(README.read_text())
-    assert len(groups) >= 12
+def test_every_flag_named_next_to_a_command_in_the_documentation_exists() -> None:
+    groups = [(path.name, spans) for path in pages() for spans in _flag_spans(path.read_text())]
+    assert len(groups) >= 20
     missing = []
-    for spans in groups:
+    for name, spans in groups:
         words = [w for w in spans[0].split() if not w.startswith("-")]
         parser, _ = _leaf(words)
         options = set(parser._option_string_actions)
@@ -186,11 +192,11 @@ def test_every_flag_named_next_to_a_command_in_the_readme_exists() -> None:
         for span in spans:
             for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*", span):
                 if flag not in options:
-                    missing.append(f"{spans[0]}: {flag}")
+                    missing.append(f"{name}: {spans[0]}: {flag}")
     assert not missing, missing
 
 
-def test_the_readme_check_can_fail() -> None:
+def test_the_documentation_check_can_fail() -> None:
     assert _argv("mintsoft-bridge dlq list erp --no-such-flag | head") == [
         "dlq",
         "list",

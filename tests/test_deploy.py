@@ -121,6 +121,11 @@ def test_dockerignore_keeps_the_context_small() -> None:
     lines = (ROOT / ".dockerignore").read_text().splitlines()
     assert lines[[line.strip() for line in lines].index("*")] == "*"
     assert "!bridge/" in lines and "!pyproject.toml" in lines
+    # Every file let into the context exists (a missing LICENSE would leave the wheel without it).
+    allowed = [line[1:].rstrip("/") for line in lines if line.startswith("!")]
+    assert all((ROOT / name).exists() for name in allowed), allowed
+    copied = re.search(r"^COPY pyproject\.toml (.*) \./$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert copied is not None and "LICENSE" in copied.group(1).split()
 
 
 # --- kubernetes ------------------------------------------------------------------------
@@ -225,7 +230,9 @@ def test_the_bridge_statefulset_is_probed_hardened_and_keeps_its_spool() -> None
 
 
 def test_worker_configmap_carries_the_example_subscribers() -> None:
-    configmap = _by_kind("ConfigMap")
+    configmap = next(
+        d for _, d in MANIFESTS if d["kind"] == "ConfigMap" and "subscribers.toml" in d["data"]
+    )
     assert configmap["data"]["subscribers.toml"] == SUBSCRIBERS_EXAMPLE.read_text()
     worker = next(d for _, d in MANIFESTS if d["metadata"]["name"] == "mintsoft-bridge-worker")[
         "spec"
@@ -234,6 +241,102 @@ def test_worker_configmap_carries_the_example_subscribers() -> None:
         v.get("configMap", {}).get("name") == configmap["metadata"]["name"]
         for v in worker["volumes"]
     )
+
+
+SECRET_EXAMPLE = KUBERNETES / "secret.example.yaml"
+
+
+def _pods() -> list[tuple[str, dict[str, Any]]]:
+    """(file, pod spec) of every workload."""
+    return [
+        (name, d["spec"]["template"]["spec"])
+        for name, d in MANIFESTS
+        if d["kind"] in {"Deployment", "StatefulSet"}
+    ]
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def _secret_keys_read(secret: str) -> dict[str, set[str]]:
+    """Per manifest file, the keys of Secret ``secret`` its pods read: a ``_FILE`` setting
+    pointing into the Secret's mount, or a ``secretKeyRef``."""
+    read: dict[str, set[str]] = {}
+    for name, pod in _pods():
+        volumes = {
+            v["name"]
+            for v in pod.get("volumes", [])
+            if v.get("secret", {}).get("secretName") == secret
+        }
+        for container in pod["containers"]:
+            mounts = [
+                m["mountPath"] for m in container.get("volumeMounts", []) if m["name"] in volumes
+            ]
+            for value in _env(container).values():
+                if isinstance(value, str):
+                    keys = [value[len(m) + 1 :] for m in mounts if value.startswith(m + "/")]
+                elif (
+                    isinstance(value, dict) and value.get("secretKeyRef", {}).get("name") == secret
+                ):
+                    keys = [value["secretKeyRef"]["key"]]
+                else:
+                    keys = []
+                read.setdefault(name, set()).update(keys)
+    return read
+
+
+def _secret_example_keys() -> tuple[set[str], set[str]]:
+    """The keys of the example Secret, and those its `kubectl create secret` commands make."""
+    text = SECRET_EXAMPLE.read_text()
+    document = yaml.safe_load(text)
+    created = set(re.findall(r"--from-literal=([\w.-]+)=", text))
+    return set(document["stringData"]), created
+
+
+def _missing(read: dict[str, set[str]], present: set[str]) -> list[str]:
+    return sorted(f"{name}: {key}" for name, keys in read.items() for key in keys - present)
+
+
+def test_every_secret_key_a_manifest_reads_is_in_the_secret_and_its_commands() -> None:
+    read = _secret_keys_read("mintsoft-bridge")
+    assert "mintsoft-api-key" in read["sync.yaml"]
+    in_example, created = _secret_example_keys()
+    assert not _missing(read, in_example), "secret.example.yaml lacks keys"
+    # The commands the docs say to run: a key they do not create stops that pod (exit 2).
+    assert not _missing(read, created), "secret.example.yaml's commands do not create keys"
+    assert _missing(read, created - {"mintsoft-api-key"}) == ["sync.yaml: mintsoft-api-key"]
+
+
+def test_settings_come_from_configmaps_that_exist() -> None:
+    configmaps = {
+        d["metadata"]["name"]: d["data"] for _, d in MANIFESTS if d["kind"] == "ConfigMap"
+    }
+    referenced = 0
+    for name, pod in _pods():
+        for container in pod["containers"]:
+            env = _env(container)
+            # The URL Mintsoft calls differs per installation: never hard-coded in a manifest.
+            assert not isinstance(env.get("BRIDGE_PUBLIC_URL", {}), str), name
+            for value in env.values():
+                ref = value.get("configMapKeyRef") if isinstance(value, dict) else None
+                if ref:
+                    referenced += 1
+                    assert ref["key"] in configmaps.get(ref["name"], {}), (name, ref)
+    assert referenced >= 1
+    kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
+    assert "settings.yaml" in kustomization["resources"]
+
+
+def test_sync_registers_the_credentials_the_receiver_accepts() -> None:
+    def credential_files(file: str) -> set[str]:
+        [(_, pod)] = [(n, p) for n, p in _pods() if n == file]
+        env = _env(pod["containers"][0])
+        return {k for k in env if k in {"BRIDGE_API_KEYS_FILE", "BRIDGE_AUTH_HEADERS_FILE"}}
+
+    receiver = credential_files("bridge-statefulset.yaml")
+    assert receiver == {"BRIDGE_API_KEYS_FILE", "BRIDGE_AUTH_HEADERS_FILE"}
+    assert credential_files("sync.yaml") == receiver
 
 
 # --- rabbitmq definitions ---------------------------------------------------------------
@@ -490,6 +593,58 @@ def test_receiver_metrics_have_their_own_port_in_every_deployment() -> None:
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     job = next(j for j in config["scrape_configs"] if j["job_name"] == "mintsoft-bridge")
     assert job["static_configs"][0]["targets"] == [f"127.0.0.1:{compose_port}"]
+
+
+def _unit_environment(text: str) -> dict[str, str]:
+    """The unit's own ``Environment=NAME=value`` lines (configparser keeps only the last)."""
+    return dict(re.findall(r"^Environment=(\w+)=(\S*)$", text, re.MULTILINE))
+
+
+def _expand(word: str, env: dict[str, str]) -> str:
+    """systemd's ``${NAME}`` in an ExecStart word."""
+    return re.sub(r"\$\{(\w+)\}", lambda m: env[m.group(1)], word)
+
+
+def _metrics_ports_on_one_host() -> dict[str, int]:
+    """The metrics port of every process the systemd examples run on one host: the
+    receiver, sync, and a worker per instance (the first without an instance file, one more
+    per worker-*.env.example)."""
+    systemd = DEPLOY / "systemd"
+    shared = _env_file(systemd / "bridge.env.example")
+    instances: dict[str, dict[str, str]] = {"first": {}} | {
+        path.name.removesuffix(".env.example"): _env_file(path)
+        for path in sorted(systemd.glob("worker-*.env.example"))
+    }
+    ports: dict[str, int] = {}
+    for unit in UNITS:
+        text = unit.read_text()
+        [exec_start] = re.findall(r"^ExecStart=(.*)$", text, re.MULTILINE)
+        for instance, own in instances.items() if "@" in unit.name else [("", {})]:
+            env = _unit_environment(text) | shared | own  # later EnvironmentFile= lines win
+            flag = re.search(r"--metrics-port (\S+)", exec_start)
+            port = env["BRIDGE_METRICS_PORT"] if flag is None else _expand(flag.group(1), env)
+            ports[f"{unit.name} {instance}".strip()] = int(port)
+    return ports
+
+
+def test_no_two_processes_on_one_host_share_a_metrics_port() -> None:
+    ports = _metrics_ports_on_one_host()
+    assert len(ports) >= 4, ports  # receiver, sync, two workers
+    by_port: dict[int, list[str]] = {}
+    for process, port in ports.items():
+        by_port.setdefault(port, []).append(process)
+    assert all(len(processes) == 1 for processes in by_port.values()), by_port
+    # The scrape configuration reaches the receiver, the first worker and sync where they are.
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    targets = {
+        job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]
+    }
+    assert targets["mintsoft-bridge"] == [f"127.0.0.1:{ports['mintsoft-bridge.service']}"]
+    assert (
+        f"127.0.0.1:{ports['mintsoft-bridge-worker@.service first']}"
+        in (targets["mintsoft-bridge-worker"])
+    )
+    assert targets["mintsoft-bridge-sync"] == [f"127.0.0.1:{ports['mintsoft-bridge-sync.service']}"]
 
 
 def test_stop_timeouts_cover_the_shutdown_drain() -> None:

@@ -1,6 +1,6 @@
-"""The README's Kubernetes steps and the files' comments give one order (the RabbitMQ
-cluster, then the Secret from its default user, then ``kubectl apply -k``) and one tool
-(kubectl, with its built-in kustomize)."""
+"""The documented Kubernetes steps (docs/operations.md) and the files' comments give one order
+(the RabbitMQ cluster, then the Secret from its default user, then ``kubectl apply -k``) and
+one tool (kubectl, with its built-in kustomize)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ from pathlib import Path
 
 import yaml
 
+from tests.support.docs import page, section
+
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"
 
 
 def _readme_steps() -> list[str]:
-    section = ROOT.joinpath("README.md").read_text().split("### Kubernetes", 1)[1]
-    section = section.split("\n### ", 1)[0]
-    [block] = re.findall(r"```sh\n(.*?)```", section, re.S)
+    kubernetes = section(page("operations.md"), "## Kubernetes")
+    [block] = re.findall(r"```sh\n(.*?)```", kubernetes, re.S)
     return [line.strip() for line in block.splitlines() if line.strip()]
 
 

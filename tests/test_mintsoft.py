@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import main
+from tests.support.docs import page
 from tests.support.fake_mintsoft import FakeMintsoft, Scripted
-
-README = Path(__file__).resolve().parent.parent / "README.md"
 
 MS_KEY = "ms-key-7d1c2a"
 PUBLIC = "https://bridge.example.com"
@@ -172,8 +171,8 @@ def test_retries_are_bounded_and_the_error_says_what_mintsoft_answered(
         Scripted(503, {"Message": "Down for maintenance"}, {"Retry-After": "0"}) for _ in range(9)
     )
     assert main(["connect-actions", "20285"]) == 1
-    # The README: "retried up to 4 times", i.e. 5 requests in all.
-    assert "retried up to 4 times" in " ".join(README.read_text().split())
+    # docs/mintsoft.md: "retried up to 4 times", i.e. 5 requests in all.
+    assert "retried up to 4 times" in " ".join(page("mintsoft.md").split())
     assert len(with_key.of("PUT")) == 5
     err = capsys.readouterr().err
     assert "503" in err and "Down for maintenance" in err and "5 attempts" in err

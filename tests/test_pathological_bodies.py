@@ -112,7 +112,7 @@ def test_concurrent_10_mib_pathological_bodies_keep_rss_bounded_and_healthz_answ
     )
     assert set(statuses) <= CONTRACT_CODES, statuses
     # The empty objects are JSON (200); the deep nesting is past the parser's depth limit
-    # and so "not JSON" (400, quarantined): see README "Receiver hardening".
+    # and so "not JSON" (400, quarantined): see docs/security.md, "Receiver hardening".
     assert statuses == [200, 400] * 2 * rounds, statuses
     assert peak_kb < RSS_LIMIT_KB, f"peak RSS {peak_kb // 1024} MiB"
     assert latencies, "/healthz was never asked"

@@ -1,5 +1,5 @@
-"""The plain-host install the README and the systemd unit describe: the wheel built from the
-checkout installs into a fresh virtual environment and runs, and both units read one shared
+"""The plain-host install docs/operations.md and the systemd unit describe: the wheel built
+from the checkout installs into a fresh virtual environment and runs, and both units read one shared
 settings file (plus an optional per-instance one for workers), with examples that parse."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bridge.core.settings import SPECS, load_settings
+from tests.support.docs import page, section
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD = ROOT / "deploy" / "systemd"
@@ -82,9 +83,9 @@ def test_the_install_steps_need_no_package_index_entry() -> None:
     steps = _install_steps()
     assert len(steps) == 3, steps
     assert not any(re.search(r"pip install mintsoft-bridge\b", step) for step in steps)
-    text = " ".join(ROOT.joinpath("README.md").read_text().split())
+    text = " ".join(section(page("operations.md"), "## A plain Linux host: systemd").split())
     for step in steps:
-        assert step in text, f"README lacks the unit's install step {step!r}"
+        assert step in text, f"docs/operations.md lacks the unit's install step {step!r}"
 
 
 @pytest.mark.timeout(600)

@@ -1,1 +1,1 @@
-"""Example handlers for ``worker --config`` (see README, "Subscribers and handlers")."""
+"""Example handlers for ``worker --config`` (see docs/subscribers.md)."""

@@ -36,7 +36,8 @@ from bridge.mintsoft.urls import require_https
 
 REQUEST_TIMEOUT = 30.0
 RETRIES = 4
-"""A 429, a 5xx or a failed connection is retried up to this many times (the README says so)."""
+"""A 429, a 5xx or a failed connection is retried up to this many times (as docs/mintsoft.md
+says)."""
 ATTEMPTS = RETRIES + 1
 MAX_RETRY_AFTER = 30.0
 """Longest ``Retry-After`` honoured; asked to wait longer, the command gives up and says so."""

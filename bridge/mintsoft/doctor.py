@@ -54,7 +54,7 @@ def _unknown_variables() -> list[Check]:
     valid = list(SPECS) + [v + "_FILE" for v in SPECS]
     for name in unknown_variables():
         guess = difflib.get_close_matches(name, valid, n=1)
-        fix = f"rename it to {guess[0]}" if guess else "remove it (see README, Settings)"
+        fix = f"rename it to {guess[0]}" if guess else "remove it (see docs/configuration.md)"
         checks.append(Check(f"variable {name}", False, "is set but means nothing", fix))
     return checks
 
