@@ -1,7 +1,8 @@
-"""``make run``, started as a newcomer would: serve, the demo worker and the console come up
-on the ports of BRIDGE_PORT / BRIDGE_CONSOLE_PORT, a posted webhook is handled by the demo
-worker, the console signs in with the printed development password, and one Ctrl-C (SIGINT
-to the terminal's process group) stops all three."""
+"""``make run``, started as a newcomer would: serve, the demo worker, the ledger and the
+console come up on the ports of BRIDGE_PORT / BRIDGE_CONSOLE_PORT, a posted webhook is
+handled by the demo worker and indexed by the ledger, the console signs in with the printed
+development password, and one Ctrl-C (SIGINT to the terminal's process group) stops all
+four."""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ def _environment(
         BRIDGE_AMQP_URL=AMQP_URL,
         BRIDGE_SPOOL_PATH=str(tmp_path / "spool.sqlite3"),
         BRIDGE_SYNC_STATE_PATH=str(tmp_path / "sync.sqlite3"),
+        BRIDGE_LEDGER_URL=f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
     )
     env.pop("MAKEFLAGS", None)
     # The demo subscriber under a name of its own: the broker is shared with other tests.
@@ -76,6 +78,7 @@ def _cleanup(exchange: str, demo: str) -> None:
         (
             *queues,
             exchange + ".archive",
+            exchange + ".deliveries",
             demo,
             f"{demo}.dlq",
             *(f"{demo}.retry.{i}" for i in range(4)),
@@ -119,6 +122,22 @@ def test_make_run_serves_handles_and_stops_on_one_ctrl_c(tmp_path: Path) -> None
         while "despatched webhook for order 20285" not in log.read_text():
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
+        # The ledger indexed it: trace finds the order.
+        assert "trace 20285" in banner
+        deadline = time.monotonic() + 30
+        while True:
+            traced = subprocess.run(
+                [str(ROOT / ".venv" / "bin" / "mintsoft-bridge"), "trace", "20285", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            if traced.returncode == 0:
+                break
+            assert time.monotonic() < deadline, traced.stdout + traced.stderr
+            time.sleep(0.2)
+        assert '"event": "despatched"' in traced.stdout
         # The console is up and asks for a sign-in.
         status, page = http(f"http://127.0.0.1:{console_port}/login")
         assert status == 200 and b'type="password"' in page
@@ -130,7 +149,7 @@ def test_make_run_serves_handles_and_stops_on_one_ctrl_c(tmp_path: Path) -> None
             os.killpg(make.pid, signal.SIGKILL)
             raise
         _cleanup(exchange, demo)
-    # Nothing of the three is left running.
+    # Nothing of the four is left running.
     leftover = subprocess.run(
         ["pgrep", "-g", str(make.pid)], capture_output=True, text=True, check=False
     )
@@ -159,4 +178,4 @@ def test_make_run_stops_the_others_when_one_cannot_start(tmp_path: Path) -> None
             _cleanup(exchange, demo)
     assert done.returncode != 0
     assert "BRIDGE_CONSOLE_HOST/PORT" in done.stderr + done.stdout
-    assert "one of the three failed (exit 2): stopping the others" in done.stderr
+    assert "one of the four failed (exit 2): stopping the others" in done.stderr

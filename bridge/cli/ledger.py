@@ -29,8 +29,9 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
     sub.add_argument(
         "--config",
         metavar="FILE",
-        help="the subscribers file (as for worker): the ledger then knows which subscribers "
-        "each webhook is for (waiting / not for it)",
+        action="append",
+        help="a subscribers file (as for worker; repeat it for each worker's file): the "
+        "ledger then knows which subscribers each webhook is for (waiting / not for it)",
     )
 
 
@@ -49,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if args.config is not None:
         specs = [
             SubscriberSpec(s.name, EVENTS if "*" in s.events else s.events, s.clients, s.warehouses)
-            for s in load_subscribers(args.config)
+            for path in args.config
+            for s in load_subscribers(path)
         ]
     run_async(run_ledger(settings, specs))
     return 0
