@@ -85,6 +85,8 @@ def _insert_new(connection: Connection, table: Table, key: str, rows: list[Row])
     """Insert ``rows`` but those whose ``key`` exists; how many were turned away."""
     if not rows:
         return 0
+    if connection.dialect.name == "postgresql":
+        return _insert_new_postgresql(connection, table, key, rows)
     statement = (
         _insert(connection, table)
         .on_conflict_do_nothing(index_elements=[key])
@@ -92,6 +94,28 @@ def _insert_new(connection: Connection, table: Table, key: str, rows: list[Row])
     )
     written = connection.execute(statement, rows).all()
     return len(rows) - len(written)
+
+
+def _insert_new_postgresql(connection: Connection, table: Table, key: str, rows: list[Row]) -> int:
+    # One statement whatever the batch's size: a column of values per array, unnested by the
+    # server. (A multi-VALUES insert has a placeholder per value, and psycopg parses each of
+    # them: ten times slower at 500 rows.) The row count says exactly how many were new.
+    columns = [c for c in table.c if not c.primary_key]
+    casts = ", ".join(f"%s::{c.type.compile(dialect=connection.dialect)}[]" for c in columns)
+    names = ", ".join(c.name for c in columns)
+    sql = (
+        f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({casts}) "
+        f"ON CONFLICT ({key}) DO NOTHING"
+    )
+    arrays = tuple([row[c.name] for row in rows] for c in columns)
+    # Binary parameters: psycopg's text form escapes every array element (slow in Python).
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, arrays, binary=True)
+        written = int(cursor.rowcount)
+    finally:
+        cursor.close()
+    return len(rows) - written
 
 
 def write_batch(engine: Engine, batch: Batch, streams: dict[str, str]) -> int:
