@@ -12,7 +12,8 @@
    indexer's gauge is timed once over the whole table (its first, widest pass).
 3. Row sizes: database bytes per webhook and per attempt (tables with their indexes).
 
-PostgreSQL: a database of its own on 127.0.0.1:5432 (user postgres), dropped at the end;
+PostgreSQL: a database of its own on 127.0.0.1:5432 (user postgres; BRIDGE_TEST_PG_URL),
+dropped at the end;
 every stream it declares is deleted. Prints a summary and one JSON document.
 Targets (issue 21): lookup p99 <= 100 ms, ingest >= 10,000 rows/s, on both databases.
 """
@@ -36,7 +37,6 @@ from typing import Any
 
 import aiormq
 import orjson
-import psycopg
 from pamqp.commands import Basic
 from sqlalchemy import Engine, text
 
@@ -61,9 +61,9 @@ from bridge.ledger.database import open_writer
 from bridge.ledger.indexer import BATCH_ROWS, Indexer, deliveries_topology
 from bridge.ledger.queries import trace, undelivered_oldest
 from bridge.ledger.store import Batch, SubscriberSpec, store_subscribers, write_batch
+from tests.support.ledger_db import ledger_database
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 IN_FLIGHT = 500
 LOAD_BATCH = 5000
 Result = dict[str, Any]
@@ -71,17 +71,10 @@ Result = dict[str, Any]
 
 @contextlib.contextmanager
 def database(kind: str, directory: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{directory / f'ledger-{uuid.uuid4().hex[:6]}.sqlite3'}"
-        return
-    name = f"bench_ledger_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A fresh ledger URL: an SQLite file in ``directory``, or a PostgreSQL database of its
+    own (dropped afterwards), as the tests make them."""
+    with ledger_database(kind, directory / uuid.uuid4().hex[:6]) as url:
+        yield url
 
 
 # --- 1. ingest through the real indexer ---------------------------------------------------

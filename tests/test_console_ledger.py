@@ -16,7 +16,7 @@ from bridge.ledger.queries import LedgerReader
 from tests.console_helpers import console_state, sign_in
 from tests.support.ledger_streams import Streams
 from tests.test_ledger_indexer import streams
-from tests.test_ledger_trace import _five_states
+from tests.test_ledger_trace import FIVE_STATES, _five_states
 
 __all__ = ["streams"]
 
@@ -36,14 +36,7 @@ async def test_the_order_page_shows_each_subscriber_state_and_attempts(
         page = await (await client.get(f"/orders?q=SO-{order}")).text()
         missing = await (await client.get("/orders?q=no-such-order")).text()
     reader.close()
-    assert dict(_STATES.findall(page)) == {
-        "erp": "delivered",
-        "billing": "dead",
-        "ops": "retrying",
-        "crm": "waiting",
-        "wms": "not for it",
-        "returns": "not for it",
-    }
+    assert dict(_STATES.findall(page)) == FIVE_STATES
     assert "HTTPError: 500" in page and "#2 <b>delivered</b> 200" in page
     assert f"/subscribers/billing/dead-letters/msg-{order}" in page
     assert 'id="archive-scan-note"' not in page

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -17,22 +16,15 @@ from sqlalchemy import Engine, func, select
 
 from bridge.ledger.database import open_writer
 from bridge.ledger.schema import attempts, stream_offsets
-from tests.conftest import AMQP_URL, BrokerProbe
-from tests.support.ledger_streams import Streams, record, stream_names
+from tests.conftest import AMQP_URL
+from tests.support.ledger_streams import Streams, record
 from tests.support.rabbit_node import RabbitNode
-from tests.test_ledger_indexer import count, indexing, wait_for
+from tests.test_ledger_indexer import count, indexing, streams, wait_for
+
+__all__ = ["streams"]  # the fixture, shared with the indexer's tests
 
 RECORDS = 3000
 KILLS = 5
-
-
-@pytest.fixture
-async def streams(exchange: str, probe: BrokerProbe) -> AsyncIterator[Streams]:
-    queues, exchanges = stream_names(exchange)
-    probe.track(queues=queues, exchanges=exchanges)
-    opened = await Streams(AMQP_URL, exchange).open()
-    yield opened
-    await opened.close()
 
 
 def ledger_process(exchange: str, url: str, log: Path) -> subprocess.Popen[bytes]:

@@ -29,6 +29,17 @@ SUBSCRIBERS = [
 ]
 
 
+FIVE_STATES = {
+    "erp": "delivered",
+    "billing": "dead",
+    "ops": "retrying",
+    "crm": "waiting",
+    "wms": "not for it",
+    "returns": "not for it",
+}
+"""What :func:`_five_states` leaves each subscriber in."""
+
+
 async def _five_states(engine: Engine, exchange: str, url: str, streams: Streams) -> str:
     order = unique_order()
     message = f"msg-{order}"
@@ -64,14 +75,7 @@ async def test_the_five_states(ledger_db: str, exchange: str, streams: Streams) 
         found = trace(engine, query)
         assert len(found.webhooks) == 1, query
         states = {s.name: str(s.state) for s in found.webhooks[0].subscribers}
-        assert states == {
-            "erp": "delivered",
-            "billing": "dead",
-            "ops": "retrying",
-            "crm": "waiting",
-            "wms": "not for it",
-            "returns": "not for it",
-        }
+        assert states == FIVE_STATES
     erp = next(s for s in trace(engine, order).webhooks[0].subscribers if s.name == "erp")
     assert [(a.attempt, a.outcome, a.status) for a in erp.attempts] == [
         (1, "failed", 500),

@@ -14,7 +14,7 @@ from typing import Any, Final
 from aiormq.abc import DeliveredMessage
 
 from bridge.archive.end import sentinel_of
-from bridge.archive.reader import QUARANTINED, STREAM_OFFSET_HEADER, archived
+from bridge.archive.reader import QUARANTINED, STREAM_OFFSET_HEADER, archived, header_text
 from bridge.core.contract import HEADER_CLIENT_ID, HEADER_WAREHOUSE_ID
 from bridge.core.records import DeliveryRecord, RecordError
 
@@ -45,14 +45,6 @@ def stream_offset(message: DeliveredMessage) -> int:
     return offset
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)
-
-
 def webhook_row(message: DeliveredMessage) -> Row | None:
     """The ``webhooks`` row of an archive message; :data:`SKIP` for a sentinel."""
     if sentinel_of(message) is not None:
@@ -65,8 +57,8 @@ def webhook_row(message: DeliveredMessage) -> Row | None:
         "event": QUARANTINED if webhook.quarantined else webhook.event,
         "order_id": webhook.order_id,
         "order_number": webhook.order_number,
-        "client_id": _text(webhook.headers.get(HEADER_CLIENT_ID)),
-        "warehouse_id": _text(webhook.headers.get(HEADER_WAREHOUSE_ID)),
+        "client_id": header_text(webhook.headers.get(HEADER_CLIENT_ID)),
+        "warehouse_id": header_text(webhook.headers.get(HEADER_WAREHOUSE_ID)),
         "received_at": webhook.received_at,
         "source": webhook.source,
         "bytes": webhook.size,

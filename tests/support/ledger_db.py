@@ -33,6 +33,7 @@ def postgres_database() -> Iterator[str]:
 def ledger_database(kind: str, directory: Path) -> Iterator[str]:
     """A fresh ledger URL of ``kind`` (``sqlite`` or ``postgresql``)."""
     if kind == "sqlite":
+        directory.mkdir(parents=True, exist_ok=True)
         yield f"sqlite:///{directory / 'ledger.sqlite3'}"
         return
     with postgres_database() as url:
