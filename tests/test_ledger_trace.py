@@ -169,3 +169,12 @@ def test_trace_refuses_the_ledger_url_as_a_flag(capsys: pytest.CaptureFixture[st
         main(["trace", "1", "--ledger-url", "postgresql://u:pw@h/db"])
     assert exit.value.code == 2
     assert "BRIDGE_LEDGER_URL_FILE" in capsys.readouterr().err
+
+
+def test_ledger_without_a_ledger_url_is_one_line_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BRIDGE_LEDGER_URL", "")
+    assert main(["ledger"]) == 2
+    err = capsys.readouterr().err
+    assert "BRIDGE_LEDGER_URL" in err and len(err.strip().splitlines()) == 1
