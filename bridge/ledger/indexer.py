@@ -53,6 +53,7 @@ from bridge.ledger.store import (
     Batch,
     SubscriberSpec,
     mark_current,
+    optimize,
     remove_before,
     store_subscribers,
     stored_offsets,
@@ -309,6 +310,7 @@ class Indexer:
                 removed = await self._db(remove_before, self.engine, cutoff)
                 if removed:
                     log.info("removed %d rows older than %s", removed, cutoff.isoformat())
+                await self._db(optimize, self.engine)
             except SQLAlchemyError as exc:
                 log.warning("retention delete failed (%s); trying again later", exc)
             with contextlib.suppress(TimeoutError):

@@ -72,7 +72,9 @@ attempts = Table(
     Column("source", String(40), nullable=False),
     Column("operator", String(200)),
     Column("stream_offset", BigInteger, nullable=False),
-    Index("attempts_message_id", "message_id"),
+    # (message id, subscriber): a webhook's attempts, and one subscriber's of them, which
+    # the undelivered gauge asks per webhook (a plan through (subscriber, at) scans).
+    Index("attempts_message_id", "message_id", "subscriber"),
     Index("attempts_order_id", "order_id"),
     Index("attempts_subscriber_at", "subscriber", "at"),
     Index("attempts_at", "at"),

@@ -250,3 +250,11 @@ def remove_before(engine: Engine, cutoff: datetime) -> int:
             if gone < DELETE_CHUNK:
                 break
     return removed
+
+
+def optimize(engine: Engine) -> None:
+    """Refresh the query planner's statistics where the database does not by itself
+    (SQLite's ``PRAGMA optimize``; PostgreSQL's autovacuum analyzes on its own)."""
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as connection:
+            connection.exec_driver_sql("PRAGMA optimize")
