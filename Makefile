@@ -1,4 +1,6 @@
 # The two set-up commands: `make run` and `make test`. Both create .venv and install.
+# make test leaves the slow, browser and cluster tests to make test-all / make test-cluster
+# (docs/testing.md).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -6,7 +8,7 @@ DEV_KEY ?= dev-key-change-me
 PORT   ?= $(or $(BRIDGE_PORT),8080)
 CONSOLE_PORT ?= $(or $(BRIDGE_CONSOLE_PORT),8090)
 
-.PHONY: run test test-cluster lint typecheck pytest bench bench-cluster broker clean install install-dev install-bench definitions browser screenshots
+.PHONY: run test test-all test-cluster lint typecheck pytest pytest-all bench bench-cluster broker clean install install-dev install-bench definitions browser screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,20 +49,30 @@ lint: install-dev
 typecheck: install-dev
 	$(BIN)/mypy
 
-# The publish and ack paths run again on aiormq's public API (the fallback when the fast
-# path's check of aiormq's internals fails): see bridge/amqp/aiormq_internals.py.
-PUBLIC_PATH_TESTS := tests/test_publisher.py tests/test_receiver.py tests/test_faults.py \
-	tests/test_aiormq_internals.py
+# Tests run in TEST_WORKERS processes (pytest-xdist); the tests that stop or kill a private
+# RabbitMQ node share one of them (--dist loadgroup, tests/conftest.py). The publisher and
+# fault tests run on both publish paths by themselves (the both_publish_paths marker).
+TEST_WORKERS ?= 4
+PYTEST := $(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup --durations=10
+# pytest exits 5 when a selection holds no test: nothing failed.
+NO_TESTS_OK := || [ $$? -eq 5 ]
 
-pytest: install-dev broker browser
-	$(BIN)/pytest
-	BRIDGE_PUBLISH_PATH=public $(BIN)/pytest $(PUBLIC_PATH_TESTS)
+pytest: install-dev broker
+	$(PYTEST) -m 'not slow and not browser and not cluster' $(NO_TESTS_OK)
+
+# Everything but the cluster: the browser tests too (Chromium installed here, never by make
+# test), then the slow fault and soak tests one at a time, as they measure and kill things.
+pytest-all: install-dev broker browser
+	$(PYTEST) -m 'not slow and not cluster' $(NO_TESTS_OK)
+	$(BIN)/pytest -n 0 -m 'slow and not cluster' $(NO_TESTS_OK)
 
 # The console's screenshots in docs/console/ (docs/console.md), taken by its browser tests.
 screenshots: install-dev broker browser
 	BRIDGE_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/test_console_browser.py
 
 test: lint typecheck pytest
+
+test-all: lint typecheck pytest-all
 
 bench: install-bench broker
 	$(BIN)/python -m bench
@@ -74,7 +86,7 @@ definitions: install
 # Scale-out tests on a private three-node RabbitMQ cluster (started and removed by the
 # tests themselves; the broker on 5672 is not touched). About a minute and a half.
 test-cluster: install-dev
-	$(BIN)/pytest -m cluster
+	$(BIN)/pytest -m cluster $(NO_TESTS_OK)
 
 bench-cluster: install-dev broker
 	$(BIN)/python -m bench.cluster_bench

@@ -72,10 +72,14 @@ async def saturate(url: str, body: Path, seconds: float, identical: bool = False
     }
 
 
-async def fixed_rate(url: str, body: Path, rate: int, seconds: float) -> dict[str, Any]:
-    """Latency at ``rate`` requests/s offered open-loop (bench.openloop), p50/p99 in ms."""
+async def fixed_rate(
+    url: str, body: Path, rate: int, seconds: float, trace: Path | None = None
+) -> dict[str, Any]:
+    """Latency at ``rate`` requests/s offered open-loop (bench.openloop), p50/p99 in ms;
+    ``trace`` receives every request's start and latency."""
+    extra = ("--trace", str(trace)) if trace is not None else ()
     out = await _run(
-        sys.executable, "-m", "bench.openloop", url, str(body), str(rate), f"{seconds:g}"
+        sys.executable, "-m", "bench.openloop", url, str(body), str(rate), f"{seconds:g}", *extra
     )
     result: dict[str, Any] = orjson.loads(out.splitlines()[-1])
     return result

@@ -1,8 +1,10 @@
-"""``python -m bench``: every case in one go, against the same broker, with the same load.
+"""``python -m bench``: the bridge as shipped against the naive receiver (:mod:`bench.shipped`),
+and with ``--all`` (or ``--only``) the other cases, against the same broker and load.
 
 Prints a table, writes it as JSON to ``bench/results/`` and plots latency against offered
-rate for the bridge and the naive receiver. Loopback only, bounded request counts, a unique
-exchange that is deleted at the end.
+rate for the bridge and the naive receiver. Loopback only, bounded request counts, unique
+exchanges that are deleted at the end. ``--quick`` finishes in about a minute (a smoke run:
+its ratios are rough).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import os
 import platform
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,8 +29,15 @@ import aiohttp
 import aiormq
 import orjson
 
-from bench import load
-from bridge.amqp.topology import Topology, declare, delete, receiver_topology, unrouted_name
+from bench import load, shipped
+from bridge.amqp.topology import (
+    ArchiveRetention,
+    Topology,
+    declare,
+    delete,
+    receiver_topology,
+    unrouted_name,
+)
 from bridge.core.contract import webhook_envelope
 from tests.support.procstat import proc_status
 from tests.support.rabbit_node import free_port
@@ -36,8 +46,6 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 FIXTURE = ROOT / "bridge" / "fixtures" / "order-despatched.json"
 API_KEY = "bench-key"
-SWEEP_RATES = (250, 500, 1000, 2000, 3000, 4000, 5000)
-FIXED_RATE = 1000
 E2E_RATE = 500
 PREFETCH = 32
 
@@ -47,14 +55,17 @@ Result = dict[str, Any]
 class Plan:
     """How long each part runs; ``--quick`` shrinks everything for a smoke run."""
 
-    def __init__(self, quick: bool, body: Path) -> None:
+    def __init__(self, quick: bool, body: Path, ascii_body: Path, rate: int = 1000) -> None:
         self.body = body
+        self.rate = rate
+        self.ascii_body = ascii_body
         scale = 0.25 if quick else 1.0
-        self.warmup = 2.0 * scale
-        self.saturate = 5.0 * scale
-        self.fixed = 4.0 * scale
-        self.sweep = 3.0 * scale
-        self.rounds = 3
+        self.quick = quick
+        self.warmup = 1.0 if quick else 2.0
+        self.saturate = 2.0 if quick else 5.0
+        self.fixed = 2.0 if quick else 5.0
+        self.sweep = 0.0 if quick else 3.0
+        self.rounds = 3 if quick else 5
         self.ceiling_messages = int(25_000 * scale)
         self.exchange = ""
         self.consume_messages = int(20_000 * scale)
@@ -199,16 +210,18 @@ async def running(
         process.stop()
 
 
-def bridge_env(broker_url: str, exchange: str, port: int, logs: Path) -> dict[str, str]:
+def bridge_env(
+    broker_url: str, exchange: str, port: int, logs: Path, archive: bool = True
+) -> dict[str, str]:
+    """``serve`` as shipped (archive on, spool on, access log on), or the archive off."""
     return {
         "BRIDGE_AMQP_URL": broker_url,
         "BRIDGE_HOST": "127.0.0.1",
         "BRIDGE_PORT": str(port),
         "BRIDGE_API_KEYS": API_KEY,
         "BRIDGE_EXCHANGE": exchange,
-        "BRIDGE_SPOOL_PATH": str(logs / "spool.sqlite3"),
-        # Off, as in the figures before the archive; bench.archive_bench measures its cost.
-        "BRIDGE_ARCHIVE": "false",
+        "BRIDGE_SPOOL_PATH": str(logs / f"spool-{port}.sqlite3"),
+        "BRIDGE_ARCHIVE": "true" if archive else "false",
     }
 
 
@@ -216,16 +229,9 @@ def bridge_command() -> list[str]:
     return [sys.executable, "-m", "bridge", "serve"]
 
 
-class Server:
-    """One HTTP case under test: its process and the URL webhooks are POSTed to."""
-
-    def __init__(self, name: str, process: Process, url: str) -> None:
-        self.name = name
-        self.process = process
-        self.url = url
-        self.saturated: list[Result] = []
-        self.fixed: list[Result] = []
-        self.sweep: list[Result] = []
+SERVER_NAMES = shipped.SERVER_NAMES
+HEADLINE = ("naive", "bridge", "bridge-archive-off", "ascii")
+"""The default parts: the servers of the headline, and the ASCII twin of the body."""
 
 
 def median_round(rounds: list[Result], key: str) -> Result:
@@ -235,66 +241,126 @@ def median_round(rounds: list[Result], key: str) -> Result:
     return {**ordered[len(ordered) // 2], "rounds": [round(r[key], 2) for r in rounds]}
 
 
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive free ports (the workers' metrics ports)."""
+    while True:
+        first = free_port()
+        with contextlib.ExitStack() as held:
+            try:
+                for offset in range(1, count):
+                    probe = held.enter_context(socket.socket())
+                    probe.bind(("127.0.0.1", first + offset))
+            except OSError:
+                continue
+        return first
+
+
+def server_topology(name: str, exchange: str) -> Topology:
+    shipped_ = ("bridge", "bridge-2-workers", "bridge-before")
+    retention = ArchiveRetention() if name in shipped_ else None
+    return receiver_topology(exchange, retention)
+
+
+async def start_server(
+    stack: contextlib.AsyncExitStack,
+    name: str,
+    broker: Broker,
+    logs: Path,
+    probe_out: Path | None = None,
+    before: Path | None = None,
+) -> shipped.Served:
+    """``name`` on a free port with an exchange of its own (declared here, deleted on exit);
+    with ``probe_out``, under :mod:`bench.probe`, which writes there on SIGUSR1."""
+    exchange = f"bench.{uuid.uuid4().hex[:10]}"
+    topology = server_topology(name, exchange)
+    await declare(broker.ch, topology)
+
+    async def forget() -> None:
+        with contextlib.suppress(Exception):
+            await delete(broker.ch, topology)
+
+    stack.push_async_callback(forget)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/webhooks/despatched?APIKEY={API_KEY}"
+    if name.startswith("bridge"):
+        command = bridge_command()
+        env = bridge_env(broker.url, exchange, port, logs, archive=name != "bridge-archive-off")
+        probe = f"http://127.0.0.1:{port}/readyz"
+        if name == "bridge-2-workers":
+            command += ["--workers", "2"]
+            env["BRIDGE_METRICS_PORT"] = str(free_ports(2))
+        if name == "bridge-before" and before is not None:
+            # Another checkout's bridge package first on the path (not this one's).
+            code = f"import sys; sys.path.insert(0, {str(before)!r}); from bridge.cli import main; "
+            command = [sys.executable, "-c", code + "sys.exit(main(['serve']))"]
+    else:
+        command = [sys.executable, "-m", "bench.servers", name, str(port)]
+        command += ["--url", broker.url, "--exchange", exchange]
+        env, probe = {}, url
+    if probe_out is not None:
+        command = [sys.executable, "-m", "bench.probe", *command[2:]]
+        env = {**env, "BENCH_PROBE_OUT": str(probe_out)}
+    process = await stack.enter_async_context(running(name, command, env, probe, logs))
+    return shipped.Served(name, process.pid, url, unrouted_name(exchange))
+
+
 async def http_cases(
-    servers: list[Server], broker: Broker, unrouted: str, plan: Plan, ceiling: bool
-) -> dict[str, Result]:
-    """Saturation, latency at the fixed rate, and the sweep, in interleaved rounds."""
-    for server in servers:
-        await load.saturate(server.url, plan.body, plan.warmup)
-    await broker.purge(unrouted)
-    ceilings: list[Result] = []
-    for index in range(plan.rounds):
-        print(f"bench: saturation round {index + 1}/{plan.rounds}", flush=True)
-        for server in servers:
-            before = proc_status(server.process.pid)
-            result = await load.saturate(server.url, plan.body, plan.saturate)
-            after = proc_status(server.process.pid)
-            result["cpu_us_per_request"] = (
-                (after["cpu_s"] - before["cpu_s"]) / max(result["requests"], 1) * 1e6
-            )
-            server.saturated.append(result)
-            await broker.purge(unrouted)
-        if ceiling:
-            ceilings.append(await run_ceiling(broker.url, plan.exchange, plan))
-            await broker.purge(unrouted)
-    for index in range(plan.rounds):
-        print(f"bench: {FIXED_RATE} requests/s round {index + 1}/{plan.rounds}", flush=True)
-        for server in servers:
-            server.fixed.append(
-                await load.fixed_rate(server.url, plan.body, FIXED_RATE, plan.fixed)
-            )
-            await broker.purge(unrouted)
-    print(f"bench: latency sweep {SWEEP_RATES}", flush=True)
-    for rate in SWEEP_RATES:
-        for server in servers:
-            if server.name != "bare":
-                server.sweep.append(await load.fixed_rate(server.url, plan.body, rate, plan.sweep))
-                await broker.purge(unrouted)
-    cases: dict[str, Result] = {}
-    for server in servers:
-        cases[server.name] = {
-            "saturated": median_round(server.saturated, "rps"),
-            "fixed": median_round(server.fixed, "p99_ms"),
-            "sweep": server.sweep,
-            "peak_rss_mb": proc_status(server.process.pid)["VmHWM"],
-        }
-    if ceilings:
-        cases["ceiling"] = median_round(ceilings, "rate")
-    return cases
-
-
-async def leak_check(
-    process: Process, url: str, broker: Broker, unrouted: str, plan: Plan
+    servers: dict[str, shipped.Served], broker: Broker, plan: Plan, ascii: bool
 ) -> Result:
+    """Saturation and the fixed rate, in rounds whose server order alternates."""
+
+    async def purge() -> None:
+        for server in servers.values():
+            await broker.purge(server.purge)
+
+    for server in servers.values():
+        await load.saturate(server.url, plan.body, plan.warmup)
+    await purge()
+    ascii_rounds: list[Result] = []
+    loads: list[float] = []
+    order = list(servers.values())
+    bridge = servers.get("bridge")
+    for index in range(plan.rounds):
+        turn = order if index % 2 == 0 else order[::-1]
+        print(f"bench: round {index + 1}/{plan.rounds}, saturated", flush=True)
+        for server in turn:
+            server.saturated.append(await shipped.saturate(server, plan.body, plan.saturate))
+            loads.append(server.saturated[-1]["load_average"])
+            await purge()
+        if ascii and bridge is not None:
+            ascii_rounds.append(await shipped.saturate(bridge, plan.ascii_body, plan.saturate))
+            await purge()
+        print(f"bench: round {index + 1}/{plan.rounds}, {plan.rate}/s", flush=True)
+        for server in turn:
+            server.fixed.append(await shipped.fixed(server, plan.body, plan.fixed, plan.rate))
+            loads.append(server.fixed[-1]["load_average"])
+            await purge()
+    if plan.sweep:
+        print(f"bench: latency sweep {shipped.SWEEP_RATES}", flush=True)
+        for rate in shipped.SWEEP_RATES:
+            for server in order:
+                if server.name in ("naive", "bridge"):
+                    server.sweep.append(await shipped.fixed(server, plan.body, plan.sweep, rate))
+                    await purge()
+    headline: Result = {
+        "cases": shipped.collect(servers, ascii_rounds),
+        "ratios": shipped.ratios(servers, ascii_rounds),
+        "load_averages": loads,
+        "fixed_rate": plan.rate,
+    }
+    return headline
+
+
+async def leak_check(server: shipped.Served, broker: Broker, plan: Plan) -> Result:
     """RSS after each chunk of webhooks: none of it may grow once warmed up."""
     print(f"bench: bridge: leak check, {plan.leak_chunks * plan.leak_chunk} webhooks", flush=True)
     samples = []
     ok = 0
     for _ in range(plan.leak_chunks):
-        burst = await load.burst(url, plan.body, plan.leak_chunk)
+        burst = await load.burst(server.url, plan.body, plan.leak_chunk)
         ok += burst["ok"]
-        await broker.purge(unrouted)
-        samples.append(round(proc_status(process.pid)["VmRSS"], 1))
+        await broker.purge(server.purge)
+        samples.append(round(proc_status(server.pid)["VmRSS"], 1))
     warm = samples[plan.leak_warm_chunks - 1]
     growth = max(samples[plan.leak_warm_chunks :]) - warm
     return {
@@ -466,9 +532,15 @@ async def run_e2e(broker: Broker, broker_url: str, exchange: str, plan: Plan, lo
     }
 
 
+ALL_PARTS = (*HEADLINE, "bare", "bridge-2-workers", "ceiling", "leak", "consume", "bodies", "e2e")
+
+
 async def bench(args: argparse.Namespace) -> Result:
+    from bench.bodies import ascii_twin, non_ascii_body
+
     logs = Path(tempfile.mkdtemp(prefix="mintsoft-bench-"))
-    plan = Plan(args.quick, compact_body(logs))
+    body = non_ascii_body(logs)
+    plan = Plan(args.quick, body, ascii_twin(body), args.rate)
     broker_url = os.environ.get("BRIDGE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     broker = Broker(broker_url)
     try:
@@ -478,41 +550,42 @@ async def bench(args: argparse.Namespace) -> Result:
     exchange = plan.exchange = f"bench.{uuid.uuid4().hex[:10]}"
     topology: Topology = receiver_topology(exchange)
     await declare(broker.ch, topology)
-    unrouted = unrouted_name(exchange)
-    results: Result = {"machine": machine(version, plan.body), "started": time.time(), "cases": {}}
-    cases = results["cases"]
+    results: Result = {
+        "machine": machine(version, plan.body),
+        "started": time.time(),
+        "load_average_at_start": shipped.load_average(),
+        "cases": {},
+    }
     results["logs"] = str(logs)
-    only = set(args.only.split(",")) if args.only else None
+    parts = set(ALL_PARTS if args.all else HEADLINE)
+    if args.only:
+        parts = set(args.only.split(","))
 
     def wanted(part: str) -> bool:
-        return only is None or part in only
+        return part in parts
 
     try:
         async with contextlib.AsyncExitStack() as stack:
-            servers = []
-            for name in ("bare", "naive", "bridge"):
-                if not wanted(name):
-                    continue
-                port = free_port()
-                url = f"http://127.0.0.1:{port}/webhooks/despatched"
-                if name == "bridge":
-                    command = bridge_command()
-                    env = bridge_env(broker_url, exchange, port, logs)
-                    url += f"?APIKEY={API_KEY}"
-                    probe = f"http://127.0.0.1:{port}/readyz"
-                else:
-                    command = [sys.executable, "-m", "bench.servers", name, str(port)]
-                    command += ["--url", broker_url, "--exchange", exchange]
-                    env, probe = {}, url
-                process = await stack.enter_async_context(running(name, command, env, probe, logs))
-                servers.append(Server(name, process, url))
-            if servers or wanted("ceiling"):
-                cases.update(await http_cases(servers, broker, unrouted, plan, wanted("ceiling")))
-            bridge = next((s for s in servers if s.name == "bridge"), None)
-            if bridge is not None and wanted("leak"):
-                results["leak"] = await leak_check(
-                    bridge.process, bridge.url, broker, unrouted, plan
-                )
+            servers: dict[str, shipped.Served] = {}
+            if args.before:
+                parts.add("bridge-before")
+            for name in SERVER_NAMES:
+                if wanted(name):
+                    servers[name] = await start_server(
+                        stack, name, broker, logs, before=args.before
+                    )
+            if servers:
+                headline = await http_cases(servers, broker, plan, wanted("ascii"))
+                results["cases"] = headline.pop("cases")
+                results.update(headline)
+            if wanted("ceiling"):
+                rounds_ = []
+                for _ in range(plan.rounds):
+                    rounds_.append(await run_ceiling(broker.url, exchange, plan))
+                    await broker.purge(unrouted_name(exchange))
+                results["cases"]["ceiling"] = median_round(rounds_, "rate")
+            if "bridge" in servers and wanted("leak"):
+                results["leak"] = await leak_check(servers["bridge"], broker, plan)
         if wanted("consume"):
             rounds: dict[str, list[Result]] = {"raw": [], "faststream": [], "worker": []}
             for index in range(plan.consume_rounds):
@@ -541,17 +614,35 @@ async def bench(args: argparse.Namespace) -> Result:
         with contextlib.suppress(Exception):
             await delete(broker.ch, topology)
         await broker.close()
+    results["load_average_at_end"] = shipped.load_average()
     results["seconds"] = time.time() - results["started"]
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (numbers rough)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run of about a minute (ratios rough)"
+    )
+    parser.add_argument("--all", action="store_true", help="every part, not only the headline")
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=shipped.FIXED_RATE,
+        help="the open-loop rate of the latency rounds (default 1000 requests/s; on a loaded "
+        "machine where that saturates a server, its p99 is queueing: try a lower one too)",
+    )
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated parts: bare,naive,ceiling,bridge,leak,consume,bodies,e2e",
+        help=f"comma-separated parts: {','.join(ALL_PARTS)} (default: {','.join(HEADLINE)})",
+    )
+    parser.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="a directory holding an earlier bridge/ package (e.g. `git archive main bridge`): "
+        "run it as shipped beside this one, for what the changes bought",
     )
     args = parser.parse_args(argv)
     load.ensure_tools()

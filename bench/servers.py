@@ -1,14 +1,17 @@
 """The HTTP baselines, each run as its own process: ``python -m bench.servers KIND PORT``.
 
 ``bare`` reads the body and answers 200: the HTTP ceiling. ``naive`` is the receiver a user
-would write in an afternoon: aiohttp plus aio-pika, one confirmed persistent publish per
-request. Both run on uvloop, like the bridge, so the comparison is about the code.
+would write in an afternoon: aiohttp plus aio-pika, the ``APIKEY`` query parameter checked
+in constant time, one confirmed persistent publish per request, mandatory (aio-pika's
+default: an unroutable message is an error, as in the bridge). Both run on uvloop, like the
+bridge, so the comparison is about the code.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import signal
 
 import aio_pika
@@ -39,13 +42,21 @@ def bare_app() -> web.Application:
     return app
 
 
+NAIVE_KEY = "bench-key"
+"""The API key the naive receiver accepts in ``APIKEY`` (the bench's, as for the bridge)."""
+
+
 async def naive(port: int, url: str, exchange_name: str) -> None:
     # The 20-line receiver: what the bridge has to beat.
     connection = await aio_pika.connect(url)
     channel = await connection.channel()  # publisher confirms are on by default
     exchange = await channel.get_exchange(exchange_name)
+    key = NAIVE_KEY.encode()
 
     async def handle(request: web.Request) -> web.Response:
+        given = request.query.get("APIKEY", "").encode()
+        if not hmac.compare_digest(given, key):
+            return web.json_response({"error": "unauthorized"}, status=401)
         body = await request.read()
         await exchange.publish(
             aio_pika.Message(
@@ -54,6 +65,7 @@ async def naive(port: int, url: str, exchange_name: str) -> None:
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             ),
             routing_key="order." + request.match_info["event"],
+            mandatory=True,
         )
         return web.json_response({"status": "accepted"})
 

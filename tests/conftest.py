@@ -99,6 +99,25 @@ class BrokerProbe:
                 return messages
             await asyncio.sleep(0.05)
 
+    async def get_until_sentinel(self, queue: str, timeout: float = 10.0) -> list[DeliveredMessage]:
+        """Every message in ``queue`` (acked) ahead of a sentinel this sends after them, the
+        sentinel left out: proof that nothing else is on its way, without a fixed wait."""
+        channel = await self._chan()
+        marker = f"sentinel-{uuid.uuid4().hex}"
+        properties = aiormq.spec.Basic.Properties(message_id=marker)
+        await channel.basic_publish(b"sentinel", routing_key=queue, properties=properties)
+        messages: list[DeliveredMessage] = []
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            message = await channel.basic_get(queue, no_ack=True)
+            if message.delivery_tag is not None and not _is_empty(message):
+                if message.header.properties.message_id == marker:
+                    return messages
+                messages.append(message)
+                continue
+            assert asyncio.get_running_loop().time() < deadline, f"no sentinel back from {queue}"
+            await asyncio.sleep(0.02)
+
     def track(self, *, queues: tuple[str, ...] = (), exchanges: tuple[str, ...] = ()) -> None:
         self.queues.update(queues)
         self.exchanges.update(exchanges)
@@ -225,6 +244,51 @@ async def make_bridge(exchange: str) -> AsyncIterator[BridgeFactory]:
         await bridge.delivery.publisher.link.close()
 
 
+PRIVATE_NODE_FIXTURES = frozenset(
+    {"rabbit_node", "healthy_node", "rabbit_cluster", "healthy_cluster"}
+)
+"""Tests that use one of these share one private node (or cluster) per pytest process, and
+may stop or kill it: under xdist (``--dist loadgroup``) they all run in one worker, one at a
+time, so one node is started and no test finds it stopped by another."""
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if PRIVATE_NODE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("private-rabbitmq-node"))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # xdist groups by a suffix on the node id, which some pytest releases drop silently (then
+    # every worker starts its own node and tests stop each other's): fail loudly instead.
+    if getattr(session.config.option, "loadgroup", False):  # set in xdist workers only
+        lost = [i.nodeid for i in session.items if i.get_closest_marker("xdist_group")]
+        lost = [nodeid for nodeid in lost if "@" not in nodeid]
+        if lost:
+            raise pytest.UsageError(
+                f"xdist_group not applied to {lost[0]}: see pyproject's pytest pin"
+            )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # A module marked both_publish_paths runs each test on both paths (what a second run
+    # with BRIDGE_PUBLISH_PATH=public did): ids [fast] and [public].
+    if metafunc.definition.get_closest_marker("both_publish_paths"):
+        metafunc.parametrize("publish_path", ["fast", "public"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def publish_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``fast`` or ``public``: the publish path the bridge takes in this test (and in the
+    processes it starts, which inherit the environment). ``public`` sets
+    BRIDGE_PUBLISH_PATH=public, the switch of bridge/amqp/aiormq_internals.py."""
+    path: str = getattr(request, "param", "fast")
+    if path == "public":
+        monkeypatch.setenv("BRIDGE_PUBLISH_PATH", "public")
+    return path
+
+
 @pytest.fixture(scope="session")
 def rabbit_node() -> Iterator[RabbitNode]:
     """A private broker node that fault tests may stop, block or kill."""
@@ -240,6 +304,13 @@ def rabbit_node() -> Iterator[RabbitNode]:
 def healthy_node(rabbit_node: RabbitNode) -> Iterator[RabbitNode]:
     """The private node, made running again after the test whatever the test did to it."""
     yield rabbit_node
+    if rabbit_node.listening():
+        # Up and serving: only undo a memory alarm a test raised (each rabbitmqctl call
+        # costs seconds, and most tests leave the node as they found it).
+        if rabbit_node.watermark_changed:
+            rabbit_node.ctl("set_vm_memory_high_watermark", "0.4", check=False)
+            rabbit_node.watermark_changed = False
+        return
     try:
         rabbit_node.ctl("status", timeout=20)
     except Exception:
@@ -247,6 +318,7 @@ def healthy_node(rabbit_node: RabbitNode) -> Iterator[RabbitNode]:
         return
     rabbit_node.ctl("start_app", check=False)
     rabbit_node.ctl("set_vm_memory_high_watermark", "0.4", check=False)
+    rabbit_node.watermark_changed = False
 
 
 @pytest.fixture(scope="session")

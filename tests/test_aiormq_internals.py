@@ -22,6 +22,8 @@ from bridge.amqp.publisher import Publisher, PublishFailed
 from tests.conftest import AMQP_URL, BrokerProbe
 from tests.test_publisher import envelope
 
+pytestmark = pytest.mark.both_publish_paths
+
 
 @pytest.fixture
 async def channel() -> AsyncIterator[AbstractChannel]:
@@ -130,9 +132,12 @@ async def test_acks_and_requeues_on_both_paths(
     assert again.body == b"requeue me" and again.redelivered
     assert again.delivery_tag is not None
     writer.settle(channel, again.delivery_tag, True)
-    await asyncio.sleep(0.2)
-    assert got.empty()
-    assert (await channel.queue_declare(queue, passive=True)).message_count == 0
+    # Nothing else comes back: the next delivery is a sentinel sent after the acks.
+    await channel.basic_publish(b"sentinel", routing_key=queue)
+    last = await asyncio.wait_for(got.get(), 10)
+    assert last.body == b"sentinel" and got.empty()
+    assert last.delivery_tag is not None
+    writer.settle(channel, last.delivery_tag, True)
 
 
 async def test_a_return_after_its_publish_gave_up_is_logged_without_the_body(

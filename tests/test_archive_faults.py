@@ -31,6 +31,7 @@ def _query() -> ArchiveQuery:
     return ArchiveQuery(since=now - timedelta(minutes=10), until=now + timedelta(minutes=1))
 
 
+@pytest.mark.slow
 async def test_the_archive_survives_the_broker_killed_and_restarted(
     healthy_node: RabbitNode, exchange: str, make_bridge: BridgeFactory
 ) -> None:
@@ -111,6 +112,7 @@ async def _depth(probe: BrokerProbe, queue: str) -> int:
     return await probe.count(queue)  # a quorum queue's count is current, not sampled
 
 
+@pytest.mark.slow
 async def test_a_replay_killed_mid_way_loses_nothing_confirmed_and_can_run_again(
     exchange: str, probe: BrokerProbe
 ) -> None:

@@ -1,5 +1,5 @@
-"""What the console reads besides the broker: the sync's state file, read-only, and nothing
-when it is absent."""
+"""What the console reads besides the broker: the sync's figures, asked of the sync module
+(which reads its state file read-only), and nothing when it is absent."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import os
 import sqlite3
 from pathlib import Path
 
-from bridge.console.queues import delay_label
-from bridge.console.sources import sync_summary
+import bridge.console
+from bridge.core.durations import format_duration
+from bridge.mintsoft.sync.status import sync_overview
 
 
 def test_no_sync_state_means_no_sync_panel(tmp_path: Path) -> None:
-    assert sync_summary(None) is None
-    assert sync_summary(str(tmp_path / "missing.sqlite3")) is None
+    assert sync_overview(None) is None
+    assert sync_overview(str(tmp_path / "missing.sqlite3")) is None
 
 
 def test_sync_state_is_read_without_writing(tmp_path: Path) -> None:
@@ -32,7 +33,7 @@ def test_sync_state_is_read_without_writing(tmp_path: Path) -> None:
     db.close()
     os.utime(path, (1, 1))
     before = path.read_bytes()
-    summary = sync_summary(str(path))
+    summary = sync_overview(str(path))
     assert summary is not None
     assert summary.recovered == 3
     assert summary.facts == {"orders": "2026-11-30T10:00:00Z", "last_error": "Mintsoft said 503"}
@@ -41,7 +42,7 @@ def test_sync_state_is_read_without_writing(tmp_path: Path) -> None:
 
 
 def test_delay_labels() -> None:
-    assert [delay_label(ms) for ms in (500, 5000, 60_000, 3_600_000, 90_000)] == [
+    assert [format_duration(ms / 1000) for ms in (500, 5000, 60_000, 3_600_000, 90_000)] == [
         "500ms",
         "5s",
         "1m",
@@ -74,3 +75,10 @@ def test_the_vendored_htmx_is_the_pinned_one_with_its_licence() -> None:
     assert hashlib.sha256(script).hexdigest() == pinned
     assert b'version:"2.0.11"' in script
     assert "Zero-Clause BSD" in (static / "htmx.LICENSE").read_text()
+
+
+def test_the_console_reads_no_sync_table_itself() -> None:
+    # The sync's tables are the sync module's to read (sync_overview): no SQL in the console.
+    console = Path(bridge.console.__file__).parent
+    readers = [p.name for p in sorted(console.glob("*.py")) if "sqlite3" in p.read_text()]
+    assert readers == []

@@ -30,6 +30,8 @@ from tests.support.ledger import EVENT, Ledger, Report, check, ledger_body, send
 from tests.support.rabbit_node import RabbitNode, free_port
 from tests.support.tcp_proxy import TcpProxy
 
+pytestmark = pytest.mark.both_publish_paths
+
 PUBLISH_TIMEOUT = 1.0
 AUTH = {"APIKEY": API_KEY}
 
@@ -98,6 +100,7 @@ async def ledger_check(ledger: Ledger, node: RabbitNode, exchange: str) -> Repor
     return report
 
 
+@pytest.mark.slow
 async def test_stop_app_mid_load_then_start_app(
     node: RabbitNode, exchange: str, make_bridge: BridgeFactory, tmp_path: Path
 ) -> None:
@@ -111,6 +114,7 @@ async def test_stop_app_mid_load_then_start_app(
     await ledger_check(ledger, node, exchange)
 
 
+@pytest.mark.slow
 async def test_broker_killed_hard_and_restarted(
     node: RabbitNode, exchange: str, make_bridge: BridgeFactory, tmp_path: Path
 ) -> None:
@@ -123,6 +127,7 @@ async def test_broker_killed_hard_and_restarted(
     await ledger_check(ledger, node, exchange)
 
 
+@pytest.mark.slow
 async def test_tcp_path_reset_and_black_holed(
     node: RabbitNode, exchange: str, make_bridge: BridgeFactory, tmp_path: Path
 ) -> None:
@@ -146,6 +151,7 @@ async def test_tcp_path_reset_and_black_holed(
     await ledger_check(ledger, node, exchange)
 
 
+@pytest.mark.slow
 async def test_memory_alarm_blocks_publishers(
     node: RabbitNode, exchange: str, make_bridge: BridgeFactory, tmp_path: Path
 ) -> None:

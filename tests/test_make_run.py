@@ -87,6 +87,7 @@ def _cleanup(exchange: str, demo: str) -> None:
     )
 
 
+@pytest.mark.slow
 def test_make_run_serves_handles_and_stops_on_one_ctrl_c(tmp_path: Path) -> None:
     if not (ROOT / ".venv" / "bin" / "mintsoft-bridge").exists():
         pytest.skip("make run needs the checkout's .venv (make install)")

@@ -89,6 +89,7 @@ def _load(base: str, bodies: list[bytes]) -> tuple[list[int], list[float]]:
         return statuses, health.result()
 
 
+@pytest.mark.slow  # /healthz latency is measured: run alone, not beside other tests
 @pytest.mark.parametrize("rounds", [2, 6], ids=["8-bodies", "24-bodies"])
 def test_concurrent_10_mib_pathological_bodies_keep_rss_bounded_and_healthz_answering(
     tmp_path: Path, rounds: int

@@ -1,13 +1,12 @@
-"""The publisher against the real broker (run on the fast path, and again on aiormq's public
-path by ``make test``): many publishes batched into few writes each get their own confirm,
-a return or a closed channel fails only its publish, identical twins are published together
-and a returned twin is never reported kept, and nothing is left behind in aiormq's
-bookkeeping."""
+"""The publisher against the real broker (each test on the fast path and on aiormq's public
+path: the both_publish_paths marker): many publishes batched into few writes each get their
+own confirm, a return or a closed channel fails only its publish, identical twins are
+published together and a returned twin is never reported kept, and nothing is left behind in
+aiormq's bookkeeping."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +21,7 @@ from bridge.core.contract import Envelope, webhook_envelope
 from tests.conftest import AMQP_URL, BrokerProbe, fixture_body
 from tests.support.tcp_proxy import TcpProxy
 
-PUBLIC_PATH = os.environ.get("BRIDGE_PUBLISH_PATH") == "public"
+pytestmark = pytest.mark.both_publish_paths
 
 
 def envelope(event: str, order: int) -> Envelope:
@@ -161,12 +160,13 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 10) -> b
     return True
 
 
-@pytest.mark.skipif(PUBLIC_PATH, reason="aiormq's public path publishes twins one at a time")
 async def test_identical_twins_are_published_together_not_one_after_the_other(
-    plain_exchange: tuple[str, BrokerProbe], held: tuple[TcpProxy, BrokerLink]
+    plain_exchange: tuple[str, BrokerProbe], held: tuple[TcpProxy, BrokerLink], publish_path: str
 ) -> None:
     """With every confirm held back, all 8 twins still reach the queue: none waits for
     another's confirm."""
+    if publish_path == "public":
+        pytest.skip("aiormq's public path publishes twins one at a time")
     (name, probe), (proxy, link) = plain_exchange, held
     queue = await probe.bind_queue(name, "order.despatched")
     publisher = Publisher(link, name, timeout=30)
@@ -220,14 +220,14 @@ async def test_unroutable_twins_all_fail_as_returned(bound: Bound) -> None:
 
 
 async def test_published_bytes_count_every_confirmed_body_on_either_path(
-    bound: Bound, link: BrokerLink
+    bound: Bound, link: BrokerLink, publish_path: str
 ) -> None:
     from bridge.amqp.pipeline import FAST
     from bridge.core import metrics
 
     publisher = bound.publisher
     assert link.channel is not None
-    if not PUBLIC_PATH:  # the default: the fast path, where the counter had stayed at 0
+    if publish_path == "fast":  # the default: the fast path, where the counter had stayed at 0
         assert publisher._writer.path(link.channel) == FAST
     counted = metrics.PUBLISHED_BYTES._value.get()
     sent = [envelope("despatched", i) for i in range(3)]

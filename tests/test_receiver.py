@@ -12,6 +12,8 @@ import pytest
 from bridge.core.contract import EVENTS
 from tests.conftest import API_KEY, AUTH_HEADER, BridgeFactory, BrokerProbe, fixture_body
 
+pytestmark = pytest.mark.both_publish_paths
+
 EXPECTED_ORDER_HEADERS = {
     "despatched": {
         "x-order-id": "20285",

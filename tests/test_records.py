@@ -61,6 +61,7 @@ def test_answer_is_cut_to_its_limit_on_a_character_boundary() -> None:
         (orjson.dumps({**orjson.loads(record().to_body()), "outcome": "lost"}), "lost"),
         (orjson.dumps({**orjson.loads(record().to_body()), "attempt": "2"}), "attempt"),
     ],
+    ids=["not-json", "not-an-object", "version", "outcome", "attempt"],  # stable under xdist
 )
 def test_malformed_bodies_are_refused_by_name(body: bytes, words: str) -> None:
     with pytest.raises(RecordError, match=words):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bridge.cli import main
 from bridge.core.settings import SettingsError, load_settings, unknown_variables
 
 
@@ -86,6 +88,31 @@ def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _main(args: list[str], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> int:
+    """The command run in this process, as ``_run`` runs it in another, with only ``env``
+    of the BRIDGE_* variables: its exit code (argparse's own exits included)."""
+    for name in [k for k in os.environ if k.startswith("BRIDGE_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        code = main(args)
+    except SystemExit as exit:
+        code = int(exit.code or 0)
+    return code
+
+
+def test_the_real_command_prints_one_line_and_exits_2() -> None:
+    # The one check through a real process: the entry point, no traceback on stderr.
+    result = _run("serve", env={"BRIDGE_AMQP_URL": "amqp//nope"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "BRIDGE_AMQP_URL" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert _run("--help", env={}).stdout.startswith("usage: mintsoft-bridge")
+
+
 @pytest.mark.parametrize(
     ("args", "env", "named"),
     [
@@ -97,19 +124,25 @@ def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         (["dlq", "replay", "erp", "--limit", "0"], {}, "--limit"),
     ],
 )
-def test_the_real_command_prints_one_line_and_exits_2(
-    args: list[str], env: dict[str, str], named: str
+def test_a_bad_setting_or_flag_is_one_line_and_exit_2(
+    args: list[str],
+    env: dict[str, str],
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    result = _run(*args, env=env)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
+    code = _main(args, env, monkeypatch)
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert named in lines[0]
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in err
 
 
-def test_every_command_has_help() -> None:
-    for args in (
+@pytest.mark.parametrize(
+    "args",
+    [
         ["--help"],
         ["serve", "--help"],
         ["worker", "--help"],
@@ -120,10 +153,31 @@ def test_every_command_has_help() -> None:
         ["connect-actions", "--help"],
         ["simulate", "--help"],
         ["doctor", "--help"],
-    ):
-        result = _run(*args, env={})
-        assert result.returncode == 0, args
-        assert "usage: mintsoft-bridge" in result.stdout
+    ],
+)
+def test_every_command_has_help(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _main(args, {}, monkeypatch)
+    assert code == 0, args
+    assert "usage: mintsoft-bridge" in capsys.readouterr().out
+
+
+def test_running_one_command_imports_no_other_command() -> None:
+    # A fresh interpreter: this one has imported every command already.
+    script = (
+        "import sys\n"
+        "from bridge.cli import main\n"
+        "try:\n"
+        "    main(['topology', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('bridge.cli.')), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert result.stderr.strip() == "['bridge.cli.common', 'bridge.cli.topology']"
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+import pytest
 
 from bridge.core.contract import Envelope, webhook_envelope
 from bridge.receiving.spool import Spool
@@ -115,6 +116,7 @@ async def _scrape_until_empty(session: aiohttp.ClientSession, url: str) -> bool:
     return False
 
 
+@pytest.mark.slow
 async def test_sigterm_with_a_spool_and_a_reachable_broker_publishes_it_all_before_exit(
     probe: BrokerProbe, exchange: str, tmp_path: Path
 ) -> None:

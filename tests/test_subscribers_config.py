@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge.cli import main
-from bridge.worker.subscribers import ORDERED_RETRY_DELAYS, parse_duration, parse_subscribers
+from bridge.worker.subscribers import ORDERED_RETRY_DELAYS, delay_ms, parse_subscribers
 
 HANDLER = 'events = ["*"]\nhandler = "tests.worker_helpers:record"\n'
 
@@ -69,7 +69,7 @@ def test_options_are_read() -> None:
     assert filtered.rate_limit is not None and filtered.rate_limit.per_second == 10
     assert not filtered.ordered
     assert ordered.ordered and ordered.partitions == 4
-    assert ordered.retry_delays_ms == tuple(parse_duration(d) for d in ORDERED_RETRY_DELAYS)
+    assert ordered.retry_delays_ms == tuple(delay_ms(d) for d in ORDERED_RETRY_DELAYS)
     assert ordered.queue_names() == [
         "wms.partition.0",
         "wms.partition.1",

@@ -13,9 +13,9 @@ from aiohttp import web
 
 from bridge.amqp.topology import dlq_name, retry_queue_name
 from bridge.core import metrics
+from bridge.core.durations import parse_rate
 from bridge.worker.forwarder import Forwarder, retry_after_seconds
 from bridge.worker.message import Message
-from bridge.worker.pacing import parse_rate
 from tests.conftest import BrokerProbe
 from tests.support.rabbit_node import free_port
 from tests.worker_helpers import body_for, publish, running_worker, subscriber, wait_until
@@ -25,6 +25,7 @@ def _count(name: str, outcome: str) -> float:
     return metrics.WORKER_MESSAGES.labels(name, outcome)._value.get()
 
 
+@pytest.mark.slow
 async def test_a_2_per_second_subscriber_takes_about_9_s_for_20_messages(
     probe: BrokerProbe, exchange: str
 ) -> None:
@@ -101,6 +102,8 @@ def test_rates() -> None:
     assert parse_rate("10/s").per_second == 10
     assert parse_rate("30/m").per_second == pytest.approx(0.5)
     assert parse_rate("0.5/s").count == 1 and parse_rate("0.5/s").seconds == 2
-    for bad in ("10", "10/d", "0/s", "-1/s", "ten/s"):
+    assert parse_rate("10/d").per_second == pytest.approx(10 / 86400)
+    assert parse_rate("5/30s").per_second == pytest.approx(1 / 6)
+    for bad in ("10", "10/M", "0/s", "-1/s", "ten/s", "10/x", "10/", "nan/s"):
         with pytest.raises(ValueError):
             parse_rate(bad)

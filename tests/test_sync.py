@@ -9,6 +9,8 @@ import stat
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from bridge.core.contract import EVENTS
 from bridge.mintsoft.connect_actions import connect_action
 from bridge.mintsoft.sync.runner import Sync
@@ -26,6 +28,7 @@ FOREIGN = {
 }
 
 
+@pytest.mark.slow
 async def test_500_orders_20_percent_dropped_all_reach_a_subscriber(
     make_bridge: BridgeFactory, probe: BrokerProbe, exchange: str, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from bridge.mintsoft.sync.runner import Sync
 from bridge.mintsoft.sync.state import SyncState
@@ -50,6 +51,7 @@ async def _until(condition: object, timeout: float = 30.0) -> None:
         await asyncio.sleep(0.005)
 
 
+@pytest.mark.slow
 async def test_sigkill_mid_page_and_mid_enrolment_misses_none_enrols_none_twice(
     tmp_path: Path, exchange: str
 ) -> None:
@@ -101,6 +103,7 @@ async def test_sigkill_mid_page_and_mid_enrolment_misses_none_enrols_none_twice(
         await world.close()
 
 
+@pytest.mark.slow
 async def test_throttled_and_failing_mintsoft_waits_and_catches_up(
     tmp_path: Path, exchange: str
 ) -> None:

@@ -88,6 +88,7 @@ def test_the_install_steps_need_no_package_index_entry() -> None:
         assert step in text, f"docs/operations.md lacks the unit's install step {step!r}"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_the_unit_install_steps_build_a_wheel_that_runs_from_a_fresh_venv(tmp_path: Path) -> None:
     """About 30 s: the wheel build fetches setuptools into an isolated build environment and

@@ -94,6 +94,12 @@ class BrokerLink:
                     await self._up.wait()
         return self._up.is_set()
 
+    @property
+    def connection(self) -> AbstractConnection | None:
+        """The connection while the link is up (``None`` while down), for a caller that
+        opens channels of its own on it (the console's pages)."""
+        return self._connection if self.channel is not None else None
+
     async def wait_up(self, timeout: float) -> AbstractChannel | None:
         """The channel, waiting up to ``timeout`` for one; ``None`` if still down."""
         if self.channel is not None:

@@ -90,27 +90,35 @@ async def archive_status(
 ) -> ArchiveStatus:
     """The state of ``<exchange>.archive``; ``retention`` (the settings') is reported when
     the stream was declared with it."""
-    stream = archive_name(exchange)
     connection = await connect_once(amqp_urls)
     try:
-        channel = await bounded(connection.channel(), "opening a channel")
-        try:
-            ok = await bounded(channel.queue_declare(stream, passive=True), "a passive declare")
-        except aiormq.exceptions.ChannelNotFoundEntity:
-            return ArchiveStatus(False, 0, None, None, None, None)
-        await close_quietly(channel)
-        oldest = await _edge(connection, stream, "first", last=False)
-        newest = await _newest(connection, stream) if oldest is not None else None
-        note = await _retention(connection, stream, retention) if retention else ""
-        kept = retention if retention is not None and not note else None
-        return ArchiveStatus(
-            enabled=True,
-            messages=int(ok.message_count or 0),
-            oldest=oldest.received_at if oldest else None,
-            newest=newest.received_at if newest else None,
-            max_age=kept.max_age if kept else None,
-            max_bytes=kept.max_bytes if kept else None,
-            retention_note=note,
-        )
+        return await status_on(connection, exchange, retention)
     finally:
         await close_quietly(connection)
+
+
+async def status_on(
+    connection: AbstractConnection, exchange: str, retention: ArchiveRetention | None = None
+) -> ArchiveStatus:
+    """:func:`archive_status` on an open connection (the console's link), left open: every
+    channel it opens is closed."""
+    stream = archive_name(exchange)
+    channel = await bounded(connection.channel(), "opening a channel")
+    try:
+        ok = await bounded(channel.queue_declare(stream, passive=True), "a passive declare")
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return ArchiveStatus(False, 0, None, None, None, None)
+    await close_quietly(channel)
+    oldest = await _edge(connection, stream, "first", last=False)
+    newest = await _newest(connection, stream) if oldest is not None else None
+    note = await _retention(connection, stream, retention) if retention else ""
+    kept = retention if retention is not None and not note else None
+    return ArchiveStatus(
+        enabled=True,
+        messages=int(ok.message_count or 0),
+        oldest=oldest.received_at if oldest else None,
+        newest=newest.received_at if newest else None,
+        max_age=kept.max_age if kept else None,
+        max_bytes=kept.max_bytes if kept else None,
+        retention_note=note,
+    )

@@ -11,45 +11,41 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib import import_module
+from types import ModuleType
 
-from bridge.cli import (
-    archive,
-    connect_actions,
-    console,
-    dlq,
-    doctor,
-    ledger,
-    serve,
-    simulate,
-    spool,
-    sync,
-    topology,
-    trace,
-    worker,
-)
 from bridge.cli.common import EXIT_USAGE, Parser, UsageError, settings_flags
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 
-COMMANDS = (
-    serve,
-    worker,
-    topology,
-    dlq,
-    spool,
-    connect_actions,
-    simulate,
-    doctor,
-    archive,
-    sync,
-    console,
-    ledger,
-    trace,
-)
-"""Each module's ``register`` adds its command, in the order ``--help`` lists them."""
+COMMANDS: dict[str, str] = {
+    "serve": "bridge.cli.serve",
+    "worker": "bridge.cli.worker",
+    "topology": "bridge.cli.topology",
+    "dlq": "bridge.cli.dlq",
+    "spool": "bridge.cli.spool",
+    "connect-actions": "bridge.cli.connect_actions",
+    "simulate": "bridge.cli.simulate",
+    "doctor": "bridge.cli.doctor",
+    "archive": "bridge.cli.archive",
+    "sync": "bridge.cli.sync",
+    "console": "bridge.cli.console",
+    "ledger": "bridge.cli.ledger",
+    "trace": "bridge.cli.trace",
+}
+"""Each command and the module whose ``register`` adds it, in the order ``--help`` lists
+them: one line per command. A command's module is imported only when that command runs
+(``--help`` without a command, or an unknown one, imports them all to list them)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_modules(names: Sequence[str] | None = None) -> list[ModuleType]:
+    """The modules of ``names`` (every command when ``None``), imported."""
+    return [import_module(COMMANDS[name]) for name in (names or COMMANDS)]
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or, when ``argv`` names a command first, of that one
+    only (so running one command never imports the others)."""
     parser = Parser(
         prog="mintsoft-bridge",
         description="Receive Mintsoft order webhooks into RabbitMQ and deliver them to "
@@ -62,14 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     # Every non-secret setting as a flag, for a command that does not pick the settings it
     # reads; the commands here build their own parent with settings_flags(READS).
     settings = settings_flags()
-    for command in COMMANDS:
+    named = [argv[0]] if argv and argv[0] in COMMANDS else None
+    for command in command_modules(named):
         command.register(commands, settings)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``mintsoft-bridge`` and ``python -m bridge``."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)

@@ -3,8 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import TYPE_CHECKING
 
-from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+from bridge.cli.common import (
+    EXIT_USAGE,
+    Parser,
+    positive_int,
+    run_async,
+    settings_flags,
+    settings_of,
+)
+from bridge.core.settings import SettingsError
+
+if TYPE_CHECKING:
+    from bridge.core.settings import Settings
 
 READS = (
     "BRIDGE_AMQP_URL",
@@ -32,6 +45,15 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
     settings = settings_flags(READS)
     help = "run the webhook receiver (POST /webhooks/<event>)"
     sub = commands.add_parser("serve", help=help, description=help, parents=[settings])
+    sub.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="N processes answering on one port (SO_REUSEPORT), each with its own broker "
+        "link, spool (BRIDGE_SPOOL_PATH with -1, -2, ... before its suffix) and metrics port "
+        "(BRIDGE_METRICS_PORT plus 0, 1, ...; set it when N > 1); default 1",
+    )
     sub.set_defaults(func=run)
 
 
@@ -42,5 +64,21 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     settings.require_auth_or_opt_out()
     logs.configure(settings.log_format)
-    run_async(serve(settings))
+    if args.workers == 1:
+        run_async(serve(settings))
+        return 0
+    from bridge.receiving.workers import run_workers
+
+    return run_workers(settings, args.workers, _worker)
+
+
+def _worker(settings: Settings) -> int:
+    """One worker of ``serve --workers N``: its exit code, as ``main`` would pick it."""
+    from bridge.receiving.serve import serve
+
+    try:
+        run_async(serve(settings, reuse_port=True))
+    except SettingsError as exc:
+        print(f"mintsoft-bridge serve: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return 0

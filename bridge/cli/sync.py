@@ -14,6 +14,7 @@ from bridge.core.listeners import start_metrics_listener
 from bridge.core.settings import Settings, SettingsError
 from bridge.core.tasks import stop_on_signals
 from bridge.mintsoft.sync.runner import Sync
+from bridge.mintsoft.sync.state import OrderState
 from bridge.mintsoft.sync.status import SyncStatus, sync_status
 
 READS = (
@@ -77,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         raise SettingsError("--backfill needs --since T (e.g. --since 7d)")
     if args.since and not args.backfill:
         raise SettingsError("--since goes with --backfill")
-    since = parse_time(args.since, datetime.now(UTC), offset_required=True) if args.since else None
+    since = None
+    if args.since:
+        since = parse_time(args.since, datetime.now(UTC), offset_required=True, flag="--since")
     logs.configure(settings.log_format)
     code: int = run_async(_run(settings, args, since))
     return code
@@ -117,9 +120,10 @@ def print_status(status: SyncStatus) -> None:
         print(f"cursor {cursor.name}: {cursor.value} (lag {cursor.lag_seconds:.0f} s)")
     orders = status.orders
     print(
-        f"orders: enrolled {orders.get('enrolled', 0)}, already registered "
-        f"{orders.get('already', 0)}, conflicts {orders.get('conflict', 0)}, pending "
-        f"{orders.get('pending', 0)} ({status.retrying} retrying after a failure)"
+        f"orders: enrolled {orders.get(OrderState.ENROLLED, 0)}, already registered "
+        f"{orders.get(OrderState.ALREADY, 0)}, conflicts {orders.get(OrderState.CONFLICT, 0)}, "
+        f"pending {orders.get(OrderState.PENDING, 0)} ({status.retrying} retrying after a "
+        "failure)"
     )
     recovered = ", ".join(f"{e} {n}" for e, n in sorted(status.recovered.items())) or "none"
     print(f"recovered webhooks: {recovered}")

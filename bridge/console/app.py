@@ -21,6 +21,7 @@ from aiohttp import web
 
 from bridge.console import dead_letters, login, orders, overview, replay
 from bridge.console.auth import SESSION_KEY, make_middleware
+from bridge.console.broker import keep_link
 from bridge.console.state import CONSOLE, Console
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
@@ -100,6 +101,7 @@ def build_app(console: Console) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_static("/static/", HERE / "static", append_version=False)
     app.on_cleanup.append(_stop_jobs)
+    keep_link(app, console.broker)
     return app
 
 

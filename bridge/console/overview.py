@@ -12,10 +12,10 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from bridge.console.queues import subscriber_stats
-from bridge.console.sources import sync_summary
 from bridge.console.state import console_of
 from bridge.console.views import format_time, safe_headers, span
 from bridge.errors import CommandError
+from bridge.mintsoft.sync.status import sync_overview
 
 REFRESH_SECONDS = 5
 
@@ -30,15 +30,15 @@ async def _figures(request: web.Request) -> dict[str, Any]:
     error = None
     stats: list[Any] = []
     try:
-        stats = await subscriber_stats(console.amqp_urls, console.subscribers)
+        stats = await subscriber_stats(console.broker, console.subscribers)
         # Cached (one per console): each read writes end markers into the stream.
         archive = await console.archive_cache.get(
-            console.amqp_urls, console.exchange, console.archive_retention
+            console.broker, console.exchange, console.archive_retention
         )
     except (CommandError, OSError, TimeoutError) as exc:
         error = str(exc) or type(exc).__name__
         archive = None
-    sync = sync_summary(console.sync_state_path)
+    sync = sync_overview(console.sync_state_path)
     return {
         "stats": stats,
         "archive": archive,

@@ -1,5 +1,6 @@
 """What the overview reads from the broker: each subscriber queue's depth and consumers, by
-passive ``queue.declare`` over AMQP (so it works without the management plugin).
+passive ``queue.declare`` over AMQP (so it works without the management plugin), on the
+console's one link (:mod:`bridge.console.broker`): no connection is opened per refresh.
 
 A passive declare reports ready messages and consumers; RabbitMQ does not report unacked
 messages over AMQP, so the overview shows the bound on them (consumers x prefetch) instead.
@@ -12,11 +13,11 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aiormq.abc import AbstractChannel, AbstractConnection
 from aiormq.exceptions import ChannelNotFoundEntity
 
-from bridge.amqp.connection import close_quietly, connect_once
 from bridge.amqp.topology import dlq_name, partition_queue_name, retry_queue_name
+from bridge.console.broker import ConsoleBroker
+from bridge.core.durations import format_duration
 from bridge.worker.subscribers import Subscriber
 
 RPC_TIMEOUT = 5.0
@@ -45,25 +46,16 @@ class SubscriberStat:
         return (self.main.consumers or 0) * self.subscriber.prefetch
 
 
-def delay_label(ms: int) -> str:
-    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
-        if ms >= size and ms % size == 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"
-
-
 class _Reader:
-    def __init__(self, connection: AbstractConnection) -> None:
-        self.connection = connection
-        self.channel: AbstractChannel | None = None
+    def __init__(self, broker: ConsoleBroker) -> None:
+        self.broker = broker
 
     async def stat(self, queue: str) -> QueueStat:
-        if self.channel is None or self.channel.is_closed:
-            self.channel = await self.connection.channel(publisher_confirms=False)
+        channel = await self.broker.read_channel()
         try:
-            ok = await self.channel.queue_declare(queue, passive=True, timeout=RPC_TIMEOUT)
+            ok = await channel.queue_declare(queue, passive=True, timeout=RPC_TIMEOUT)
         except ChannelNotFoundEntity:
-            self.channel = None  # the broker closed it
+            self.broker.read_channel_lost()
             return QueueStat(queue, None, None)
         return QueueStat(queue, int(ok.message_count or 0), int(ok.consumer_count or 0))
 
@@ -83,24 +75,20 @@ async def _main(reader: _Reader, sub: Subscriber) -> QueueStat:
 
 
 async def subscriber_stats(
-    amqp_urls: Sequence[str], subscribers: Sequence[Subscriber]
+    broker: ConsoleBroker, subscribers: Sequence[Subscriber]
 ) -> list[SubscriberStat]:
     """Depth and consumers of every subscriber's queue, retry steps and DLQ."""
-    connection = await connect_once(amqp_urls)
-    try:
-        async with asyncio.timeout(RPC_TIMEOUT * 4):
-            reader = _Reader(connection)
-            stats = []
-            for sub in subscribers:
-                main = await _main(reader, sub)
-                steps = []
-                # An ordered subscriber waits its retries out in process: no retry queues.
-                delays = () if sub.ordered else sub.retry_delays_ms
-                for step, delay in enumerate(delays):
-                    stat = await reader.stat(retry_queue_name(sub.name, step))
-                    steps.append((delay_label(delay), stat))
-                dlq = await reader.stat(dlq_name(sub.name))
-                stats.append(SubscriberStat(sub, main, tuple(steps), dlq))
-            return stats
-    finally:
-        await close_quietly(connection)
+    async with broker.read_lock, asyncio.timeout(RPC_TIMEOUT * 4):
+        reader = _Reader(broker)
+        stats = []
+        for sub in subscribers:
+            main = await _main(reader, sub)
+            steps = []
+            # An ordered subscriber waits its retries out in process: no retry queues.
+            delays = () if sub.ordered else sub.retry_delays_ms
+            for step, delay in enumerate(delays):
+                stat = await reader.stat(retry_queue_name(sub.name, step))
+                steps.append((format_duration(delay / 1000), stat))
+            dlq = await reader.stat(dlq_name(sub.name))
+            stats.append(SubscriberStat(sub, main, tuple(steps), dlq))
+        return stats

@@ -1,24 +1,22 @@
 """Where the console reads what it did not make: the archive library (``bridge.archive``,
-see its ``find``, ``replay`` and ``archive_status``) and the sync's state file, read-only.
+see its ``find``, ``replay`` and ``archive_status``); the sync's figures come from the sync
+module (:func:`bridge.mintsoft.sync.status.sync_overview`, read-only).
 
-Both are optional: a build without the archive package, an exchange without an archive
-stream, or a machine where ``sync`` does not run makes the pages say so, never fail.
-The sync's state is opened read-only (``mode=ro``); the console never writes it. The
-archive summary is cached (:class:`ArchiveSummaryCache`): reading it writes to the stream.
+The archive is optional: a build without the archive package or an exchange without an
+archive stream makes the pages say so, never fail. The archive summary is cached
+(:class:`ArchiveSummaryCache`): reading it writes to the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bridge.amqp.topology import ArchiveRetention
+from bridge.console.broker import ConsoleBroker
 from bridge.errors import CommandError
 
 
@@ -35,14 +33,15 @@ class ArchiveSummary:
 
 
 async def archive_summary(
-    amqp_urls: Sequence[str], exchange: str, retention: ArchiveRetention | None = None
+    broker: ConsoleBroker, exchange: str, retention: ArchiveRetention | None = None
 ) -> ArchiveSummary:
     try:
-        from bridge.archive.status import archive_status
+        from bridge.archive import status as archive_status
     except ImportError:
         return ArchiveSummary(available=False, enabled=False)
     try:
-        status = await archive_status(amqp_urls, exchange, retention)
+        connection = await broker.connection()
+        status = await archive_status.status_on(connection, exchange, retention)
     except CommandError as exc:
         return ArchiveSummary(available=True, enabled=False, error=str(exc))
     return ArchiveSummary(
@@ -57,7 +56,7 @@ async def archive_summary(
 
 
 ARCHIVE_CACHE_SECONDS = 60.0
-"""How long the overview shows one archive summary: reading one opens a connection, writes
+"""How long the overview shows one archive summary: reading one opens channels, writes
 end markers into the stream and may scan it, too much for every 5 s refresh of every tab,
 while its figures (size, oldest, newest) change slowly."""
 
@@ -84,14 +83,14 @@ class ArchiveSummaryCache:
         return None
 
     async def get(
-        self, amqp_urls: Sequence[str], exchange: str, retention: ArchiveRetention | None = None
+        self, broker: ConsoleBroker, exchange: str, retention: ArchiveRetention | None = None
     ) -> ArchiveSummary:
-        key = (tuple(amqp_urls), exchange, retention)
+        key = (exchange, retention)
         async with self._lock:
             cached = self._fresh(key)
             if cached is not None:
                 return cached
-            value = await archive_summary(amqp_urls, exchange, retention)
+            value = await archive_summary(broker, exchange, retention)
             self._key, self._value, self._read_at = key, value, self.clock()
             return value
 
@@ -102,43 +101,3 @@ def archive_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-@dataclass(frozen=True)
-class SyncSummary:
-    path: str
-    seconds_since_write: float
-    recovered: int | None
-    facts: dict[str, str]
-
-
-def sync_summary(path: str | None) -> SyncSummary | None:
-    """What the sync's state file says, or None when there is none (sync not run here).
-
-    Read-only, without the sync's code: its ``cursors`` and ``meta`` tables (name / value
-    rows: cursor positions, last pass and last error) and the ``events`` it recovered. Lag is
-    how long ago sync last wrote the file. A table that is not there is skipped.
-    """
-    if not path or not os.path.exists(path):
-        return None
-    lag = max(0.0, time.time() - os.path.getmtime(path))
-    facts: dict[str, str] = {}
-    recovered: int | None = None
-    with contextlib.suppress(sqlite3.Error):
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
-        try:
-            tables = {
-                row[0]
-                for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
-            if "events" in tables:
-                query = "SELECT COUNT(*) FROM events WHERE state = 'recovered'"
-                recovered = int(connection.execute(query).fetchone()[0])
-            for table in ("cursors", "meta"):
-                if table in tables:
-                    for row in connection.execute(f'SELECT * FROM "{table}" LIMIT 20'):
-                        if len(row) >= 2:
-                            facts[str(row[0])] = str(row[1])
-        finally:
-            connection.close()
-    return SyncSummary(path, lag, recovered, facts)

@@ -1,4 +1,4 @@
-"""The console's shared state: broker, exchange, subscribers, sign-in and running jobs."""
+"""The console's shared state: broker link, exchange, subscribers, sign-in and running jobs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from aiohttp import web
 
 from bridge.amqp.topology import ArchiveRetention
 from bridge.console.auth import Sessions
+from bridge.console.broker import ConsoleBroker
 from bridge.console.jobs import Jobs
 from bridge.console.sources import ArchiveSummaryCache
 from bridge.ledger.queries import LedgerReader
@@ -30,6 +31,11 @@ class Console:
     archive_cache: ArchiveSummaryCache = field(default_factory=ArchiveSummaryCache)
     ledger: LedgerReader | None = None
     """The order lookup's source (``BRIDGE_LEDGER_URL``); ``None``: it scans the archive."""
+    broker: ConsoleBroker = field(init=False)
+    """The one broker link of every page (opened and closed with the app)."""
+
+    def __post_init__(self) -> None:
+        self.broker = ConsoleBroker(self.amqp_urls)
 
     def subscriber(self, name: str) -> Subscriber:
         for sub in self.subscribers:

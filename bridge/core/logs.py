@@ -19,11 +19,8 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import orjson
-from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.web import BaseRequest, RequestKey, StreamResponse
-
-from bridge.core.contract import HEADER_ORDER_ID, HEADER_REQUEST_ID, HTTP_REQUEST_ID
+from aiohttp.web import BaseRequest, RequestKey
 
 WEBHOOK_EVENT: RequestKey[str] = RequestKey("bridge.webhook_event", str)
 """Set by a webhook route on its request, so the access log line names the event."""
@@ -48,6 +45,8 @@ be answered, and the access log line says so instead of a status sent."""
 CLIENT_CLOSED_STATUS = 499
 """The status an access log line shows for :data:`CLIENT_CLOSED` (nginx's "client closed
 request"); it is never sent, there being nobody to send it to."""
+
+Fields = Mapping[str, Any]
 
 _EXTRA_FIELDS = (
     "event",
@@ -80,7 +79,7 @@ def _escape(char: str) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
-class _Formatter(logging.Formatter):
+class LineFormatter(logging.Formatter):
     """``logging.Formatter`` in UTC that formats the date and time once per second, not once
     per record (the access log writes a line per request), and escapes control characters
     in a message (:func:`escape_controls`), so that no field can forge a line."""
@@ -98,13 +97,24 @@ class _Formatter(logging.Formatter):
         return super().formatMessage(record)
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = int(record.created)
+        stamp = self._second_stamp(record.created, datefmt)
+        if datefmt:
+            return stamp
+        return f"{stamp},{int(record.msecs):03d}"
+
+    def _second_stamp(self, created: float, datefmt: str | None) -> str:
+        second = int(created)
         if second != self._second or datefmt != self._datefmt:
             self._stamp = time.strftime(datefmt or self.default_time_format, time.gmtime(second))
             self._second, self._datefmt = second, datefmt
-        if datefmt:
-            return self._stamp
-        return f"{self._stamp},{int(record.msecs):03d}"
+        return self._stamp
+
+    def access_line(
+        self, created: float, name: str, message: str, args: tuple[Any, ...], fields: Fields
+    ) -> str:
+        """The line :meth:`format` gives an INFO record of logger ``name`` created at
+        ``created`` with ``message % args`` and the extra ``fields``, without the record."""
+        raise NotImplementedError
 
 
 _MESSAGE_FIELDS = ("subscriber", "event", "message_id", "order_id", "request_id", "attempt")
@@ -112,11 +122,17 @@ _MESSAGE_FIELDS = ("subscriber", "event", "message_id", "order_id", "request_id"
 (JSON lines carry them as keys): one webhook can be followed in either format."""
 
 
-class TextFormatter(_Formatter):
+class TextFormatter(LineFormatter):
     """``time LEVEL logger: message``, then ``key=value`` for a worker line's message fields."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def access_line(
+        self, created: float, name: str, message: str, args: tuple[Any, ...], fields: Fields
+    ) -> str:
+        stamp = self._second_stamp(created, None)
+        return f"{stamp},{_msecs(created):03d} INFO {name}: {escape_controls(message % args)}"
 
     def format(self, record: logging.LogRecord) -> str:
         fields = record.__dict__
@@ -132,12 +148,12 @@ class TextFormatter(_Formatter):
         return f"{head} {pairs}{newline}{trace}"
 
 
-class JsonFormatter(_Formatter):
+class JsonFormatter(LineFormatter):
     """One JSON object per line: time, level, logger, message, and known extra fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "time": self.formatTime(record, _JSON_TIME) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -149,6 +165,29 @@ class JsonFormatter(_Formatter):
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(data).decode()
+
+    def access_line(
+        self, created: float, name: str, message: str, args: tuple[Any, ...], fields: Fields
+    ) -> str:
+        data: dict[str, Any] = {
+            "time": f"{self._second_stamp(created, _JSON_TIME)}.{_msecs(created):03d}Z",
+            "level": "info",
+            "logger": name,
+            "message": message % args,
+        }
+        for field in _EXTRA_FIELDS:
+            value = fields.get(field)
+            if value is not None:
+                data[field] = value
+        return orjson.dumps(data).decode()
+
+
+_JSON_TIME = "%Y-%m-%dT%H:%M:%S"
+
+
+def _msecs(created: float) -> int:
+    # As logging.LogRecord computes its msecs.
+    return int((created - int(created)) * 1000)
 
 
 class TurnBatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -164,10 +203,15 @@ class TurnBatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record) + self.terminator
+            line = self.format(record)
         except Exception:
             self.handleError(record)
             return
+        self.write_line(line)
+
+    def write_line(self, line: str) -> None:
+        """Write one formatted ``line`` (without its terminator), batched as :meth:`emit`."""
+        line += self.terminator
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -220,64 +264,6 @@ def redacted_path(request: BaseRequest) -> str:
         return request.path
     names = "&".join(f"{name}=***" for name in request.query)
     return f"{request.path}?{names}"
-
-
-class AccessLogger(AbstractAccessLogger):
-    """One line per request: method, path (query values redacted), status, latency, and for
-    a webhook its event, message id, order id and request id."""
-
-    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        if not self.logger.isEnabledFor(logging.INFO):
-            return
-        path = redacted_path(request)
-        latency_ms = round(time * 1000, 2)
-        fields: dict[str, Any] = {
-            "method": request.method,
-            "path": path,
-            "status": response.status,
-            "latency_ms": latency_ms,
-            "remote": request.remote,
-            "event": request.get(WEBHOOK_EVENT),
-        }
-        if request.get(CLIENT_CLOSED):
-            fields["status"] = CLIENT_CLOSED_STATUS
-            self._emit(
-                "%s %s %d %.1fms: the client closed the connection before its whole body arrived",
-                (request.method, path, CLIENT_CLOSED_STATUS, latency_ms),
-                fields,
-            )
-            return
-        envelope = request.get(WEBHOOK_LOGGED)
-        if envelope is not None:
-            headers = envelope.headers
-            fields["request_id"] = headers.get(HEADER_REQUEST_ID)
-            fields["message_id"] = envelope.message_id
-            fields["order_id"] = headers.get(HEADER_ORDER_ID)
-            self._emit(
-                "%s %s %d %.1fms request_id=%s message_id=%s order_id=%s",
-                (
-                    request.method,
-                    path,
-                    response.status,
-                    latency_ms,
-                    fields["request_id"],
-                    envelope.message_id,
-                    fields["order_id"],
-                ),
-                fields,
-            )
-            return
-        fields["request_id"] = request.headers.get(HTTP_REQUEST_ID)
-        self._emit("%s %s %d %.1fms", (request.method, path, response.status, latency_ms), fields)
-
-    def _emit(self, message: str, args: tuple[Any, ...], fields: dict[str, Any]) -> None:
-        # Logger.info would also walk the stack to find the caller (always aiohttp's
-        # web_protocol here): build the record directly, once per request.
-        logger = self.logger
-        record = logger.makeRecord(
-            logger.name, logging.INFO, "(access log)", 0, message, args, None, extra=fields
-        )
-        logger.handle(record)
 
 
 REFUSED_LOG_INTERVAL = 10.0

@@ -4,7 +4,8 @@ Every setting is an environment variable ``BRIDGE_*``; a command-line flag of th
 (``--port`` or ``--bridge-port`` for ``BRIDGE_PORT``) wins. Any variable can instead be read
 from a file named by ``<VARIABLE>_FILE``, which is how secrets are mounted in containers.
 
-How each variable's text is parsed lives in :mod:`bridge.core.values`.
+How each variable's text is parsed lives in :mod:`bridge.core.values`; durations and rates
+in :mod:`bridge.core.durations`, the one grammar of both.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bridge.core.durations import parse_duration, parse_max_age, parse_rate
 from bridge.core.values import SettingsError as SettingsError
 from bridge.core.values import is_http_url as is_http_url
 from bridge.core.values import (
     parse_amqp_urls,
     parse_bool,
-    parse_duration,
     parse_exchange,
     parse_http_url,
     parse_ids,
@@ -28,13 +29,10 @@ from bridge.core.values import (
     parse_ledger_url,
     parse_list,
     parse_log_format,
-    parse_max_age,
     parse_optional,
     parse_optional_http_url,
     parse_optional_port,
-    parse_rate,
     parse_reconcile_mode,
-    parse_seconds,
     parse_timezone,
 )
 from bridge.core.values import redact_url as redact_url
@@ -128,7 +126,9 @@ SPECS: dict[str, _Spec] = {
         "larger bodies get 413",
     ),
     "BRIDGE_PUBLISH_TIMEOUT": _Spec(
-        "publish_timeout", parse_seconds, "seconds to wait for a broker confirm"
+        "publish_timeout",
+        lambda n, r: parse_duration(r, f"{n}=", example="5s", bare_unit="s", high=3600),
+        "how long to wait for a broker confirm (bare number: seconds)",
     ),
     "BRIDGE_SPOOL_PATH": _Spec("spool_path", lambda n, r: r.strip(), "local spool, empty: none"),
     "BRIDGE_SPOOL_MAX_BYTES": _Spec(
@@ -180,14 +180,23 @@ SPECS: dict[str, _Spec] = {
 }
 
 
+def _sync_duration(example: str) -> Callable[[str, str], float]:
+    def parse(name: str, raw: str) -> float:
+        return parse_duration(raw, f"{name}=", example=example, bare_unit="s", high=30 * 86400)
+
+    return parse
+
+
 SPECS.update(
     {
         "BRIDGE_SYNC_STATE_PATH": _Spec(
             "sync_state_path", lambda n, r: r.strip() or "./var/sync.sqlite3", "sync's state"
         ),
-        "BRIDGE_SYNC_INTERVAL": _Spec("sync_interval", parse_duration, "how often sync polls"),
+        "BRIDGE_SYNC_INTERVAL": _Spec(
+            "sync_interval", _sync_duration("60s"), "how often sync polls"
+        ),
         "BRIDGE_SYNC_GRACE": _Spec(
-            "sync_grace", parse_duration, "age before a missing webhook is recovered"
+            "sync_grace", _sync_duration("15m"), "age before a missing webhook is recovered"
         ),
         "BRIDGE_SYNC_RECONCILE": _Spec(
             "sync_reconcile", parse_reconcile_mode, "enrolled, all or off"
@@ -196,7 +205,15 @@ SPECS.update(
         "BRIDGE_SYNC_WAREHOUSE_IDS": _Spec(
             "sync_warehouse_ids", parse_ids, "sync only these warehouses"
         ),
-        "BRIDGE_MINTSOFT_RATE": _Spec("mintsoft_rate", parse_rate, "Mintsoft requests per second"),
+        "BRIDGE_MINTSOFT_RATE": _Spec(
+            "mintsoft_rate",
+            lambda n, r: (
+                parse_rate(
+                    r, f"{n}=", example="2 or 120/m", bare_unit="s", high_per_second=1000
+                ).per_second
+            ),
+            "Mintsoft requests per second (or a rate: 120/m)",
+        ),
         "BRIDGE_MINTSOFT_TIMEZONE": _Spec(
             "mintsoft_timezone", parse_timezone, "zone of Mintsoft's date-times"
         ),

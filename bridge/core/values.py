@@ -31,16 +31,6 @@ def parse_int(name: str, raw: str, low: int, high: int, example: int | None = No
     return value
 
 
-def parse_seconds(name: str, raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number of seconds: use e.g. 5") from None
-    if not 0 < value <= 3600:
-        raise SettingsError(f"{name}={value} is out of range: use seconds above 0, at most 3600")
-    return value
-
-
 def parse_list(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
@@ -122,33 +112,6 @@ def parse_log_format(name: str, raw: str) -> str:
     return value
 
 
-_AGE_UNITS = "YMDhms"
-
-
-def parse_max_age(name: str, raw: str) -> str:
-    # RabbitMQ's x-max-age: "<int><unit>", unit case-sensitive (M months, m minutes); a
-    # lowercase d is taken as days, since RabbitMQ has no other meaning for it.
-    value = raw.strip()
-    if value.endswith("d"):
-        value = value[:-1] + "D"
-    if len(value) < 2 or value[-1] not in _AGE_UNITS or not value[:-1].isdigit():
-        raise SettingsError(
-            f"{name}={raw!r} is not an age: use a number and one of Y, M (months), D, h, "
-            "m (minutes), s, e.g. 30D"
-        )
-    if int(value[:-1]) < 1:
-        raise SettingsError(f"{name}={raw!r} is zero: use at least 1, e.g. 30D")
-    return value[:-1].lstrip("0") + value[-1]
-
-
-_AGE_SECONDS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
-
-
-def max_age_seconds(age: str) -> int:
-    """A :func:`parse_max_age` value in seconds (a month as 30 days, a year as 365)."""
-    return int(age[:-1]) * _AGE_SECONDS[age[-1]]
-
-
 def parse_optional_http_url(name: str, raw: str) -> str | None:
     return parse_http_url(name, raw) if raw.strip() else None
 
@@ -158,21 +121,6 @@ def parse_optional_port(name: str, raw: str) -> int | None:
     if raw.strip() in {"", "0"}:
         return None
     return parse_int(name, raw, 1, 65535)
-
-
-def parse_duration(name: str, raw: str) -> float:
-    """``60s``, ``15m``, ``2h``, ``1d`` or bare seconds (fractions allowed: ``0.5s``)."""
-    text = raw.strip().lower()
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-    scale = units.get(text[-1:], 1.0) if text else 1.0
-    number = text[:-1] if text[-1:] in units else text
-    try:
-        value = float(number) * scale
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a duration: use e.g. 60s, 15m or 2h") from None
-    if not 0 < value <= 30 * 86400:
-        raise SettingsError(f"{name}={raw!r} is out of range: use more than 0, at most 30d")
-    return value
 
 
 def parse_ids(name: str, raw: str) -> tuple[int, ...]:
@@ -186,18 +134,6 @@ def parse_reconcile_mode(name: str, raw: str) -> str:
     value = raw.strip().lower()
     if value not in {"enrolled", "all", "off"}:
         raise SettingsError(f"{name}={raw!r} is not a reconcile mode: use enrolled, all or off")
-    return value
-
-
-def parse_rate(name: str, raw: str) -> float:
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise SettingsError(
-            f"{name}={raw!r} is not a rate: use requests per second, e.g. 2"
-        ) from None
-    if not 0 < value <= 1000:
-        raise SettingsError(f"{name}={value} is out of range: use more than 0, at most 1000")
     return value
 
 

@@ -40,11 +40,11 @@ from bridge.amqp.topology import (
     settings_topology,
 )
 from bridge.core import metrics
+from bridge.core.durations import parse_duration
 from bridge.core.listeners import start_metrics_listener
 from bridge.core.records import RecordError, deliveries_stream
 from bridge.core.settings import Settings, redact_url
 from bridge.core.tasks import cancel_and_wait, stop_on_signals
-from bridge.core.values import max_age_seconds
 from bridge.errors import CommandError
 from bridge.ledger.database import ledger_url, open_writer
 from bridge.ledger.queries import undelivered_oldest
@@ -303,7 +303,7 @@ class Indexer:
             self._newest = max(self._newest, max(t.timestamp() for t in times))
 
     async def _retention(self, stop: asyncio.Event) -> None:
-        keep = timedelta(seconds=max_age_seconds(self.settings.archive_max_age))
+        keep = timedelta(seconds=parse_duration(self.settings.archive_max_age))
         while not stop.is_set():
             cutoff = datetime.now(UTC) - keep
             try:

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 from aiohttp import HttpVersion11, web
+from multidict import CIMultiDict
 
 from bridge.core import metrics
 from bridge.core.body import NotJson, read_document
@@ -92,6 +93,19 @@ def _json(
 
 
 _UNAUTHORIZED: dict[str, Any] = {"error": "unauthorized"}
+
+_JSON_HEADERS: CIMultiDict[str] = CIMultiDict({"Content-Type": "application/json"})
+
+
+def _kept(event: str, outcome: str, message_id: str, request_id: str) -> web.Response:
+    """The 200 of a kept webhook, ``{"status":outcome,"message_id":M}``: the answer of
+    nearly every request, built from bytes (the outcome is a word, the id hex digits,
+    neither needs escaping) and a copy of prebuilt headers."""
+    _webhooks_counter(event, 200).inc()
+    headers = _JSON_HEADERS.copy()
+    headers[HTTP_REQUEST_ID] = request_id
+    body = b'{"status":"%s","message_id":"%s"}' % (outcome.encode(), message_id.encode())
+    return web.Response(body=body, status=200, headers=headers)
 
 
 _REQUEST_ID_PREFIX = os.urandom(4).hex()
@@ -176,7 +190,7 @@ def webhook_handlers(
     async def receive(request: web.Request) -> web.StreamResponse:
         try:
             if request.content.is_eof():
-                body = await _read(request, max_body)  # all there already: nothing to wait for
+                body = _read_arrived(request, max_body)  # all there already: no awaits
             else:
                 async with asyncio.timeout(body_timeout):
                     body = await _read(request, max_body)
@@ -219,12 +233,7 @@ def webhook_handlers(
                 },
                 {HTTP_REQUEST_ID: request_id},
             )
-        return _answer(
-            event,
-            200,
-            {"status": outcome, "message_id": envelope.message_id},
-            {HTTP_REQUEST_ID: request_id},
-        )
+        return _kept(event, outcome, envelope.message_id, request_id)
 
     return handle, expect
 
@@ -248,6 +257,15 @@ async def _read(request: web.Request, limit: int) -> bytes:
             raise _TooLarge
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _read_arrived(request: web.Request, limit: int) -> bytes:
+    """The whole body once it has all arrived (the usual case for a webhook: its headers and
+    body come in one packet), in one call instead of :func:`_read`'s loop of awaits."""
+    body = request.content.read_nowait()
+    if len(body) > limit:
+        raise _TooLarge
+    return body
 
 
 async def _continue(request: web.Request) -> None:

@@ -20,14 +20,14 @@ from aiohttp import web
 from bridge.amqp.connection import BrokerLink
 from bridge.amqp.publisher import Publisher
 from bridge.amqp.topology import declare, settings_topology
-from bridge.core import metrics
+from bridge.core import heap, metrics
+from bridge.core.access_log import AccessLogger
 from bridge.core.listeners import (
     check_listen,
     hide_versions,
     listen_error,
     start_metrics_listener,
 )
-from bridge.core.logs import AccessLogger
 from bridge.core.settings import Settings, SettingsError
 from bridge.core.tasks import stop_on_signals
 from bridge.receiving.auth import Authenticator
@@ -85,10 +85,14 @@ def build_app(
     return app
 
 
-async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings, ready: asyncio.Event | None = None, reuse_port: bool = False
+) -> None:
     """Run the receiver until SIGTERM or SIGINT, then finish in-flight requests, drain the
-    spool (bounded) and close."""
-    check_listen(settings.host, settings.port, "BRIDGE_HOST", "BRIDGE_PORT")
+    spool (bounded) and close. ``reuse_port``: share the port with the other workers of
+    ``serve --workers N`` (:mod:`.workers`, whose parent checked the address)."""
+    if not reuse_port:
+        check_listen(settings.host, settings.port, "BRIDGE_HOST", "BRIDGE_PORT")
     scraped = asyncio.Event()
     metrics_runner = None
     if settings.metrics_port is not None:
@@ -132,7 +136,9 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
         **server_options(),
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+    site = web.TCPSite(
+        runner, settings.host, settings.port, reuse_address=True, reuse_port=reuse_port or None
+    )
     try:
         await site.start()
     except OSError as exc:  # a bad BRIDGE_HOST, or BRIDGE_PORT taken: a setting to fix
@@ -143,6 +149,7 @@ async def serve(settings: Settings, ready: asyncio.Event | None = None) -> None:
             exc, settings.host, settings.port, "BRIDGE_HOST", "BRIDGE_PORT"
         ) from None
     log.info("listening on http://%s:%d", settings.host, settings.port)
+    heap.settle()  # start-up is done: full collections skip what it built (see heap)
     try:
         with stop_on_signals() as stop:
             if ready is not None:

@@ -11,49 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from dataclasses import dataclass
 
 from aiolimiter import AsyncLimiter
+
+from bridge.core.durations import Rate
 
 log = logging.getLogger("bridge.worker.pacing")
 
 MAX_PAUSE = 300.0
 """A longer ``Retry-After`` is cut to this many seconds (the message waits unacked)."""
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h)\s*$")
-_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """At most ``count`` handler calls per ``seconds`` in one worker process."""
-
-    count: float
-    seconds: float
-    text: str
-
-    @property
-    def per_second(self) -> float:
-        return self.count / self.seconds
-
-
-def parse_rate(text: str) -> RateLimit:
-    """``"10/s"``, ``"30/m"``, ``"100/h"``, ``"0.5/s"`` -> :class:`RateLimit`; ValueError else."""
-    match = _RATE.match(text)
-    count = float(match.group(1)) if match else 0.0
-    if match is None or not 0 < count <= 100_000:
-        raise ValueError(text)
-    seconds = _UNIT_SECONDS[match.group(2)]
-    if count < 1:  # "0.5/s": one call every two seconds (the bucket holds whole calls)
-        count, seconds = 1.0, seconds / count
-    return RateLimit(count, seconds, text.strip())
 
 
 class Pacer:
     """The gate every handler call of one subscriber passes: pauses, then the rate limit."""
 
-    def __init__(self, subscriber: str, rate: RateLimit | None = None) -> None:
+    def __init__(self, subscriber: str, rate: Rate | None = None) -> None:
         self.subscriber = subscriber
         self.rate = rate
         self._limiter = AsyncLimiter(rate.count, rate.seconds) if rate is not None else None

@@ -22,8 +22,8 @@ from bridge.amqp.topology import (
     subscriber_topology,
 )
 from bridge.core.contract import EVENTS
+from bridge.core.durations import Rate, parse_duration, parse_rate
 from bridge.core.settings import SettingsError, is_http_url
-from bridge.worker.pacing import RateLimit, parse_rate
 
 if TYPE_CHECKING:
     from bridge.worker.message import Message
@@ -44,8 +44,6 @@ MAX_HELD_SECONDS = 25 * 60
 """A message is unacked while its in-process tries run; RabbitMQ closes the channel of a
 consumer that holds one past ``consumer_timeout`` (30 minutes by default)."""
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _KEYS = {
     "name",
     "events",
@@ -79,7 +77,7 @@ class Subscriber:
     in_process_tries: int = 3
     clients: tuple[str, ...] = ()
     warehouses: tuple[str, ...] = ()
-    rate_limit: RateLimit | None = None
+    rate_limit: Rate | None = None
     ordered: bool = False
     partitions: int = DEFAULT_PARTITIONS
 
@@ -107,12 +105,11 @@ class Subscriber:
         )
 
 
-def parse_duration(text: str) -> int:
-    """``"200ms"``, ``"5s"``, ``"1m"``, ``"1h"``, ``"1d"`` -> milliseconds; ValueError else."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(text)
-    return round(float(match.group(1)) * _UNIT_MS[match.group(2)])
+def delay_ms(text: str, where: str = "") -> int:
+    """A retry delay in the duration grammar (``"200ms"``, ``"5s"``, ``"1w"``) as whole
+    milliseconds, 1 ms to 7 days; :class:`SettingsError` naming ``where`` else."""
+    seconds = parse_duration(text, where, example='"5s"', low=0.001, high=MAX_DELAY_MS / 1000)
+    return round(seconds * 1000)
 
 
 def load_subscribers(path: str) -> list[Subscriber]:
@@ -278,17 +275,12 @@ def _is_id(item: Any) -> bool:
     return isinstance(item, str) and item.strip().isdigit()
 
 
-def _rate(value: Any, where: str) -> RateLimit | None:
+def _rate(value: Any, where: str) -> Rate | None:
     if value is None:
         return None
-    try:
-        if not isinstance(value, str):
-            raise ValueError(value)
-        return parse_rate(value)
-    except ValueError:
-        raise SettingsError(
-            f'{where}: {value!r} is not a rate: use e.g. "10/s" or "30/m"'
-        ) from None
+    if not isinstance(value, str):
+        raise SettingsError(f'{where}: {value!r} is not a rate: use e.g. "10/s" or "30/m"')
+    return parse_rate(value, f"{where}: ", example='"10/s" or "30/m"')
 
 
 def _events(value: Any, where: str) -> tuple[str, ...]:
@@ -308,30 +300,16 @@ def _delays(value: Any, where: str) -> tuple[int, ...]:
         )
     delays = []
     for item in value:
-        try:
-            if not isinstance(item, str):
-                raise ValueError(item)
-            delay = parse_duration(item)
-        except ValueError:
-            raise SettingsError(
-                f'{where}: {item!r} is not a duration: use e.g. "200ms", "5s", "1m" or "1h"'
-            ) from None
-        if not 1 <= delay <= MAX_DELAY_MS:
-            raise SettingsError(f"{where}: {item!r} is out of range: use 1ms to 7d")
-        delays.append(delay)
+        if not isinstance(item, str):
+            raise SettingsError(f'{where}: {item!r} is not a duration: write it as text, "5s"')
+        delays.append(delay_ms(item, f"{where}: "))
     return tuple(delays)
 
 
 def _seconds(value: Any, where: str) -> float:
-    try:
-        if not isinstance(value, str):
-            raise ValueError(value)
-        millis = parse_duration(value)
-    except ValueError:
-        raise SettingsError(f'{where}: {value!r} is not a duration: use e.g. "30s"') from None
-    if not 1 <= millis <= 3_600_000:
-        raise SettingsError(f"{where}: {value!r} is out of range: use 1ms to 1h")
-    return millis / 1000
+    if not isinstance(value, str):
+        raise SettingsError(f'{where}: {value!r} is not a duration: write it as text, "30s"')
+    return parse_duration(value, f"{where}: ", example='"30s"', low=0.001, high=3600)
 
 
 def _int(value: Any, low: int, high: int, where: str) -> int:

@@ -43,6 +43,8 @@ class RabbitNode:
         self.name = name or f"bridgetest{self.port}@localhost"
         self.base = base or Path(tempfile.mkdtemp(prefix="bridge-rabbit-"))
         self.cookie = cookie
+        self.watermark_changed = False
+        """A test set a memory watermark: the node is to be given its own back."""
         self.base.mkdir(parents=True, exist_ok=True)
         (self.base / "enabled_plugins").write_text("[].\n")
         (self.base / "rabbitmq.conf").write_text(
@@ -83,6 +85,8 @@ class RabbitNode:
         self, *args: str, check: bool = True, timeout: float = 60, tool: str = "rabbitmqctl"
     ) -> str:
         """Run ``rabbitmqctl`` (or ``tool``, e.g. ``rabbitmq-queues``) against this node."""
+        if args and args[0] == "set_vm_memory_high_watermark":
+            self.watermark_changed = True
         result = subprocess.run(
             [self._bin(tool), "-n", self.name, *args],
             env=self.env(),

@@ -18,6 +18,8 @@ class TcpProxy:
         self.target_port = target_port
         self.port = 0
         self.blackholed = False
+        self.accepted = 0
+        """Connections accepted so far (each one a client's connection to the broker)."""
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -68,6 +70,7 @@ class TcpProxy:
                 await task
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         self._writers.add(writer)
         if self.blackholed:
             await self._pump(reader, None)

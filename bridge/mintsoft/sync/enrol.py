@@ -27,7 +27,7 @@ from bridge.errors import CommandError
 from bridge.mintsoft.client import MintsoftError
 from bridge.mintsoft.connect_actions import connect_action
 from bridge.mintsoft.sync.api import SyncApi
-from bridge.mintsoft.sync.state import SyncState
+from bridge.mintsoft.sync.state import OrderState, SyncState
 from bridge.mintsoft.urls import webhook_url
 
 log = logging.getLogger("bridge.mintsoft.sync")
@@ -116,24 +116,25 @@ async def enrol_pending(
             actions = await api.connect_actions(order.order_id)
             verdict, detail = classify(actions, ours)
             if verdict == "already":
-                state.order_done(order.order_id, "enrolled" if order.put_at else "already")
+                done = OrderState.ENROLLED if order.put_at else OrderState.ALREADY
+                state.order_done(order.order_id, done)
                 result.already += 1
             elif verdict == "conflict" and not take_over:
-                if order.state != "conflict":
+                if order.state != OrderState.CONFLICT:
                     log.warning(
                         "order %s: its connect action points at %s; left alone "
                         "(sync --take-over would replace it)",
                         order.order_id,
                         detail,
                     )
-                state.order_done(order.order_id, "conflict", detail)
+                state.order_done(order.order_id, OrderState.CONFLICT, detail)
                 result.conflicts += 1
             else:
                 state.putting(order.order_id)
                 await api.put_connect_action(
                     order.order_id, body | {"SourceOrderId": str(order.order_id)}
                 )
-                state.order_done(order.order_id, "enrolled")
+                state.order_done(order.order_id, OrderState.ENROLLED)
                 metrics.SYNC_ENROLLED.inc()
                 result.enrolled += 1
         except CommandError as exc:
@@ -146,5 +147,5 @@ async def enrol_pending(
                 break  # the rest waits for the next pass rather than for every retry
             continue
         on_done(True)
-    metrics.SYNC_CONFLICTS.set(state.order_counts().get("conflict", 0))
+    metrics.SYNC_CONFLICTS.set(state.order_counts().get(OrderState.CONFLICT, 0))
     return result

@@ -30,7 +30,13 @@ from bridge.errors import CommandError
 from bridge.mintsoft.sync.api import SyncApi
 from bridge.mintsoft.sync.archive import SeenEvents
 from bridge.mintsoft.sync.enrol import mintsoft_away
-from bridge.mintsoft.sync.state import ENROLLED_STATES, PendingEvent, SyncState
+from bridge.mintsoft.sync.state import (
+    ENROLLED_STATES,
+    EventState,
+    OrderState,
+    PendingEvent,
+    SyncState,
+)
 
 log = logging.getLogger("bridge.mintsoft.sync")
 
@@ -76,13 +82,13 @@ async def _body(api: SyncApi, event: PendingEvent) -> bytes | None:
     return await api.order(event.order_id)
 
 
-def _in_scope(mode: str, order_state: str | None) -> bool | None:
+def _in_scope(mode: str, order_state: OrderState | None) -> bool | None:
     """True: reconcile it; False: never (skip); None: not yet (its enrolment is pending)."""
     if mode == "all":
         return True
     if order_state in ENROLLED_STATES:
         return True
-    if order_state == "pending":
+    if order_state == OrderState.PENDING:
         return None
     return False
 
@@ -107,7 +113,7 @@ async def reconcile(
         if verdict is None:
             result.waiting += 1
         elif not verdict:
-            state.event_done(event.message_id, "skipped")
+            state.event_done(event.message_id, EventState.SKIPPED)
             result.skipped += 1
         else:
             work.append(event)
@@ -118,7 +124,7 @@ async def reconcile(
     arrived = await seen(since, datetime.now(UTC) + timedelta(minutes=1))
     for event in work:
         if (event.event, event.order_id) in arrived:
-            state.event_done(event.message_id, "arrived")
+            state.event_done(event.message_id, EventState.ARRIVED)
             result.arrived += 1
             on_done(True)
             continue
@@ -131,7 +137,7 @@ async def reconcile(
                 break
             continue
         if body is None:  # several parts, but Mintsoft knows no split of this order
-            state.event_done(event.message_id, "skipped")
+            state.event_done(event.message_id, EventState.SKIPPED)
             result.skipped += 1
             on_done(True)
             continue
@@ -142,7 +148,7 @@ async def reconcile(
             result.errors.append(f"publishing the recovered {event.event} webhook failed: {exc}")
             on_done(False)
             break
-        state.event_done(event.message_id, "recovered")  # only after the confirm
+        state.event_done(event.message_id, EventState.RECOVERED)  # only after the confirm
         metrics.SYNC_RECOVERED.labels(event.event).inc()
         result.recovered[event.event] = result.recovered.get(event.event, 0) + 1
         log.info(

@@ -6,6 +6,11 @@ records its outcome only after it happened (an enrolment after Mintsoft's answer
 after the broker's confirm), so a process killed at any point repeats at most the step it
 was in. The file is created 0600 (it holds order ids and tracking bodies) in a directory
 created 0700. A file that cannot be opened raises :class:`CommandError`.
+
+States are :class:`OrderState` and :class:`EventState`, held to them by a ``CHECK`` on each
+table. A file written before the checks (``user_version`` 0) is rebuilt with them on open,
+every row kept, in one transaction. :func:`read_only` opens a file without writing it (the
+console's view).
 """
 
 from __future__ import annotations
@@ -15,18 +20,45 @@ import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from bridge.errors import CommandError
 
-SCHEMA = """
+
+class OrderState(StrEnum):
+    """What enrolment did with an order."""
+
+    PENDING = "pending"  # seen, its connect action not yet set
+    ENROLLED = "enrolled"  # the bridge's URLs set by this sync
+    ALREADY = "already"  # the bridge's URLs were there already
+    CONFLICT = "conflict"  # another integration's URLs are there (detail says where)
+
+
+class EventState(StrEnum):
+    """What became of an event that needs a webhook."""
+
+    PENDING = "pending"  # not yet checked against the archive
+    ARRIVED = "arrived"  # the archive has its webhook
+    RECOVERED = "recovered"  # published by sync, confirmed by the broker
+    SKIPPED = "skipped"  # out of the reconcile scope (BRIDGE_SYNC_RECONCILE)
+
+
+def _one_of(states: type[StrEnum]) -> str:
+    return "CHECK (state IN (" + ", ".join(f"'{s.value}'" for s in states) + "))"
+
+
+SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of a file with the CHECKs (0: written before them)."""
+
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS orders (
     order_id INTEGER PRIMARY KEY,
     client_id INTEGER,
     warehouse_id INTEGER,
-    state TEXT NOT NULL,            -- pending, enrolled, already, conflict
+    state TEXT NOT NULL {_one_of(OrderState)},
     attempts INTEGER NOT NULL DEFAULT 0,
     put_at REAL,                    -- set before a PUT is sent
     next_try REAL NOT NULL DEFAULT 0,
@@ -43,20 +75,54 @@ CREATE TABLE IF NOT EXISTS events (
     identity TEXT NOT NULL,
     happened_at REAL NOT NULL,      -- Unix time (UTC)
     body BLOB,                      -- the webhook body when the API cannot fetch it later
-    state TEXT NOT NULL,            -- pending, arrived (the archive has it), recovered
+    state TEXT NOT NULL {_one_of(EventState)},
     done_at REAL
 );
 CREATE INDEX IF NOT EXISTS events_state ON events (state, happened_at);
 """
 
-ENROLLED_STATES = ("enrolled", "already")
+ENROLLED_STATES = (OrderState.ENROLLED, OrderState.ALREADY)
 """Orders whose connect action holds the bridge's URLs: what ``enrolled`` reconciles."""
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Create the tables, or rebuild those of a file from before the CHECKs with them (rows
+    kept, one transaction: a file is either migrated whole or left as it was)."""
+    statements = [statement for statement in SCHEMA.split(";") if statement.strip()]
+    if int(db.execute("PRAGMA user_version").fetchone()[0]) >= SCHEMA_VERSION:
+        for statement in statements:  # IF NOT EXISTS: writes nothing when all are there
+            db.execute(statement)
+        return
+    tables = {str(row[0]) for row in db.execute("SELECT name FROM sqlite_master")}
+    old = [table for table in ("orders", "events") if table in tables]
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for table in old:
+            db.execute(f"DROP INDEX IF EXISTS {table}_state")
+            db.execute(f"ALTER TABLE {table} RENAME TO {table}_v0")
+        for statement in statements:
+            db.execute(statement)
+        for table in old:
+            columns = ", ".join(str(r[1]) for r in db.execute(f"PRAGMA table_info({table}_v0)"))
+            db.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {table}_v0")
+            db.execute(f"DROP TABLE {table}_v0")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def read_only(path: str) -> sqlite3.Connection:
+    """The state file opened for reading only (never created, migrated or written);
+    :class:`sqlite3.Error` when it cannot be."""
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
 
 
 @dataclass(frozen=True)
 class PendingOrder:
     order_id: int
-    state: str
+    state: OrderState
     put_at: float | None
     attempts: int
 
@@ -87,7 +153,7 @@ class SyncState:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA busy_timeout=5000")
-            self.db.executescript(SCHEMA)
+            _migrate(self.db)
         except (OSError, sqlite3.Error) as exc:
             raise CommandError(
                 f"cannot open the sync state {path!r} ({exc}): set BRIDGE_SYNC_STATE_PATH to "
@@ -135,8 +201,8 @@ class SyncState:
             before = self.db.total_changes
             self.db.executemany(
                 "INSERT OR IGNORE INTO orders (order_id, client_id, warehouse_id, state, seen_at)"
-                " VALUES (?, ?, ?, 'pending', ?)",
-                [(o, c, w, now) for o, c, w in orders],
+                " VALUES (?, ?, ?, ?, ?)",
+                [(o, c, w, OrderState.PENDING, now) for o, c, w in orders],
             )
             added = self.db.total_changes - before
             self._add_events(events)
@@ -150,28 +216,36 @@ class SyncState:
     def _add_events(self, events: Iterable[PendingEvent]) -> None:
         self.db.executemany(
             "INSERT OR IGNORE INTO events (message_id, event, order_id, identity, happened_at,"
-            " body, state) VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+            " body, state) VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (e.message_id, e.event, e.order_id, e.identity, e.happened_at, e.body)
+                (
+                    e.message_id,
+                    e.event,
+                    e.order_id,
+                    e.identity,
+                    e.happened_at,
+                    e.body,
+                    EventState.PENDING,
+                )
                 for e in events
             ],
         )
 
     def orders_to_enrol(self, now: float, take_over: bool = False) -> list[PendingOrder]:
-        states = ("pending", "conflict") if take_over else ("pending",)
+        states = (OrderState.PENDING, OrderState.CONFLICT) if take_over else (OrderState.PENDING,)
         marks = ",".join("?" * len(states))
         rows = self.db.execute(
             f"SELECT order_id, state, put_at, attempts FROM orders WHERE state IN ({marks})"
             " AND next_try <= ? ORDER BY order_id",
             (*states, now),
         ).fetchall()
-        return [PendingOrder(int(o), str(s), p, int(a)) for o, s, p, a in rows]
+        return [PendingOrder(int(o), OrderState(s), p, int(a)) for o, s, p, a in rows]
 
     def putting(self, order_id: int) -> None:
         """Noted before the PUT: after a crash, finding the bridge's URLs means we did it."""
         self.db.execute("UPDATE orders SET put_at = ? WHERE order_id = ?", (time.time(), order_id))
 
-    def order_done(self, order_id: int, state: str, detail: str | None = None) -> None:
+    def order_done(self, order_id: int, state: OrderState, detail: str | None = None) -> None:
         self.db.execute(
             "UPDATE orders SET state = ?, detail = ?, done_at = ?, last_error = NULL"
             " WHERE order_id = ?",
@@ -185,28 +259,28 @@ class SyncState:
             (error[:500], time.time() + retry_in, order_id),
         )
 
-    def order_state(self, order_id: int) -> str | None:
+    def order_state(self, order_id: int) -> OrderState | None:
         row = self.db.execute("SELECT state FROM orders WHERE order_id = ?", (order_id,)).fetchone()
-        return None if row is None else str(row[0])
+        return None if row is None else OrderState(row[0])
 
     def known_orders(self) -> set[int]:
         return {int(r[0]) for r in self.db.execute("SELECT order_id FROM orders")}
 
-    def order_counts(self) -> dict[str, int]:
+    def order_counts(self) -> dict[OrderState, int]:
         rows = self.db.execute("SELECT state, COUNT(*) FROM orders GROUP BY state")
-        return {str(s): int(n) for s, n in rows}
+        return {OrderState(s): int(n) for s, n in rows}
 
     def conflicts(self, limit: int = 100) -> list[tuple[int, str]]:
         rows = self.db.execute(
-            "SELECT order_id, COALESCE(detail, '') FROM orders WHERE state = 'conflict'"
+            "SELECT order_id, COALESCE(detail, '') FROM orders WHERE state = ?"
             " ORDER BY order_id LIMIT ?",
-            (limit,),
+            (OrderState.CONFLICT, limit),
         )
         return [(int(o), str(d)) for o, d in rows]
 
     def retrying(self) -> int:
         row = self.db.execute(
-            "SELECT COUNT(*) FROM orders WHERE state = 'pending' AND attempts > 0"
+            "SELECT COUNT(*) FROM orders WHERE state = ? AND attempts > 0", (OrderState.PENDING,)
         ).fetchone()
         return int(row[0])
 
@@ -216,26 +290,26 @@ class SyncState:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute(
-                "DELETE FROM orders WHERE state IN ('enrolled', 'already') AND done_at < ?",
-                (before,),
+                "DELETE FROM orders WHERE state IN (?, ?) AND done_at < ?",
+                (*ENROLLED_STATES, before),
             )
             self.db.execute(
-                "DELETE FROM events WHERE state IN ('arrived', 'skipped') AND done_at < ?",
-                (before,),
+                "DELETE FROM events WHERE state IN (?, ?) AND done_at < ?",
+                (EventState.ARRIVED, EventState.SKIPPED, before),
             )
 
     # events
     def events_due(self, before: float) -> list[PendingEvent]:
         rows = self.db.execute(
             "SELECT message_id, event, order_id, identity, happened_at, body FROM events"
-            " WHERE state = 'pending' AND happened_at <= ? ORDER BY happened_at, message_id",
-            (before,),
+            " WHERE state = ? AND happened_at <= ? ORDER BY happened_at, message_id",
+            (EventState.PENDING, before),
         ).fetchall()
         return [
             PendingEvent(str(m), str(e), int(o), str(i), float(h), b) for m, e, o, i, h, b in rows
         ]
 
-    def event_done(self, message_id: str, state: str) -> None:
+    def event_done(self, message_id: str, state: EventState) -> None:
         """``arrived`` (the archive holds its webhook) or ``recovered`` (published and
         confirmed: call only after the broker's confirm)."""
         self.db.execute(
@@ -243,6 +317,6 @@ class SyncState:
             (state, time.time(), message_id),
         )
 
-    def event_counts(self) -> dict[tuple[str, str], int]:
+    def event_counts(self) -> dict[tuple[EventState, str], int]:
         rows = self.db.execute("SELECT state, event, COUNT(*) FROM events GROUP BY state, event")
-        return {(str(s), str(e)): int(n) for s, e, n in rows}
+        return {(EventState(s), str(e)): int(n) for s, e, n in rows}

@@ -1,8 +1,14 @@
-"""``sync status``: what the state file says, as data (the command prints it). Reads only
-the state file: no Mintsoft or broker call."""
+"""``sync status`` and the console's sync figures: what the state file says, as data (the
+command prints it, the console shows it). Reads only the state file: no Mintsoft or broker
+call. :func:`sync_overview` opens it read-only and never fails: a file it cannot read is
+reported as not there."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,7 +16,7 @@ from pathlib import Path
 from bridge.core.settings import Settings
 from bridge.errors import CommandError
 from bridge.mintsoft.sync.scan import scan_lag
-from bridge.mintsoft.sync.state import SyncState
+from bridge.mintsoft.sync.state import EventState, OrderState, SyncState, read_only
 
 
 @dataclass(frozen=True)
@@ -24,7 +30,7 @@ class CursorStatus:
 class SyncStatus:
     path: str
     cursors: list[CursorStatus]
-    orders: dict[str, int]  # by state: pending, enrolled, already, conflict
+    orders: dict[OrderState, int]
     retrying: int  # pending orders whose last try failed
     recovered: dict[str, int]  # by event
     arrived: int
@@ -51,7 +57,7 @@ def sync_status(settings: Settings) -> SyncStatus:
         events = state.event_counts()
         recovered: dict[str, int] = {}
         for (kind, event), count in events.items():
-            if kind == "recovered":
+            if kind == EventState.RECOVERED:
                 recovered[event] = recovered.get(event, 0) + count
         return SyncStatus(
             path=path,
@@ -59,8 +65,8 @@ def sync_status(settings: Settings) -> SyncStatus:
             orders=state.order_counts(),
             retrying=state.retrying(),
             recovered=recovered,
-            arrived=sum(n for (kind, _), n in events.items() if kind == "arrived"),
-            pending_events=sum(n for (kind, _), n in events.items() if kind == "pending"),
+            arrived=sum(n for (kind, _), n in events.items() if kind == EventState.ARRIVED),
+            pending_events=sum(n for (kind, _), n in events.items() if kind == EventState.PENDING),
             conflicts=state.conflicts(),
             last_pass_at=state.meta("last_pass_at"),
             last_pass=state.meta("last_pass"),
@@ -68,3 +74,40 @@ def sync_status(settings: Settings) -> SyncStatus:
         )
     finally:
         state.close()
+
+
+@dataclass(frozen=True)
+class SyncOverview:
+    """The console's view of a sync: how long ago it last wrote its state, how many
+    webhooks it recovered, and its cursors and last pass / last error (name -> value)."""
+
+    path: str
+    seconds_since_write: float
+    recovered: int | None
+    facts: dict[str, str]
+
+
+def sync_overview(path: str | None) -> SyncOverview | None:
+    """What the state file at ``path`` says, or ``None`` when there is none (sync does not
+    run here). Read-only: the file is never created, migrated or written."""
+    if not path or not os.path.exists(path):
+        return None
+    lag = max(0.0, time.time() - os.path.getmtime(path))
+    facts: dict[str, str] = {}
+    recovered: int | None = None
+    with contextlib.suppress(sqlite3.Error):
+        db = read_only(path)
+        try:
+            # Each table on its own: a file of an older or a newer sync may lack one.
+            with contextlib.suppress(sqlite3.Error):
+                query = "SELECT COUNT(*) FROM events WHERE state = ?"
+                recovered = int(db.execute(query, (EventState.RECOVERED,)).fetchone()[0])
+            for query in (
+                "SELECT name, value FROM cursors LIMIT 20",
+                "SELECT key, value FROM meta LIMIT 20",
+            ):
+                with contextlib.suppress(sqlite3.Error):
+                    facts.update((str(name), str(value)) for name, value in db.execute(query))
+        finally:
+            db.close()
+    return SyncOverview(path, lag, recovered, facts)

@@ -1,0 +1,134 @@
+"""``python -m bench.confirms``: the broker's confirm latency, with and without the archive,
+with no HTTP in the way.
+
+Two exchanges with the receiver's topology: one with the archive stream bound (what
+``serve`` publishes to as shipped: the stream is then the message's only queue), one
+without (the message goes to the alternate exchange's quorum queue, as with
+``BRIDGE_ARCHIVE=false`` and no subscriber). Confirmed, persistent, mandatory publishes of
+the non-ASCII order leave at a fixed rate (``--rate``, open loop: one every 1/rate s,
+whatever the confirms do) in alternating rounds; the time from each publish to its confirm
+gives p50/p99/max per round, with the load average. Bounded, loopback, its exchanges and
+queues deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiormq
+import orjson
+
+from bench import load, shipped
+from bridge.amqp.topology import ArchiveRetention, declare, delete, receiver_topology
+from bridge.core.contract import webhook_envelope
+
+Result = dict[str, Any]
+
+
+async def _round(channel: Any, exchange: str, body: bytes, rate: int, seconds: float) -> Result:
+    document = orjson.loads(body)
+    count = int(rate * seconds)
+    latencies: list[float] = []
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(n: int) -> None:
+        envelope = webhook_envelope("despatched", body, document, f"c-{n}", time.time())
+        started = time.perf_counter()
+        await channel.basic_publish(
+            body,
+            exchange=exchange,
+            routing_key=envelope.routing_key,
+            mandatory=True,
+            properties=envelope.properties(),
+        )
+        latencies.append(time.perf_counter() - started)
+
+    start = time.perf_counter()
+    for n in range(count):
+        delay = start + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(n))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    ordered = sorted(latencies)
+    return {
+        "messages": count,
+        "p50_ms": load.percentile(ordered, 50) * 1000,
+        "p99_ms": load.percentile(ordered, 99) * 1000,
+        "max_ms": ordered[-1] * 1000,
+        "load_average": shipped.load_average(),
+    }
+
+
+async def run(rate: int, seconds: float, rounds: int) -> Result:
+    from bench.bodies import non_ascii_body
+
+    body = non_ascii_body(Path(tempfile.mkdtemp(prefix="mintsoft-bench-confirms-"))).read_bytes()
+    url = os.environ.get("BRIDGE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    connection = await aiormq.connect(url)
+    channel = await connection.channel(publisher_confirms=True)
+    topologies = {
+        "archive_on": receiver_topology(f"bench.{uuid.uuid4().hex[:10]}", ArchiveRetention()),
+        "archive_off": receiver_topology(f"bench.{uuid.uuid4().hex[:10]}"),
+    }
+    results: dict[str, list[Result]] = {name: [] for name in topologies}
+    try:
+        for topology in topologies.values():
+            await declare(channel, topology)
+        names = list(topologies)
+        for index in range(rounds):
+            print(f"confirms: round {index + 1}/{rounds} at {rate}/s", flush=True)
+            for name in names if index % 2 == 0 else names[::-1]:
+                exchange = topologies[name].exchanges[0].name
+                results[name].append(await _round(channel, exchange, body, rate, seconds))
+                for queue in topologies[name].queues:
+                    if queue.name.endswith(".unrouted"):
+                        await channel.queue_purge(queue.name)
+    finally:
+        for topology in topologies.values():
+            with contextlib.suppress(Exception):
+                await delete(channel, topology)
+        await connection.close()
+    return {"rate": rate, "seconds": seconds, "rounds": results}
+
+
+def table(results: Result) -> str:
+    lines = [
+        f"confirmed publishes at {results['rate']}/s, open loop, {results['seconds']:g} s a round",
+        "",
+        "| exchange, round | load | p50 ms | p99 ms | max ms |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, rounds in results["rounds"].items():
+        for index, r in enumerate(rounds):
+            lines.append(
+                f"| {name} {index + 1} | {r['load_average']:.1f} | {r['p50_ms']:.2f} "
+                f"| {r['p99_ms']:.2f} | {r['max_ms']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.confirms", description=__doc__)
+    parser.add_argument("--rate", type=int, default=shipped.FIXED_RATE)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=4)
+    args = parser.parse_args(argv)
+    import uvloop
+
+    print(table(uvloop.run(run(args.rate, args.seconds, args.rounds))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
