@@ -58,7 +58,7 @@ from bridge.core.contract import (
 from bridge.core.records import DeliveryRecord, Outcome, Source, deliveries_stream, new_record_id
 from bridge.core.settings import Settings
 from bridge.ledger.database import open_writer
-from bridge.ledger.indexer import BATCH_ROWS, Indexer, deliveries_topology
+from bridge.ledger.indexer import BATCH_ROWS, Indexer
 from bridge.ledger.queries import trace, undelivered_oldest
 from bridge.ledger.schema import subscribers
 from bridge.ledger.store import Batch, SubscriberSpec, store_subscribers, write_batch
@@ -84,10 +84,8 @@ def database(kind: str, directory: Path) -> Iterator[str]:
 async def fill_streams(exchange: str, records: int) -> None:
     connection = await aiormq.connect(AMQP_URL)
     channel = await connection.channel(publisher_confirms=True)
-    settings = Settings(exchange=exchange)
-    await declare(
-        channel, receiver_topology(exchange, ArchiveRetention()) + deliveries_topology(settings)
-    )
+    retention = ArchiveRetention()
+    await declare(channel, receiver_topology(exchange, retention, retention))
     now = datetime.now(UTC)
 
     def webhook(n: int) -> tuple[str, bytes, Basic.Properties]:
@@ -164,10 +162,7 @@ async def ingest(url: str, records: int, batch_rows: int = BATCH_ROWS) -> Result
         await asyncio.wait_for(task, 60)
         connection = await aiormq.connect(AMQP_URL)
         channel = await connection.channel()
-        await delete(
-            channel,
-            receiver_topology(exchange, ArchiveRetention()) + deliveries_topology(settings),
-        )
+        await delete(channel, receiver_topology(exchange, ArchiveRetention(), ArchiveRetention()))
         await connection.close()
     rows = count_rows(engine)
     engine.dispose()

@@ -53,9 +53,16 @@ def verdicts(results: Result) -> list[tuple[str, str, bool | None]]:
         ".2f",
     )
     add(
-        "worker/raw messages/s (>= 0.8)",
+        "worker/raw aio-pika messages/s (>= 1.0)",
         _ratio(worker, _get(consume, "raw", "rate")),
-        0.8,
+        1.0,
+        True,
+        ".2f",
+    )
+    add(
+        "worker with/without delivery records messages/s (>= 0.9)",
+        _ratio(worker, _get(consume, "worker-no-records", "rate")),
+        0.9,
         True,
         ".2f",
     )
@@ -127,10 +134,11 @@ def table(results: Result) -> str:
     if consume:
         lines += ["", "| consumer (quorum queue, prefetch 32) | messages/s | peak RSS MB |"]
         lines.append("| --- | ---: | ---: |")
-        for name in ("worker", "raw", "faststream"):
+        for name in ("worker", "worker-no-records", "raw", "faststream"):
             case = consume.get(name, {})
             label = {
                 "worker": "mintsoft-bridge worker, no-op handler",
+                "worker-no-records": "the same, delivery records off",
                 "raw": "aio-pika, manual acks",
                 "faststream": "FastStream subscriber",
             }[name]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import platform
 import signal
@@ -39,6 +40,7 @@ from bridge.amqp.topology import (
     unrouted_name,
 )
 from bridge.core.contract import webhook_envelope
+from bridge.core.records import deliveries_stream
 from tests.support.procstat import proc_status
 from tests.support.rabbit_node import free_port
 
@@ -446,7 +448,13 @@ async def wait_file(path: Path, process: Process, timeout: float) -> Result:
 
 
 async def run_worker_consume(
-    broker: Broker, exchange: str, name: str, count: int, logs: Path, plan: Plan
+    broker: Broker,
+    exchange: str,
+    name: str,
+    count: int,
+    logs: Path,
+    plan: Plan,
+    records: bool = True,
 ) -> Result:
     from bridge.amqp.topology import subscriber_topology
 
@@ -454,7 +462,8 @@ async def run_worker_consume(
     await declare(broker.ch, topology)
     try:
         await broker.preload(name, plan.body.read_bytes(), count)
-        print(f"bench: consume: worker, {count} messages, prefetch {PREFETCH}", flush=True)
+        said = "" if records else ", delivery records off"
+        print(f"bench: consume: worker, {count} messages, prefetch {PREFETCH}{said}", flush=True)
         out = logs / f"{name}.json"
         config = worker_config(logs / f"{name}.toml", name, "bench.handlers:noop")
         env = {
@@ -462,6 +471,7 @@ async def run_worker_consume(
             "BRIDGE_EXCHANGE": exchange,
             "BENCH_COUNT": str(count),
             "BENCH_OUT": str(out),
+            "BRIDGE_RECORDS": "on" if records else "off",
         }
         command = [sys.executable, "-m", "bridge", "worker", "--config", str(config)]
         process = Process("worker-consume", command, env, logs / f"{name}.log")
@@ -587,17 +597,28 @@ async def bench(args: argparse.Namespace) -> Result:
             if "bridge" in servers and wanted("leak"):
                 results["leak"] = await leak_check(servers["bridge"], broker, plan)
         if wanted("consume"):
-            rounds: dict[str, list[Result]] = {"raw": [], "faststream": [], "worker": []}
+            kinds = ["raw", "faststream", "worker", "worker-no-records"]
+            if importlib.util.find_spec("faststream") is None:
+                kinds.remove("faststream")  # make install-bench adds it
+            rounds: dict[str, list[Result]] = {kind: [] for kind in kinds}
+            # Rounds interleave the kinds: on a shared, loaded machine each side of the
+            # comparison sees the same load.
             for index in range(plan.consume_rounds):
                 for kind in rounds:
                     queue = f"{exchange}.consume.{kind}.{index}"
-                    if kind != "worker":
+                    if not kind.startswith("worker"):
                         result = await run_consumer(
                             kind, broker, queue, plan.consume_messages, plan
                         )
                     else:
                         result = await run_worker_consume(
-                            broker, exchange, queue, plan.consume_messages, logs, plan
+                            broker,
+                            exchange,
+                            queue,
+                            plan.consume_messages,
+                            logs,
+                            plan,
+                            records=kind == "worker",
                         )
                     rounds[kind].append(result)
             consume: Result = {
@@ -613,6 +634,8 @@ async def bench(args: argparse.Namespace) -> Result:
     finally:
         with contextlib.suppress(Exception):
             await delete(broker.ch, topology)
+        with contextlib.suppress(Exception):  # the workers declared it
+            await broker.ch.queue_delete(deliveries_stream(exchange))
         await broker.close()
     results["load_average_at_end"] = shipped.load_average()
     results["seconds"] = time.time() - results["started"]

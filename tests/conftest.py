@@ -157,8 +157,14 @@ def _is_empty(message: DeliveredMessage) -> bool:
 
 def receiver_names(exchange: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The queues and exchanges a receiver declares for ``exchange`` (the archive stream
-    included, when a process declared it with the archive on)."""
-    queues = (exchange + ".unrouted", exchange + ".invalid", exchange + ".archive")
+    included, when a process declared it with the archive on, and the delivery records'
+    stream)."""
+    queues = (
+        exchange + ".unrouted",
+        exchange + ".invalid",
+        exchange + ".archive",
+        exchange + ".deliveries",
+    )
     return queues, (exchange, exchange + ".unrouted")
 
 

@@ -17,8 +17,8 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 
 from bridge.amqp import aiormq_internals as internals
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.pipeline import FAST, PUBLIC, AckWriter, PublishWriter
-from bridge.amqp.publisher import Publisher, PublishFailed
+from bridge.amqp.pipeline import AckWriter
+from bridge.amqp.publisher import FAST, PUBLIC, Confirms, Publisher, PublishFailed
 from tests.conftest import AMQP_URL, BrokerProbe
 from tests.test_publisher import envelope
 
@@ -83,13 +83,13 @@ async def test_a_changed_frame_type_falls_back_to_the_public_api_and_says_so_onc
     assert await link.start(wait=5)
     try:
         publisher = Publisher(link, name, timeout=5)
-        with caplog.at_level(logging.INFO, logger="bridge.amqp.pipeline"):
+        with caplog.at_level(logging.INFO, logger="bridge.amqp.publisher"):
             await asyncio.gather(*(publisher.publish(envelope("despatched", i)) for i in range(5)))
             with pytest.raises(PublishFailed) as failed:
                 await publisher.publish(envelope("cancelled", 1))
         assert failed.value.reason == "returned"
         assert len(await probe.get_all(queue, expected=5)) == 5
-        said = [r for r in caplog.records if r.name == "bridge.amqp.pipeline"]
+        said = [r for r in caplog.records if r.name == "bridge.amqp.publisher"]
         assert len(said) == 1 and said[0].levelno == logging.WARNING
         assert "public API" in said[0].getMessage()
         assert "ChannelFrame" in said[0].getMessage()
@@ -103,7 +103,7 @@ async def test_the_environment_picks_the_path(
     path: str, channel: AbstractChannel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(internals.PATH_ENV, path)
-    assert PublishWriter("x").path(channel) == path
+    assert Confirms(channel).path == path
 
 
 @pytest.mark.parametrize("path", [FAST, PUBLIC])

@@ -116,3 +116,24 @@ def test_a_quarantined_body_keeps_the_senders_content_type_like_pamqp(
     assert envelope.content_type == (expected or "application/octet-stream")
     frames = PublishFrames(1, "x.y", MAX_BODY_FRAME)
     assert frames.encode(envelope) == pamqp_frames(envelope, "x.y", 1, MAX_BODY_FRAME)
+
+
+@pytest.mark.parametrize("size", [0, 5, 100, 250])
+def test_any_message_matches_pamqp(size: int) -> None:
+    """A copy on the ladder, a record, an end marker: any properties, any body size."""
+    properties = Basic.Properties(
+        content_type="application/json",
+        delivery_mode=2,
+        message_id="m-1",
+        correlation_id="c",
+        timestamp=None,
+        headers={"x-attempt": 3, "x-error": "boom", "x-flag": True},
+    )
+    body = bytes(range(256))[:size]
+    frames = PublishFrames(3, "", 100).encode_message("sub.retry.0", body, properties)
+    expected: list[object] = [
+        Basic.Publish(exchange="", routing_key="sub.retry.0", mandatory=True),
+        ContentHeader(properties=properties, body_size=len(body)),
+    ]
+    expected += [ContentBody(body[i : i + 100]) for i in range(0, len(body), 100)]
+    assert frames == b"".join(pamqp.frame.marshal(f, 3) for f in expected)  # type: ignore[arg-type]

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
+from bridge.amqp.connection import BrokerLink
+from bridge.errors import PermanentError
 from bridge.worker.breaker import CircuitBreaker
-from bridge.worker.retry import BACKOFF_INITIAL, BACKOFF_MAX, DeadLetter, Ladder, Retry
+from bridge.worker.handling import Handling
+from bridge.worker.message import Message
+from bridge.worker.retry import (
+    BACKOFF_INITIAL,
+    BACKOFF_MAX,
+    DeadLetter,
+    Ladder,
+    Retry,
+    WaitInPlace,
+)
+from bridge.worker.subscribers import Subscriber
 
 LADDER = Ladder("erp", (5_000, 60_000, 600_000), in_process_tries=3)
 
@@ -43,34 +56,97 @@ def test_backoff_doubles_up_to_its_ceiling_with_bounded_jitter() -> None:
             assert base <= LADDER.backoff(tries) <= base + BACKOFF_INITIAL
 
 
-async def test_in_process_tries_wait_the_backoff_schedule_and_reraise() -> None:
+def _handling(ladder: Ladder, handler: Any) -> Handling:
+    sub = Subscriber(
+        name=ladder.subscriber,
+        events=("*",),
+        retry_delays_ms=ladder.delays_ms,
+        in_process_tries=ladder.in_process_tries,
+    )
+    link = BrokerLink(("amqp://guest:guest@127.0.0.1:1/",), name="test no broker")
+
+    async def nowhere(_delivered: Any) -> None:
+        raise AssertionError("nothing is given back here")
+
+    handling = Handling(
+        "x", sub, handler, ladder, link, paused=lambda: False, give_back=nowhere, records=False
+    )
+    return handling
+
+
+def _message() -> Message:
+    return Message(event="despatched", body=b"{}", message_id="m", headers={})
+
+
+async def test_the_one_loop_tries_in_process_with_the_backoff_schedule() -> None:
+    seen: list[int] = []
+
+    async def failing(message: Message) -> None:
+        seen.append(message.attempt)
+        raise ValueError("nope")
+
+    handling = _handling(LADDER, failing)
     waits: list[float] = []
 
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    calls = 0
-    with pytest.raises(ValueError, match="nope"):
-        async for attempt in LADDER.in_process(lambda exc: True, after=1, sleep=sleep):
-            with attempt:
-                calls += 1
-                raise ValueError("nope")
-    assert calls == LADDER.in_process_tries - 1  # one try was made before the loop
-    # The loop's waits continue the schedule after the first try (tries 2, 3, ...).
-    assert len(waits) == calls - 1
-    for number, wait in enumerate(waits, start=2):
+    handling.sleep = sleep
+    error, _took = await handling._tries(None, _message())  # type: ignore[arg-type]
+    assert isinstance(error, ValueError)
+    assert seen == [1, 2, 3]  # every call counted; then the ladder's first step
+    assert len(waits) == 2
+    for number, wait in enumerate(waits, start=1):
         base = BACKOFF_INITIAL * 2 ** (number - 1)
         assert base <= wait <= base + BACKOFF_INITIAL
 
 
-async def test_in_process_never_retries_what_should_retry_refuses() -> None:
+async def test_the_one_loop_never_retries_a_permanent_error() -> None:
     calls = 0
-    with pytest.raises(KeyError):
-        async for attempt in LADDER.in_process(lambda exc: not isinstance(exc, KeyError)):
-            with attempt:
-                calls += 1
-                raise KeyError("permanent")
+
+    async def permanent(message: Message) -> None:
+        nonlocal calls
+        calls += 1
+        raise PermanentError("no")
+
+    error, _took = await _handling(LADDER, permanent)._tries(None, _message())  # type: ignore[arg-type]
+    assert isinstance(error, PermanentError) and calls == 1
+
+
+async def test_the_one_loop_never_swallows_a_cancellation() -> None:
+    calls = 0
+
+    async def cancelled(message: Message) -> None:
+        nonlocal calls
+        calls += 1
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await _handling(LADDER, cancelled)._tries(None, _message())  # type: ignore[arg-type]
     assert calls == 1
+
+
+async def test_an_ordered_ladder_waits_in_place_then_dead_letters() -> None:
+    ladder = Ladder("erp", (10, 10), in_process_tries=2, in_place=True)
+    assert ladder.after_failure(1) == WaitInPlace(2, 10)
+    assert ladder.after_failure(3) == DeadLetter("erp.dlq", 3)
+    seen: list[tuple[int, int]] = []
+
+    async def failing(message: Message) -> None:
+        seen.append((message.delivery, message.attempt))
+        raise ValueError("nope")
+
+    handling = _handling(ladder, failing)
+
+    async def sleep(seconds: float) -> None:
+        return None
+
+    handling.sleep = sleep
+    message = _message()
+    error, _took = await handling._tries(None, message)  # type: ignore[arg-type]
+    assert isinstance(error, ValueError)
+    assert seen == [(1, 1), (1, 2), (2, 3), (2, 4), (3, 5), (3, 6)]
+    assert ladder.after_failure(message.delivery) == DeadLetter("erp.dlq", 3)
 
 
 class _Clock:

@@ -18,7 +18,6 @@ from bridge.core.contract import webhook_envelope
 from bridge.errors import CommandError
 from bridge.examples.log_events import log_event
 from bridge.worker.message import Message
-from bridge.worker.retry import Ladder
 from tests.conftest import BrokerProbe, fixture_body
 from tests.worker_helpers import body_for, publish, running_worker, subscriber, wait_until
 
@@ -247,21 +246,6 @@ async def test_a_ladder_that_clashes_with_existing_queues_stops_the_worker_with_
     assert "\n" not in str(raised.value)
 
 
-async def test_in_process_retries_never_swallow_a_cancellation() -> None:
-    calls = 0
-
-    async def cancelled() -> None:
-        nonlocal calls
-        calls += 1
-        raise asyncio.CancelledError
-
-    with pytest.raises(asyncio.CancelledError):
-        async for attempt in Ladder("erp", (), in_process_tries=3).in_process(lambda exc: True):
-            with attempt:
-                await cancelled()
-    assert calls == 1
-
-
 async def test_the_example_handler_logs_every_event_with_its_fields(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -329,30 +313,3 @@ async def test_a_message_whose_retry_copy_is_not_confirmed_is_never_acked(
 
     await wait_until(back_in_the_queue, timeout=5)
     assert await probe.count(dlq_name(sub.name)) == 0
-
-
-async def test_tries_after_a_first_try_made_outside_tenacity_keep_the_schedule() -> None:
-    ladder = Ladder("erp", (), in_process_tries=4)
-    assert 0.1 <= ladder.backoff(1) <= 0.2
-    assert 0.2 <= ladder.backoff(2) <= 0.3
-    assert 2.0 <= ladder.backoff(9) <= 2.1
-    calls = 0
-    waits: list[float] = []
-
-    async def record(seconds: float) -> None:
-        waits.append(seconds)
-
-    async def failing() -> None:
-        nonlocal calls
-        calls += 1
-        raise ValueError("boom")
-
-    with pytest.raises(ValueError):
-        async for attempt in ladder.in_process(lambda exc: True, after=1, sleep=record):
-            with attempt:
-                await failing()
-    # The three remaining tries, waiting 0.2 s and 0.4 s (plus up to 0.1 s jitter) between.
-    assert calls == 3
-    assert len(waits) == 2
-    assert 0.2 <= waits[0] <= 0.3
-    assert 0.4 <= waits[1] <= 0.5

@@ -6,7 +6,7 @@ That rests on these internals of ``aiormq.Channel`` (aiormq 7.x):
 
 - ``delivery_tag``: the int counting publishes on the channel (the broker's confirm tags);
 - ``confirmations``: dict tag -> future, settled by aiormq's reader on ``basic.ack`` /
-  ``basic.nack`` / ``basic.return`` and rejected when the channel closes;
+  ``basic.nack`` / ``basic.return`` (we reject our own when the channel closes);
 - ``message_id_delivery_tag``: dict message id -> tag, how aiormq finds the publish a
   ``basic.return`` belongs to; ``on_return_raises`` / ``on_return_callbacks``;
 - ``write_queue`` (the connection's queue of ``aiormq.abc.ChannelFrame(payload,
@@ -21,14 +21,8 @@ names) and returns why not when anything differs: callers then use aiormq's publ
 for tests). A silent change of meaning in aiormq must never match a confirm to the wrong
 message; a missing or changed internal costs speed, never correctness.
 
-Identical webhooks share a message id. aiormq matches a ``basic.return`` by message id
-alone, so with twins in flight it cannot tell which one came back. :class:`FastChannel`
-does not need to: a return of a publish always reaches us before that publish's confirm,
-so every twin still unconfirmed when a return for its message id arrives is marked
-returned, and a marked publish is never reported confirmed. A twin that was in fact routed
-is then reported returned too (the receiver spools it: a duplicate at worst, never a 200
-for a message that went nowhere); returns are rare (a broken topology), twins in flight are
-common (load tests, Mintsoft retries), and they are not serialised.
+Identical webhooks share a message id, and aiormq matches a ``basic.return`` by message
+id alone; the one twin policy for both paths is :mod:`bridge.amqp.publisher`'s.
 """
 
 from __future__ import annotations
@@ -38,11 +32,13 @@ import dataclasses
 import logging
 import os
 import types
+from collections.abc import Callable
 from importlib.metadata import version
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import aiormq
-from aiormq.abc import AbstractChannel, ChannelFrame, DeliveredMessage
+from aiormq.abc import AbstractChannel, ChannelFrame
+from aiormq.exceptions import ChannelInvalidStateError
 
 log = logging.getLogger("bridge.amqp.aiormq_internals")
 
@@ -127,8 +123,8 @@ def check(channel: AbstractChannel) -> str | None:
     lock = getattr(ch, "_Channel__lock", None)
     if not isinstance(lock, asyncio.Lock) or lock.locked():
         problems.append("the channel's publish lock is missing or held")
-    if not callable(getattr(ch, "create_future", None)):
-        problems.append("Channel.create_future is missing")
+    if not isinstance(getattr(ch, "closing", None), asyncio.Future):
+        problems.append("Channel.closing is not a future")
     cls = type(ch)
     if not _uses(
         getattr(cls, "basic_publish", None),
@@ -159,6 +155,25 @@ def check_acks(channel: AbstractChannel) -> str | None:
     return f"aiormq {AIORMQ_VERSION}: {problems[0]}" if problems else None
 
 
+_T = TypeVar("_T")
+
+
+def per_channel(channel: AbstractChannel, name: str, make: Callable[[], _T]) -> _T:
+    """The one ``make()`` of ``channel`` under ``name``, kept on the channel itself: it lives
+    and dies with the channel (a registry keyed by channels would keep every one alive)."""
+    kept: dict[str, Any] = vars(channel).setdefault("_bridge_per_channel", {})
+    found = kept.get(name)
+    if found is None:
+        found = kept[name] = make()
+    return cast(_T, found)
+
+
+def frame_batch(channel: AbstractChannel) -> FrameBatch:
+    """The one :class:`FrameBatch` of ``channel``: publishes and acks share it, so frames
+    leave in the order they were made (a delivery record before the ack after it)."""
+    return per_channel(channel, "frames", lambda: FrameBatch(channel))
+
+
 class FrameBatch:
     """Frames for one channel, handed to aiormq's writer as one buffer per loop turn."""
 
@@ -180,6 +195,18 @@ class FrameBatch:
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+
+    async def written(self) -> None:
+        """Wait until every frame added so far was written to the socket (unbounded: the
+        caller bounds it; a dead connection never writes)."""
+        while self._putting is not None or self._buffer:
+            if self._putting is not None:
+                await asyncio.shield(self._putting)
+            else:
+                self._flush()
+        drain: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._queue.put(ChannelFrame(payload=b"", should_close=False, drain_future=drain))
+        await drain
 
     def discard(self) -> None:
         """Forget what is buffered (the channel is gone)."""
@@ -209,8 +236,9 @@ class FrameBatch:
 
 
 class Pending:
-    """One publish awaiting its confirm: ``returned`` is set when a ``basic.return`` for its
-    message id arrived while it was unconfirmed."""
+    """One publish awaiting its confirm (on the public path ``future`` is the task of
+    aiormq's ``basic_publish``, ``tag`` 0): ``returned`` is set when a ``basic.return`` for
+    its message id arrived while it was unconfirmed."""
 
     __slots__ = ("_confirmations", "future", "message_id", "returned", "tag")
 
@@ -231,13 +259,18 @@ class Pending:
         """Give up waiting (the timeout): cancel the future, leaving aiormq a live one in
         its place, since aiormq's reader errors on settling a cancelled one on a return."""
         if self._confirmations.get(self.tag) is self.future:
-            self._confirmations[self.tag] = self.future.get_loop().create_future()
+            stand_in: asyncio.Future[Any] = self.future.get_loop().create_future()
+            stand_in.add_done_callback(_read_outcome)  # nobody awaits it
+            self._confirmations[self.tag] = stand_in
         self.future.cancel()
 
 
 class FastChannel:
     """Publishes on one channel through aiormq's bookkeeping (see the module docstring);
-    must be the only publisher on the channel. Build it only after :func:`check` passed."""
+    must be the only publisher on the channel. Build it only after :func:`check` passed.
+
+    Which twin came back is not its business: :class:`bridge.amqp.publisher.Confirms`
+    keeps the publishes of one message id together and marks them returned."""
 
     def __init__(self, channel: AbstractChannel) -> None:
         ch: Any = channel
@@ -245,14 +278,14 @@ class FastChannel:
         self.channel = channel
         self.number: int = ch.number
         self.max_body_frame: int = ch.max_content_size
-        self._batch = FrameBatch(channel)
+        self._batch = frame_batch(channel)
         self._confirmations: dict[int, asyncio.Future[Any]] = ch.confirmations
         self._ids: dict[str, int] = ch.message_id_delivery_tag
-        self._twins: dict[str, list[Pending]] = {}
-        # Returns reach _on_return (synchronously, in aiormq's reader, before any later
-        # frame is read) instead of failing just the one future aiormq picks by message id.
-        ch.on_return_raises = False
-        ch.on_return_callbacks.add(self._on_return)
+        self._loop = asyncio.get_running_loop()
+        # Confirmations are plain futures, not aiormq's (its create_future adds three done
+        # callbacks per publish, for its futures' store): when the channel closes, the
+        # ones still unsettled are rejected here instead.
+        channel.closing.add_done_callback(self._closed)
 
     @property
     def closed(self) -> bool:
@@ -263,41 +296,40 @@ class FastChannel:
         ch = self._ch
         ch.delivery_tag += 1
         tag: int = ch.delivery_tag
-        future: asyncio.Future[Any] = ch.create_future()
+        future: asyncio.Future[Any] = self._loop.create_future()
         self._confirmations[tag] = future
-        # aiormq needs some unconfirmed tag of this id to hand a return to _on_return.
+        # aiormq needs some unconfirmed tag of this id to hand a return to our callback.
         self._ids[message_id] = tag
-        pending = Pending(tag, message_id, future, self._confirmations)
-        twins = self._twins.get(message_id)
-        if twins is None:
-            self._twins[message_id] = [pending]
-        else:
-            twins.append(pending)
         self._batch.add(frames)
-        return pending
+        return Pending(tag, message_id, future, self._confirmations)
 
-    def finish(self, pending: Pending) -> None:
-        """The publisher is done with ``pending`` (settled, timed out or cancelled)."""
+    def finish(self, pending: Pending, twin: Pending | None) -> None:
+        """The publisher is done with ``pending`` (settled, timed out or cancelled);
+        ``twin`` is an unfinished publish of the same message id, if any."""
         if pending.future.cancelled():  # its task was cancelled: as for a timeout
             pending.expire()
-        twins = self._twins.get(pending.message_id)
-        if twins is None:
-            return
-        twins.remove(pending)
-        if not twins:
-            del self._twins[pending.message_id]
-            self._ids.pop(pending.message_id, None)
+        if twin is None:
+            if self._ids.get(pending.message_id) == pending.tag:
+                del self._ids[pending.message_id]
         elif self._ids.get(pending.message_id) == pending.tag:
-            self._ids[pending.message_id] = twins[-1].tag
+            self._ids[pending.message_id] = twin.tag
 
     def discard(self) -> None:
         """The channel is replaced: drop unsent frames (their confirms fail with it)."""
         self._batch.discard()
 
-    def _on_return(self, message: DeliveredMessage) -> None:
-        for pending in self._twins.get(message.header.properties.message_id or "", ()):
-            if not pending.future.done():
-                pending.returned = True
+    def _closed(self, closing: asyncio.Future[Any]) -> None:
+        reason = None if closing.cancelled() else closing.exception()
+        for future in list(self._confirmations.values()):
+            if isinstance(future, asyncio.Future) and not future.done():
+                future.set_exception(
+                    reason or ChannelInvalidStateError("the channel closed before the confirm")
+                )
+
+
+def _read_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()  # read, so asyncio never logs it as never retrieved
 
 
 class _NoCustomerData(logging.Filter):

@@ -14,6 +14,7 @@ from typing import Final
 
 from pamqp import frame as pamqp_frame
 from pamqp.commands import Basic
+from pamqp.header import ContentHeader
 
 from bridge.core.contract import APP_ID, CONTENT_TYPE_JSON, Envelope
 
@@ -84,6 +85,22 @@ class PublishFrames:
             self._methods[routing_key] = method
         return method
 
+    def encode_message(self, routing_key: str, body: bytes, properties: Basic.Properties) -> bytes:
+        """The frames of any message (a copy on the ladder, a record, an end marker): the
+        content header marshalled by pamqp, the rest as for an envelope."""
+        header = pamqp_frame.marshal(ContentHeader(0, len(body), properties), self.channel)
+        return b"".join((self._method(routing_key), header, *self._bodies(body)))
+
+    def _bodies(self, body: bytes) -> list[bytes]:
+        size = self.max_body_frame
+        if len(body) < size:
+            return [_frame(_BODY, self.channel, body)] if body else []
+        view = memoryview(body)
+        return [
+            _frame(_BODY, self.channel, bytes(view[start : start + size]))
+            for start in range(0, len(body), size)
+        ]
+
     def encode(self, envelope: Envelope) -> bytes:
         """Method, content header and body frames of ``envelope``, as one buffer."""
         kind = self._types.get(envelope.event)
@@ -110,10 +127,8 @@ class PublishFrames:
         parts = [self._method(envelope.routing_key), _frame(_HEADER, self.channel, header)]
         size = self.max_body_frame
         if len(body) < size:
-            if body:
+            if body:  # the common case, without a list built for one frame
                 parts.append(_frame(_BODY, self.channel, body))
         else:
-            view = memoryview(body)
-            for start in range(0, len(body), size):
-                parts.append(_frame(_BODY, self.channel, bytes(view[start : start + size])))
+            parts.extend(self._bodies(body))
         return b"".join(parts)

@@ -1,15 +1,11 @@
-"""Pipelined writes on aiormq channels: hand-built frames, one socket write per loop turn.
+"""Consumer acks on aiormq channels: hand-built frames, one socket write per loop turn.
 
-Publishes (:class:`PublishWriter`) and consumer acks (:class:`AckWriter`).
-
-aiormq's ``basic_publish`` marshals every frame through pamqp, takes a lock, and queues one
-write per message. The fast path here builds the frames by hand
-(:mod:`bridge.amqp.frames`) and hands every publish of one event-loop turn to aiormq's
-writer as a single socket write, doing aiormq's confirm bookkeeping through the checked
-adapter :mod:`bridge.amqp.aiormq_internals`. When that adapter's check fails on a channel
-(another aiormq), or ``BRIDGE_PUBLISH_PATH=public``, the same publishes and acks go through
-aiormq's public ``basic_publish`` / ``basic_ack`` / ``basic_nack`` instead; one log line
-says which path runs.
+aiormq writes (and waits for) each ``basic.ack`` on its own. :class:`AckWriter` builds the
+frames by hand and hands every ack of one event-loop turn to aiormq's writer as a single
+socket write, through the checked adapter :mod:`bridge.amqp.aiormq_internals`. When that
+adapter's check fails on a channel (another aiormq), or ``BRIDGE_PUBLISH_PATH=public``, the
+acks go through aiormq's public ``basic_ack`` / ``basic_nack`` instead; one log line says
+which path runs. (Publishes: :mod:`bridge.amqp.publisher`.)
 """
 
 from __future__ import annotations
@@ -17,78 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-import weakref
 
 from aiormq.abc import AbstractChannel
 from aiormq.exceptions import ChannelInvalidStateError
 
 from bridge.amqp import aiormq_internals as internals
-from bridge.amqp.frames import PublishFrames
-from bridge.core.contract import Envelope
 
 log = logging.getLogger("bridge.amqp.pipeline")
-
-FAST, PUBLIC = "fast", "public"
-
-
-class PublishWriter:
-    """Sends envelopes to one exchange on whatever channel it is given.
-
-    :meth:`path` says, once per channel, whether :meth:`send` (fast) may be used on it, or
-    the caller must use aiormq's public ``basic_publish``.
-    """
-
-    def __init__(self, exchange: str) -> None:
-        self.exchange = exchange
-        self._channel: AbstractChannel | None = None
-        self._path = PUBLIC
-        self._fast: internals.FastChannel | None = None
-        self._frames: PublishFrames | None = None
-        self._said: str | None = None
-
-    def path(self, channel: AbstractChannel) -> str:
-        """``"fast"`` or ``"public"`` for ``channel`` (checked on its first publish)."""
-        if channel is self._channel:
-            return self._path
-        if self._fast is not None:
-            # A new channel (after a reconnect): what was buffered for the old one is moot,
-            # its confirmations are rejected with the old channel.
-            self._fast.discard()
-            self._fast = self._frames = None
-        self._channel = channel
-        forced = internals.public_path_reason()
-        reason = forced or internals.check(channel)
-        if reason is None:
-            self._fast = internals.FastChannel(channel)
-            self._frames = PublishFrames(
-                self._fast.number, self.exchange, self._fast.max_body_frame
-            )
-            self._path = FAST
-            said = f"publishing on the fast path (aiormq {internals.AIORMQ_VERSION} checked)"
-        else:
-            self._path = PUBLIC
-            said = f"publishing through aiormq's public API ({reason})"
-        if said != self._said:  # once, and again only if it changes
-            self._said = said
-            log.log(logging.WARNING if reason and not forced else logging.INFO, said)
-        return self._path
-
-    def send(self, channel: AbstractChannel, envelope: Envelope) -> internals.Pending:
-        """Queue ``envelope`` on ``channel`` (whose :meth:`path` is fast); the pending's
-        future settles with the broker's confirm. Call :meth:`finish` when done with it.
-
-        Raises :class:`~aiormq.exceptions.ChannelInvalidStateError` if the channel is closed.
-        """
-        fast, frames = self._fast, self._frames
-        if fast is None or frames is None or fast.channel is not channel:
-            raise RuntimeError("send() on a channel whose path is not fast")
-        if fast.closed:
-            raise ChannelInvalidStateError(f"{channel!r} closed")
-        return fast.publish(frames.encode(envelope), envelope.message_id)
-
-    def finish(self, channel: AbstractChannel, pending: internals.Pending) -> None:
-        if self._fast is not None and self._fast.channel is channel:
-            self._fast.finish(pending)
 
 
 _ACK = struct.Struct(">BHIHHQBB")  # frame head, Basic class and method, delivery tag, bits
@@ -112,8 +43,6 @@ class AckWriter:
     """
 
     def __init__(self) -> None:
-        self._batches: weakref.WeakKeyDictionary[AbstractChannel, internals.FrameBatch | None]
-        self._batches = weakref.WeakKeyDictionary()
         self._tasks: set[asyncio.Future[None]] = set()
         self._said: str | None = None
 
@@ -121,10 +50,7 @@ class AckWriter:
         """Ack, or nack with requeue; raises ``ChannelInvalidStateError`` if closed."""
         if channel.is_closed:
             raise ChannelInvalidStateError(f"{channel!r} closed")
-        try:
-            batch = self._batches[channel]
-        except KeyError:
-            batch = self._batches[channel] = self._batch_for(channel)
+        (batch,) = internals.per_channel(channel, "acks", lambda: (self._batch_for(channel),))
         if batch is not None:
             batch.add(ack_frame(batch.number, delivery_tag, ack))
             return
@@ -135,6 +61,20 @@ class AckWriter:
         task = asyncio.ensure_future(settled)
         self._tasks.add(task)
         task.add_done_callback(self._settled)
+
+    async def written(self, channel: AbstractChannel, timeout: float) -> bool:
+        """Wait, at most ``timeout`` seconds, until every ack and nack given for ``channel``
+        was written to the socket (before the channel is closed); False if not in time."""
+        (batch,) = internals.per_channel(channel, "acks", lambda: (self._batch_for(channel),))
+        try:
+            async with asyncio.timeout(timeout):
+                if batch is not None:
+                    await batch.written()
+                elif self._tasks:
+                    await asyncio.wait(set(self._tasks))
+        except TimeoutError:
+            return False
+        return True
 
     def _batch_for(self, channel: AbstractChannel) -> internals.FrameBatch | None:
         forced = internals.public_path_reason()
@@ -147,7 +87,7 @@ class AckWriter:
         if said != self._said:
             self._said = said
             log.log(logging.WARNING if reason and not forced else logging.INFO, said)
-        return internals.FrameBatch(channel) if reason is None else None
+        return internals.frame_batch(channel) if reason is None else None
 
     def _settled(self, task: asyncio.Future[None]) -> None:
         self._tasks.discard(task)

@@ -22,6 +22,7 @@ from bridge.core.contract import (
     HEADER_WAREHOUSE_ID,
     routing_key,
 )
+from bridge.core.records import deliveries_stream
 from bridge.core.settings import Settings
 from bridge.errors import CommandError
 
@@ -136,9 +137,21 @@ def archive_retention(settings: Settings) -> ArchiveRetention | None:
     return ArchiveRetention(settings.archive_max_age, settings.archive_max_bytes)
 
 
-def receiver_topology(exchange: str, archive: ArchiveRetention | None = None) -> Topology:
+def deliveries_retention(settings: Settings) -> ArchiveRetention:
+    """The delivery records' stream keeps what the archive keeps (contract section 10); it
+    is declared whether the archive is on or not."""
+    return ArchiveRetention(settings.archive_max_age, settings.archive_max_bytes)
+
+
+def receiver_topology(
+    exchange: str,
+    archive: ArchiveRetention | None = None,
+    deliveries: ArchiveRetention | None = None,
+) -> Topology:
     """The webhook exchange, its alternate exchange, the unrouted and invalid queues, and,
-    given a retention, the archive stream bound with ``#``.
+    given a retention, the archive stream bound with ``#``; given ``deliveries``, the stream
+    ``<exchange>.deliveries`` of delivery records (unbound: records are published to it by
+    name through the default exchange).
 
     A bound archive counts as a route for every message, so the alternate exchange then
     never fires and ``<exchange>.unrouted`` stays empty: the archive keeps what no
@@ -154,6 +167,8 @@ def receiver_topology(exchange: str, archive: ArchiveRetention | None = None) ->
     if archive is not None:
         queues += (Queue(archive_name(exchange), archive.arguments()),)
         bindings += (Binding(exchange, archive_name(exchange), "#"),)
+    if deliveries is not None:
+        queues += (Queue(deliveries_stream(exchange), deliveries.arguments()),)
     return Topology(
         exchanges=(
             Exchange(exchange, "topic", {"alternate-exchange": unrouted}),
@@ -165,8 +180,11 @@ def receiver_topology(exchange: str, archive: ArchiveRetention | None = None) ->
 
 
 def settings_topology(settings: Settings) -> Topology:
-    """:func:`receiver_topology` as ``settings`` ask for it (archive on or off)."""
-    return receiver_topology(settings.exchange, archive_retention(settings))
+    """:func:`receiver_topology` as ``settings`` ask for it (archive on or off, the delivery
+    records' stream always)."""
+    return receiver_topology(
+        settings.exchange, archive_retention(settings), deliveries_retention(settings)
+    )
 
 
 def retry_queue_name(subscriber: str, step: int) -> str:

@@ -27,6 +27,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection, DeliveredMessage
 from pamqp.commands import Basic
 
 from bridge.amqp.connection import close_quietly
+from bridge.amqp.publisher import Outcome, confirms
 from bridge.core.contract import HEADER_ARCHIVE_SENTINEL
 from bridge.errors import CommandError
 
@@ -88,27 +89,29 @@ async def write_sentinel(connection: AbstractConnection, stream: str) -> str:
         connection.channel(publisher_confirms=True, on_return_raises=True), "opening a channel"
     )
     try:
-        confirm = await bounded(
-            channel.basic_publish(
-                b"",
-                exchange="",
-                routing_key=stream,
-                mandatory=True,
-                properties=Basic.Properties(
-                    headers={HEADER_ARCHIVE_SENTINEL: sentinel},
-                    message_type=SENTINEL_TYPE,
-                    delivery_mode=2,
-                ),
+        outcome = await confirms(channel).publish(
+            b"",
+            routing_key=stream,
+            properties=Basic.Properties(
+                headers={HEADER_ARCHIVE_SENTINEL: sentinel},
+                message_type=SENTINEL_TYPE,
+                delivery_mode=2,
             ),
-            "the end marker's publish",
+            timeout=RPC_TIMEOUT,
         )
-    except aiormq.exceptions.PublishError:
-        raise missing_archive(stream) from None
     finally:
         await close_quietly(channel)
-    if not isinstance(confirm, Basic.Ack):
+    if outcome is Outcome.RETURNED:
+        raise missing_archive(stream)
+    if outcome is Outcome.TIMED_OUT:
         raise CommandError(
-            f"the broker refused to append to {stream} ({type(confirm).__name__}): check its "
+            f"the broker did not confirm the end marker's publish within {RPC_TIMEOUT:.0f} s: "
+            "check its health (rabbitmqctl status) and its memory and disk alarms, then run "
+            "it again"
+        )
+    if outcome is not Outcome.CONFIRMED:
+        raise CommandError(
+            f"the broker refused to append to {stream} ({outcome}): check its "
             "disk alarm and the user's write permission on the queue"
         )
     return sentinel

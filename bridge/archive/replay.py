@@ -30,10 +30,14 @@ from aiormq.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
 from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.deliveries import Acting, records_settled, send_record
+from bridge.amqp.publisher import Outcome, Pending, confirms
 from bridge.amqp.subscriber_target import partitions_exchange, route
-from bridge.archive.end import bounded
+from bridge.archive.end import RPC_TIMEOUT, bounded
 from bridge.archive.reader import ArchivedWebhook, ArchiveQuery, copy_properties, scan
 from bridge.core.contract import EVENTS, HEADER_REPLAY_ID, HEADER_REPLAYED_AT, rfc3339
+from bridge.core.records import DeliveryRecord, Source
+from bridge.core.records import Outcome as Recorded
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 
@@ -96,24 +100,30 @@ class _Copier:
     """Publishes copies with confirms, at most :data:`WINDOW` of them unconfirmed."""
 
     def __init__(
-        self, channel: AbstractChannel, to: str, progress: Progress, exchange: str | None
+        self,
+        channel: AbstractChannel,
+        to: str,
+        progress: Progress,
+        exchange: str | None,
+        acting: Acting | None,
     ) -> None:
         self.channel = channel
+        self.confirms = confirms(channel)
         self.to = to
         self.exchange, self.routing_key = route(to, exchange)
         self.progress = progress
-        self.pending: deque[asyncio.Future[object]] = deque()
+        self.acting = acting
+        self.pending: deque[tuple[Pending, ArchivedWebhook]] = deque()
         self.sent = 0
 
     async def copy(self, webhook: ArchivedWebhook, properties: Basic.Properties) -> None:
-        publish = self.channel.basic_publish(
+        sent = self.confirms.send(
             webhook.body,
             exchange=self.exchange,
             routing_key=self.routing_key,
-            mandatory=True,
             properties=properties,
         )
-        self.pending.append(asyncio.ensure_future(publish))
+        self.pending.append((sent, webhook))
         if len(self.pending) >= WINDOW:
             await self._settle_oldest()
 
@@ -122,27 +132,46 @@ class _Copier:
             await self._settle_oldest()
 
     def abandon(self) -> None:
-        for future in self.pending:
-            future.cancel()
+        for pending, _webhook in self.pending:
+            pending.expire()
 
     async def _settle_oldest(self) -> None:
-        future = self.pending.popleft()
-        try:
-            confirm = await bounded(future, "a publish confirm")
-        except aiormq.exceptions.PublishError:
+        deadline = asyncio.get_running_loop().time() + RPC_TIMEOUT
+        pending, webhook = self.pending.popleft()
+        outcome = await self.confirms.wait(pending, deadline)
+        if outcome is Outcome.RETURNED:
             raise CommandError(
                 f"the broker returned a copy: queue {self.to} was deleted during the replay; "
                 f"{self.sent} copies were confirmed, run it again"
-            ) from None
-        except aiormq.exceptions.DeliveryError:
-            confirm = None
-        if not isinstance(confirm, Basic.Ack):
+            )
+        if outcome is Outcome.TIMED_OUT:
+            raise CommandError(
+                f"the broker did not confirm a copy within {RPC_TIMEOUT:.0f} s: check its "
+                "health (rabbitmqctl status) and its memory and disk alarms; "
+                f"{self.sent} copies were confirmed, run it again"
+            )
+        if outcome is not Outcome.CONFIRMED:
             raise CommandError(
                 f"the broker refused a copy (queue {self.to} full, or a disk alarm); "
                 f"{self.sent} copies were confirmed: fix the cause and run it again"
             )
         self.sent += 1
+        if self.acting is not None:
+            send_record(self.channel, self.acting.exchange, replayed(webhook, self.to, self.acting))
         self.progress(self.sent, None)
+
+
+def replayed(webhook: ArchivedWebhook, to: str, acting: Acting) -> DeliveryRecord:
+    """The ``replayed`` record of ``webhook``'s copy into subscriber ``to``."""
+    return acting.record(
+        Recorded.REPLAYED,
+        message_id=webhook.message_id,
+        subscriber=to,
+        event=webhook.event,
+        order_id=webhook.order_id,
+        order_number=webhook.order_number,
+        attempt=1,
+    )
 
 
 async def replay(
@@ -153,8 +182,11 @@ async def replay(
     *,
     dry_run: bool = False,
     on_progress: Progress = _no_progress,
+    operator: str | None = None,
 ) -> ReplayResult:
     """Copy each webhook matching ``query`` into queue ``to``; with ``dry_run``, only count.
+    Each copy confirmed leaves a ``replayed`` delivery record (source ``archive-replay``,
+    by ``operator``) in ``<exchange>.deliveries``.
 
     Without an event filter, quarantined (non-JSON) bodies are left out: a subscriber never
     gets those from the exchange either. Ask for them with the event ``invalid``."""
@@ -172,7 +204,8 @@ async def replay(
                 connection.channel(publisher_confirms=True, on_return_raises=True),
                 "opening a channel",
             )
-            copier = _Copier(channel, to, on_progress, partitions)
+            acting = Acting(exchange, Source.ARCHIVE_REPLAY, operator)
+            copier = _Copier(channel, to, on_progress, partitions, acting)
         async for webhook in scan(connection, exchange, query):
             matched += 1
             if copier is None:
@@ -182,6 +215,7 @@ async def replay(
             await copier.copy(webhook, replay_copy(webhook, replay_id, now))
         if copier is not None:
             await copier.finish()
+            await records_settled(copier.channel)
     finally:
         if copier is not None:
             copier.abandon()

@@ -168,6 +168,8 @@ def run_find(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    import getpass
+
     from bridge.archive.replay import replay
     from bridge.cli.progress import Progress
 
@@ -189,6 +191,7 @@ def run_replay(args: argparse.Namespace) -> int:
                 args.to,
                 dry_run=args.dry_run,
                 on_progress=progress,
+                operator=getpass.getuser(),
             )
         )
     finally:

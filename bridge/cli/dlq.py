@@ -46,10 +46,14 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
+    import getpass
+
+    from bridge.amqp.deliveries import Acting
+    from bridge.core.records import Source
     from bridge.worker.dlq import replay_dead_letters
 
-    moved, queue = run_async(
-        replay_dead_letters(settings_of(args).amqp_urls, args.name, args.limit)
-    )
+    settings = settings_of(args)
+    acting = Acting(settings.exchange, Source.DLQ_REPLAY, getpass.getuser())
+    moved, queue = run_async(replay_dead_letters(settings.amqp_urls, args.name, args.limit, acting))
     print(f"replayed {moved} message{'' if moved == 1 else 's'} from {queue} to {args.name}")
     return 0

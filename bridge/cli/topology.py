@@ -36,11 +36,13 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
 
 def run(args: argparse.Namespace) -> int:
     from bridge.amqp.definitions import definitions_json
-    from bridge.amqp.topology import archive_retention, declare_topology
+    from bridge.amqp.topology import archive_retention, declare_topology, deliveries_retention
     from bridge.worker.subscribers import full_topology
 
     settings = settings_of(args)
-    topology = full_topology(settings.exchange, args.config, archive_retention(settings))
+    topology = full_topology(
+        settings.exchange, args.config, archive_retention(settings), deliveries_retention(settings)
+    )
     if args.definitions:
         print(definitions_json(topology), end="")
         return 0

@@ -71,6 +71,12 @@ WORKER_MESSAGES = Counter(
     "Worker messages by subscriber and outcome: consumed, acked, retried, dead_lettered",
     ["subscriber", "outcome"],
 )
+LEDGER_RECORDS_FAILED = Counter(
+    "bridge_ledger_records_failed_total",
+    "Delivery records the broker did not confirm (returned, nacked, timeout, channel_closed); "
+    "the deliveries they describe went on",
+    ["reason"],
+)
 HANDLER_SECONDS = Histogram(
     "bridge_handler_seconds",
     "Time one handler call (or one forward) took",

@@ -31,14 +31,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.topology import (
-    ArchiveRetention,
-    Queue,
-    Topology,
-    archive_name,
-    declare,
-    settings_topology,
-)
+from bridge.amqp.topology import archive_name, declare, settings_topology
 from bridge.core import metrics
 from bridge.core.durations import parse_duration
 from bridge.core.listeners import start_metrics_listener
@@ -77,12 +70,6 @@ DB_RETRY_MAX = 10.0
 
 _WAKE: Any = object()
 """Put in the inbox to wake the batch loop (a stop, or a lost connection)."""
-
-
-def deliveries_topology(settings: Settings) -> Topology:
-    """The deliveries stream, with the archive's retention (contract section 10)."""
-    retention = ArchiveRetention(settings.archive_max_age, settings.archive_max_bytes)
-    return Topology(queues=(Queue(deliveries_stream(settings.exchange), retention.arguments()),))
 
 
 @dataclass
@@ -170,11 +157,9 @@ class Indexer:
     async def _on_channel(self, channel: AbstractChannel) -> None:
         """On every (re)connection: declare the streams, consume each from one past the
         last offset taken (what an old connection delivered is still in the inbox)."""
-        topology = deliveries_topology(self.settings)
-        if self.settings.archive:
-            topology = settings_topology(self.settings) + topology
         try:
-            await declare(channel, topology)
+            # As serve and topology declare them: the archive (when on) and the deliveries.
+            await declare(channel, settings_topology(self.settings))
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             self._fatal = _declare_refused(exc)
             self._inbox.put_nowait(_WAKE)

@@ -8,11 +8,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from aiormq.abc import DeliveredMessage
+from aiormq.abc import AbstractChannel, DeliveredMessage
 
 from bridge.amqp.pipeline import AckWriter
 
 log = logging.getLogger("bridge.worker.acks")
+
+ACK_WRITE_TIMEOUT = 5.0
+"""Seconds to wait for buffered acks to be written before a channel is closed."""
 
 
 class Settler:
@@ -31,6 +34,11 @@ class Settler:
             log.warning("ack/nack lost with its channel (%s); the broker will redeliver", exc)
             return False
         return True
+
+    async def written(self, channel: AbstractChannel, timeout: float = ACK_WRITE_TIMEOUT) -> bool:
+        """Wait until the acks given for ``channel`` left for the broker (call it before
+        closing the channel: an ack still buffered would be lost with it)."""
+        return await self._writer.written(channel, timeout)
 
 
 def redelivery_count(headers: Mapping[str, Any]) -> int:

@@ -17,14 +17,16 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
-from aiormq.exceptions import ChannelNotFoundEntity, DeliveryError, PublishError
+from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp.commands import Basic
 
 from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.deliveries import Acting, write_record
+from bridge.amqp.publisher import Outcome, confirms
 from bridge.amqp.subscriber_target import partitions_exchange, route
 from bridge.amqp.topology import dlq_name
-from bridge.amqp.twins import TwinGate
-from bridge.core.contract import HEADER_ORDER_ID
+from bridge.core.contract import HEADER_ORDER_ID, HEADER_ORDER_NUMBER
+from bridge.core.records import Outcome as Recorded
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 from bridge.worker.message import (
@@ -130,11 +132,12 @@ async def list_dead_letters(amqp_urls: Sequence[str], name: str, limit: int | No
 
 
 async def replay_dead_letters(
-    amqp_urls: Sequence[str], name: str, limit: int | None
+    amqp_urls: Sequence[str], name: str, limit: int | None, acting: Acting | None = None
 ) -> tuple[int, str]:
     """Move up to ``limit`` dead letters back to ``name`` with ``x-attempt`` reset; returns
     how many moved and from which queue. A failure part-way raises :class:`CommandError`
-    saying how many had moved (each of those was confirmed before its ack)."""
+    saying how many had moved (each of those was confirmed before its ack). Given
+    ``acting``, each message moved leaves a ``replayed`` delivery record."""
     _check(name)
     queue = dlq_name(name)
     connection = await connect_once(amqp_urls)
@@ -146,7 +149,9 @@ async def replay_dead_letters(
             await _depth(channel, name)
         # Only what is there now: a message that fails again must not be replayed twice.
         depth = await _depth(channel, queue)
-        replay = _Replay(channel, name, depth if limit is None else min(depth, limit), exchange)
+        replay = _Replay(
+            channel, name, depth if limit is None else min(depth, limit), exchange, acting
+        )
         await replay.run(queue)
     except TimeoutError:
         raise _moved_before(_no_answer(), replay) from None
@@ -166,13 +171,19 @@ def _moved_before(error: CommandError, replay: _Replay | None) -> CommandError:
 class _Replay:
     """Consumes the DLQ with ``REPLAY_WINDOW`` messages in flight, each acked only after its
     copy in ``<name>`` is confirmed; stops after ``wanted`` or when the DLQ runs dry.
-    Copies with one message id (identical webhooks) go one after the other: aiormq tells
-    their returns apart by message id alone (:mod:`bridge.amqp.twins`)."""
+    Copies with one message id (identical webhooks) are in flight together, under the one
+    twin policy of :mod:`bridge.amqp.publisher`."""
 
     def __init__(
-        self, channel: AbstractChannel, name: str, wanted: int, exchange: str | None = None
+        self,
+        channel: AbstractChannel,
+        name: str,
+        wanted: int,
+        exchange: str | None = None,
+        acting: Acting | None = None,
     ) -> None:
         self.channel = channel
+        self.acting = acting
         self.name = name
         self.exchange = exchange
         self.wanted = wanted
@@ -181,7 +192,6 @@ class _Replay:
         self.settled = 0
         self.error: CommandError | None = None
         self._progress = asyncio.Event()
-        self._twins = TwinGate()
 
     async def run(self, queue: str) -> None:
         if self.wanted == 0:
@@ -209,10 +219,7 @@ class _Replay:
             return  # not ours to move: unacked, it goes back to the DLQ on close
         self.taken += 1
         try:
-            async with self._twins.alone(got.header.properties.message_id):
-                if self.error is not None:
-                    return  # a twin failed meanwhile: this one stays in the DLQ too
-                await _move_back(self.channel, got, self.name, self.exchange)
+            await _move_back(self.channel, got, self.name, self.exchange, self.acting)
             self.moved += 1
         except CommandError as exc:
             self.error = self.error or exc
@@ -221,34 +228,59 @@ class _Replay:
             self._progress.set()
 
 
+async def record_acted(
+    channel: AbstractChannel, got: DeliveredMessage, name: str, outcome: Recorded, acting: Acting
+) -> None:
+    """Write the delivery record of an operator's action on dead letter ``got`` of
+    ``name``, before its ack (a refused one is counted, and the action goes on)."""
+    properties = got.header.properties
+    headers = plain_headers(properties.headers)
+    order_number = headers.get(HEADER_ORDER_NUMBER)
+    order_id = headers.get(HEADER_ORDER_ID)
+    record = acting.record(
+        outcome,
+        message_id=properties.message_id or "-",
+        subscriber=name,
+        event=event_of(properties, headers, got.routing_key or ""),
+        order_id=None if order_id is None else str(order_id),
+        order_number=None if order_number is None else str(order_number),
+        attempt=delivery_number(headers),
+    )
+    await write_record(channel, acting.exchange, record)
+
+
 async def _move_back(
-    channel: AbstractChannel, got: DeliveredMessage, name: str, exchange: str | None = None
+    channel: AbstractChannel,
+    got: DeliveredMessage,
+    name: str,
+    exchange: str | None = None,
+    acting: Acting | None = None,
 ) -> None:
     properties = got.header.properties
     headers = dict(properties.headers or {})
     for header in (ATTEMPT_HEADER, ERROR_HEADER, FAILED_AT_HEADER):
         headers.pop(header, None)
     to_exchange, routing_key = route(name, exchange)
-    try:
-        await channel.basic_publish(
-            got.body,
-            exchange=to_exchange,
-            routing_key=routing_key,
-            properties=copy_properties(properties, headers),
-            mandatory=True,
-            timeout=PUBLISH_TIMEOUT,
-        )
-    except PublishError:
-        raise CommandError(f"queue {name} routed nothing (was it deleted?): run topology") from None
-    except DeliveryError:
+    outcome = await confirms(channel).publish(
+        got.body,
+        exchange=to_exchange,
+        routing_key=routing_key,
+        properties=copy_properties(properties, headers),
+        timeout=PUBLISH_TIMEOUT,
+    )
+    if outcome is Outcome.RETURNED:
+        raise CommandError(f"queue {name} routed nothing (was it deleted?): run topology")
+    if outcome is Outcome.NACKED:
         raise CommandError(
             f"the broker refused a message for {name} (is the queue full?): the rest stays "
             "in the DLQ, nothing was lost"
-        ) from None
-    except Exception as exc:
+        )
+    if outcome is not Outcome.CONFIRMED:
         raise CommandError(
-            f"the broker did not confirm a message for {name} ({type(exc).__name__}): "
+            f"the broker did not confirm a message for {name} ({outcome}): "
             "the rest stays in the DLQ, nothing was lost; run the replay again"
-        ) from None
+        )
+    if acting is not None:
+        await record_acted(channel, got, name, Recorded.REPLAYED, acting)
     assert got.delivery_tag is not None
     await channel.basic_ack(got.delivery_tag)

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
 from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.deliveries import Acting
 from bridge.amqp.subscriber_target import partitions_exchange
 from bridge.amqp.topology import dlq_name
+from bridge.core.records import Outcome as Recorded
 from bridge.errors import CommandError
 from bridge.worker.dlq import (
     RPC_TIMEOUT,
@@ -28,6 +30,7 @@ from bridge.worker.dlq import (
     _empty,
     _move_back,
     _no_answer,
+    record_acted,
 )
 
 
@@ -41,18 +44,29 @@ class Picked:
     """Ids asked for but not found (replayed or discarded by someone else meanwhile)."""
 
 
-async def replay_picked(amqp_urls: Sequence[str], name: str, ids: Collection[str]) -> Picked:
-    """Move every dead letter of ``name`` whose message id is in ``ids`` back to ``name``."""
-    return await _pick(amqp_urls, name, ids, replay=True)
+async def replay_picked(
+    amqp_urls: Sequence[str], name: str, ids: Collection[str], acting: Acting | None = None
+) -> Picked:
+    """Move every dead letter of ``name`` whose message id is in ``ids`` back to ``name``
+    (given ``acting``, each leaves a ``replayed`` delivery record)."""
+    return await _pick(amqp_urls, name, ids, replay=True, acting=acting)
 
 
-async def discard_picked(amqp_urls: Sequence[str], name: str, ids: Collection[str]) -> Picked:
-    """Delete every dead letter of ``name`` whose message id is in ``ids``."""
-    return await _pick(amqp_urls, name, ids, replay=False)
+async def discard_picked(
+    amqp_urls: Sequence[str], name: str, ids: Collection[str], acting: Acting | None = None
+) -> Picked:
+    """Delete every dead letter of ``name`` whose message id is in ``ids`` (given
+    ``acting``, each leaves a ``discarded`` delivery record, sent before its ack)."""
+    return await _pick(amqp_urls, name, ids, replay=False, acting=acting)
 
 
 async def _pick(
-    amqp_urls: Sequence[str], name: str, ids: Collection[str], *, replay: bool
+    amqp_urls: Sequence[str],
+    name: str,
+    ids: Collection[str],
+    *,
+    replay: bool,
+    acting: Acting | None,
 ) -> Picked:
     _check(name)
     wanted = set(ids)
@@ -65,7 +79,7 @@ async def _pick(
     try:
         # An ordered subscriber takes its copies through its partitions exchange.
         exchange = await partitions_exchange(connection, name, RPC_TIMEOUT) if replay else None
-        channel = await _bounded(connection.channel(publisher_confirms=replay))
+        channel = await _bounded(connection.channel(publisher_confirms=True))
         if replay and exchange is None:
             await _depth(channel, name)  # the target queue must exist
         depth = await _depth(channel, queue)
@@ -76,7 +90,7 @@ async def _pick(
             message_id = got.header.properties.message_id or ""
             if message_id not in wanted:
                 continue  # left unacked: back in the DLQ when the channel closes
-            await _act(channel, got, name, replay, exchange)
+            await _act(channel, got, name, replay, exchange, acting)
             found.add(message_id)
             done += 1
     except TimeoutError:
@@ -89,11 +103,18 @@ async def _pick(
 
 
 async def _act(
-    channel: AbstractChannel, got: DeliveredMessage, name: str, replay: bool, exchange: str | None
+    channel: AbstractChannel,
+    got: DeliveredMessage,
+    name: str,
+    replay: bool,
+    exchange: str | None,
+    acting: Acting | None,
 ) -> None:
     if replay:
-        await _move_back(channel, got, name, exchange)
+        await _move_back(channel, got, name, exchange, acting)
         return
+    if acting is not None:
+        await record_acted(channel, got, name, Recorded.DISCARDED, acting)
     assert got.delivery_tag is not None
     async with asyncio.timeout(RPC_TIMEOUT):
         await channel.basic_ack(got.delivery_tag)

@@ -9,8 +9,10 @@ any other answer raises
 timeouts and 502/503/504 also count towards the breaker: after ``threshold`` of them in a
 row it opens, the worker stops taking messages (they wait in the queue, no attempt spent),
 and the breaker probes the target until it answers, then closes and the worker resumes.
-Of the answer's body only the first :data:`KEPT_BYTES` are read (for ``x-error``): a target
-answering gigabytes costs the worker no more memory than a short answer.
+Of the answer's body only the first :data:`KEPT_BYTES` are read (for ``x-error`` and the
+delivery record): a target answering gigabytes costs the worker no more memory than a short
+answer. Each call leaves its HTTP status and those bytes, credentials masked, in
+:data:`LAST_ANSWER` (of the calling task) for the attempt's delivery record.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
@@ -37,6 +41,19 @@ KEPT_BYTES = 200
 """Bytes of the target's answer kept (for ``x-error``); the rest is never read."""
 RETRY_STATUSES = frozenset({408, 429})
 PROBE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the target answered: its HTTP status and at most :data:`KEPT_BYTES` of its
+    body, credentials masked."""
+
+    status: int
+    text: str
+
+
+LAST_ANSWER: ContextVar[Answer | None] = ContextVar("bridge_forward_answer", default=None)
+"""The answer to the current task's last forward (None: no answer, or not a forwarder)."""
 
 
 class ForwardFailed(Exception):
@@ -107,6 +124,10 @@ class Forwarder:
         self.breaker = CircuitBreaker(subscriber, self.probe)
         self._session: aiohttp.ClientSession | None = None
         self._where = shown_url(url)
+        password = urlsplit(url).password
+        self._secrets = tuple(
+            s for s in (*self.extra_headers.values(), password or "") if len(s) >= 3
+        )
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -133,6 +154,7 @@ class Forwarder:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
                 text = (await _head(response)).decode("utf-8", "replace")
+            LAST_ANSWER.set(Answer(status, self._masked(text)))
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             self.breaker.target_down()
             reason = "no answer in time" if isinstance(exc, TimeoutError) else _reason(exc)
@@ -140,7 +162,7 @@ class Forwarder:
         if 200 <= status < 300:
             self.breaker.succeeded()
             return
-        detail = f"{self._where} answered {status}: {text.strip()}".rstrip(": ")
+        detail = self._masked(f"{self._where} answered {status}: {text.strip()}").rstrip(": ")
         wait = retry_after_seconds(retry_after) if status in THROTTLE_STATUSES else None
         if wait is not None:
             # The target is up and said when to come back: no breaker, no retry step.
@@ -153,6 +175,13 @@ class Forwarder:
         if status in RETRY_STATUSES or status >= 500:
             raise ForwardFailed(detail)
         raise PermanentError(detail)
+
+    def _masked(self, text: str) -> str:
+        """``text`` with the credentials this forwarder sends (header values, the URL's
+        password) masked: a target may echo what it was sent."""
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
 
     async def probe(self) -> bool:
         """Whether the target answers at all (a HEAD request; any status but 502-504)."""

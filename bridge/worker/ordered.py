@@ -20,13 +20,17 @@ How it holds:
   held message back in order, and consuming resumes when the target answers.
 - Partitions are shared: each worker counts the workers (consumers of ``<name>.workers``) and
   one that is active on more than its share hands partitions over, one per
-  :data:`REBALANCE_INTERVAL`.
+  :data:`REBALANCE_INTERVAL`, after the acks of its last message were written.
+
+Built by composition: :class:`OrderedSubscription` is the coordinator (link, roster,
+rebalance) with one :class:`_Partition` consumer per partition; every message goes through
+the same :class:`~bridge.worker.handling.Handling` as a plain subscriber's, given a ladder
+that waits in place and a hold while the target is down.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import random
@@ -37,11 +41,11 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from bridge.amqp.connection import close_quietly
 from bridge.amqp.topology import partition_queue_name, roster_name
 from bridge.core.settings import Settings
-from bridge.errors import PermanentError
-from bridge.worker.message import Message
+from bridge.core.tasks import cancel_and_wait
+from bridge.worker.handling import Handling
 from bridge.worker.retry import Ladder
 from bridge.worker.subscribers import Handler, Subscriber
-from bridge.worker.subscription import SHUTDOWN_GRACE, Subscription
+from bridge.worker.subscription import SHUTDOWN_GRACE, consuming_parts, declare_or_fail
 
 log = logging.getLogger("bridge.worker.ordered")
 
@@ -50,43 +54,90 @@ MAX_PAUSED_HOLD = 600.0
 """Seconds a message is held while the target is down before it is given back."""
 
 
-class _GaveUp(Exception):
-    """The message was not handled; it stays unacked and goes back first in line."""
-
-
 async def _ignore(_message: DeliveredMessage) -> None:
     """``<name>.workers`` never holds a message: consuming it only makes this worker count."""
 
 
-class OrderedSubscription(Subscription):
-    """A :class:`Subscription` over partition queues, one message at a time per partition."""
+async def _leave_unacked(_delivered: DeliveredMessage) -> None:
+    """Never requeued by hand while we still consume: closing the channel returns it
+    before any other consumer of the partition becomes active."""
 
-    def __init__(self, settings: Settings, sub: Subscriber, handler: Handler) -> None:
-        super().__init__(settings, sub, handler)
-        # No retry queues: after the in-process tries and the waits in place, the DLQ.
-        self.ladder = Ladder(sub.name, (), sub.in_process_tries)
-        self._waits = sub.retry_delays_ms
-        self._partitions: dict[int, AbstractChannel] = {}
-        self._active: set[int] = set()
-        self._busy: dict[int, asyncio.Task[Any]] = {}
-        self._releasing: set[int] = set()
-        self._stop_event = asyncio.Event()
+
+class _Partition:
+    """One consumer of ``<name>.partition.<index>``, on a channel of its own (prefetch 1)."""
+
+    def __init__(self, index: int, channel: AbstractChannel) -> None:
+        self.index = index
+        self.channel = channel
+        self.busy: asyncio.Task[Any] | None = None
+        self.active = False
+        """Handled a message since it subscribed."""
+        self.releasing = False
+
+
+class OrderedSubscription:
+    """The coordinator of an ordered subscriber: its link, the roster of workers, the
+    partitions' consumers and their rebalancing."""
+
+    def __init__(
+        self, settings: Settings, sub: Subscriber, handler: Handler, *, records: bool = True
+    ) -> None:
+        self.sub = sub
+        self.handler = handler
+        self.breaker, self.topology, self.link = consuming_parts(
+            settings, sub, handler, self._on_channel
+        )
+        # No retry queues: the delays are waited holding the message, then the DLQ.
+        ladder = Ladder(sub.name, sub.retry_delays_ms, sub.in_process_tries, in_place=True)
+        self.handling = Handling(
+            settings.exchange,
+            sub,
+            handler,
+            ladder,
+            self.link,
+            paused=self._paused,
+            give_back=_leave_unacked,
+            hold=self._hold_while_paused,
+            records=records,
+        )
+        self.ready = asyncio.Event()
+        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._channel: AbstractChannel | None = None
+        self._partitions: dict[int, _Partition] = {}
+        self._lock = asyncio.Lock()
+        self._in_flight: set[asyncio.Task[Any]] = set()
         self._resumed = asyncio.Event()
         self._resumed.set()
         self._rebalancer: asyncio.Task[None] | None = None
+        self._log = {"subscriber": sub.name}
         if self.breaker is not None:
             self.breaker.on_change(self._on_breaker)
+
+    @property
+    def _stopping(self) -> bool:
+        return self.handling.stopping
+
+    def _paused(self) -> bool:
+        return self.breaker is not None and self.breaker.is_open
 
     def _on_breaker(self, is_open: bool) -> None:
         if is_open:
             self._resumed.clear()
         else:
             self._resumed.set()
+            if self._channel is not None:
+                # Subscribe partitions left out while paused.
+                task = asyncio.get_running_loop().create_task(self._subscribe_missing())
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
 
     @property
     def active_partitions(self) -> set[int]:
         """Partitions this worker handled a message of since it last subscribed to them."""
-        return set(self._active)
+        return {index for index, p in self._partitions.items() if p.active}
+
+    async def start(self) -> None:
+        await self.link.start()
 
     # --- subscribing ------------------------------------------------------------------
 
@@ -97,19 +148,16 @@ class OrderedSubscription(Subscription):
         return [(start + i) % count for i in range(count)]
 
     async def _on_channel(self, channel: AbstractChannel) -> None:
-        await self._declare(channel)
+        await declare_or_fail(channel, self.topology, self.sub, self.failed)
         async with self._lock:
             self._channel = channel
             self._partitions = {}
-            self._active.clear()
-            self._releasing.clear()
             await channel.basic_consume(roster_name(self.sub.name), _ignore, no_ack=True)
             if not self._stopping and not self._paused():
                 for index in self._order():
                     await self._subscribe(channel, index)
         if self._rebalancer is None:
             self._rebalancer = asyncio.create_task(self._rebalance(), name="partition-rebalance")
-            self._background.add(self._rebalancer)
         self.ready.set()
         state = "consuming" if self._partitions else "not consuming (paused)"
         log.info(
@@ -117,31 +165,31 @@ class OrderedSubscription(Subscription):
         )
 
     async def _subscribe(self, main: AbstractChannel, index: int) -> None:
-        channel = await main.connection.channel(publisher_confirms=True, on_return_raises=True)
+        channel = await main.connection.channel(publisher_confirms=True)
         await channel.basic_qos(prefetch_count=1)
         # Known before consume-ok: the first delivery can arrive ahead of it.
-        self._partitions[index] = channel
-        channel.closing.add_done_callback(functools.partial(self._closed, index, channel))
+        partition = self._partitions[index] = _Partition(index, channel)
+        channel.closing.add_done_callback(functools.partial(self._closed, partition))
         try:
             await channel.basic_consume(
                 partition_queue_name(self.sub.name, index),
-                functools.partial(self._deliver_partition, index),
+                functools.partial(self._deliver, partition),
             )
         except BaseException:
-            if self._partitions.get(index) is channel:
+            if self._partitions.get(index) is partition:
                 del self._partitions[index]
             raise
 
-    def _closed(self, index: int, channel: AbstractChannel, _future: Any) -> None:
-        if self._stopping or self._partitions.get(index) is not channel:
+    def _closed(self, partition: _Partition, _future: Any) -> None:
+        if self._stopping or self._partitions.get(partition.index) is not partition:
             return  # closed by us, or replaced
         main = self._channel
         if main is not None and not main.is_closed:
             # The broker closed it (e.g. consumer_timeout): start over on a new connection.
-            log.warning("partition %d channel closed by the broker; reconnecting", index)
+            log.warning("partition %d channel closed by the broker; reconnecting", partition.index)
             self.link.renew()
 
-    async def _sync_consumer(self) -> None:
+    async def _subscribe_missing(self) -> None:
         """Subscribe partitions left out while paused. Never cancels (see module doc)."""
         async with self._lock:
             channel = self._channel
@@ -156,25 +204,25 @@ class OrderedSubscription(Subscription):
 
     # --- one message ------------------------------------------------------------------
 
-    async def _deliver_partition(self, index: int, delivered: DeliveredMessage) -> None:
+    async def _deliver(self, partition: _Partition, delivered: DeliveredMessage) -> None:
         if (
             self._stopping
-            or index in self._releasing
-            or self._partitions.get(index) is not delivered.channel
+            or partition.releasing
+            or self._partitions.get(partition.index) is not partition
         ):
             return  # left unacked: closing the channel gives it back first in line
-        self._active.add(index)
+        partition.active = True
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)
-        self._busy[index] = task
+        partition.busy = task
         try:
             if await self._hold_while_paused():
-                await self._process(delivered)
+                await self.handling.process(delivered)
         finally:
             self._in_flight.discard(task)
-            if self._busy.get(index) is task:
-                del self._busy[index]
+            if partition.busy is task:
+                partition.busy = None
 
     async def _hold_while_paused(self) -> bool:
         """Wait while the target is down; False if the message is to be given back."""
@@ -183,7 +231,7 @@ class OrderedSubscription(Subscription):
         try:
             async with asyncio.timeout(MAX_PAUSED_HOLD):
                 while self._paused() and not self._stopping:
-                    await _first_of(self._resumed, self._stop_event)
+                    await _first_of(self._resumed, self.handling.stopped)
         except TimeoutError:
             log.warning(
                 "target down for %gs: giving the held messages back to the queues",
@@ -194,51 +242,14 @@ class OrderedSubscription(Subscription):
             return False
         return not self._stopping
 
-    async def _call(self, message: Message) -> None:
-        first = message.delivery
-        while True:
-            try:
-                await super()._call(message)
-                return
-            except Exception as exc:
-                if isinstance(exc, PermanentError) or self._stopping:
-                    raise
-                if self._paused():
-                    # The target's outage is not the message's fault: same round again.
-                    if not await self._hold_while_paused():
-                        raise _GaveUp() from None
-                    continue
-                done = message.delivery - first
-                if done >= len(self._waits):
-                    raise
-                wait = self._waits[done] / 1000
-                log.warning(
-                    "retrying in place in %gs (later events of this partition wait)",
-                    wait,
-                    extra=message.log_fields(),
-                )
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._stop_event.wait()
-                if self._stopping:
-                    raise _GaveUp() from None
-                message.delivery += 1
-
-    async def _failed(self, delivered: DeliveredMessage, message: Message, exc: Exception) -> None:
-        if isinstance(exc, _GaveUp) or (self._stopping and not isinstance(exc, PermanentError)):
-            # Never requeued by hand while we still consume: closing the channel returns it
-            # before any other consumer of the partition becomes active.
-            log.info("left unacked for the next consumer", extra=message.log_fields())
-            return
-        await self._next_step(delivered, message, exc)
-
     # --- sharing the partitions -------------------------------------------------------
 
     async def _rebalance(self) -> None:
         while not self._stopping:
             await asyncio.sleep(REBALANCE_INTERVAL)
             channel = self._channel
-            if channel is None or channel.is_closed or len(self._active) <= 1:
+            active = self.active_partitions
+            if channel is None or channel.is_closed or len(active) <= 1:
                 continue
             try:
                 ok = await channel.queue_declare(roster_name(self.sub.name), passive=True)
@@ -246,34 +257,33 @@ class OrderedSubscription(Subscription):
                 continue  # the link reconnects
             workers = max(int(ok.consumer_count or 1), 1)
             share = -(-self.sub.partitions // workers)
-            if len(self._active) > share and not self._stopping and not self._paused():
-                await self._hand_over(random.choice(sorted(self._active)), workers)
+            if len(active) > share and not self._stopping and not self._paused():
+                await self._hand_over(random.choice(sorted(active)), workers)
 
     async def _hand_over(self, index: int, workers: int) -> None:
-        """Let another worker take partition ``index``: finish its message, close its
-        channel (the broker gives back what it still holds, then activates the next
-        consumer), and subscribe again, at the back of the line."""
+        """Let another worker take partition ``index``: finish its message, wait until its
+        ack was written, close its channel (the broker gives back what it still holds,
+        then activates the next consumer), and subscribe again, at the back of the line."""
         async with self._lock:
-            channel = self._partitions.get(index)
-            if channel is None:
+            partition = self._partitions.get(index)
+            if partition is None:
                 return
-            self._releasing.add(index)
-            self._active.discard(index)
-            busy = self._busy.get(index)
+            partition.releasing = True
+            partition.active = False
+            busy = partition.busy
         try:
             if busy is not None:
                 await asyncio.wait({busy})
-            await asyncio.sleep(0)  # the ack leaves before the channel's close
+            await self.handling.settle.written(partition.channel)
             async with self._lock:
-                self._partitions.pop(index, None)
-                await close_quietly(channel)
+                if self._partitions.get(index) is partition:
+                    del self._partitions[index]
+                await close_quietly(partition.channel)
                 main = self._channel
                 if main is not None and not main.is_closed and not self._stopping:
                     await self._subscribe(main, index)
         except Exception as exc:
             log.warning("handing partition %d over failed (%s)", index, exc, extra=self._log)
-        finally:
-            self._releasing.discard(index)
         log.info(
             "handed partition %d over (%d workers share %d partitions)",
             index,
@@ -283,9 +293,18 @@ class OrderedSubscription(Subscription):
         )
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
-        self._stopping = True
-        self._stop_event.set()
-        await super().stop(grace)
+        """Stop taking messages, let in-flight ones finish for up to ``grace`` seconds,
+        write their acks, then close: what is still unacked goes back first in line."""
+        self.handling.stop()
+        if self._in_flight:
+            log.info("waiting for %d in-flight messages", len(self._in_flight), extra=self._log)
+            await asyncio.wait(set(self._in_flight), timeout=grace)
+        if self._rebalancer is not None:
+            await cancel_and_wait(self._rebalancer)
+        for partition in list(self._partitions.values()):
+            if not partition.channel.is_closed:
+                await self.handling.settle.written(partition.channel)
+        await self.link.close()
 
 
 async def _first_of(*events: asyncio.Event) -> None:

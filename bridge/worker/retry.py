@@ -1,23 +1,18 @@
 """Where a failed message goes next, as data.
 
-A delivery is tried ``in_process_tries`` times with a short jittered backoff (tenacity). If
-it still fails, :meth:`Ladder.after_failure` says where it goes: the next ``<name>.retry.<i>``
-queue (whose TTL dead-letters it back to ``<name>``) with ``x-attempt`` one higher, or, after
-the last step or on :class:`~bridge.errors.PermanentError`, ``<name>.dlq``.
+A delivery is tried ``in_process_tries`` times with a short jittered backoff
+(:meth:`Ladder.backoff`). If it still fails, :meth:`Ladder.after_failure` says where it goes:
+the next ``<name>.retry.<i>`` queue (whose TTL dead-letters it back to ``<name>``) with
+``x-attempt`` one higher, or, after the last step or on
+:class:`~bridge.errors.PermanentError`, ``<name>.dlq``. An ordered subscriber's ladder
+(``in_place``) waits its delays holding the message instead of moving it. The loop that
+follows the ladder is :meth:`bridge.worker.handling.Handling._tries`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception,
-    stop_after_attempt,
-)
 
 from bridge.amqp.topology import dlq_name, retry_queue_name
 
@@ -39,6 +34,14 @@ class Retry:
 
 
 @dataclass(frozen=True, slots=True)
+class WaitInPlace:
+    """Wait ``delay_ms`` holding the message, then try it again as delivery ``attempt``."""
+
+    attempt: int
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """Publish a copy to the subscriber's dead-letter queue."""
 
@@ -54,12 +57,18 @@ class Ladder:
     delays_ms: tuple[int, ...]
     in_process_tries: int = 3
     redelivery_limit: int = REDELIVERY_LIMIT
+    in_place: bool = False
+    """An ordered subscriber's: the delays are waited holding the message (no retry queues)."""
 
-    def after_failure(self, delivery: int, permanent: bool = False) -> Retry | DeadLetter:
+    def after_failure(
+        self, delivery: int, permanent: bool = False
+    ) -> Retry | WaitInPlace | DeadLetter:
         """Where a message goes when its ``delivery``-th delivery (1-based) failed."""
         step = delivery - 1
         if permanent or step >= len(self.delays_ms):
             return DeadLetter(dlq_name(self.subscriber), delivery)
+        if self.in_place:
+            return WaitInPlace(delivery + 1, self.delays_ms[step])
         return Retry(retry_queue_name(self.subscriber, step), delivery + 1, self.delays_ms[step])
 
     def crash_loop(self, delivery_count: int) -> bool:
@@ -69,27 +78,6 @@ class Ladder:
     def handler_attempt(self, delivery: int, try_number: int) -> int:
         """The ``attempt`` a handler sees: every call counted, across deliveries."""
         return (delivery - 1) * self.in_process_tries + try_number
-
-    def in_process(
-        self,
-        should_retry: Callable[[BaseException], bool],
-        after: int = 0,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> AsyncRetrying:
-        """Tenacity's loop for the quick retries of one delivery; re-raises the last error.
-
-        ``after`` tries were already made (and failed) without it: the loop makes the rest,
-        with the waits those tries would have had.
-        """
-        return AsyncRetrying(
-            stop=stop_after_attempt(self.in_process_tries - after),
-            # The one schedule: the same waits as backoff(), tries counted across both.
-            wait=lambda state: self.backoff(state.attempt_number + after),
-            # tenacity catches BaseException: a cancelled task must stay cancelled.
-            retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and should_retry(exc)),
-            reraise=True,
-            sleep=sleep,
-        )
 
     def backoff(self, tries: int) -> float:
         """Seconds to wait after the ``tries``-th failed try of a delivery: 0.1 s, 0.2 s,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,12 @@ from bridge.worker.subscription import SHUTDOWN_GRACE, Subscription
 log = logging.getLogger("bridge.worker.runner")
 
 
+RECORDS_ENV = "BRIDGE_RECORDS"
+"""``off`` stops the delivery records (contract section 10). Internal: for the bench's side
+by side of the worker with and without them, never for production (the ledger then misses
+every attempt)."""
+
+
 class Worker:
     """Every subscriber of a subscribers file, in one process. ``handlers`` (by subscriber
     name) override the file's, for tests and embedding; build it inside the event loop."""
@@ -32,8 +39,10 @@ class Worker:
         settings: Settings,
         subscribers: Sequence[Subscriber],
         handlers: Mapping[str, Handler] | None = None,
+        *,
+        records: bool = True,
     ) -> None:
-        self.subscriptions: list[Subscription] = []
+        self.subscriptions: list[Subscription | OrderedSubscription] = []
         self._forwarders: list[Forwarder] = []
         for sub in subscribers:
             handler = (handlers or {}).get(sub.name)
@@ -50,7 +59,7 @@ class Worker:
             elif handler is None:
                 handler = resolve_handler(sub)
             kind = OrderedSubscription if sub.ordered else Subscription
-            self.subscriptions.append(kind(settings, sub, handler))
+            self.subscriptions.append(kind(settings, sub, handler, records=records))
         self._watch_links()
 
     def _watch_links(self) -> None:
@@ -109,7 +118,8 @@ def metrics_address(settings: Settings) -> tuple[str, int] | None:
 async def run_worker(settings: Settings, config: str) -> None:
     """Run every subscriber of the file ``config`` until SIGTERM or SIGINT."""
     subscribers = load_subscribers(config)
-    worker = Worker(settings, subscribers)  # imports handlers: a bad one is exit 2, now
+    records = os.environ.get(RECORDS_ENV, "").strip().lower() != "off"
+    worker = Worker(settings, subscribers, records=records)  # a bad handler is exit 2, now
     address = metrics_address(settings)
     runner = await start_metrics_listener(*address) if address is not None else None
     for sub in subscribers:

@@ -345,11 +345,14 @@ def _one_authorization(url: str, headers: tuple[tuple[str, str], ...], where: st
 
 
 def full_topology(
-    exchange: str, config: str | None, archive: ArchiveRetention | None = None
+    exchange: str,
+    config: str | None,
+    archive: ArchiveRetention | None = None,
+    deliveries: ArchiveRetention | None = None,
 ) -> Topology:
-    """The receiver's topology (with the archive stream given its retention), plus every
-    subscriber's queues when ``config`` names a subscribers file."""
-    topology = receiver_topology(exchange, archive)
+    """The receiver's topology (with the archive and delivery records' streams given their
+    retention), plus every subscriber's queues when ``config`` names a subscribers file."""
+    topology = receiver_topology(exchange, archive, deliveries)
     if config is not None:
         for sub in load_subscribers(config):
             topology = topology + sub.topology(exchange)

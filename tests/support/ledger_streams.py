@@ -2,8 +2,9 @@
 and delivery records into ``<exchange>.deliveries``, each published with a confirm, as the
 receiver and the worker would (bridge/core/records.py is the record's one definition).
 
-Until the worker publishes records itself, tests produce them here; the streams are
-declared with the archive's arguments, as ``topology`` and the indexer declare them."""
+Tests of the indexer produce records here (the worker's own are in tests/test_ledger_worker.py);
+the streams are declared with the archive's arguments, as ``topology`` and the indexer
+declare them."""
 
 from __future__ import annotations
 
@@ -37,7 +38,6 @@ from bridge.core.records import (
     now_rfc3339,
 )
 from bridge.core.settings import Settings
-from bridge.ledger.indexer import deliveries_topology
 
 _numbers = itertools.count(1)
 
@@ -116,9 +116,8 @@ class Streams:
     async def open(self) -> Streams:
         self.connection = await aiormq.connect(self.amqp_url)
         self.channel = await self.connection.channel(publisher_confirms=True)
-        settings = Settings(exchange=self.exchange)
-        topology = receiver_topology(self.exchange, ArchiveRetention())
-        await declare(self.channel, topology + deliveries_topology(settings))
+        retention = ArchiveRetention()  # the settings' defaults, as serve declares them
+        await declare(self.channel, receiver_topology(self.exchange, retention, retention))
         return self
 
     async def close(self) -> None:
