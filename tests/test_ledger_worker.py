@@ -12,7 +12,6 @@ import signal
 import struct
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,9 +25,9 @@ from bridge.worker.forwarder import Forwarder
 from bridge.worker.message import Message
 from bridge.worker.subscribers import Subscriber
 from tests.conftest import AMQP_URL, BrokerProbe
-from tests.support.ledger_streams import Streams, stream_names
+from tests.support.ledger_streams import Streams
 from tests.test_forwarder import Target
-from tests.test_ledger_indexer import indexing, wait_for
+from tests.test_ledger_indexer import indexing, streams, wait_for
 from tests.worker_helpers import (
     body_for,
     publish,
@@ -36,6 +35,8 @@ from tests.worker_helpers import (
     subscriber,
     track_subscriber,
 )
+
+__all__ = ["streams"]  # the fixture, shared with the indexer's tests
 
 
 def spec(sub: Subscriber) -> SubscriberSpec:
@@ -48,15 +49,6 @@ def states(found: Trace) -> dict[str, tuple[str, list[tuple[str, int | None]]]]:
         s.name: (str(s.state), [(a.outcome, a.status) for a in s.attempts])
         for s in webhook.subscribers
     }
-
-
-@pytest.fixture
-async def streams(exchange: str, probe: BrokerProbe) -> AsyncIterator[Streams]:
-    queues, exchanges = stream_names(exchange)
-    probe.track(queues=queues, exchanges=exchanges)
-    opened = await Streams(AMQP_URL, exchange).open()
-    yield opened
-    await opened.close()
 
 
 async def test_the_five_states_from_a_real_worker(
