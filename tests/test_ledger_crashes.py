@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
-from bridge.ledger.database import open_writer
+from bridge.ledger.database import open_reader, open_writer
 from bridge.ledger.schema import attempts, stream_offsets
 from tests.conftest import AMQP_URL
 from tests.support.ledger_streams import Streams, record
@@ -54,7 +54,9 @@ def duplicates(engine: Engine) -> int:
 async def test_sigkilled_mid_batch_again_and_again_rows_equal_records(
     ledger_db: str, exchange: str, streams: Streams, tmp_path: Path
 ) -> None:
-    engine = open_writer(ledger_db)
+    open_writer(ledger_db).dispose()  # the schema; the indexer processes are the writers
+    # The test only reads (a writer's engine would take SQLite's write lock to count).
+    engine = open_reader(ledger_db)
     published: set[str] = set()
 
     async def produce() -> None:
