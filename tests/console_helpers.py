@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 from bridge.amqp.topology import ArchiveRetention
 from bridge.console.state import Console
 from bridge.worker.subscribers import Subscriber
-from tests.conftest import AMQP_URL
+from tests.conftest import AMQP_URL, API_KEY, RunningBridge, fixture_body
 
 PASSWORD = "console-test-password-7f3a"
 _LOGIN_TOKEN = re.compile(r'name="login_token" value="([^"]+)"')
@@ -46,3 +46,15 @@ def csrf_of(html: str) -> str:
     found = _CSRF.search(html)
     assert found is not None, "no CSRF field on the page"
     return found.group(1)
+
+
+async def archive_despatched(bridge: RunningBridge, times: int = 1) -> None:
+    """POST the despatched fixture ``times`` to a bridge that archives (each confirmed)."""
+    for _ in range(times):
+        answer = await bridge.client.post(
+            "/webhooks/despatched",
+            params={"APIKEY": API_KEY},
+            data=fixture_body("despatched"),
+            headers={"Content-Type": "application/json"},
+        )
+        assert answer.status == 200, await answer.text()

@@ -35,6 +35,10 @@ async def test_the_order_page_shows_each_subscriber_state_and_attempts(
         await sign_in(client)
         page = await (await client.get(f"/orders?q=SO-{order}")).text()
         missing = await (await client.get("/orders?q=no-such-order")).text()
+        # The webhook's link opens it from the archive (offset and time from the ledger).
+        (link,) = re.findall(r'href="(/orders/webhooks/[^"]+)"', page)
+        opened = await client.get(link.replace("&amp;", "&"))
+        assert opened.status == 200 and "x-order-id" in await opened.text()
     reader.close()
     assert dict(_STATES.findall(page)) == FIVE_STATES
     assert "HTTPError: 500" in page and "#2 <b>delivered</b> 200" in page

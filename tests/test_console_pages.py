@@ -18,7 +18,7 @@ from bridge.console.app import build_app
 from bridge.console.views import mask_text
 from bridge.worker.message import Message
 from tests.conftest import API_KEY, AUTH_HEADER, BridgeFactory, BrokerProbe, fixture_body
-from tests.console_helpers import console_state, sign_in
+from tests.console_helpers import archive_despatched, console_state, sign_in
 from tests.worker_helpers import body_for, publish, running_worker, subscriber, wait_until
 
 SECRETS = (API_KEY, AUTH_HEADER, AUTH_HEADER.split()[1])
@@ -160,13 +160,7 @@ async def test_an_archived_webhook_page_shows_its_body_but_no_key(
 ) -> None:
     bridge = await make_bridge(archive=True)
     probe.track(queues=(exchange + ".archive",))
-    answer = await bridge.client.post(
-        "/webhooks/despatched",
-        params={"APIKEY": API_KEY},
-        data=fixture_body("despatched"),
-        headers={"Content-Type": "application/json"},
-    )
-    assert answer.status == 200
+    await archive_despatched(bridge)
     app = build_app(console_state(exchange, []))
     async with TestClient(TestServer(app)) as client:
         await sign_in(client)

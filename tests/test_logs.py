@@ -49,6 +49,9 @@ def test_keys_and_authorization_values_never_appear_in_logs(log_format: str) -> 
             assert _post(f"{base}/webhooks/despatched?apikey={KEY}x", {}) == 401
             assert _post(f"{base}/webhooks/despatched", {"Authorization": HEADER}) == 200
             assert _post(f"{base}/webhooks/despatched", {"Authorization": HEADER + "x"}) == 401
+            # A mistyped URL: the key as a path (matrix) parameter, a 404 (issue 22, 14).
+            assert _post(f"{base}/webhooks/despatched;APIKEY={KEY}", {}) == 404
+            assert _post(f"{base}/webhooks/x;k={KEY};v=1/y", {}) == 404
             metrics = http(base + "/metrics")[1].decode()
             assert KEY not in metrics and "c2VjcmV0" not in metrics
         output = running.stop()

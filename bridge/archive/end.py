@@ -8,6 +8,15 @@ message committed before the read started sits at a lower offset. The read stops
 own sentinel comes back; sentinels of earlier reads are skipped. This is exact on an empty
 stream, on one cut by retention, and while the receiver keeps writing.
 
+A read that must not write (a console page: a GET writes nothing) uses
+:func:`read_known` instead: RabbitMQ 3.10 offers no end-of-stream signal and no exact
+committed offset over AMQP 0-9-1 (a passive declare's message count is statistics, seconds
+late), so a second consumer attaches at ``"last"`` (the first offset of the stream's last
+chunk), takes that chunk's burst of deliveries until :data:`TAIL` seconds pass without one,
+and the read stops at the highest offset seen. Exact for everything committed before the
+read started, save a chunk whose delivery stalls longer than ``TAIL``; what is appended
+while it reads may or may not be included.
+
 How it fails: a missing archive is a :class:`CommandError` naming the fix; so is a broker
 that does not answer a call within :data:`RPC_TIMEOUT`, and a read that receives nothing
 for ``idle`` seconds before its sentinel (never reported as a complete read).
@@ -18,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
 
@@ -40,6 +49,9 @@ PREFETCH = 2000
 IDLE = 30.0
 """Seconds without a delivery after which a read is declared incomplete."""
 SENTINEL_TYPE = "archive.sentinel"
+TAIL = 0.3
+"""Seconds without a delivery that end the burst of the stream's last chunk."""
+STREAM_OFFSET_HEADER = "x-stream-offset"
 
 StreamOffset = str | int | datetime
 """Where a read attaches: ``"first"``, ``"last"``, an offset, or an aware datetime (the
@@ -117,6 +129,90 @@ async def write_sentinel(connection: AbstractConnection, stream: str) -> str:
     return sentinel
 
 
+def offset_of(message: DeliveredMessage) -> int:
+    """The stream offset RabbitMQ put on a delivery (-1 if none)."""
+    offset = (message.header.properties.headers or {}).get(STREAM_OFFSET_HEADER, -1)
+    return offset if isinstance(offset, int) else -1
+
+
+async def _last_offset(connection: AbstractConnection, stream: str, tail: float) -> int | None:
+    """The highest offset of the stream's last chunk, as a consumer at ``"last"`` gets it;
+    ``None`` for an empty stream."""
+    channel, tag, inbox = await _consume(connection, stream, "last", PREFETCH)
+    highest: int | None = None
+    try:
+        while True:
+            try:
+                message = await asyncio.wait_for(inbox.get(), tail)
+            except TimeoutError:
+                return highest
+            highest = max(highest if highest is not None else -1, offset_of(message))
+    finally:
+        await _stop(channel, tag)
+
+
+async def read_known(
+    connection: AbstractConnection,
+    stream: str,
+    start: StreamOffset,
+    *,
+    prefetch: int = PREFETCH,
+    idle: float = IDLE,
+    tail: float = TAIL,
+) -> AsyncGenerator[DeliveredMessage, None]:
+    """Every message of ``stream`` from ``start`` to its last chunk as of the call, in
+    offset order, sentinels left out; writes nothing (see the module's docstring)."""
+    last = await _last_offset(connection, stream, tail)
+    if last is None:
+        return
+    consumer = await _consume(connection, stream, start, prefetch)
+    reading = _deliveries(stream, *consumer, prefetch, idle, lambda m: offset_of(m) >= last)
+    async for message in reading:
+        if sentinel_of(message) is None and offset_of(message) <= last:
+            yield message
+
+
+async def _deliveries(
+    stream: str,
+    channel: AbstractChannel,
+    tag: str,
+    inbox: asyncio.Queue[DeliveredMessage],
+    prefetch: int,
+    idle: float,
+    is_last: Callable[[DeliveredMessage], bool],
+) -> AsyncGenerator[DeliveredMessage, None]:
+    """Each delivery of a stream consumer up to the one ``is_last`` picks (included), acked
+    as it goes; the consumer is cancelled and its channel closed at the end."""
+    ack_every = max(1, prefetch // 2)
+    unacked = 0
+    try:
+        while True:
+            try:
+                message = await asyncio.wait_for(inbox.get(), idle)
+            except TimeoutError:
+                raise CommandError(
+                    f"{stream} delivered nothing for {idle:.0f} s before its end: the read is "
+                    "incomplete; check the broker's health and run it again"
+                ) from None
+            yield message
+            if is_last(message):
+                return
+            unacked += 1
+            if unacked >= ack_every:
+                assert message.delivery_tag is not None
+                await channel.basic_ack(message.delivery_tag, multiple=True)
+                unacked = 0
+    finally:
+        await _stop(channel, tag)
+
+
+async def _stop(channel: AbstractChannel, tag: str) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2):
+            await channel.basic_cancel(tag)
+            await channel.close()
+
+
 def sentinel_of(message: DeliveredMessage) -> str | None:
     headers = message.header.properties.headers or {}
     mark = headers.get(HEADER_ARCHIVE_SENTINEL)
@@ -162,29 +258,9 @@ async def read_to_end(
     channel, tag, inbox = await _consume(connection, stream, start, prefetch)
     if sentinel is None:
         sentinel = await write_sentinel(connection, stream)
-    ack_every = max(1, prefetch // 2)
-    unacked = 0
-    try:
-        while True:
-            try:
-                message = await asyncio.wait_for(inbox.get(), idle)
-            except TimeoutError:
-                raise CommandError(
-                    f"{stream} delivered nothing for {idle:.0f} s before its end: the read is "
-                    "incomplete; check the broker's health and run it again"
-                ) from None
-            mark = sentinel_of(message)
-            if mark == sentinel:
-                return
-            unacked += 1
-            if mark is None:
-                yield message
-            if unacked >= ack_every:
-                assert message.delivery_tag is not None
-                await channel.basic_ack(message.delivery_tag, multiple=True)
-                unacked = 0
-    finally:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2):
-                await channel.basic_cancel(tag)
-                await channel.close()
+    reading = _deliveries(
+        stream, channel, tag, inbox, prefetch, idle, lambda m: sentinel_of(m) == sentinel
+    )
+    async for message in reading:
+        if sentinel_of(message) is None:
+            yield message

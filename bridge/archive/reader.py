@@ -23,7 +23,15 @@ from pamqp.commands import Basic
 
 from bridge.amqp.connection import close_quietly, connect_once
 from bridge.amqp.topology import archive_name
-from bridge.archive.end import IDLE, PREFETCH, StreamOffset, read_to_end, require_stream
+from bridge.archive.end import (
+    IDLE,
+    PREFETCH,
+    STREAM_OFFSET_HEADER,
+    StreamOffset,
+    read_known,
+    read_to_end,
+    require_stream,
+)
 from bridge.archive.window import parse_received_at
 from bridge.core.contract import (
     HEADER_EVENT,
@@ -39,9 +47,9 @@ appended when the broker is back, after newer ones; one held longer than this is
 ATTACH_MARGIN = timedelta(minutes=5)
 """A read never attaches later than this before now, so a client clock ahead of the
 broker's cannot attach it past its own end marker."""
+EARLIEST_ATTACH = datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC)
 QUARANTINED = "invalid"
 """The event filter value that selects quarantined (non-JSON) bodies."""
-STREAM_OFFSET_HEADER = "x-stream-offset"
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,12 @@ class ArchivedWebhook:
 
 
 def attach_point(since: datetime, now: datetime, lookback: timedelta = LOOKBACK) -> datetime:
-    return min(since - lookback, now - ATTACH_MARGIN)
+    """Where a read for ``since`` attaches: ``lookback`` earlier, never later than
+    ``ATTACH_MARGIN`` before now, never before 1970 (a stream's attach time is Unix seconds:
+    an earlier one cannot even be sent, and a ``since`` of 100 years ago means "all")."""
+    if since - EARLIEST_ATTACH <= lookback:
+        return EARLIEST_ATTACH
+    return max(EARLIEST_ATTACH, min(since - lookback, now - ATTACH_MARGIN))
 
 
 def header_text(value: Any) -> str | None:
@@ -148,26 +161,31 @@ async def scan(
     start: StreamOffset | None = None,
     prefetch: int = PREFETCH,
     idle: float = IDLE,
+    read_only: bool = False,
 ) -> AsyncIterator[ArchivedWebhook]:
     """The matches of ``query`` on an open connection (one the caller keeps to itself:
-    a mistake on a stream closes the whole connection)."""
+    a mistake on a stream closes the whole connection). ``read_only`` writes nothing into
+    the stream (:func:`~bridge.archive.end.read_known`: for a GET), at the cost of
+    exactness for what is appended while it reads."""
     stream = archive_name(exchange)
     await require_stream(connection, stream)
     where = start if start is not None else attach_point(query.since, datetime.now(UTC))
-    async for message in read_to_end(connection, stream, where, prefetch=prefetch, idle=idle):
+    read = read_known if read_only else read_to_end
+    async for message in read(connection, stream, where, prefetch=prefetch, idle=idle):
         webhook = archived(message)
         if webhook is not None and matches(query, webhook):
             yield webhook
 
 
 async def find(
-    amqp_urls: Sequence[str], exchange: str, query: ArchiveQuery
+    amqp_urls: Sequence[str], exchange: str, query: ArchiveQuery, *, read_only: bool = False
 ) -> AsyncIterator[ArchivedWebhook]:
     """Every archived webhook matching ``query``, oldest first; ends by itself at the end
-    of the log. Raises :class:`CommandError` if the archive is missing."""
+    of the log (``read_only``: see :func:`scan`). Raises :class:`CommandError` if the
+    archive is missing."""
     connection = await connect_once(amqp_urls)
     try:
-        async for webhook in scan(connection, exchange, query):
+        async for webhook in scan(connection, exchange, query, read_only=read_only):
             yield webhook
     finally:
         await close_quietly(connection)

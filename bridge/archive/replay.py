@@ -182,11 +182,13 @@ async def replay(
     *,
     dry_run: bool = False,
     on_progress: Progress = _no_progress,
+    limit: int | None = None,
     operator: str | None = None,
 ) -> ReplayResult:
-    """Copy each webhook matching ``query`` into queue ``to``; with ``dry_run``, only count.
-    Each copy confirmed leaves a ``replayed`` delivery record (source ``archive-replay``,
-    by ``operator``) in ``<exchange>.deliveries``.
+    """Copy each webhook matching ``query`` into queue ``to``; with ``dry_run``, only count;
+    with ``limit``, at most that many (the number an operator confirmed). Each copy
+    confirmed leaves a ``replayed`` delivery record (source ``archive-replay``, by
+    ``operator``) in ``<exchange>.deliveries``.
 
     Without an event filter, quarantined (non-JSON) bodies are left out: a subscriber never
     gets those from the exchange either. Ask for them with the event ``invalid``."""
@@ -207,6 +209,8 @@ async def replay(
             acting = Acting(exchange, Source.ARCHIVE_REPLAY, operator)
             copier = _Copier(channel, to, on_progress, partitions, acting)
         async for webhook in scan(connection, exchange, query):
+            if limit is not None and matched >= limit:
+                break
             matched += 1
             if copier is None:
                 on_progress(matched, None)

@@ -18,7 +18,7 @@ from aiormq.abc import AbstractConnection
 
 from bridge.amqp.connection import close_quietly, connect_once
 from bridge.amqp.topology import ArchiveRetention, archive_name
-from bridge.archive.end import StreamOffset, bounded, read_to_end
+from bridge.archive.end import StreamOffset, bounded, read_known
 from bridge.archive.reader import ArchivedWebhook, archived
 
 
@@ -38,7 +38,8 @@ async def _edge(
 ) -> ArchivedWebhook | None:
     """The first webhook from ``start`` on, or (``last``) the last one up to the end."""
     found: ArchivedWebhook | None = None
-    reading = read_to_end(connection, stream, start, prefetch=500, sentinel_first=not last)
+    # Read-only: the console's overview (a GET) asks this, and must not write to the stream.
+    reading = read_known(connection, stream, start, prefetch=500)
     try:
         async for message in reading:
             webhook = archived(message)

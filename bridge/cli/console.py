@@ -15,6 +15,10 @@ READS = (
     "BRIDGE_CONSOLE_HOST",
     "BRIDGE_CONSOLE_PORT",
     "BRIDGE_CONSOLE_PASSWORD",
+    "BRIDGE_CONSOLE_SECURE_COOKIES",
+    "BRIDGE_CONSOLE_TRUSTED_PROXIES",
+    "BRIDGE_CONSOLE_ALLOWED_HOSTS",
+    "BRIDGE_CONSOLE_ALLOW_PLACEHOLDER_PASSWORD",
     "BRIDGE_ARCHIVE",
     "BRIDGE_ARCHIVE_MAX_AGE",
     "BRIDGE_ARCHIVE_MAX_BYTES",
@@ -43,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
     settings = settings_of(args)
     logs.configure(settings.log_format)
-    require_password_off_loopback(settings.console_host, settings.console_password)
+    require_password_off_loopback(
+        settings.console_host,
+        settings.console_password,
+        settings.console_allow_placeholder_password,
+    )
     subscribers = load_subscribers(args.config) if args.config else []
     password = settings.console_password
     if not password:

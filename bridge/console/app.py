@@ -3,8 +3,10 @@ security headers and error pages; and serving it on its own listener.
 
 The console never shares a listener with the receiver: it is a separate process
 (``mintsoft-bridge console``) on ``BRIDGE_CONSOLE_HOST:BRIDGE_CONSOLE_PORT``. A handler that
-fails renders an error page naming what went wrong (a broker error is one line); nothing
-here shows a credential.
+fails renders an error page naming what went wrong (a broker error is one line); a bad
+value is a 400 naming it, never a 500; nothing here shows a credential. Every answer says
+``Server: mintsoft-bridge`` (no versions), and only allowed ``Host`` names are served
+(:mod:`bridge.console.origin`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from aiohttp import web
 from bridge.console import dead_letters, login, orders, overview, replay
 from bridge.console.auth import SESSION_KEY, make_middleware
 from bridge.console.broker import keep_link
+from bridge.console.origin import allowed_hosts, host_guard
 from bridge.console.state import CONSOLE, Console
+from bridge.core.listeners import hide_versions
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 
@@ -81,10 +85,12 @@ async def _error_page(request: web.Request, status: int, message: str) -> web.St
 
 def build_app(console: Console) -> web.Application:
     """The console application (its own listener; see :func:`serve_console`)."""
+    hosts = allowed_hosts(console.listen_host, console.allowed_hosts)
     app = web.Application(
-        middlewares=[_headers_and_errors, make_middleware(console.sessions)],
+        middlewares=[_headers_and_errors, host_guard(hosts), make_middleware(console.sessions)],
         client_max_size=1024 * 1024,
     )
+    hide_versions(app)
     app[CONSOLE] = console
     aiohttp_jinja2.setup(
         app,
@@ -112,6 +118,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 async def _stop_jobs(app: web.Application) -> None:
     await app[CONSOLE].jobs.stop()
+    app[CONSOLE].password_checks.close()
 
 
 async def serve_console(

@@ -3,8 +3,13 @@
 ``BRIDGE_CONSOLE_PASSWORD`` is either the password itself or a hash of it:
 ``scrypt:N:r:p:SALT_HEX:HASH_HEX`` or ``pbkdf2:sha256:ITERATIONS:SALT_HEX:HASH_HEX``
 (:func:`hash_password` makes the scrypt form). The given password is compared in constant
-time. A session is a random token in an ``HttpOnly``, ``SameSite=Strict`` cookie, held in
-memory only (a restart signs everyone out). Every POST must carry the session's CSRF token
+time. A session is a random token in an ``HttpOnly``, ``SameSite=Strict`` cookie (also
+``Secure`` when the console is reached over https), held in memory only (a restart signs
+everyone out). A session ends after :data:`IDLE_SECONDS` without a request (a page's own
+refreshes do not count), after :data:`SESSION_SECONDS` in any case, and when someone signs
+in again (the console has one password: the newest sign-in is the only session). Off
+loopback a well-known placeholder password (``CHANGE-ME``, ``changeme``, ``password``, the
+development one...) is refused at start. Every POST must carry the session's CSRF token
 (form field ``csrf`` or header ``X-CSRF-Token``); the sign-in form carries a one-time token
 of its own (double submit). Failures answer 303 to ``/login`` (pages) or 403 (changes);
 nothing here logs a password, a token or a cookie.
@@ -19,6 +24,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -28,6 +34,7 @@ from bridge.core.settings import SettingsError
 SESSION_COOKIE = "bridge_console_session"
 LOGIN_COOKIE = "bridge_console_login"
 SESSION_SECONDS = 12 * 3600
+IDLE_SECONDS = 30 * 60
 PUBLIC_PREFIXES = ("/login", "/static/", "/healthz")
 _SCRYPT = (2**14, 8, 1)
 
@@ -93,8 +100,46 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def require_password_off_loopback(host: str, password: str | None) -> None:
-    """Refuse to serve the console beyond this machine without a password."""
+PLACEHOLDERS = frozenset(
+    {
+        "change-me",
+        "changeme",
+        "change_me",
+        "change-it",
+        "changeit",
+        "replace-me",
+        "replaceme",
+        "password",
+        "passw0rd",
+        "password1",
+        "admin",
+        "secret",
+        "console",
+        "letmein",
+        "123456",
+        "12345678",
+        "test",
+        "example",
+        "dev-console-password",
+        "console-password",
+    }
+)
+"""Passwords every scanner tries, and those of this project's examples."""
+_HASHED_PLACEHOLDERS = ("CHANGE-ME", "change-me", "changeme", "password", "dev-console-password")
+
+
+def is_placeholder(password: str) -> bool:
+    """Whether ``password`` (or the hash configured) is a well-known placeholder."""
+    if password.split(":", 1)[0] in {"scrypt", "pbkdf2"}:
+        return any(check_password(password, p) for p in _HASHED_PLACEHOLDERS)
+    return password.strip().lower() in PLACEHOLDERS
+
+
+def require_password_off_loopback(
+    host: str, password: str | None, allow_placeholder: bool = False
+) -> None:
+    """Refuse to serve the console beyond this machine without a password, or with a
+    well-known placeholder one (unless ``BRIDGE_CONSOLE_ALLOW_PLACEHOLDER_PASSWORD``)."""
     if not password and not is_loopback(host):
         raise SettingsError(
             f"BRIDGE_CONSOLE_HOST={host} is reachable from other machines but "
@@ -103,32 +148,63 @@ def require_password_off_loopback(host: str, password: str | None) -> None:
         )
     if password:
         check_hash_form(password)
+    if password and not allow_placeholder and not is_loopback(host) and is_placeholder(password):
+        raise SettingsError(
+            f"BRIDGE_CONSOLE_PASSWORD is a well-known placeholder and BRIDGE_CONSOLE_HOST={host} "
+            "is reachable from other machines: choose your own passphrase (or its scrypt: "
+            "hash), or keep the console on 127.0.0.1"
+        )
 
 
 @dataclass
 class Session:
+    expires: float
+    seen: float
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    expires: float = field(default_factory=lambda: time.monotonic() + SESSION_SECONDS)
+    notice: str | None = None
+    """A one-time notice for the next page (what a change did), never taken from a URL."""
+
+    def flash(self, notice: str) -> None:
+        self.notice = notice
+
+    def take_notice(self) -> str:
+        notice, self.notice = self.notice, None
+        return notice or ""
 
 
 class Sessions:
-    """Signed-in sessions by cookie token, in memory."""
+    """Signed-in sessions by cookie token, in memory; the newest sign-in ends the others."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        idle: float = IDLE_SECONDS,
+        lifetime: float = SESSION_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.idle = idle
+        self.lifetime = lifetime
+        self._clock = clock
         self._by_token: dict[str, Session] = {}
 
     def new(self) -> tuple[str, Session]:
-        now = time.monotonic()
-        self._by_token = {t: s for t, s in self._by_token.items() if s.expires > now}
+        """A new session; every older one ends (one password: one operator at a time)."""
+        now = self._clock()
         token = secrets.token_urlsafe(32)
-        session = Session()
-        self._by_token[token] = session
+        session = Session(expires=now + self.lifetime, seen=now)
+        self._by_token = {token: session}
         return token, session
 
-    def get(self, token: str | None) -> Session | None:
+    def get(self, token: str | None, touch: bool = True) -> Session | None:
+        """The live session of ``token``; ``touch`` counts this request as activity."""
         session = self._by_token.get(token or "")
-        if session is None or session.expires <= time.monotonic():
+        if session is None:
             return None
+        now = self._clock()
+        if session.expires <= now or now - session.seen > self.idle:
+            self.drop(token)
+            return None
+        if touch:
+            session.seen = now
         return session
 
     def drop(self, token: str | None) -> None:
@@ -160,7 +236,10 @@ def make_middleware(sessions: Sessions) -> Middleware:
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(PUBLIC_PREFIXES):
             return await handler(request)
-        session = sessions.get(request.cookies.get(SESSION_COOKIE))
+        # A page's own periodic refresh (htmx) is not activity: it must not keep an
+        # unattended session alive past its idle timeout.
+        refresh = request.method == "GET" and bool(request.headers.get("HX-Request"))
+        session = sessions.get(request.cookies.get(SESSION_COOKIE), touch=not refresh)
         if session is None:
             if request.headers.get("HX-Request"):
                 # A refresh fragment: send the whole page to sign-in, not into the fragment.
@@ -181,15 +260,19 @@ def make_middleware(sessions: Sessions) -> Middleware:
 
 
 def safe_next(value: str | None) -> str:
-    """Only a path on this console (never ``//host`` or a scheme) is followed after sign-in."""
-    if value and value.startswith("/") and not value.startswith("//") and "\\" not in value:
-        return value
-    return "/"
+    """Only a path on this console is followed after sign-in: it starts with a single ``/``
+    and holds no control character, space or backslash (browsers and servers drop a tab or
+    a newline *after* this check, which turned ``/<TAB>/evil.example`` into
+    ``//evil.example``); anything else is ``/``."""
+    if not value or any(ord(c) < 0x21 or c in "\x7f\\" for c in value):
+        return "/"
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or not value.startswith("/") or value.startswith("//"):
+        return "/"
+    return value
 
 
 def _quote(path: str) -> str:
-    from urllib.parse import quote
-
     return quote(path, safe="")
 
 
@@ -203,3 +286,16 @@ def set_session_cookie(response: web.StreamResponse, token: str, secure: bool) -
         path="/",
         max_age=SESSION_SECONDS,
     )
+
+
+def flash(request: web.Request, notice: str) -> None:
+    """Show ``notice`` once on the next page of this session."""
+    session = request.get(SESSION_KEY)
+    if session is not None:
+        session.flash(notice)
+
+
+def take_notice(request: web.Request) -> str:
+    """The session's one-time notice ('' if none); it is gone after this."""
+    session = request.get(SESSION_KEY)
+    return session.take_notice() if session is not None else ""

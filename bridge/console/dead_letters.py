@@ -11,15 +11,21 @@ subscriber's queue before its dead letter is acked, so a page closed mid-way los
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp_jinja2
 from aiohttp import web
 
+from bridge.console.auth import flash, take_notice
 from bridge.console.state import console_of
-from bridge.console.views import DeadLetter, dead_letter, json_text, pretty_body
+from bridge.console.views import (
+    DeadLetter,
+    confirmed_count,
+    dead_letter,
+    json_text,
+    pretty_body,
+)
 from bridge.core.contract import EVENTS
 from bridge.worker.dlq import list_dead_letters, replay_dead_letters
 from bridge.worker.dlq_pick import discard_picked, replay_picked
@@ -42,7 +48,7 @@ async def read(request: web.Request, name: str) -> tuple[int, list[DeadLetter]]:
     console = console_of(request)
     console.subscriber(name)
     found = await list_dead_letters(console.amqp_urls, name, SCAN_LIMIT)
-    return found.depth, [dead_letter(got) for got in found.messages]
+    return found.depth, [dead_letter(got, console.secrets) for got in found.messages]
 
 
 def _page_number(raw: str | None) -> int:
@@ -72,7 +78,7 @@ async def listing(request: web.Request) -> dict[str, Any]:
         "event": event,
         "q": text,
         "events": EVENTS,
-        "notice": request.query.get("notice", ""),
+        "notice": take_notice(request),
         "filtered": bool(event or text),
         "page_link": lambda n: "?" + urlencode({"event": event, "q": text, "page": n}),
     }
@@ -97,11 +103,9 @@ async def one(request: web.Request) -> dict[str, Any]:
     )
 
 
-def _back(name: str, notice: str) -> web.HTTPSeeOther:
-    return web.HTTPSeeOther(f"/subscribers/{name}/dead-letters?" + urlencode({"notice": notice}))
-
-
-_COUNT = re.compile(r"[0-9]{1,12}")  # not isdigit(): "²" passes it and int() then raises
+def _back(request: web.Request, name: str, notice: str) -> web.HTTPSeeOther:
+    flash(request, notice)
+    return web.HTTPSeeOther(f"/subscribers/{name}/dead-letters")
 
 
 def _plural(n: int) -> str:
@@ -117,7 +121,7 @@ async def replay(request: web.Request) -> web.StreamResponse:
     every = form.get("all") == "1"
     event, text = str(form.get("event", "")), str(form.get("q", "")).strip()
     if not ids and not every:
-        raise _back(name, "Nothing selected: tick the dead letters to replay.")
+        raise _back(request, name, "Nothing selected: tick the dead letters to replay.")
     if every and (event or text):
         # "All" under a filter means all that the filter shows, picked by id.
         _, letters = await read(request, name)
@@ -145,19 +149,14 @@ async def replay(request: web.Request) -> web.StreamResponse:
     if every:
         # The count the user confirmed bounds the replay: 0 (the DLQ was empty then) moves
         # nothing, never "no limit"; anything but a whole number is a bad request.
-        raw = str(form.get("count", ""))
-        if not _COUNT.fullmatch(raw):
-            raise web.HTTPBadRequest(
-                text="Confirm the replay from its page: the count is not a number."
-            )
-        count = int(raw)
+        count = confirmed_count(form.get("count"))
         moved = (await replay_dead_letters(console.amqp_urls, name, count))[0] if count else 0
         log.info("console: replayed %s of %s (all)", _plural(moved), name)
-        raise _back(name, f"Replayed {_plural(moved)} to {name}.")
+        raise _back(request, name, f"Replayed {_plural(moved)} to {name}.")
     picked = await replay_picked(console.amqp_urls, name, ids)
     log.info("console: replayed %s of %s (ids %s)", _plural(picked.done), name, ",".join(ids[:20]))
     gone = f"; {len(picked.missing)} no longer in the DLQ" if picked.missing else ""
-    raise _back(name, f"Replayed {_plural(picked.done)} to {name}{gone}.")
+    raise _back(request, name, f"Replayed {_plural(picked.done)} to {name}{gone}.")
 
 
 async def discard(request: web.Request) -> web.StreamResponse:
@@ -167,7 +166,7 @@ async def discard(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     message_id = str(form.get("id", ""))
     if not message_id:
-        raise _back(name, "Nothing to discard.")
+        raise _back(request, name, "Nothing to discard.")
     if form.get("confirmed") != "1":
         return aiohttp_jinja2.render_template(
             "confirm.html",
@@ -186,4 +185,4 @@ async def discard(request: web.Request) -> web.StreamResponse:
         )
     picked = await discard_picked(console.amqp_urls, name, [message_id])
     log.info("console: discarded %s of %s (id %s)", _plural(picked.done), name, message_id)
-    raise _back(name, f"Discarded {_plural(picked.done)} of {name}.")
+    raise _back(request, name, f"Discarded {_plural(picked.done)} of {name}.")

@@ -1,8 +1,10 @@
 """``/login`` and ``/logout``: sign in with the console password, sign out.
 
 The sign-in form carries a one-time token that must match a cookie set with the form
-(double submit), so another site cannot sign a browser in. A wrong password waits a
-moment before answering, and is logged with the client address only.
+(double submit), so another site cannot sign a browser in. Attempts are limited per client
+address and overall (:mod:`bridge.console.signins`: 429 with ``Retry-After``), the password
+is checked off the event loop, a wrong one waits a moment before answering, and the log
+gets the client address only, summed up rather than a line per guess.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from bridge.console.auth import (
     safe_next,
     set_session_cookie,
 )
+from bridge.console.signins import Busy
 from bridge.console.state import console_of
 
 log = logging.getLogger("bridge.console")
@@ -47,7 +50,7 @@ def _form(request: web.Request, error: str | None, status: int = 200) -> web.Res
         token,
         httponly=True,
         samesite="Strict",
-        secure=console_of(request).secure_cookies,
+        secure=console_of(request).secure(request),
         path="/login",
         max_age=3600,
     )
@@ -66,18 +69,40 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         request.cookies.get(LOGIN_COOKIE, ""), token if isinstance(token, str) else None
     ):
         return _form(request, "The sign-in form expired: try again.", status=403)
+    address = console.client(request)
+    wait = console.signins.begin(address)
+    if wait is not None:
+        return _limited(request, wait)
     password = form.get("password")
-    if not isinstance(password, str) or not check_password(console.password, password):
-        log.warning("console: sign-in refused (wrong password) from %s", request.remote)
+    try:
+        right = isinstance(password, str) and await console.password_checks.run(
+            check_password, console.password, password
+        )
+    except Busy:
+        return _limited(request, 1)
+    if not right:
+        if console.signins.failed(address):
+            log.warning("console: sign-in refused (wrong password) from %s", address)
         await asyncio.sleep(FAILURE_DELAY)
         return _form(request, "Wrong password.", status=401)
+    console.signins.succeeded(address)
     session_token, _ = console.sessions.new()
-    log.info("console: signed in from %s", request.remote)
+    log.info("console: signed in from %s (older sessions ended)", address)
     target = form.get("next")
     response = web.HTTPSeeOther(safe_next(target if isinstance(target, str) else None))
-    set_session_cookie(response, session_token, console.secure_cookies)
+    set_session_cookie(response, session_token, console.secure(request))
     response.del_cookie(LOGIN_COOKIE, path="/login")
     raise response
+
+
+def _limited(request: web.Request, wait: int) -> web.Response:
+    response = _form(
+        request,
+        f"Too many sign-in attempts: try again in {wait} s.",
+        status=429,
+    )
+    response.headers["Retry-After"] = str(wait)
+    return response
 
 
 async def sign_out(request: web.Request) -> web.StreamResponse:

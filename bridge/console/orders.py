@@ -7,9 +7,10 @@ duration), in milliseconds whatever the archive's size. A ledger that cannot be 
 said so on the page (never shown as "nothing found").
 
 Without one, the page scans the archive over a window with
-:func:`bridge.archive.reader.find` (read-only; slower as the archive grows, and the page
-says so) and each subscriber's DLQ with :func:`bridge.worker.dlq.list_dead_letters`
-(nothing acked). Without the archive it still shows the dead letters and says why.
+:func:`bridge.archive.reader.find` (``read_only``: it writes nothing into the stream;
+slower as the archive grows, and the page says so) and each subscriber's DLQ with
+:func:`bridge.worker.dlq.list_dead_letters` (nothing acked). Without the archive it still
+shows the dead letters and says why.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ from bridge.console.views import (
     properties_shown,
     safe_headers,
 )
+from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 from bridge.worker.dlq import list_dead_letters
 
 MAX_RESULTS = 500
 DLQ_SCAN = 2000
 DEFAULT_SINCE = "7d"
+EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
+"""Stream times are Unix seconds: nothing the archive holds is older."""
 _MESSAGE_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -48,13 +52,34 @@ def add_routes(app: web.Application) -> None:
 
 
 def window(since: str, until: str) -> tuple[datetime, datetime]:
-    """The lookup window from the form (RFC 3339 or "7d"-style ago); SettingsError else."""
+    """The lookup window from the form (RFC 3339 or "7d"-style ago); SettingsError (a 400
+    naming the value) when unreadable or empty."""
     from bridge.archive.window import parse_time
 
     now = datetime.now(UTC)
     start = parse_time(since or DEFAULT_SINCE, now)
     end = parse_time(until, now) if until else now + timedelta(seconds=1)
+    if start >= end:
+        raise SettingsError(
+            f"The window is empty: since ({start:%Y-%m-%d %H:%M:%S}) is not before until "
+            f"({end:%Y-%m-%d %H:%M:%S}); give an earlier since or a later until."
+        )
     return start, end
+
+
+def _webhook_address(request: web.Request) -> tuple[int, datetime, datetime]:
+    """The stream offset a webhook link carries and a 2-second window around its receive
+    time; 400 when unusable (not a number, no time, out of the archive's range)."""
+    try:
+        offset = int(request.match_info["offset"])
+        at = datetime.fromisoformat(request.query.get("at", ""))
+        at = (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC)
+        since, until = at - timedelta(seconds=1), at + timedelta(seconds=1)
+    except (ValueError, OverflowError):
+        offset, since = -1, EARLIEST
+    if not 0 <= offset < 2**63 or since < EARLIEST:
+        raise web.HTTPBadRequest(text="Open a webhook from an order's list.")
+    return offset, since, until
 
 
 async def _archived(console: Console, q: str, since: datetime, until: datetime) -> list[Any]:
@@ -69,7 +94,7 @@ async def _archived(console: Console, q: str, since: datetime, until: datetime) 
         ]
     found: dict[int, Any] = {}
     for query in queries:
-        async for hook in find(console.amqp_urls, console.exchange, query):
+        async for hook in find(console.amqp_urls, console.exchange, query, read_only=True):
             found.setdefault(hook.offset, hook)
             if len(found) >= MAX_RESULTS:
                 break
@@ -82,7 +107,8 @@ async def _dead_for(console: Console, q: str) -> list[tuple[str, DeadLetter]]:
             found = await list_dead_letters(console.amqp_urls, name, DLQ_SCAN)
         except CommandError:
             return []  # a subscriber whose DLQ is not declared yet holds nothing
-        return [(name, d) for d in map(dead_letter, found.messages) if d.about(q)]
+        shown = (dead_letter(got, console.secrets) for got in found.messages)
+        return [(name, d) for d in shown if d.about(q)]
 
     groups = await asyncio.gather(*(one(sub.name) for sub in console.subscribers))
     return [item for group in groups for item in group]
@@ -132,23 +158,16 @@ async def webhook(request: web.Request) -> dict[str, Any]:
     from bridge.archive.reader import ArchiveQuery, find
 
     console = console_of(request)
-    try:
-        offset = int(request.match_info["offset"])
-        at = datetime.fromisoformat(request.query.get("at", ""))
-    except ValueError:
-        raise web.HTTPBadRequest(text="Open a webhook from an order's list.") from None
-    message_id = request.query.get("id", "")
-    query = ArchiveQuery(
-        since=at - timedelta(seconds=1), until=at + timedelta(seconds=1), message_id=message_id
-    )
-    async for hook in find(console.amqp_urls, console.exchange, query):
+    offset, since, until = _webhook_address(request)
+    query = ArchiveQuery(since=since, until=until, message_id=request.query.get("id", ""))
+    async for hook in find(console.amqp_urls, console.exchange, query, read_only=True):
         if hook.offset == offset:
             return {
                 "hook": hook,
                 "q": request.query.get("q", ""),
                 "body": pretty_body(hook.body),
-                "headers": json_text(safe_headers(hook.headers)),
-                "properties": json_text(properties_shown(hook.properties)),
+                "headers": json_text(safe_headers(hook.headers, console.secrets)),
+                "properties": json_text(properties_shown(hook.properties, console.secrets)),
                 "format_time": format_time,
             }
     raise web.HTTPNotFound(text=f"The archive no longer holds webhook {offset} (expired?).")

@@ -43,7 +43,7 @@ async def _figures(request: web.Request) -> dict[str, Any]:
         "stats": stats,
         "archive": archive,
         "sync": sync,
-        "sync_facts": safe_headers(sync.facts) if sync else {},
+        "sync_facts": safe_headers(sync.facts, console.secrets) if sync else {},
         "broker_error": error,
         "exchange": console.exchange,
         "format_time": format_time,

@@ -1,10 +1,12 @@
 """``/replay``: replay webhooks from the archive into one subscriber's queue.
 
 The form (window, events, order, target subscriber) first runs a dry run and shows how many
-webhooks match; only the confirmation sends them, as a background job (:mod:`jobs`) whose
-progress the page polls. The copies are made by :func:`bridge.archive.replay.replay`: each
-confirmed, never re-archived, sent to the subscriber's queue only. Logged with the window,
-events, target and counts (the order filter is not logged).
+webhooks match; only the confirmation sends them, at most the confirmed count, as a
+background job (:mod:`jobs`) whose progress the page polls and which can be cancelled. One
+replay runs per subscriber at a time: a second is refused with 409 naming the running one.
+The copies are made by :func:`bridge.archive.replay.replay`: each confirmed, never
+re-archived, sent to the subscriber's queue only. Logged with the window, events, target
+and counts (the order filter is not logged).
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import aiohttp_jinja2
 from aiohttp import web
 from multidict import MultiMapping
 
-from bridge.console.jobs import Job
+from bridge.console.jobs import Job, Running
 from bridge.console.sources import archive_available
 from bridge.console.state import Console, console_of
+from bridge.console.views import confirmed_count
 from bridge.core.contract import EVENTS
 from bridge.core.settings import SettingsError
 
@@ -30,6 +33,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/replay", submit)
     app.router.add_get("/replay/jobs/{job}", job_page)
     app.router.add_get("/replay/jobs/{job}/progress", job_progress)
+    app.router.add_post("/replay/jobs/{job}/cancel", cancel)
 
 
 def _values(source: MultiMapping[Any]) -> dict[str, Any]:
@@ -86,12 +90,20 @@ async def submit(request: web.Request) -> web.StreamResponse:
         dry = await replay(console.amqp_urls, console.exchange, query, values["to"], dry_run=True)
         context = _context(console, values, count=dry.matched)
         return aiohttp_jinja2.render_template("replay.html", request, context)
-    expected = int(str(data.get("count", "0")) or 0)
+    expected = confirmed_count(data.get("count"))
+    running = console.jobs.running(values["to"])
+    if running is not None:
+        return _busy(request, console, values, running)
 
     async def work(job: Job) -> str:
-        job.total = expected or None
+        job.total = expected
         result = await replay(
-            console.amqp_urls, console.exchange, query, values["to"], on_progress=job.progress
+            console.amqp_urls,
+            console.exchange,
+            query,
+            values["to"],
+            on_progress=job.progress,
+            limit=expected,
         )
         job.progress(result.sent, result.matched)
         log.info(
@@ -107,8 +119,20 @@ async def submit(request: web.Request) -> web.StreamResponse:
         )
         return f"Sent {result.sent} of {result.matched} webhooks to {values['to']}."
 
-    job = console.jobs.start(f"archive replay to {values['to']}", work)
+    try:
+        job = console.jobs.start(f"archive replay to {values['to']}", work, key=values["to"])
+    except Running as exc:
+        return _busy(request, console, values, exc.job)
     raise web.HTTPSeeOther(f"/replay/jobs/{job.id}")
+
+
+def _busy(request: web.Request, console: Console, values: dict[str, Any], job: Job) -> web.Response:
+    error = (
+        f"A replay to {values['to']} is already running (job {job.id}, {job.done} sent so "
+        f"far): wait for it to finish, or stop it at /replay/jobs/{job.id}."
+    )
+    context = _context(console, values, error=error)
+    return aiohttp_jinja2.render_template("replay.html", request, context, status=409)
 
 
 def _job(request: web.Request) -> Job:
@@ -126,3 +150,12 @@ async def job_page(request: web.Request) -> dict[str, Any]:
 @aiohttp_jinja2.template("_progress.html")
 async def job_progress(request: web.Request) -> dict[str, Any]:
     return {"job": _job(request)}
+
+
+async def cancel(request: web.Request) -> web.StreamResponse:
+    job = _job(request)
+    if console_of(request).jobs.cancel(job.id) is not None and not job.finished:
+        log.info(
+            "console: %s (job %s) stopped by an operator after %d", job.title, job.id, job.done
+        )
+    raise web.HTTPSeeOther(f"/replay/jobs/{job.id}")

@@ -24,6 +24,10 @@ def console_state(settings: Settings, subscribers: Sequence[Subscriber], passwor
         sync_state_path=settings.sync_state_path,
         archive_retention=archive_retention(settings),
         ledger=LedgerReader(settings.ledger_url) if settings.ledger_url else None,
+        secure_cookies=settings.console_secure_cookies,
+        trusted_proxies=settings.console_trusted_proxies,
+        listen_host=settings.console_host,
+        allowed_hosts=settings.console_allowed_hosts,
     )
 
 

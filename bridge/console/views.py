@@ -10,15 +10,18 @@ request, and a page must never show a key.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from aiohttp import web
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from bridge.core.contract import HEADER_ORDER_ID, HEADER_ORDER_NUMBER, HEADER_RECEIVED_AT
+from bridge.core.secrets import MASK, mask
 from bridge.worker.message import (
     ERROR_HEADER,
     FAILED_AT_HEADER,
@@ -27,43 +30,40 @@ from bridge.worker.message import (
     plain_headers,
 )
 
-MASK = "***"
 _SECRET_NAME = re.compile(r"authori[sz]ation|api[-_]?key|token|passw|secret|cookie", re.I)
-_SECRET_TEXT = re.compile(
-    r"((?:apikey|api_key|api-key|ms-apikey|token|password)\s*[=:]\s*)[^&\s'\"]+"
-    r"|((?:authorization)\s*[=:]\s*)(?:(?:basic|bearer)\s+)?[^&\s'\",]+",
-    re.I,
-)
+Secrets = Sequence[str]
+"""The console's configured secrets (:attr:`Console.secrets`), masked wherever shown."""
 
 
-def mask_text(text: str) -> str:
-    """``text`` with anything following ``APIKEY=`` / ``Authorization:`` (...) masked."""
-    return _SECRET_TEXT.sub(lambda m: (m.group(1) or m.group(2)) + MASK, text)
+def mask_text(text: str, secrets: Secrets = ()) -> str:
+    """``text`` with every secret and anything following ``APIKEY=`` / ``Authorization:``
+    (...) masked (:func:`bridge.core.secrets.mask`)."""
+    return mask(text, secrets)
 
 
-def _shown(value: Any) -> Any:
+def _shown(value: Any, secrets: Secrets) -> Any:
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     if isinstance(value, str):
-        return mask_text(value)
+        return mask_text(value, secrets)
     if isinstance(value, dict):
-        return safe_headers(value)
+        return safe_headers(value, secrets)
     if isinstance(value, list):
-        return [_shown(item) for item in value]
+        return [_shown(item, secrets) for item in value]
     if isinstance(value, datetime):
         return value.isoformat()
     return value
 
 
-def safe_headers(headers: dict[str, Any] | None) -> dict[str, Any]:
+def safe_headers(headers: dict[str, Any] | None, secrets: Secrets = ()) -> dict[str, Any]:
     """Headers for a page: decoded, sorted, credentials masked."""
     return {
-        key: MASK if _SECRET_NAME.search(key) else _shown(value)
+        key: MASK if _SECRET_NAME.search(key) else _shown(value, secrets)
         for key, value in sorted((headers or {}).items())
     }
 
 
-def properties_shown(properties: Basic.Properties) -> dict[str, Any]:
+def properties_shown(properties: Basic.Properties, secrets: Secrets = ()) -> dict[str, Any]:
     """The AMQP properties worth showing (headers are shown on their own)."""
     fields = {
         "message_id": properties.message_id,
@@ -75,7 +75,21 @@ def properties_shown(properties: Basic.Properties) -> dict[str, Any]:
         "timestamp": properties.timestamp,
         "correlation_id": properties.correlation_id,
     }
-    return {k: _shown(v) for k, v in fields.items() if v is not None}
+    return {k: _shown(v, secrets) for k, v in fields.items() if v is not None}
+
+
+_COUNT = re.compile(r"[0-9]{1,12}")  # not isdigit(): "²" passes it and int() then raises
+
+
+def confirmed_count(raw: object) -> int:
+    """The count a confirmation page carried (how many the operator agreed to); a 400
+    when it is not a whole number (it is never "no limit")."""
+    text = raw if isinstance(raw, str) else ""
+    if not _COUNT.fullmatch(text):
+        raise web.HTTPBadRequest(
+            text="Confirm from the page that counted them first: the count is not a number."
+        )
+    return int(text)
 
 
 def pretty_body(body: bytes) -> str:
@@ -147,7 +161,7 @@ class DeadLetter:
         return query in {self.order_id, self.order_number, self.message_id}
 
 
-def dead_letter(got: DeliveredMessage) -> DeadLetter:
+def dead_letter(got: DeliveredMessage, secrets: Secrets = ()) -> DeadLetter:
     properties = got.header.properties
     headers = plain_headers(properties.headers)
     return DeadLetter(
@@ -156,12 +170,12 @@ def dead_letter(got: DeliveredMessage) -> DeadLetter:
         order_id=str(headers.get(HEADER_ORDER_ID) or "-"),
         order_number=str(headers.get(HEADER_ORDER_NUMBER) or "-"),
         attempts=delivery_number(headers),
-        error=mask_text(" ".join(str(headers.get(ERROR_HEADER) or "-").split())),
+        error=mask_text(" ".join(str(headers.get(ERROR_HEADER) or "-").split()), secrets),
         failed_at=short_time(_str(headers.get(FAILED_AT_HEADER))),
         received_at=short_time(_str(headers.get(HEADER_RECEIVED_AT))),
         size=len(got.body or b""),
-        headers=safe_headers(headers),
-        properties=properties_shown(properties),
+        headers=safe_headers(headers, secrets),
+        properties=properties_shown(properties, secrets),
         body=got.body or b"",
     )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -259,11 +260,16 @@ def configure(log_format: str = "text", level: int = logging.INFO) -> None:
 
 
 def redacted_path(request: BaseRequest) -> str:
-    """The path with every query value replaced by ``***``."""
+    """The path with every query value and every path (matrix) parameter replaced by
+    ``***``: ``/webhooks/despatched;APIKEY=k`` is logged as ``/webhooks/despatched;***``."""
+    path = _PATH_PARAMETERS.sub(";***", request.path)
     if not request.query_string:
-        return request.path
+        return path
     names = "&".join(f"{name}=***" for name in request.query)
-    return f"{request.path}?{names}"
+    return f"{path}?{names}"
+
+
+_PATH_PARAMETERS = re.compile(r";[^/]*")
 
 
 REFUSED_LOG_INTERVAL = 10.0

@@ -34,6 +34,7 @@ from bridge.core.values import (
     parse_optional_port,
     parse_reconcile_mode,
     parse_timezone,
+    url_passwords,
 )
 from bridge.core.values import redact_url as redact_url
 
@@ -77,6 +78,10 @@ class Settings:
     console_host: str = "127.0.0.1"
     console_port: int = 8090
     console_password: str | None = field(default=None, repr=False)
+    console_secure_cookies: bool = False
+    console_trusted_proxies: tuple[str, ...] = ()
+    console_allowed_hosts: tuple[str, ...] = ()
+    console_allow_placeholder_password: bool = False
     ledger_url: str | None = field(default="sqlite:///./var/ledger.sqlite3", repr=False)
     """``None``: no ledger (``BRIDGE_LEDGER_URL`` set empty)."""
 
@@ -84,6 +89,17 @@ class Settings:
     def auth_configured(self) -> bool:
         """Whether any credential is configured for incoming webhooks."""
         return bool(self.api_keys or self.auth_headers)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """Every configured secret (keys, Authorization values, passwords, the password of
+        each URL that has one): what :func:`bridge.core.secrets.mask` is given."""
+        found: list[str] = []
+        for spec in SPECS.values():
+            value = getattr(self, spec.attr, None) if spec.secret else None
+            for one in value if isinstance(value, tuple) else (value,):
+                if isinstance(one, str) and one:
+                    found += url_passwords(one) if "://" in one else [one]
+        return tuple(found)
 
     def require_auth_or_opt_out(self) -> None:
         """Refuse to serve an open endpoint unless the operator said so explicitly."""
@@ -176,6 +192,24 @@ SPECS: dict[str, _Spec] = {
         parse_optional,
         "console sign-in password (or scrypt:/pbkdf2: hash)",
         True,
+    ),
+    "BRIDGE_CONSOLE_SECURE_COOKIES": _Spec(
+        "console_secure_cookies", parse_bool, "console cookies Secure (reached over https)"
+    ),
+    "BRIDGE_CONSOLE_TRUSTED_PROXIES": _Spec(
+        "console_trusted_proxies",
+        lambda n, r: parse_list(r),
+        "proxies whose X-Forwarded-For/-Proto the console believes",
+    ),
+    "BRIDGE_CONSOLE_ALLOWED_HOSTS": _Spec(
+        "console_allowed_hosts",
+        lambda n, r: parse_list(r),
+        "host names the console answers to besides loopback",
+    ),
+    "BRIDGE_CONSOLE_ALLOW_PLACEHOLDER_PASSWORD": _Spec(
+        "console_allow_placeholder_password",
+        parse_bool,
+        "accept a well-known console password off loopback",
     ),
 }
 

@@ -4,7 +4,7 @@ example of a good value (one line, exit 2 at the command line)."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 
 class SettingsError(ValueError):
@@ -83,13 +83,28 @@ def parse_http_url(name: str, raw: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe to log."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with any password replaced by ``***``, safe to log.
+
+    A password may hold an unencoded ``#``, ``/``, ``?`` or ``@``, which a URL parser takes
+    for the end of the host: the user part here runs to the *last* ``@``, so the password is
+    never shown (at worst a query holding an ``@`` is masked too)."""
+    scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return parts._replace(netloc=f"{user}:***@{netloc}").geturl()
+    user, colon, _password = rest[:at].partition(":")
+    if not colon:
+        return url
+    return f"{scheme}://{user}:***@{rest[at + 1 :]}"
+
+
+def url_passwords(url: str) -> list[str]:
+    """The password of ``url`` as written and decoded (empty list when it has none), read
+    the way :func:`redact_url` reads it."""
+    rest = url.partition("://")[2]
+    at = rest.rfind("@")
+    password = rest[:at].partition(":")[2] if at >= 0 else ""
+    return [p for p in dict.fromkeys((password, unquote(password))) if p]
 
 
 def parse_optional(name: str, raw: str) -> str | None:

@@ -13,8 +13,8 @@ from typing import Any, Final
 
 from aiormq.abc import DeliveredMessage
 
-from bridge.archive.end import sentinel_of
-from bridge.archive.reader import QUARANTINED, STREAM_OFFSET_HEADER, archived, header_text
+from bridge.archive.end import offset_of, sentinel_of
+from bridge.archive.reader import QUARANTINED, archived, header_text
 from bridge.core.contract import HEADER_CLIENT_ID, HEADER_WAREHOUSE_ID
 from bridge.core.records import DeliveryRecord, RecordError
 
@@ -38,9 +38,8 @@ def parse_time(text: str) -> datetime:
 
 def stream_offset(message: DeliveredMessage) -> int:
     """The message's offset in its stream (the broker adds it to every stream delivery)."""
-    headers = message.header.properties.headers or {}
-    offset = headers.get(STREAM_OFFSET_HEADER)
-    if not isinstance(offset, int):
+    offset = offset_of(message)
+    if offset < 0:
         raise RecordError("a stream delivery without its x-stream-offset header")
     return offset
 

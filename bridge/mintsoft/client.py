@@ -6,12 +6,18 @@ password; such keys expire after 24 hours, so a 401 fetches a fresh one, once. 4
 answers are retried a few times, waiting what ``Retry-After`` asks for (within a bound).
 Redirects are never followed (they would take the key, the password or the bridge's own
 credential elsewhere): a 3xx fails the call with its status and the target's origin.
+
+What is read is bounded, whatever Mintsoft (or something in its place) sends: an answer's
+body at most :data:`MAX_PAGE_BYTES` (more is an error naming the limit, the rest unread),
+an error's body only its first :data:`MAX_ERROR_BYTES` (on every attempt; the connection is
+closed rather than drained).
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -30,6 +36,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from bridge.core.secrets import mask
 from bridge.core.settings import Settings, SettingsError
 from bridge.errors import CommandError
 from bridge.mintsoft.urls import require_https
@@ -41,6 +48,11 @@ says)."""
 ATTEMPTS = RETRIES + 1
 MAX_RETRY_AFTER = 30.0
 """Longest ``Retry-After`` honoured; asked to wait longer, the command gives up and says so."""
+MAX_PAGE_BYTES = 32 * 1024 * 1024
+"""Largest answer read: a page of 100 orders is well under 1 MiB; 32 MiB is a broken or
+hostile server (a 66 MB page of a million orders once cost 680 MB of memory)."""
+MAX_ERROR_BYTES = 1024
+"""How much of an error's body is read: enough for Mintsoft's message."""
 
 
 def rate_limiter(per_second: float) -> AsyncLimiter:
@@ -245,8 +257,10 @@ class MintsoftClient:
             ) as response:
                 status = response.status
                 location = response.headers.get("Location", "")
-                text = await response.text(errors="replace")
                 retry_after = _retry_after(response.headers.get("Retry-After"))
+                limit = MAX_PAGE_BYTES if status < 300 else MAX_ERROR_BYTES
+                body, whole = await _read_at_most(response, limit)
+                text = body.decode(response.get_encoding() if whole else "utf-8", "replace")
         except TimeoutError:
             self._answered("error")
             raise _Retryable(f"Mintsoft did not answer {what} in time") from None
@@ -254,6 +268,12 @@ class MintsoftClient:
             self._answered("error")
             raise _Retryable(f"cannot reach Mintsoft at {self._base} ({exc})") from None
         self._answered(str(status))
+        if status < 300 and not whole:
+            raise MintsoftError(
+                f"Mintsoft answered {what} with more than {MAX_PAGE_BYTES // (1024 * 1024)} MiB: "
+                "not read further; check BRIDGE_MINTSOFT_URL points at the Mintsoft API",
+                status,
+            )
         if 300 <= status < 400:
             raise MintsoftError(
                 f"Mintsoft answered {what} with {status} redirecting to "
@@ -284,7 +304,10 @@ class MintsoftClient:
         try:
             document = orjson.loads(text)
         except orjson.JSONDecodeError:
-            return text
+            try:  # orjson refuses integers above 64 bits; the standard parser takes them
+                document = json.loads(text)
+            except ValueError:
+                return text
         # Some Mintsoft calls answer 200 with {"Success": false, "Message": ...}.
         if isinstance(document, dict) and document.get("Success") is False:
             raise MintsoftError(
@@ -293,6 +316,27 @@ class MintsoftClient:
                 status,
             )
         return document
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of the body, and whether that was all of it. A body cut short
+    closes the connection (never drained: that would read it all)."""
+    if response.content_length is not None and response.content_length > limit:
+        body, whole = await response.content.read(min(limit, MAX_ERROR_BYTES)), False
+    else:
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            more = await response.content.read(limit + 1 - size)
+            if not more:
+                break
+            chunks.append(more)
+            size += len(more)
+        whole = size <= limit
+        body = b"".join(chunks)[:limit]
+    if not whole:
+        response.close()
+    return body, whole
 
 
 def _origin(url: str, location: str) -> str:
@@ -326,9 +370,7 @@ def _said(text: str, secrets: tuple[str, ...]) -> str:
                 break
     elif isinstance(document, str):
         message = document
-    message = " ".join(str(message).split())
-    for secret in secrets:
-        message = message.replace(secret, "***")
+    message = mask(" ".join(str(message).split()), secrets)
     if not message:
         return ""
     return ": " + (message[:300] + "…" if len(message) > 300 else message)
@@ -345,6 +387,6 @@ def client_for(settings: Settings, **options: Any) -> MintsoftClient:
         api_key=settings.mintsoft_api_key,
         username=settings.mintsoft_username,
         password=settings.mintsoft_password,
-        redact=settings.api_keys + settings.auth_headers,
+        redact=settings.secret_values(),
         **options,
     )

@@ -4,9 +4,9 @@ acceptable public URL."""
 from __future__ import annotations
 
 import ipaddress
-import re
 from urllib.parse import quote, urlsplit
 
+from bridge.core.secrets import mask
 from bridge.core.settings import Settings, SettingsError
 
 
@@ -67,9 +67,5 @@ def mintsoft_credentials(settings: Settings) -> tuple[str | None, dict[str, str]
 
 def without_key(text: str, api_key: str | None) -> str:
     """``text`` (an error that may quote the request URL) with every ``APIKEY=`` value, and
-    the key itself, replaced by ``***``: URL libraries re-encode a key in their own way."""
-    text = _APIKEY_VALUE.sub(r"\1***", text)
-    return text.replace(api_key, "***") if api_key else text
-
-
-_APIKEY_VALUE = re.compile(r"(?i)(apikey=)[^&\s'\"]*")
+    the key itself in any case or encoding, replaced by ``***``."""
+    return mask(text, [api_key] if api_key else [])

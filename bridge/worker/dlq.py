@@ -27,6 +27,7 @@ from bridge.amqp.subscriber_target import partitions_exchange, route
 from bridge.amqp.topology import dlq_name
 from bridge.core.contract import HEADER_ORDER_ID, HEADER_ORDER_NUMBER
 from bridge.core.records import Outcome as Recorded
+from bridge.core.secrets import mask
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
 from bridge.worker.message import (
@@ -94,7 +95,7 @@ def describe(got: DeliveredMessage) -> str:
         event_of(properties, headers, got.routing_key or ""),
         headers.get(HEADER_ORDER_ID) or "-",
         delivery_number(headers),
-        " ".join(str(headers.get(ERROR_HEADER) or "-").split()),
+        mask(" ".join(str(headers.get(ERROR_HEADER) or "-").split())),
     ]
     return "\t".join(str(field) for field in fields)
 

@@ -30,6 +30,8 @@ import aiohttp
 
 from bridge import __version__
 from bridge.core.contract import HTTP_EVENT, HTTP_MESSAGE_ID, HTTP_REQUEST_ID
+from bridge.core.secrets import mask
+from bridge.core.values import url_passwords
 from bridge.errors import PermanentError
 from bridge.worker.breaker import CircuitBreaker
 from bridge.worker.message import Message
@@ -124,10 +126,9 @@ class Forwarder:
         self.breaker = CircuitBreaker(subscriber, self.probe)
         self._session: aiohttp.ClientSession | None = None
         self._where = shown_url(url)
-        password = urlsplit(url).password
-        self._secrets = tuple(
-            s for s in (*self.extra_headers.values(), password or "") if len(s) >= 3
-        )
+        # A target may echo what it was sent ("credential rejected: Bearer ..."): its words
+        # reach logs, x-error, dlq list and the console only masked.
+        self._secrets = (*self.extra_headers.values(), *url_passwords(url))
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -158,7 +159,7 @@ class Forwarder:
         except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             self.breaker.target_down()
             reason = "no answer in time" if isinstance(exc, TimeoutError) else _reason(exc)
-            raise TargetDown(f"{self._where}: {reason}") from None
+            raise TargetDown(self._masked(f"{self._where}: {reason}")) from None
         if 200 <= status < 300:
             self.breaker.succeeded()
             return
@@ -179,9 +180,7 @@ class Forwarder:
     def _masked(self, text: str) -> str:
         """``text`` with the credentials this forwarder sends (header values, the URL's
         password) masked: a target may echo what it was sent."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        return mask(text, self._secrets)
 
     async def probe(self) -> bool:
         """Whether the target answers at all (a HEAD request; any status but 502-504)."""

@@ -2,10 +2,16 @@
 (retries included), each answer counted in ``bridge_mintsoft_requests_total``.
 
 Lists are read page by page (``PageNo`` from 1; a page shorter than ``Limit`` is the last:
-Mintsoft sends bare arrays, no totals). 429 and 5xx are retried by
-:class:`~bridge.mintsoft.client.MintsoftClient`, waiting what ``Retry-After`` asks; an
-answer that still fails raises :class:`~bridge.mintsoft.client.MintsoftError`, which the
-caller records and retries on a later pass.
+Mintsoft sends bare arrays, no totals). A broken or hostile API cannot keep a pass paging
+for ever: a page with more rows than ``Limit``, a page that repeats the one before (an API
+that ignores ``PageNo``) and more than :data:`MAX_PAGES` pages each end the listing with a
+:class:`~bridge.mintsoft.client.MintsoftError` naming the list (:class:`PageLimit` for the
+last, after which the caller keeps what it read and goes on from there next pass).
+
+429 and 5xx are retried by :class:`~bridge.mintsoft.client.MintsoftClient`, waiting what
+``Retry-After`` asks; an answer that still fails raises
+:class:`~bridge.mintsoft.client.MintsoftError`, which the caller records and retries on a
+later pass.
 """
 
 from __future__ import annotations
@@ -29,6 +35,13 @@ ATTEMPTS = 8
 """Attempts per call: with backoff up to 10 s and ``Retry-After`` up to ``MAX_WAIT``, a call
 rides out a Mintsoft that throttles or fails for a minute or two before the pass gives up."""
 MAX_WAIT = 120.0
+MAX_PAGES = 1000
+"""Pages of one list in one pass (100,000 orders): a backfill longer than that goes on over
+several passes."""
+
+
+class PageLimit(MintsoftError):
+    """A listing stopped at :data:`MAX_PAGES`; what was read is good."""
 
 
 def _count(answer: str) -> None:
@@ -69,34 +82,49 @@ class SyncApi:
         self, since: str, client_id: int | None = None, warehouse_id: int | None = None
     ) -> AsyncIterator[list[dict[str, Any]]]:
         """``Order/List`` updated since ``since`` (Mintsoft local time), oldest first."""
-        page = 1
-        while True:
-            query = {
-                "SinceLastUpdated": since,
-                "SortOldestFirst": "true",
-                "Limit": ORDER_PAGE,
-                "PageNo": page,
-                "ClientId": client_id,
-                "WarehouseId": warehouse_id,
-            }
-            rows = _array(await self._get("/api/Order/List", query), "Order/List")
-            if rows:
-                yield rows
-            if len(rows) < ORDER_PAGE:
-                return
-            page += 1
+        query = {
+            "SinceLastUpdated": since,
+            "SortOldestFirst": "true",
+            "Limit": ORDER_PAGE,
+            "ClientId": client_id,
+            "WarehouseId": warehouse_id,
+        }
+        async for rows in self._pages("/api/Order/List", "Order/List", query, ORDER_PAGE):
+            yield rows
 
     async def tracking_pages(self, since: str) -> AsyncIterator[list[dict[str, Any]]]:
-        page = 1
-        while True:
-            query = {"SinceLastUpdated": since, "Limit": TRACKING_PAGE, "PageNo": page}
-            path = "/api/Order/Shipments/TrackingEvents/List"
-            rows = _array(await self._get(path, query), "TrackingEvents/List")
+        query = {"SinceLastUpdated": since, "Limit": TRACKING_PAGE}
+        path = "/api/Order/Shipments/TrackingEvents/List"
+        async for rows in self._pages(path, "TrackingEvents/List", query, TRACKING_PAGE):
+            yield rows
+
+    async def _pages(
+        self, path: str, what: str, query: dict[str, Any], limit: int
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Each non-empty page of ``path``, until one is short (see the module's bounds)."""
+        previous: list[dict[str, Any]] | None = None
+        for page in range(1, MAX_PAGES + 1):
+            rows = _array(await self._get(path, {**query, "PageNo": page}), what)
+            if len(rows) > limit:
+                raise MintsoftError(
+                    f"Mintsoft answered {what} page {page} with {len(rows)} rows, more than "
+                    f"the Limit of {limit} asked for: stopped (is BRIDGE_MINTSOFT_URL the "
+                    "Mintsoft API?)"
+                )
+            if rows and rows == previous:
+                raise MintsoftError(
+                    f"Mintsoft answered {what} page {page} with the same rows as page "
+                    f"{page - 1}: it ignores PageNo; stopped rather than page for ever"
+                )
             if rows:
                 yield rows
-            if len(rows) < TRACKING_PAGE:
+            if len(rows) < limit:
                 return
-            page += 1
+            previous = rows
+        raise PageLimit(
+            f"{what} still had rows after {MAX_PAGES} pages (the page limit of one pass): "
+            "the next pass goes on from there"
+        )
 
     async def tracking_statuses(self) -> list[dict[str, Any]]:
         path = "/api/Order/Shipments/TrackingEvents/Statuses"

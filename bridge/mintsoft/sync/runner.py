@@ -20,6 +20,7 @@ from bridge.amqp.connection import BrokerLink
 from bridge.amqp.publisher import Publisher
 from bridge.amqp.topology import declare, settings_topology
 from bridge.core import metrics
+from bridge.core.secrets import mask
 from bridge.core.settings import Settings
 from bridge.errors import CommandError
 from bridge.mintsoft.client import MintsoftClient
@@ -62,8 +63,10 @@ class PassReport:
 
     def summary(self) -> str:
         recovered = ", ".join(f"{n} {e}" for e, n in sorted(self.reconcile.recovered.items()))
+        skipped = self.orders.skipped + self.tracking.skipped
         return (
-            f"{self.orders.rows} orders listed ({self.orders.new_orders} new); "
+            f"{self.orders.rows} orders listed ({self.orders.new_orders} new"
+            f"{f', {skipped} skipped' if skipped else ''}); "
             f"enrolled {self.enrol.enrolled}, already {self.enrol.already}, "
             f"conflicts {self.enrol.conflicts}, failed {self.enrol.failed}; "
             f"recovered {self.reconcile.total_recovered}{f' ({recovered})' if recovered else ''}"
@@ -209,8 +212,10 @@ class Sync:
         self.state.set_meta("last_pass_at", now)
         self.state.set_meta("last_pass", report.summary())
         if report.errors:
-            self.state.set_meta("last_error", f"{now} {report.errors[0]}")
-            log.warning("sync pass had %d failed step(s): %s", len(report.errors), report.errors[0])
+            # Mintsoft's words may echo a credential in a form the client did not expect.
+            first = mask(report.errors[0], self.settings.secret_values())
+            self.state.set_meta("last_error", f"{now} {first}")
+            log.warning("sync pass had %d failed step(s): %s", len(report.errors), first)
         metrics.SYNC_PASS_FAILED.set(0 if report.ok else 1)
         now_utc = datetime.now(UTC)
         for name in self.state.cursors():

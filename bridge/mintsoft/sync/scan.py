@@ -3,8 +3,13 @@
 events it shows; each page of ``TrackingEvents/List`` the delivered events.
 
 A page is recorded in one transaction; the cursor moves only after the last page, to the
-newest ``LastUpdated`` seen. Killed mid-scan, the next scan starts from the old cursor and
-the repeats are ignored (orders and events are keyed), so nothing is skipped or doubled.
+newest ``LastUpdated`` seen, but never past now plus :data:`FUTURE_SKEW` (a row stamped in
+year 9999 would otherwise leave every later pass looking back only a few minutes from
+there). Killed mid-scan, the next scan starts from the old cursor and the repeats are
+ignored (orders and events are keyed), so nothing is skipped or doubled. A listing stopped
+at its page limit moves the cursor to what it read (lists are oldest first) and the next
+pass goes on. A row whose id cannot be stored (beyond a 64-bit integer) is skipped, counted
+and recorded (``last_skipped``), never a traceback that stops every pass.
 Mintsoft errors propagate as :class:`~bridge.mintsoft.client.MintsoftError`.
 """
 
@@ -21,7 +26,7 @@ from typing import Any
 import orjson
 
 from bridge.core.settings import Settings
-from bridge.mintsoft.sync.api import SyncApi
+from bridge.mintsoft.sync.api import PageLimit, SyncApi
 from bridge.mintsoft.sync.clock import MintsoftClock
 from bridge.mintsoft.sync.state import PendingEvent, SyncState
 
@@ -36,6 +41,10 @@ CANCELLED_STATUS = 3
 
 
 FIRST_RUN_BACK = timedelta(hours=2)
+FUTURE_SKEW = timedelta(minutes=5)
+"""How far past our own clock a cursor may go (Mintsoft's clock may be a little ahead)."""
+_STORABLE = range(-(2**63), 2**63)
+"""What SQLite's INTEGER holds."""
 
 
 def scan_lag(state: SyncState, name: str, now: datetime) -> float:
@@ -56,7 +65,19 @@ def recovery_id(event: str, order_id: int, identity: str = "") -> str:
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """``value`` when it is an integer SQLite can store, else ``None``."""
+    if isinstance(value, int) and not isinstance(value, bool) and value in _STORABLE:
+        return value
+    return None
+
+
+def _unstorable(row: dict[str, Any], *fields: str) -> str | None:
+    """Which of ``fields`` of ``row`` is an integer too large to store, as ``name=value``."""
+    for name in fields:
+        value = row.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value not in _STORABLE:
+            return f"{name}={value}"
+    return None
 
 
 @dataclass
@@ -82,6 +103,7 @@ class ScanResult:
     rows: int = 0
     new_orders: int = 0
     events: int = 0
+    skipped: int = 0
 
 
 @dataclass
@@ -117,7 +139,10 @@ class Scanner:
 
     def _advance(self, name: str, cursor: datetime, newest: datetime | None, now: datetime) -> None:
         # Only ever to a time Mintsoft itself stamped: our clock, or a wrong time zone,
-        # must never move a cursor past orders Mintsoft has yet to show.
+        # must never move a cursor past orders Mintsoft has yet to show. Nor past now (and
+        # a little skew): a stamp from the future would stick the cursor there.
+        if newest is not None:
+            newest = min(newest, self.clock.local(now) + FUTURE_SKEW)
         if newest is not None and newest > cursor:
             self.state.set_cursor(name, self.clock.format(newest))
         self.state.set_meta(f"{name}.scanned_at", now.isoformat())
@@ -156,6 +181,18 @@ class Scanner:
                 pass
         return datetime.now(UTC).timestamp()
 
+    def _skip(self, rows: list[dict[str, Any]], what: str, *fields: str) -> int:
+        """Record each row of ``rows`` with an id that cannot be stored; how many."""
+        skipped = 0
+        for row in rows:
+            bad = _unstorable(row, *fields)
+            if bad is not None:
+                skipped += 1
+                note = f"{what} with {bad} (does not fit a 64-bit integer)"
+                log.warning("sync: skipped %s", note)
+                self.state.set_meta("last_skipped", f"{datetime.now(UTC).isoformat()} {note}")
+        return skipped
+
     def _newest(self, rows: list[dict[str, Any]], newest: datetime | None) -> datetime | None:
         for row in rows:
             stamp = row.get("LastUpdated")
@@ -177,20 +214,34 @@ class Scanner:
         one_warehouse = scope.warehouses[0] if len(scope.warehouses) == 1 else None
         result = ScanResult()
         newest: datetime | None = None
-        async for rows in self.api.order_pages(since, one_client, one_warehouse):
-            wanted = [r for r in rows if scope.wants(r) and _int(r.get("ID")) is not None]
-            events = [e for r in wanted for e in self._order_events(r)]
-            ids = [
-                (int(r["ID"]), _int(r.get("ClientId")), _int(r.get("WarehouseId"))) for r in wanted
-            ]
-            result.new_orders += self.state.add_orders(ids, events)
-            result.pages += 1
-            result.rows += len(rows)
-            result.events += len(events)
-            newest = self._newest(rows, newest)
-            self.on_page(len(rows))
+        try:
+            async for rows in self.api.order_pages(since, one_client, one_warehouse):
+                newest = self._order_page(rows, scope, result, newest)
+        except PageLimit:
+            self._advance(ORDERS_CURSOR, cursor, newest, now)
+            raise
         self._advance(ORDERS_CURSOR, cursor, newest, now)
         return result
+
+    def _order_page(
+        self,
+        rows: list[dict[str, Any]],
+        scope: Scope,
+        result: ScanResult,
+        newest: datetime | None,
+    ) -> datetime | None:
+        fields = ("ID", "ClientId", "WarehouseId", "OrderStatusId")
+        result.skipped += self._skip(rows, "an order", *fields)
+        stored = [r for r in rows if _unstorable(r, *fields) is None]
+        wanted = [r for r in stored if scope.wants(r) and _int(r.get("ID")) is not None]
+        events = [e for r in wanted for e in self._order_events(r)]
+        ids = [(int(r["ID"]), _int(r.get("ClientId")), _int(r.get("WarehouseId"))) for r in wanted]
+        result.new_orders += self.state.add_orders(ids, events)
+        result.pages += 1
+        result.rows += len(rows)
+        result.events += len(events)
+        self.on_page(len(rows))
+        return self._newest(rows, newest)
 
     async def _delivered_statuses(self) -> set[int]:
         if self.delivered_ids is None:
@@ -213,34 +264,49 @@ class Scanner:
         known = self.state.known_orders() if self.scope.filtered else None
         result = ScanResult()
         newest: datetime | None = None
-        async for rows in self.api.tracking_pages(since):
-            events = []
-            for row in rows:
-                shipment = row.get("OrderShipment")
-                order_id = _int(shipment.get("OrderId")) if isinstance(shipment, dict) else None
-                event_id = _int(row.get("ID"))
-                if order_id is None or event_id is None:
-                    continue
-                if _int(row.get("TrackingStatusId")) not in delivered:
-                    continue
-                if known is not None and order_id not in known:
-                    continue
-                happened = self._when(row.get("CourierTimeStamp") or row.get("LastUpdated"))
-                identity = str(event_id)
-                events.append(
-                    PendingEvent(
-                        recovery_id("delivered", order_id, identity),
-                        "delivered",
-                        order_id,
-                        identity,
-                        happened,
-                        orjson.dumps([row]),  # the delivered webhook's body: a list of events
-                    )
-                )
-            self.state.add_events(events)
-            result.pages += 1
-            result.rows += len(rows)
-            result.events += len(events)
-            newest = self._newest(rows, newest)
+        try:
+            async for rows in self.api.tracking_pages(since):
+                newest = self._tracking_page(rows, delivered, known, result, newest)
+        except PageLimit:
+            self._advance(TRACKING_CURSOR, cursor, newest, now)
+            raise
         self._advance(TRACKING_CURSOR, cursor, newest, now)
         return result
+
+    def _tracking_page(
+        self,
+        rows: list[dict[str, Any]],
+        delivered: set[int],
+        known: set[int] | None,
+        result: ScanResult,
+        newest: datetime | None,
+    ) -> datetime | None:
+        result.skipped += self._skip(rows, "a tracking event", "ID", "TrackingStatusId")
+        events = []
+        for row in rows:
+            shipment = row.get("OrderShipment")
+            order_id = _int(shipment.get("OrderId")) if isinstance(shipment, dict) else None
+            event_id = _int(row.get("ID"))
+            if order_id is None or event_id is None:
+                continue
+            if _int(row.get("TrackingStatusId")) not in delivered:
+                continue
+            if known is not None and order_id not in known:
+                continue
+            happened = self._when(row.get("CourierTimeStamp") or row.get("LastUpdated"))
+            identity = str(event_id)
+            events.append(
+                PendingEvent(
+                    recovery_id("delivered", order_id, identity),
+                    "delivered",
+                    order_id,
+                    identity,
+                    happened,
+                    orjson.dumps([row]),  # the delivered webhook's body: a list of events
+                )
+            )
+        self.state.add_events(events)
+        result.pages += 1
+        result.rows += len(rows)
+        result.events += len(events)
+        return self._newest(rows, newest)
