@@ -19,6 +19,7 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 
 from bridge.amqp.topology import declare, receiver_topology
 from bridge.core.settings import Settings
+from bridge.mintsoft.simulate import fixture_name
 from bridge.receiving.delivery import Delivery
 from bridge.receiving.receiver import BODY_READ_TIMEOUT, HEADER_TIMEOUT, server_options
 from bridge.receiving.serve import build_app, build_delivery
@@ -35,7 +36,7 @@ AUTH_HEADER = "Basic dXNlcm5hbWU6cGFzc3dvcmQ="
 def fixture_body(event: str) -> bytes:
     """The example body of an event, from ../shared/fixtures when present (else the copy
     shipped in the package)."""
-    name = f"order-{event}.json"
+    name = fixture_name(event)
     path = FIXTURES / name if (FIXTURES / name).exists() else PACKAGED_FIXTURES / name
     return path.read_bytes()
 

@@ -18,7 +18,13 @@ from bridge.amqp.topology import archive_name, declare, partition_queue_name, su
 from bridge.archive.reader import ArchivedWebhook, ArchiveQuery, find
 from bridge.archive.replay import replay
 from bridge.cli import main
-from bridge.core.contract import EVENTS, HEADER_REPLAY_ID, HEADER_REPLAYED_AT
+from bridge.core.contract import (
+    EVENTS,
+    HEADER_REPLAY_ID,
+    HEADER_REPLAYED_AT,
+    ORDER_EVENTS,
+    routing_key,
+)
 from tests.conftest import AMQP_URL, API_KEY, BridgeFactory, BrokerProbe, fixture_body
 from tests.worker_helpers import subscriber, track_subscriber, wait_until
 
@@ -80,9 +86,10 @@ async def test_a_posted_webhook_is_in_the_archive_with_body_properties_and_heade
     exchange: str, probe: BrokerProbe, make_bridge: BridgeFactory
 ) -> None:
     queue = await probe.bind_queue(exchange, "order.#")
+    await probe.bind_queue(exchange, "asn.#", queue)
     bridge = await archived_bridge(make_bridge, probe, exchange)
     ids = {event: await post(bridge, event, fixture_body(event)) for event in EVENTS}
-    delivered = {m.header.properties.message_id: m for m in await probe.get_all(queue, 4)}
+    delivered = {m.header.properties.message_id: m for m in await probe.get_all(queue, len(EVENTS))}
 
     archived = await found(exchange, recent())
 
@@ -90,7 +97,7 @@ async def test_a_posted_webhook_is_in_the_archive_with_body_properties_and_heade
     for webhook in archived:
         original = delivered[webhook.message_id]
         assert webhook.body == original.body == fixture_body(webhook.event)
-        assert webhook.routing_key == f"order.{webhook.event}"
+        assert webhook.routing_key == routing_key(webhook.event)
         theirs = original.header.properties
         for name in ("content_type", "delivery_mode", "message_type", "app_id", "message_id"):
             assert getattr(webhook.properties, name) == getattr(theirs, name), name
@@ -154,15 +161,15 @@ async def test_find_by_order_returns_its_four_events_and_none_of_another_order(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     bridge = await archived_bridge(make_bridge, probe, exchange)
-    mine = {await post(bridge, event, order_body(event, 777001)) for event in EVENTS}
-    for event in EVENTS:
+    mine = {await post(bridge, event, order_body(event, 777001)) for event in ORDER_EVENTS}
+    for event in ORDER_EVENTS:
         await post(bridge, event, order_body(event, 888002))
 
     common = ["--exchange", exchange]
     assert await cli("archive", "find", *common, "--order", "777001", "--json") == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert {line["message_id"] for line in lines} == mine
-    assert sorted(line["event"] for line in lines) == sorted(EVENTS)
+    assert sorted(line["event"] for line in lines) == sorted(ORDER_EVENTS)
     assert {line["order_id"] for line in lines} == {"777001"}
     assert "body" not in lines[0]
 
@@ -182,7 +189,7 @@ async def test_a_subscriber_added_later_gets_earlier_webhooks_by_replay(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     bridge = await archived_bridge(make_bridge, probe, exchange)
-    sent = {await post(bridge, event, order_body(event, 4242)) for event in EVENTS}
+    sent = {await post(bridge, event, order_body(event, 4242)) for event in ORDER_EVENTS}
     name = f"{exchange}.new"
     topology = subscriber_topology(exchange, name, ("despatched", "cancelled"), (1000,))
     from bridge.amqp.topology import declare

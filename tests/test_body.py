@@ -14,8 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.core.body import NotJson, read_headers
-from bridge.core.contract import EVENTS, order_headers
+from bridge.core.body import NotJson, read_document, read_headers
+from bridge.core.contract import ASN_BOOKED_IN, EVENTS, asn_headers, order_headers
 from tests.conftest import fixture_body
 
 _FIELDS = ["ID", "OrderId", "OrderNumber", "ClientId", "SplitOrderId", "Order", "OrderShipment"]
@@ -95,3 +95,9 @@ def test_ten_mib_of_empty_objects_builds_nothing() -> None:
     finally:
         tracemalloc.stop()
     assert peak < 1_000_000, peak  # orjson.loads would take ~300 MB
+
+
+def test_asn_headers_come_from_the_stand_in_as_from_the_document() -> None:
+    body = fixture_body(ASN_BOOKED_IN)
+    expected = {"x-asn-id": "3107", "x-client-id": "12", "x-warehouse-id": "3"}
+    assert asn_headers(read_document(body)) == asn_headers(orjson.loads(body)) == expected

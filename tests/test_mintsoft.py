@@ -321,3 +321,56 @@ def test_an_answer_that_echoes_the_bridges_own_credential_never_shows_it(
     err = capsys.readouterr().err
     assert "is not valid" in err
     assert BRIDGE_KEY not in err and "***" in err
+
+
+def test_asn_dry_run_prints_the_asn_body_with_the_key_in_the_url(
+    mintsoft: FakeMintsoft, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["connect-actions", "--asn", "7", "--dry-run"]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out) == {
+        "Type": "API",
+        "SourceASNId": None,
+        "Complete": False,
+        "ExtraCode1": f"{PUBLIC}/webhooks/asn-booked-in?APIKEY={BRIDGE_KEY}",
+    }
+    assert "/api/ASN/7/ConnectActions" in out.err
+    assert mintsoft.requests == []
+
+
+def test_asn_registers_the_booked_in_url_with_the_authorization_value(
+    with_key: FakeMintsoft, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BRIDGE_AUTH_HEADERS", "Basic dXNlcm5hbWU6cGFzc3dvcmQ=")
+    code = main(["connect-actions", "--asn", "7", "--source-asn-id", "PO-48213"])
+    assert code == 0, capsys.readouterr().err
+    [request] = with_key.requests
+    assert (request.method, request.path) == ("PUT", "/api/ASN/7/ConnectActions")
+    assert request.headers["ms-apikey"] == MS_KEY
+    assert request.body == {
+        "Type": "API",
+        "SourceASNId": "PO-48213",
+        "Complete": False,
+        "ExtraCode1": f"{PUBLIC}/webhooks/asn-booked-in",
+        "ExtraCode4": "Basic dXNlcm5hbWU6cGFzc3dvcmQ=",
+    }
+    assert "ASN 7" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--asn", "x7"], "not a Mintsoft ASN id"),
+        (["--asn", "7", "20285"], "ORDER_ID"),
+        (["--asn", "7", "--events", "split"], "--events"),
+        (["--asn", "7", "--from-file", "f.csv"], "--from-file"),
+        (["1", "--source-asn-id", "S"], "--asn"),
+    ],
+)
+def test_asn_refuses_order_options_in_one_line(
+    with_key: FakeMintsoft, capsys: pytest.CaptureFixture[str], args: list[str], named: str
+) -> None:
+    assert main(["connect-actions", *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and named in err
+    assert with_key.requests == []

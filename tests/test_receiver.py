@@ -9,7 +9,7 @@ from hashlib import sha256
 import orjson
 import pytest
 
-from bridge.core.contract import EVENTS
+from bridge.core.contract import EVENTS, routing_key
 from tests.conftest import API_KEY, AUTH_HEADER, BridgeFactory, BrokerProbe, fixture_body
 
 pytestmark = pytest.mark.both_publish_paths
@@ -35,6 +35,7 @@ EXPECTED_ORDER_HEADERS = {
         "x-warehouse-id": "1",
         "x-split-order-id": "20291",
     },
+    "asn-booked-in": {"x-asn-id": "3107", "x-client-id": "12", "x-warehouse-id": "3"},
 }
 
 
@@ -42,7 +43,7 @@ EXPECTED_ORDER_HEADERS = {
 async def test_each_event_is_published_byte_for_byte_with_contract_properties(
     event: str, exchange: str, probe: BrokerProbe, make_bridge: BridgeFactory
 ) -> None:
-    queue = await probe.bind_queue(exchange, f"order.{event}")
+    queue = await probe.bind_queue(exchange, routing_key(event))
     bridge = await make_bridge()
     body = fixture_body(event)
     before = datetime.now(UTC).replace(microsecond=0)
@@ -74,7 +75,7 @@ async def test_each_event_is_published_byte_for_byte_with_contract_properties(
     received = datetime.fromisoformat(str(headers.pop("x-received-at")).replace("Z", "+00:00"))
     assert received.tzinfo is not None and abs((received - before).total_seconds()) < 60
     assert headers == EXPECTED_ORDER_HEADERS[event]
-    assert message.delivery.routing_key == f"order.{event}"
+    assert message.delivery.routing_key == routing_key(event)
 
 
 async def test_authorization_header_is_accepted(

@@ -16,11 +16,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from bridge.amqp.topology import declare, subscriber_topology
 from bridge.cli import main
-from bridge.core.contract import EVENTS, message_id, routing_key
+from bridge.core.contract import ASN_BOOKED_IN, EVENTS, message_id, routing_key
 from tests.conftest import AMQP_URL, API_KEY, AUTH_HEADER, BridgeFactory, BrokerProbe
 
-CONTRACT_HEADERS = {"x-event", "x-received-at", "x-request-id", "x-order-id"}
+CONTRACT_HEADERS = {"x-event", "x-received-at", "x-request-id"}
 MINTSOFT_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,7})?$")
 
 
@@ -62,8 +63,9 @@ async def test_simulate_puts_a_contract_message_in_a_bound_queue(
     assert message.header.properties.message_id == printed.group(1)
     assert message.header.properties.message_id == message_id(event, message.body)
     headers = message.header.properties.headers or {}
-    assert set(headers) >= CONTRACT_HEADERS
-    assert headers["x-event"] == event and headers["x-order-id"] == "4242"
+    id_header = "x-asn-id" if event == ASN_BOOKED_IN else "x-order-id"
+    assert set(headers) >= CONTRACT_HEADERS | {id_header}
+    assert headers["x-event"] == event and headers[id_header] == "4242"
     # Timestamps are fresh, in Mintsoft's format (no offset): the latest is about now.
     first = document[0] if isinstance(document, list) else document
     assert MINTSOFT_TIME.match(first["LastUpdated"])
@@ -100,6 +102,56 @@ async def test_simulate_burst_uses_distinct_orders_and_summarises(
     orders = {m.header.properties.headers["x-order-id"] for m in messages}
     splits = {m.header.properties.headers["x-split-order-id"] for m in messages}
     assert len(messages) == 6 and len(orders) == 6 and not orders & splits
+
+
+@pytest.mark.parametrize("event", ["despatched", "cancelled", "split", ASN_BOOKED_IN])
+async def test_simulate_client_and_warehouse_ids_reach_the_body_and_headers(
+    event: str,
+    make_bridge: BridgeFactory,
+    probe: BrokerProbe,
+    exchange: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BRIDGE_API_KEYS", API_KEY)
+    bridge = await make_bridge()
+    queue = await probe.bind_queue(exchange, routing_key(event))
+    args = ["simulate", event, "--url", bridge.url, "--client-id", "77", "--warehouse-id", "9"]
+    assert await run(*args) == 0
+    [message] = await probe.get_all(queue, expected=1)
+    headers = message.header.properties.headers or {}
+    assert (headers["x-client-id"], headers["x-warehouse-id"]) == ("77", "9")
+    # Every ClientId / WarehouseId of the body moved (a split's two parts, a channel ...).
+    assert b'"ClientId":12' not in message.body and b'"ClientId":77' in message.body
+    assert b'"WarehouseId":9' in message.body
+    assert re.findall(rb'"WarehouseId":(\d+)', message.body) == [b"9"] * len(
+        re.findall(rb'"WarehouseId":', message.body)
+    )
+
+
+async def test_simulate_client_id_tries_a_subscribers_filter(
+    make_bridge: BridgeFactory, probe: BrokerProbe, exchange: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BRIDGE_API_KEYS", API_KEY)
+    bridge = await make_bridge()
+    name = f"test-filter-{os.urandom(4).hex()}"
+    topology = subscriber_topology(exchange, name, ("despatched",), (1000,), clients=("77",))
+    probe.track(
+        queues=tuple(q.name for q in topology.queues),
+        exchanges=tuple(e.name for e in topology.exchanges),
+    )
+    assert probe.channel is not None
+    await declare(probe.channel, topology)
+    for client in ("12", "77", "13"):
+        assert await run("simulate", "despatched", "--url", bridge.url, "--client-id", client) == 0
+    # Each was confirmed (so routed) before simulate answered: all that passed are there.
+    [message] = await probe.get_all(name, expected=1)
+    assert (message.header.properties.headers or {})["x-client-id"] == "77"
+
+
+def test_simulate_refuses_ids_with_a_file(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "despatched", "--file", "x.json", "--client-id", "3"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--file" in err
 
 
 def _closed_port() -> int:
@@ -142,9 +194,11 @@ async def test_doctor_reports_a_wrong_key_with_the_fix(
     code = await run("doctor", *common)
     out = capsys.readouterr().out
     assert code == 1
-    [line] = [x for x in out.splitlines() if "webhook accepted" in x]
-    assert line.startswith("FAIL") and "401" in line
-    assert "fix: set BRIDGE_API_KEYS" in line and "not-the-key" not in out
+    lines = [x for x in out.splitlines() if "webhook accepted" in x]
+    assert len(lines) == 2  # the order's and the ASN's
+    for line in lines:
+        assert line.startswith("FAIL") and "401" in line
+        assert "fix: set BRIDGE_API_KEYS" in line and "not-the-key" not in out
     assert re.search(r"^OK +broker reachable", out, re.M)
     assert re.search(r"^OK +bridge answers", out, re.M)
 
@@ -153,6 +207,7 @@ async def test_doctor_reports_a_wrong_key_with_the_fix(
     out = capsys.readouterr().out
     assert code == 0, out
     assert re.search(r"^OK +webhook accepted and queued: message [0-9a-f]{32} reached", out, re.M)
+    assert re.search(r"^OK +ASN webhook accepted and queued: message [0-9a-f]{32}", out, re.M)
     assert out.rstrip().endswith("all checks passed")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.core.contract import EVENTS
+from bridge.core.contract import ORDER_EVENTS
 from bridge.mintsoft.connect_actions import connect_action
 from bridge.mintsoft.sync.runner import Sync
 from bridge.mintsoft.sync.status import sync_status
@@ -46,7 +46,7 @@ async def test_500_orders_20_percent_dropped_all_reach_a_subscriber(
         first = [world.create(client_id=12 + i % 3) for i in range(200)]
         ours_before = first[:10]
         for order in ours_before:
-            order.actions = [connect_action(settings, EVENTS, None)]
+            order.actions = [connect_action(settings, ORDER_EVENTS, None)]
         foreign = first[10:20]
         for order in foreign:
             order.actions = [dict(FOREIGN)]

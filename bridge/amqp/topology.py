@@ -16,17 +16,19 @@ from aiormq.abc import AbstractChannel
 
 from bridge.amqp.connection import close_quietly, connect_once
 from bridge.core.contract import (
-    EVENTS,
     HEADER_CLIENT_ID,
     HEADER_ORDER_ID,
     HEADER_WAREHOUSE_ID,
     routing_key,
+    subscribed_events,
 )
 from bridge.core.records import deliveries_stream
 from bridge.core.settings import Settings
 from bridge.errors import CommandError
 
 QUORUM: dict[str, Any] = {"x-queue-type": "quorum"}
+SINGLE_ACTIVE: dict[str, Any] = {"x-single-active-consumer": True}
+"""A queue argument only (no policy sets it): changing it means re-creating the queue."""
 DLQ_DELIVERY_LIMIT = 2**31 - 1
 
 
@@ -207,6 +209,10 @@ def partitions_exchange_name(subscriber: str) -> str:
     return subscriber + ".partitions"
 
 
+def pauses_exchange_name(subscriber: str) -> str:
+    return subscriber + ".pauses"
+
+
 def partition_queue_name(subscriber: str, index: int) -> str:
     return f"{subscriber}.partition.{index}"
 
@@ -242,6 +248,21 @@ def filter_arguments(clients: Sequence[str], warehouses: Sequence[str]) -> list[
     return [{"x-match": "all-with-x", **pair} for pair in pairs]
 
 
+def single_active_refusal(subscriber: str, reason: str) -> str | None:
+    """The one-line fix when the broker refused ``subscriber``'s queue (``reason``, its
+    PRECONDITION_FAILED) for an ``x-single-active-consumer`` that ``rate_limit`` changed."""
+    if "x-single-active-consumer" not in reason or f"queue '{subscriber}'" not in reason:
+        return None
+    added = "current is none" in reason
+    return (
+        f"subscriber {subscriber!r}: its queue {subscriber} was declared "
+        f"{'before' if added else 'with'} rate_limit, which gives it a single active consumer: "
+        "re-create it (stop its workers, move its messages aside, delete it, start a worker, "
+        "move them back: see docs/integrations.md, 'Migrating a queue')"
+        + ("" if added else ", or keep rate_limit")
+    )
+
+
 def subscriber_topology(
     exchange: str,
     name: str,
@@ -252,11 +273,16 @@ def subscriber_topology(
     warehouses: Sequence[str] = (),
     ordered: bool = False,
     partitions: int = 4,
+    single_active: bool = False,
 ) -> Topology:
     """A subscriber's queues and the way webhooks reach them.
 
     Plain: the quorum queue ``<name>`` bound to its events, one TTL queue per retry step
-    that dead-letters back to it, and its dead-letter queue.
+    that dead-letters back to it, and its dead-letter queue. ``single_active`` (a
+    rate-limited subscriber) gives ``<name>`` a single active consumer: however many workers
+    run the subscriber, one takes its messages at a time (the others stand by and take over
+    when it goes), so that worker's limit is the subscriber's. The retry queues need none:
+    nothing consumes them, they dead-letter back into ``<name>``.
 
     With ``clients`` / ``warehouses``: the events go to the headers exchange ``<name>.filter``
     first, which passes on only the matching webhooks; the rest never reach the queue. The
@@ -267,14 +293,19 @@ def subscriber_topology(
     ``ordered``: instead of ``<name>`` and the retry queues, the consistent-hash exchange
     ``<name>.partitions`` (plugin ``rabbitmq_consistent_hash_exchange``, hashing the header
     ``x-order-id``) spreads the messages over ``partitions`` quorum queues
-    ``<name>.partition.<i>`` with a single active consumer each, and ``<name>.workers``
+    ``<name>.partition.<i>`` with a single active consumer each (already: ``single_active``
+    changes nothing for them), and ``<name>.workers``
     (which never holds a message) counts the worker processes, for sharing the partitions.
+
+    Always: the fanout exchange ``<name>.pauses``, through which a worker whose target
+    asked for a pause (``Retry-After``) tells the others (each binds a queue of its own,
+    exclusive to its connection, so nothing is kept when no worker runs).
     """
-    wanted = EVENTS if "*" in events else events
+    wanted = subscribed_events(events)
     # A message the broker itself gives up on (a quorum queue's delivery limit, default 20
     # on RabbitMQ 4) lands in the DLQ instead of being dropped.
     main = {**QUORUM, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq_name(name)}
-    exchanges: list[Exchange] = []
+    exchanges: list[Exchange] = [Exchange(pauses_exchange_name(name), "fanout")]
     queues: list[Queue] = []
     bindings: list[Binding] = []
     if ordered:
@@ -282,13 +313,13 @@ def subscriber_topology(
         exchanges.append(Exchange(target, "x-consistent-hash", {"hash-header": HEADER_ORDER_ID}))
         for index in range(partitions):
             queue = partition_queue_name(name, index)
-            queues.append(Queue(queue, {**main, "x-single-active-consumer": True}))
+            queues.append(Queue(queue, {**main, **SINGLE_ACTIVE}))
             # The routing key of a consistent-hash binding is its weight: equal shares.
             bindings.append(Binding(target, queue, "1"))
         queues.append(Queue(roster_name(name), dict(QUORUM)))
     else:
         target, target_type = name, "queue"
-        queues.append(Queue(name, main))
+        queues.append(Queue(name, {**main, **SINGLE_ACTIVE} if single_active else main))
         for step, delay in enumerate(retry_delays_ms):
             queues.append(
                 Queue(
@@ -367,6 +398,10 @@ async def declare_topology(amqp_urls: Sequence[str], topology: Topology) -> None
         await declare(channel, topology)
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
         reason = str(exc.args[0] if exc.args else exc)
+        for queue in topology.queues:
+            migrate = single_active_refusal(queue.name, reason)
+            if migrate is not None:
+                raise CommandError(migrate) from None
         raise CommandError(
             f"the broker refused a declaration ({reason}): run with the settings it was "
             "declared with (for the archive: BRIDGE_ARCHIVE_MAX_AGE and "

@@ -1,5 +1,6 @@
-"""``connect-actions ORDER_ID ...``: register the bridge's URLs on Mintsoft orders (or print
-what would be sent)."""
+"""``connect-actions ORDER_ID ...`` / ``connect-actions --asn ASN_ID``: register the bridge's
+URLs on Mintsoft orders, or its ``asn-booked-in`` URL on an ASN (or print what would be
+sent)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ from bridge.cli.progress import Progress
 from bridge.core.settings import Settings, SettingsError
 from bridge.mintsoft.connect_actions import (
     OrderToConnect,
+    asn_connect_action,
+    asn_connect_path,
     connect_action,
+    connect_asn,
     connect_many,
     mintsoft_client,
     order_id,
@@ -43,9 +47,16 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
     sub.add_argument("--source-order-id", metavar="S", help="SourceOrderId to send")
     sub.add_argument(
         "--events",
-        default="despatched,cancelled,delivered,split",
-        help="which webhooks to register (default: all four)",
+        default=None,
+        help="which webhooks to register (default: all four, despatched,cancelled,delivered,split)",
     )
+    sub.add_argument(
+        "--asn",
+        metavar="ASN_ID",
+        help="register the asn-booked-in URL on this ASN instead (PUT /api/ASN/ASN_ID/"
+        "ConnectActions)",
+    )
+    sub.add_argument("--source-asn-id", metavar="S", help="with --asn: SourceASNId to send")
     sub.add_argument("--dry-run", action="store_true", help="print the JSON, send nothing")
     sub.add_argument(
         "--from-file",
@@ -78,7 +89,11 @@ def _dumps(document: Any) -> str:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_of(args)
-    events = parse_events(args.events)
+    if args.asn is not None:
+        return _run_asn(args, settings)
+    if args.source_asn_id is not None:
+        raise SettingsError("--source-asn-id goes with --asn ASN_ID: add --asn, or drop it")
+    events = parse_events(args.events or "despatched,cancelled,delivered,split")
     if args.print_create_order:
         block = connect_action(settings, events, args.source_order_id)
         print(_dumps({"ConnectAction": block}))
@@ -99,6 +114,40 @@ def run(args: argparse.Namespace) -> int:
         return 0
     code: int = run_async(_register(settings, bodies, events))
     return code
+
+
+def _run_asn(args: argparse.Namespace, settings: Settings) -> int:
+    """``--asn ASN_ID``: one ASN, its booked-in URL; the order-only options do not apply."""
+    extra = [
+        flag
+        for flag, given in (
+            ("ORDER_ID", args.order_ids),
+            ("--events", args.events is not None),
+            ("--source-order-id", args.source_order_id is not None),
+            ("--from-file", args.from_file),
+            ("--print-create-order", args.print_create_order),
+        )
+        if given
+    ]
+    if extra:
+        raise SettingsError(
+            f"--asn registers one ASN's booked-in URL: drop {extra[0]} (orders are "
+            "registered in a separate call)"
+        )
+    asn_id = order_id(args.asn, "--asn", "ASN")
+    body = asn_connect_action(settings, args.source_asn_id)
+    if args.dry_run:
+        print(f"# would PUT {settings.mintsoft_url}{asn_connect_path(asn_id)}", file=sys.stderr)
+        print(_dumps(body))
+        return 0
+    run_async(_register_asn(settings, asn_id, body))
+    print(f"ASN {asn_id}: connect action registered (asn-booked-in)")
+    return 0
+
+
+async def _register_asn(settings: Settings, asn_id: int, body: dict[str, Any]) -> None:
+    async with mintsoft_client(settings) as client:
+        await connect_asn(client, asn_id, body)
 
 
 async def _register(

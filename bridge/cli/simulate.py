@@ -9,7 +9,8 @@ import time
 
 from bridge.cli.common import Parser, positive_int, run_async, settings_flags, settings_of
 from bridge.cli.progress import Progress
-from bridge.core.contract import EVENTS
+from bridge.core.contract import ASN_BOOKED_IN, EVENTS
+from bridge.core.settings import SettingsError
 from bridge.mintsoft.simulate import Outcome, bridge_base_url, read_body_file, send_many
 
 READS = (
@@ -28,14 +29,28 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
     sub = commands.add_parser("simulate", help=help, description=help, parents=[settings])
     sub.set_defaults(func=run)
     sub.add_argument(
-        "event", metavar="EVENT", choices=EVENTS, help="despatched, cancelled, delivered or split"
+        "event", metavar="EVENT", choices=EVENTS, help=", ".join(EVENTS[:-1]) + " or " + EVENTS[-1]
     )
     sub.add_argument(
         "--url",
         help="the bridge's base URL (default: BRIDGE_PUBLIC_URL, "
         "else http://BRIDGE_HOST:BRIDGE_PORT)",
     )
-    sub.add_argument("--order-id", type=positive_int, metavar="N", help="order id to use")
+    sub.add_argument(
+        "--order-id",
+        type=positive_int,
+        metavar="N",
+        help="order id to use (the ASN id for asn-booked-in)",
+    )
+    sub.add_argument(
+        "--client-id", type=positive_int, metavar="N", help="the body's ClientId (x-client-id)"
+    )
+    sub.add_argument(
+        "--warehouse-id",
+        type=positive_int,
+        metavar="N",
+        help="the body's WarehouseId (x-warehouse-id)",
+    )
     sub.add_argument(
         "--file", metavar="F", help="send this file's bytes as the body instead, unchanged"
     )
@@ -50,7 +65,8 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
 
 
 def _describe(event: str, outcome: Outcome) -> str:
-    who = f"{event} order {outcome.order_id}" if outcome.order_id is not None else event
+    what = "ASN" if event == ASN_BOOKED_IN else "order"
+    who = f"{event} {what} {outcome.order_id}" if outcome.order_id is not None else event
     millis = f"{outcome.seconds * 1000:.0f} ms"
     if outcome.status is None:
         return f"{who}: no answer ({outcome.error}) after {millis}"
@@ -82,6 +98,11 @@ def _hint(outcome: Outcome, base: str) -> str | None:
 def run(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     base = bridge_base_url(settings, args.url)
+    if args.file and (args.client_id is not None or args.warehouse_id is not None):
+        raise SettingsError(
+            "--client-id / --warehouse-id change the generated body, and --file is sent "
+            "unchanged: drop one of them"
+        )
     file_body = read_body_file(args.file) if args.file else None
     started = time.monotonic()
     # One webhook: its answer. A burst: a progress bar (on a terminal) and the summary, the
@@ -104,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
             order_id=args.order_id,
             file_body=file_body,
             rate=args.rate,
+            client_id=args.client_id,
+            warehouse_id=args.warehouse_id,
             on_outcome=show,
         )
     )

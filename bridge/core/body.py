@@ -12,7 +12,9 @@ the contract's own ``order_headers``.
 
 Guarantees: ``order_headers(read_document(body)) == order_headers(orjson.loads(body))`` for
 every body orjson accepts (a property test holds it to that; :class:`_Fields` must name
-every member ``order_headers`` reads). It also checks the body is UTF-8, as orjson does.
+every member ``order_headers`` reads). ``asn_headers`` reads top-level members that are a
+subset of those (``ID``, ``ClientId``, ``WarehouseId``), so the same holds for it. It also
+checks the body is UTF-8, as orjson does.
 Two edges differ from orjson, both in docs/security.md: nesting deeper than about 900 levels is
 refused (orjson's limit is 1024), and a number too large for a double (``1e999``) outside
 those members, valid JSON grammar, is accepted.

@@ -1,5 +1,6 @@
-"""The message contract: the four events, every AMQP property value and header name, how
-headers are derived from a webhook body, and the envelope that is published for one webhook.
+"""The message contract: the events (four order events and ASN booked-in), every AMQP
+property value and header name, how headers are derived from a webhook body, and the
+envelope that is published for one webhook.
 
 Every other module takes these names from here (the hand-built frames, the spool, the
 worker's :class:`~bridge.worker.message.Message`, the DLQ tools and the logs), so a header
@@ -17,8 +18,16 @@ from typing import Any, Final
 
 from pamqp.commands import Basic
 
-EVENTS: Final = ("despatched", "cancelled", "delivered", "split")
-"""The webhook events Mintsoft sends (ExtraCode1, 2, 3 and 5 of a connect action)."""
+ORDER_EVENTS: Final = ("despatched", "cancelled", "delivered", "split")
+"""The order webhooks Mintsoft sends (ExtraCode1, 2, 3 and 5 of an order's connect action);
+a subscriber's ``events = ["*"]`` means these four."""
+
+ASN_BOOKED_IN: Final = "asn-booked-in"
+"""The webhook Mintsoft sends when an ASN is booked in (ExtraCode1 of an ASN's connect
+action); its body is ``GET /api/ASN/{id}``. Subscribers take it only by name."""
+
+EVENTS: Final = (*ORDER_EVENTS, ASN_BOOKED_IN)
+"""Every webhook the bridge takes (a route ``/webhooks/<event>`` each)."""
 
 EXTRA_CODES: Final = {
     "despatched": "ExtraCode1",
@@ -26,7 +35,11 @@ EXTRA_CODES: Final = {
     "delivered": "ExtraCode3",
     "split": "ExtraCode5",
 }
-"""Which connect-action field carries the callback URL of each event."""
+"""Which field of an order's connect action carries the callback URL of each order event."""
+
+ASN_EXTRA_CODE: Final = "ExtraCode1"
+"""The field of an ASN's connect action (``PUT /api/ASN/{id}/ConnectActions``) that carries
+the ``asn-booked-in`` URL."""
 
 APP_ID: Final = "mintsoft-bridge"
 CONTENT_TYPE_JSON: Final = "application/json"
@@ -40,6 +53,7 @@ HEADER_ORDER_NUMBER: Final = "x-order-number"
 HEADER_CLIENT_ID: Final = "x-client-id"
 HEADER_WAREHOUSE_ID: Final = "x-warehouse-id"
 HEADER_SPLIT_ORDER_ID: Final = "x-split-order-id"
+HEADER_ASN_ID: Final = "x-asn-id"
 
 # AMQP headers the worker adds on the retry ladder and in the DLQ (contract section 5).
 HEADER_ATTEMPT: Final = "x-attempt"
@@ -51,6 +65,10 @@ HTTP_EVENT: Final = "X-Mintsoft-Event"
 HTTP_MESSAGE_ID: Final = "X-Message-Id"
 HTTP_REQUEST_ID: Final = "X-Request-Id"
 OCTET_STREAM: Final = "application/octet-stream"
+# Standard Webhooks headers of a signed forward (contract section 5).
+HTTP_WEBHOOK_ID: Final = "webhook-id"
+HTTP_WEBHOOK_TIMESTAMP: Final = "webhook-timestamp"
+HTTP_WEBHOOK_SIGNATURE: Final = "webhook-signature"
 
 # AMQP headers of recovered, replayed and sentinel messages (contract sections 4, 7, 8).
 HEADER_SOURCE: Final = "x-source"
@@ -64,9 +82,21 @@ HEADER_ARCHIVE_SENTINEL: Final = "x-archive-sentinel"
 ends; readers skip it, and it never reaches a subscriber (it bypasses the exchange)."""
 
 
+def subscribed_events(events: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """A subscriber's ``events`` spelled out: ``*`` stands for the four order events (an ASN
+    body is no order: a handler written for orders must not start getting ASNs on an
+    upgrade); ``asn-booked-in`` is taken only by name."""
+    wanted = list(ORDER_EVENTS) if "*" in events else []
+    wanted += [event for event in events if event != "*" and event not in wanted]
+    return tuple(wanted)
+
+
+_ROUTING_KEYS: Final = {ASN_BOOKED_IN: "asn.booked-in"}
+
+
 def routing_key(event: str) -> str:
-    """The routing key of an accepted webhook: ``order.<event>``."""
-    return "order." + event
+    """The routing key of an accepted webhook: ``order.<event>``, or ``asn.booked-in``."""
+    return _ROUTING_KEYS.get(event) or "order." + event
 
 
 def invalid_routing_key(event: str) -> str:
@@ -127,6 +157,22 @@ def order_headers(document: Any) -> dict[str, str]:
     return headers
 
 
+def asn_headers(document: Any) -> dict[str, str]:
+    """``x-asn-id`` (the ASN's ``ID``), ``x-client-id`` and ``x-warehouse-id`` from a parsed
+    ASN body (``GET /api/ASN/{id}``), for those present."""
+    headers: dict[str, str] = {}
+    if isinstance(document, dict):
+        _put(headers, HEADER_ASN_ID, document.get("ID"))
+        _put(headers, HEADER_CLIENT_ID, document.get("ClientId"))
+        _put(headers, HEADER_WAREHOUSE_ID, document.get("WarehouseId"))
+    return headers
+
+
+def webhook_headers(event: str, document: Any) -> dict[str, str]:
+    """The headers a webhook of ``event`` derives from its parsed body."""
+    return asn_headers(document) if event == ASN_BOOKED_IN else order_headers(document)
+
+
 def _put(headers: dict[str, str], name: str, value: Any) -> None:
     text = _scalar(value)
     if text is not None:
@@ -180,7 +226,7 @@ def webhook_envelope(
         HEADER_RECEIVED_AT: rfc3339(received_at),
         HEADER_REQUEST_ID: request_id,
     }
-    headers.update(order_headers(document))
+    headers.update(webhook_headers(event, document))
     return Envelope(event, routing_key(event), body, message_id(event, body), received_at, headers)
 
 

@@ -274,6 +274,20 @@ def _read_file(variable: str, path: str) -> str:
         ) from None
 
 
+def read_variable(variable: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The value of ``variable``, or of the file its ``<variable>_FILE`` names (stripped);
+    ``None`` when neither is set. Both set, or an unreadable file, is a
+    :class:`SettingsError` naming the variable (never its value)."""
+    env = os.environ if environ is None else environ
+    if env.get(variable) is not None:
+        if env.get(variable + "_FILE"):
+            raise SettingsError(f"{variable} and {variable}_FILE are both set: keep one")
+        return env[variable]
+    if env.get(variable + "_FILE"):
+        return _read_file(variable, env[variable + "_FILE"])
+    return None
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, overrides: Mapping[str, str | None] | None = None
 ) -> Settings:
@@ -288,12 +302,8 @@ def load_settings(
         raw: str | None = None
         if overrides and overrides.get(variable) is not None:
             raw = overrides[variable]
-        elif env.get(variable) is not None:
-            raw = env[variable]
-            if env.get(variable + "_FILE"):
-                raise SettingsError(f"{variable} and {variable}_FILE are both set: keep one")
-        elif env.get(variable + "_FILE"):
-            raw = _read_file(variable, env[variable + "_FILE"])
+        else:
+            raw = read_variable(variable, env)
         if raw is not None:
             values[spec.attr] = spec.parse(variable, raw)
     known = {f.name for f in fields(Settings)}

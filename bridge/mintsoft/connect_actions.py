@@ -1,6 +1,7 @@
 """Connect actions: the body that registers the bridge's URLs on a Mintsoft order (contract
-section 6), the orders file of ``connect-actions --from-file``, and registering many orders
-at a bounded concurrency. Bad input raises :class:`SettingsError` naming the fix."""
+section 6) or ASN (section 11), the orders file of ``connect-actions --from-file``, and
+registering many orders at a bounded concurrency. Bad input raises :class:`SettingsError`
+naming the fix."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bridge.core.contract import EVENTS, EXTRA_CODES
+from bridge.core.contract import ASN_BOOKED_IN, ASN_EXTRA_CODE, EXTRA_CODES, ORDER_EVENTS
 from bridge.core.settings import Settings, SettingsError
 from bridge.errors import CommandError
 from bridge.mintsoft.client import MintsoftClient, client_for, rate_limiter
@@ -27,14 +28,14 @@ BULK_CONCURRENCY = 4
 def parse_events(raw: str) -> tuple[str, ...]:
     """``despatched,split`` -> the events in Mintsoft's field order; a bad name raises."""
     wanted = [part.strip().lower() for part in raw.split(",") if part.strip()]
-    unknown = [e for e in wanted if e not in EVENTS]
+    unknown = [e for e in wanted if e not in ORDER_EVENTS]
     if unknown or not wanted:
         raise SettingsError(
             f"--events {raw!r} names no known event{'s' if len(unknown) > 1 else ''}"
             f"{' (' + ', '.join(unknown) + ')' if unknown else ''}: use a comma-separated "
-            f"list of {', '.join(EVENTS)}"
+            f"list of {', '.join(ORDER_EVENTS)}"
         )
-    return tuple(e for e in EVENTS if e in wanted)
+    return tuple(e for e in ORDER_EVENTS if e in wanted)
 
 
 def connect_action(
@@ -42,6 +43,20 @@ def connect_action(
 ) -> dict[str, Any]:
     """The connect-action body of contract section 6: one URL per event, and the bridge's
     credential as ``ExtraCode4`` (an Authorization value) or else ``?APIKEY=`` on each URL."""
+    head = {"Type": "API", "SourceOrderId": source_order_id, "Complete": False}
+    return head | _callbacks(settings, {EXTRA_CODES[event]: event for event in events})
+
+
+def asn_connect_action(settings: Settings, source_asn_id: str | None) -> dict[str, Any]:
+    """The connect-action body of an ASN (contract section 11): the ``asn-booked-in`` URL as
+    ``ExtraCode1`` and the credential as for an order (:func:`connect_action`)."""
+    head = {"Type": "API", "SourceASNId": source_asn_id, "Complete": False}
+    return head | _callbacks(settings, {ASN_EXTRA_CODE: ASN_BOOKED_IN})
+
+
+def _callbacks(settings: Settings, fields: dict[str, str]) -> dict[str, Any]:
+    """``{ExtraCodeN: URL of its event}`` for ``fields`` (field -> event), plus ``ExtraCode4``
+    when the bridge takes an Authorization value; in field order."""
     if settings.public_url is None:
         raise SettingsError(
             "BRIDGE_PUBLIC_URL is not set: set it to the https URL Mintsoft will call, "
@@ -55,16 +70,13 @@ def connect_action(
         )
     api_key, headers = mintsoft_credentials(settings)
     auth_header = headers.get("Authorization")
-    body: dict[str, Any] = {"Type": "API", "SourceOrderId": source_order_id, "Complete": False}
     extra = {
-        EXTRA_CODES[event]: _fits(
-            EXTRA_CODES[event], webhook_url(settings.public_url, event, api_key)
-        )
-        for event in events
+        field: _fits(field, webhook_url(settings.public_url, event, api_key))
+        for field, event in fields.items()
     }
     if auth_header:
         extra["ExtraCode4"] = _fits("ExtraCode4", auth_header, show=False)
-    return body | dict(sorted(extra.items()))
+    return dict(sorted(extra.items()))
 
 
 def _fits(field: str, value: str, show: bool = True) -> str:
@@ -84,11 +96,20 @@ class OrderToConnect:
     source_order_id: str | None
 
 
-def order_id(raw: str, where: str) -> int:
+def order_id(raw: str, where: str, what: str = "order") -> int:
     text = raw.strip()
     if not text.isdigit() or int(text) < 1:
-        raise SettingsError(f"{where}: {raw!r} is not a Mintsoft order id: use a whole number")
+        raise SettingsError(f"{where}: {raw!r} is not a Mintsoft {what} id: use a whole number")
     return int(text)
+
+
+async def connect_asn(client: MintsoftClient, asn_id: int, body: dict[str, Any]) -> Any:
+    """``PUT /api/ASN/<asn_id>/ConnectActions`` with ``body``."""
+    return await client.request("PUT", asn_connect_path(asn_id), body)
+
+
+def asn_connect_path(asn_id: int) -> str:
+    return f"/api/ASN/{asn_id}/ConnectActions"
 
 
 def read_orders_file(path: str) -> list[OrderToConnect]:

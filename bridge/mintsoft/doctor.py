@@ -2,10 +2,12 @@
 
 Settings, unknown ``BRIDGE_*`` variables, the public URL, the broker, the exchange and
 queues (passive declares: nothing is created), the bridge answering ``/healthz`` and
-``/readyz``, and a simulated webhook accepted and seen in a temporary queue bound to
-``order.despatched``. The simulated webhook is a real despatched message: every subscriber of
-``order.despatched`` receives it (its order number starts ``mintsoft-bridge-doctor-``), so use
-``--skip-simulate`` where subscribers act on orders.
+``/readyz``, and two simulated webhooks, each accepted and seen in a temporary queue bound
+to its routing key: a despatched order (``order.despatched``) and an ASN booked in
+(``asn.booked-in``: a bridge too old to take it answers 404). They are real messages: every
+subscriber of those events receives them (the order number, or the ASN's ``POReference``,
+starts ``mintsoft-bridge-doctor-``), so use ``--skip-simulate`` where subscribers act on
+them.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from aiormq.abc import AbstractChannel, AbstractConnection
 
 from bridge.amqp.connection import CLOSE_TIMEOUT, BrokerUnreachable, close_quietly, connect_once
 from bridge.amqp.topology import archive_name, settings_topology, unrouted_name
-from bridge.core.contract import EVENTS, routing_key
+from bridge.core.contract import ASN_BOOKED_IN, ORDER_EVENTS, routing_key
 from bridge.core.settings import SPECS, Settings, SettingsError, redact_url, unknown_variables
-from bridge.mintsoft.connect_actions import connect_action
+from bridge.mintsoft.connect_actions import asn_connect_action, connect_action
 from bridge.mintsoft.simulate import bridge_base_url, build_body, post_webhook
 from bridge.mintsoft.sync.check import NAME as SYNC_CHECK
 from bridge.mintsoft.sync.check import check_sync_access
@@ -80,7 +82,9 @@ def _settings_checks(settings: Settings) -> list[Check]:
     # What connect-actions would register: set, https, and fitting Mintsoft's fields.
     # (Missing credentials are the check above's failure, not this one's.)
     try:
-        connect_action(replace(settings, allow_unauthenticated=True), EVENTS, None)
+        registering = replace(settings, allow_unauthenticated=True)
+        connect_action(registering, ORDER_EVENTS, None)
+        asn_connect_action(registering, None)
     except SettingsError as exc:
         reason, _, fix = str(exc).partition(": ")
         checks.append(Check("public URL", False, reason, fix))
@@ -189,11 +193,21 @@ async def _bridge_answers(session: aiohttp.ClientSession, base: str) -> Check:
     return Check("bridge answers", True, f"{base}/healthz and /readyz answer 200")
 
 
-def _doctor_body(order_id: int) -> bytes:
-    document = orjson.loads(build_body(DOCTOR_EVENT, order_id))
+ROUNDTRIPS = (
+    (DOCTOR_EVENT, "webhook accepted and queued"),
+    (ASN_BOOKED_IN, "ASN webhook accepted and queued"),
+)
+"""The simulated webhooks: (event, check name)."""
+
+
+def _doctor_body(event: str, order_id: int) -> bytes:
+    document = orjson.loads(build_body(event, order_id))
     marker = f"mintsoft-bridge-doctor-{os.urandom(4).hex()}"
-    document["OrderNumber"] = marker
-    document["ExternalOrderReference"] = marker
+    if event == ASN_BOOKED_IN:
+        document["POReference"] = marker
+    else:
+        document["OrderNumber"] = marker
+        document["ExternalOrderReference"] = marker
     return orjson.dumps(document)
 
 
@@ -202,17 +216,16 @@ async def _webhook_roundtrip(
     session: aiohttp.ClientSession,
     connection: AbstractConnection,
     base: str,
+    event: str,
+    name: str,
 ) -> Check:
-    name = "webhook accepted and queued"
     channel = await connection.channel()
     declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
     queue = declared.queue
     assert queue is not None
     try:
-        await channel.queue_bind(queue, settings.exchange, routing_key=routing_key(DOCTOR_EVENT))
-        outcome = await post_webhook(
-            session, settings, base, DOCTOR_EVENT, _doctor_body(0), order_id=0
-        )
+        await channel.queue_bind(queue, settings.exchange, routing_key=routing_key(event))
+        outcome = await post_webhook(session, settings, base, event, _doctor_body(event, 0), 0)
         status = outcome.status
         if status is None:
             return Check(name, False, f"no answer from {base}: {outcome.error}", "start serve")
@@ -223,6 +236,14 @@ async def _webhook_roundtrip(
                 "the bridge answered 401: it does not accept these credentials",
                 "set BRIDGE_API_KEYS / BRIDGE_AUTH_HEADERS here to a value the running "
                 "bridge serves with (the value Mintsoft was given)",
+            )
+        if status == 404:
+            return Check(
+                name,
+                False,
+                f"the bridge answered 404 for /webhooks/{event}",
+                "run a mintsoft-bridge serve that takes it (upgrade it), and check "
+                "BRIDGE_PUBLIC_URL points at serve",
             )
         if status == 200 and outcome.answer.get("status") == "spooled":
             return Check(
@@ -312,14 +333,15 @@ async def run_checks(
                 report(Check("exchange and queues", None, "skipped: no broker"))
             answers = await _bridge_answers(session, base)
             report(answers)
-            if skip_simulate:
-                report(Check("webhook accepted and queued", None, "skipped (--skip-simulate)"))
-            elif connection is None or not topology_ok or not answers.ok:
-                report(Check("webhook accepted and queued", None, "skipped: fix the checks above"))
-            else:
-                # Posting, then waiting up to TIMEOUT for the message: bounded as a whole.
-                roundtrip = _webhook_roundtrip(settings, session, connection, base)
-                report(await _bounded("webhook accepted and queued", roundtrip, 3 * TIMEOUT))
+            for event, name in ROUNDTRIPS:
+                if skip_simulate:
+                    report(Check(name, None, "skipped (--skip-simulate)"))
+                elif connection is None or not topology_ok or not answers.ok:
+                    report(Check(name, None, "skipped: fix the checks above"))
+                else:
+                    # Posting, then waiting up to TIMEOUT for the message: bounded as a whole.
+                    trip = _webhook_roundtrip(settings, session, connection, base, event, name)
+                    report(await _bounded(name, trip, 3 * TIMEOUT))
         finally:
             if connection is not None:
                 await close_quietly(connection)

@@ -1,5 +1,9 @@
 """``simulate``: send a realistic Mintsoft webhook (or a burst of them) to a running bridge,
-the way Mintsoft would: same body shapes, same credentials, one POST per webhook."""
+the way Mintsoft would: same body shapes, same credentials, one POST per webhook.
+
+The bodies are the packaged fixtures (``bridge/fixtures``: an order for each order event,
+a ``GET /api/ASN/{id}`` for ``asn-booked-in``), renumbered, with fresh timestamps and, on
+request, another client or warehouse wherever the body names one."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bridge.core.contract import EVENTS
+from bridge.core.contract import ASN_BOOKED_IN, EVENTS
 from bridge.core.settings import Settings, SettingsError
 from bridge.mintsoft.urls import mintsoft_credentials, webhook_url, without_key
 
@@ -31,9 +35,14 @@ _MINTSOFT_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,7})?$")
 # --- bodies -----------------------------------------------------------------------------
 
 
+def fixture_name(event: str) -> str:
+    """The file name of ``event``'s example body in ``bridge/fixtures``."""
+    return f"{event}.json" if event == ASN_BOOKED_IN else f"order-{event}.json"
+
+
 def fixture(event: str) -> Any:
     """The packaged example body of ``event``, parsed."""
-    path = resources.files("bridge") / "fixtures" / f"order-{event}.json"
+    path = resources.files("bridge") / "fixtures" / fixture_name(event)
     return orjson.loads(path.read_bytes())
 
 
@@ -95,9 +104,11 @@ def _renumber_order(order: Any, order_id: int) -> None:
 def with_order_id(event: str, document: Any, order_id: int) -> Any:
     """``document`` (an example body of ``event``) about order ``order_id``: its id, number
     and items' ids; a split's new part is ``order_id + 1``; a delivery's shipment points at
-    it."""
+    it. For ``asn-booked-in``, ``order_id`` is the ASN's id (its items point at it)."""
     document = copy.deepcopy(document)
-    if isinstance(document, dict):
+    if event == ASN_BOOKED_IN:
+        _renumber_asn(document, order_id)
+    elif isinstance(document, dict):
         _renumber_order(document, order_id)
     elif isinstance(document, list):
         for entry in document:
@@ -113,9 +124,50 @@ def with_order_id(event: str, document: Any, order_id: int) -> Any:
     return document
 
 
-def build_body(event: str, order_id: int, now: datetime | None = None) -> bytes:
-    """A realistic body of ``event`` for ``order_id`` with fresh timestamps."""
+def _renumber_asn(asn: Any, asn_id: int) -> None:
+    if not isinstance(asn, dict):
+        return
+    asn["ID"] = asn_id
+    asn["POReference"] = f"PO-{asn_id}"
+    for item in asn.get("Items") or ():
+        if isinstance(item, dict):
+            item["ASNId"] = asn_id
+
+
+def with_owner(document: Any, client_id: int | None = None, warehouse_id: int | None = None) -> Any:
+    """``document`` with every ``ClientId`` / ``WarehouseId`` it holds (the order's, a split's
+    two parts', a channel's ...) set to ``client_id`` / ``warehouse_id`` where given, so the
+    receiver's ``x-client-id`` / ``x-warehouse-id`` and a subscriber's filters see them."""
+    wanted: dict[str, int] = {}
+    if client_id is not None:
+        wanted["ClientId"] = client_id
+    if warehouse_id is not None:
+        wanted["WarehouseId"] = warehouse_id
+    if not wanted:
+        return document
+
+    def visit(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: wanted[k] if k in wanted else visit(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [visit(v) for v in node]
+        return node
+
+    return visit(document)
+
+
+def build_body(
+    event: str,
+    order_id: int,
+    now: datetime | None = None,
+    *,
+    client_id: int | None = None,
+    warehouse_id: int | None = None,
+) -> bytes:
+    """A realistic body of ``event`` for ``order_id`` (an ASN id for ``asn-booked-in``) with
+    fresh timestamps, of ``client_id`` / ``warehouse_id`` when given."""
     document = with_order_id(event, fixture(event), order_id)
+    document = with_owner(document, client_id, warehouse_id)
     document = refresh_times(document, now or datetime.now())
     return orjson.dumps(document)
 
@@ -201,10 +253,13 @@ async def send_many(
     order_id: int | None = None,
     file_body: bytes | None = None,
     rate: float | None = None,
+    client_id: int | None = None,
+    warehouse_id: int | None = None,
     on_outcome: Callable[[Outcome], None] = lambda outcome: None,
 ) -> list[Outcome]:
     """POST ``count`` webhooks of ``event`` (``MAX_IN_FLIGHT`` at once, at most ``rate`` a
-    second), each a fresh realistic body or ``file_body``; ``on_outcome`` sees each answer."""
+    second), each a fresh realistic body (of ``client_id`` / ``warehouse_id`` when given) or
+    ``file_body``; ``on_outcome`` sees each answer."""
     if event not in EVENTS:
         raise SettingsError(f"unknown event {event!r}: use one of {', '.join(EVENTS)}")
     if rate is not None and rate <= 0:
@@ -227,7 +282,13 @@ async def send_many(
                 await asyncio.sleep(delay)
         async with limit:
             shown_id = None if file_body is not None else order_ids[index]
-            body = file_body if file_body is not None else build_body(event, order_ids[index])
+            body = (
+                file_body
+                if file_body is not None
+                else build_body(
+                    event, order_ids[index], client_id=client_id, warehouse_id=warehouse_id
+                )
+            )
             outcome = await post_webhook(session, settings, base, event, body, shown_id)
         outcomes.append(outcome)
         on_outcome(outcome)

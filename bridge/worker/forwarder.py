@@ -35,6 +35,7 @@ from bridge.core.values import url_passwords
 from bridge.errors import PermanentError
 from bridge.worker.breaker import CircuitBreaker
 from bridge.worker.message import Message
+from bridge.worker.signing import Signer
 
 log = logging.getLogger("bridge.worker.forwarder")
 
@@ -107,7 +108,8 @@ def shown_url(url: str) -> str:
 
 class Forwarder:
     """A handler that POSTs the body to ``url`` with its content type and the headers
-    ``X-Mintsoft-Event``, ``X-Message-Id`` (and ``X-Request-Id`` when known)."""
+    ``X-Mintsoft-Event``, ``X-Message-Id`` (and ``X-Request-Id`` when known); with a
+    ``signer``, each request also carries its Standard Webhooks signature headers."""
 
     def __init__(
         self,
@@ -117,12 +119,14 @@ class Forwarder:
         timeout: float = 30.0,
         headers: Mapping[str, str] | None = None,
         connections: int = 32,
+        signer: Signer | None = None,
     ) -> None:
         self.subscriber = subscriber
         self.url = url
         self.timeout = timeout
         self.extra_headers = dict(headers or {})
         self.connections = connections
+        self.signer = signer
         self.breaker = CircuitBreaker(subscriber, self.probe)
         self._session: aiohttp.ClientSession | None = None
         self._where = shown_url(url)
@@ -148,6 +152,9 @@ class Forwarder:
         }
         if message.request_id:
             headers[HTTP_REQUEST_ID] = message.request_id
+        if self.signer is not None:
+            # Signed at each try: a fresh timestamp, so a retry is no stale replay.
+            headers.update(self.signer.headers(message.message_id, message.body))
         try:
             async with self._client().post(
                 self.url, data=message.body, headers=headers, allow_redirects=False

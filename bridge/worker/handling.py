@@ -114,7 +114,8 @@ class Handling:
         self.hold = hold
         self.records = records
         self.settle = Settler()
-        self.pacer = Pacer(sub.name, sub.rate_limit)
+        # An ordered subscriber's partitions may run in different workers: a bucket each.
+        self.pacer = Pacer(sub.name, sub.rate_limit, sub.partitions if sub.ordered else 1)
         self.stopping = False
         self.stopped = asyncio.Event()
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # tests count the waits

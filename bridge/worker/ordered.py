@@ -43,6 +43,8 @@ from bridge.amqp.topology import partition_queue_name, roster_name
 from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
 from bridge.worker.handling import Handling
+from bridge.worker.pacing import LANE
+from bridge.worker.pauses import SharedPauses
 from bridge.worker.retry import Ladder
 from bridge.worker.subscribers import Handler, Subscriber
 from bridge.worker.subscription import SHUTDOWN_GRACE, consuming_parts, declare_or_fail
@@ -100,6 +102,7 @@ class OrderedSubscription:
             hold=self._hold_while_paused,
             records=records,
         )
+        self.pauses = SharedPauses(sub.name, self.handling.pacer)
         self.ready = asyncio.Event()
         self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._channel: AbstractChannel | None = None
@@ -149,6 +152,7 @@ class OrderedSubscription:
 
     async def _on_channel(self, channel: AbstractChannel) -> None:
         await declare_or_fail(channel, self.topology, self.sub, self.failed)
+        await self.pauses.attach(channel)
         async with self._lock:
             self._channel = channel
             self._partitions = {}
@@ -212,6 +216,7 @@ class OrderedSubscription:
         ):
             return  # left unacked: closing the channel gives it back first in line
         partition.active = True
+        LANE.set(partition.index)  # this delivery's task paces in its partition's bucket
         task = asyncio.current_task()
         assert task is not None
         self._in_flight.add(task)

@@ -18,6 +18,7 @@ from bridge.core.tasks import stop_on_signals
 from bridge.worker.forwarder import Forwarder, shown_url
 from bridge.worker.handlers import resolve_handler
 from bridge.worker.ordered import OrderedSubscription
+from bridge.worker.signing import load_signer
 from bridge.worker.subscribers import Handler, Subscriber, load_subscribers
 from bridge.worker.subscription import SHUTDOWN_GRACE, Subscription
 
@@ -53,6 +54,11 @@ class Worker:
                     timeout=sub.timeout,
                     headers=dict(sub.forward_headers),
                     connections=sub.partitions if sub.ordered else sub.prefetch,
+                    signer=(
+                        load_signer(sub.signing_secrets_env, sub.name)
+                        if sub.signing_secrets_env
+                        else None
+                    ),
                 )
                 self._forwarders.append(forwarder)
                 handler = forwarder
@@ -137,7 +143,12 @@ async def run_worker(settings: Settings, config: str) -> None:
         if sub.warehouses:
             extras.append(f"warehouses {','.join(sub.warehouses)}")
         if sub.rate_limit is not None:
-            extras.append(f"rate limit {sub.rate_limit.text} per process")
+            extras.append(
+                f"rate limit {sub.rate_limit.text} for the subscriber as a whole "
+                + ("(split over its partitions)" if sub.ordered else "(one worker at a time)")
+            )
+        if sub.signing_secrets_env:
+            extras.append(f"signed with the secrets in {sub.signing_secrets_env}")
         log.info(
             "subscriber %s: events %s, %s, retry delays %s, %s",
             sub.name,

@@ -24,6 +24,7 @@ from bridge.amqp.topology import (
 from bridge.core.contract import EVENTS
 from bridge.core.durations import Rate, parse_duration, parse_rate
 from bridge.core.settings import SettingsError, is_http_url
+from bridge.worker.signing import signing_variable
 
 if TYPE_CHECKING:
     from bridge.worker.message import Message
@@ -50,6 +51,7 @@ _KEYS = {
     "handler",
     "forward_url",
     "forward_headers",
+    "signing_secrets_env",
     "retry_delays",
     "prefetch",
     "timeout",
@@ -72,6 +74,9 @@ class Subscriber:
     handler: str | None = None
     forward_url: str | None = None
     forward_headers: tuple[tuple[str, str], ...] = ()
+    signing_secrets_env: str | None = None
+    """The environment variable holding the forwarder's ``whsec_`` secrets (never a secret
+    itself): read by the worker when it starts (:mod:`bridge.worker.signing`)."""
     prefetch: int = 32
     timeout: float = 30.0
     in_process_tries: int = 3
@@ -102,6 +107,9 @@ class Subscriber:
             warehouses=self.warehouses,
             ordered=self.ordered,
             partitions=self.partitions,
+            # One worker at a time takes a rate-limited subscriber's messages: its limit is
+            # the subscriber's (contract section 5), however many workers run it.
+            single_active=self.rate_limit is not None,
         )
 
 
@@ -191,9 +199,11 @@ def _subscriber(table: Any, where: str) -> Subscriber:
     forward_headers = _headers(table.get("forward_headers", {}), f"{where}: forward_headers")
     if forward_url is not None:
         _one_authorization(forward_url, forward_headers, where)
+    signing = signing_variable(table.get("signing_secrets_env"), forward_url, where)
     ordered = table.get("ordered", False)
     if not isinstance(ordered, bool):
         raise SettingsError(f"{where}: ordered: {ordered!r} is not true or false")
+
     if ordered and "prefetch" in table:
         raise SettingsError(
             f"{where}: prefetch: an ordered subscriber takes one message at a time per "
@@ -211,6 +221,7 @@ def _subscriber(table: Any, where: str) -> Subscriber:
         handler=handler,
         forward_url=forward_url,
         forward_headers=forward_headers,
+        signing_secrets_env=signing,
         prefetch=_int(table.get("prefetch", 32), 1, 10_000, f"{where}: prefetch"),
         timeout=_seconds(table.get("timeout", "30s"), f"{where}: timeout"),
         in_process_tries=_int(
@@ -289,7 +300,9 @@ def _events(value: Any, where: str) -> tuple[str, ...]:
         raise SettingsError(f'{where}: missing or empty: use e.g. ["despatched"] or ["*"]')
     for event in value:
         if event != "*" and event not in EVENTS:
-            raise SettingsError(f"{where}: unknown event {event!r}: use {choices} or *")
+            raise SettingsError(
+                f"{where}: unknown event {event!r}: use {choices} or * (the order events)"
+            )
     return tuple(dict.fromkeys(value))
 
 

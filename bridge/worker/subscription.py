@@ -19,13 +19,14 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed
 
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.topology import Topology, declare, settings_topology
+from bridge.amqp.topology import Topology, declare, settings_topology, single_active_refusal
 from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
 from bridge.errors import CommandError
 from bridge.worker.breaker import CircuitBreaker
 from bridge.worker.forwarder import Forwarder
 from bridge.worker.handling import Handling
+from bridge.worker.pauses import SharedPauses
 from bridge.worker.retry import Ladder
 from bridge.worker.subscribers import Handler, Subscriber
 
@@ -43,6 +44,9 @@ async def declare_or_fail(
     try:
         await declare(channel, topology)
     except ChannelPreconditionFailed as exc:
+        migrate = single_active_refusal(sub.name, str(exc))
+        if migrate is not None and not failed.done():
+            failed.set_exception(CommandError(migrate))
         if not failed.done():
             failed.set_exception(
                 CommandError(
@@ -101,6 +105,7 @@ class Subscription:
             give_back=self._give_back,
             records=records,
         )
+        self.pauses = SharedPauses(sub.name, self.handling.pacer)
         self.ready = asyncio.Event()
         self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._channel: AbstractChannel | None = None
@@ -123,6 +128,7 @@ class Subscription:
 
     async def _on_channel(self, channel: AbstractChannel) -> None:
         await declare_or_fail(channel, self.topology, self.sub, self.failed)
+        await self.pauses.attach(channel)
         await channel.basic_qos(prefetch_count=self.sub.prefetch)
         async with self._lock:
             self._channel = channel

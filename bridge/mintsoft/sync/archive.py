@@ -19,7 +19,7 @@ from datetime import datetime
 
 from bridge.amqp.topology import archive_name
 from bridge.archive.reader import ArchiveQuery, find
-from bridge.core.contract import EVENTS
+from bridge.core.contract import ORDER_EVENTS
 from bridge.core.settings import Settings
 from bridge.errors import CommandError
 from bridge.ledger.queries import LedgerReader
@@ -36,7 +36,7 @@ def archive_seen(settings: Settings) -> SeenEvents:
     :class:`CommandError` when the archive is unavailable."""
 
     async def seen(since: datetime, until: datetime) -> set[tuple[str, int]]:
-        query = ArchiveQuery(since=since, until=until, events=EVENTS)
+        query = ArchiveQuery(since=since, until=until, events=ORDER_EVENTS)
         found: set[tuple[str, int]] = set()
         async for webhook in find(settings.amqp_urls, settings.exchange, query):
             order = str(webhook.order_id or "")

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bridge.core import metrics
-from bridge.core.contract import EVENTS, EXTRA_CODES
+from bridge.core.contract import EXTRA_CODES, ORDER_EVENTS
 from bridge.core.settings import Settings
 from bridge.errors import CommandError
 from bridge.mintsoft.client import MintsoftError
@@ -32,7 +32,7 @@ from bridge.mintsoft.urls import webhook_url
 
 log = logging.getLogger("bridge.mintsoft.sync")
 
-URL_FIELDS = tuple(EXTRA_CODES[e] for e in EVENTS)
+URL_FIELDS = tuple(EXTRA_CODES[e] for e in ORDER_EVENTS)
 RETRY_MAX = 3600.0
 """A failed order is tried again after one interval, then two, four... at most an hour."""
 
@@ -57,7 +57,7 @@ def _host(url: str) -> str:
 def bridge_urls(settings: Settings) -> set[str]:
     """The bridge's webhook URLs, without credentials: a rotated key still counts as ours."""
     assert settings.public_url is not None
-    return {_bare(webhook_url(settings.public_url, event)) for event in EVENTS}
+    return {_bare(webhook_url(settings.public_url, event)) for event in ORDER_EVENTS}
 
 
 def classify(actions: list[dict[str, Any]], ours: set[str]) -> tuple[str, str]:
@@ -106,7 +106,7 @@ async def enrol_pending(
     on_total: Callable[[int], None] = lambda n: None,
 ) -> EnrolResult:
     """Enrol every order due; failures stay pending with a later ``next_try``."""
-    body = connect_action(settings, EVENTS, None)
+    body = connect_action(settings, ORDER_EVENTS, None)
     ours = bridge_urls(settings)
     result = EnrolResult()
     due = state.orders_to_enrol(time.time(), take_over)
