@@ -37,7 +37,7 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
 
 def run(args: argparse.Namespace) -> int:
     from bridge.core import logs
-    from bridge.core.contract import EVENTS
+    from bridge.core.contract import subscribed_events
     from bridge.ledger.database import ledger_url
     from bridge.ledger.indexer import run_ledger
     from bridge.ledger.store import SubscriberSpec
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     specs = None
     if args.config is not None:
         specs = [
-            SubscriberSpec(s.name, EVENTS if "*" in s.events else s.events, s.clients, s.warehouses)
+            SubscriberSpec(s.name, subscribed_events(s.events), s.clients, s.warehouses)
             for path in args.config
             for s in load_subscribers(path)
         ]

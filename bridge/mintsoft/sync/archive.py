@@ -63,7 +63,9 @@ def ledger_seen(settings: Settings, url: str, fallback: SeenEvents) -> SeenEvent
             log.info("the ledger is not yet current through %s: asking the archive", until)
             return await fallback(since, until)
         return {
-            (event, int(order)) for event, order in found if event in EVENTS and order.isdigit()
+            (event, int(order))
+            for event, order in found
+            if event in ORDER_EVENTS and order.isdigit()
         }
 
     return seen
