@@ -119,7 +119,7 @@ async def test_every_change_needs_the_csrf_token(client: TestClient[Any, Any]) -
         data={"csrf": csrf, "id": "0123456789abcdef0123456789abcdef"},
     )
     assert answer.status == 200
-    assert "Discard dead letter" in await answer.text()
+    assert "Discard 1 dead letter" in await answer.text()
     assert csrf_of(await answer.text()) == csrf
     # The header form (what htmx sends) works as well.
     answer = await client.post("/logout", headers={"X-CSRF-Token": csrf}, allow_redirects=False)

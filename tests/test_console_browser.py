@@ -1,10 +1,11 @@
 """The console in a real headless Chromium: sign in, see a subscriber's dead letters after a
 failing handler, open one, replay it (the DLQ empties and the handler is called), look an
-order up and open its despatched body, replay an archive window after its dry-run count.
+order up and open its despatched body, replay an archive window after its dry-run count;
+pause a subscriber on its page, then resume it.
 
 Every page is checked for a server error page and for errors in the browser's console.
-With ``BRIDGE_SCREENSHOTS=DIR`` (``make screenshots``: docs/console) the overview, an order
-and the dead letters are saved at laptop and phone widths.
+With ``BRIDGE_SCREENSHOTS=DIR`` (``make screenshots``: docs/console) the overview, an order,
+the dead letters and a paused subscriber are saved at laptop and phone widths.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bridge.worker.message import Message
 from bridge.worker.subscribers import Subscriber
 from tests.console_helpers import PASSWORD
 from tests.support.browser import (
+    VIEWPORTS,
     ConsoleStack,
     browser_installed,
     make_driver,
@@ -162,7 +164,7 @@ def test_sign_in_see_open_and_replay_a_dead_letter(
         _until(lambda: page.text("[data-figure=archived]") != "0", timeout=30)
         page.shoot(shots, "overview")
 
-        page.click(f"#sub-{erp.name} h2 a")
+        page.click(f"#sub-{erp.name} [data-figure=dead] a")
         assert page.text("[data-figure=depth]") == "3"
         page.shoot(shots, "dead-letters")
         rows = driver.find_elements(By.CSS_SELECTOR, "table.letters tbody tr")
@@ -177,11 +179,9 @@ def test_sign_in_see_open_and_replay_a_dead_letter(
         state["healthy"] = True
         page.click("#replay-one")
         assert "Replay 1 dead letter" in page.text("#confirm-title")
-        # The confirmation's button has the focus: Enter confirms.
-        assert driver.switch_to.active_element.get_attribute("id") == "confirm"
-        driver.switch_to.active_element.send_keys(Keys.ENTER)
-        page.wait.until(lambda d: "confirm-title" not in d.page_source)
-        page.check()
+        # The safe button (Cancel) has the focus: Enter twice never acts by mistake.
+        assert driver.switch_to.active_element.get_attribute("id") == "cancel"
+        page.click("#confirm")
         assert "Replayed 1 dead letter" in page.text(".notice")
         _until(lambda: handled == [ids[0]])
 
@@ -247,3 +247,54 @@ def test_look_an_order_up_and_replay_an_archive_window(
         assert "Sent 1 of 1" in page.text("#replay-done")
         page.check()
         _until(lambda: handled == ["despatched"])
+
+
+def test_pause_then_resume_on_the_subscriber_page(
+    driver: WebDriver, exchange: str, shots: Path
+) -> None:
+    """Pause, and the worker stops while the queue grows (the page shows the messages
+    waiting); Resume, and the queue drains. The page never gets wider than a 390 px phone."""
+    sub = _sub("erp")
+    handled: list[str] = []
+
+    async def handler(message: Message) -> None:
+        handled.append(message.message_id)
+
+    with ConsoleStack(exchange, [sub], {sub.name: handler}) as stack:
+        page = Page(driver, stack.url)
+        page.sign_in()
+        assert page.text(f"#sub-{sub.name} .state").startswith("Consuming")
+        page.click(f"#sub-{sub.name} h2 a")
+        assert page.text("#state").startswith("Consuming")
+
+        page.click("#pause")
+        assert "Paused" in page.text(".notice")
+        assert page.text("#state").startswith("Paused by")
+
+        def consumers() -> int:
+            page.open(f"/subscribers/{sub.name}")
+            return int(page.text("[data-figure=consumers]"))
+
+        _until(lambda: consumers() == 0, timeout=10)
+        for n in range(6):
+            stack.call(publish(stack.probe, exchange, "despatched", body_for("despatched", n)))
+
+        def ready() -> int:
+            page.open(f"/subscribers/{sub.name}")
+            return int(page.text("[data-figure=ready]"))
+
+        _until(lambda: ready() == 6)
+        assert handled == []
+        page.shoot(shots, "subscriber-paused")
+        set_viewport(driver, "phone")
+        page.open(f"/subscribers/{sub.name}")
+        width = driver.execute_script("return document.documentElement.scrollWidth")
+        assert width <= VIEWPORTS["phone"][0], f"the subscriber page is {width} px wide"
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+        page.open(f"/subscribers/{sub.name}")
+        page.click("#resume")
+        assert "Resumed" in page.text(".notice")
+        _until(lambda: len(handled) == 6, timeout=15)
+        _until(lambda: ready() == 0)
+        assert page.text("#state").startswith("Consuming")

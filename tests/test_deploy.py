@@ -420,7 +420,7 @@ async def test_definitions_import_into_rabbitmq_as_topology_declares_them() -> N
             await connection.close()
         listed = _rabbitmqctl("list_queues", "-p", vhost, "name", "type")
         for queue in topology.queues:
-            kind = "stream" if queue.name.endswith(".archive") else "quorum"
+            kind = queue.arguments.get("x-queue-type", "classic")
             assert f"{queue.name}\t{kind}" in listed, listed
     finally:
         _rabbitmqctl("delete_vhost", vhost)

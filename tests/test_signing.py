@@ -92,6 +92,8 @@ def test_the_file_form_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         "whsec_" + base64.b64encode(b"short").decode(),
         new_secret() + " whsec_",
     ],
+    # fixed ids: xdist's workers must collect the same names (one value is random)
+    ids=["unset", "blank", "no-prefix", "not-base64", "too-short", "one-good-one-empty"],
 )
 def test_a_missing_or_bad_secret_is_one_line_naming_the_variable_never_the_value(
     monkeypatch: pytest.MonkeyPatch, value: str | None

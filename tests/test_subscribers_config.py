@@ -77,6 +77,7 @@ def test_options_are_read() -> None:
         "wms.partition.3",
         "wms.workers",
         "wms.dlq",
+        "wms.control",
     ]
 
 

@@ -5,14 +5,10 @@ random and one worker is SIGKILLed mid-run; nothing goes missing."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import subprocess
-import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import IO
 
 import orjson
 import pytest
@@ -28,27 +24,16 @@ from tests.support.rabbit_node import free_port
 from tests.worker_helpers import (
     publish,
     running_worker,
+    start_worker_process,
+    stop_worker_processes,
     subscriber,
     track_subscriber,
     unique_name,
     wait_until,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
 ORDERS = 50
 EVENTS_PER_ORDER = 40  # 2,000 webhooks
-
-
-def _start(config: Path, exchange: str, log: Path, out: IO[bytes]) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, BRIDGE_TEST_LOG=str(log), BRIDGE_AMQP_URL=AMQP_URL)
-    env["BRIDGE_EXCHANGE"] = exchange
-    return subprocess.Popen(
-        [sys.executable, "-m", "bridge", "worker", "--config", str(config)],
-        cwd=ROOT,
-        env=env,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
 
 
 def _handled(log: Path) -> list[tuple[int, int, int]]:
@@ -88,7 +73,7 @@ async def test_two_workers_keep_each_orders_sequence_through_failures_and_a_sigk
     track_subscriber(probe, exchange, sub)
     log = tmp_path / "handled.log"
     outs = [(tmp_path / f"worker{i}.out").open("wb") for i in range(2)]
-    workers = [_start(config, exchange, log, out) for out in outs]
+    workers = [start_worker_process(config, exchange, log, out) for out in outs]
     try:
 
         async def both_consuming() -> bool:
@@ -143,14 +128,7 @@ async def test_two_workers_keep_each_orders_sequence_through_failures_and_a_sigk
         )
         rows = [row for row in _handled(log) if row[1] != last]
     finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        stop_worker_processes(workers)
         for out in outs:
             out.close()
 

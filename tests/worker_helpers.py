@@ -7,11 +7,14 @@ import asyncio
 import contextlib
 import os
 import random
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -19,7 +22,9 @@ from bridge.core.contract import webhook_envelope
 from bridge.worker.message import Message
 from bridge.worker.runner import Worker
 from bridge.worker.subscribers import Handler, Subscriber
-from tests.conftest import BrokerProbe, bridge_settings, fixture_body
+from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings, fixture_body
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def unique_name(prefix: str = "sub") -> str:
@@ -121,6 +126,34 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+def start_worker_process(
+    config: Path, exchange: str, log: Path, out: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    """``mintsoft-bridge worker --config config`` in a process of its own; the handlers below
+    note into ``log``; its output goes to ``out``."""
+    env = dict(os.environ, BRIDGE_TEST_LOG=str(log), BRIDGE_AMQP_URL=AMQP_URL)
+    env["BRIDGE_EXCHANGE"] = exchange
+    return subprocess.Popen(
+        [sys.executable, "-m", "bridge", "worker", "--config", str(config)],
+        cwd=ROOT,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop_worker_processes(workers: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every worker still running, then wait for each (killed after 20 s)."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
 
 
 # --- handlers for worker subprocesses (named in subscriber files) ---------------------

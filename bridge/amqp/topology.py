@@ -83,6 +83,11 @@ class Topology:
         ]
         return lines
 
+    def without_queue(self, name: str) -> Topology:
+        return Topology(
+            self.exchanges, tuple(q for q in self.queues if q.name != name), self.bindings
+        )
+
 
 _T = TypeVar("_T")
 
@@ -221,15 +226,25 @@ def roster_name(subscriber: str) -> str:
     return subscriber + ".workers"
 
 
+def control_name(subscriber: str) -> str:
+    """The queue holding the subscriber's operator state (:mod:`bridge.amqp.control`)."""
+    return subscriber + ".control"
+
+
+def control_queue(subscriber: str) -> Queue:
+    """``<name>.control``: classic, at most one message, a new one dropping the old."""
+    return Queue(control_name(subscriber), {"x-max-length": 1, "x-overflow": "drop-head"})
+
+
 def subscriber_queue_names(
     name: str, retry_steps: int, ordered: bool = False, partitions: int = 0
 ) -> list[str]:
     """Every queue a subscriber owns (what ``dlq``, the dashboard and clean-ups know)."""
     if ordered:
         parts = [partition_queue_name(name, i) for i in range(partitions)]
-        return [*parts, roster_name(name), dlq_name(name)]
+        return [*parts, roster_name(name), dlq_name(name), control_name(name)]
     steps = [retry_queue_name(name, i) for i in range(retry_steps)]
-    return [name, *steps, dlq_name(name)]
+    return [name, *steps, dlq_name(name), roster_name(name), control_name(name)]
 
 
 def filter_arguments(clients: Sequence[str], warehouses: Sequence[str]) -> list[dict[str, Any]]:
@@ -294,8 +309,16 @@ def subscriber_topology(
     ``<name>.partitions`` (plugin ``rabbitmq_consistent_hash_exchange``, hashing the header
     ``x-order-id``) spreads the messages over ``partitions`` quorum queues
     ``<name>.partition.<i>`` with a single active consumer each (already: ``single_active``
-    changes nothing for them), and ``<name>.workers``
-    (which never holds a message) counts the worker processes, for sharing the partitions.
+    changes nothing for them).
+
+    Every subscriber has ``<name>.workers``, which never holds a message: each worker
+    process consumes it, so its consumer count is the number of workers running (an ordered
+    subscriber shares its partitions by it; the console tells "no worker" from "paused").
+
+    Every subscriber also has ``<name>.control``, holding its operator state (paused or not;
+    :mod:`bridge.amqp.control`): classic (one small message, nothing worth replicating; a
+    quorum queue would need a leader to answer every worker's poll), at most one message,
+    a new one dropping the old.
 
     Always: the fanout exchange ``<name>.pauses``, through which a worker whose target
     asked for a pause (``Retry-After``) tells the others (each binds a queue of its own,
@@ -316,7 +339,6 @@ def subscriber_topology(
             queues.append(Queue(queue, {**main, **SINGLE_ACTIVE}))
             # The routing key of a consistent-hash binding is its weight: equal shares.
             bindings.append(Binding(target, queue, "1"))
-        queues.append(Queue(roster_name(name), dict(QUORUM)))
     else:
         target, target_type = name, "queue"
         queues.append(Queue(name, {**main, **SINGLE_ACTIVE} if single_active else main))
@@ -338,6 +360,8 @@ def subscriber_topology(
     # `dlq list` hands every message back to the DLQ, and RabbitMQ 4.0-4.2 drop a quorum
     # queue's message once it was handed back 20 times: a dead letter must never expire so.
     queues.append(Queue(dlq_name(name), {**QUORUM, "x-delivery-limit": DLQ_DELIVERY_LIMIT}))
+    queues.append(Queue(roster_name(name), dict(QUORUM)))
+    queues.append(control_queue(name))
     entry, entry_type = target, target_type
     if clients or warehouses:
         entry, entry_type = filter_name(name), "exchange"

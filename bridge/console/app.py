@@ -21,7 +21,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from bridge.console import dead_letters, login, orders, overview, replay
+from bridge.console import dead_letters, login, orders, overview, replay, subscriber
 from bridge.console.auth import SESSION_KEY, make_middleware
 from bridge.console.broker import keep_link
 from bridge.console.origin import allowed_hosts, host_guard
@@ -102,6 +102,7 @@ def build_app(console: Console) -> web.Application:
     login.add_routes(app)
     overview.add_routes(app)
     dead_letters.add_routes(app)
+    subscriber.add_routes(app)
     orders.add_routes(app)
     replay.add_routes(app)
     app.router.add_get("/healthz", _healthz)

@@ -1,24 +1,33 @@
-"""``/subscribers/<name>/dead-letters``: a subscriber's dead letters, paged and filtered by
-event and text; one opened with its body and headers; replay one, the selection or all;
-discard one. Every change asks first (a confirmation saying how many), is a POST with the
-CSRF token, and is logged with what was done (counts and message ids, never a body).
+"""``/subscribers/<name>/dead-letters``: a subscriber's dead letters, oldest first in the
+same order on every load and page, grouped by error with counts, filtered by event, error
+and text; one opened with its body and headers; replay or discard one, the selection, or
+all that match the filter. Every change asks first (a confirmation with the exact count,
+naming orders and events), is a POST with the CSRF token, leaves a delivery record per
+message (source ``console``) and is logged (counts and message ids, never a body).
 
-Reading takes the dead letters without acking them, so they stay in the DLQ. Replays use
-:mod:`bridge.worker.dlq` and :mod:`bridge.worker.dlq_pick`: a copy is confirmed in the
-subscriber's queue before its dead letter is acked, so a page closed mid-way loses nothing.
+Reading takes a bounded snapshot (``SCAN_LIMIT``) without acking, so the dead letters stay
+in the DLQ, and sorts it by failure time then message id (:func:`bridge.worker.dlq.
+oldest_first`). One read or change of a subscriber's DLQ runs at a time in this console:
+two readers taking turns at ``basic.get`` would each see part of the queue. A broker that
+does not answer gives a page saying it could not look, never "no dead letters".
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import Counter
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp_jinja2
 from aiohttp import web
 
+from bridge.amqp.deliveries import Acting
 from bridge.console.auth import flash, take_notice
-from bridge.console.state import console_of
+from bridge.console.looked import Looked, look
+from bridge.console.state import Console, console_of
 from bridge.console.views import (
     DeadLetter,
     confirmed_count,
@@ -27,12 +36,15 @@ from bridge.console.views import (
     pretty_body,
 )
 from bridge.core.contract import EVENTS
+from bridge.core.records import Source
 from bridge.worker.dlq import list_dead_letters, replay_dead_letters
 from bridge.worker.dlq_pick import discard_picked, replay_picked
 
 log = logging.getLogger("bridge.console")
 SCAN_LIMIT = 2000
 PAGE_SIZE = 50
+NAMED_IN_CONFIRM = 10
+"""How many dead letters a confirmation names (order, event, id); the count is exact."""
 
 
 def add_routes(app: web.Application) -> None:
@@ -43,12 +55,69 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(base + "/{message_id}", one)
 
 
-async def read(request: web.Request, name: str) -> tuple[int, list[DeadLetter]]:
+@dataclass(frozen=True)
+class Snapshot:
     """The DLQ's depth and up to ``SCAN_LIMIT`` of its dead letters, oldest first."""
+
+    depth: int
+    letters: list[DeadLetter]
+
+    def matching(self, want: Filter) -> list[DeadLetter]:
+        return [letter for letter in self.letters if want.keeps(letter)]
+
+    def named(self, ids: list[str]) -> list[DeadLetter]:
+        wanted = set(ids)
+        return [letter for letter in self.letters if letter.message_id in wanted]
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What the page's filter keeps: an event, an exact error (a group), a text."""
+
+    event: str = ""
+    error: str = ""
+    text: str = ""
+
+    def keeps(self, letter: DeadLetter) -> bool:
+        if self.error and letter.error != self.error:
+            return False
+        return letter.matches(self.event, self.text)
+
+    @property
+    def on(self) -> bool:
+        return bool(self.event or self.error or self.text)
+
+    def query(self, **more: Any) -> str:
+        return "?" + urlencode({"event": self.event, "error": self.error, "q": self.text, **more})
+
+
+def _filter(values: Any) -> Filter:
+    return Filter(
+        event=str(values.get("event", "")),
+        error=str(values.get("error", "")),
+        text=str(values.get("q", "")).strip(),
+    )
+
+
+def _lock(console: Console, name: str) -> asyncio.Lock:
+    return console.dlq_locks.setdefault(name, asyncio.Lock())
+
+
+async def _snapshot(console: Console, name: str) -> Snapshot:
+    found = await list_dead_letters(console.amqp_urls, name, SCAN_LIMIT)
+    return Snapshot(found.depth, [dead_letter(got, console.secrets) for got in found.messages])
+
+
+async def snapshot_of(console: Console, name: str) -> Looked[Snapshot]:
+    """A snapshot of ``name``'s DLQ, or why the broker could not be asked."""
+    async with _lock(console, name):
+        return await look(_snapshot(console, name))
+
+
+async def read(request: web.Request, name: str) -> Looked[Snapshot]:
     console = console_of(request)
     console.subscriber(name)
-    found = await list_dead_letters(console.amqp_urls, name, SCAN_LIMIT)
-    return found.depth, [dead_letter(got, console.secrets) for got in found.messages]
+    return await snapshot_of(console, name)
 
 
 def _page_number(raw: str | None) -> int:
@@ -58,29 +127,46 @@ def _page_number(raw: str | None) -> int:
         return 1
 
 
+def groups(letters: list[DeadLetter]) -> list[tuple[str, int]]:
+    """Each error with how many dead letters carry it, the most frequent first (ties: the
+    error seen first, so the order is as stable as the listing)."""
+    counts = Counter(letter.error for letter in letters)
+    first = {letter.error: i for i, letter in reversed(list(enumerate(letters)))}
+    return sorted(counts.items(), key=lambda item: (-item[1], first[item[0]]))
+
+
 @aiohttp_jinja2.template("dead_letters.html")
 async def listing(request: web.Request) -> dict[str, Any]:
     name = request.match_info["name"]
-    event = request.query.get("event", "")
-    text = request.query.get("q", "").strip()
-    depth, letters = await read(request, name)
-    shown = [letter for letter in letters if letter.matches(event, text)]
+    want = _filter(request.query)
+    looked = await read(request, name)
+    context: dict[str, Any] = {
+        "name": name,
+        "looked": looked,
+        "event": want.event,
+        "error": want.error,
+        "q": want.text,
+        "events": EVENTS,
+        "notice": take_notice(request),
+        "filtered": want.on,
+    }
+    if looked.rows is None:
+        return context
+    snapshot = looked.rows
+    unerrored = Filter(event=want.event, text=want.text)
+    shown = snapshot.matching(want)
     pages = max(1, -(-len(shown) // PAGE_SIZE))
     page = min(_page_number(request.query.get("page")), pages)
-    return {
-        "name": name,
-        "depth": depth,
-        "scanned": len(letters),
+    return context | {
+        "depth": snapshot.depth,
+        "scanned": len(snapshot.letters),
         "matching": len(shown),
+        "groups": groups(snapshot.matching(unerrored)),
+        "group_link": lambda error: replace(unerrored, error=error).query(),
         "letters": shown[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
         "page": page,
         "pages": pages,
-        "event": event,
-        "q": text,
-        "events": EVENTS,
-        "notice": take_notice(request),
-        "filtered": bool(event or text),
-        "page_link": lambda n: "?" + urlencode({"event": event, "q": text, "page": n}),
+        "page_link": lambda n: want.query(page=n),
     }
 
 
@@ -88,11 +174,15 @@ async def listing(request: web.Request) -> dict[str, Any]:
 async def one(request: web.Request) -> dict[str, Any]:
     name = request.match_info["name"]
     wanted = request.match_info["message_id"]
-    _, letters = await read(request, name)
-    for letter in letters:
+    looked = await read(request, name)
+    if looked.rows is None:
+        return {"name": name, "message_id": wanted, "looked": looked}
+    for letter in looked.rows.letters:
         if letter.message_id == wanted:
             return {
                 "name": name,
+                "message_id": wanted,
+                "looked": looked,
                 "letter": letter,
                 "body": pretty_body(letter.body),
                 "headers": json_text(letter.headers),
@@ -112,27 +202,75 @@ def _plural(n: int) -> str:
     return f"{n} dead letter{'' if n == 1 else 's'}"
 
 
+def _acting(console: Console) -> Acting:
+    # One shared password: no operator to name until named operators exist.
+    return Acting(console.exchange, Source.CONSOLE, None)
+
+
+async def _chosen(request: web.Request, name: str, form: Any) -> tuple[list[str], bool]:
+    """The ids a form picks, and whether it means the whole DLQ (``all`` and no filter).
+    "All" under a filter means all the filter shows, picked by id from a snapshot."""
+    ids = [str(v) for v in form.getall("id", [])]
+    want = _filter(form)
+    if form.get("all") != "1":
+        return ids, False
+    if not want.on:
+        return [], True
+    snapshot = await _seen(request, name)
+    return sorted({letter.message_id for letter in snapshot.matching(want)}), False
+
+
+async def _seen(request: web.Request, name: str) -> Snapshot:
+    looked = await read(request, name)
+    if looked.rows is None:
+        raise web.HTTPServiceUnavailable(
+            text=f"Could not look at {name}.dlq, so nothing was changed: {looked.reason}"
+        )
+    return looked.rows
+
+
+async def _confirm(
+    request: web.Request, name: str, ids: list[str], context: dict[str, Any]
+) -> web.StreamResponse:
+    """The confirmation page, naming (up to ``NAMED_IN_CONFIRM``) the orders and events; if
+    the DLQ cannot be read to name them, it says so (the count stays exact: it is the ids')."""
+    named: list[DeadLetter] = []
+    unnamed = None
+    if ids:
+        looked = await read(request, name)
+        if looked.rows is None:
+            unnamed = looked.reason
+        else:
+            named = looked.rows.named(ids[:NAMED_IN_CONFIRM])
+    return aiohttp_jinja2.render_template(
+        "confirm.html",
+        request,
+        {
+            "back": f"/subscribers/{name}/dead-letters",
+            "named": named,
+            "more": len(ids) - len(named),
+            "unnamed": unnamed,
+        }
+        | context,
+    )
+
+
 async def replay(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     console = console_of(request)
     console.subscriber(name)
     form = await request.post()
-    ids = [str(v) for v in form.getall("id", [])]
-    every = form.get("all") == "1"
-    event, text = str(form.get("event", "")), str(form.get("q", "")).strip()
+    ids, every = await _chosen(request, name, form)
     if not ids and not every:
         raise _back(request, name, "Nothing selected: tick the dead letters to replay.")
-    if every and (event or text):
-        # "All" under a filter means all that the filter shows, picked by id.
-        _, letters = await read(request, name)
-        ids = sorted({letter.message_id for letter in letters if letter.matches(event, text)})
-        every = False
     if form.get("confirmed") != "1":
-        depth = (await list_dead_letters(console.amqp_urls, name, 0)).depth
-        count = depth if every else len(ids)
-        return aiohttp_jinja2.render_template(
-            "confirm.html",
+        count = len(ids)
+        if every:
+            count = (await _seen(request, name)).depth
+        return await _confirm(
             request,
+            name,
+            ids,
             {
                 "title": f"Replay {_plural(count)} to {name}?",
                 "explain": "Each is copied back to the subscriber's queue (attempts reset) "
@@ -143,17 +281,22 @@ async def replay(request: web.Request) -> web.StreamResponse:
                 else [("id", i) for i in ids],
                 "count": count,
                 "button": f"Replay {_plural(count)}",
-                "back": f"/subscribers/{name}/dead-letters",
             },
         )
     if every:
         # The count the user confirmed bounds the replay: 0 (the DLQ was empty then) moves
         # nothing, never "no limit"; anything but a whole number is a bad request.
         count = confirmed_count(form.get("count"))
-        moved = (await replay_dead_letters(console.amqp_urls, name, count))[0] if count else 0
+        moved = 0
+        if count:
+            async with _lock(console, name):
+                moved = (
+                    await replay_dead_letters(console.amqp_urls, name, count, _acting(console))
+                )[0]
         log.info("console: replayed %s of %s (all)", _plural(moved), name)
         raise _back(request, name, f"Replayed {_plural(moved)} to {name}.")
-    picked = await replay_picked(console.amqp_urls, name, ids)
+    async with _lock(console, name):
+        picked = await replay_picked(console.amqp_urls, name, ids, _acting(console))
     log.info("console: replayed %s of %s (ids %s)", _plural(picked.done), name, ",".join(ids[:20]))
     gone = f"; {len(picked.missing)} no longer in the DLQ" if picked.missing else ""
     raise _back(request, name, f"Replayed {_plural(picked.done)} to {name}{gone}.")
@@ -164,25 +307,32 @@ async def discard(request: web.Request) -> web.StreamResponse:
     console = console_of(request)
     console.subscriber(name)
     form = await request.post()
-    message_id = str(form.get("id", ""))
-    if not message_id:
-        raise _back(request, name, "Nothing to discard.")
+    ids, every = await _chosen(request, name, form)
+    if every:
+        # "Discard all" deletes what the operator saw and counted, picked by id: never
+        # what arrived after the confirmation.
+        ids = [letter.message_id for letter in (await _seen(request, name)).letters]
+    if not ids:
+        raise _back(request, name, "Nothing selected: tick the dead letters to discard.")
     if form.get("confirmed") != "1":
-        return aiohttp_jinja2.render_template(
-            "confirm.html",
+        count = len(ids)
+        return await _confirm(
             request,
+            name,
+            ids,
             {
-                "title": f"Discard dead letter {message_id} of {name}?",
-                "explain": "It is deleted from the DLQ for good; the archive keeps its "
-                "webhook if the archive is on.",
+                "title": f"Discard {_plural(count)} of {name}?",
+                "explain": "They are deleted from the DLQ for good; the archive keeps their "
+                "webhooks if the archive is on.",
                 "action": f"/subscribers/{name}/dead-letters/discard",
-                "fields": [("id", message_id)],
-                "count": 1,
-                "button": "Discard 1 dead letter",
-                "back": f"/subscribers/{name}/dead-letters/{message_id}",
+                "fields": [("id", i) for i in ids],
+                "count": count,
+                "button": f"Discard {_plural(count)}",
                 "danger": True,
             },
         )
-    picked = await discard_picked(console.amqp_urls, name, [message_id])
-    log.info("console: discarded %s of %s (id %s)", _plural(picked.done), name, message_id)
-    raise _back(request, name, f"Discarded {_plural(picked.done)} of {name}.")
+    async with _lock(console, name):
+        picked = await discard_picked(console.amqp_urls, name, ids, _acting(console))
+    log.info("console: discarded %s of %s (ids %s)", _plural(picked.done), name, ",".join(ids[:20]))
+    gone = f"; {len(picked.missing)} no longer in the DLQ" if picked.missing else ""
+    raise _back(request, name, f"Discarded {_plural(picked.done)} of {name}{gone}.")

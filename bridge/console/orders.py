@@ -9,8 +9,9 @@ said so on the page (never shown as "nothing found").
 Without one, the page scans the archive over a window with
 :func:`bridge.archive.reader.find` (``read_only``: it writes nothing into the stream;
 slower as the archive grows, and the page says so) and each subscriber's DLQ with
-:func:`bridge.worker.dlq.list_dead_letters` (nothing acked). Without the archive it still
-shows the dead letters and says why.
+:func:`bridge.console.dead_letters.snapshot_of` (nothing acked). Without the archive it
+still shows the dead letters and says why; a DLQ the broker did not let it read is named as
+"could not look", never counted as holding nothing.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from bridge.console.dead_letters import snapshot_of
+from bridge.console.looked import Looked
 from bridge.console.sources import archive_available
 from bridge.console.state import Console, console_of
 from bridge.console.views import (
     DeadLetter,
-    dead_letter,
     format_time,
     json_text,
     pretty_body,
@@ -36,10 +38,8 @@ from bridge.console.views import (
 )
 from bridge.core.settings import SettingsError
 from bridge.errors import CommandError
-from bridge.worker.dlq import list_dead_letters
 
 MAX_RESULTS = 500
-DLQ_SCAN = 2000
 DEFAULT_SINCE = "7d"
 EARLIEST = datetime(1970, 1, 2, tzinfo=UTC)
 """Stream times are Unix seconds: nothing the archive holds is older."""
@@ -101,17 +101,16 @@ async def _archived(console: Console, q: str, since: datetime, until: datetime) 
     return [found[offset] for offset in sorted(found)]
 
 
-async def _dead_for(console: Console, q: str) -> list[tuple[str, DeadLetter]]:
-    async def one(name: str) -> list[tuple[str, DeadLetter]]:
-        try:
-            found = await list_dead_letters(console.amqp_urls, name, DLQ_SCAN)
-        except CommandError:
-            return []  # a subscriber whose DLQ is not declared yet holds nothing
-        shown = (dead_letter(got, console.secrets) for got in found.messages)
-        return [(name, d) for d in shown if d.about(q)]
+async def dead_for(console: Console, q: str) -> list[tuple[str, Looked[list[DeadLetter]]]]:
+    """Per subscriber, its dead letters about ``q`` or why its DLQ could not be read."""
 
-    groups = await asyncio.gather(*(one(sub.name) for sub in console.subscribers))
-    return [item for group in groups for item in group]
+    async def one(name: str) -> tuple[str, Looked[list[DeadLetter]]]:
+        looked = await snapshot_of(console, name)
+        if looked.rows is None:
+            return name, Looked(reason=looked.reason)
+        return name, Looked.saw([d for d in looked.rows.letters if d.about(q)])
+
+    return list(await asyncio.gather(*(one(sub.name) for sub in console.subscribers)))
 
 
 @aiohttp_jinja2.template("orders.html")
@@ -149,7 +148,7 @@ async def lookup(request: web.Request) -> dict[str, Any]:
             context["webhooks"] = await _archived(console, q, start, end)
         except CommandError as exc:
             context["archive_note"] = str(exc)
-    context["dead"] = await _dead_for(console, q)
+    context["dead"] = await dead_for(console, q)
     return context
 
 
@@ -164,6 +163,7 @@ async def webhook(request: web.Request) -> dict[str, Any]:
         if hook.offset == offset:
             return {
                 "hook": hook,
+                "dead": await dead_for(console, hook.message_id),
                 "q": request.query.get("q", ""),
                 "body": pretty_body(hook.body),
                 "headers": json_text(safe_headers(hook.headers, console.secrets)),

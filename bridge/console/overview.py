@@ -1,7 +1,9 @@
 """``/``: per subscriber its events, queue depth and consumers, what waits in each retry step
 and in its DLQ; the archive's size and span; the sync's lag and recovered count. The
 figures live in a fragment (``/overview/live``) that the page refreshes every few seconds
-with htmx, without a reload. A broker that cannot be reached is shown on the page.
+with htmx, without a reload. A broker that cannot be reached is shown on the page as
+"could not look" against every subscriber of the subscribers file: the page never says
+"no subscribers" or "0" for what it could not read.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from bridge.console.looked import COULD_NOT_LOOK, Looked, look
 from bridge.console.queues import subscriber_stats
 from bridge.console.state import console_of
+from bridge.console.subscriber_state import state_of
 from bridge.console.views import format_time, safe_headers, span
-from bridge.errors import CommandError
 from bridge.mintsoft.sync.status import sync_overview
 
 REFRESH_SECONDS = 5
@@ -27,24 +30,26 @@ def add_routes(app: web.Application) -> None:
 
 async def _figures(request: web.Request) -> dict[str, Any]:
     console = console_of(request)
-    error = None
-    stats: list[Any] = []
-    try:
-        stats = await subscriber_stats(console.broker, console.subscribers)
-        # Cached (one per console): each read writes end markers into the stream.
-        archive = await console.archive_cache.get(
-            console.broker, console.exchange, console.archive_retention
-        )
-    except (CommandError, OSError, TimeoutError) as exc:
-        error = str(exc) or type(exc).__name__
-        archive = None
+    stats = await look(subscriber_stats(console.broker, console.subscribers))
+    archive: Looked[Any] = Looked(reason=stats.reason)
+    if stats.looked:
+        try:
+            # Cached (one per console): each read writes end markers into the stream.
+            archive = Looked.saw(
+                await console.archive_cache.get(
+                    console.broker, console.exchange, console.archive_retention
+                )
+            )
+        except COULD_NOT_LOOK as exc:
+            archive = Looked.could_not(exc)
     sync = sync_overview(console.sync_state_path)
     return {
         "stats": stats,
+        "state_of": state_of,
+        "subscribers": console.subscribers,
         "archive": archive,
         "sync": sync,
         "sync_facts": safe_headers(sync.facts, console.secrets) if sync else {},
-        "broker_error": error,
         "exchange": console.exchange,
         "format_time": format_time,
         "span": span,

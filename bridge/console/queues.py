@@ -5,6 +5,10 @@ console's one link (:mod:`bridge.console.broker`): no connection is opened per r
 A passive declare reports ready messages and consumers; RabbitMQ does not report unacked
 messages over AMQP, so the overview shows the bound on them (consumers x prefetch) instead.
 A queue that does not exist is reported as missing, never created. Every call is bounded.
+
+Also read per subscriber: its operator state (``<name>.control``, read and left in place:
+:mod:`bridge.amqp.control`) and how many workers run it (consumers of ``<name>.workers``),
+from which :mod:`bridge.console.subscriber_state` says what the subscriber is doing.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from dataclasses import dataclass
 
 from aiormq.exceptions import ChannelNotFoundEntity
 
-from bridge.amqp.topology import dlq_name, partition_queue_name, retry_queue_name
+from bridge.amqp.control import ControlState, read_state
+from bridge.amqp.topology import dlq_name, partition_queue_name, retry_queue_name, roster_name
 from bridge.console.broker import ConsoleBroker
 from bridge.core.durations import format_duration
 from bridge.worker.subscribers import Subscriber
@@ -36,6 +41,10 @@ class SubscriberStat:
     main: QueueStat
     steps: tuple[tuple[str, QueueStat], ...]  # (delay as written, queue)
     dlq: QueueStat
+    control: ControlState | None = None
+    """The operator state; ``None``: its queue is not declared yet."""
+    workers: int | None = None
+    """Worker processes running the subscriber; ``None``: not known (older workers)."""
 
     @property
     def waiting_in_retries(self) -> int:
@@ -58,6 +67,14 @@ class _Reader:
             self.broker.read_channel_lost()
             return QueueStat(queue, None, None)
         return QueueStat(queue, int(ok.message_count or 0), int(ok.consumer_count or 0))
+
+    async def control(self, subscriber: str) -> ControlState | None:
+        channel = await self.broker.read_channel()
+        try:
+            return await read_state(channel, subscriber)
+        except ChannelNotFoundEntity:
+            self.broker.read_channel_lost()
+            return None
 
 
 async def _main(reader: _Reader, sub: Subscriber) -> QueueStat:
@@ -90,5 +107,7 @@ async def subscriber_stats(
                 stat = await reader.stat(retry_queue_name(sub.name, step))
                 steps.append((format_duration(delay / 1000), stat))
             dlq = await reader.stat(dlq_name(sub.name))
-            stats.append(SubscriberStat(sub, main, tuple(steps), dlq))
+            control = await reader.control(sub.name)
+            workers = (await reader.stat(roster_name(sub.name))).consumers
+            stats.append(SubscriberStat(sub, main, tuple(steps), dlq, control, workers))
         return stats

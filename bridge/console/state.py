@@ -4,6 +4,7 @@ names it answers to) and running jobs."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -44,6 +45,8 @@ class Console:
     archive_cache: ArchiveSummaryCache = field(default_factory=ArchiveSummaryCache)
     ledger: LedgerReader | None = None
     """The order lookup's source (``BRIDGE_LEDGER_URL``); ``None``: it scans the archive."""
+    dlq_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    """One read or change of a subscriber's DLQ at a time (see console.dead_letters)."""
     signins: SignInLimits = field(init=False)
     password_checks: PasswordChecks = field(init=False)
     proxies: tuple[Network, ...] = field(init=False)

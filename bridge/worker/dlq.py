@@ -1,7 +1,10 @@
 """A subscriber's dead letters: what a subscriber dead-lettered, and moving it
 back to the subscriber's queue.
 
-Listing takes each message without acking it, so closing the channel puts every one back.
+Listing takes each message without acking it, so closing the channel puts every one back,
+and returns what it read oldest first (by ``x-failed-at``, then message id): a quorum queue
+hands back requeued messages in no set order, so the queue's own order changes with every
+read, and a listing must not.
 Replaying publishes a copy to ``<name>`` (via the default exchange, so no other subscriber
 sees it again; for an ordered subscriber via its ``<name>.partitions`` exchange, so each
 message joins its order's partition, behind what is already queued there), waits for the
@@ -102,7 +105,8 @@ def describe(got: DeliveredMessage) -> str:
 
 @dataclass(frozen=True)
 class DeadLetters:
-    """What ``list_dead_letters`` saw: the queue, its depth, and the messages it read."""
+    """What ``list_dead_letters`` saw: the queue, its depth, and the messages it read,
+    oldest first."""
 
     queue: str
     depth: int
@@ -129,7 +133,17 @@ async def list_dead_letters(amqp_urls: Sequence[str], name: str, limit: int | No
         raise _no_answer() from None
     finally:
         await close_quietly(connection)
+    messages.sort(key=oldest_first)
     return DeadLetters(queue, depth, messages)
+
+
+def oldest_first(got: DeliveredMessage) -> tuple[str, str]:
+    """Sort key of a dead letter: when it failed (``x-failed-at``, RFC 3339 UTC with fixed
+    width, so text order is time order), then its message id (ties and a missing header
+    still order the same way every time)."""
+    properties = got.header.properties
+    failed_at = plain_headers(properties.headers).get(FAILED_AT_HEADER)
+    return (str(failed_at or ""), properties.message_id or "")
 
 
 async def replay_dead_letters(

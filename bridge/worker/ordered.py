@@ -18,6 +18,10 @@ How it holds:
   which returns what it holds first. While the forward target is down (breaker open) the
   message is held; past :data:`MAX_PAUSED_HOLD` the connection is dropped, which gives every
   held message back in order, and consuming resumes when the target answers.
+- Paused by an operator (:mod:`bridge.worker.pause`): every partition is released as in a
+  hand-over (its message in hand finished, its ack written, its channel closed) and left
+  unsubscribed until resumed; a message delivered meanwhile is not started, and closing the
+  channel gives it back first in line.
 - Partitions are shared: each worker counts the workers (consumers of ``<name>.workers``) and
   one that is active on more than its share hands partitions over, one per
   :data:`REBALANCE_INTERVAL`, after the acks of its last message were written.
@@ -34,6 +38,7 @@ import asyncio
 import functools
 import logging
 import random
+from collections.abc import Coroutine
 from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
@@ -44,20 +49,22 @@ from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
 from bridge.worker.handling import Handling
 from bridge.worker.pacing import LANE
+from bridge.worker.pause import PauseGate
 from bridge.worker.pauses import SharedPauses
 from bridge.worker.retry import Ladder
 from bridge.worker.subscribers import Handler, Subscriber
-from bridge.worker.subscription import SHUTDOWN_GRACE, consuming_parts, declare_or_fail
+from bridge.worker.subscription import (
+    SHUTDOWN_GRACE,
+    consuming_parts,
+    declare_or_fail,
+    on_roster,
+)
 
 log = logging.getLogger("bridge.worker.ordered")
 
 REBALANCE_INTERVAL = 1.0
 MAX_PAUSED_HOLD = 600.0
 """Seconds a message is held while the target is down before it is given back."""
-
-
-async def _ignore(_message: DeliveredMessage) -> None:
-    """``<name>.workers`` never holds a message: consuming it only makes this worker count."""
 
 
 async def _leave_unacked(_delivered: DeliveredMessage) -> None:
@@ -115,6 +122,9 @@ class OrderedSubscription:
         self._log = {"subscriber": sub.name}
         if self.breaker is not None:
             self.breaker.on_change(self._on_breaker)
+        self.gate = PauseGate(sub.name, self.link)
+        self.gate.on_change(lambda _paused: self._background(self._follow_gate()))
+        self._gate_lock = asyncio.Lock()
 
     @property
     def _stopping(self) -> bool:
@@ -129,10 +139,26 @@ class OrderedSubscription:
         else:
             self._resumed.set()
             if self._channel is not None:
-                # Subscribe partitions left out while paused.
-                task = asyncio.get_running_loop().create_task(self._subscribe_missing())
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
+                self._background(self._subscribe_missing())  # those left out while paused
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    def _consuming(self) -> bool:
+        return not self._stopping and not self._paused() and not self.gate.paused
+
+    async def _follow_gate(self) -> None:
+        """Release every partition while paused by an operator, subscribe them on resume;
+        one change at a time, each following the state as it is when it runs."""
+        async with self._gate_lock:
+            if not self.gate.paused:
+                await self._subscribe_missing()
+                return
+            async with self._lock:
+                indexes = list(self._partitions)
+            await asyncio.gather(*(self._release(index) for index in indexes))
 
     @property
     def active_partitions(self) -> set[int]:
@@ -141,6 +167,7 @@ class OrderedSubscription:
 
     async def start(self) -> None:
         await self.link.start()
+        self.gate.start()
 
     # --- subscribing ------------------------------------------------------------------
 
@@ -153,11 +180,12 @@ class OrderedSubscription:
     async def _on_channel(self, channel: AbstractChannel) -> None:
         await declare_or_fail(channel, self.topology, self.sub, self.failed)
         await self.pauses.attach(channel)
+        await self.gate.refresh(channel.connection)  # started while paused: stays paused
         async with self._lock:
             self._channel = channel
             self._partitions = {}
-            await channel.basic_consume(roster_name(self.sub.name), _ignore, no_ack=True)
-            if not self._stopping and not self._paused():
+            await channel.basic_consume(roster_name(self.sub.name), on_roster, no_ack=True)
+            if self._consuming():
                 for index in self._order():
                     await self._subscribe(channel, index)
         if self._rebalancer is None:
@@ -197,7 +225,7 @@ class OrderedSubscription:
         """Subscribe partitions left out while paused. Never cancels (see module doc)."""
         async with self._lock:
             channel = self._channel
-            if channel is None or channel.is_closed or self._stopping or self._paused():
+            if channel is None or channel.is_closed or not self._consuming():
                 return
             try:
                 for index in self._order():
@@ -211,6 +239,7 @@ class OrderedSubscription:
     async def _deliver(self, partition: _Partition, delivered: DeliveredMessage) -> None:
         if (
             self._stopping
+            or self.gate.paused
             or partition.releasing
             or self._partitions.get(partition.index) is not partition
         ):
@@ -262,17 +291,17 @@ class OrderedSubscription:
                 continue  # the link reconnects
             workers = max(int(ok.consumer_count or 1), 1)
             share = -(-self.sub.partitions // workers)
-            if len(active) > share and not self._stopping and not self._paused():
+            if len(active) > share and self._consuming():
                 await self._hand_over(random.choice(sorted(active)), workers)
 
-    async def _hand_over(self, index: int, workers: int) -> None:
-        """Let another worker take partition ``index``: finish its message, wait until its
-        ack was written, close its channel (the broker gives back what it still holds,
-        then activates the next consumer), and subscribe again, at the back of the line."""
+    async def _release(self, index: int) -> bool:
+        """Stop consuming partition ``index``: finish its message, wait until its ack was
+        written, close its channel (the broker gives back what it still holds, then
+        activates the next consumer). False if there was nothing to release."""
         async with self._lock:
             partition = self._partitions.get(index)
             if partition is None:
-                return
+                return False
             partition.releasing = True
             partition.active = False
             busy = partition.busy
@@ -280,12 +309,23 @@ class OrderedSubscription:
             if busy is not None:
                 await asyncio.wait({busy})
             await self.handling.settle.written(partition.channel)
+        finally:
             async with self._lock:
                 if self._partitions.get(index) is partition:
                     del self._partitions[index]
                 await close_quietly(partition.channel)
+        return True
+
+    async def _hand_over(self, index: int, workers: int) -> None:
+        """Let another worker take partition ``index``: release it, and subscribe again, at
+        the back of the line."""
+        try:
+            if not await self._release(index):
+                return
+            async with self._lock:
                 main = self._channel
-                if main is not None and not main.is_closed and not self._stopping:
+                ok = main is not None and not main.is_closed and self._consuming()
+                if ok and main is not None and index not in self._partitions:
                     await self._subscribe(main, index)
         except Exception as exc:
             log.warning("handing partition %d over failed (%s)", index, exc, extra=self._log)
@@ -301,6 +341,7 @@ class OrderedSubscription:
         """Stop taking messages, let in-flight ones finish for up to ``grace`` seconds,
         write their acks, then close: what is still unacked goes back first in line."""
         self.handling.stop()
+        await self.gate.close()
         if self._in_flight:
             log.info("waiting for %d in-flight messages", len(self._in_flight), extra=self._log)
             await asyncio.wait(set(self._in_flight), timeout=grace)

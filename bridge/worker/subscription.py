@@ -19,13 +19,21 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed
 
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.topology import Topology, declare, settings_topology, single_active_refusal
+from bridge.amqp.topology import (
+    Topology,
+    control_name,
+    declare,
+    roster_name,
+    settings_topology,
+    single_active_refusal,
+)
 from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
 from bridge.errors import CommandError
 from bridge.worker.breaker import CircuitBreaker
 from bridge.worker.forwarder import Forwarder
 from bridge.worker.handling import Handling
+from bridge.worker.pause import PauseGate
 from bridge.worker.pauses import SharedPauses
 from bridge.worker.retry import Ladder
 from bridge.worker.subscribers import Handler, Subscriber
@@ -79,9 +87,16 @@ def consuming_parts(
     subscriber while its target is down; a handler cannot), the topology it declares, and
     its own link to the broker (``on_channel`` runs on every new channel)."""
     breaker = handler.breaker if isinstance(handler, Forwarder) else None
-    topology = settings_topology(settings) + sub.topology(settings.exchange)
+    # <name>.control is declared by the pause gate, on a channel of its own: a classic queue
+    # whose node is down must not stop the worker from consuming.
+    own = sub.topology(settings.exchange).without_queue(control_name(sub.name))
+    topology = settings_topology(settings) + own
     link = BrokerLink(settings.amqp_urls, on_channel, name=f"mintsoft-bridge worker {sub.name}")
     return breaker, topology, link
+
+
+async def on_roster(_message: DeliveredMessage) -> None:
+    """``<name>.workers`` never holds a message: consuming it only makes this worker count."""
 
 
 class Subscription:
@@ -116,12 +131,16 @@ class Subscription:
         self._log = {"subscriber": sub.name}
         if self.breaker is not None:
             self.breaker.on_change(lambda _open: self._spawn(self._sync_consumer()))
+        self.gate = PauseGate(sub.name, self.link)
+        self.gate.on_change(lambda _paused: self._spawn(self._sync_consumer()))
 
     async def start(self) -> None:
         await self.link.start()
+        self.gate.start()
 
     def _paused(self) -> bool:
-        return self.breaker is not None and self.breaker.is_open
+        """Paused by an operator, or while the target is down."""
+        return self.gate.paused or (self.breaker is not None and self.breaker.is_open)
 
     async def _give_back(self, delivered: DeliveredMessage) -> None:
         await self.handling.settle(delivered, ack=False)
@@ -130,9 +149,12 @@ class Subscription:
         await declare_or_fail(channel, self.topology, self.sub, self.failed)
         await self.pauses.attach(channel)
         await channel.basic_qos(prefetch_count=self.sub.prefetch)
+        await self.gate.refresh(channel.connection)  # started while paused: stays paused
         async with self._lock:
             self._channel = channel
             self._consumer_tag = None
+            # Counted as a running worker (the console's "no worker" versus "paused").
+            await channel.basic_consume(roster_name(self.sub.name), on_roster, no_ack=True)
             if not self.handling.stopping and not self._paused():
                 ok = await channel.basic_consume(self.sub.name, self._deliver)
                 self._consumer_tag = ok.consumer_tag
@@ -181,6 +203,7 @@ class Subscription:
         """Stop consuming, let in-flight messages finish for up to ``grace`` seconds, then
         close: what is still unacked goes back to the queue."""
         self.handling.stop()
+        await self.gate.close()
         await self._sync_consumer()
         if self._in_flight:
             log.info("waiting for %d in-flight messages", len(self._in_flight), extra=self._log)

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Awaitable, Mapping
+from dataclasses import replace
 from typing import Any, TypeVar
 
 os.environ.setdefault("SE_OFFLINE", "true")
@@ -81,8 +82,14 @@ class ConsoleStack:
     """Console + worker + broker probe on a private event loop in a thread."""
 
     def __init__(
-        self, exchange: str, subs: list[Subscriber], handlers: Mapping[str, Handler]
+        self,
+        exchange: str,
+        subs: list[Subscriber],
+        handlers: Mapping[str, Handler],
+        console_urls: tuple[str, ...] | None = None,
     ) -> None:
+        self.console_urls = console_urls
+        """The console's broker URLs when not the worker's (a closed port: a broker away)."""
         self.exchange = exchange
         self.subs = subs
         self.handlers = handlers
@@ -121,6 +128,8 @@ class ConsoleStack:
         async with asyncio.timeout(15):
             await ready.wait()
         console = console_state(self.exchange, self.subs)
+        if self.console_urls is not None:
+            console = replace(console, amqp_urls=self.console_urls)
         # The broker's stream count lags a few seconds: a page that waits for it to show
         # must not wait out the overview's 60 s archive cache as well.
         console.archive_cache = ArchiveSummaryCache(ttl=1.0)

@@ -1,0 +1,110 @@
+"""A subscriber's operator state (paused or consuming), kept in the broker: the durable
+queue ``<name>.control`` (see :func:`bridge.amqp.topology.control_name`) holds the latest
+state as one persistent message; no state message means consuming.
+
+Written by :func:`write_state` (the console's pause and resume) through the one confirmed
+publish: the state is set once the broker confirmed it. Read by :func:`read_state` (every
+worker of the subscriber, at start and every few seconds; the console's subscriber page)
+with ``basic.get`` and a reject back to the queue, so reading never consumes the state.
+
+Why it holds with many readers and writers: the queue is classic with ``x-max-length`` 1
+and ``x-overflow`` ``drop-head``, so a new state drops the old one. A reader holding the
+old state while a new one is published puts it back ahead of the new one; RabbitMQ then
+has two ready messages for a moment. A reader that gets a state with more messages behind
+it (``message_count`` of ``get-ok``) knows it is stale: it acks it away and reads the next.
+So the newest state always stays, and every reader ends up seeing it.
+
+Fails with the channel's errors (``ChannelNotFoundEntity`` when the queue is not declared
+yet, timeouts): callers decide (a worker keeps its last known state).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from aiormq.abc import AbstractChannel
+from pamqp.commands import Basic
+
+from bridge.amqp.publisher import Outcome, confirms
+from bridge.amqp.topology import control_name
+from bridge.core.records import now_rfc3339
+
+RPC_TIMEOUT = 5.0
+MAX_STALE_READS = 8
+"""A bound on stale states acked away in one read (there is at most one per racing writer)."""
+
+
+@dataclass(frozen=True)
+class ControlState:
+    """``paused`` by ``operator`` (``None``: not known) at ``at`` (RFC 3339, UTC)."""
+
+    paused: bool
+    operator: str | None = None
+    at: str | None = None
+
+    def encode(self) -> bytes:
+        data = {"paused": self.paused, "operator": self.operator, "at": self.at}
+        return json.dumps(data).encode()
+
+    @classmethod
+    def decode(cls, body: bytes) -> ControlState:
+        """A body that is not a state we wrote reads as consuming (never a stuck pause)."""
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return CONSUMING
+        if not isinstance(data, dict):
+            return CONSUMING
+        operator, at = data.get("operator"), data.get("at")
+        return cls(
+            paused=data.get("paused") is True,
+            operator=operator if isinstance(operator, str) else None,
+            at=at if isinstance(at, str) else None,
+        )
+
+
+CONSUMING = ControlState(paused=False)
+
+
+async def read_state(channel: AbstractChannel, subscriber: str) -> ControlState:
+    """The subscriber's current state, leaving it in its queue."""
+    queue = control_name(subscriber)
+    for _ in range(MAX_STALE_READS):
+        got = await channel.basic_get(queue, no_ack=False, timeout=RPC_TIMEOUT)
+        if not isinstance(got.delivery, Basic.GetOk):
+            return CONSUMING
+        tag = got.delivery.delivery_tag
+        assert tag is not None
+        if got.delivery.message_count:  # a newer state waits behind this one
+            await channel.basic_ack(tag)
+            continue
+        state = ControlState.decode(got.body)
+        await channel.basic_reject(tag, requeue=True)
+        return state
+    return CONSUMING
+
+
+async def write_state(
+    channel: AbstractChannel, subscriber: str, paused: bool, operator: str | None
+) -> ControlState:
+    """Set the subscriber's state (``channel`` in confirm mode); raises :class:`StateNotSet`
+    unless the broker confirmed it."""
+    state = ControlState(paused=paused, operator=operator, at=now_rfc3339())
+    outcome = await confirms(channel).publish(
+        state.encode(),
+        routing_key=control_name(subscriber),
+        properties=Basic.Properties(delivery_mode=2, content_type="application/json"),
+        timeout=RPC_TIMEOUT,
+    )
+    if outcome is not Outcome.CONFIRMED:
+        raise StateNotSet(
+            f"the broker did not take the new state of {subscriber!r} ({outcome}): check that "
+            f"its queue {control_name(subscriber)} exists (start its worker or run topology "
+            "--config) and try again"
+        )
+    return state
+
+
+class StateNotSet(Exception):
+    """The broker did not confirm a new state."""
