@@ -351,3 +351,12 @@ def healthy_cluster(rabbit_cluster: RabbitCluster) -> Iterator[RabbitCluster]:
         if not node.listening():
             node.start()
     rabbit_cluster.wait_running(len(rabbit_cluster.nodes))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh ledger database URL, once on SQLite and once on PostgreSQL."""
+    from tests.support.ledger_db import ledger_database
+
+    with ledger_database(request.param, tmp_path) as url:
+        yield url

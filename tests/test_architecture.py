@@ -18,8 +18,9 @@ ALLOWED: dict[str, set[str]] = {
     "receiving": {"core", "amqp"},
     "worker": {"core", "amqp"},
     "archive": {"core", "amqp"},
-    "mintsoft": {"core", "amqp", "archive"},
-    "console": {"core", "amqp", "archive", "worker", "mintsoft"},
+    "ledger": {"core", "amqp", "archive"},
+    "mintsoft": {"core", "amqp", "archive", "ledger"},
+    "console": {"core", "amqp", "archive", "worker", "mintsoft", "ledger"},
     "examples": {"core", "worker"},
 }
 

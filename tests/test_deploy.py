@@ -515,6 +515,7 @@ def test_prometheus_example_scrapes_the_jobs_the_alerts_expect() -> None:
         "mintsoft-bridge",
         "mintsoft-bridge-worker",
         "mintsoft-bridge-sync",
+        "mintsoft-bridge-ledger",
     }
     assert "rabbitmq" in jobs
 

@@ -1,8 +1,9 @@
-"""``make run``, started as a newcomer would: serve, the demo worker and the console come up
-on the ports of BRIDGE_PORT / BRIDGE_CONSOLE_PORT, a posted webhook is handled by the one
-demo subscriber (its queue named after the exchange), the banner says where the CLI is, and
-one Ctrl-C (SIGINT to the terminal's process group) stops all three. ``make demo`` adds the
-sandbox Mintsoft and sync: a dropped despatch is recovered and shows in the console."""
+"""``make run``, started as a newcomer would: serve, the demo worker, the ledger and the
+console come up on the ports of BRIDGE_PORT / BRIDGE_CONSOLE_PORT, a posted webhook is
+handled by the one demo subscriber (its queue named after the exchange) and indexed by the
+ledger (trace shows it delivered), the banner says where the CLI is, and one Ctrl-C
+(SIGINT to the terminal's process group) stops them all. ``make demo`` adds the sandbox
+Mintsoft and sync: a dropped despatch is recovered and shows in the console."""
 
 from __future__ import annotations
 
@@ -61,10 +62,20 @@ def _environment(tmp_path: Path, port: int, console_port: int) -> tuple[dict[str
         BRIDGE_AMQP_URL=AMQP_URL,
         BRIDGE_SPOOL_PATH=str(tmp_path / "spool.sqlite3"),
         BRIDGE_SYNC_STATE_PATH=str(tmp_path / "sync.sqlite3"),
+        BRIDGE_LEDGER_URL=f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
     )
     env.pop("MAKEFLAGS", None)
     env.pop("SUBSCRIBERS", None)
     return env, exchange, f"demo.{exchange}"
+
+
+def _state(traced: str, subscriber: str) -> str | None:
+    """The state ``trace --json`` gives ``subscriber`` for the order's despatch."""
+    for webhook in json.loads(traced)["webhooks"]:
+        for sub in webhook["subscribers"]:
+            if webhook["event"] == "despatched" and sub["name"] == subscriber:
+                return str(sub["state"])
+    return None
 
 
 def _cleanup(exchange: str, demo: str) -> None:
@@ -150,6 +161,21 @@ def test_make_run_serves_handles_and_stops_on_one_ctrl_c(tmp_path: Path) -> None
         assert status == 200, body
         message = json.loads(body)["message_id"]
         _printed(log, f"despatched webhook handled subscriber={demo}", make)
+        # The ledger indexed it and the demo worker's delivery: trace shows it delivered.
+        assert "trace 20285" in banner
+        deadline = time.monotonic() + 30
+        while True:
+            traced = subprocess.run(
+                [str(ROOT / ".venv" / "bin" / "mintsoft-bridge"), "trace", "20285", "--json"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            if traced.returncode == 0 and _state(traced.stdout, demo) == "delivered":
+                break
+            assert time.monotonic() < deadline, traced.stdout + traced.stderr
+            time.sleep(0.2)
         # The console is up and asks for a sign-in.
         status, page = http(f"http://127.0.0.1:{console_port}/login")
         assert status == 200 and b'type="password"' in page
@@ -186,7 +212,7 @@ def test_make_run_stops_the_others_when_one_cannot_start(tmp_path: Path) -> None
             _cleanup(exchange, demo)
     assert done.returncode != 0
     assert "BRIDGE_CONSOLE_HOST/PORT" in done.stderr + done.stdout
-    assert "one of the 3 failed (exit 2): stopping the others" in done.stderr
+    assert "one of the 4 failed (exit 2): stopping the others" in done.stderr
 
 
 def _console_recovered(base: str, password: str) -> int | None:

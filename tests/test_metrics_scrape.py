@@ -85,6 +85,7 @@ def _owned_only(process: str, text: str) -> None:
 def test_every_exported_metric_is_scraped_after_traffic(tmp_path: Path) -> None:
     families = exported_families()
     port, worker_port, sync_port, sandbox_port = free_port(), free_port(), free_port(), free_port()
+    ledger_port = free_port()
     exchange = f"test.metrics.{os.getpid()}.{port}"
     subscribers = _subscribers(f"test-metrics-{port}")
     config = tmp_path / "subscribers.toml"
@@ -105,9 +106,11 @@ def test_every_exported_metric_is_scraped_after_traffic(tmp_path: Path) -> None:
         "BRIDGE_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "BRIDGE_SYNC_STATE_PATH": str(tmp_path / "sync.sqlite3"),
         "BRIDGE_SYNC_INTERVAL": "0.5s",
+        "BRIDGE_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.sqlite3'}",
     }
     base, worker_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{worker_port}"
     sync_base = f"http://127.0.0.1:{sync_port}"
+    ledger_base = f"http://127.0.0.1:{ledger_port}"
     sandbox = ["sandbox", "--port", str(sandbox_port), "--orders", "1", "--step", "1s"]
     topology = receiver_topology(exchange, ArchiveRetention())  # serve and worker: archive on
     for name in subscribers:
@@ -124,13 +127,23 @@ def test_every_exported_metric_is_scraped_after_traffic(tmp_path: Path) -> None:
             bridge_process(["serve"], env, base + "/healthz"),
             bridge_process(sandbox, env, env["BRIDGE_MINTSOFT_URL"] + "/"),
             bridge_process(["sync", "--metrics-port", str(sync_port)], env, sync_base + "/healthz"),
+            bridge_process(
+                ["ledger", "--config", str(config), "--metrics-port", str(ledger_port)],
+                env,
+                ledger_base + "/healthz",
+            ),
         ):
             time.sleep(0.5)  # the worker's consumers start in the background
             _drive_receiver(base)
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 totals.clear()
-                for process, url in (("serve", base), ("worker", worker_base), ("sync", sync_base)):
+                for process, url in (
+                    ("serve", base),
+                    ("worker", worker_base),
+                    ("sync", sync_base),
+                    ("ledger", ledger_base),
+                ):
                     status, text = http(url + "/metrics")
                     assert status == 200
                     _owned_only(process, text.decode())
@@ -138,13 +151,14 @@ def test_every_exported_metric_is_scraped_after_traffic(tmp_path: Path) -> None:
                 if (
                     totals.get("bridge_worker_messages_total/dead_lettered", 0) > 0
                     and totals.get("bridge_sync_enrolled_total", 0) > 0
+                    and "bridge_undelivered_oldest_seconds" in seen
                 ):
                     break
                 time.sleep(0.2)
     finally:
         delete_declared(
             AMQP_URL,
-            tuple(q.name for q in topology.queues),
+            (*(q.name for q in topology.queues), exchange + ".deliveries"),
             tuple(e.name for e in topology.exchanges),
         )
     missing = _missing(families, seen)

@@ -91,7 +91,8 @@ def attach_point(since: datetime, now: datetime, lookback: timedelta = LOOKBACK)
     return max(EARLIEST_ATTACH, min(since - lookback, now - ATTACH_MARGIN))
 
 
-def _text(value: Any) -> str | None:
+def header_text(value: Any) -> str | None:
+    """A header's value as text (AMQP hands strings over as bytes), ``None`` when absent."""
     if value is None:
         return None
     if isinstance(value, bytes | bytearray):
@@ -119,7 +120,7 @@ def archived(message: DeliveredMessage) -> ArchivedWebhook | None:
     if received_at is None:
         return None
     routing_key = message.routing_key or ""
-    event = _text(headers.get(HEADER_EVENT)) or properties.message_type or routing_key
+    event = header_text(headers.get(HEADER_EVENT)) or properties.message_type or routing_key
     kept = copy_properties(properties, headers)
     return ArchivedWebhook(
         offset=offset if isinstance(offset, int) else -1,
@@ -127,9 +128,9 @@ def archived(message: DeliveredMessage) -> ArchivedWebhook | None:
         event=event,
         routing_key=routing_key,
         message_id=properties.message_id or "",
-        order_id=_text(headers.get(HEADER_ORDER_ID)),
-        order_number=_text(headers.get(HEADER_ORDER_NUMBER)),
-        source=_text(headers.get(HEADER_SOURCE)) or "webhook",
+        order_id=header_text(headers.get(HEADER_ORDER_ID)),
+        order_number=header_text(headers.get(HEADER_ORDER_NUMBER)),
+        source=header_text(headers.get(HEADER_SOURCE)) or "webhook",
         size=len(message.body),
         headers=headers,
         properties=kept,

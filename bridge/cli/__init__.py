@@ -32,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "sync": "bridge.cli.sync",
     "sandbox": "bridge.cli.sandbox",
     "console": "bridge.cli.console",
+    "ledger": "bridge.cli.ledger",
+    "trace": "bridge.cli.trace",
 }
 """Each command and the module whose ``register`` adds it, in the order ``--help`` lists
 them: one line per command. A command's module is imported only when that command runs

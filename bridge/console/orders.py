@@ -1,12 +1,17 @@
-"""``/orders?q=<order id | order number | message id>``: every webhook the archive holds for
-it over a window (time, event, size, source), each openable to its headers and
-pretty-printed body; and what is in which subscriber's DLQ for it.
+"""``/orders?q=<order id | order number | message id>``: every webhook for it (time, event,
+size, source), each openable to its headers and pretty-printed body.
 
-The archive is read with :func:`bridge.archive.reader.find`, ``read_only``: a search
-writes nothing into the stream (no end marker); the DLQs with
-:func:`bridge.console.dead_letters.snapshot_of` (nothing acked). Without the archive the
-page still shows the dead letters and says why the archive part is empty; a DLQ the broker
-did not let it read is named as "could not look", never counted as holding nothing.
+With a ledger (``BRIDGE_LEDGER_URL``) the webhooks come from it, each with a row per
+subscriber: its state now and every attempt (time, outcome, status, answer or error,
+duration), in milliseconds whatever the archive's size. A ledger that cannot be read is
+said so on the page (never shown as "nothing found").
+
+Without one, the page scans the archive over a window with
+:func:`bridge.archive.reader.find` (``read_only``: it writes nothing into the stream;
+slower as the archive grows, and the page says so) and each subscriber's DLQ with
+:func:`bridge.console.dead_letters.snapshot_of` (nothing acked). Without the archive it
+still shows the dead letters and says why; a DLQ the broker did not let it read is named as
+"could not look", never counted as holding nothing.
 """
 
 from __future__ import annotations
@@ -123,8 +128,17 @@ async def lookup(request: web.Request) -> dict[str, Any]:
         "archive_note": None,
         "searched": bool(q),
         "format_time": format_time,
+        "ledger": console.ledger is not None,
+        "trace": None,
+        "ledger_note": None,
     }
     if not q:
+        return context
+    if console.ledger is not None:
+        try:
+            context["trace"] = await console.ledger.trace(q)
+        except CommandError as exc:
+            context["ledger_note"] = str(exc)
         return context
     if not archive_available():
         context["archive_note"] = "This build has no archive: only dead letters are shown."

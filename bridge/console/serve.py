@@ -10,6 +10,7 @@ from bridge.console.app import serve_console
 from bridge.console.state import Console
 from bridge.core.settings import Settings
 from bridge.core.tasks import stop_on_signals
+from bridge.ledger.queries import LedgerReader
 from bridge.worker.subscribers import Subscriber
 
 
@@ -22,6 +23,7 @@ def console_state(settings: Settings, subscribers: Sequence[Subscriber], passwor
         # The sync's settings arrive with the sync; until then its default path.
         sync_state_path=settings.sync_state_path,
         archive_retention=archive_retention(settings),
+        ledger=LedgerReader(settings.ledger_url) if settings.ledger_url else None,
         secure_cookies=settings.console_secure_cookies,
         trusted_proxies=settings.console_trusted_proxies,
         listen_host=settings.console_host,

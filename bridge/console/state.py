@@ -18,6 +18,7 @@ from bridge.console.signins import OVERALL, PasswordChecks, SignInLimits
 from bridge.console.sources import ArchiveSummaryCache
 from bridge.core.settings import SettingsError
 from bridge.core.values import url_passwords
+from bridge.ledger.queries import LedgerReader
 from bridge.worker.subscribers import Subscriber
 
 
@@ -42,6 +43,8 @@ class Console:
     sessions: Sessions = field(default_factory=Sessions)
     jobs: Jobs = field(default_factory=Jobs)
     archive_cache: ArchiveSummaryCache = field(default_factory=ArchiveSummaryCache)
+    ledger: LedgerReader | None = None
+    """The order lookup's source (``BRIDGE_LEDGER_URL``); ``None``: it scans the archive."""
     dlq_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     """One read or change of a subscriber's DLQ at a time (see console.dead_letters)."""
     signins: SignInLimits = field(init=False)

@@ -119,12 +119,33 @@ MINTSOFT_REQUESTS = Counter(
     ["answer"],
 )
 
+LEDGER_LAG = Gauge(
+    "bridge_ledger_lag_seconds",
+    "How far the ledger's indexer is behind the streams (0 while caught up)",
+)
+UNDELIVERED_OLDEST = Gauge(
+    "bridge_undelivered_oldest_seconds",
+    "Age of the oldest webhook a subscriber takes that is not yet delivered, dead or discarded",
+    ["subscriber"],
+)
+LEDGER_ROWS = Counter(
+    "bridge_ledger_rows_total", "Rows the ledger's indexer wrote, by table", ["table"]
+)
+LEDGER_MALFORMED = Counter(
+    "bridge_ledger_malformed_total",
+    "Stream messages the ledger's indexer skipped as malformed, by table they were for",
+    ["table"],
+)
+
 # Series that exist from the start (at 0), so increase() and alerts see the first one.
 for _event in ("despatched", "cancelled", "delivered", "split"):
     SYNC_RECOVERED.labels(_event)
 for _cursor in ("orders", "tracking"):
     SYNC_CURSOR_LAG.labels(_cursor)
 MINTSOFT_REQUESTS.labels("200")
+for _table in ("webhooks", "attempts"):
+    LEDGER_ROWS.labels(_table)
+    LEDGER_MALFORMED.labels(_table)
 
 
 OWNERS: dict[str, tuple[str, ...]] = {
@@ -144,6 +165,13 @@ OWNERS: dict[str, tuple[str, ...]] = {
         "bridge_broker_connected",
     ),
     "sync": ("bridge_sync", "bridge_mintsoft", "bridge_publish", "bridge_broker_connected"),
+    "ledger": (
+        "bridge_ledger_lag",
+        "bridge_ledger_rows",
+        "bridge_ledger_malformed",
+        "bridge_undelivered",
+        "bridge_broker_connected",
+    ),
 }
 """Which process exports which ``bridge_*`` families (by name prefix): each process's
 ``/metrics`` shows its own, never another's stuck at 0 (a dashboard would read those as

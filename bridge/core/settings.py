@@ -26,6 +26,7 @@ from bridge.core.values import (
     parse_http_url,
     parse_ids,
     parse_int,
+    parse_ledger_url,
     parse_list,
     parse_log_format,
     parse_optional,
@@ -81,6 +82,8 @@ class Settings:
     console_trusted_proxies: tuple[str, ...] = ()
     console_allowed_hosts: tuple[str, ...] = ()
     console_allow_placeholder_password: bool = False
+    ledger_url: str | None = field(default="sqlite:///./var/ledger.sqlite3", repr=False)
+    """``None``: no ledger (``BRIDGE_LEDGER_URL`` set empty)."""
 
     @property
     def auth_configured(self) -> bool:
@@ -247,6 +250,10 @@ SPECS.update(
         ),
         "BRIDGE_MINTSOFT_TIMEZONE": _Spec(
             "mintsoft_timezone", parse_timezone, "zone of Mintsoft's date-times"
+        ),
+        # A secret: a PostgreSQL URL may hold a password (so no flag; env or _FILE only).
+        "BRIDGE_LEDGER_URL": _Spec(
+            "ledger_url", parse_ledger_url, "the ledger database URL (empty: no ledger)", True
         ),
     }
 )

@@ -161,3 +161,20 @@ def parse_timezone(name: str, raw: str) -> str:
     except (ZoneInfoNotFoundError, ValueError):
         raise SettingsError(f"{name}={raw!r} is not a time zone: use e.g. Europe/London") from None
     return value
+
+
+LEDGER_SCHEMES = ("sqlite", "postgresql", "postgres", "postgresql+psycopg")
+
+
+def parse_ledger_url(name: str, raw: str) -> str | None:
+    """``sqlite:///path`` or ``postgresql://user@host:5432/db``; empty turns the ledger off."""
+    value = raw.strip()
+    if not value:
+        return None
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in LEDGER_SCHEMES or not rest.strip("/"):
+        raise SettingsError(
+            f"{name}={redact_url(value)!r} is not a ledger database URL: use "
+            "sqlite:///./var/ledger.sqlite3 or postgresql://user@host:5432/db (empty: no ledger)"
+        )
+    return value

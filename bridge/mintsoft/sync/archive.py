@@ -1,21 +1,30 @@
 """What arrived: the (event, order id) pairs of every webhook the archive holds in a window.
 
 Reconcile asks only this one question, through :data:`SeenEvents`, so it can be answered by
-the archive library (:func:`archive_seen`, the default) or, in tests, by any real-broker
-stand-in. A recovered webhook is archived too, so it counts as arrived on the next pass.
+the ledger (:func:`ledger_seen`, when ``BRIDGE_LEDGER_URL`` is set: an indexed query, no
+archive scan per pass), the archive library (:func:`archive_seen`) or, in tests, by any
+real-broker stand-in. The ledger is trusted only when its indexer is current through the
+window's end; otherwise (stopped, behind, or its database away) that pass asks the archive,
+so a lagging ledger never makes sync publish webhooks that did arrive. A recovered webhook
+is archived too, so it counts as arrived on the next pass.
 Without the archive (``BRIDGE_ARCHIVE=false``) reconcile cannot know what arrived: it fails
 with a :class:`CommandError` naming the two ways out.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 
+from bridge.amqp.topology import archive_name
 from bridge.archive.reader import ArchiveQuery, find
 from bridge.core.contract import ORDER_EVENTS
 from bridge.core.settings import Settings
 from bridge.errors import CommandError
+from bridge.ledger.queries import LedgerReader
+
+log = logging.getLogger("bridge.mintsoft.sync")
 
 SeenEvents = Callable[[datetime, datetime], Awaitable[set[tuple[str, int]]]]
 """``seen(since, until)`` (aware UTC, until exclusive) -> {(event, order id)} the archive
@@ -38,6 +47,30 @@ def archive_seen(settings: Settings) -> SeenEvents:
     return seen
 
 
+def ledger_seen(settings: Settings, url: str, fallback: SeenEvents) -> SeenEvents:
+    """:data:`SeenEvents` from the ledger at ``url``; ``fallback`` (the archive) for a pass
+    the ledger cannot answer."""
+    reader = LedgerReader(url)
+    archive = archive_name(settings.exchange)
+
+    async def seen(since: datetime, until: datetime) -> set[tuple[str, int]]:
+        try:
+            found = await reader.arrived(archive, since, until)
+        except CommandError as exc:
+            log.warning("%s; asking the archive instead", exc)
+            return await fallback(since, until)
+        if found is None:
+            log.info("the ledger is not yet current through %s: asking the archive", until)
+            return await fallback(since, until)
+        return {
+            (event, int(order))
+            for event, order in found
+            if event in ORDER_EVENTS and order.isdigit()
+        }
+
+    return seen
+
+
 def archive_off() -> SeenEvents:
     """With the archive off, reconcile cannot tell which webhooks arrived."""
 
@@ -51,5 +84,10 @@ def archive_off() -> SeenEvents:
 
 
 def default_seen(settings: Settings) -> SeenEvents:
-    """The archive's answer, or :func:`archive_off`'s refusal when it is turned off."""
-    return archive_seen(settings) if settings.archive else archive_off()
+    """The ledger's answer (the archive's when it cannot give one), the archive's without a
+    ledger, or :func:`archive_off`'s refusal when the archive is turned off."""
+    if not settings.archive:
+        return archive_off()
+    if settings.ledger_url:
+        return ledger_seen(settings, settings.ledger_url, archive_seen(settings))
+    return archive_seen(settings)

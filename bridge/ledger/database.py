@@ -1,0 +1,155 @@
+"""Opening the ledger database named by ``BRIDGE_LEDGER_URL``: SQLite (stdlib driver) or
+PostgreSQL (psycopg 3), one SQLAlchemy engine either way.
+
+Guarantees: the SQLite file and its directory are created private to the bridge's user
+(0600 / 0700: the rows are customer data); SQLite runs in WAL mode, so one writer and any
+number of readers work at once, and every transaction is a real one (``BEGIN`` is sent by
+us, not left to the driver, so DDL and rows commit or roll back together). The writer's
+transactions take the write lock up front (``BEGIN IMMEDIATE``).
+
+Fails with :class:`~bridge.core.settings.SettingsError` when no ledger is configured and
+:class:`~bridge.errors.CommandError` when the database cannot be opened; the URL in every
+message is redacted (a password never appears).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from bridge.core.settings import Settings, SettingsError, redact_url
+from bridge.errors import CommandError
+from bridge.ledger.migrations import require_schema, upgrade
+
+BUSY_TIMEOUT_MS = 10_000
+"""How long an SQLite reader or writer waits for a lock before failing."""
+
+
+def ledger_url(settings: Settings) -> str:
+    """The configured ledger URL; a :class:`SettingsError` naming the setting when empty."""
+    if not settings.ledger_url:
+        raise SettingsError(
+            "BRIDGE_LEDGER_URL is empty, so there is no ledger: set it (e.g. "
+            "sqlite:///./var/ledger.sqlite3) and run `mintsoft-bridge ledger`"
+        )
+    return settings.ledger_url
+
+
+def sqlalchemy_url(url: str) -> str:
+    """``postgresql://`` / ``postgres://`` -> psycopg 3's dialect; SQLite URLs unchanged."""
+    scheme, _, rest = url.partition("://")
+    if scheme.lower() in ("postgresql", "postgres"):
+        return "postgresql+psycopg://" + rest
+    return url
+
+
+def is_sqlite(url: str) -> bool:
+    return url.lower().startswith("sqlite:")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an SQLite URL (``None`` for an in-memory one)."""
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def _private_file(path: Path) -> None:
+    # Created before SQLite opens it, so it never exists with the umask's mode; an existing
+    # file is tightened too (one made by an older build, or copied in).
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+def _sqlite_setup(engine: Engine, *, writer: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to us: the stdlib driver would not BEGIN before DDL.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        # WAL + NORMAL: a process crash loses nothing committed; a power cut may lose the
+        # last commits, rows and their offsets together, so they are read again.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+
+def open_engine(url: str, *, writer: bool = False) -> Engine:
+    """An engine on the ledger at ``url`` (not yet connected: the first use connects).
+
+    ``writer``: the indexer's engine; for SQLite it creates the file (private) if missing.
+    A reader of an SQLite ledger whose file does not exist gets a :class:`CommandError`."""
+    try:
+        target = sqlalchemy_url(url)
+        if is_sqlite(url):
+            path = sqlite_path(url)
+            if path is not None:
+                if writer:
+                    _private_file(path)
+                elif not path.exists():
+                    raise CommandError(
+                        f"the ledger {redact_url(url)} does not exist yet: start "
+                        "`mintsoft-bridge ledger` (it creates and fills it), or check "
+                        "BRIDGE_LEDGER_URL"
+                    )
+            engine = create_engine(target)
+            _sqlite_setup(engine, writer=writer)
+            return engine
+        return create_engine(target, pool_pre_ping=True, pool_size=2, max_overflow=4)
+    except (ArgumentError, ValueError) as exc:
+        raise SettingsError(f"BRIDGE_LEDGER_URL={redact_url(url)!r} is not usable: {exc}") from None
+    except OSError as exc:
+        raise CommandError(
+            f"the ledger {redact_url(url)} cannot be created ({exc.strerror or exc}): check "
+            "that the directory is writable by this user"
+        ) from None
+
+
+def unreachable(url: str, exc: SQLAlchemyError) -> CommandError:
+    """The one-line error for a database that refused or failed, password left out."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+    password = make_url(sqlalchemy_url(url)).password
+    if password:
+        reason = reason.replace(str(password), "***")
+    return CommandError(
+        f"the ledger {redact_url(url)} failed ({reason}): check that the database is up "
+        "and BRIDGE_LEDGER_URL is right"
+    )
+
+
+def open_writer(url: str) -> Engine:
+    """The indexer's engine, the schema created or upgraded (:mod:`.migrations`)."""
+    engine = open_engine(url, writer=True)
+    try:
+        upgrade(engine)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise unreachable(url, exc) from None
+    return engine
+
+
+def open_reader(url: str) -> Engine:
+    """An engine for ``trace``, the console and sync: the schema must be there already."""
+    engine = open_engine(url)
+    try:
+        require_schema(engine, redact_url(url))
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise unreachable(url, exc) from None
+    except CommandError:
+        engine.dispose()
+        raise
+    return engine

@@ -1,0 +1,372 @@
+"""``mintsoft-bridge ledger``: reads ``<exchange>.archive`` and ``<exchange>.deliveries`` from
+the offsets the ledger stored and writes their rows in batches (up to :data:`BATCH_ROWS`
+rows or :data:`BATCH_SECONDS`), each batch with its offsets in one transaction
+(:func:`bridge.ledger.store.write_batch`).
+
+Guarantees: a crash (even SIGKILL) loses no row and writes none twice: the next start reads
+on from one past the stored offsets, and what the broker sends again after a reconnect is
+recognised by its offset. SIGTERM writes the batch in hand, then stops. A malformed message
+is counted (``stream_offsets.malformed``, a log line) and skipped. A broker that goes away is
+reconnected to (with failover across ``BRIDGE_AMQP_URL``); a database that fails is retried
+with the batch kept, while the broker holds back what is not acknowledged.
+
+Only one indexer may write a ledger (PostgreSQL or SQLite alike): two would each write
+every row once and the unique keys would turn the second copy away, counted as duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiormq
+from aiormq.abc import AbstractChannel, DeliveredMessage
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from bridge.amqp.connection import BrokerLink
+from bridge.amqp.topology import archive_name, declare, settings_topology
+from bridge.core import metrics
+from bridge.core.durations import parse_duration
+from bridge.core.listeners import start_metrics_listener
+from bridge.core.records import RecordError, deliveries_stream
+from bridge.core.settings import Settings, redact_url
+from bridge.core.tasks import cancel_and_wait, stop_on_signals
+from bridge.errors import CommandError
+from bridge.ledger.database import ledger_url, open_writer
+from bridge.ledger.queries import undelivered_oldest
+from bridge.ledger.rows import SKIP, record_row, stream_offset, webhook_row
+from bridge.ledger.store import (
+    Batch,
+    SubscriberSpec,
+    mark_current,
+    optimize,
+    remove_before,
+    store_subscribers,
+    stored_offsets,
+    write_batch,
+)
+
+log = logging.getLogger("bridge.ledger")
+
+BATCH_ROWS = 500
+BATCH_SECONDS = 0.2
+PREFETCH = 2000
+"""Stream consumers need a prefetch; acks (after each batch's commit) give credit back."""
+GATHER_PAUSE = 0.005
+"""Seconds a batch being filled waits for more deliveries when none is waiting."""
+IDLE_MARK = 2.0
+"""Seconds without a message after which the indexer records that it is caught up."""
+RETENTION_INTERVAL = 600.0
+UNDELIVERED_INTERVAL = 15.0
+SPOOL_LOOKBACK = timedelta(hours=1)
+DB_RETRY_MAX = 10.0
+
+_WAKE: Any = object()
+"""Put in the inbox to wake the batch loop (a stop, or a lost connection)."""
+
+
+@dataclass
+class _Stream:
+    name: str
+    to_row: Callable[[DeliveredMessage], dict[str, Any] | None]
+    kind: str  # "webhooks" or "attempts"
+    seen: int = -1  # the last offset taken into a batch (or stored)
+    channel: AbstractChannel | None = None
+
+
+@dataclass
+class Indexer:
+    settings: Settings
+    engine: Engine
+    url: str
+    batch_rows: int = BATCH_ROWS
+    batch_seconds: float = BATCH_SECONDS
+    prefetch: int = PREFETCH
+    retention_interval: float = RETENTION_INTERVAL
+    written: int = 0
+    _inbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    _streams: dict[str, _Stream] = field(default_factory=dict)
+    _newest: float = 0.0  # epoch of the newest message written
+    _idle_since: float = field(default_factory=time.monotonic)
+    _fatal: BaseException | None = None
+    _linked: bool = False
+    _watermarks: dict[str, datetime] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        exchange = self.settings.exchange
+        streams = [_Stream(deliveries_stream(exchange), record_row, "attempts")]
+        if self.settings.archive:
+            streams.insert(0, _Stream(archive_name(exchange), webhook_row, "webhooks"))
+        self._streams = {s.name: s for s in streams}
+        self._kinds = {s.kind: s.name for s in streams}
+        self._kinds.setdefault("webhooks", archive_name(exchange))
+
+    def lag_seconds(self) -> float:
+        """0 while caught up (nothing arrived for a second); else the age of the newest
+        row written, which grows while the broker or the database is away."""
+        if self._inbox.empty() and time.monotonic() - self._idle_since > 1.0 and self._linked:
+            return 0.0
+        return max(0.0, time.time() - self._newest) if self._newest else 0.0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Index until ``stop`` is set; the batch in hand is written before returning."""
+        offsets = await self._db(stored_offsets, self.engine)
+        for stream in self._streams.values():
+            stream.seen = offsets.get(stream.name, -1)
+        metrics.LEDGER_LAG.set_function(self.lag_seconds)
+        link = BrokerLink(
+            self.settings.amqp_urls, self._on_channel, confirms=False, name="mintsoft-bridge ledger"
+        )
+        link.on_state_change(self._on_link)
+        waker = asyncio.create_task(self._wake_on(stop), name="ledger-stop")
+        chores = [
+            asyncio.create_task(self._retention(stop), name="ledger-retention"),
+            asyncio.create_task(self._undelivered(stop), name="ledger-undelivered"),
+        ]
+        await link.start()
+        log.info(
+            "indexing %s into %s from offsets %s",
+            ", ".join(self._streams),
+            redact_url(self.url),
+            {name: s.seen + 1 for name, s in self._streams.items()},
+        )
+        try:
+            await self._batches(stop)
+        finally:
+            for chore in chores:
+                await cancel_and_wait(chore)
+            await cancel_and_wait(waker)
+            await link.close()
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def _wake_on(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._inbox.put_nowait(_WAKE)
+
+    def _on_link(self, up: bool) -> None:
+        self._linked = up
+
+    async def _on_channel(self, channel: AbstractChannel) -> None:
+        """On every (re)connection: declare the streams, consume each from one past the
+        last offset taken (what an old connection delivered is still in the inbox)."""
+        try:
+            # As serve and topology declare them: the archive (when on) and the deliveries.
+            await declare(channel, settings_topology(self.settings))
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            self._fatal = _declare_refused(exc)
+            self._inbox.put_nowait(_WAKE)
+            raise
+        connection = channel.connection
+        for stream in self._streams.values():
+            consumer = await connection.channel()
+            await consumer.basic_qos(prefetch_count=self.prefetch)
+            name = stream.name
+
+            async def deliver(message: DeliveredMessage, name: str = name) -> None:
+                self._inbox.put_nowait((name, message))
+
+            # no_ack must be False on a stream: True closes the whole connection.
+            await consumer.basic_consume(
+                name, deliver, no_ack=False, arguments={"x-stream-offset": stream.seen + 1}
+            )
+            stream.channel = consumer
+
+    async def _batches(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        while not stop.is_set() and self._fatal is None:
+            try:
+                item = await asyncio.wait_for(self._inbox.get(), IDLE_MARK)
+            except TimeoutError:
+                await self._mark_current()
+                continue
+            if item is _WAKE:
+                continue
+            batch = Batch()
+            acks: dict[str, tuple[AbstractChannel | None, int]] = {}
+            self._take(item, batch, acks)
+            deadline = loop.time() + self.batch_seconds
+            while len(batch) < self.batch_rows:
+                try:
+                    item = self._inbox.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    # Let deliveries pile up a moment, then take them all: a wait per
+                    # message (a task and a timer each) would cost more than the row.
+                    await asyncio.sleep(min(remaining, GATHER_PAUSE))
+                    continue
+                if item is _WAKE:
+                    break
+                self._take(item, batch, acks)
+            await self._write(batch, stop)
+            await _ack(acks)
+            if self._inbox.empty():
+                self._idle_since = time.monotonic()
+
+    async def _mark_current(self) -> None:
+        """Nothing arrived for :data:`IDLE_MARK` seconds while attached: the ledger holds
+        every message appended until a moment ago (what sync checks before trusting it)."""
+        if not self._linked or not self._inbox.empty():
+            return
+        at = datetime.now(UTC) - timedelta(seconds=IDLE_MARK)
+        try:
+            await self._db(mark_current, self.engine, list(self._streams), at)
+        except SQLAlchemyError as exc:
+            log.warning("could not record the ledger's progress (%s)", exc)
+
+    def _take(
+        self,
+        item: tuple[str, DeliveredMessage],
+        batch: Batch,
+        acks: dict[str, tuple[AbstractChannel | None, int]],
+    ) -> None:
+        name, message = item
+        stream = self._streams[name]
+        if message.delivery_tag is not None:
+            acks[name] = (message.channel, message.delivery_tag)
+        try:
+            offset = stream_offset(message)
+        except RecordError:
+            return
+        if offset <= stream.seen:
+            return  # sent again after a reconnect: already in a batch
+        stream.seen = offset
+        stamp = message.header.properties.timestamp
+        if stamp is not None:  # whole seconds, so "current" errs on the early side
+            stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+        batch.cover(name, offset, stamp)
+        try:
+            row = stream.to_row(message)
+        except RecordError as exc:
+            batch.malformed[name] += 1
+            log.warning("skipped a malformed message at offset %d of %s: %s", offset, name, exc)
+            return
+        if row is SKIP:
+            return
+        if stream.kind == "webhooks":
+            batch.webhooks.append(row)
+        else:
+            batch.attempts.append(row)
+
+    async def _write(self, batch: Batch, stop: asyncio.Event) -> None:
+        if not batch.offsets:
+            return
+        delay = 0.2
+        while True:
+            try:
+                duplicates = await asyncio.to_thread(write_batch, self.engine, batch, self._kinds)
+                break
+            except SQLAlchemyError as exc:
+                reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+                log.warning(
+                    "could not write %d rows to %s (%s); retrying in %.1fs",
+                    len(batch),
+                    redact_url(self.url),
+                    reason,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, DB_RETRY_MAX)
+        self.written += len(batch) - duplicates
+        metrics.LEDGER_ROWS.labels("webhooks").inc(len(batch.webhooks))
+        metrics.LEDGER_ROWS.labels("attempts").inc(len(batch.attempts))
+        for name, count in batch.malformed.items():
+            metrics.LEDGER_MALFORMED.labels(self._streams[name].kind).inc(count)
+        if duplicates:
+            log.warning("%d rows were already in the ledger (kept once)", duplicates)
+        times = [r["received_at"] for r in batch.webhooks] + [r["at"] for r in batch.attempts]
+        if times:
+            self._newest = max(self._newest, max(t.timestamp() for t in times))
+
+    async def _retention(self, stop: asyncio.Event) -> None:
+        keep = timedelta(seconds=parse_duration(self.settings.archive_max_age))
+        while not stop.is_set():
+            cutoff = datetime.now(UTC) - keep
+            try:
+                removed = await self._db(remove_before, self.engine, cutoff)
+                if removed:
+                    log.info("removed %d rows older than %s", removed, cutoff.isoformat())
+                await self._db(optimize, self.engine)
+            except SQLAlchemyError as exc:
+                log.warning("retention delete failed (%s); trying again later", exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.retention_interval):
+                    await stop.wait()
+
+    async def _undelivered(self, stop: asyncio.Event) -> None:
+        """Set ``bridge_undelivered_oldest_seconds`` per known subscriber, every
+        :data:`UNDELIVERED_INTERVAL`. Each pass looks back only to the oldest webhook the
+        last pass found unsettled (less :data:`SPOOL_LOOKBACK`, for webhooks that reach the
+        archive late from a spool), so a pass costs what arrived since, not the whole table."""
+        while not stop.is_set():
+            started = datetime.now(UTC)
+            try:
+                oldest = await self._db(undelivered_oldest, self.engine, self._watermarks)
+            except SQLAlchemyError as exc:
+                log.warning("could not compute the undelivered ages (%s)", exc)
+                oldest = {}
+            for name, when in oldest.items():
+                age = 0.0 if when is None else (started - when).total_seconds()
+                metrics.UNDELIVERED_OLDEST.labels(name).set(max(0.0, age))
+                since = min(when or started, started) - SPOOL_LOOKBACK
+                self._watermarks[name] = since
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(UNDELIVERED_INTERVAL):
+                    await stop.wait()
+
+    async def _db(self, call: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(call, *args)
+
+
+async def _ack(acks: dict[str, tuple[AbstractChannel | None, int]]) -> None:
+    """Give the streams their credit back, up to the last message of the batch (an ack on
+    a stream deletes nothing; the offsets in the database say where to read on)."""
+    for channel, tag in acks.values():
+        if channel is None or channel.is_closed:
+            continue
+        with contextlib.suppress(Exception):
+            await channel.basic_ack(tag, multiple=True)
+
+
+def _declare_refused(exc: BaseException) -> BaseException:
+    reason = str(exc.args[0] if exc.args else exc)
+    return CommandError(
+        f"the broker refused a declaration ({reason}): run with the settings it was declared "
+        "with (BRIDGE_ARCHIVE_MAX_AGE and BRIDGE_ARCHIVE_MAX_BYTES), or delete it first"
+    )
+
+
+async def run_ledger(settings: Settings, subscribers: Sequence[SubscriberSpec] | None) -> int:
+    """Open (create, upgrade) the ledger, store ``subscribers`` when given, and index until
+    SIGTERM or SIGINT; the rows written. ``/metrics`` on ``BRIDGE_METRICS_PORT`` if set."""
+    url = ledger_url(settings)
+    engine = await asyncio.to_thread(open_writer, url)
+    try:
+        if subscribers is not None:
+            await asyncio.to_thread(store_subscribers, engine, subscribers)
+            log.info("subscribers: %s", ", ".join(s.name for s in subscribers) or "none")
+        runner = None
+        if settings.metrics_port is not None:
+            runner = await start_metrics_listener(
+                settings.metrics_host, settings.metrics_port, process="ledger"
+            )
+        indexer = Indexer(settings, engine, url)
+        try:
+            with stop_on_signals() as stop:
+                await indexer.run(stop)
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+        log.info("ledger stopped after writing %d rows", indexer.written)
+        return indexer.written
+    finally:
+        engine.dispose()

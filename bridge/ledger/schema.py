@@ -1,0 +1,114 @@
+"""The ledger's tables, one definition for SQLite and PostgreSQL (SQLAlchemy Core).
+
+- ``webhooks``: one row per webhook in the archive stream, unique by ``message_id``;
+- ``attempts``: one row per delivery record, unique by ``record_id``;
+- ``subscribers``: the subscribers ``ledger --config`` knows, with their events and filters
+  (what makes a webhook "not for" one);
+- ``stream_offsets``: per stream, the last offset written, and what was skipped; written in
+  the same transaction as the rows it covers;
+- ``ledger_schema``: the schema version (see :mod:`bridge.ledger.migrations`).
+
+Times are ``timestamp with time zone`` on PostgreSQL; SQLite keeps them as text without the
+zone, always UTC (:func:`bridge.ledger.rows.utc` puts the zone back on reading).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# BigInteger is INTEGER PRIMARY KEY (the rowid) on SQLite only as Integer: an autoincrementing
+# key there must be "INTEGER", so the variant keeps both databases' natural key.
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("message_id", String(200), nullable=False, unique=True),
+    Column("event", String(40), nullable=False),
+    Column("order_id", String(64)),
+    Column("order_number", String(200)),
+    Column("client_id", String(64)),
+    Column("warehouse_id", String(64)),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("source", String(40), nullable=False),  # webhook, reconcile, replay
+    Column("bytes", Integer, nullable=False),
+    Column("stream_offset", BigInteger, nullable=False),
+    Index("webhooks_order_id", "order_id"),
+    Index("webhooks_order_number", "order_number"),
+    Index("webhooks_received_at", "received_at"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("record_id", String(64), nullable=False, unique=True),
+    Column("message_id", String(200), nullable=False),
+    Column("subscriber", String(200), nullable=False),
+    Column("event", String(40), nullable=False),
+    Column("order_id", String(64)),
+    Column("order_number", String(200)),
+    Column("attempt", Integer, nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("status", Integer),
+    Column("answer", Text),
+    Column("error", Text),
+    Column("duration_ms", Float),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("source", String(40), nullable=False),
+    Column("operator", String(200)),
+    Column("stream_offset", BigInteger, nullable=False),
+    # (message id, subscriber): a webhook's attempts, and one subscriber's of them, which
+    # the undelivered gauge asks per webhook (a plan through (subscriber, at) scans).
+    Index("attempts_message_id", "message_id", "subscriber"),
+    Index("attempts_order_id", "order_id"),
+    Index("attempts_subscriber_at", "subscriber", "at"),
+    Index("attempts_at", "at"),
+)
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("events", Text, nullable=False),  # JSON list
+    Column("clients", Text, nullable=False),  # JSON list; empty: every client
+    Column("warehouses", Text, nullable=False),  # JSON list; empty: every warehouse
+    # When the ledger first knew it: older webhooks never count as undelivered for it.
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+stream_offsets = Table(
+    "stream_offsets",
+    metadata,
+    Column("stream", String(300), primary_key=True),
+    Column("last_offset", BigInteger, nullable=False),
+    # Rows the unique keys turned away: 0 unless offsets were not kept with their rows.
+    Column("duplicates", BigInteger, nullable=False, default=0),
+    Column("malformed", BigInteger, nullable=False, default=0),
+    # Every message the stream had before this time is in the ledger (the newest written
+    # message's time while busy, now while idle): what sync checks before trusting it.
+    Column("current_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+ledger_schema = Table(
+    "ledger_schema",
+    metadata,
+    Column("id", Integer, primary_key=True),  # always 1
+    Column("version", Integer, nullable=False),
+)

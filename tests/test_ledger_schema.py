@@ -1,0 +1,193 @@
+"""The ledger's database: one schema on SQLite and PostgreSQL, upgrades that keep rows,
+private SQLite files, rows and offsets written together, and URLs never shown with their
+password."""
+
+from __future__ import annotations
+
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, func, inspect, select, text
+
+from bridge.core.settings import SettingsError, load_settings
+from bridge.errors import CommandError
+from bridge.ledger.database import open_engine, open_reader, open_writer, sqlite_path
+from bridge.ledger.migrations import VERSION, current_version, upgrade
+from bridge.ledger.schema import attempts, stream_offsets, webhooks
+from bridge.ledger.store import Batch, remove_before, stored_offsets, write_batch
+
+STREAMS = {"webhooks": "x.archive", "attempts": "x.deliveries"}
+
+
+def webhook(n: int, received_at: datetime | None = None) -> dict[str, object]:
+    return {
+        "message_id": f"m-{n}",
+        "event": "despatched",
+        "order_id": str(n),
+        "order_number": f"SO-{n}",
+        "client_id": "12",
+        "warehouse_id": "3",
+        "received_at": received_at or datetime.now(UTC),
+        "source": "webhook",
+        "bytes": 100,
+        "stream_offset": n,
+    }
+
+
+def test_a_new_ledger_gets_every_table_at_the_current_version(ledger_db: str) -> None:
+    engine = open_writer(ledger_db)
+    with engine.connect() as connection:
+        assert current_version(connection) == VERSION
+        names = set(inspect(connection).get_table_names())
+    assert {"webhooks", "attempts", "subscribers", "stream_offsets", "ledger_schema"} <= names
+    indexes = {i["name"] for i in inspect(engine).get_indexes("attempts")}
+    assert {"attempts_message_id", "attempts_order_id", "attempts_subscriber_at"} <= indexes
+    engine.dispose()
+
+
+def test_the_sqlite_file_is_private(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'var' / 'ledger.sqlite3'}"
+    open_writer(url).dispose()
+    path = sqlite_path(url)
+    assert path is not None
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
+
+
+def test_an_upgrade_keeps_every_row(ledger_db: str) -> None:
+    engine = open_writer(ledger_db)
+    batch = Batch(webhooks=[webhook(n) for n in range(50)])
+    batch.cover("x.archive", 49)
+    write_batch(engine, batch, STREAMS)
+
+    def add_column(connection: Connection) -> None:
+        connection.execute(text("ALTER TABLE webhooks ADD COLUMN note VARCHAR(20)"))
+
+    found = upgrade(engine, steps={VERSION + 1: add_column}, version=VERSION + 1)
+    assert found == VERSION
+    with engine.connect() as connection:
+        assert current_version(connection) == VERSION + 1
+        assert connection.execute(select(func.count()).select_from(webhooks)).scalar() == 50
+        assert "note" in {c["name"] for c in inspect(connection).get_columns("webhooks")}
+    # Opening it again with this build's steps refuses a schema it does not know.
+    with pytest.raises(CommandError, match="newer than this bridge knows"):
+        upgrade(engine)
+    engine.dispose()
+
+
+def test_a_failed_upgrade_step_leaves_the_previous_version(ledger_db: str) -> None:
+    engine = open_writer(ledger_db)
+
+    def broken(connection: Connection) -> None:
+        connection.execute(text("ALTER TABLE webhooks ADD COLUMN half INTEGER"))
+        raise RuntimeError("step fails half-way")
+
+    with pytest.raises(RuntimeError):
+        upgrade(engine, steps={VERSION + 1: broken}, version=VERSION + 1)
+    with engine.connect() as connection:
+        assert current_version(connection) == VERSION
+        assert "half" not in {c["name"] for c in inspect(connection).get_columns("webhooks")}
+    engine.dispose()
+
+
+def test_rows_and_offsets_are_written_together_and_duplicates_counted(ledger_db: str) -> None:
+    engine = open_writer(ledger_db)
+    first = Batch(webhooks=[webhook(n) for n in range(10)])
+    first.cover("x.archive", 9)
+    assert write_batch(engine, first, STREAMS) == 0
+    again = Batch(webhooks=[webhook(n) for n in range(5, 15)])
+    again.cover("x.archive", 14)
+    again.malformed["x.archive"] += 2
+    assert write_batch(engine, again, STREAMS) == 5
+    assert stored_offsets(engine) == {"x.archive": 14}
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(webhooks)).scalar() == 15
+        row = connection.execute(select(stream_offsets)).one()
+    assert (row.duplicates, row.malformed) == (5, 2)
+    engine.dispose()
+
+
+def test_a_batch_that_fails_writes_neither_rows_nor_offsets(ledger_db: str) -> None:
+    engine = open_writer(ledger_db)
+    bad = Batch(webhooks=[webhook(1), {**webhook(2), "event": None}])  # NOT NULL refused
+    bad.cover("x.archive", 2)
+    with pytest.raises(Exception):  # noqa: B017 - either driver's IntegrityError
+        write_batch(engine, bad, STREAMS)
+    assert stored_offsets(engine) == {}
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(webhooks)).scalar() == 0
+    engine.dispose()
+
+
+def test_retention_removes_only_older_rows(ledger_db: str) -> None:
+    engine = open_writer(ledger_db)
+    now = datetime.now(UTC)
+    batch = Batch(webhooks=[webhook(n, now - timedelta(days=n)) for n in range(10)])
+    batch.attempts = [
+        {
+            "record_id": f"r-{n}",
+            "message_id": f"m-{n}",
+            "subscriber": "erp",
+            "event": "despatched",
+            "order_id": str(n),
+            "order_number": None,
+            "attempt": 1,
+            "outcome": "delivered",
+            "status": 200,
+            "answer": None,
+            "error": None,
+            "duration_ms": 1.0,
+            "at": now - timedelta(days=n),
+            "source": "worker",
+            "operator": None,
+            "stream_offset": n,
+        }
+        for n in range(10)
+    ]
+    write_batch(engine, batch, STREAMS)
+    assert remove_before(engine, now - timedelta(days=4, hours=12)) == 10
+    with engine.connect() as connection:
+        left = connection.execute(select(webhooks.c.message_id)).scalars().all()
+        assert sorted(left) == [f"m-{n}" for n in range(5)]
+        assert connection.execute(select(func.count()).select_from(attempts)).scalar() == 5
+    engine.dispose()
+
+
+def test_a_reader_never_creates_a_ledger(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'none.sqlite3'}"
+    with pytest.raises(CommandError, match="does not exist yet"):
+        open_reader(url)
+    assert not (tmp_path / "none.sqlite3").exists()
+
+
+def test_a_reader_of_an_empty_database_is_told_to_start_the_ledger(ledger_db: str) -> None:
+    open_engine(ledger_db, writer=True).dispose()  # the file exists (SQLite), no tables
+    with pytest.raises(CommandError, match="holds no tables yet"):
+        open_reader(ledger_db)
+
+
+def test_the_ledger_url_setting() -> None:
+    assert load_settings({}).ledger_url == "sqlite:///./var/ledger.sqlite3"
+    assert load_settings({"BRIDGE_LEDGER_URL": ""}).ledger_url is None
+    with pytest.raises(SettingsError) as bad:
+        load_settings({"BRIDGE_LEDGER_URL": "mysql://u:s3cret@h/db"})
+    assert "BRIDGE_LEDGER_URL" in str(bad.value) and "s3cret" not in str(bad.value)
+
+
+def test_the_ledger_url_can_come_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "url"
+    secret.write_text("postgresql://bridge:s3cret@db:5432/ledger\n")
+    settings = load_settings({"BRIDGE_LEDGER_URL_FILE": str(secret)})
+    assert settings.ledger_url == "postgresql://bridge:s3cret@db:5432/ledger"
+    assert "s3cret" not in repr(settings)
+
+
+def test_a_database_that_fails_is_one_line_without_the_password() -> None:
+    url = "postgresql://bridge:s3cret@127.0.0.1:1/ledger"
+    with pytest.raises(CommandError) as failed:
+        open_writer(url)
+    message = str(failed.value)
+    assert "s3cret" not in message and "bridge:***@127.0.0.1:1" in message
+    assert "\n" not in message
