@@ -66,3 +66,12 @@ def test_answer_is_cut_to_its_limit_on_a_character_boundary() -> None:
 def test_malformed_bodies_are_refused_by_name(body: bytes, words: str) -> None:
     with pytest.raises(RecordError, match=words):
         DeliveryRecord.from_body(body)
+
+
+def test_a_throttle_carries_its_pause_and_other_records_leave_it_out() -> None:
+    throttled = record(outcome=Outcome.THROTTLED, status=429, retry_after=30.0)
+    assert orjson.loads(throttled.to_body())["retry_after"] == 30.0
+    assert DeliveryRecord.from_body(throttled.to_body()) == throttled
+    plain = orjson.loads(record().to_body())
+    assert "retry_after" not in plain  # a record without it reads as before
+    assert DeliveryRecord.from_body(orjson.dumps(plain)).retry_after is None

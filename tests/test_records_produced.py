@@ -108,6 +108,40 @@ async def test_500_then_200_records_failed_then_delivered_with_statuses(
     assert delivered.error is None
 
 
+class ThrottlingTarget(Target):
+    """Answers its first POST 429 with ``Retry-After: 1``, then 200."""
+
+    async def _post(self, request: web.Request) -> web.Response:
+        await super()._post(request)
+        if len(self.requests) == 1:
+            return web.json_response({}, status=429, headers={"Retry-After": "1"})
+        return web.json_response({})
+
+
+async def test_a_throttle_records_the_pause_the_subscriber_sits_out(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    probe.track(queues=(deliveries_stream(exchange),))
+    target = ThrottlingTarget()
+    await target.start()
+    sub = subscriber(tries=2)
+    forwarder = Forwarder(sub.name, target.url, timeout=5)
+    try:
+        async with running_worker(probe, exchange, [sub], {sub.name: forwarder}):
+            await publish(probe, exchange, "despatched", body_for("despatched", 5))
+            records = await read_records(probe, exchange, lambda r: len(r) >= 2)
+    finally:
+        await forwarder.close()
+        await target.stop()
+    throttled, delivered = records
+    assert (throttled.outcome, throttled.status, throttled.retry_after) == (
+        Outcome.THROTTLED,
+        429,
+        1.0,
+    )
+    assert delivered.outcome is Outcome.DELIVERED and delivered.retry_after is None
+
+
 async def test_a_400_records_dead_with_its_status_and_a_masked_answer(
     probe: BrokerProbe, exchange: str, target: Target
 ) -> None:

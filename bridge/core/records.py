@@ -102,31 +102,35 @@ class DeliveryRecord:
     at: str
     source: Source
     operator: str | None
+    retry_after: float | None = None
+    """For ``throttled``: the seconds the subscriber pauses (the target's ``Retry-After``, cut
+    to the worker's limit), so readers can tell when it calls again; ``None`` otherwise."""
 
     def to_body(self) -> bytes:
         """The record's message body (JSON); ``answer`` and ``error`` cut to their limits."""
         # Written out rather than dataclasses.asdict (a deep copy): one record per delivery
         # attempt, on the worker's hot path.
-        return orjson.dumps(
-            {
-                "v": RECORD_VERSION,
-                "record_id": self.record_id,
-                "message_id": self.message_id,
-                "subscriber": self.subscriber,
-                "event": self.event,
-                "order_id": self.order_id,
-                "order_number": self.order_number,
-                "attempt": self.attempt,
-                "outcome": str(self.outcome),
-                "status": self.status,
-                "answer": cut(self.answer, ANSWER_LIMIT),
-                "error": cut(self.error, ERROR_LIMIT),
-                "duration_ms": self.duration_ms,
-                "at": self.at,
-                "source": str(self.source),
-                "operator": self.operator,
-            }
-        )
+        body: dict[str, Any] = {
+            "v": RECORD_VERSION,
+            "record_id": self.record_id,
+            "message_id": self.message_id,
+            "subscriber": self.subscriber,
+            "event": self.event,
+            "order_id": self.order_id,
+            "order_number": self.order_number,
+            "attempt": self.attempt,
+            "outcome": str(self.outcome),
+            "status": self.status,
+            "answer": cut(self.answer, ANSWER_LIMIT),
+            "error": cut(self.error, ERROR_LIMIT),
+            "duration_ms": self.duration_ms,
+            "at": self.at,
+            "source": str(self.source),
+            "operator": self.operator,
+        }
+        if self.retry_after is not None:  # optional: a reader of an older record sees none
+            body["retry_after"] = self.retry_after
+        return orjson.dumps(body)
 
     @classmethod
     def from_body(cls, body: bytes) -> DeliveryRecord:
@@ -156,6 +160,7 @@ class DeliveryRecord:
                 at=_text(data, "at"),
                 source=Source(_text(data, "source")),
                 operator=_optional_text(data, "operator"),
+                retry_after=_optional_float(data, "retry_after"),
             )
         except ValueError as exc:
             raise RecordError(str(exc)) from None

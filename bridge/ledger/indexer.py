@@ -49,6 +49,7 @@ from bridge.ledger.store import (
     optimize,
     remove_before,
     store_subscribers,
+    store_undelivered,
     stored_offsets,
     write_batch,
 )
@@ -90,6 +91,7 @@ class Indexer:
     batch_seconds: float = BATCH_SECONDS
     prefetch: int = PREFETCH
     retention_interval: float = RETENTION_INTERVAL
+    undelivered_interval: float = UNDELIVERED_INTERVAL
     written: int = 0
     _inbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
     _streams: dict[str, _Stream] = field(default_factory=dict)
@@ -303,10 +305,11 @@ class Indexer:
                     await stop.wait()
 
     async def _undelivered(self, stop: asyncio.Event) -> None:
-        """Set ``bridge_undelivered_oldest_seconds`` per known subscriber, every
-        :data:`UNDELIVERED_INTERVAL`. Each pass looks back only to the oldest webhook the
-        last pass found unsettled (less :data:`SPOOL_LOOKBACK`, for webhooks that reach the
-        archive late from a spool), so a pass costs what arrived since, not the whole table."""
+        """Set ``bridge_undelivered_oldest_seconds`` per known subscriber, and keep it in the
+        ``subscribers`` table for the console, every :data:`UNDELIVERED_INTERVAL`. Each pass
+        looks back only to the oldest webhook the last pass found unsettled (less
+        :data:`SPOOL_LOOKBACK`, for webhooks that reach the archive late from a spool), so a
+        pass costs what arrived since, not the whole table."""
         while not stop.is_set():
             started = datetime.now(UTC)
             try:
@@ -319,8 +322,15 @@ class Indexer:
                 metrics.UNDELIVERED_OLDEST.labels(name).set(max(0.0, age))
                 since = min(when or started, started) - SPOOL_LOOKBACK
                 self._watermarks[name] = since
+            if oldest:
+                try:
+                    # Kept for the console's subscriber page and cards (it reads, never
+                    # computes: a first pass reads every unsettled candidate).
+                    await self._db(store_undelivered, self.engine, oldest, started)
+                except SQLAlchemyError as exc:
+                    log.warning("could not store the undelivered ages (%s)", exc)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(UNDELIVERED_INTERVAL):
+                async with asyncio.timeout(self.undelivered_interval):
                     await stop.wait()
 
     async def _db(self, call: Callable[..., Any], *args: Any) -> Any:

@@ -18,18 +18,50 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, inspect, select
+from sqlalchemy import Column, Connection, Engine, Table, inspect, select
 
 from bridge.errors import CommandError
-from bridge.ledger.schema import ledger_schema, metadata
+from bridge.ledger.schema import attempts, ledger_schema, metadata, subscribers
 
 Step = Callable[[Connection], None]
 
-STEPS: dict[int, Step] = {}
-"""Version -> the step that brings version - 1 up to it. Version 1 is the first schema
-(created whole); add a step here whenever :mod:`bridge.ledger.schema` changes."""
 
-VERSION = 1
+def _add_column(connection: Connection, table: Table, column: Column[object]) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` (nullable, no default: instant on both databases),
+    unless the column is there."""
+    if column.name in {c["name"] for c in inspect(connection).get_columns(table.name)}:
+        return
+    kind = column.type.compile(dialect=connection.dialect)
+    connection.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}")
+
+
+def _add_index(connection: Connection, table: Table, name: str) -> None:
+    """Create the index ``name`` as :mod:`bridge.ledger.schema` defines it, unless it is
+    there. (On PostgreSQL it blocks writes while it builds: the writer upgrades at its
+    start, before it writes; readers go on.)"""
+    if name in {i["name"] for i in inspect(connection).get_indexes(table.name)}:
+        return
+    next(index for index in table.indexes if index.name == name).create(connection)
+
+
+def figures_step(connection: Connection) -> None:
+    """Version 2, what the console's subscriber figures read: ``attempts.retry_after``
+    (throttled until when), the index ``attempts_subscriber_outcome_at`` (last delivery,
+    last error, attempts per minute: each a seek) and the undelivered pass's result on
+    ``subscribers`` (``undelivered_oldest``, ``undelivered_at``)."""
+    _add_column(connection, attempts, attempts.c.retry_after)
+    _add_column(connection, subscribers, subscribers.c.undelivered_oldest)
+    _add_column(connection, subscribers, subscribers.c.undelivered_at)
+    _add_index(connection, attempts, "attempts_subscriber_outcome_at")
+
+
+STEPS: dict[int, Step] = {2: figures_step}
+"""Version -> the step that brings version - 1 up to it. Version 1 is the first schema
+(created whole); add a step here whenever :mod:`bridge.ledger.schema` changes. Steps check
+what is there first, so one that ran half-way (impossible within one transaction, but
+cheap to guard) or a database created by a newer build's tables runs them harmlessly."""
+
+VERSION = 2
 
 
 def current_version(connection: Connection) -> int | None:

@@ -8,7 +8,7 @@ Raises SQLAlchemy's errors; callers turn them into one line.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, and_, exists, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.ledger.database import open_reader, unreachable
+from bridge.ledger.figures import SubscriberFigures, subscriber_figures
 from bridge.ledger.rows import utc
 from bridge.ledger.schema import attempts, webhooks
 from bridge.ledger.states import SETTLED_OUTCOMES, State, state_of
@@ -136,6 +137,14 @@ class LedgerReader:
         """:func:`arrived`, in a thread."""
         return await asyncio.to_thread(
             self._ask, lambda engine: arrived(engine, archive, since, until)
+        )
+
+    async def figures(
+        self, names: Sequence[str], deliveries: str, now: datetime
+    ) -> dict[str, SubscriberFigures]:
+        """:func:`bridge.ledger.figures.subscriber_figures`, in a thread."""
+        return await asyncio.to_thread(
+            self._ask, lambda engine: subscriber_figures(engine, names, deliveries, now)
         )
 
     def close(self) -> None:

@@ -84,6 +84,7 @@ def attempt_row(record: DeliveryRecord, offset: int) -> Row:
         "source": str(record.source),
         "operator": record.operator,
         "stream_offset": offset,
+        "retry_after": record.retry_after,
     }
 
 

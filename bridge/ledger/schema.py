@@ -3,7 +3,7 @@
 - ``webhooks``: one row per webhook in the archive stream, unique by ``message_id``;
 - ``attempts``: one row per delivery record, unique by ``record_id``;
 - ``subscribers``: the subscribers ``ledger --config`` knows, with their events and filters
-  (what makes a webhook "not for" one);
+  (what makes a webhook "not for" one) and their oldest undelivered webhook;
 - ``stream_offsets``: per stream, the last offset written, and what was skipped; written in
   the same transaction as the rows it covers;
 - ``ledger_schema``: the schema version (see :mod:`bridge.ledger.migrations`).
@@ -72,12 +72,19 @@ attempts = Table(
     Column("source", String(40), nullable=False),
     Column("operator", String(200)),
     Column("stream_offset", BigInteger, nullable=False),
+    # Version 2: for ``throttled``, the seconds the subscriber pauses (its target's
+    # Retry-After): the console's "throttled until".
+    Column("retry_after", Float),
     # (message id, subscriber): a webhook's attempts, and one subscriber's of them, which
     # the undelivered gauge asks per webhook (a plan through (subscriber, at) scans).
     Index("attempts_message_id", "message_id", "subscriber"),
     Index("attempts_order_id", "order_id"),
     Index("attempts_subscriber_at", "subscriber", "at"),
     Index("attempts_at", "at"),
+    # Version 2: a subscriber's latest (or first) attempt of one outcome, and its attempts
+    # per outcome over the last hour, each a seek (the console's subscriber figures): through
+    # (subscriber, at) a last delivery behind a day of failures would be a long walk.
+    Index("attempts_subscriber_outcome_at", "subscriber", "outcome", "at"),
 )
 
 subscribers = Table(
@@ -90,6 +97,11 @@ subscribers = Table(
     # When the ledger first knew it: older webhooks never count as undelivered for it.
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Version 2: what the indexer's last undelivered pass found (the gauge
+    # bridge_undelivered_oldest_seconds, kept here for the console): the receive time of the
+    # oldest webhook not settled (NULL: none), and when that pass ran (NULL: none yet).
+    Column("undelivered_oldest", DateTime(timezone=True)),
+    Column("undelivered_at", DateTime(timezone=True)),
 )
 
 stream_offsets = Table(

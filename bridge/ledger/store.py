@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import orjson
-from sqlalchemy import Connection, Engine, Table, delete, select
+from sqlalchemy import Connection, Engine, Table, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.ledger.rows import Row, utc
@@ -107,7 +107,8 @@ def _insert_new_postgresql(connection: Connection, table: Table, key: str, rows:
         f"INSERT INTO {table.name} ({names}) SELECT * FROM unnest({casts}) "
         f"ON CONFLICT ({key}) DO NOTHING"
     )
-    arrays = tuple([row[c.name] for row in rows] for c in columns)
+    # .get: a column added by a later version (nullable) may be missing from a row.
+    arrays = tuple([row.get(c.name) for row in rows] for c in columns)
     # Binary parameters: psycopg's text form escapes every array element (slow in Python).
     cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
@@ -217,6 +218,18 @@ def store_subscribers(engine: Engine, specs: Sequence[SubscriberSpec]) -> None:
                         "updated_at": excluded.updated_at,
                     },
                 )
+            )
+
+
+def store_undelivered(engine: Engine, oldest: dict[str, datetime | None], at: datetime) -> None:
+    """Keep an undelivered pass's result (per known subscriber, the receive time of its
+    oldest unsettled webhook, ``None`` for none) and when it ran, for the console."""
+    with engine.begin() as connection:
+        for name, when in oldest.items():
+            connection.execute(
+                update(subscribers)
+                .where(subscribers.c.name == name)
+                .values(undelivered_oldest=when, undelivered_at=at)
             )
 
 

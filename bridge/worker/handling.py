@@ -201,8 +201,9 @@ class Handling:
                 and not self.stopping
                 and throttled < MAX_THROTTLED_HOLD
             ):
-                self._record(delivered, message, Recorded.THROTTLED, error, took)
-                throttled += self.pacer.pause(error.retry_after)
+                paused = self.pacer.pause(error.retry_after)
+                self._record(delivered, message, Recorded.THROTTLED, error, took, paused)
+                throttled += paused
                 continue
             tries += 1
             if isinstance(error, PermanentError) or self.stopping:
@@ -266,6 +267,7 @@ class Handling:
         outcome: Recorded,
         error: BaseException | None,
         took: float | None,
+        retry_after: float | None = None,
     ) -> None:
         if not self.records:
             return
@@ -286,6 +288,7 @@ class Handling:
             at=now_rfc3339(),
             source=Source.WORKER,
             operator=None,
+            retry_after=retry_after,
         )
         send_record(delivered.channel, self.exchange, record)
 

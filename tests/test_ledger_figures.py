@@ -1,0 +1,175 @@
+"""The subscriber figures the console reads from the ledger, on SQLite and PostgreSQL: last
+delivery (found behind many failures), last error and since when it fails, throttled until
+when, attempts per minute over the last hour, the undelivered pass's stored result; each
+question planned through an index; and the schema upgrade from version 1 that adds them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, inspect, literal_column, select, text
+
+from bridge.ledger.database import open_writer
+from bridge.ledger.figures import WINDOW_MINUTES, subscriber_figures, window_start
+from bridge.ledger.migrations import VERSION, current_version, upgrade
+from bridge.ledger.schema import attempts, ledger_schema, subscribers
+from bridge.ledger.store import (
+    Batch,
+    SubscriberSpec,
+    store_subscribers,
+    store_undelivered,
+    write_batch,
+)
+
+STREAMS = {"webhooks": "x.archive", "attempts": "x.deliveries"}
+NOW = datetime.now(UTC).replace(second=30, microsecond=0)
+_offsets = iter(range(1_000_000))
+
+
+def attempt(
+    subscriber: str, outcome: str, at: datetime, status: int | None = None, **more: Any
+) -> dict[str, Any]:
+    n = next(_offsets)
+    return {
+        "record_id": f"r-{subscriber}-{n}",
+        "message_id": more.get("message_id", f"m-{n}"),
+        "subscriber": subscriber,
+        "event": "despatched",
+        "order_id": more.get("order_id", str(20000 + n)),
+        "order_number": more.get("order_number"),
+        "attempt": more.get("attempt", 1),
+        "outcome": outcome,
+        "status": status,
+        "answer": more.get("answer"),
+        "error": more.get("error"),
+        "duration_ms": 12.0,
+        "at": at,
+        "source": "worker",
+        "operator": None,
+        "stream_offset": n,
+        "retry_after": more.get("retry_after"),
+    }
+
+
+def write(engine: Engine, rows: list[dict[str, Any]]) -> None:
+    batch = Batch(attempts=rows)
+    batch.cover("x.deliveries", max(r["stream_offset"] for r in rows), NOW)
+    write_batch(engine, batch, STREAMS)
+
+
+def test_last_delivery_error_failing_since_and_minutes(ledger_db: str) -> None:
+    engine = open_writer(ledger_db)
+    delivered_at = NOW - timedelta(minutes=40)
+    rows = [
+        attempt("erp", "delivered", NOW - timedelta(days=2), 200),
+        attempt("erp", "delivered", delivered_at, 200, order_id="20285", order_number="SO-20285"),
+        attempt("erp", "failed", delivered_at - timedelta(minutes=1), 500),  # before: not "since"
+    ]
+    # 300 failures after the delivery, two a minute from 30 minutes ago, then a dead one.
+    first_failure = NOW - timedelta(minutes=30)
+    rows += [
+        attempt("erp", "failed", first_failure + timedelta(seconds=6 * i), 500, answer="busy")
+        for i in range(300)
+    ]
+    rows.append(attempt("erp", "dead", NOW - timedelta(seconds=5), 500, answer="APIKEY=abc busy"))
+    rows.append(attempt("other", "delivered", NOW, 200))  # another subscriber's
+    write(engine, rows)
+    store_subscribers(engine, [SubscriberSpec("erp", ("despatched",))])
+
+    got = subscriber_figures(engine, ["erp", "nobody"], "x.deliveries", NOW)
+    erp = got["erp"]
+    assert erp.last_delivery is not None and erp.last_delivery.at == delivered_at
+    assert erp.last_delivery.order_number == "SO-20285"
+    assert erp.last_error is not None and erp.last_error.outcome == "dead"
+    assert erp.last_error.status == 500 and erp.last_error.answer == "APIKEY=abc busy"
+    assert erp.failing_since == first_failure and erp.failing
+    assert len(erp.minutes) == WINDOW_MINUTES
+    assert erp.minutes[0].start == window_start(NOW) and erp.minutes[-1].start <= NOW
+    assert (erp.delivered, erp.failed) == (1, 302)  # the 40-minute-old delivery is in
+    assert sum(1 for m in erp.minutes if m.failed) == 32  # 31 minutes, and 41 min ago
+    assert erp.known and erp.undelivered_at is None  # no pass stored yet
+    assert erp.deliveries_current_at is not None
+
+    nobody = got["nobody"]
+    assert nobody.last_delivery is None and nobody.last_error is None
+    assert not nobody.failing and nobody.delivered == 0 and not nobody.known
+    engine.dispose()
+
+
+def test_throttled_until_and_the_stored_undelivered_pass(ledger_db: str) -> None:
+    engine = open_writer(ledger_db)
+    store_subscribers(engine, [SubscriberSpec("carrier", ("despatched",))])
+    write(
+        engine,
+        [
+            attempt("carrier", "delivered", NOW - timedelta(minutes=3), 200),
+            attempt("carrier", "throttled", NOW - timedelta(seconds=10), 429, retry_after=30.0),
+        ],
+    )
+    received = NOW - timedelta(minutes=20)
+    store_undelivered(engine, {"carrier": received, "unknown": None}, NOW)
+    carrier = subscriber_figures(engine, ["carrier"], "x.deliveries", NOW)["carrier"]
+    assert carrier.throttled_until == NOW + timedelta(seconds=20)
+    assert carrier.throttled == 1 and not carrier.failing
+    assert carrier.undelivered_oldest == received and carrier.undelivered_at == NOW
+    later = subscriber_figures(engine, ["carrier"], "x.deliveries", NOW + timedelta(minutes=1))
+    assert later["carrier"].throttled_until is None  # its pause is over
+    engine.dispose()
+
+
+def _plan(engine: Engine, statement: Any) -> str:
+    compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            # A few rows: forbid the sequential scan a planner would rightly pick for them.
+            connection.exec_driver_sql("SET enable_seqscan = off")
+            rows = connection.exec_driver_sql(f"EXPLAIN {compiled}").all()
+        else:
+            rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}").all()
+    return " ".join(str(r[-1]) for r in rows)
+
+
+def test_each_question_is_planned_through_the_subscriber_outcome_index(ledger_db: str) -> None:
+    engine = open_writer(ledger_db)
+    write(engine, [attempt("erp", "delivered", NOW, 200)])
+    where = (attempts.c.subscriber == "erp", attempts.c.outcome == "delivered")
+    latest = select(attempts).where(*where).order_by(attempts.c.at.desc()).limit(1)
+    hour = (
+        select(attempts.c.outcome, func.count())
+        .where(
+            attempts.c.subscriber == "erp",
+            attempts.c.outcome.in_(["delivered", "failed"]),
+            # A literal (the value does not matter to the plan; literal binds need text).
+            attempts.c.at >= literal_column("'2026-01-01 00:00:00'"),
+        )
+        .group_by(attempts.c.outcome)
+    )
+    for statement in (latest, hour):
+        plan = _plan(engine, statement)
+        assert "attempts_subscriber_outcome_at" in plan, plan
+    engine.dispose()
+
+
+def test_a_version_1_ledger_is_upgraded_keeping_its_rows(ledger_db: str) -> None:
+    engine = open_writer(ledger_db)
+    write(engine, [attempt("erp", "delivered", NOW - timedelta(minutes=1), 200)])
+    store_subscribers(engine, [SubscriberSpec("erp", ("despatched",))])
+    # Back to version 1: without what version 2 added.
+    with engine.begin() as connection:
+        connection.execute(text("DROP INDEX attempts_subscriber_outcome_at"))
+        connection.execute(text("ALTER TABLE attempts DROP COLUMN retry_after"))
+        connection.execute(text("ALTER TABLE subscribers DROP COLUMN undelivered_oldest"))
+        connection.execute(text("ALTER TABLE subscribers DROP COLUMN undelivered_at"))
+        connection.execute(ledger_schema.update().values(version=1))
+    assert upgrade(engine) == 1
+    with engine.connect() as connection:
+        assert current_version(connection) == VERSION == 2
+        indexes = {i["name"] for i in inspect(connection).get_indexes("attempts")}
+        assert "attempts_subscriber_outcome_at" in indexes
+        assert "retry_after" in {c["name"] for c in inspect(connection).get_columns("attempts")}
+        assert connection.execute(select(func.count()).select_from(attempts)).scalar() == 1
+        assert connection.execute(select(subscribers.c.name)).scalars().all() == ["erp"]
+    figures = subscriber_figures(engine, ["erp"], "x.deliveries", NOW)["erp"]
+    assert figures.delivered == 1 and figures.known
+    engine.dispose()
