@@ -1,13 +1,18 @@
-"""``/``: per subscriber its events, queue depth and consumers, what waits in each retry step
-and in its DLQ; the archive's size and span; the sync's lag and recovered count. The
+"""``/``: per subscriber what it is doing and why in one line, its last delivery's age and
+its delivered and failed attempts in the last hour (from the ledger, when there is one), its
+events, queue depth and consumers, what waits in each retry step and in its DLQ; the
+archive's size and span; the sync's lag and recovered count. The
 figures live in a fragment (``/overview/live``) that the page refreshes every few seconds
 with htmx, without a reload. A broker that cannot be reached is shown on the page as
 "could not look" against every subscriber of the subscribers file: the page never says
-"no subscribers" or "0" for what it could not read.
+"no subscribers" or "0" for what it could not read; a ledger that did not answer is said
+so on each card, beside what the broker did say.
 """
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp_jinja2
@@ -15,6 +20,8 @@ from aiohttp import web
 
 from bridge.console.looked import COULD_NOT_LOOK, Looked, look
 from bridge.console.queues import subscriber_stats
+from bridge.console.shown import Shown
+from bridge.console.sources import ledger_figures
 from bridge.console.state import console_of
 from bridge.console.subscriber_state import state_of
 from bridge.console.views import format_time, safe_headers, span
@@ -30,7 +37,12 @@ def add_routes(app: web.Application) -> None:
 
 async def _figures(request: web.Request) -> dict[str, Any]:
     console = console_of(request)
-    stats = await look(subscriber_stats(console.broker, console.subscribers))
+    names = [sub.name for sub in console.subscribers]
+    stats, ledger = await asyncio.gather(
+        look(subscriber_stats(console.broker, console.subscribers)),
+        ledger_figures(console.ledger, names, console.exchange),
+    )
+    delivered = ledger.rows if ledger is not None and ledger.rows is not None else {}
     archive: Looked[Any] = Looked(reason=stats.reason)
     if stats.looked:
         try:
@@ -46,6 +58,9 @@ async def _figures(request: web.Request) -> dict[str, Any]:
     return {
         "stats": stats,
         "state_of": state_of,
+        "ledger": ledger,
+        "figures": delivered,
+        "shown": Shown(console.secrets, datetime.now(UTC)),
         "subscribers": console.subscribers,
         "archive": archive,
         "sync": sync,

@@ -1,6 +1,8 @@
 """Where the console reads what it did not make: the archive library (``bridge.archive``,
 see its ``find``, ``replay`` and ``archive_status``); the sync's figures come from the sync
-module (:func:`bridge.mintsoft.sync.status.sync_overview`, read-only).
+module (:func:`bridge.mintsoft.sync.status.sync_overview`, read-only); each subscriber's
+delivery figures from the ledger (:func:`ledger_figures`, read-only: last delivery, last
+error, per minute, oldest undelivered).
 
 The archive is optional: a build without the archive package or an exchange without an
 archive stream makes the pages say so, never fail. The archive summary is cached
@@ -11,13 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from bridge.amqp.topology import ArchiveRetention
 from bridge.console.broker import ConsoleBroker
+from bridge.console.looked import Looked, look
+from bridge.core.records import deliveries_stream
 from bridge.errors import CommandError
+from bridge.ledger.figures import SubscriberFigures
+from bridge.ledger.queries import LedgerReader
 
 
 @dataclass(frozen=True)
@@ -101,3 +108,19 @@ def archive_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+LedgerFigures = Looked[dict[str, SubscriberFigures]]
+
+
+async def ledger_figures(
+    ledger: LedgerReader | None, names: Sequence[str], exchange: str
+) -> LedgerFigures | None:
+    """Each subscriber's delivery figures from the ledger (indexed lookups, in a thread);
+    a ledger that did not answer is a could-not-look reason, and ``None`` means there is no
+    ledger (``BRIDGE_LEDGER_URL`` empty): the pages then say where the figures would come
+    from, never "0"."""
+    if ledger is None:
+        return None
+    now = datetime.now(UTC)
+    return await look(ledger.figures(list(names), deliveries_stream(exchange), now))

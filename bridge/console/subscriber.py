@@ -1,7 +1,12 @@
 """``/subscribers/<name>``: one subscriber, what it is doing and why
-(:mod:`bridge.console.subscriber_state`), its queue depths per step, and the pause / resume
-button; ``POST /subscribers/<name>/pause`` and ``.../resume`` (signed in, with the CSRF
-token, like every POST of the console; 404 for a subscriber not in the subscribers file).
+(:mod:`bridge.console.subscriber_state`), its delivery figures from the ledger (last
+delivery, last error with its answer masked, oldest undelivered webhook, delivered and failed
+per minute over the last hour as a chart drawn here: :mod:`bridge.console.chart`), its queue
+depths per step, and the pause / resume button. The broker and the ledger are read side by
+side; either one that does not answer is said so on the page, the other still shown.
+
+``POST /subscribers/<name>/pause`` and ``.../resume`` (signed in, with the CSRF token, like
+every POST of the console; 404 for a subscriber not in the subscribers file).
 
 A pause or resume is the new state written to ``<name>.control`` through the one confirmed
 publish (:func:`bridge.amqp.control.write_state`): once the broker confirmed it, every worker
@@ -11,7 +16,9 @@ take it is a 502 page naming the fix; the change is logged with its operator.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp_jinja2
@@ -21,11 +28,15 @@ from bridge.amqp.connection import close_quietly
 from bridge.amqp.control import StateNotSet, write_state
 from bridge.amqp.topology import control_name, roster_name
 from bridge.console.auth import SESSION_KEY, flash, take_notice
+from bridge.console.chart import minute_chart
 from bridge.console.looked import look
 from bridge.console.queues import subscriber_stats
+from bridge.console.shown import Shown
+from bridge.console.sources import ledger_figures
 from bridge.console.state import console_of
 from bridge.console.subscriber_state import state_of
 from bridge.errors import CommandError
+from bridge.worker.forwarder import shown_url
 
 log = logging.getLogger("bridge.console")
 
@@ -40,13 +51,22 @@ def add_routes(app: web.Application) -> None:
 async def page(request: web.Request) -> dict[str, Any]:
     console = console_of(request)
     sub = console.subscriber(request.match_info["name"])
-    stats = await look(subscriber_stats(console.broker, [sub]))
+    stats, ledger = await asyncio.gather(
+        look(subscriber_stats(console.broker, [sub])),
+        ledger_figures(console.ledger, [sub.name], console.exchange),
+    )
     stat = stats.rows[0] if stats.rows else None
+    figures = ledger.rows.get(sub.name) if ledger is not None and ledger.rows else None
     return {
         "sub": sub,
         "reason": stats.reason,
         "stat": stat,
-        "state": state_of(stat) if stat is not None else None,
+        "state": state_of(stat, figures) if stat is not None else None,
+        "ledger": ledger,
+        "figures": figures,
+        "shown": Shown(console.secrets, figures.as_of if figures else datetime.now(UTC)),
+        "chart": minute_chart(figures.minutes) if figures is not None else None,
+        "target": shown_url(sub.forward_url) if sub.forward_url else None,
         "control_queue": control_name(sub.name),
         "roster_queue": roster_name(sub.name),
         "notice": take_notice(request),

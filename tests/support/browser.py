@@ -26,6 +26,11 @@ from selenium.webdriver.chrome.service import Service
 from bridge.amqp.topology import Topology, archive_retention, declare, receiver_topology
 from bridge.console.app import build_app
 from bridge.console.sources import ArchiveSummaryCache
+from bridge.core.contract import subscribed_events
+from bridge.ledger.database import open_writer
+from bridge.ledger.indexer import Indexer
+from bridge.ledger.queries import LedgerReader
+from bridge.ledger.store import SubscriberSpec, store_subscribers
 from bridge.worker.runner import Worker
 from bridge.worker.subscribers import Handler, Subscriber
 from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings, receiver_names
@@ -50,9 +55,9 @@ FLAGS = (
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1280,800",
+    "--window-size=1440,900",
 )
-VIEWPORTS = {"laptop": (1280, 800, False), "phone": (390, 844, True)}
+VIEWPORTS = {"laptop": (1440, 900, False), "phone": (390, 844, True)}
 
 
 def browser_installed() -> bool:
@@ -87,9 +92,16 @@ class ConsoleStack:
         subs: list[Subscriber],
         handlers: Mapping[str, Handler],
         console_urls: tuple[str, ...] | None = None,
+        ledger_url: str | None = None,
     ) -> None:
         self.console_urls = console_urls
         """The console's broker URLs when not the worker's (a closed port: a broker away)."""
+        self.ledger_url = ledger_url
+        """A ledger database: the stack then runs its indexer and the console reads it."""
+        self._indexer: asyncio.Future[None] | None = None
+        self._indexer_stop = asyncio.Event()
+        self._ledger_engine: Any = None
+        self._reader: LedgerReader | None = None
         self.exchange = exchange
         self.subs = subs
         self.handlers = handlers
@@ -130,6 +142,10 @@ class ConsoleStack:
         console = console_state(self.exchange, self.subs)
         if self.console_urls is not None:
             console = replace(console, amqp_urls=self.console_urls)
+        if self.ledger_url is not None:
+            await self._start_ledger(self.ledger_url)
+            self._reader = LedgerReader(self.ledger_url)
+            console = replace(console, ledger=self._reader)
         # The broker's stream count lags a few seconds: a page that waits for it to show
         # must not wait out the overview's 60 s archive cache as well.
         console.archive_cache = ArchiveSummaryCache(ttl=1.0)
@@ -144,12 +160,32 @@ class ConsoleStack:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
 
+    async def _start_ledger(self, url: str) -> None:
+        """The ledger's indexer, as ``ledger --config`` runs it, in this loop."""
+        self._ledger_engine = await asyncio.to_thread(open_writer, url)
+        specs = [
+            SubscriberSpec(s.name, subscribed_events(s.events), s.clients, s.warehouses)
+            for s in self.subs
+        ]
+        await asyncio.to_thread(store_subscribers, self._ledger_engine, specs)
+        settings = replace(bridge_settings(self.exchange, archive=True), ledger_url=url)
+        indexer = Indexer(settings, self._ledger_engine, url, undelivered_interval=1.0)
+        self._indexer_stop = asyncio.Event()
+        self._indexer = asyncio.ensure_future(indexer.run(self._indexer_stop))
+
     async def _close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
         self._stop.set()
         if self._worker_task is not None:
             await asyncio.wait_for(self._worker_task, 15)
+        self._indexer_stop.set()
+        if self._indexer is not None:
+            await asyncio.wait_for(self._indexer, 30)
+        if self._reader is not None:
+            self._reader.close()
+        if self._ledger_engine is not None:
+            self._ledger_engine.dispose()
         await self.probe.cleanup()
 
 
