@@ -29,7 +29,8 @@ class Shown:
         """``12 min ago``; ``-`` for none."""
         if moment is None:
             return "-"
-        return f"{ago((self.now - moment).total_seconds())} ago"
+        seconds = (self.now - moment).total_seconds()
+        return "just now" if seconds < 2 else f"{ago(seconds)} ago"
 
     def age(self, moment: datetime | None) -> str:
         """``12 min`` (how old ``moment`` is); ``-`` for none."""

@@ -87,11 +87,12 @@ def state_of(
         )
     if consumers:
         if figures is not None and figures.failing and figures.failing_since is not None:
+            error = figures.last_error
+            fate = "dead-lettered" if error and error.outcome == "dead" else "retried later"
             return State(
                 Kind.FAILING,
                 f"Consuming, but failing since {clock(figures.failing_since, now)}: "
-                f"{_last(figures.last_error)} ({_count(consumers, 'consumer')}; "
-                "retried along its ladder)",
+                f"{_last(error)}, {fate} ({_count(consumers, 'consumer')})",
             )
         return State(Kind.CONSUMING, f"Consuming ({_count(consumers, 'consumer')})")
     workers = stat.workers
@@ -101,7 +102,7 @@ def state_of(
     if stat.subscriber.forward_url is not None:
         since = ""
         if figures is not None and figures.failing_since is not None:
-            since = f" since {clock(figures.failing_since, now)} ({_last(figures.last_error)})"
+            since = f" since {clock(figures.failing_since, now)}; {_last(figures.last_error)}"
         return State(
             Kind.TARGET_DOWN,
             f"Waiting for its target, which is down{since}; {running} probing it, "
@@ -111,13 +112,19 @@ def state_of(
 
 
 def _last(error: Seen | None) -> str:
-    """``last answer 500`` or ``last error: no answer in time``."""
+    """``last answer 500`` or ``last error: cannot connect (...)``: the status, or the
+    error without its type and the target's URL (the page shows them in full)."""
     if error is None:
         return "no error recorded"
     if error.status is not None:
         return f"last answer {error.status}"
-    text = (error.error or error.outcome).split(": ", 1)[-1]
-    return f"last error: {text[:80]}"
+    text = error.error or error.outcome
+    kind, _, rest = text.partition(": ")
+    if rest and " " not in kind:  # "TargetDown: http://host/path: cannot connect (...)"
+        text = rest
+    if text.startswith(("http://", "https://")) and ": " in text:
+        text = text.split(": ", 1)[1]
+    return f"last error: {text if len(text) <= 60 else text[:59] + '…'}"
 
 
 def ago(seconds: float) -> str:
