@@ -10,6 +10,11 @@
    command and the console ask) is timed for ``--lookups`` random orders, by order id,
    order number and message id alike: p50 / p99. The undelivered-age query of the
    indexer's gauge is timed once over the whole table (its first, widest pass).
+   Then the console's subscriber figures (:func:`bridge.ledger.figures.subscriber_figures`:
+   last delivery, last error, failing since, per minute over the last hour) for both
+   subscribers, ``--lookups`` times: p50 / p99. Before them ``--outage`` failed attempts of
+   ``erp`` are written into the last hour, after its last delivery (a target answering 500
+   for an hour): the busiest hour those figures read, and a last delivery behind them all.
 3. Row sizes: database bytes per webhook and per attempt (tables with their indexes).
 
 PostgreSQL: a database of its own on 127.0.0.1:5432 (user postgres; BRIDGE_TEST_PG_URL),
@@ -58,6 +63,7 @@ from bridge.core.contract import (
 from bridge.core.records import DeliveryRecord, Outcome, Source, deliveries_stream, new_record_id
 from bridge.core.settings import Settings
 from bridge.ledger.database import open_writer
+from bridge.ledger.figures import subscriber_figures
 from bridge.ledger.indexer import BATCH_ROWS, Indexer
 from bridge.ledger.queries import trace, undelivered_oldest
 from bridge.ledger.schema import subscribers
@@ -252,6 +258,55 @@ def load(engine: Engine, webhooks: int, attempts: int, seed: int = 7) -> float:
     return time.perf_counter() - started
 
 
+def outage(engine: Engine, rows: int) -> None:
+    """``rows`` failed attempts of erp spread over the last hour, each after the last
+    delivery the load wrote (a target that answers 500 for an hour)."""
+    now = datetime.now(UTC)
+    for start in range(0, rows, LOAD_BATCH):
+        batch = Batch()
+        for n in range(start, min(start + LOAD_BATCH, rows)):
+            batch.attempts.append(
+                {
+                    "record_id": f"outage-{n}",
+                    "message_id": f"outage-{n:026x}",
+                    "subscriber": "erp",
+                    "event": "despatched",
+                    "order_id": str(900_000 + n),
+                    "order_number": None,
+                    "attempt": 1,
+                    "outcome": "failed",
+                    "status": 500,
+                    "answer": '{"error":"busy"}',
+                    "error": "ForwardFailed: http://erp/ answered 500",
+                    "duration_ms": 4.0,
+                    "at": now - timedelta(seconds=3600 * (1 - n / rows) - 1),
+                    "source": "worker",
+                    "operator": None,
+                    "stream_offset": n,
+                }
+            )
+        batch.cover("bench.outage", n)
+        write_batch(engine, batch, {"webhooks": "bench.archive", "attempts": "bench.outage"})
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(text("ANALYZE attempts"))
+
+
+def figures(engine: Engine, count: int) -> Result:
+    """The console's subscriber figures for both subscribers, ``count`` times."""
+    timings = []
+    for _ in range(count):
+        started = time.perf_counter()
+        found = subscriber_figures(engine, ["erp", "wms"], "bench.deliveries", datetime.now(UTC))
+        timings.append((time.perf_counter() - started) * 1000)
+        assert found["erp"].failed >= 1 and found["erp"].last_delivery is not None
+    timings.sort()
+    return {
+        "figures_p50_ms": round(statistics.median(timings), 2),
+        "figures_p99_ms": round(timings[int(len(timings) * 0.99) - 1], 2),
+    }
+
+
 def sizes(engine: Engine, webhooks: int, attempts: int, path: Path | None) -> Result:
     if engine.dialect.name == "postgresql":
         with engine.connect() as connection:
@@ -305,7 +360,9 @@ def lookups(engine: Engine, webhooks: int, count: int, seed: int = 11) -> Result
     }
 
 
-def loaded(kind: str, directory: Path, webhooks: int, attempts: int, count: int) -> Result:
+def loaded(
+    kind: str, directory: Path, webhooks: int, attempts: int, count: int, failures: int = 0
+) -> Result:
     with database(kind, directory) as url:
         engine = open_writer(url)
         try:
@@ -316,6 +373,10 @@ def loaded(kind: str, directory: Path, webhooks: int, attempts: int, count: int)
                 "load_rows_per_s": round((webhooks + attempts) / seconds),
             }
             result.update(lookups(engine, webhooks, count))
+            if failures:
+                outage(engine, failures)
+                result["outage_failed_attempts"] = failures
+                result.update(figures(engine, count))
             path = Path(url.removeprefix("sqlite:///")) if kind == "sqlite" else None
             result.update(sizes(engine, webhooks, attempts, path))
             return result
@@ -330,6 +391,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attempts", type=int, default=300_000, help="attempts to load")
     parser.add_argument("--lookups", type=int, default=1000, help="trace lookups to time")
     parser.add_argument(
+        "--outage",
+        type=int,
+        default=100_000,
+        help="failed attempts of one subscriber in the last hour, before timing its figures",
+    )
+    parser.add_argument(
         "--db", choices=["sqlite", "postgresql"], action="append", help="default: both"
     )
     args = parser.parse_args(argv)
@@ -340,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
                 results[f"{kind}_ingest"] = asyncio.run(ingest(url, args.records))
             print(f"{kind} ingest: {results[f'{kind}_ingest']}", file=sys.stderr)
             results[f"{kind}_lookup"] = loaded(
-                kind, Path(tmp), args.webhooks, args.attempts, args.lookups
+                kind, Path(tmp), args.webhooks, args.attempts, args.lookups, args.outage
             )
             print(f"{kind} lookups: {results[f'{kind}_lookup']}", file=sys.stderr)
     for kind in args.db or ["sqlite", "postgresql"]:

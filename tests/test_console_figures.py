@@ -6,15 +6,19 @@ down since) from the ledger's records."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.amqp.control import ControlState
 from bridge.amqp.topology import declare_topology
+from bridge.console import sources
 from bridge.console.app import build_app
 from bridge.console.chart import BAND, MIN_BAR, minute_chart
 from bridge.console.queues import QueueStat, SubscriberStat
@@ -170,3 +174,19 @@ def test_a_single_failure_shows_beside_hundreds_of_deliveries() -> None:
     assert failed.height >= MIN_BAR and chart.failed_max == 1
     assert all(b.height == BAND for b in chart.bars if b.kind == "delivered")
     assert minute_chart([Minute(start)]).bars == ()
+
+
+async def test_a_ledger_that_does_not_answer_is_could_not_look_in_bounded_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Silent(LedgerReader):
+        async def figures(self, *args: object, **kwargs: object) -> dict[str, Any]:
+            await asyncio.sleep(60)
+            return {}
+
+    monkeypatch.setattr(sources, "LEDGER_WAIT", 0.2)
+    started = asyncio.get_running_loop().time()
+    looked = await sources.ledger_figures(Silent("sqlite:///unused"), ["erp"], "x")
+    assert looked is not None and not looked.looked
+    assert "did not answer within 0.2 s" in (looked.reason or "")
+    assert asyncio.get_running_loop().time() - started < 5

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from bridge.amqp.topology import ArchiveRetention
 from bridge.console.broker import ConsoleBroker
@@ -25,6 +25,8 @@ from bridge.core.records import deliveries_stream
 from bridge.errors import CommandError
 from bridge.ledger.figures import SubscriberFigures
 from bridge.ledger.queries import LedgerReader
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -123,4 +125,19 @@ async def ledger_figures(
     if ledger is None:
         return None
     now = datetime.now(UTC)
-    return await look(ledger.figures(list(names), deliveries_stream(exchange), now))
+    return await look(_bounded(ledger.figures(list(names), deliveries_stream(exchange), now)))
+
+
+LEDGER_WAIT = 8.0
+"""Seconds a page waits for the ledger's figures before saying it could not look."""
+
+
+async def _bounded(read: Awaitable[T]) -> T:
+    try:
+        async with asyncio.timeout(LEDGER_WAIT):
+            return await read
+    except TimeoutError:
+        raise CommandError(
+            f"the ledger did not answer within {LEDGER_WAIT:g} s: check that its database is "
+            "up (BRIDGE_LEDGER_URL)"
+        ) from None

@@ -87,6 +87,10 @@ def _sqlite_setup(engine: Engine, *, writer: bool) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
 
+CONNECT_TIMEOUT = 5
+"""Seconds a PostgreSQL connection may take to open."""
+
+
 def open_engine(url: str, *, writer: bool = False) -> Engine:
     """An engine on the ledger at ``url`` (not yet connected: the first use connects).
 
@@ -108,7 +112,15 @@ def open_engine(url: str, *, writer: bool = False) -> Engine:
             engine = create_engine(target)
             _sqlite_setup(engine, writer=writer)
             return engine
-        return create_engine(target, pool_pre_ping=True, pool_size=2, max_overflow=4)
+        # A server that does not answer fails a connection after CONNECT_TIMEOUT seconds
+        # (libpq waits for ever by default): the console's pages and sync then say so.
+        return create_engine(
+            target,
+            pool_pre_ping=True,
+            pool_size=2,
+            max_overflow=4,
+            connect_args={"connect_timeout": CONNECT_TIMEOUT},
+        )
     except (ArgumentError, ValueError) as exc:
         raise SettingsError(f"BRIDGE_LEDGER_URL={redact_url(url)!r} is not usable: {exc}") from None
     except OSError as exc:
