@@ -6,8 +6,8 @@ The sign-in form carries a one-time token that must match a cookie set with the 
 (double submit), so another site cannot sign a browser in. Attempts are limited per client
 address and overall (:mod:`bridge.console.signins`: 429 with ``Retry-After``), the password
 is checked off the event loop (an unknown name costs the same as a known one), a wrong one
-waits a moment before answering, and the log
-gets the client address only, summed up rather than a line per guess.
+waits a moment before answering, and the log gets the client address only (and, once signed
+in, the operator's name), summed up rather than a line per guess.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ password takes (``scrypt:N:r:p:SALT_HEX:HASH_HEX`` or
 ``mintsoft-bridge console --hash-password NAME``). Blank lines and lines starting with ``#``
 are ignored. A name is 1 to 64 of letters, digits, ``.``, ``_``, ``@`` and ``-``.
 
-Guarantees: the file is read once, at start; anything wrong with it (unreadable, readable or
-writable by every local user, a line that is not ``NAME:HASH``, a bad name, a plain
+Guarantees: the file is read once, at start; anything wrong with it (unreadable, readable by
+every local user or writable by other users, a line that is not ``NAME:HASH``, a bad name, a plain
 password, a malformed or unusable hash, a name given twice) is a
 :class:`~bridge.core.settings.SettingsError` naming ``file:line`` and the fix, never the
 line's text (it holds a hash). :meth:`Users.check` compares in constant time and costs the
