@@ -1,15 +1,17 @@
 """The subscriber figures the console reads from the ledger, on SQLite and PostgreSQL: last
 delivery (found behind many failures), last error and since when it fails, throttled until
 when, attempts per minute over the last hour, the undelivered pass's stored result; each
-question planned through an index; and the schema upgrade from version 1 that adds them."""
+question planned through an index; and the schema upgrade from version 2 that adds them."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, func, inspect, literal_column, select, text
 
+from bridge.errors import CommandError
 from bridge.ledger.database import open_writer
 from bridge.ledger.figures import WINDOW_MINUTES, subscriber_figures, window_start
 from bridge.ledger.migrations import VERSION, current_version, upgrade
@@ -155,16 +157,16 @@ def test_a_version_1_ledger_is_upgraded_keeping_its_rows(ledger_db: str) -> None
     engine = open_writer(ledger_db)
     write(engine, [attempt("erp", "delivered", NOW - timedelta(minutes=1), 200)])
     store_subscribers(engine, [SubscriberSpec("erp", ("despatched",))])
-    # Back to version 1: without what version 2 added.
+    # Back to version 2: without what version 3 added.
     with engine.begin() as connection:
         connection.execute(text("DROP INDEX attempts_subscriber_outcome_at"))
         connection.execute(text("ALTER TABLE attempts DROP COLUMN retry_after"))
         connection.execute(text("ALTER TABLE subscribers DROP COLUMN undelivered_oldest"))
         connection.execute(text("ALTER TABLE subscribers DROP COLUMN undelivered_at"))
-        connection.execute(ledger_schema.update().values(version=1))
-    assert upgrade(engine) == 1
+        connection.execute(ledger_schema.update().values(version=2))
+    assert upgrade(engine) == 2
     with engine.connect() as connection:
-        assert current_version(connection) == VERSION == 2
+        assert current_version(connection) == VERSION == 3
         indexes = {i["name"] for i in inspect(connection).get_indexes("attempts")}
         assert "attempts_subscriber_outcome_at" in indexes
         assert "retry_after" in {c["name"] for c in inspect(connection).get_columns("attempts")}
@@ -172,4 +174,13 @@ def test_a_version_1_ledger_is_upgraded_keeping_its_rows(ledger_db: str) -> None
         assert connection.execute(select(subscribers.c.name)).scalars().all() == ["erp"]
     figures = subscriber_figures(engine, ["erp"], "x.deliveries", NOW)["erp"]
     assert figures.delivered == 1 and figures.known
+    engine.dispose()
+
+
+def test_a_ledger_older_than_the_figures_is_told_to_upgrade(ledger_db: str) -> None:
+    engine = open_writer(ledger_db)
+    with engine.begin() as connection:
+        connection.execute(ledger_schema.update().values(version=2))
+    with pytest.raises(CommandError, match="restart `mintsoft-bridge ledger`"):
+        subscriber_figures(engine, ["erp"], "x.deliveries", NOW)
     engine.dispose()

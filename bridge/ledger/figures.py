@@ -14,8 +14,9 @@ Every question is a seek on an index, whatever the table's size:
   (:func:`bridge.ledger.store.store_undelivered`): the console never runs that query itself
   (a first pass reads every unsettled candidate: seconds on a big ledger).
 
-Raises SQLAlchemy's errors; :class:`bridge.ledger.queries.LedgerReader` turns them into one
-line.
+Raises SQLAlchemy's errors (:class:`bridge.ledger.queries.LedgerReader` turns them into one
+line), and a :class:`~bridge.errors.CommandError` for a schema older than these figures (a
+console upgraded before its ``ledger``).
 """
 
 from __future__ import annotations
@@ -28,10 +29,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, literal, select, union_all
 
 from bridge.core.records import Outcome
+from bridge.errors import CommandError
+from bridge.ledger.migrations import current_version
 from bridge.ledger.rows import utc
 from bridge.ledger.schema import attempts, subscribers
 from bridge.ledger.store import current_at
 
+FIGURES_SINCE_VERSION = 3
+"""The schema version that added what these questions read (:mod:`.migrations`)."""
 WINDOW_MINUTES = 60
 FAILED_OUTCOMES = (Outcome.FAILED, Outcome.DEAD)
 """What counts as a failed attempt (retried, or moved to the DLQ)."""
@@ -124,6 +129,13 @@ def subscriber_figures(
     """The figures of each subscriber in ``names`` as of ``now`` (aware, UTC);
     ``deliveries`` is the deliveries stream's name (how current the ledger is)."""
     with engine.connect() as connection:
+        version = current_version(connection) or 0
+        if version < FIGURES_SINCE_VERSION:
+            raise CommandError(
+                f"the ledger's schema is version {version}, older than its subscriber "
+                "figures: restart `mintsoft-bridge ledger` with this version (it upgrades "
+                "the schema on start, keeping every row)"
+            )
         current = current_at(connection, deliveries)
         rows = connection.execute(
             select(

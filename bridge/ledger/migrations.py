@@ -1,6 +1,6 @@
 """The ledger's schema version and its upgrades, run by SQLAlchemy on start.
 
-Why not Alembic: the ledger has four tables, one writer that upgrades on start, and no
+Why not Alembic: the ledger has five tables, one writer that upgrades on start, and no
 need for autogeneration or branches; Alembic would add an ini file, an env.py and a
 versions directory to the package for what a list of functions does here.
 
@@ -21,9 +21,14 @@ from collections.abc import Callable
 from sqlalchemy import Column, Connection, Engine, Table, inspect, select
 
 from bridge.errors import CommandError
-from bridge.ledger.schema import attempts, ledger_schema, metadata, subscribers
+from bridge.ledger.schema import attempts, audit, ledger_schema, metadata, subscribers
 
 Step = Callable[[Connection], None]
+
+
+def _add_audit(connection: Connection) -> None:
+    """Version 2: the ``audit`` table (operators' changes, for the console's ``/audit``)."""
+    audit.create(connection)
 
 
 def _add_column(connection: Connection, table: Table, column: Column[object]) -> None:
@@ -45,7 +50,7 @@ def _add_index(connection: Connection, table: Table, name: str) -> None:
 
 
 def figures_step(connection: Connection) -> None:
-    """Version 2, what the console's subscriber figures read: ``attempts.retry_after``
+    """Version 3, what the console's subscriber figures read: ``attempts.retry_after``
     (throttled until when), the index ``attempts_subscriber_outcome_at`` (last delivery,
     last error, attempts per minute: each a seek) and the undelivered pass's result on
     ``subscribers`` (``undelivered_oldest``, ``undelivered_at``)."""
@@ -55,13 +60,13 @@ def figures_step(connection: Connection) -> None:
     _add_index(connection, attempts, "attempts_subscriber_outcome_at")
 
 
-STEPS: dict[int, Step] = {2: figures_step}
+STEPS: dict[int, Step] = {2: _add_audit, 3: figures_step}
 """Version -> the step that brings version - 1 up to it. Version 1 is the first schema
 (created whole); add a step here whenever :mod:`bridge.ledger.schema` changes. Steps check
 what is there first, so one that ran half-way (impossible within one transaction, but
 cheap to guard) or a database created by a newer build's tables runs them harmlessly."""
 
-VERSION = 2
+VERSION = 3
 
 
 def current_version(connection: Connection) -> int | None:

@@ -2,6 +2,8 @@
 
 - ``webhooks``: one row per webhook in the archive stream, unique by ``message_id``;
 - ``attempts``: one row per delivery record, unique by ``record_id``;
+- ``audit``: one row per audit record (an operator's change, from the console or the command
+  line), unique by ``audit_id``; from the deliveries stream too (schema version 2);
 - ``subscribers``: the subscribers ``ledger --config`` knows, with their events and filters
   (what makes a webhook "not for" one) and their oldest undelivered webhook;
 - ``stream_offsets``: per stream, the last offset written, and what was skipped; written in
@@ -72,7 +74,7 @@ attempts = Table(
     Column("source", String(40), nullable=False),
     Column("operator", String(200)),
     Column("stream_offset", BigInteger, nullable=False),
-    # Version 2: for ``throttled``, the seconds the subscriber pauses (its target's
+    # Version 3: for ``throttled``, the seconds the subscriber pauses (its target's
     # Retry-After): the console's "throttled until".
     Column("retry_after", Float),
     # (message id, subscriber): a webhook's attempts, and one subscriber's of them, which
@@ -81,11 +83,29 @@ attempts = Table(
     Index("attempts_order_id", "order_id"),
     Index("attempts_subscriber_at", "subscriber", "at"),
     Index("attempts_at", "at"),
-    # Version 2: a subscriber's latest (or first) attempt of one outcome, and its attempts
+    # Version 3: a subscriber's latest (or first) attempt of one outcome, and its attempts
     # per outcome over the last hour, each a seek (the console's subscriber figures): through
     # (subscriber, at) a last delivery behind a day of failures would be a long walk.
     Index("attempts_subscriber_outcome_at", "subscriber", "outcome", "at"),
 )
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("audit_id", String(64), nullable=False, unique=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("operator", String(200), nullable=False),
+    Column("via", String(20), nullable=False),  # console, cli
+    Column("action", String(40), nullable=False),
+    Column("subscriber", String(200), nullable=False),
+    Column("count", Integer),
+    Column("detail", Text),
+    Column("stream_offset", BigInteger, nullable=False),
+    # /audit: newest first, a page at a time.
+    Index("audit_at", "at", "id"),
+)
+"""Added in schema version 2 (:mod:`bridge.ledger.migrations`)."""
 
 subscribers = Table(
     "subscribers",
@@ -97,7 +117,7 @@ subscribers = Table(
     # When the ledger first knew it: older webhooks never count as undelivered for it.
     Column("first_seen", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
-    # Version 2: what the indexer's last undelivered pass found (the gauge
+    # Version 3: what the indexer's last undelivered pass found (the gauge
     # bridge_undelivered_oldest_seconds, kept here for the console): the receive time of the
     # oldest webhook not settled (NULL: none), and when that pass ran (NULL: none yet).
     Column("undelivered_oldest", DateTime(timezone=True)),
