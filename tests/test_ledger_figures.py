@@ -13,7 +13,13 @@ from sqlalchemy import Engine, func, inspect, literal_column, select, text
 
 from bridge.errors import CommandError
 from bridge.ledger.database import open_writer
-from bridge.ledger.figures import WINDOW_MINUTES, subscriber_figures, window_start
+from bridge.ledger.figures import (
+    WINDOW_MINUTES,
+    first_after_statement,
+    latest_statement,
+    subscriber_figures,
+    window_start,
+)
 from bridge.ledger.migrations import VERSION, current_version, upgrade
 from bridge.ledger.schema import attempts, ledger_schema, subscribers
 from bridge.ledger.store import (
@@ -123,33 +129,49 @@ def test_throttled_until_and_the_stored_undelivered_pass(ledger_db: str) -> None
 def _plan(engine: Engine, statement: Any) -> str:
     compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
     with engine.connect() as connection:
-        if engine.dialect.name == "postgresql":
-            # A few rows: forbid the sequential scan a planner would rightly pick for them.
-            connection.exec_driver_sql("SET enable_seqscan = off")
-            rows = connection.exec_driver_sql(f"EXPLAIN {compiled}").all()
-        else:
-            rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}").all()
+        explain = "EXPLAIN" if engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN"
+        rows = connection.exec_driver_sql(f"{explain} {compiled}").all()
     return " ".join(str(r[-1]) for r in rows)
 
 
 def test_each_question_is_planned_through_the_subscriber_outcome_index(ledger_db: str) -> None:
+    """On the shape that misleads a planner: a long history of deliveries, then an outage
+    of failures, the statistics fresh. (With ``outcome = 'delivered' ORDER BY at DESC``
+    PostgreSQL walked ``attempts_at`` backwards through every failure.)"""
     engine = open_writer(ledger_db)
-    write(engine, [attempt("erp", "delivered", NOW, 200)])
-    where = (attempts.c.subscriber == "erp", attempts.c.outcome == "delivered")
-    latest = select(attempts).where(*where).order_by(attempts.c.at.desc()).limit(1)
+    old = NOW - timedelta(days=2)
+    write(
+        engine, [attempt("erp", "delivered", old + timedelta(seconds=n), 200) for n in range(6000)]
+    )
+    write(engine, [attempt("erp", "failed", NOW - timedelta(seconds=n), 500) for n in range(3000)])
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ANALYZE")
+    # Literal times (literal binds need text): an hour ago, and two hours ago.
+    after = literal_column((NOW - timedelta(hours=2)).strftime("'%Y-%m-%d %H:%M:%S'"))
+    hour_ago = literal_column((NOW - timedelta(hours=1)).strftime("'%Y-%m-%d %H:%M:%S'"))
     hour = (
         select(attempts.c.outcome, func.count())
         .where(
             attempts.c.subscriber == "erp",
             attempts.c.outcome.in_(["delivered", "failed"]),
-            # A literal (the value does not matter to the plan; literal binds need text).
-            attempts.c.at >= literal_column("'2026-01-01 00:00:00'"),
+            attempts.c.at >= hour_ago,
         )
         .group_by(attempts.c.outcome)
     )
-    for statement in (latest, hour):
+    for statement in (
+        latest_statement("erp", "delivered"),
+        latest_statement("erp", "failed"),
+        first_after_statement("erp", "failed", None).where(attempts.c.at > after),
+    ):
         plan = _plan(engine, statement)
         assert "attempts_subscriber_outcome_at" in plan, plan
+    # The hour: a range of an index on the time (this subscriber's, or every one's).
+    plan = _plan(engine, hour)
+    assert "Seq Scan" not in plan and "USING" in plan.upper(), plan
+    found = subscriber_figures(engine, ["erp"], "x.deliveries", NOW)["erp"]
+    assert found.last_delivery is not None and found.last_delivery.at == old + timedelta(
+        seconds=5999
+    )
     engine.dispose()
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, literal, select, union_all
+from sqlalchemy import Connection, Engine, Select, func, literal, select, union_all
 
 from bridge.core.records import Outcome
 from bridge.errors import CommandError
@@ -176,13 +176,41 @@ def _aware(value: datetime | None) -> datetime | None:
     return None if value is None else utc(value)
 
 
-def _latest(connection: Connection, name: str, outcome: str) -> Seen | None:
-    row = connection.execute(
+def _one_outcome(name: str, outcome: str) -> list[Any]:
+    """The conditions "this subscriber, this outcome", the outcome as a one-value range.
+
+    Why a range: ordered by ``(outcome, at)`` (below), only the index (subscriber, outcome,
+    at) yields the rows in that order. With ``outcome = ...`` PostgreSQL drops the constant
+    from the order and may walk ``attempts_at`` backwards, filtering, instead: it assumes
+    the outcome spread evenly over time, so a last delivery behind an hour of failures took
+    a scan of every failure (50 ms at 100,000, growing with the outage; 0.04 ms this way)."""
+    return [
+        attempts.c.subscriber == name,
+        attempts.c.outcome >= str(outcome),
+        attempts.c.outcome <= str(outcome),
+    ]
+
+
+def latest_statement(name: str, outcome: str) -> Select[Any]:
+    """The subscriber's newest attempt of ``outcome``."""
+    return (
         select(attempts)
-        .where(attempts.c.subscriber == name, attempts.c.outcome == str(outcome))
-        .order_by(attempts.c.at.desc())
+        .where(*_one_outcome(name, outcome))
+        .order_by(attempts.c.outcome.desc(), attempts.c.at.desc())
         .limit(1)
-    ).first()
+    )
+
+
+def first_after_statement(name: str, outcome: str, after: datetime | None) -> Select[Any]:
+    """The time of the subscriber's first attempt of ``outcome`` after ``after``."""
+    where = _one_outcome(name, outcome)
+    if after is not None:
+        where.append(attempts.c.at > after)
+    return select(attempts.c.at).where(*where).order_by(attempts.c.outcome, attempts.c.at).limit(1)
+
+
+def _latest(connection: Connection, name: str, outcome: str) -> Seen | None:
+    row = connection.execute(latest_statement(name, outcome)).first()
     if row is None:
         return None
     return Seen(
@@ -203,12 +231,7 @@ def _latest(connection: Connection, name: str, outcome: str) -> Seen | None:
 def _first_after(
     connection: Connection, name: str, outcome: str, after: datetime | None
 ) -> datetime | None:
-    where = [attempts.c.subscriber == name, attempts.c.outcome == str(outcome)]
-    if after is not None:
-        where.append(attempts.c.at > after)
-    found = connection.execute(
-        select(attempts.c.at).where(*where).order_by(attempts.c.at).limit(1)
-    ).scalar()
+    found = connection.execute(first_after_statement(name, outcome, after)).scalar()
     return None if found is None else utc(found)
 
 
