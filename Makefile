@@ -79,7 +79,12 @@ pytest-all: install-dev broker browser
 
 # The console's screenshots in docs/console/ (docs/console.md), taken by its browser tests.
 screenshots: install-dev broker browser
-	BRIDGE_SCREENSHOTS=docs/console $(BIN)/pytest -q -n 0 tests/test_console_*browser.py
+	BRIDGE_SCREENSHOTS=docs/console $(BIN)/pytest -q -n 0 \
+		tests/test_console_audit_browser.py \
+		tests/test_console_browser.py \
+		tests/test_console_dead_letters_browser.py \
+		tests/test_console_figures_browser.py \
+		tests/test_console_ledger_browser.py
 
 test: lint typecheck pytest
 
