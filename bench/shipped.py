@@ -10,11 +10,19 @@ archive the other servers' messages):
 - ``bridge-archive-off``: the same with ``BRIDGE_ARCHIVE=false``;
 - ``bare`` (only when asked for): an aiohttp app that reads the body and answers.
 
+Every server's exchange has the same subscriber bound (``bench.run.subscriber``: a plain
+subscriber taking every order event, its quorum queue declared by the worker's own
+topology code), so a webhook is confirmed by: the subscriber's quorum queue (naive,
+``bridge-archive-off``), or that queue and the archive stream (``bridge``, as shipped).
+Nothing goes to the alternate exchange's ``<exchange>.unrouted``. The subscriber's queue is
+purged between measurements (nothing consumes it; a stream cannot be purged).
+
 The body is a Mintsoft-shaped order with non-ASCII names and address (``bench.bodies``),
 every request with its own order ``ID``. Each round saturates every server in turn (wrk,
 32 connections), then offers each a fixed 1,000 requests/s open loop (``bench.openloop``);
-the order of the servers alternates between rounds, and the as-shipped bridge also gets a
-saturation turn with the same order in ASCII (for the non-ASCII cost). CPU per request is
+the order of the servers alternates between rounds. For the non-ASCII cost the as-shipped
+bridge also gets, each round, short paired bursts of the body and of the same order in
+ASCII (1 s each, alternating which goes first; the ratio of the totals). CPU per request is
 the server process's CPU time (``/proc``) over the requests it answered.
 
 On a shared machine every absolute figure moves with the neighbours' load: each ratio is
@@ -53,7 +61,10 @@ class Served:
     name: str
     pid: int
     url: str
-    purge: str
+    purge: tuple[str, ...]
+    """The queues emptied between rounds."""
+    routes: str = ""
+    """Where its webhooks go, in words (each confirms there before the 200)."""
     saturated: list[Result] = field(default_factory=list)
     fixed: list[Result] = field(default_factory=list)
     sweep: list[Result] = field(default_factory=list)
@@ -86,6 +97,35 @@ async def saturate(server: Served, body: Path, seconds: float) -> Result:
     result["cpu_us_per_request"] = used / max(result["requests"], 1) * 1e6
     result["load_average"] = load_average()
     return result
+
+
+async def paired_bodies(server: Served, body: Path, ascii_body: Path, pairs: int) -> Result:
+    """The non-ASCII body and its ASCII twin against ``server`` in ``pairs`` pairs of short
+    saturated bursts (1 s each, which goes first alternating), totalled per body: both
+    bodies see the same minutes of the neighbours' load, and the ratio is one of sums.
+
+    Returns the ASCII body's figures (``rps``, ``cpu_us_per_request``) with the non-ASCII
+    body's under ``non_ascii``."""
+    totals = {"ascii": [0, 0.0, 0.0], "non_ascii": [0, 0.0, 0.0]}  # requests, cpu s, wall s
+    for index in range(pairs):
+        turn = [("non_ascii", body), ("ascii", ascii_body)]
+        for kind, path in turn if index % 2 == 0 else turn[::-1]:
+            before = tree_cpu(server.pid)
+            result = await load.saturate(server.url, path, 1.0)
+            total = totals[kind]
+            total[0] += result["requests"]
+            total[1] += tree_cpu(server.pid) - before
+            total[2] += result["requests"] / result["rps"] if result["rps"] else 0.0
+
+    def figures(kind: str) -> Result:
+        requests, cpu, wall = totals[kind]
+        return {
+            "requests": requests,
+            "rps": requests / wall if wall else 0.0,
+            "cpu_us_per_request": cpu / max(requests, 1) * 1e6,
+        }
+
+    return {**figures("ascii"), "non_ascii": figures("non_ascii"), "load_average": load_average()}
 
 
 async def fixed(server: Served, body: Path, seconds: float, rate: int = FIXED_RATE) -> Result:
@@ -129,11 +169,11 @@ def ratios(servers: dict[str, Served], ascii_rounds: list[Result]) -> Result:
                 "cpu": summary(paired(a.saturated, b.saturated, "cpu_us_per_request")),
                 "p99": summary(paired(a.fixed, b.fixed, "p99_ms")),
             }
-    on = servers.get("bridge")
-    if on is not None and ascii_rounds:
+    if ascii_rounds:
+        non_ascii = [r["non_ascii"] for r in ascii_rounds]
         out["non_ascii"] = {
-            "cpu": summary(paired(on.saturated, ascii_rounds, "cpu_us_per_request")),
-            "rps": summary(paired(on.saturated, ascii_rounds, "rps")),
+            "cpu": summary(paired(non_ascii, ascii_rounds, "cpu_us_per_request")),
+            "rps": summary(paired(non_ascii, ascii_rounds, "rps")),
         }
     return out
 
@@ -152,11 +192,13 @@ def collect(servers: dict[str, Served], ascii_rounds: list[Result]) -> Result:
             "rounds": {"saturated": server.saturated, "fixed": server.fixed},
             "sweep": server.sweep,
             "peak_rss_mb": proc_status(server.pid)["VmHWM"],
+            "routes": server.routes,
         }
     if ascii_rounds:
         cases["bridge-ascii"] = {
             "saturated": medians(ascii_rounds, "rps", "cpu_us_per_request"),
             "rounds": {"saturated": ascii_rounds},
+            "routes": cases.get("bridge", {}).get("routes", ""),
         }
     return cases
 
@@ -230,8 +272,8 @@ def table(headline: Result) -> str:
         f"{max(loads, default=0):.1f} (1-minute, at the end of each measurement)",
         "",
         f"| server | requests/s saturated | CPU us/request | p50 ms @{rate} | p99 ms @{rate} "
-        f"| max ms @{rate} | peak RSS MB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| max ms @{rate} | peak RSS MB | its webhook is confirmed by |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name in (*SERVER_NAMES, "bridge-ascii"):
         case = cases.get(name)
@@ -246,7 +288,8 @@ def table(headline: Result) -> str:
             f"| {label} | {_fmt(sat.get('rps'), ',.0f')} "
             f"| {_fmt(sat.get('cpu_us_per_request'), '.0f')} "
             f"| {_fmt(fix.get('p50_ms'), '.2f')} | {_fmt(fix.get('p99_ms'), '.2f')} "
-            f"| {_fmt(fix.get('max_ms'), '.1f')} | {_fmt(case.get('peak_rss_mb'), '.0f')} |"
+            f"| {_fmt(fix.get('max_ms'), '.1f')} | {_fmt(case.get('peak_rss_mb'), '.0f')} "
+            f"| {case.get('routes') or '-'} |"
         )
     r = headline.get("ratios", {})
     lines += [
