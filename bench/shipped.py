@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load
+from bench.broker_cpu import broker_cpu
 from tests.support.procstat import proc_status
 
 Result = dict[str, Any]
@@ -90,11 +91,16 @@ def tree_cpu(pid: int) -> float:
 
 
 async def saturate(server: Served, body: Path, seconds: float) -> Result:
-    """wrk against ``server``, with its CPU per request and the load average."""
-    before = tree_cpu(server.pid)
+    """wrk against ``server``, with its CPU per request, the broker's (when it is a local
+    process: :mod:`bench.broker_cpu`) and the load average."""
+    before, broker_before = tree_cpu(server.pid), broker_cpu()
     result = await load.saturate(server.url, body, seconds)
     used = tree_cpu(server.pid) - before
-    result["cpu_us_per_request"] = used / max(result["requests"], 1) * 1e6
+    broker_after = broker_cpu()
+    requests = max(result["requests"], 1)
+    result["cpu_us_per_request"] = used / requests * 1e6
+    if broker_before is not None and broker_after is not None:
+        result["broker_cpu_us_per_request"] = (broker_after - broker_before) / requests * 1e6
     result["load_average"] = load_average()
     return result
 
@@ -136,7 +142,7 @@ async def fixed(server: Served, body: Path, seconds: float, rate: int = FIXED_RA
 
 def paired(a: list[Result], b: list[Result], key: str) -> list[float]:
     """``a[i][key] / b[i][key]`` per round (rounds where both measured something)."""
-    return [x[key] / y[key] for x, y in zip(a, b, strict=False) if y.get(key)]
+    return [x[key] / y[key] for x, y in zip(a, b, strict=False) if y.get(key) and key in x]
 
 
 def summary(values: list[float]) -> Result:
@@ -167,6 +173,9 @@ def ratios(servers: dict[str, Served], ascii_rounds: list[Result]) -> Result:
             out[group] = {
                 "rps": summary(paired(a.saturated, b.saturated, "rps")),
                 "cpu": summary(paired(a.saturated, b.saturated, "cpu_us_per_request")),
+                "broker_cpu": summary(
+                    paired(a.saturated, b.saturated, "broker_cpu_us_per_request")
+                ),
                 "p99": summary(paired(a.fixed, b.fixed, "p99_ms")),
             }
     if ascii_rounds:
@@ -179,7 +188,13 @@ def ratios(servers: dict[str, Served], ascii_rounds: list[Result]) -> Result:
 
 
 def medians(rounds: list[Result], *keys: str) -> Result:
-    return {k: statistics.median(r[k] for r in rounds) for k in keys if rounds}
+    """The median of each of ``keys`` over the rounds that measured it."""
+    out: Result = {}
+    for key in keys:
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        if values:
+            out[key] = statistics.median(values)
+    return out
 
 
 def collect(servers: dict[str, Served], ascii_rounds: list[Result]) -> Result:
@@ -187,7 +202,9 @@ def collect(servers: dict[str, Served], ascii_rounds: list[Result]) -> Result:
     cases: Result = {}
     for name, server in servers.items():
         cases[name] = {
-            "saturated": medians(server.saturated, "rps", "cpu_us_per_request"),
+            "saturated": medians(
+                server.saturated, "rps", "cpu_us_per_request", "broker_cpu_us_per_request"
+            ),
             "fixed": medians(server.fixed, "p50_ms", "p99_ms", "max_ms"),
             "rounds": {"saturated": server.saturated, "fixed": server.fixed},
             "sweep": server.sweep,
@@ -269,11 +286,14 @@ def table(headline: Result) -> str:
     loads = headline.get("load_averages", [])
     lines = [
         f"load average during the rounds: {min(loads, default=0):.1f}-"
-        f"{max(loads, default=0):.1f} (1-minute, at the end of each measurement)",
+        f"{max(loads, default=0):.1f} (1-minute, at the end of each measurement); broker CPU: "
+        "the RabbitMQ node's CPU time over each saturated measurement per request answered "
+        "(a shared broker's other clients included)",
         "",
-        f"| server | requests/s saturated | CPU us/request | p50 ms @{rate} | p99 ms @{rate} "
-        f"| max ms @{rate} | peak RSS MB | its webhook is confirmed by |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| server | requests/s saturated | CPU us/request | broker CPU us/request "
+        f"| p50 ms @{rate} | p99 ms @{rate} | max ms @{rate} | peak RSS MB "
+        "| its webhook is confirmed by |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name in (*SERVER_NAMES, "bridge-ascii"):
         case = cases.get(name)
@@ -287,6 +307,7 @@ def table(headline: Result) -> str:
         lines.append(
             f"| {label} | {_fmt(sat.get('rps'), ',.0f')} "
             f"| {_fmt(sat.get('cpu_us_per_request'), '.0f')} "
+            f"| {_fmt(sat.get('broker_cpu_us_per_request'), '.0f')} "
             f"| {_fmt(fix.get('p50_ms'), '.2f')} | {_fmt(fix.get('p99_ms'), '.2f')} "
             f"| {_fmt(fix.get('max_ms'), '.1f')} | {_fmt(case.get('peak_rss_mb'), '.0f')} "
             f"| {case.get('routes') or '-'} |"
@@ -294,8 +315,9 @@ def table(headline: Result) -> str:
     r = headline.get("ratios", {})
     lines += [
         "",
-        f"| ratio, median of rounds (range) | requests/s | CPU per request | p99 @{rate} |",
-        "| --- | ---: | ---: | ---: |",
+        f"| ratio, median of rounds (range) | requests/s | CPU per request "
+        f"| broker CPU per request | p99 @{rate} |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
     labels = {
         "bridge": "bridge as shipped / naive",
@@ -310,7 +332,7 @@ def table(headline: Result) -> str:
         if entry:
             lines.append(
                 f"| {label} | {_ratio_cell(entry.get('rps'))} | {_ratio_cell(entry.get('cpu'))} "
-                f"| {_ratio_cell(entry.get('p99'))} |"
+                f"| {_ratio_cell(entry.get('broker_cpu'))} | {_ratio_cell(entry.get('p99'))} |"
             )
     lines += ["", "| target (issue 24) | median (range) | met |", "| --- | ---: | --- |"]
     if headline.get("fixed_rate", FIXED_RATE) != FIXED_RATE:
