@@ -69,7 +69,7 @@ class Plan:
         self.fixed = 2.0 if quick else 5.0
         self.sweep = 0.0 if quick else 3.0
         self.rounds = 3 if quick else 5
-        self.body_pairs = 2 if quick else 4
+        self.body_pairs = 2 if quick else 6
         self.ceiling_messages = int(25_000 * scale)
         self.exchange = ""
         self.consume_messages = int(20_000 * scale)
