@@ -254,8 +254,10 @@ def test_look_an_order_up_and_replay_an_archive_window(
 def test_a_replay_of_all_events_copies_only_what_the_subscriber_takes(
     driver: WebDriver, exchange: str, shots: Path
 ) -> None:
-    """A subscriber that takes only cancelled and split: a replay of "all events" counts and
-    copies those two, says what it left out and why, and is listed as done."""
+    """A subscriber that takes only cancelled and split, paused: a replay of "all events"
+    counts those two, says what it left out and why and that the subscriber is paused, and
+    sends them; resumed, the subscriber gets exactly those two copies. The list of replays
+    shows it done, and no replay page is wider than a phone."""
     sub = replace(_sub("returns"), events=("cancelled", "split"))
     handled: list[tuple[str, bool]] = []
 
@@ -268,6 +270,16 @@ def test_a_replay_of_all_events_copies_only_what_the_subscriber_takes(
         _until(lambda: sorted(handled) == [("cancelled", False), ("split", False)])
         page = Page(driver, stack.url)
         page.sign_in()
+        page.open(f"/subscribers/{sub.name}")
+        page.click("#pause")
+
+        def stopped() -> bool:  # its worker stopped taking messages
+            page.open(f"/subscribers/{sub.name}")
+            return page.text("[data-figure=consumers]") == "0"
+
+        _until(stopped, timeout=10)
+        handled.clear()
+
         page.open("/replay")
         driver.find_element(By.ID, "replay-since").clear()
         driver.find_element(By.ID, "replay-since").send_keys("1h")
@@ -278,16 +290,27 @@ def test_a_replay_of_all_events_copies_only_what_the_subscriber_takes(
         assert f"1 delivered, 2 despatched: {sub.name} takes only cancelled, split" in left_out
         assert " to " in page.text("#replay-window") and "UTC" in page.text("#replay-window")
         assert "At most 100/s" in page.text("#replay-pace")
+        assert f"{sub.name} is paused" in page.text("#target-warning")
         page.shoot(shots, "replay")
-        handled.clear()
         page.click("#replay-send")
         page.wait.until(ec.presence_of_element_located((By.ID, "replay-done")))
         assert "Sent 2 of 2" in page.text("#replay-done")
+        assert handled == []  # paused: the copies wait in its queue
+
+        page.open(f"/subscribers/{sub.name}")
+        page.click("#resume")
         _until(lambda: sorted(handled) == [("cancelled", True), ("split", True)])
-        page.open("/replay")
+        page.open("/replay#replays")
         assert page.text("tr.replay-row [data-figure=copied]") == "2 of 2"
         assert page.text("tr.replay-row .tag") == "done"
         page.shoot(shots, "replay-history")
+        job = driver.find_element(By.CSS_SELECTOR, "tr.replay-row").get_attribute("data-job")
+        set_viewport(driver, "phone")
+        for path in ("/replay", f"/replay/jobs/{job}"):
+            page.open(path)
+            width = driver.execute_script("return document.documentElement.scrollWidth")
+            assert width <= VIEWPORTS["phone"][0], f"{path} is {width} px wide"
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_pause_then_resume_on_the_subscriber_page(
