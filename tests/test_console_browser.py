@@ -225,6 +225,18 @@ def test_look_an_order_up_and_replay_an_archive_window(
         _until(lambda: len(handled) == 2)
         page = Page(driver, stack.url)
         page.sign_in()
+        # While a lookup runs, its form says so (the request is held back here, so the
+        # page stays to be read; a real one is replaced by the answer).
+        page.open("/orders")
+        driver.execute_script(
+            "document.querySelectorAll('form').forEach("
+            "f => f.addEventListener('submit', e => e.preventDefault()))"
+        )
+        assert not driver.find_element(By.ID, "order-searching").is_displayed()
+        driver.find_element(By.ID, "order-q").send_keys("20285")
+        page.click("#order-find")
+        assert driver.find_element(By.ID, "order-searching").is_displayed()
+        assert "Searching the archive" in page.text("#order-searching")
         page.open("/orders?q=20285&since=1h")
         rows = driver.find_elements(By.CSS_SELECTOR, "table.hooks tbody tr")
         assert any("despatched" in row.text for row in rows), [r.text for r in rows]
