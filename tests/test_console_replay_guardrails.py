@@ -279,6 +279,8 @@ async def test_a_console_replay_goes_at_the_subscriber_s_rate_limit_and_can_be_c
         paced = await _confirm(client, console, page)
         await wait_until(lambda: paced.done == 1, timeout=15)
         assert not paced.finished  # the second copy waits its minute
+        job_page = await (await client.get(f"/replay/jobs/{paced.id}")).text()
+        assert f"at most 1/m ({slow.name}&#39;s rate_limit)" in job_page
         answer = await client.post(
             f"/replay/jobs/{paced.id}/cancel", data={"csrf": csrf}, allow_redirects=False
         )

@@ -20,7 +20,7 @@ to...") with their message id or order id and a window around them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -181,7 +181,8 @@ async def submit(request: web.Request) -> web.StreamResponse:
     if running is not None:
         return _busy(request, console, values, running)
     operator = operator_of(request)
-    rate, _why = pace_of(sub)
+    rate, why = pace_of(sub)
+    plan = replace(plan, pace=f"at most {rate.text} ({why})")
 
     async def work(job: Job) -> str:
         job.total = expected

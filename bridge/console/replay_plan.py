@@ -58,6 +58,8 @@ class Plan:
     message: str | None = None
     since_text: str = DEFAULT_SINCE
     until_text: str = ""
+    pace: str = ""
+    """The rate the copies go at (set when sent, for the job's page and the list)."""
 
     def query(self) -> ArchiveQuery:
         return ArchiveQuery(
