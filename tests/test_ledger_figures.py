@@ -175,7 +175,7 @@ def test_each_question_is_planned_through_the_subscriber_outcome_index(ledger_db
     engine.dispose()
 
 
-def test_a_version_1_ledger_is_upgraded_keeping_its_rows(ledger_db: str) -> None:
+def test_an_older_ledger_is_upgraded_keeping_its_rows(ledger_db: str) -> None:
     engine = open_writer(ledger_db)
     write(engine, [attempt("erp", "delivered", NOW - timedelta(minutes=1), 200)])
     store_subscribers(engine, [SubscriberSpec("erp", ("despatched",))])
