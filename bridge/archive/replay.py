@@ -21,7 +21,7 @@ import asyncio
 import re
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -29,7 +29,7 @@ import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
-from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.connection import Brokers, borrow, close_quietly
 from bridge.amqp.deliveries import Acting, records_settled, send_record
 from bridge.amqp.publisher import Outcome, Pending, confirms
 from bridge.amqp.subscriber_target import partitions_exchange, route
@@ -175,7 +175,7 @@ def replayed(webhook: ArchivedWebhook, to: str, acting: Acting) -> DeliveryRecor
 
 
 async def replay(
-    amqp_urls: Sequence[str],
+    broker: Brokers,
     exchange: str,
     query: ArchiveQuery,
     to: str,
@@ -196,19 +196,21 @@ async def replay(
     if not query.events:
         query = replace(query, events=EVENTS)
     replay_id = uuid.uuid4().hex
-    connection = await connect_once(amqp_urls)
+    lease = await borrow(broker)
+    connection = lease.connection
     copier: _Copier | None = None
     matched = 0
+    found = scan(connection, exchange, query)
     try:
         partitions = await _target(connection, to)
         if not dry_run:
             channel = await bounded(
-                connection.channel(publisher_confirms=True, on_return_raises=True),
+                lease.channel(publisher_confirms=True, on_return_raises=True),
                 "opening a channel",
             )
             acting = Acting(exchange, Source.ARCHIVE_REPLAY, operator)
             copier = _Copier(channel, to, on_progress, partitions, acting)
-        async for webhook in scan(connection, exchange, query):
+        async for webhook in found:
             if limit is not None and matched >= limit:
                 break
             matched += 1
@@ -221,7 +223,8 @@ async def replay(
             await copier.finish()
             await records_settled(copier.channel)
     finally:
+        await found.aclose()  # its stream consumer cancelled, even on a lent connection
         if copier is not None:
             copier.abandon()
-        await close_quietly(connection)
+        await lease.release()
     return ReplayResult(replay_id, matched, copier.sent if copier is not None else 0)

@@ -87,7 +87,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
         context = _context(console, values, error=str(exc))
         return aiohttp_jinja2.render_template("replay.html", request, context, status=400)
     if data.get("confirmed") != "1":
-        dry = await replay(console.amqp_urls, console.exchange, query, values["to"], dry_run=True)
+        dry = await replay(console.broker, console.exchange, query, values["to"], dry_run=True)
         context = _context(console, values, count=dry.matched)
         return aiohttp_jinja2.render_template("replay.html", request, context)
     expected = confirmed_count(data.get("count"))
@@ -98,7 +98,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
     async def work(job: Job) -> str:
         job.total = expected
         result = await replay(
-            console.amqp_urls,
+            console.broker,
             console.exchange,
             query,
             values["to"],
