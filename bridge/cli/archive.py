@@ -11,16 +11,17 @@ from typing import Any
 
 import orjson
 
-from bridge.cli.common import Parser, UsageError, run_async, settings_flags, settings_of
+from bridge.cli.common import (
+    TOPOLOGY_READS,
+    Parser,
+    UsageError,
+    run_async,
+    settings_flags,
+    settings_of,
+)
 from bridge.core.contract import EVENTS
 
-READS = (
-    "BRIDGE_AMQP_URL",
-    "BRIDGE_EXCHANGE",
-    "BRIDGE_ARCHIVE",
-    "BRIDGE_ARCHIVE_MAX_AGE",
-    "BRIDGE_ARCHIVE_MAX_BYTES",
-)
+READS = TOPOLOGY_READS
 """The settings these commands read: their --help offers their flags (secrets excepted)."""
 
 EVENT_CHOICES = (*EVENTS, "invalid")

@@ -7,7 +7,7 @@ import argparse
 from datetime import UTC, datetime
 
 from bridge.archive.window import parse_time
-from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+from bridge.cli.common import TOPOLOGY_READS, Parser, run_async, settings_flags, settings_of
 from bridge.cli.progress import Progress
 from bridge.core import logs
 from bridge.core.listeners import start_metrics_listener
@@ -18,12 +18,8 @@ from bridge.mintsoft.sync.state import OrderState
 from bridge.mintsoft.sync.status import SyncStatus, sync_status
 
 READS = (
-    "BRIDGE_AMQP_URL",
+    *TOPOLOGY_READS,
     "BRIDGE_HOST",
-    "BRIDGE_EXCHANGE",
-    "BRIDGE_ARCHIVE",
-    "BRIDGE_ARCHIVE_MAX_AGE",
-    "BRIDGE_ARCHIVE_MAX_BYTES",
     "BRIDGE_PUBLISH_TIMEOUT",
     "BRIDGE_LOG_FORMAT",
     "BRIDGE_API_KEYS",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
@@ -203,30 +203,23 @@ def _moved_before(error: CommandError, replay: _Replay | None) -> CommandError:
     return CommandError(f"{error} ({replay.moved} moved back before this)")
 
 
+@dataclass(eq=False)
 class _Replay:
     """Consumes the DLQ with ``REPLAY_WINDOW`` messages in flight, each acked only after its
     copy in ``<name>`` is confirmed; stops after ``wanted`` or when the DLQ runs dry.
     Copies with one message id (identical webhooks) are in flight together, under the one
     twin policy of :mod:`bridge.amqp.publisher`."""
 
-    def __init__(
-        self,
-        channel: AbstractChannel,
-        name: str,
-        wanted: int,
-        exchange: str | None = None,
-        acting: Acting | None = None,
-    ) -> None:
-        self.channel = channel
-        self.acting = acting
-        self.name = name
-        self.exchange = exchange
-        self.wanted = wanted
-        self.taken = 0
-        self.moved = 0
-        self.settled = 0
-        self.error: CommandError | None = None
-        self._progress = asyncio.Event()
+    channel: AbstractChannel
+    name: str
+    wanted: int
+    exchange: str | None = None
+    acting: Acting | None = None
+    taken: int = field(default=0, init=False)
+    moved: int = field(default=0, init=False)
+    settled: int = field(default=0, init=False)
+    error: CommandError | None = field(default=None, init=False)
+    _progress: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     async def run(self, queue: str) -> None:
         if self.wanted == 0:
