@@ -15,9 +15,8 @@ from bridge import cli
 from bridge.amqp.topology import subscriber_topology
 from bridge.cli import build_parser
 from bridge.cli.common import settings_of
-from bridge.core.listeners import DEFAULT_METRICS_HOST, SERVER_HEADER
+from bridge.core.listeners import DEFAULT_METRICS_HOST, SERVER_HEADER, metrics_address
 from bridge.core.settings import SettingsError, load_settings
-from bridge.worker.runner import metrics_address
 from tests.conftest import AMQP_URL, API_KEY, BridgeFactory, delete_declared, fixture_body
 from tests.support.processes import bridge_process
 from tests.support.rabbit_node import free_port

@@ -10,7 +10,7 @@ from bridge.archive.window import parse_time
 from bridge.cli.common import TOPOLOGY_READS, Parser, run_async, settings_flags, settings_of
 from bridge.cli.progress import Progress
 from bridge.core import logs
-from bridge.core.listeners import start_metrics_listener
+from bridge.core.listeners import serving_metrics
 from bridge.core.settings import Settings, SettingsError
 from bridge.core.tasks import stop_on_signals
 from bridge.mintsoft.sync.runner import Sync
@@ -96,19 +96,9 @@ async def _run(settings: Settings, args: argparse.Namespace, since: datetime | N
             for error in report.errors:
                 print(f"  failed: {error}")
             return 0 if report.ok else 1
-        runner = (
-            await start_metrics_listener(
-                settings.metrics_host, settings.metrics_port, process="sync"
-            )
-            if settings.metrics_port
-            else None
-        )
-        try:
+        async with serving_metrics(settings, process="sync"):
             with stop_on_signals() as stop:
                 await sync.run_forever(stop)
-        finally:
-            if runner is not None:
-                await runner.cleanup()
     return 0
 
 
