@@ -269,6 +269,13 @@ async def make_bridge(exchange: str) -> AsyncIterator[BridgeFactory]:
         await bridge.client.close()
         await bridge.delivery.close()
         await bridge.delivery.publisher.link.close()
+    # What the receivers declared goes with them (a test may use no probe of its own).
+    for url, name in {(b.settings.amqp_urls[0], b.settings.exchange) for b in running}:
+        cleanup = BrokerProbe(url)
+        cleanup.track(queues=receiver_names(name)[0], exchanges=receiver_names(name)[1])
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):  # a private node a test stopped: never hang
+                await cleanup.cleanup()
 
 
 PRIVATE_NODE_FIXTURES = frozenset(
