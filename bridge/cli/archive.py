@@ -15,6 +15,7 @@ from bridge.cli.common import (
     TOPOLOGY_READS,
     Parser,
     UsageError,
+    cli_operator,
     run_async,
     settings_flags,
     settings_of,
@@ -169,8 +170,6 @@ def run_find(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    import getpass
-
     from bridge.archive.replay import replay
     from bridge.cli.progress import Progress
 
@@ -192,7 +191,7 @@ def run_replay(args: argparse.Namespace) -> int:
                 args.to,
                 dry_run=args.dry_run,
                 on_progress=progress,
-                operator=getpass.getuser(),
+                operator=cli_operator(),
             )
         )
     finally:
