@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 
 from aiormq.abc import AbstractChannel, AbstractConnection
 
 from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.deliveries import stream_envelope
 from bridge.amqp.publisher import Outcome, confirms
 from bridge.core import metrics
 from bridge.core.audit import AUDIT_TYPE, AuditRecord
 from bridge.core.contract import Envelope
-from bridge.core.records import deliveries_stream
 
 log = logging.getLogger("bridge.amqp.audit")
 
@@ -36,14 +35,7 @@ NO_CHANNEL = "channel_closed"
 
 
 def _envelope(exchange: str, record: AuditRecord) -> Envelope:
-    return Envelope(
-        event=AUDIT_TYPE,
-        routing_key=deliveries_stream(exchange),
-        body=record.to_body(),
-        message_id=record.audit_id,
-        received_at=time.time(),
-        headers={},
-    )
+    return stream_envelope(exchange, AUDIT_TYPE, record.to_body(), record.audit_id)
 
 
 def _failed(record: AuditRecord, reason: str, why: str = "") -> bool:
