@@ -4,10 +4,9 @@ ledger's indexer finds them.
 A record goes through the one confirmed publish (:mod:`bridge.amqp.publisher`) to the default
 exchange with the stream's name as routing key, typed :data:`~bridge.core.audit.AUDIT_TYPE`.
 Guarantees: none of these functions raises, and each waits at most :data:`AUDIT_TIMEOUT`
-seconds (plus a connect for :func:`audit_once`): the change a record describes is already
-made, and a record the broker returns (the stream is missing), nacks, does not confirm, or
-that cannot be sent at all (no channel, no broker) must not undo or fail it. Such a record
-is counted in ``bridge_ledger_records_failed_total{reason}`` and logged (a WARNING naming
+seconds: the change a record describes is already made, and a record the broker returns
+(the stream is missing), nacks, does not confirm, or that cannot be sent at all (no channel,
+no broker) must not undo or fail it. Such a record is counted in ``bridge_ledger_records_failed_total{reason}`` and logged (a WARNING naming
 the action, subscriber and operator: ``/audit`` will miss it).
 """
 
@@ -15,11 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 
 from aiormq.abc import AbstractChannel, AbstractConnection
 
-from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.connection import close_quietly
 from bridge.amqp.deliveries import stream_envelope
 from bridge.amqp.publisher import Outcome, confirms
 from bridge.core import metrics
@@ -82,18 +80,3 @@ async def audit_on(connection: AbstractConnection, exchange: str, record: AuditR
         return await write_audit(channel, exchange, record)
     finally:
         await close_quietly(channel)
-
-
-async def audit_once(amqp_urls: Sequence[str], exchange: str, record: AuditRecord) -> bool:
-    """Connect, publish ``record``, close (for a command whose own connection is gone);
-    True if confirmed."""
-    try:
-        connection = await connect_once(amqp_urls)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        return _failed(record, NO_CHANNEL, type(exc).__name__)
-    try:
-        return await audit_on(connection, exchange, record)
-    finally:
-        await close_quietly(connection)
