@@ -5,6 +5,7 @@ start, leave no channel open behind them, and a link that dropped is opened agai
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge import PermanentError
+from bridge.amqp.connection import borrow
 from bridge.amqp.topology import archive_name, control_name, dlq_name
 from bridge.console.app import build_app
 from bridge.console.state import Console
@@ -151,3 +153,36 @@ def test_no_console_module_hands_the_broker_urls_to_a_reader() -> None:
         if "amqp_urls" in line or "connect_once" in line
     ]
     assert readers == []
+
+
+class _Stuck:
+    """A channel (and its connection) whose close never gets an answer."""
+
+    is_closed = False
+
+    async def close(self, *_args: Any) -> None:
+        await asyncio.Event().wait()
+
+    async def channel(self, **_options: Any) -> _Stuck:
+        return self
+
+
+class _Lender:
+    def __init__(self) -> None:
+        self.renewed = 0
+
+    async def connection(self) -> Any:
+        return _Stuck()
+
+    def renew(self) -> None:
+        self.renewed += 1
+
+
+async def test_a_lent_connection_whose_channel_will_not_close_is_renewed() -> None:
+    """A channel that took dead letters unacked gives them back when it closes; one that
+    does not close in time holds them until its connection goes: the lender renews it."""
+    lender = _Lender()
+    lease = await borrow(lender)
+    await lease.channel(publisher_confirms=False)
+    await lease.release()
+    assert lender.renewed == 1
