@@ -6,8 +6,9 @@ exchange with the stream's name as routing key, typed :data:`~bridge.core.audit.
 Guarantees: none of these functions raises, and each waits at most :data:`AUDIT_TIMEOUT`
 seconds: the change a record describes is already made, and a record the broker returns
 (the stream is missing), nacks, does not confirm, or that cannot be sent at all (no channel,
-no broker) must not undo or fail it. Such a record is counted in ``bridge_ledger_records_failed_total{reason}`` and logged (a WARNING naming
-the action, subscriber and operator: ``/audit`` will miss it).
+no broker) must not undo or fail it. Such a record is counted in
+``bridge_ledger_records_failed_total{reason}`` and logged (a WARNING naming the action,
+subscriber and operator: ``/audit`` will miss it).
 """
 
 from __future__ import annotations
