@@ -210,20 +210,14 @@ def left_out_lines(left_out: LeftOut, sub: Subscriber) -> list[str]:
         counts = by_reason[Reason.EVENT]
         takes = ", ".join(subscribed_events(sub.events))
         lines.append(f"{_listed(counts, str)}: {sub.name} takes only {takes}.")
-    if Reason.CLIENT in by_reason:
-        counts = by_reason[Reason.CLIENT]
-        takes = ", ".join(sub.clients)
-        lines.append(
-            f"{_listed(counts, lambda c: f'of client {c}')}: {sub.name} takes only "
-            f"client{'s' if len(sub.clients) > 1 else ''} {takes}."
-        )
-    if Reason.WAREHOUSE in by_reason:
-        counts = by_reason[Reason.WAREHOUSE]
-        takes = ", ".join(sub.warehouses)
-        lines.append(
-            f"{_listed(counts, lambda w: f'of warehouse {w}')}: {sub.name} takes only "
-            f"warehouse{'s' if len(sub.warehouses) > 1 else ''} {takes}."
-        )
+    for reason, kind, taken in (
+        (Reason.CLIENT, "client", sub.clients),
+        (Reason.WAREHOUSE, "warehouse", sub.warehouses),
+    ):
+        if reason in by_reason:
+            listed = _listed(by_reason[reason], f"of {kind} {{}}".format)
+            plural = "s" if len(taken) > 1 else ""
+            lines.append(f"{listed}: {sub.name} takes only {kind}{plural} {', '.join(taken)}.")
     if Reason.NOT_JSON in by_reason:
         n = sum(by_reason[Reason.NOT_JSON].values())
         lines.append(f"{n:,} not JSON: no subscriber gets a quarantined body.")
