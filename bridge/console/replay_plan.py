@@ -123,16 +123,7 @@ def counted_plan(values: Mapping[str, Any], now: datetime) -> Plan:
             f"The window is empty: since ({shown(since)}) is not before until "
             f"({shown(until)}); give an earlier since or a later until."
         )
-    return Plan(
-        to=values["to"],
-        since=since,
-        until=until,
-        events=tuple(values["events"]),
-        order=values["order"] or None,
-        message=values["message"] or None,
-        since_text=since_text,
-        until_text=values["until"],
-    )
+    return _over(values, since, until, since_text)
 
 
 def confirmed_plan(values: Mapping[str, Any], source: Mapping[str, Any]) -> Plan:
@@ -148,6 +139,11 @@ def confirmed_plan(values: Mapping[str, Any], source: Mapping[str, Any]) -> Plan
         ) from None
     if since >= until:
         raise web.HTTPBadRequest(text="Count first: the confirmed window is empty.")
+    return _over(values, since, until, values["since"])
+
+
+def _over(values: Mapping[str, Any], since: datetime, until: datetime, since_text: str) -> Plan:
+    """The plan of the form's ``values`` over the window from ``since`` to ``until``."""
     return Plan(
         to=values["to"],
         since=since,
@@ -155,7 +151,7 @@ def confirmed_plan(values: Mapping[str, Any], source: Mapping[str, Any]) -> Plan
         events=tuple(values["events"]),
         order=values["order"] or None,
         message=values["message"] or None,
-        since_text=values["since"],
+        since_text=since_text,
         until_text=values["until"],
     )
 
