@@ -39,7 +39,7 @@ from bridge.worker.runner import Worker
 from bridge.worker.subscribers import Handler, Subscriber
 from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings, receiver_names
 from tests.console_helpers import console_state
-from tests.worker_helpers import queues_of
+from tests.worker_helpers import track_subscriber
 
 T = TypeVar("T")
 CHROMIUM = "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else shutil.which("chromium")
@@ -138,7 +138,7 @@ class ConsoleStack:
         self.probe.track(queues=(self.exchange + ".archive",))
         self.probe.track(queues=queues, exchanges=exchanges)
         for sub in self.subs:
-            self.probe.track(queues=queues_of(sub))
+            track_subscriber(self.probe, self.exchange, sub)  # its queues and exchanges
         worker = Worker(bridge_settings(self.exchange, archive=True), self.subs, self.handlers)
         ready = asyncio.Event()
         self._stop = asyncio.Event()
