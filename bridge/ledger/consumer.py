@@ -63,10 +63,16 @@ def check() -> str | None:
 class _SplittingReader(asyncio.StreamReader):
     """aiormq's ``StreamReader``: what the splitter hands on, plus heartbeats."""
 
-    def __init__(self, splitter: FrameSplitter, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        splitter: FrameSplitter,
+        loop: asyncio.AbstractEventLoop,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(limit=READ_LIMIT, loop=loop)
         self.splitter = splitter
-        self._handed_at = time.monotonic()
+        self._clock = clock
+        self._handed_at = clock()
 
     def feed_data(self, data: Iterable[SupportsIndex]) -> None:
         splitter = self.splitter
@@ -78,7 +84,7 @@ class _SplittingReader(asyncio.StreamReader):
             transport = getattr(self, "_transport", None)
             if transport is not None:
                 transport.abort()
-        now = time.monotonic()
+        now = self._clock()
         if handed:
             self._handed_at = now
             super().feed_data(handed)

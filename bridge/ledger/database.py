@@ -114,7 +114,16 @@ def open_engine(url: str, *, writer: bool = False) -> Engine:
             _sqlite_setup(engine, writer=writer)
             return engine
         if writer:
-            return create_engine(target, pool_pre_ping=True, pool_size=2, max_overflow=4)
+            # A commit does not wait for its WAL flush: a server crash may lose the last
+            # commits, rows and their offsets together, so they are read again (as SQLite's
+            # synchronous = NORMAL); the indexer's own crash loses nothing committed.
+            return create_engine(
+                target,
+                pool_pre_ping=True,
+                pool_size=2,
+                max_overflow=4,
+                connect_args={"options": "-c synchronous_commit=off"},
+            )
         # Readers: every statement on its own (each one sees its own snapshot under READ
         # COMMITTED anyway), no BEGIN, ROLLBACK or ping round trips around a lookup; a
         # connection the server dropped is replaced by the one retry of LedgerReader.

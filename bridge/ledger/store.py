@@ -12,6 +12,7 @@ SQLAlchemy's errors, which the caller turns into one line.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,8 +20,10 @@ from datetime import UTC, datetime
 from operator import itemgetter
 
 import orjson
+import psycopg
 from sqlalchemy import Connection, DateTime, Engine, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from bridge.ledger.rows import Row, utc
 from bridge.ledger.schema import attempts, stream_offsets, subscribers, webhooks
@@ -86,9 +89,50 @@ def _insert_new(connection: Connection, table: Table, key: str, rows: list[Row])
     """Insert ``rows`` but those whose ``key`` exists; how many were turned away."""
     if not rows:
         return 0
-    if connection.dialect.name == "postgresql":
-        return _insert_new_postgresql(connection, table, key, rows)
-    return _insert_new_sqlite(connection, table, key, rows)
+    try:
+        if connection.dialect.name == "postgresql":
+            return _copy_postgresql(connection, table, key, rows)
+        return _insert_new_sqlite(connection, table, key, rows)
+    except (psycopg.Error, sqlite3.Error) as exc:
+        # The driver's own cursor: its errors as SQLAlchemy's, as every caller expects.
+        raise DBAPIError(f"insert into {table.name}", None, exc) from exc
+
+
+_PG_TYPES = {
+    "VARCHAR": "varchar",
+    "TEXT": "text",
+    "INTEGER": "int4",
+    "BIGINT": "int8",
+    "FLOAT": "float8",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz",
+}
+
+
+def _copy_postgresql(connection: Connection, table: Table, key: str, rows: list[Row]) -> int:
+    # COPY (binary, rows written by psycopg's C code): a sixth of the client's CPU of an
+    # INSERT, and no per-row executor on the server. COPY cannot skip a row whose key
+    # exists, so it runs under a savepoint: a duplicate (none while the offsets hold) rolls
+    # it back and the batch goes through the INSERT that counts them.
+    columns = [c for c in table.c if not c.primary_key]
+    types = [_PG_TYPES[c.type.compile(dialect=connection.dialect).split("(")[0]] for c in columns]
+    names = ", ".join(c.name for c in columns)
+    values = itemgetter(*(c.name for c in columns))
+    driver = connection.connection.driver_connection
+    cursor = driver.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("SAVEPOINT ledger_copy")
+        try:
+            with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(types)
+                for row in rows:
+                    copy.write_row(values(row))
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT ledger_copy")
+            return _insert_new_postgresql(connection, table, key, rows)
+        cursor.execute("RELEASE SAVEPOINT ledger_copy")
+    finally:
+        cursor.close()
+    return 0
 
 
 def sqlite_time(value: datetime) -> str:
