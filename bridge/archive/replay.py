@@ -29,12 +29,14 @@ import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
+from bridge.amqp.audit import audit_on
 from bridge.amqp.connection import close_quietly, connect_once
 from bridge.amqp.deliveries import Acting, records_settled, send_record
 from bridge.amqp.publisher import Outcome, Pending, confirms
 from bridge.amqp.subscriber_target import partitions_exchange, route
 from bridge.archive.end import RPC_TIMEOUT, bounded
 from bridge.archive.reader import ArchivedWebhook, ArchiveQuery, copy_properties, scan
+from bridge.core.audit import Action, Via
 from bridge.core.contract import EVENTS, HEADER_REPLAY_ID, HEADER_REPLAYED_AT, rfc3339
 from bridge.core.records import DeliveryRecord, Source
 from bridge.core.records import Outcome as Recorded
@@ -184,11 +186,14 @@ async def replay(
     on_progress: Progress = _no_progress,
     limit: int | None = None,
     operator: str | None = None,
+    via: Via = Via.CLI,
 ) -> ReplayResult:
     """Copy each webhook matching ``query`` into queue ``to``; with ``dry_run``, only count;
     with ``limit``, at most that many (the number an operator confirmed). Each copy
     confirmed leaves a ``replayed`` delivery record (source ``archive-replay``, by
-    ``operator``) in ``<exchange>.deliveries``.
+    ``operator``) in ``<exchange>.deliveries``, and the replay (not a dry run) one audit
+    record (made ``via`` the console or the command line: the window, the events, how many
+    were sent, and why it stopped if it did; never failing the replay).
 
     Without an event filter, quarantined (non-JSON) bodies are left out: a subscriber never
     gets those from the exchange either. Ask for them with the event ``invalid``."""
@@ -199,6 +204,7 @@ async def replay(
     connection = await connect_once(amqp_urls)
     copier: _Copier | None = None
     matched = 0
+    error: BaseException | None = None
     try:
         partitions = await _target(connection, to)
         if not dry_run:
@@ -206,7 +212,7 @@ async def replay(
                 connection.channel(publisher_confirms=True, on_return_raises=True),
                 "opening a channel",
             )
-            acting = Acting(exchange, Source.ARCHIVE_REPLAY, operator)
+            acting = Acting(exchange, Source.ARCHIVE_REPLAY, operator, via, _chosen(query))
             copier = _Copier(channel, to, on_progress, partitions, acting)
         async for webhook in scan(connection, exchange, query):
             if limit is not None and matched >= limit:
@@ -220,8 +226,33 @@ async def replay(
         if copier is not None:
             await copier.finish()
             await records_settled(copier.channel)
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
         if copier is not None:
             copier.abandon()
+            assert copier.acting is not None
+            record = copier.acting.audit(Action.ARCHIVE_REPLAY, to, copier.sent, _stopped(error))
+            await audit_on(connection, exchange, record)
         await close_quietly(connection)
     return ReplayResult(replay_id, matched, copier.sent if copier is not None else 0)
+
+
+def _chosen(query: ArchiveQuery) -> str:
+    """What an archive replay's audit record says the operator chose."""
+    events = ",".join(query.events) if set(query.events) != set(EVENTS) else "all events"
+    order = query.order_id or query.order_number or query.message_id
+    return (
+        f"received {rfc3339(query.since.timestamp())} to {rfc3339(query.until.timestamp())}, "
+        f"{events}" + (f", order {order}" if order else "")
+    )
+
+
+def _stopped(error: BaseException | None) -> str | None:
+    """Why a replay stopped, for its audit record (``None``: it finished)."""
+    if error is None:
+        return None
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    return str(error) or type(error).__name__

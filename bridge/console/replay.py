@@ -18,10 +18,12 @@ import aiohttp_jinja2
 from aiohttp import web
 from multidict import MultiMapping
 
+from bridge.console.auth import operator_of
 from bridge.console.jobs import Job, Running
 from bridge.console.sources import archive_available
 from bridge.console.state import Console, console_of
 from bridge.console.views import confirmed_count
+from bridge.core.audit import Via
 from bridge.core.contract import EVENTS
 from bridge.core.settings import SettingsError
 
@@ -104,6 +106,8 @@ async def submit(request: web.Request) -> web.StreamResponse:
             values["to"],
             on_progress=job.progress,
             limit=expected,
+            operator=operator_of(request),
+            via=Via.CONSOLE,
         )
         job.progress(result.sent, result.matched)
         log.info(

@@ -1,7 +1,7 @@
-"""``mintsoft-bridge ledger``: reads ``<exchange>.archive`` and ``<exchange>.deliveries`` from
-the offsets the ledger stored and writes their rows in batches (up to :data:`BATCH_ROWS`
-rows or :data:`BATCH_SECONDS`), each batch with its offsets in one transaction
-(:func:`bridge.ledger.store.write_batch`). The streams are read by
+"""``mintsoft-bridge ledger``: reads ``<exchange>.archive`` and ``<exchange>.deliveries`` (its
+delivery records and audit records) from the offsets the ledger stored and writes their rows
+in batches (up to :data:`BATCH_ROWS` rows or :data:`BATCH_SECONDS`), each batch with its
+offsets in one transaction (:func:`bridge.ledger.store.write_batch`). The streams are read by
 :mod:`bridge.ledger.consumer` (deliveries parsed from the wire, no task per message); the
 rows are built in a thread with the write, and the broker gets its acks once per batch, for
 the whole batch, after the commit; meanwhile the next batch arrives (the prefetch is twice
@@ -48,7 +48,7 @@ from bridge.ledger.consumer import check as consumer_check
 from bridge.ledger.database import ledger_url, open_writer
 from bridge.ledger.deliveries_wire import Consumer, Delivery, stamp_time
 from bridge.ledger.queries import undelivered_oldest
-from bridge.ledger.rows import SKIP, record_row, webhook_row
+from bridge.ledger.rows import SKIP, Row, archive_row, deliveries_row
 from bridge.ledger.store import (
     Batch,
     SubscriberSpec,
@@ -78,8 +78,8 @@ DB_RETRY_MAX = 10.0
 @dataclass
 class _Stream:
     name: str
-    to_row: Callable[[Delivery], dict[str, Any] | None]
-    kind: str  # "webhooks" or "attempts"
+    to_row: Callable[[Delivery], tuple[str, Row] | None]
+    kind: str  # "webhooks" or "attempts" (whose stream also carries the audit records)
     seen: int = -1  # the last offset taken into a batch (or stored)
 
 
@@ -116,9 +116,9 @@ class Indexer:
 
     def __post_init__(self) -> None:
         exchange = self.settings.exchange
-        streams = [_Stream(deliveries_stream(exchange), record_row, "attempts")]
+        streams = [_Stream(deliveries_stream(exchange), deliveries_row, "attempts")]
         if self.settings.archive:
-            streams.insert(0, _Stream(archive_name(exchange), webhook_row, "webhooks"))
+            streams.insert(0, _Stream(archive_name(exchange), archive_row, "webhooks"))
         self._streams = {s.name: s for s in streams}
         self._kinds = {s.kind: s.name for s in streams}
         self._kinds.setdefault("webhooks", archive_name(exchange))
@@ -310,11 +310,13 @@ class Indexer:
         self.written += len(batch) - duplicates
         metrics.LEDGER_ROWS.labels("webhooks").inc(len(batch.webhooks))
         metrics.LEDGER_ROWS.labels("attempts").inc(len(batch.attempts))
+        metrics.LEDGER_ROWS.labels("audit").inc(len(batch.audit))
         for name, count in batch.malformed.items():
             metrics.LEDGER_MALFORMED.labels(self._streams[name].kind).inc(count)
         if duplicates:
             log.warning("%d rows were already in the ledger (kept once)", duplicates)
-        times = [r["received_at"] for r in batch.webhooks] + [r["at"] for r in batch.attempts]
+        times = [r["received_at"] for r in batch.webhooks]
+        times += [r["at"] for r in (*batch.attempts, *batch.audit)]
         if times:
             self._newest = max(self._newest, max(times).timestamp())
 
@@ -371,17 +373,15 @@ def _rows(deliveries: list[tuple[_Stream, Delivery]]) -> Batch:
         if stamp is not None and stamp > stamps.get(name, -1):
             stamps[name] = stamp
         try:
-            row = stream.to_row(delivery)
+            found = stream.to_row(delivery)
         except RecordError as exc:
             batch.malformed[name] += 1
             log.warning("skipped a malformed message at offset %d of %s: %s", offset, name, exc)
             continue
-        if row is SKIP:
+        if found is SKIP:
             continue
-        if stream.kind == "webhooks":
-            batch.webhooks.append(row)
-        else:
-            batch.attempts.append(row)
+        table, row = found
+        batch.rows(table).append(row)
     # Whole seconds, so "current" errs on the early side.
     batch.newest = {name: stamp_time(stamp) for name, stamp in stamps.items()}
     return batch

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, and_, exists, func, or_, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from bridge.ledger.audits import AuditPage, audit_page
 from bridge.ledger.database import open_reader, unreachable
 from bridge.ledger.rows import utc
 from bridge.ledger.schema import attempts, webhooks
@@ -147,6 +148,10 @@ class LedgerReader:
         return await asyncio.to_thread(
             self._ask, lambda engine: arrived(engine, archive, since, until)
         )
+
+    async def audit(self, before: int | None = None) -> AuditPage:
+        """:func:`bridge.ledger.audits.audit_page`, in a thread."""
+        return await asyncio.to_thread(self._ask, lambda engine: audit_page(engine, before))
 
     def close(self) -> None:
         if self._engine is not None:
