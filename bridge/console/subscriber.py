@@ -22,7 +22,7 @@ from bridge.amqp.audit import write_audit
 from bridge.amqp.connection import close_quietly
 from bridge.amqp.control import StateNotSet, write_state
 from bridge.amqp.topology import control_name, roster_name
-from bridge.console.auth import SESSION_KEY, flash, take_notice
+from bridge.console.auth import flash, operator_of, take_notice
 from bridge.console.looked import look
 from bridge.console.queues import subscriber_stats
 from bridge.console.state import console_of
@@ -62,12 +62,6 @@ async def pause(request: web.Request) -> web.StreamResponse:
 
 async def resume(request: web.Request) -> web.StreamResponse:
     return await _change(request, paused=False)
-
-
-def operator_of(request: web.Request) -> str | None:
-    """The signed-in operator's name, when sign-in names one."""
-    name = getattr(request.get(SESSION_KEY), "user", None)
-    return name if isinstance(name, str) else None
 
 
 async def _change(request: web.Request, *, paused: bool) -> web.StreamResponse:

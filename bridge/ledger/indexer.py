@@ -38,7 +38,7 @@ from bridge.amqp.connection import BrokerLink
 from bridge.amqp.topology import archive_name, declare, settings_topology
 from bridge.core import metrics
 from bridge.core.durations import parse_duration
-from bridge.core.listeners import start_metrics_listener
+from bridge.core.listeners import serving_metrics
 from bridge.core.records import RecordError, deliveries_stream
 from bridge.core.settings import Settings, redact_url
 from bridge.core.tasks import cancel_and_wait, stop_on_signals
@@ -414,18 +414,10 @@ async def run_ledger(settings: Settings, subscribers: Sequence[SubscriberSpec] |
         if subscribers is not None:
             await asyncio.to_thread(store_subscribers, engine, subscribers)
             log.info("subscribers: %s", ", ".join(s.name for s in subscribers) or "none")
-        runner = None
-        if settings.metrics_port is not None:
-            runner = await start_metrics_listener(
-                settings.metrics_host, settings.metrics_port, process="ledger"
-            )
         indexer = Indexer(settings, engine, url)
-        try:
+        async with serving_metrics(settings, process="ledger"):
             with stop_on_signals() as stop:
                 await indexer.run(stop)
-        finally:
-            if runner is not None:
-                await runner.cleanup()
         log.info("ledger stopped after writing %d rows", indexer.written)
         return indexer.written
     finally:

@@ -63,6 +63,16 @@ class WebhookTrace:
 
 
 @dataclass(frozen=True)
+class Coverage:
+    """What the ledger holds: its oldest and newest webhook's receive time (``None``: it
+    holds none), and the time up to which it has indexed the archive (``None``: never)."""
+
+    oldest: datetime | None
+    newest: datetime | None
+    indexed_to: datetime | None
+
+
+@dataclass(frozen=True)
 class Trace:
     query: str
     webhooks: tuple[WebhookTrace, ...]
@@ -153,10 +163,27 @@ class LedgerReader:
         """:func:`bridge.ledger.audits.audit_page`, in a thread."""
         return await asyncio.to_thread(self._ask, lambda engine: audit_page(engine, before))
 
+    async def coverage(self, archive: str) -> Coverage:
+        """:func:`coverage`, in a thread."""
+        return await asyncio.to_thread(self._ask, lambda engine: coverage(engine, archive))
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+def coverage(engine: Engine, archive: str) -> Coverage:
+    """What the ledger holds of the archive stream ``archive`` (two index lookups)."""
+    with engine.connect() as connection:
+        oldest, newest = connection.execute(
+            select(func.min(webhooks.c.received_at), func.max(webhooks.c.received_at))
+        ).one()
+        return Coverage(
+            None if oldest is None else utc(oldest),
+            None if newest is None else utc(newest),
+            current_at(connection, archive),
+        )
 
 
 def trace_order(url: str, query: str) -> Trace:
