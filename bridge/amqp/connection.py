@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import aiormq
 from aiormq.abc import AbstractBase, AbstractChannel, AbstractConnection
+from aiormq.connection import TransportFactory
 
 from bridge.core.settings import redact_url
 from bridge.core.tasks import cancel_and_wait
@@ -56,6 +57,8 @@ class BrokerLink:
 
     ``urls`` are tried in turn (a cluster); ``on_channel`` runs on every new channel before
     it is handed out (declaring the topology), so a restarted broker gets it back.
+    ``transport_factory`` is aiormq's, for every connection (the ledger's splits its
+    deliveries off: :mod:`bridge.ledger.consumer`); one connection is opened at a time.
     """
 
     def __init__(
@@ -65,8 +68,10 @@ class BrokerLink:
         *,
         confirms: bool = True,
         name: str = "mintsoft-bridge",
+        transport_factory: TransportFactory | None = None,
     ) -> None:
         self._urls = urls
+        self._transport_factory = transport_factory
         self._on_channel = on_channel
         self._confirms = confirms
         self._name = name
@@ -177,7 +182,9 @@ class BrokerLink:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     connection = await aiormq.connect(
-                        url, client_properties={"connection_name": self._name}
+                        url,
+                        client_properties={"connection_name": self._name},
+                        transport_factory=self._transport_factory,
                     )
                     self._connection = connection
                     channel = await connection.channel(
