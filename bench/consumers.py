@@ -27,15 +27,19 @@ class Clock:
         self.seen = 0
         self.first = 0.0
         self.last = 0.0
+        self.cpu_first = 0.0
+        self.cpu_last = 0.0
         self.done = asyncio.get_running_loop().create_future()
 
     def tick(self) -> None:
         now = time.perf_counter()
         if self.seen == 0:
             self.first = now
+            self.cpu_first = time.process_time()
         self.seen += 1
         if self.seen == self.count:
             self.last = now
+            self.cpu_last = time.process_time()
             self.done.set_result(None)
 
     def result(self) -> dict[str, Any]:
@@ -44,6 +48,7 @@ class Clock:
             "messages": self.seen,
             "seconds": seconds,
             "rate": (self.seen - 1) / seconds if seconds > 0 else 0.0,
+            "cpu_us_per_message": (self.cpu_last - self.cpu_first) / (self.seen - 1) * 1e6,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
 

@@ -20,6 +20,7 @@ _count = int(os.environ.get("BENCH_COUNT", "0"))
 _out = os.environ.get("BENCH_OUT", "")
 _seen = 0
 _first = 0.0
+_cpu_first = 0.0
 _latencies: list[float] = []
 
 
@@ -31,14 +32,23 @@ def _finish(result: dict[str, Any]) -> None:
 
 
 async def noop(message: Any) -> None:
-    global _seen, _first
+    global _seen, _first, _cpu_first
     now = time.perf_counter()
     if _seen == 0:
         _first = now
+        _cpu_first = time.process_time()
     _seen += 1
     if _seen == _count:
         seconds = now - _first
-        _finish({"messages": _seen, "seconds": seconds, "rate": (_seen - 1) / seconds})
+        cpu = time.process_time() - _cpu_first
+        _finish(
+            {
+                "messages": _seen,
+                "seconds": seconds,
+                "rate": (_seen - 1) / seconds,
+                "cpu_us_per_message": cpu / (_seen - 1) * 1e6,
+            }
+        )
 
 
 def _headers(message: Any) -> dict[str, Any]:

@@ -14,8 +14,12 @@ from collections.abc import Iterator
 import pytest
 
 from bridge.core import heap
-from bridge.core.access_log import direct_handler
-from bridge.core.logs import JsonFormatter, TextFormatter, TurnBatchingStreamHandler
+from bridge.core.logs import (
+    JsonFormatter,
+    TextFormatter,
+    TurnBatchingStreamHandler,
+    direct_handler,
+)
 from tests.conftest import API_KEY, BridgeFactory, BrokerProbe
 
 FIELDS = {
