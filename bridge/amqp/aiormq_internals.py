@@ -171,11 +171,19 @@ _T = TypeVar("_T")
 def per_channel(channel: AbstractChannel, name: str, make: Callable[[], _T]) -> _T:
     """The one ``make()`` of ``channel`` under ``name``, kept on the channel itself: it lives
     and dies with the channel (a registry keyed by channels would keep every one alive)."""
-    kept: dict[str, Any] = vars(channel).setdefault("_bridge_per_channel", {})
+    attributes = vars(channel)
+    kept: dict[str, Any] | None = attributes.get("_bridge_per_channel")
+    if kept is None:
+        kept = attributes["_bridge_per_channel"] = {}
     found = kept.get(name)
     if found is None:
         found = kept[name] = make()
     return cast(_T, found)
+
+
+def kept(channel: AbstractChannel, name: str) -> Any:
+    """What :func:`per_channel` keeps on ``channel`` under ``name`` (None: nothing yet)."""
+    return (vars(channel).get("_bridge_per_channel") or {}).get(name)
 
 
 def frame_batch(channel: AbstractChannel) -> FrameBatch:
@@ -185,7 +193,8 @@ def frame_batch(channel: AbstractChannel) -> FrameBatch:
 
 
 class FrameBatch:
-    """Frames for one channel, handed to aiormq's writer as one buffer per loop turn."""
+    """Frames for one channel, handed to aiormq's writer as one buffer per loop turn;
+    ``last``, when set, gives the frames that end each buffer (the turn's acks)."""
 
     def __init__(self, channel: AbstractChannel) -> None:
         ch: Any = channel
@@ -195,6 +204,7 @@ class FrameBatch:
         self._buffer: list[bytes] = []
         self._scheduled = False
         self._putting: asyncio.Task[None] | None = None
+        self.last: Callable[[], bytes] | None = None
 
     @property
     def closed(self) -> bool:
@@ -206,9 +216,22 @@ class FrameBatch:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def due(self) -> None:
+        """``last`` has frames to give: write them at the end of this loop turn."""
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _take_last(self) -> None:
+        if self.last is not None:
+            frames = self.last()
+            if frames:
+                self._buffer.append(frames)
+
     async def written(self) -> None:
         """Wait until every frame added so far was written to the socket (unbounded: the
         caller bounds it; a dead connection never writes)."""
+        self._take_last()
         while self._putting is not None or self._buffer:
             if self._putting is not None:
                 await asyncio.shield(self._putting)
@@ -220,6 +243,8 @@ class FrameBatch:
 
     def discard(self) -> None:
         """Forget what is buffered (the channel is gone)."""
+        if self.last is not None:
+            self.last()  # the turn's acks, dropped with the rest
         self._buffer = []
         if self._putting is not None:
             self._putting.cancel()
@@ -227,6 +252,7 @@ class FrameBatch:
 
     def _flush(self) -> None:
         self._scheduled = False
+        self._take_last()
         if not self._buffer or self._putting is not None:
             return
         frame = ChannelFrame(payload=b"".join(self._buffer), should_close=False)

@@ -202,8 +202,9 @@ def _msecs(created: float) -> int:
 class TurnBatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A StreamHandler that, on a thread running an event loop, writes the lines logged
     during one loop turn with one write (the access log logs a line per request; a write
-    per line is a system call per request). Elsewhere, and on ``flush``, it writes at once;
-    nothing waits longer than the current loop turn."""
+    per line is a system call per request). Elsewhere, and on ``flush``, it writes at once
+    (a line from another thread while a turn's write is due goes with that write); nothing
+    waits longer than the current loop turn."""
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
@@ -221,6 +222,10 @@ class TurnBatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg
     def write_line(self, line: str) -> None:
         """Write one formatted ``line`` (without its terminator), batched as :meth:`emit`."""
         line += self.terminator
+        with self.lock:  # type: ignore[union-attr]
+            if self._scheduled:  # a flush is due at the end of this loop turn
+                self._pending.append(line)
+                return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -212,13 +212,13 @@ def record_body(
             "order_id": order_id,
             "order_number": order_number,
             "attempt": attempt,
-            "outcome": outcome.value,
+            "outcome": outcome,  # orjson writes a StrEnum member as its value
             "status": status,
             "answer": None if answer is None else cut(answer, ANSWER_LIMIT),
             "error": None if error is None else cut(error, ERROR_LIMIT),
             "duration_ms": duration_ms,
             "at": at,
-            "source": source.value,
+            "source": source,
             "operator": operator,
         }
     )

@@ -18,17 +18,15 @@ by more than the loop's lateness; a call that ends in time leaves nothing behind
 from __future__ import annotations
 
 import asyncio
-import enum
+from typing import Final
 
-
-class Ended(enum.Enum):
-    """How a watched call ended, as :meth:`Deadlines.finish` tells it."""
-
-    IN_TIME = 0
-    TIMED_OUT = 1
-    """Its deadline passed (its cancellation by us withdrawn); nothing else cancelled it."""
-    TIMED_OUT_AND_CANCELLED = 2
-    """Its deadline passed, and its task was also cancelled from elsewhere."""
+# How a watched call ended, as Deadlines.finish tells it (plain ints, not an Enum: read
+# once per call, on the worker's hot path).
+IN_TIME: Final = 0
+TIMED_OUT: Final = 1
+"""Its deadline passed (its cancellation by us withdrawn); nothing else cancelled it."""
+TIMED_OUT_AND_CANCELLED: Final = 2
+"""Its deadline passed, and its task was also cancelled from elsewhere."""
 
 
 class Deadlines:
@@ -54,15 +52,15 @@ class Deadlines:
             self._timer = loop.call_at(deadline, self._fire)
         return task.cancelling()
 
-    def finish(self, task: asyncio.Task[object], cancelling: int) -> Ended:
+    def finish(self, task: asyncio.Task[object], cancelling: int) -> int:
         """Stop watching ``task``'s call (whatever way it ended); ``cancelling`` is what
         :meth:`start` returned."""
         if self._running.pop(task, None) is not None or task not in self._expired:
-            return Ended.IN_TIME
+            return IN_TIME
         self._expired.discard(task)
         if task.uncancel() <= cancelling:
-            return Ended.TIMED_OUT
-        return Ended.TIMED_OUT_AND_CANCELLED
+            return TIMED_OUT
+        return TIMED_OUT_AND_CANCELLED
 
     def _fire(self) -> None:
         self._timer = None

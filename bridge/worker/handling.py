@@ -40,7 +40,7 @@ from bridge.core.records import Outcome as Recorded
 from bridge.core.records import Source, new_record_id, now_rfc3339, record_body
 from bridge.errors import PermanentError
 from bridge.worker.acks import Settler, redelivery_count
-from bridge.worker.deadlines import Deadlines, Ended
+from bridge.worker.deadlines import IN_TIME, TIMED_OUT, Deadlines
 from bridge.worker.forwarder import LAST_ANSWER, Forwarder, Throttled
 from bridge.worker.message import (
     ATTEMPT_HEADER,
@@ -157,7 +157,11 @@ class Handling:
             bool(delivered.redelivered),
         )
 
-    async def process(self, delivered: DeliveredMessage) -> None:
+    async def process(
+        self, delivered: DeliveredMessage, task: asyncio.Task[Any] | None = None
+    ) -> None:
+        """Handle ``delivered`` in ``task``, the current one (given when the caller knows
+        it, which spares a look-up per message)."""
         message = self.message(delivered)
         self._consumed.inc()
         redeliveries = redelivery_count(message.headers)
@@ -168,7 +172,7 @@ class Handling:
             )
             await self._next_step(delivered, message, CrashLoop(reason), None)
             return
-        error, took = await self._tries(delivered, message)
+        error, took = await self._tries(delivered, message, task)
         if error is None:
             if await self.settle(delivered, ack=True):
                 self._acked.inc()
@@ -188,7 +192,7 @@ class Handling:
         await self._next_step(delivered, message, error, took)
 
     async def _tries(
-        self, delivered: DeliveredMessage, message: Message
+        self, delivered: DeliveredMessage, message: Message, task: asyncio.Task[Any] | None = None
     ) -> tuple[Exception | None, float | None]:
         """The one retry loop: ``(None, ms)`` once delivered (its record sent), else the
         last error for the ladder's next step, or :class:`GiveBack`."""
@@ -200,7 +204,7 @@ class Handling:
             if not pacer.open:
                 await pacer.wait()
             message.attempt = ladder.handler_attempt(message.delivery, tries + 1)
-            error, took = await self._try(message)
+            error, took = await self._try(message, task)
             if error is None:
                 self._record(delivered, message, Recorded.DELIVERED, None, took)
                 return None, took
@@ -243,18 +247,22 @@ class Handling:
                 return GiveBack(), took
             message.delivery, tries = step.attempt, 0
 
-    async def _try(self, message: Message) -> tuple[Exception | None, float]:
+    async def _try(
+        self, message: Message, task: asyncio.Task[Any] | None = None
+    ) -> tuple[Exception | None, float]:
         """One call of the handler, bounded by the subscriber's timeout (as
         ``asyncio.timeout()`` would, with one timer for all the calls in flight)."""
         LAST_ANSWER.set(None)
-        task: Any = asyncio.current_task()
+        if task is None:
+            task = asyncio.current_task()
+            assert task is not None
         deadlines = self._deadlines
         cancelling = deadlines.start(task)
         started = time.perf_counter()
         try:
             await self.handler(message)
         except asyncio.CancelledError:
-            if deadlines.finish(task, cancelling) is not Ended.TIMED_OUT:
+            if deadlines.finish(task, cancelling) != TIMED_OUT:
                 raise  # not (only) our deadline: a shutdown's, or the handler's own
             return self._failed(message, self._timed_out(), started)
         except Throttled as busy:
@@ -263,9 +271,7 @@ class Handling:
             return busy, self._took(started)
         except Exception as error:
             ended = deadlines.finish(task, cancelling)
-            return self._failed(
-                message, error if ended is Ended.IN_TIME else self._timed_out(), started
-            )
+            return self._failed(message, error if ended == IN_TIME else self._timed_out(), started)
         deadlines.finish(task, cancelling)
         return None, self._took(started)
 

@@ -19,6 +19,7 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed
 
 from bridge.amqp.connection import BrokerLink
+from bridge.amqp.pipeline import no_ack_delivery
 from bridge.amqp.topology import (
     Topology,
     control_name,
@@ -95,8 +96,9 @@ def consuming_parts(
     return breaker, topology, link
 
 
-async def on_roster(_message: DeliveredMessage) -> None:
+async def on_roster(message: DeliveredMessage) -> None:
     """``<name>.workers`` never holds a message: consuming it only makes this worker count."""
+    no_ack_delivery(message)  # should one come, its tag must not hold back the acks
 
 
 class Subscription:
@@ -195,7 +197,7 @@ class Subscription:
         assert task is not None
         self._in_flight.add(task)
         try:
-            await self.handling.process(delivered)
+            await self.handling.process(delivered, task)
         finally:
             self._in_flight.discard(task)
 
