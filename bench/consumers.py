@@ -2,8 +2,12 @@
 ``python -m bench.consumers {raw,faststream} URL QUEUE COUNT PREFETCH``.
 
 Both consume a queue that is already full and print, as one JSON line, the rate between the
-first and the ``COUNT``-th delivery. ``raw`` is aio-pika with manual acks; ``faststream`` is a
-FastStream RabbitMQ subscriber (it acks after the handler returns).
+first and the ``COUNT``-th delivery and the process's CPU time per message over the same
+span (steadier than the rate on a shared machine). ``raw`` is aio-pika with manual acks, as
+its documentation writes a consumer (``await message.ack()`` per message); ``faststream`` is
+a FastStream RabbitMQ subscriber (it acks after the handler returns). The worker they are
+compared with (``mintsoft-bridge worker`` with :func:`bench.handlers.noop`) measures the
+same span the same way, on the same prefetch, with a handler that does the same nothing.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Handlers the benchmark gives ``mintsoft-bridge worker``.
 
-``noop`` does nothing but note the time of the first and the ``BENCH_COUNT``-th call (then
-writes them to ``BENCH_OUT``); ``latency`` notes, per message, the time from the bridge
-receiving the POST (``x-received-at``) to the handler being called.
+``noop`` does nothing but note the time (and the process's CPU time) of the first and the
+``BENCH_COUNT``-th call (then writes them to ``BENCH_OUT``); ``latency`` notes, per message,
+the time from the bridge receiving the POST (``x-received-at``) to the handler being called.
 """
 
 from __future__ import annotations
