@@ -33,6 +33,8 @@ class Clock:
         self.last = 0.0
         self.cpu_first = 0.0
         self.cpu_last = 0.0
+        self.sys_first = 0.0
+        self.sys_last = 0.0
         self.done = asyncio.get_running_loop().create_future()
 
     def tick(self) -> None:
@@ -40,10 +42,12 @@ class Clock:
         if self.seen == 0:
             self.first = now
             self.cpu_first = time.process_time()
+            self.sys_first = resource.getrusage(resource.RUSAGE_SELF).ru_stime
         self.seen += 1
         if self.seen == self.count:
             self.last = now
             self.cpu_last = time.process_time()
+            self.sys_last = resource.getrusage(resource.RUSAGE_SELF).ru_stime
             self.done.set_result(None)
 
     def result(self) -> dict[str, Any]:
@@ -53,6 +57,9 @@ class Clock:
             "seconds": seconds,
             "rate": (self.seen - 1) / seconds if seconds > 0 else 0.0,
             "cpu_us_per_message": (self.cpu_last - self.cpu_first) / (self.seen - 1) * 1e6,
+            "kernel_share": (self.sys_last - self.sys_first) / (self.cpu_last - self.cpu_first)
+            if self.cpu_last > self.cpu_first
+            else 0.0,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }
 

@@ -21,6 +21,7 @@ _out = os.environ.get("BENCH_OUT", "")
 _seen = 0
 _first = 0.0
 _cpu_first = 0.0
+_sys_first = 0.0
 _latencies: list[float] = []
 
 
@@ -32,21 +33,24 @@ def _finish(result: dict[str, Any]) -> None:
 
 
 async def noop(message: Any) -> None:
-    global _seen, _first, _cpu_first
+    global _seen, _first, _cpu_first, _sys_first
     now = time.perf_counter()
     if _seen == 0:
         _first = now
         _cpu_first = time.process_time()
+        _sys_first = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     _seen += 1
     if _seen == _count:
         seconds = now - _first
         cpu = time.process_time() - _cpu_first
+        kernel = resource.getrusage(resource.RUSAGE_SELF).ru_stime - _sys_first
         _finish(
             {
                 "messages": _seen,
                 "seconds": seconds,
                 "rate": (_seen - 1) / seconds,
                 "cpu_us_per_message": cpu / (_seen - 1) * 1e6,
+                "kernel_share": kernel / cpu if cpu > 0 else 0.0,
             }
         )
 
