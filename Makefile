@@ -79,7 +79,7 @@ pytest-all: install-dev broker browser
 
 # The console's screenshots in docs/console/ (docs/console.md), taken by its browser tests.
 screenshots: install-dev broker browser
-	BRIDGE_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/test_console_browser.py
+	BRIDGE_SCREENSHOTS=docs/console $(BIN)/pytest -q tests/test_console_browser.py tests/test_console_audit_browser.py
 
 test: lint typecheck pytest
 

@@ -41,6 +41,7 @@ from bridge.amqp.topology import (
 )
 from bridge.core.contract import webhook_envelope
 from bridge.core.records import deliveries_stream
+from bridge.worker.subscribers import DEFAULT_RETRY_DELAYS, Subscriber, delay_ms
 from tests.support.procstat import proc_status
 from tests.support.rabbit_node import free_port
 
@@ -68,6 +69,7 @@ class Plan:
         self.fixed = 2.0 if quick else 5.0
         self.sweep = 0.0 if quick else 3.0
         self.rounds = 3 if quick else 5
+        self.body_pairs = 2 if quick else 6
         self.ceiling_messages = int(25_000 * scale)
         self.exchange = ""
         self.consume_messages = int(20_000 * scale)
@@ -125,8 +127,9 @@ class Broker:
         assert self.channel is not None
         return self.channel
 
-    async def purge(self, queue: str) -> None:
-        await self.ch.queue_purge(queue)
+    async def purge(self, *queues: str) -> None:
+        for queue in queues:
+            await self.ch.queue_purge(queue)
 
     async def declare_quorum(self, name: str) -> None:
         await self.ch.queue_declare(name, durable=True, arguments={"x-queue-type": "quorum"})
@@ -257,10 +260,46 @@ def free_ports(count: int) -> int:
         return first
 
 
+SUBSCRIBER_EVENTS = ("*",)
+"""The headline's subscriber takes every order event, as a real one taking all events does."""
+
+
+def subscriber(exchange: str) -> Subscriber:
+    """The one subscriber bound to every headline server's exchange: a plain subscriber
+    (quorum queue ``<exchange>.subscriber``, the default retry ladder, its DLQ) as the
+    worker declares it, so each server's publish is confirmed by a real subscriber's queue."""
+    return Subscriber(
+        name=f"{exchange}.subscriber",
+        events=SUBSCRIBER_EVENTS,
+        retry_delays_ms=tuple(delay_ms(d) for d in DEFAULT_RETRY_DELAYS),
+        handler="bench.handlers:noop",
+    )
+
+
+SHIPPED = ("bridge", "bridge-2-workers", "bridge-before")
+"""The servers run as shipped: the archive on."""
+
+
 def server_topology(name: str, exchange: str) -> Topology:
-    shipped_ = ("bridge", "bridge-2-workers", "bridge-before")
-    retention = ArchiveRetention() if name in shipped_ else None
-    return receiver_topology(exchange, retention)
+    """What ``name``'s exchange routes to: for every server the same subscriber's quorum
+    queue (:func:`subscriber`); for a bridge as shipped also the archive stream; for a
+    bridge its delivery records' stream too (``serve`` declares it; listed so it is deleted)."""
+    retention = ArchiveRetention() if name in SHIPPED else None
+    deliveries = ArchiveRetention() if name.startswith("bridge") else None
+    own = subscriber(exchange)
+    return receiver_topology(exchange, retention, deliveries) + own.topology(exchange)
+
+
+def routes(name: str) -> str:
+    """Where ``name``'s webhooks go (each must confirm there before the 200), in words."""
+    queue = "the subscriber's quorum queue"
+    return queue + (" + the archive stream" if name in SHIPPED else "")
+
+
+def purged(name: str, exchange: str) -> tuple[str, ...]:
+    """The queues emptied between rounds (a stream cannot be purged: it keeps its
+    retention, as in production)."""
+    return (subscriber(exchange).name, unrouted_name(exchange))
 
 
 async def start_server(
@@ -303,7 +342,7 @@ async def start_server(
         command = [sys.executable, "-m", "bench.probe", *command[2:]]
         env = {**env, "BENCH_PROBE_OUT": str(probe_out)}
     process = await stack.enter_async_context(running(name, command, env, probe, logs))
-    return shipped.Served(name, process.pid, url, unrouted_name(exchange))
+    return shipped.Served(name, process.pid, url, purged(name, exchange), routes(name))
 
 
 async def http_cases(
@@ -313,7 +352,7 @@ async def http_cases(
 
     async def purge() -> None:
         for server in servers.values():
-            await broker.purge(server.purge)
+            await broker.purge(*server.purge)
 
     for server in servers.values():
         await load.saturate(server.url, plan.body, plan.warmup)
@@ -330,7 +369,10 @@ async def http_cases(
             loads.append(server.saturated[-1]["load_average"])
             await purge()
         if ascii and bridge is not None:
-            ascii_rounds.append(await shipped.saturate(bridge, plan.ascii_body, plan.saturate))
+            ascii_rounds.append(
+                await shipped.paired_bodies(bridge, plan.body, plan.ascii_body, plan.body_pairs)
+            )
+            loads.append(ascii_rounds[-1]["load_average"])
             await purge()
         print(f"bench: round {index + 1}/{plan.rounds}, {plan.rate}/s", flush=True)
         for server in turn:
@@ -361,7 +403,7 @@ async def leak_check(server: shipped.Served, broker: Broker, plan: Plan) -> Resu
     for _ in range(plan.leak_chunks):
         burst = await load.burst(server.url, plan.body, plan.leak_chunk)
         ok += burst["ok"]
-        await broker.purge(server.purge)
+        await broker.purge(*server.purge)
         samples.append(round(proc_status(server.pid)["VmRSS"], 1))
     warm = samples[plan.leak_warm_chunks - 1]
     growth = max(samples[plan.leak_warm_chunks :]) - warm

@@ -10,11 +10,19 @@ archive the other servers' messages):
 - ``bridge-archive-off``: the same with ``BRIDGE_ARCHIVE=false``;
 - ``bare`` (only when asked for): an aiohttp app that reads the body and answers.
 
+Every server's exchange has the same subscriber bound (``bench.run.subscriber``: a plain
+subscriber taking every order event, its quorum queue declared by the worker's own
+topology code), so a webhook is confirmed by: the subscriber's quorum queue (naive,
+``bridge-archive-off``), or that queue and the archive stream (``bridge``, as shipped).
+Nothing goes to the alternate exchange's ``<exchange>.unrouted``. The subscriber's queue is
+purged between measurements (nothing consumes it; a stream cannot be purged).
+
 The body is a Mintsoft-shaped order with non-ASCII names and address (``bench.bodies``),
 every request with its own order ``ID``. Each round saturates every server in turn (wrk,
 32 connections), then offers each a fixed 1,000 requests/s open loop (``bench.openloop``);
-the order of the servers alternates between rounds, and the as-shipped bridge also gets a
-saturation turn with the same order in ASCII (for the non-ASCII cost). CPU per request is
+the order of the servers alternates between rounds. For the non-ASCII cost the as-shipped
+bridge also gets, each round, short paired bursts of the body and of the same order in
+ASCII (1 s each, alternating which goes first; the ratio of the totals). CPU per request is
 the server process's CPU time (``/proc``) over the requests it answered.
 
 On a shared machine every absolute figure moves with the neighbours' load: each ratio is
@@ -31,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load
+from bench.broker_cpu import broker_cpu
 from tests.support.procstat import proc_status
 
 Result = dict[str, Any]
@@ -53,7 +62,10 @@ class Served:
     name: str
     pid: int
     url: str
-    purge: str
+    purge: tuple[str, ...]
+    """The queues emptied between rounds."""
+    routes: str = ""
+    """Where its webhooks go, in words (each confirms there before the 200)."""
     saturated: list[Result] = field(default_factory=list)
     fixed: list[Result] = field(default_factory=list)
     sweep: list[Result] = field(default_factory=list)
@@ -79,13 +91,47 @@ def tree_cpu(pid: int) -> float:
 
 
 async def saturate(server: Served, body: Path, seconds: float) -> Result:
-    """wrk against ``server``, with its CPU per request and the load average."""
-    before = tree_cpu(server.pid)
+    """wrk against ``server``, with its CPU per request, the broker's (when it is a local
+    process: :mod:`bench.broker_cpu`) and the load average."""
+    before, broker_before = tree_cpu(server.pid), broker_cpu()
     result = await load.saturate(server.url, body, seconds)
     used = tree_cpu(server.pid) - before
-    result["cpu_us_per_request"] = used / max(result["requests"], 1) * 1e6
+    broker_after = broker_cpu()
+    requests = max(result["requests"], 1)
+    result["cpu_us_per_request"] = used / requests * 1e6
+    if broker_before is not None and broker_after is not None:
+        result["broker_cpu_us_per_request"] = (broker_after - broker_before) / requests * 1e6
     result["load_average"] = load_average()
     return result
+
+
+async def paired_bodies(server: Served, body: Path, ascii_body: Path, pairs: int) -> Result:
+    """The non-ASCII body and its ASCII twin against ``server`` in ``pairs`` pairs of short
+    saturated bursts (1 s each, which goes first alternating), totalled per body: both
+    bodies see the same minutes of the neighbours' load, and the ratio is one of sums.
+
+    Returns the ASCII body's figures (``rps``, ``cpu_us_per_request``) with the non-ASCII
+    body's under ``non_ascii``."""
+    totals = {"ascii": [0, 0.0, 0.0], "non_ascii": [0, 0.0, 0.0]}  # requests, cpu s, wall s
+    for index in range(pairs):
+        turn = [("non_ascii", body), ("ascii", ascii_body)]
+        for kind, path in turn if index % 2 == 0 else turn[::-1]:
+            before = tree_cpu(server.pid)
+            result = await load.saturate(server.url, path, 1.0)
+            total = totals[kind]
+            total[0] += result["requests"]
+            total[1] += tree_cpu(server.pid) - before
+            total[2] += result["requests"] / result["rps"] if result["rps"] else 0.0
+
+    def figures(kind: str) -> Result:
+        requests, cpu, wall = totals[kind]
+        return {
+            "requests": requests,
+            "rps": requests / wall if wall else 0.0,
+            "cpu_us_per_request": cpu / max(requests, 1) * 1e6,
+        }
+
+    return {**figures("ascii"), "non_ascii": figures("non_ascii"), "load_average": load_average()}
 
 
 async def fixed(server: Served, body: Path, seconds: float, rate: int = FIXED_RATE) -> Result:
@@ -96,7 +142,7 @@ async def fixed(server: Served, body: Path, seconds: float, rate: int = FIXED_RA
 
 def paired(a: list[Result], b: list[Result], key: str) -> list[float]:
     """``a[i][key] / b[i][key]`` per round (rounds where both measured something)."""
-    return [x[key] / y[key] for x, y in zip(a, b, strict=False) if y.get(key)]
+    return [x[key] / y[key] for x, y in zip(a, b, strict=False) if y.get(key) and key in x]
 
 
 def summary(values: list[float]) -> Result:
@@ -127,19 +173,28 @@ def ratios(servers: dict[str, Served], ascii_rounds: list[Result]) -> Result:
             out[group] = {
                 "rps": summary(paired(a.saturated, b.saturated, "rps")),
                 "cpu": summary(paired(a.saturated, b.saturated, "cpu_us_per_request")),
+                "broker_cpu": summary(
+                    paired(a.saturated, b.saturated, "broker_cpu_us_per_request")
+                ),
                 "p99": summary(paired(a.fixed, b.fixed, "p99_ms")),
             }
-    on = servers.get("bridge")
-    if on is not None and ascii_rounds:
+    if ascii_rounds:
+        non_ascii = [r["non_ascii"] for r in ascii_rounds]
         out["non_ascii"] = {
-            "cpu": summary(paired(on.saturated, ascii_rounds, "cpu_us_per_request")),
-            "rps": summary(paired(on.saturated, ascii_rounds, "rps")),
+            "cpu": summary(paired(non_ascii, ascii_rounds, "cpu_us_per_request")),
+            "rps": summary(paired(non_ascii, ascii_rounds, "rps")),
         }
     return out
 
 
 def medians(rounds: list[Result], *keys: str) -> Result:
-    return {k: statistics.median(r[k] for r in rounds) for k in keys if rounds}
+    """The median of each of ``keys`` over the rounds that measured it."""
+    out: Result = {}
+    for key in keys:
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        if values:
+            out[key] = statistics.median(values)
+    return out
 
 
 def collect(servers: dict[str, Served], ascii_rounds: list[Result]) -> Result:
@@ -147,16 +202,20 @@ def collect(servers: dict[str, Served], ascii_rounds: list[Result]) -> Result:
     cases: Result = {}
     for name, server in servers.items():
         cases[name] = {
-            "saturated": medians(server.saturated, "rps", "cpu_us_per_request"),
+            "saturated": medians(
+                server.saturated, "rps", "cpu_us_per_request", "broker_cpu_us_per_request"
+            ),
             "fixed": medians(server.fixed, "p50_ms", "p99_ms", "max_ms"),
             "rounds": {"saturated": server.saturated, "fixed": server.fixed},
             "sweep": server.sweep,
             "peak_rss_mb": proc_status(server.pid)["VmHWM"],
+            "routes": server.routes,
         }
     if ascii_rounds:
         cases["bridge-ascii"] = {
             "saturated": medians(ascii_rounds, "rps", "cpu_us_per_request"),
             "rounds": {"saturated": ascii_rounds},
+            "routes": cases.get("bridge", {}).get("routes", ""),
         }
     return cases
 
@@ -227,11 +286,14 @@ def table(headline: Result) -> str:
     loads = headline.get("load_averages", [])
     lines = [
         f"load average during the rounds: {min(loads, default=0):.1f}-"
-        f"{max(loads, default=0):.1f} (1-minute, at the end of each measurement)",
+        f"{max(loads, default=0):.1f} (1-minute, at the end of each measurement); broker CPU: "
+        "the RabbitMQ node's CPU time over each saturated measurement per request answered "
+        "(a shared broker's other clients included)",
         "",
-        f"| server | requests/s saturated | CPU us/request | p50 ms @{rate} | p99 ms @{rate} "
-        f"| max ms @{rate} | peak RSS MB |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| server | requests/s saturated | CPU us/request | broker CPU us/request "
+        f"| p50 ms @{rate} | p99 ms @{rate} | max ms @{rate} | peak RSS MB "
+        "| its webhook is confirmed by |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name in (*SERVER_NAMES, "bridge-ascii"):
         case = cases.get(name)
@@ -245,14 +307,17 @@ def table(headline: Result) -> str:
         lines.append(
             f"| {label} | {_fmt(sat.get('rps'), ',.0f')} "
             f"| {_fmt(sat.get('cpu_us_per_request'), '.0f')} "
+            f"| {_fmt(sat.get('broker_cpu_us_per_request'), '.0f')} "
             f"| {_fmt(fix.get('p50_ms'), '.2f')} | {_fmt(fix.get('p99_ms'), '.2f')} "
-            f"| {_fmt(fix.get('max_ms'), '.1f')} | {_fmt(case.get('peak_rss_mb'), '.0f')} |"
+            f"| {_fmt(fix.get('max_ms'), '.1f')} | {_fmt(case.get('peak_rss_mb'), '.0f')} "
+            f"| {case.get('routes') or '-'} |"
         )
     r = headline.get("ratios", {})
     lines += [
         "",
-        f"| ratio, median of rounds (range) | requests/s | CPU per request | p99 @{rate} |",
-        "| --- | ---: | ---: | ---: |",
+        f"| ratio, median of rounds (range) | requests/s | CPU per request "
+        f"| broker CPU per request | p99 @{rate} |",
+        "| --- | ---: | ---: | ---: | ---: |",
     ]
     labels = {
         "bridge": "bridge as shipped / naive",
@@ -267,7 +332,7 @@ def table(headline: Result) -> str:
         if entry:
             lines.append(
                 f"| {label} | {_ratio_cell(entry.get('rps'))} | {_ratio_cell(entry.get('cpu'))} "
-                f"| {_ratio_cell(entry.get('p99'))} |"
+                f"| {_ratio_cell(entry.get('broker_cpu'))} | {_ratio_cell(entry.get('p99'))} |"
             )
     lines += ["", "| target (issue 24) | median (range) | met |", "| --- | ---: | --- |"]
     if headline.get("fixed_rate", FIXED_RATE) != FIXED_RATE:

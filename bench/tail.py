@@ -205,7 +205,7 @@ async def run(rate: int, seconds: float, rounds: int, with_profile: bool) -> Res
                 )
             for server, _ in servers.values():
                 await load.saturate(server.url, body, 1)
-                await broker.purge(server.purge)
+                await broker.purge(*server.purge)
             order = list(servers.values())
             for index in range(rounds):
                 print(f"tail: round {index + 1}/{rounds} at {rate}/s", flush=True)
@@ -234,7 +234,7 @@ async def run(rate: int, seconds: float, rounds: int, with_profile: bool) -> Res
                         spyfile = logs / f"{server.name}.spy"
                         if spyfile.exists():
                             profiles[server.name] = summarise_profile(spyfile)
-                    await broker.purge(server.purge)
+                    await broker.purge(*server.purge)
     finally:
         await broker.close()
     results["runs"] = runs

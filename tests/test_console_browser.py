@@ -1,7 +1,7 @@
 """The console in a real headless Chromium: sign in, see a subscriber's dead letters after a
 failing handler, open one, replay it (the DLQ empties and the handler is called), look an
-order up and open its despatched body, replay an archive window after its dry-run count;
-pause a subscriber on its page, then resume it.
+order up and open its despatched body, replay an archive window after its dry-run count
+(only what the target subscriber takes); pause a subscriber on its page, then resume it.
 
 Every page is checked for a server error page and for errors in the browser's console.
 With ``BRIDGE_SCREENSHOTS=DIR`` (``make screenshots``: docs/console) the overview, an order,
@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ import pytest
 from bridge import PermanentError
 from bridge.amqp.topology import dlq_name
 from bridge.console.sources import archive_available
+from bridge.core.contract import HEADER_REPLAY_ID
 from bridge.worker.message import Message
 from bridge.worker.subscribers import Subscriber
 from tests.console_helpers import PASSWORD
@@ -223,6 +225,18 @@ def test_look_an_order_up_and_replay_an_archive_window(
         _until(lambda: len(handled) == 2)
         page = Page(driver, stack.url)
         page.sign_in()
+        # While a lookup runs, its form says so (the request is held back here, so the
+        # page stays to be read; a real one is replaced by the answer).
+        page.open("/orders")
+        driver.execute_script(
+            "document.querySelectorAll('form').forEach("
+            "f => f.addEventListener('submit', e => e.preventDefault()))"
+        )
+        assert not driver.find_element(By.ID, "order-searching").is_displayed()
+        driver.find_element(By.ID, "order-q").send_keys("20285")
+        page.click("#order-find")
+        assert driver.find_element(By.ID, "order-searching").is_displayed()
+        assert "Searching the archive" in page.text("#order-searching")
         page.open("/orders?q=20285&since=1h")
         rows = driver.find_elements(By.CSS_SELECTOR, "table.hooks tbody tr")
         assert any("despatched" in row.text for row in rows), [r.text for r in rows]
@@ -240,13 +254,75 @@ def test_look_an_order_up_and_replay_an_archive_window(
         driver.find_element(By.CSS_SELECTOR, f"#replay-to option[value='{erp.name}']").click()
         page.click("#replay-count")
         assert page.text("[data-figure=matched]") == "1"
-        page.shoot(shots, "replay")
         handled.clear()
         page.click("#replay-send")
         page.wait.until(ec.presence_of_element_located((By.ID, "replay-done")))
         assert "Sent 1 of 1" in page.text("#replay-done")
         page.check()
         _until(lambda: handled == ["despatched"])
+
+
+@needs_archive
+def test_a_replay_of_all_events_copies_only_what_the_subscriber_takes(
+    driver: WebDriver, exchange: str, shots: Path
+) -> None:
+    """A subscriber that takes only cancelled and split, paused: a replay of "all events"
+    counts those two, says what it left out and why and that the subscriber is paused, and
+    sends them; resumed, the subscriber gets exactly those two copies. The list of replays
+    shows it done, and no replay page is wider than a phone."""
+    sub = replace(_sub("returns"), events=("cancelled", "split"))
+    handled: list[tuple[str, bool]] = []
+
+    async def record(message: Message) -> None:
+        handled.append((message.event, HEADER_REPLAY_ID in message.headers))
+
+    with ConsoleStack(exchange, [sub], {sub.name: record}) as stack:
+        for n, event in enumerate(("despatched", "cancelled", "split", "delivered", "despatched")):
+            stack.call(publish(stack.probe, exchange, event, body_for(event, n)))
+        _until(lambda: sorted(handled) == [("cancelled", False), ("split", False)])
+        page = Page(driver, stack.url)
+        page.sign_in()
+        page.open(f"/subscribers/{sub.name}")
+        page.click("#pause")
+
+        def stopped() -> bool:  # its worker stopped taking messages
+            page.open(f"/subscribers/{sub.name}")
+            return page.text("[data-figure=consumers]") == "0"
+
+        _until(stopped, timeout=10)
+        handled.clear()
+
+        page.open("/replay")
+        driver.find_element(By.ID, "replay-since").clear()
+        driver.find_element(By.ID, "replay-since").send_keys("1h")
+        driver.find_element(By.CSS_SELECTOR, f"#replay-to option[value='{sub.name}']").click()
+        page.click("#replay-count")
+        assert page.text("[data-figure=matched]") == "2"
+        left_out = page.text("#replay-left-out")
+        assert f"1 delivered, 2 despatched: {sub.name} takes only cancelled, split" in left_out
+        assert " to " in page.text("#replay-window") and "UTC" in page.text("#replay-window")
+        assert "At most 100/s" in page.text("#replay-pace")
+        assert f"{sub.name} is paused" in page.text("#target-warning")
+        page.shoot(shots, "replay")
+        page.click("#replay-send")
+        page.wait.until(ec.presence_of_element_located((By.ID, "replay-done")))
+        assert "Sent 2 of 2" in page.text("#replay-done")
+        assert handled == []  # paused: the copies wait in its queue
+
+        page.open(f"/subscribers/{sub.name}")
+        page.click("#resume")
+        _until(lambda: sorted(handled) == [("cancelled", True), ("split", True)])
+        page.open("/replay#replays")
+        assert page.text("tr.replay-row [data-figure=copied]") == "2 of 2"
+        assert page.text("tr.replay-row .tag") == "done"
+        page.shoot(shots, "replay-history")
+        job = driver.find_element(By.CSS_SELECTOR, "tr.replay-row").get_attribute("data-job")
+        set_viewport(driver, "phone")
+        for path in ("/replay", f"/replay/jobs/{job}"):
+            page.open(path)
+            width = driver.execute_script("return document.documentElement.scrollWidth")
+            assert width <= VIEWPORTS["phone"][0], f"{path} is {width} px wide"
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def test_pause_then_resume_on_the_subscriber_page(

@@ -45,6 +45,10 @@ async def test_the_order_page_shows_each_subscriber_state_and_attempts(
     assert f"/subscribers/billing/dead-letters/msg-{order}" in page
     assert 'id="archive-scan-note"' not in page
     assert 'id="not-in-ledger"' in missing
+    # Where it looked: what the ledger holds, and how far it has read the archive.
+    assert "The ledger holds the webhooks received from" in missing
+    assert "has read the archive up to" in missing or "has not read the archive yet" in missing
+    assert 'id="replay-to"' in page and 'id="replay-to"' not in missing
 
 
 async def test_a_ledger_that_cannot_be_read_is_said_so(exchange: str, tmp_path: Path) -> None:

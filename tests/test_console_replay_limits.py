@@ -5,12 +5,14 @@ evicted."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.console.app import build_app
 from bridge.console.jobs import Job, Jobs
+from bridge.console.replay_plan import stamp
 from tests.conftest import BridgeFactory, BrokerProbe
 from tests.console_helpers import archive_despatched, console_state, sign_in
 from tests.worker_helpers import subscriber
@@ -36,7 +38,9 @@ async def test_parallel_replays_to_one_subscriber_run_once_and_send_the_confirme
     console = console_state(exchange, [sub])
     async with TestClient(TestServer(build_app(console))) as client:
         csrf = await sign_in(client)
-        form = {"csrf": csrf, "since": "1h", "to": sub.name, "confirmed": "1", "count": "2"}
+        now = datetime.now(UTC)
+        window = {"from_at": stamp(now - timedelta(hours=1)), "until_at": stamp(now)}
+        form = {"csrf": csrf, "to": sub.name, "confirmed": "1", "count": "2", **window}
         answers = await asyncio.gather(
             *(client.post("/replay", data=form, allow_redirects=False) for _ in range(20))
         )

@@ -1,5 +1,6 @@
 """Delivery records as the worker, ``dlq replay``, a DLQ discard and ``archive replay`` write
-them to ``<exchange>.deliveries`` (contract section 10), read back from the real stream."""
+them to ``<exchange>.deliveries`` (contract section 10), and the one audit record of each of
+those changes, read back from the real stream."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from bridge.amqp.deliveries import Acting
 from bridge.amqp.topology import dlq_name
 from bridge.archive.replay import replay
 from bridge.core import metrics
+from bridge.core.audit import AUDIT_TYPE, Action, AuditRecord, Via
 from bridge.core.records import DeliveryRecord, Outcome, Source, deliveries_stream
 from bridge.worker.dlq import replay_dead_letters
 from bridge.worker.dlq_pick import discard_picked
@@ -30,8 +32,11 @@ async def read_records(
     exchange: str,
     until: Callable[[list[DeliveryRecord]], bool],
     timeout: float = 15.0,
+    audits: list[AuditRecord] | None = None,
 ) -> list[DeliveryRecord]:
-    """The records of ``<exchange>.deliveries`` from its start, once ``until`` holds."""
+    """The delivery records of ``<exchange>.deliveries`` from its start, once ``until``
+    holds; the audit records among them go to ``audits``."""
+    seen: list[AuditRecord] = [] if audits is None else audits
     connection = probe.connection
     assert connection is not None
     channel = await connection.channel()
@@ -40,6 +45,11 @@ async def read_records(
         await channel.basic_qos(prefetch_count=100)
 
         async def take(message: DeliveredMessage) -> None:
+            assert message.delivery_tag is not None
+            if message.header.properties.message_type == AUDIT_TYPE:
+                seen.append(AuditRecord.from_body(message.body))
+                await channel.basic_ack(message.delivery_tag)
+                return
             assert message.header.properties.message_type == "delivery-record"
             record = DeliveryRecord.from_body(message.body)
             assert message.header.properties.message_id == record.record_id
@@ -178,7 +188,10 @@ async def test_dlq_replay_and_discard_record_replayed_and_discarded_with_the_ope
         urls, sub.name, None, Acting(exchange, Source.DLQ_REPLAY, "bob")
     )
     assert moved == 1
-    records = await read_records(probe, exchange, lambda r: len(r) >= 4)
+    audits: list[AuditRecord] = []
+    records = await read_records(
+        probe, exchange, lambda r: len(r) >= 4 and len(audits) >= 2, audits=audits
+    )
     by_outcome = {(r.outcome, r.message_id): r for r in records}
     discarded = by_outcome[(Outcome.DISCARDED, second)]
     replayed = by_outcome[(Outcome.REPLAYED, first)]
@@ -186,6 +199,11 @@ async def test_dlq_replay_and_discard_record_replayed_and_discarded_with_the_ope
     assert (replayed.source, replayed.operator) == (Source.DLQ_REPLAY, "bob")
     assert replayed.subscriber == sub.name and replayed.order_id is not None
     assert await probe.count(sub.name) == 1  # the replayed copy, back in the queue
+    # One audit record per change, after it: what, by whom, how many.
+    assert [(a.action, a.operator, a.via, a.subscriber, a.count) for a in audits] == [
+        (Action.DISCARD, "alice", Via.CLI, sub.name, 1),
+        (Action.DLQ_REPLAY, "bob", Via.CLI, sub.name, 1),
+    ]
 
 
 async def test_a_refused_record_is_counted_and_the_message_still_acked(
@@ -222,7 +240,20 @@ async def test_archive_replay_records_each_copy_replayed_by_the_operator(
     probe.track(queues=(target,))
     result = await replay((AMQP_URL,), exchange, recent(), target, operator="carol")
     assert result.sent == 1
-    [record] = await read_records(probe, exchange, lambda r: len(r) >= 1)
+    audits: list[AuditRecord] = []
+    [record] = await read_records(
+        probe, exchange, lambda r: len(r) >= 1 and bool(audits), audits=audits
+    )
+    [audit] = audits
+    assert (audit.action, audit.operator, audit.via, audit.subscriber, audit.count) == (
+        Action.ARCHIVE_REPLAY,
+        "carol",
+        Via.CLI,
+        target,
+        1,
+    )
+    assert audit.detail is not None and audit.detail.startswith("received ")
+    assert "all events" in audit.detail
     assert (record.outcome, record.source, record.operator) == (
         Outcome.REPLAYED,
         Source.ARCHIVE_REPLAY,

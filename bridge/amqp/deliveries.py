@@ -20,6 +20,7 @@ from aiormq.abc import AbstractChannel
 
 from bridge.amqp.publisher import Outcome, confirms
 from bridge.core import metrics
+from bridge.core.audit import Action, AuditRecord, Via, audit_record
 from bridge.core.contract import Envelope
 from bridge.core.records import (
     RECORD_TYPE,
@@ -44,11 +45,29 @@ _logged = -LOG_EVERY
 class Acting:
     """Who is acting on messages (``dlq replay``, a console discard, ``archive replay``):
     where their records go, the record's ``source`` and its ``operator`` (a console user,
-    or the command line's OS user)."""
+    or the command line's OS user); for the change's one audit record
+    (:mod:`bridge.core.audit`), where it was made (``via``) and what the operator chose
+    (``detail``)."""
 
     exchange: str
     source: Source
     operator: str | None
+    via: Via = Via.CLI
+    detail: str | None = None
+
+    def audit(
+        self, action: Action, subscriber: str, count: int | None, error: str | None = None
+    ) -> AuditRecord:
+        """The audit record of this change: ``count`` messages of ``subscriber``."""
+        return audit_record(
+            action,
+            operator=self.operator,
+            via=self.via,
+            subscriber=subscriber,
+            count=count,
+            detail=self.detail,
+            error=error,
+        )
 
     def record(
         self,

@@ -23,6 +23,7 @@ _METHOD, _HEADER, _BODY = 1, 2, 3
 _FRAME_HEAD = struct.Struct(">BHI")
 _HEADER_HEAD = struct.Struct(">HHQH")
 _LONG = struct.Struct(">I")
+_TIMESTAMP = struct.Struct(">Q")
 
 # Property flags of the contract's properties, in AMQP 0-9-1 order (most significant first).
 _FLAGS: Final = (
@@ -54,21 +55,39 @@ def _frame(kind: int, channel: int, payload: bytes) -> bytes:
     return _FRAME_HEAD.pack(kind, channel, len(payload)) + payload + _FRAME_END
 
 
+_KEYS: dict[str, bytes] = {}
+"""The encoded name and value type of each header name seen (a handful: the contract's)."""
+_MAX_KEYS: Final = 256
+
+
+def _key(name: str) -> bytes:
+    raw = name.encode()
+    return b"%c%sS" % (len(raw), raw)
+
+
 _EMPTY_TABLE: Final = b"\x00\x00\x00\x00"
-_TIMESTAMP = struct.Struct(">Q")
 
 
 def headers_table(headers: dict[str, str]) -> bytes:
     """An AMQP field table of string values, keys sorted as pamqp sorts them."""
     if not headers:
         return _EMPTY_TABLE
-    parts = []
-    for key in sorted(headers):
-        name = key.encode()
-        value = headers[key].encode()
-        parts.append(b"%c%sS%s%s" % (len(name), name, _LONG.pack(len(value)), value))
+    parts: list[bytes] = []
+    add = parts.append
+    keys = _KEYS
+    pack = _LONG.pack
+    for name in sorted(headers):
+        key = keys.get(name)
+        if key is None:
+            key = _key(name)
+            if len(keys) < _MAX_KEYS:
+                keys[name] = key
+        value = headers[name].encode()
+        add(key)
+        add(pack(len(value)))
+        add(value)
     table = b"".join(parts)
-    return _LONG.pack(len(table)) + table
+    return pack(len(table)) + table
 
 
 class PublishFrames:
@@ -139,23 +158,25 @@ class PublishFrames:
             if content_type == CONTENT_TYPE_JSON
             else _short(content_type)  # a quarantined body keeps the sender's
         )
-        properties = b"".join(
-            (
-                content,
-                headers_table(headers),
-                _DELIVERY_MODE,
-                _short(message_id),
-                _TIMESTAMP.pack(int(received_at)),
-                kind,
-                _APP_ID,
-            )
+        properties = (
+            content,
+            headers_table(headers),
+            _DELIVERY_MODE,
+            _short(message_id),
+            _TIMESTAMP.pack(int(received_at)),
+            kind,
+            _APP_ID,
         )
-        header = _HEADER_HEAD.pack(_BASIC_CLASS, 0, len(body), _FLAGS) + properties
-        parts = [self._method(routing_key), _frame(_HEADER, self.channel, header)]
+        header = _HEADER_HEAD.pack(_BASIC_CLASS, 0, len(body), _FLAGS)
+        channel = self.channel
+        size = len(header) + sum(map(len, properties))
+        # Every part joined once: the header and body frames are not built apart first.
+        parts = [self._method(routing_key), _FRAME_HEAD.pack(_HEADER, channel, size)]
+        parts += (header, *properties, _FRAME_END)
         size = self.max_body_frame
         if len(body) < size:
-            if body:  # the common case, without a list built for one frame
-                parts.append(_frame(_BODY, self.channel, body))
+            if body:  # the common case: the body copied once, into the one buffer
+                parts += (_FRAME_HEAD.pack(_BODY, channel, len(body)), body, _FRAME_END)
         else:
             parts.extend(self._bodies(body))
         return b"".join(parts)

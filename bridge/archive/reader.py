@@ -82,6 +82,18 @@ class ArchivedWebhook:
         return self.routing_key.startswith(QUARANTINED + ".")
 
 
+@dataclass
+class Seen:
+    """What a read went through: the webhooks received in its query's window, whether they
+    matched its filters or not (how much a lookup that found nothing searched)."""
+
+    in_window: int = 0
+
+    def saw(self, query: ArchiveQuery, webhook: ArchivedWebhook) -> None:
+        if query.since <= webhook.received_at < query.until:
+            self.in_window += 1
+
+
 def attach_point(since: datetime, now: datetime, lookback: timedelta = LOOKBACK) -> datetime:
     """Where a read for ``since`` attaches: ``lookback`` earlier, never later than
     ``ATTACH_MARGIN`` before now, never before 1970 (a stream's attach time is Unix seconds:
@@ -162,30 +174,40 @@ async def scan(
     prefetch: int = PREFETCH,
     idle: float = IDLE,
     read_only: bool = False,
+    seen: Seen | None = None,
 ) -> AsyncIterator[ArchivedWebhook]:
     """The matches of ``query`` on an open connection (one the caller keeps to itself:
     a mistake on a stream closes the whole connection). ``read_only`` writes nothing into
     the stream (:func:`~bridge.archive.end.read_known`: for a GET), at the cost of
-    exactness for what is appended while it reads."""
+    exactness for what is appended while it reads. ``seen`` counts what it went through."""
     stream = archive_name(exchange)
     await require_stream(connection, stream)
     where = start if start is not None else attach_point(query.since, datetime.now(UTC))
     read = read_known if read_only else read_to_end
     async for message in read(connection, stream, where, prefetch=prefetch, idle=idle):
         webhook = archived(message)
-        if webhook is not None and matches(query, webhook):
+        if webhook is None:
+            continue
+        if seen is not None:
+            seen.saw(query, webhook)
+        if matches(query, webhook):
             yield webhook
 
 
 async def find(
-    amqp_urls: Sequence[str], exchange: str, query: ArchiveQuery, *, read_only: bool = False
+    amqp_urls: Sequence[str],
+    exchange: str,
+    query: ArchiveQuery,
+    *,
+    read_only: bool = False,
+    seen: Seen | None = None,
 ) -> AsyncIterator[ArchivedWebhook]:
     """Every archived webhook matching ``query``, oldest first; ends by itself at the end
-    of the log (``read_only``: see :func:`scan`). Raises :class:`CommandError` if the
-    archive is missing."""
+    of the log (``read_only``, ``seen``: see :func:`scan`). Raises :class:`CommandError` if
+    the archive is missing."""
     connection = await connect_once(amqp_urls)
     try:
-        async for webhook in scan(connection, exchange, query, read_only=read_only):
+        async for webhook in scan(connection, exchange, query, read_only=read_only, seen=seen):
             yield webhook
     finally:
         await close_quietly(connection)

@@ -10,6 +10,11 @@ killed loses nothing it reported as sent, and can simply be run again (the copie
 confirmed then arrive twice, with the same ``message_id``, which is how a subscriber tells
 them apart).
 
+Given the target's :class:`~bridge.archive.audience.Audience`, only the webhooks that
+subscriber takes are copied (and counted by a dry run); the others are counted by why they
+were left out. Given a :class:`~bridge.archive.pace.Pacer`, the copies go no faster than its
+rate.
+
 Fails with :class:`SettingsError` for a target that is not a subscriber's queue name, and
 :class:`CommandError` for a missing queue, a refused publish or a broker that stops
 answering.
@@ -20,22 +25,39 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import aiormq
 from aiormq.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
+from bridge.amqp.audit import audit_on
 from bridge.amqp.connection import close_quietly, connect_once
 from bridge.amqp.deliveries import Acting, records_settled, send_record
 from bridge.amqp.publisher import Outcome, Pending, confirms
 from bridge.amqp.subscriber_target import partitions_exchange, route
+from bridge.archive.audience import Audience, Reason
 from bridge.archive.end import RPC_TIMEOUT, bounded
-from bridge.archive.reader import ArchivedWebhook, ArchiveQuery, copy_properties, scan
-from bridge.core.contract import EVENTS, HEADER_REPLAY_ID, HEADER_REPLAYED_AT, rfc3339
+from bridge.archive.pace import Pacer
+from bridge.archive.reader import (
+    ArchivedWebhook,
+    ArchiveQuery,
+    copy_properties,
+    header_text,
+    scan,
+)
+from bridge.core.audit import Action, Via
+from bridge.core.contract import (
+    EVENTS,
+    HEADER_CLIENT_ID,
+    HEADER_REPLAY_ID,
+    HEADER_REPLAYED_AT,
+    HEADER_WAREHOUSE_ID,
+    rfc3339,
+)
 from bridge.core.records import DeliveryRecord, Source
 from bridge.core.records import Outcome as Recorded
 from bridge.core.settings import SettingsError
@@ -50,11 +72,17 @@ Progress = Callable[[int, int | None], None]
 _NOT_A_SUBSCRIBER = re.compile(r"\.(archive|unrouted|invalid|dlq|retry\.\d+)$")
 
 
+LeftOut = Counter[tuple[Reason, str]]
+"""Webhooks of the window the target does not take, by (why, which event / client /
+warehouse id)."""
+
+
 @dataclass(frozen=True)
 class ReplayResult:
     replay_id: str
     matched: int
     sent: int  # == matched unless dry_run (then 0)
+    left_out: LeftOut = field(default_factory=Counter)
 
 
 def _no_progress(sent: int, total: int | None) -> None:
@@ -184,11 +212,18 @@ async def replay(
     on_progress: Progress = _no_progress,
     limit: int | None = None,
     operator: str | None = None,
+    via: Via = Via.CLI,
+    audience: Audience | None = None,
+    pacer: Pacer | None = None,
 ) -> ReplayResult:
     """Copy each webhook matching ``query`` into queue ``to``; with ``dry_run``, only count;
-    with ``limit``, at most that many (the number an operator confirmed). Each copy
-    confirmed leaves a ``replayed`` delivery record (source ``archive-replay``, by
-    ``operator``) in ``<exchange>.deliveries``.
+    with ``limit``, at most that many (the number an operator confirmed); with ``audience``,
+    only those it takes (the others are counted in :attr:`ReplayResult.left_out`); with
+    ``pacer``, each copy waits for it. Each copy confirmed leaves a ``replayed`` delivery
+    record (source ``archive-replay``, by ``operator``) in ``<exchange>.deliveries``, and the
+    replay (not a dry run) one audit record (made ``via`` the console or the command line: the
+    window, the events, how many were sent, and why it stopped if it did; never failing the
+    replay).
 
     Without an event filter, quarantined (non-JSON) bodies are left out: a subscriber never
     gets those from the exchange either. Ask for them with the event ``invalid``."""
@@ -199,6 +234,8 @@ async def replay(
     connection = await connect_once(amqp_urls)
     copier: _Copier | None = None
     matched = 0
+    error: BaseException | None = None
+    left_out: LeftOut = Counter()
     try:
         partitions = await _target(connection, to)
         if not dry_run:
@@ -206,22 +243,67 @@ async def replay(
                 connection.channel(publisher_confirms=True, on_return_raises=True),
                 "opening a channel",
             )
-            acting = Acting(exchange, Source.ARCHIVE_REPLAY, operator)
+            acting = Acting(exchange, Source.ARCHIVE_REPLAY, operator, via, _chosen(query))
             copier = _Copier(channel, to, on_progress, partitions, acting)
         async for webhook in scan(connection, exchange, query):
             if limit is not None and matched >= limit:
                 break
+            reason = audience.left_out(webhook) if audience is not None else None
+            if reason is not None:
+                left_out[(reason, _which(reason, webhook))] += 1
+                continue
             matched += 1
             if copier is None:
                 on_progress(matched, None)
                 continue
+            if pacer is not None:
+                if pacer.due_in() > 0:
+                    # It waits anyway: settle the copies sent, so the progress is current
+                    # and nothing waits unconfirmed through a long pause.
+                    await copier.finish()
+                await pacer.wait()
             now = datetime.now(UTC).timestamp()
             await copier.copy(webhook, replay_copy(webhook, replay_id, now))
         if copier is not None:
             await copier.finish()
             await records_settled(copier.channel)
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
         if copier is not None:
             copier.abandon()
+            assert copier.acting is not None
+            record = copier.acting.audit(Action.ARCHIVE_REPLAY, to, copier.sent, _stopped(error))
+            await audit_on(connection, exchange, record)
         await close_quietly(connection)
-    return ReplayResult(replay_id, matched, copier.sent if copier is not None else 0)
+    return ReplayResult(replay_id, matched, copier.sent if copier is not None else 0, left_out)
+
+
+def _chosen(query: ArchiveQuery) -> str:
+    """What an archive replay's audit record says the operator chose."""
+    events = ",".join(query.events) if set(query.events) != set(EVENTS) else "all events"
+    order = query.order_id or query.order_number or query.message_id
+    return (
+        f"received {rfc3339(query.since.timestamp())} to {rfc3339(query.until.timestamp())}, "
+        f"{events}" + (f", order {order}" if order else "")
+    )
+
+
+def _stopped(error: BaseException | None) -> str | None:
+    """Why a replay stopped, for its audit record (``None``: it finished)."""
+    if error is None:
+        return None
+    if isinstance(error, asyncio.CancelledError):
+        return "cancelled"
+    return str(error) or type(error).__name__
+
+
+def _which(reason: Reason, webhook: ArchivedWebhook) -> str:
+    """The event, client or warehouse id that made ``reason``."""
+    if reason is Reason.EVENT:
+        return webhook.event
+    if reason in (Reason.CLIENT, Reason.WAREHOUSE):
+        name = HEADER_CLIENT_ID if reason is Reason.CLIENT else HEADER_WAREHOUSE_ID
+        return header_text(webhook.headers.get(name)) or "none"
+    return ""

@@ -11,7 +11,14 @@ from typing import Any
 
 import orjson
 
-from bridge.cli.common import Parser, UsageError, run_async, settings_flags, settings_of
+from bridge.cli.common import (
+    Parser,
+    UsageError,
+    cli_operator,
+    run_async,
+    settings_flags,
+    settings_of,
+)
 from bridge.core.contract import EVENTS
 
 READS = (
@@ -168,8 +175,6 @@ def run_find(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    import getpass
-
     from bridge.archive.replay import replay
     from bridge.cli.progress import Progress
 
@@ -191,7 +196,7 @@ def run_replay(args: argparse.Namespace) -> int:
                 args.to,
                 dry_run=args.dry_run,
                 on_progress=progress,
-                operator=getpass.getuser(),
+                operator=cli_operator(),
             )
         )
     finally:

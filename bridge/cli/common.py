@@ -150,3 +150,14 @@ def positive_int(raw: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
+
+
+def cli_operator() -> str | None:
+    """Who runs this command, for its delivery and audit records: the OS user's name
+    (``None`` when the user has none, as under an arbitrary container uid)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return None

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bridge.cli.common import Parser, positive_int, run_async, settings_flags, settings_of
+from bridge.cli.common import (
+    Parser,
+    cli_operator,
+    positive_int,
+    run_async,
+    settings_flags,
+    settings_of,
+)
 
 READS = ("BRIDGE_AMQP_URL",)
 """The settings this command reads: its --help offers their flags (secrets excepted)."""
@@ -46,14 +53,15 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_replay(args: argparse.Namespace) -> int:
-    import getpass
-
     from bridge.amqp.deliveries import Acting
+    from bridge.core.audit import Via
     from bridge.core.records import Source
     from bridge.worker.dlq import replay_dead_letters
 
     settings = settings_of(args)
-    acting = Acting(settings.exchange, Source.DLQ_REPLAY, getpass.getuser())
+    detail = f"--limit {args.limit}" if args.limit is not None else "all"
+    # Each message moved leaves a delivery record, the replay an audit record (by the OS user).
+    acting = Acting(settings.exchange, Source.DLQ_REPLAY, cli_operator(), Via.CLI, detail)
     moved, queue = run_async(replay_dead_letters(settings.amqp_urls, args.name, args.limit, acting))
     print(f"replayed {moved} message{'' if moved == 1 else 's'} from {queue} to {args.name}")
     return 0

@@ -21,7 +21,7 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from bridge.console import dead_letters, login, orders, overview, replay, subscriber
+from bridge.console import audit, dead_letters, login, orders, overview, replay, subscriber
 from bridge.console.auth import SESSION_KEY, make_middleware
 from bridge.console.broker import keep_link
 from bridge.console.origin import allowed_hosts, host_guard
@@ -41,6 +41,7 @@ async def _context(request: web.Request) -> dict[str, Any]:
     return {
         "csrf": session.csrf if session is not None else "",
         "signed_in": session is not None,
+        "operator": session.user if session is not None else None,
         "subscribers": app_state.subscribers,
         "path": request.path,
     }
@@ -105,6 +106,7 @@ def build_app(console: Console) -> web.Application:
     subscriber.add_routes(app)
     orders.add_routes(app)
     replay.add_routes(app)
+    audit.add_routes(app)
     app.router.add_get("/healthz", _healthz)
     app.router.add_static("/static/", HERE / "static", append_version=False)
     app.on_cleanup.append(_stop_jobs)

@@ -6,8 +6,10 @@
 time. A session is a random token in an ``HttpOnly``, ``SameSite=Strict`` cookie (also
 ``Secure`` when the console is reached over https), held in memory only (a restart signs
 everyone out). A session ends after :data:`IDLE_SECONDS` without a request (a page's own
-refreshes do not count), after :data:`SESSION_SECONDS` in any case, and when someone signs
-in again (the console has one password: the newest sign-in is the only session). Off
+refreshes do not count), after :data:`SESSION_SECONDS` in any case, and when the same
+operator signs in again (with one shared password everyone is the same operator: the newest
+sign-in is the only session; with named operators, :mod:`bridge.console.users`, each
+operator's newest sign-in is theirs, and the session remembers the name). Off
 loopback a well-known placeholder password (``CHANGE-ME``, ``changeme``, ``password``, the
 development one...) is refused at start. Every POST must carry the session's CSRF token
 (form field ``csrf`` or header ``X-CSRF-Token``); the sign-in form carries a one-time token
@@ -71,7 +73,8 @@ def check_password(configured: str, given: str) -> bool:
 
 
 def check_hash_form(configured: str) -> None:
-    """SettingsError when the password looks like a hash but is malformed."""
+    """SettingsError when the password looks like a hash but is malformed (the users file
+    checks its hashes with this too)."""
     parts = configured.split(":")
     fine = True
     if parts[0] == "scrypt":
@@ -160,6 +163,8 @@ def require_password_off_loopback(
 class Session:
     expires: float
     seen: float
+    user: str | None = None
+    """The operator's name (named operators); ``None`` with the shared password."""
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     notice: str | None = None
     """A one-time notice for the next page (what a change did), never taken from a URL."""
@@ -186,12 +191,18 @@ class Sessions:
         self._clock = clock
         self._by_token: dict[str, Session] = {}
 
-    def new(self) -> tuple[str, Session]:
-        """A new session; every older one ends (one password: one operator at a time)."""
+    def new(self, user: str | None = None) -> tuple[str, Session]:
+        """A new session of operator ``user``; their older ones end (with the shared
+        password, ``None``: every older session ends, one operator at a time)."""
         now = self._clock()
         token = secrets.token_urlsafe(32)
-        session = Session(expires=now + self.lifetime, seen=now)
-        self._by_token = {token: session}
+        session = Session(expires=now + self.lifetime, seen=now, user=user)
+        kept = {
+            t: s
+            for t, s in self._by_token.items()
+            if user is not None and s.user != user and self._alive(s, now)
+        }
+        self._by_token = {**kept, token: session}
         return token, session
 
     def get(self, token: str | None, touch: bool = True) -> Session | None:
@@ -200,7 +211,7 @@ class Sessions:
         if session is None:
             return None
         now = self._clock()
-        if session.expires <= now or now - session.seen > self.idle:
+        if not self._alive(session, now):
             self.drop(token)
             return None
         if touch:
@@ -209,6 +220,9 @@ class Sessions:
 
     def drop(self, token: str | None) -> None:
         self._by_token.pop(token or "", None)
+
+    def _alive(self, session: Session, now: float) -> bool:
+        return session.expires > now and now - session.seen <= self.idle
 
 
 SESSION_KEY = web.RequestKey("console_session", Session)
@@ -299,3 +313,9 @@ def take_notice(request: web.Request) -> str:
     """The session's one-time notice ('' if none); it is gone after this."""
     session = request.get(SESSION_KEY)
     return session.take_notice() if session is not None else ""
+
+
+def operator_of(request: web.Request) -> str | None:
+    """The signed-in operator's name (named operators); ``None`` with the shared password."""
+    session = request.get(SESSION_KEY)
+    return session.user if session is not None else None

@@ -3,7 +3,8 @@ same order on every load and page, grouped by error with counts, filtered by eve
 and text; one opened with its body and headers; replay or discard one, the selection, or
 all that match the filter. Every change asks first (a confirmation with the exact count,
 naming orders and events), is a POST with the CSRF token, leaves a delivery record per
-message (source ``console``) and is logged (counts and message ids, never a body).
+message (source ``console``, by the signed-in operator) and one audit record (what, how
+many, by whom), and is logged (counts and message ids, never a body).
 
 Reading takes a bounded snapshot (``SCAN_LIMIT``) without acking, so the dead letters stay
 in the DLQ, and sorts it by failure time then message id (:func:`bridge.worker.dlq.
@@ -25,7 +26,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from bridge.amqp.deliveries import Acting
-from bridge.console.auth import flash, take_notice
+from bridge.console.auth import flash, operator_of, take_notice
 from bridge.console.looked import Looked, look
 from bridge.console.state import Console, console_of
 from bridge.console.views import (
@@ -35,6 +36,7 @@ from bridge.console.views import (
     json_text,
     pretty_body,
 )
+from bridge.core.audit import Via
 from bridge.core.contract import EVENTS
 from bridge.core.records import Source
 from bridge.worker.dlq import list_dead_letters, replay_dead_letters
@@ -202,9 +204,17 @@ def _plural(n: int) -> str:
     return f"{n} dead letter{'' if n == 1 else 's'}"
 
 
-def _acting(console: Console) -> Acting:
-    # One shared password: no operator to name until named operators exist.
-    return Acting(console.exchange, Source.CONSOLE, None)
+def _acting(request: web.Request, form: Any, every: bool) -> Acting:
+    """Who acts (the signed-in operator; ``None`` with the shared password) and what they
+    chose, for the delivery records and the change's audit record."""
+    if every:
+        scope = "all"
+    elif form.get("all") == "1":
+        scope = "all matching a filter"
+    else:
+        scope = "selected"
+    console = console_of(request)
+    return Acting(console.exchange, Source.CONSOLE, operator_of(request), Via.CONSOLE, scope)
 
 
 async def _chosen(request: web.Request, name: str, form: Any) -> tuple[list[str], bool]:
@@ -291,12 +301,14 @@ async def replay(request: web.Request) -> web.StreamResponse:
         if count:
             async with _lock(console, name):
                 moved = (
-                    await replay_dead_letters(console.amqp_urls, name, count, _acting(console))
+                    await replay_dead_letters(
+                        console.amqp_urls, name, count, _acting(request, form, every)
+                    )
                 )[0]
         log.info("console: replayed %s of %s (all)", _plural(moved), name)
         raise _back(request, name, f"Replayed {_plural(moved)} to {name}.")
     async with _lock(console, name):
-        picked = await replay_picked(console.amqp_urls, name, ids, _acting(console))
+        picked = await replay_picked(console.amqp_urls, name, ids, _acting(request, form, every))
     log.info("console: replayed %s of %s (ids %s)", _plural(picked.done), name, ",".join(ids[:20]))
     gone = f"; {len(picked.missing)} no longer in the DLQ" if picked.missing else ""
     raise _back(request, name, f"Replayed {_plural(picked.done)} to {name}{gone}.")
@@ -332,7 +344,7 @@ async def discard(request: web.Request) -> web.StreamResponse:
             },
         )
     async with _lock(console, name):
-        picked = await discard_picked(console.amqp_urls, name, ids, _acting(console))
+        picked = await discard_picked(console.amqp_urls, name, ids, _acting(request, form, every))
     log.info("console: discarded %s of %s (ids %s)", _plural(picked.done), name, ",".join(ids[:20]))
     gone = f"; {len(picked.missing)} no longer in the DLQ" if picked.missing else ""
     raise _back(request, name, f"Discarded {_plural(picked.done)} of {name}{gone}.")

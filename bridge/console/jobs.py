@@ -4,9 +4,12 @@ A job belongs to the console process, not to the page that started it: closing t
 changes nothing, and the replay's own guarantees (each copy confirmed) hold whatever
 happens. A job may have a key (the subscriber a replay goes to): while one with that key
 runs, starting another raises :class:`Running`. An operator can cancel a running job.
-Jobs are kept in memory, at most ``KEEP``: the oldest finished ones go first, then (should
-that not be enough) the oldest running ones are cancelled and go too. Stopping the console
-cancels those still running; cancelling loses nothing already confirmed.
+Each job keeps who started it and when, when it finished, what it does (``plan``: a replay's
+:class:`~bridge.console.replay_plan.Plan`) and its outcome, for the history list
+(:meth:`Jobs.listed`). Jobs are kept in memory, at most ``KEEP``: the oldest finished ones go
+first, then (should that not be enough) the oldest running ones are cancelled and go too; a
+console restart forgets them all. Stopping the console cancels those still running;
+cancelling loses nothing already confirmed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 log = logging.getLogger("bridge.console")
 KEEP = 50
@@ -34,12 +39,26 @@ class Job:
     cancelled: bool = False
     error: str | None = None
     result: str | None = None
+    started_by: str | None = None
+    plan: Any = None
+    """What the job does, for its page and the history (a replay's Plan)."""
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished_at: datetime | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def progress(self, done: int, total: int | None) -> None:
         self.done = done
         if total is not None:
             self.total = total
+
+    @property
+    def outcome(self) -> str:
+        """``running``, ``done``, ``cancelled`` (by an operator, or evicted) or ``failed``."""
+        if not self.finished:
+            return "running"
+        if self.cancelled:
+            return "cancelled"
+        return "failed" if self.error is not None else "done"
 
     @property
     def percent(self) -> int:
@@ -66,13 +85,21 @@ class Jobs:
         self._jobs: dict[str, Job] = {}
         self.keep = keep
 
-    def start(self, title: str, work: Work, key: str | None = None) -> Job:
+    def start(
+        self,
+        title: str,
+        work: Work,
+        key: str | None = None,
+        *,
+        started_by: str | None = None,
+        plan: Any = None,
+    ) -> Job:
         """Run ``work`` as a job; :class:`Running` if a job with ``key`` still runs."""
         if key is not None:
             running = self.running(key)
             if running is not None:
                 raise Running(running)
-        job = Job(secrets.token_hex(8), title, key=key)
+        job = Job(secrets.token_hex(8), title, key=key, started_by=started_by, plan=plan)
         self._jobs[job.id] = job
         self._evict()
         job.task = asyncio.create_task(self._run(job, work))
@@ -81,6 +108,10 @@ class Jobs:
 
     def get(self, job_id: str) -> Job | None:
         return self._jobs.get(job_id)
+
+    def listed(self) -> list[Job]:
+        """Every job kept, newest first."""
+        return list(reversed(self._jobs.values()))  # kept in the order they started
 
     def running(self, key: str) -> Job | None:
         return next((j for j in self._jobs.values() if j.key == key and not j.finished), None)
@@ -119,6 +150,7 @@ class Jobs:
                 "stopped by an operator" if job.cancelled else "stopped with the console"
             ) + " (what was confirmed stays sent)"
         job.finished = True
+        job.finished_at = datetime.now(UTC)
 
     async def stop(self) -> None:
         tasks = [job.task for job in self._jobs.values() if job.task and not job.task.done()]

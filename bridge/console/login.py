@@ -1,10 +1,13 @@
-"""``/login`` and ``/logout``: sign in with the console password, sign out.
+"""``/login`` and ``/logout``: sign in with the console password, or by name and password
+when ``BRIDGE_CONSOLE_USERS_FILE`` names the operators (:mod:`bridge.console.users`; the
+session then remembers the name); sign out.
 
 The sign-in form carries a one-time token that must match a cookie set with the form
 (double submit), so another site cannot sign a browser in. Attempts are limited per client
 address and overall (:mod:`bridge.console.signins`: 429 with ``Retry-After``), the password
-is checked off the event loop, a wrong one waits a moment before answering, and the log
-gets the client address only, summed up rather than a line per guess.
+is checked off the event loop (an unknown name costs the same as a known one), a wrong one
+waits a moment before answering, and the log gets the client address only (and, once signed
+in, the operator's name), summed up rather than a line per guess.
 """
 
 from __future__ import annotations
@@ -37,12 +40,20 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/logout", sign_out)
 
 
-def _form(request: web.Request, error: str | None, status: int = 200) -> web.Response:
+def _form(
+    request: web.Request, error: str | None, status: int = 200, name: str = ""
+) -> web.Response:
     token = secrets.token_urlsafe(24)
     response = aiohttp_jinja2.render_template(
         "login.html",
         request,
-        {"login_token": token, "error": error, "next": safe_next(request.query.get("next"))},
+        {
+            "login_token": token,
+            "error": error,
+            "next": safe_next(request.query.get("next")),
+            "named": console_of(request).users is not None,
+            "name": name,
+        },
         status=status,
     )
     response.set_cookie(
@@ -74,20 +85,31 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     if wait is not None:
         return _limited(request, wait)
     password = form.get("password")
+    given_name = form.get("name")
+    name = given_name.strip() if isinstance(given_name, str) else ""
+    users = console.users
     try:
-        right = isinstance(password, str) and await console.password_checks.run(
-            check_password, console.password, password
-        )
+        if not isinstance(password, str):
+            right = False
+        elif users is not None:
+            right = await console.password_checks.run(users.check, name, password)
+        else:
+            right = await console.password_checks.run(check_password, console.password, password)
     except Busy:
         return _limited(request, 1)
     if not right:
         if console.signins.failed(address):
             log.warning("console: sign-in refused (wrong password) from %s", address)
         await asyncio.sleep(FAILURE_DELAY)
-        return _form(request, "Wrong password.", status=401)
+        wrong = "Wrong name or password." if users is not None else "Wrong password."
+        return _form(request, wrong, status=401, name=name[:64])
     console.signins.succeeded(address)
-    session_token, _ = console.sessions.new()
-    log.info("console: signed in from %s (older sessions ended)", address)
+    user = name if users is not None else None
+    session_token, _ = console.sessions.new(user)
+    if user is not None:
+        log.info("console: %s signed in from %s (their older sessions ended)", user, address)
+    else:
+        log.info("console: signed in from %s (older sessions ended)", address)
     target = form.get("next")
     response = web.HTTPSeeOther(safe_next(target if isinstance(target, str) else None))
     set_session_cookie(response, session_token, console.secure(request))

@@ -12,6 +12,13 @@ slower as the archive grows, and the page says so) and each subscriber's DLQ wit
 :func:`bridge.console.dead_letters.snapshot_of` (nothing acked). Without the archive it
 still shows the dead letters and says why; a DLQ the broker did not let it read is named as
 "could not look", never counted as holding nothing.
+
+A lookup that finds nothing says where it looked: with the ledger, what the ledger holds
+(its oldest and newest webhook, how far it has indexed the archive); with an archive scan,
+how many webhooks it read and the window ("searched 4,160 webhooks received from X to Y").
+While a lookup runs, the form shows "Searching…" (``static/console.js``). Where webhooks
+were found, "Replay to..." posts the order (or the message id looked up) and a window around
+its webhooks to ``/replay``'s dry run; a webhook's page does the same for that one webhook.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from bridge.amqp.topology import archive_name
 from bridge.console.dead_letters import snapshot_of
 from bridge.console.looked import Looked
+from bridge.console.replay_plan import stamp
 from bridge.console.sources import archive_available
 from bridge.console.state import Console, console_of
 from bridge.console.views import (
@@ -82,8 +91,32 @@ def _webhook_address(request: web.Request) -> tuple[int, datetime, datetime]:
     return offset, since, until
 
 
-async def _archived(console: Console, q: str, since: datetime, until: datetime) -> list[Any]:
-    from bridge.archive.reader import ArchiveQuery, find
+def replay_scope(q: str, found: list[tuple[str | None, datetime | None]]) -> dict[str, str] | None:
+    """What "Replay to..." on an order's page posts to ``/replay``: the message id looked up,
+    or the one order id of the webhooks ``found`` ((order id, received at) each), and a window
+    around them; ``None`` when there is nothing to replay or more than one order."""
+    times = [at for _, at in found if at is not None]
+    if not times:
+        return None
+    scope = {
+        "since": stamp(min(times) - timedelta(seconds=1)),
+        "until": stamp(max(times) + timedelta(seconds=1)),
+        "order": "",
+        "message": "",
+    }
+    if _MESSAGE_ID.match(q):
+        return {**scope, "message": q}
+    orders = {order for order, _ in found if order}
+    if len(orders) != 1:
+        return None
+    return {**scope, "order": orders.pop()}
+
+
+async def _archived(
+    console: Console, q: str, since: datetime, until: datetime
+) -> tuple[list[Any], int]:
+    """The webhooks for ``q`` in the window, and how many webhooks of the window were read."""
+    from bridge.archive.reader import ArchiveQuery, Seen, find
 
     if _MESSAGE_ID.match(q):
         queries = [ArchiveQuery(since=since, until=until, message_id=q)]
@@ -93,12 +126,16 @@ async def _archived(console: Console, q: str, since: datetime, until: datetime) 
             ArchiveQuery(since=since, until=until, order_number=q),
         ]
     found: dict[int, Any] = {}
+    read = 0
     for query in queries:
-        async for hook in find(console.amqp_urls, console.exchange, query, read_only=True):
+        seen = Seen()
+        hooks = find(console.amqp_urls, console.exchange, query, read_only=True, seen=seen)
+        async for hook in hooks:
             found.setdefault(hook.offset, hook)
             if len(found) >= MAX_RESULTS:
                 break
-    return [found[offset] for offset in sorted(found)]
+        read = max(read, seen.in_window)  # each query reads the same window
+    return [found[offset] for offset in sorted(found)], read
 
 
 async def dead_for(console: Console, q: str) -> list[tuple[str, Looked[list[DeadLetter]]]]:
@@ -131,23 +168,35 @@ async def lookup(request: web.Request) -> dict[str, Any]:
         "ledger": console.ledger is not None,
         "trace": None,
         "ledger_note": None,
+        "coverage": None,
+        "searched_count": None,
+        "searched_window": None,
+        "replay_scope": None,
     }
     if not q:
         return context
     if console.ledger is not None:
         try:
-            context["trace"] = await console.ledger.trace(q)
+            trace = context["trace"] = await console.ledger.trace(q)
+            if not trace.webhooks:
+                context["coverage"] = await console.ledger.coverage(archive_name(console.exchange))
         except CommandError as exc:
             context["ledger_note"] = str(exc)
+            return context
+        found = [(w.order_id, w.received_at) for w in trace.webhooks]
+        context["replay_scope"] = replay_scope(q, found)
         return context
     if not archive_available():
         context["archive_note"] = "This build has no archive: only dead letters are shown."
     else:
         start, end = window(since, until)
+        context["searched_window"] = (start, min(end, datetime.now(UTC)))
         try:
-            context["webhooks"] = await _archived(console, q, start, end)
+            context["webhooks"], context["searched_count"] = await _archived(console, q, start, end)
         except CommandError as exc:
             context["archive_note"] = str(exc)
+        found = [(h.order_id, h.received_at) for h in context["webhooks"]]
+        context["replay_scope"] = replay_scope(q, found)
     context["dead"] = await dead_for(console, q)
     return context
 
@@ -169,5 +218,11 @@ async def webhook(request: web.Request) -> dict[str, Any]:
                 "headers": json_text(safe_headers(hook.headers, console.secrets)),
                 "properties": json_text(properties_shown(hook.properties, console.secrets)),
                 "format_time": format_time,
+                "replay_scope": {
+                    "since": stamp(hook.received_at - timedelta(seconds=1)),
+                    "until": stamp(hook.received_at + timedelta(seconds=1)),
+                    "order": "",
+                    "message": hook.message_id,
+                },
             }
     raise web.HTTPNotFound(text=f"The archive no longer holds webhook {offset} (expired?).")

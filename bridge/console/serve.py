@@ -8,13 +8,19 @@ from collections.abc import Callable, Sequence
 from bridge.amqp.topology import archive_retention
 from bridge.console.app import serve_console
 from bridge.console.state import Console
+from bridge.console.users import Users
 from bridge.core.settings import Settings
 from bridge.core.tasks import stop_on_signals
 from bridge.ledger.queries import LedgerReader
 from bridge.worker.subscribers import Subscriber
 
 
-def console_state(settings: Settings, subscribers: Sequence[Subscriber], password: str) -> Console:
+def console_state(
+    settings: Settings,
+    subscribers: Sequence[Subscriber],
+    password: str,
+    users: Users | None = None,
+) -> Console:
     return Console(
         amqp_urls=settings.amqp_urls,
         exchange=settings.exchange,
@@ -28,6 +34,7 @@ def console_state(settings: Settings, subscribers: Sequence[Subscriber], passwor
         trusted_proxies=settings.console_trusted_proxies,
         listen_host=settings.console_host,
         allowed_hosts=settings.console_allowed_hosts,
+        users=users,
     )
 
 
@@ -36,7 +43,8 @@ async def run_console(
     subscribers: Sequence[Subscriber],
     password: str,
     ready: Callable[[str], None],
+    users: Users | None = None,
 ) -> None:
-    console = console_state(settings, subscribers, password)
+    console = console_state(settings, subscribers, password, users)
     with stop_on_signals() as stop:
         await serve_console(console, settings.console_host, settings.console_port, stop, ready)

@@ -1,6 +1,6 @@
-"""The console's shared state: broker link, exchange, subscribers, sign-in (sessions,
-limits, password checks, who may be believed about https and client addresses, which host
-names it answers to) and running jobs."""
+"""The console's shared state: broker link, exchange, subscribers, sign-in (the password or
+the named operators, sessions, limits, password checks, who may be believed about https and
+client addresses, which host names it answers to) and running jobs."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from bridge.console.jobs import Jobs
 from bridge.console.origin import Network, client_address, networks, over_https
 from bridge.console.signins import OVERALL, PasswordChecks, SignInLimits
 from bridge.console.sources import ArchiveSummaryCache
+from bridge.console.users import Users
 from bridge.core.settings import SettingsError
 from bridge.core.values import url_passwords
 from bridge.ledger.queries import LedgerReader
@@ -44,7 +45,10 @@ class Console:
     jobs: Jobs = field(default_factory=Jobs)
     archive_cache: ArchiveSummaryCache = field(default_factory=ArchiveSummaryCache)
     ledger: LedgerReader | None = None
-    """The order lookup's source (``BRIDGE_LEDGER_URL``); ``None``: it scans the archive."""
+    """The order lookup's and ``/audit``'s source (``BRIDGE_LEDGER_URL``); ``None``: the
+    order lookup scans the archive, ``/audit`` says it cannot list."""
+    users: Users | None = None
+    """Named operators (``BRIDGE_CONSOLE_USERS_FILE``); ``None``: the shared password."""
     dlq_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     """One read or change of a subscriber's DLQ at a time (see console.dead_letters)."""
     signins: SignInLimits = field(init=False)

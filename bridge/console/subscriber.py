@@ -6,7 +6,8 @@ token, like every POST of the console; 404 for a subscriber not in the subscribe
 A pause or resume is the new state written to ``<name>.control`` through the one confirmed
 publish (:func:`bridge.amqp.control.write_state`): once the broker confirmed it, every worker
 of the subscriber follows within seconds (:mod:`bridge.worker.pause`). A broker that does not
-take it is a 502 page naming the fix; the change is logged with its operator.
+take it is a 502 page naming the fix; the change is logged with its operator and leaves an
+audit record (:mod:`bridge.amqp.audit`, never failing the change).
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
+from bridge.amqp.audit import write_audit
 from bridge.amqp.connection import close_quietly
 from bridge.amqp.control import StateNotSet, write_state
 from bridge.amqp.topology import control_name, roster_name
-from bridge.console.auth import SESSION_KEY, flash, take_notice
+from bridge.console.auth import flash, operator_of, take_notice
 from bridge.console.looked import look
 from bridge.console.queues import subscriber_stats
 from bridge.console.state import console_of
 from bridge.console.subscriber_state import state_of
+from bridge.core.audit import Action, Via, audit_record
 from bridge.errors import CommandError
 
 log = logging.getLogger("bridge.console")
@@ -61,12 +64,6 @@ async def resume(request: web.Request) -> web.StreamResponse:
     return await _change(request, paused=False)
 
 
-def operator_of(request: web.Request) -> str | None:
-    """The signed-in operator's name, when sign-in names one."""
-    name = getattr(request.get(SESSION_KEY), "user", None)
-    return name if isinstance(name, str) else None
-
-
 async def _change(request: web.Request, *, paused: bool) -> web.StreamResponse:
     console = console_of(request)
     sub = console.subscriber(request.match_info["name"])
@@ -75,6 +72,9 @@ async def _change(request: web.Request, *, paused: bool) -> web.StreamResponse:
     channel = await connection.channel(publisher_confirms=True)
     try:
         await write_state(channel, sub.name, paused, operator)
+        action = Action.PAUSE if paused else Action.RESUME
+        record = audit_record(action, operator=operator, via=Via.CONSOLE, subscriber=sub.name)
+        await write_audit(channel, console.exchange, record)  # never fails the change
     except StateNotSet as exc:
         raise CommandError(str(exc)) from None
     finally:

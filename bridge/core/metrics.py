@@ -146,6 +146,7 @@ MINTSOFT_REQUESTS.labels("200")
 for _table in ("webhooks", "attempts"):
     LEDGER_ROWS.labels(_table)
     LEDGER_MALFORMED.labels(_table)
+LEDGER_ROWS.labels("audit")
 
 
 OWNERS: dict[str, tuple[str, ...]] = {

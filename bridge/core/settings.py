@@ -78,6 +78,8 @@ class Settings:
     console_host: str = "127.0.0.1"
     console_port: int = 8090
     console_password: str | None = field(default=None, repr=False)
+    console_users_file: str | None = None
+    """Named operators, one ``name:hash`` a line (:mod:`bridge.console.users`)."""
     console_secure_cookies: bool = False
     console_trusted_proxies: tuple[str, ...] = ()
     console_allowed_hosts: tuple[str, ...] = ()
@@ -192,6 +194,11 @@ SPECS: dict[str, _Spec] = {
         parse_optional,
         "console sign-in password (or scrypt:/pbkdf2: hash)",
         True,
+    ),
+    "BRIDGE_CONSOLE_USERS_FILE": _Spec(
+        "console_users_file",
+        parse_optional,
+        "named console operators, one name:hash a line (see console --hash-password)",
     ),
     "BRIDGE_CONSOLE_SECURE_COOKIES": _Spec(
         "console_secure_cookies", parse_bool, "console cookies Secure (reached over https)"

@@ -1,5 +1,6 @@
-"""``mintsoft-bridge ledger``: reads ``<exchange>.archive`` and ``<exchange>.deliveries`` from
-the offsets the ledger stored and writes their rows in batches (up to :data:`BATCH_ROWS`
+"""``mintsoft-bridge ledger``: reads ``<exchange>.archive`` and ``<exchange>.deliveries`` (its
+delivery records and audit records) from the offsets the ledger stored and writes their rows
+in batches (up to :data:`BATCH_ROWS`
 rows or :data:`BATCH_SECONDS`), each batch with its offsets in one transaction
 (:func:`bridge.ledger.store.write_batch`).
 
@@ -41,7 +42,7 @@ from bridge.core.tasks import cancel_and_wait, stop_on_signals
 from bridge.errors import CommandError
 from bridge.ledger.database import ledger_url, open_writer
 from bridge.ledger.queries import undelivered_oldest
-from bridge.ledger.rows import SKIP, record_row, stream_offset, webhook_row
+from bridge.ledger.rows import SKIP, Row, archive_row, deliveries_row, stream_offset
 from bridge.ledger.store import (
     Batch,
     SubscriberSpec,
@@ -75,8 +76,8 @@ _WAKE: Any = object()
 @dataclass
 class _Stream:
     name: str
-    to_row: Callable[[DeliveredMessage], dict[str, Any] | None]
-    kind: str  # "webhooks" or "attempts"
+    to_row: Callable[[DeliveredMessage], tuple[str, Row] | None]
+    kind: str  # "webhooks" or "attempts" (whose stream also carries the audit records)
     seen: int = -1  # the last offset taken into a batch (or stored)
     channel: AbstractChannel | None = None
 
@@ -101,9 +102,9 @@ class Indexer:
 
     def __post_init__(self) -> None:
         exchange = self.settings.exchange
-        streams = [_Stream(deliveries_stream(exchange), record_row, "attempts")]
+        streams = [_Stream(deliveries_stream(exchange), deliveries_row, "attempts")]
         if self.settings.archive:
-            streams.insert(0, _Stream(archive_name(exchange), webhook_row, "webhooks"))
+            streams.insert(0, _Stream(archive_name(exchange), archive_row, "webhooks"))
         self._streams = {s.name: s for s in streams}
         self._kinds = {s.kind: s.name for s in streams}
         self._kinds.setdefault("webhooks", archive_name(exchange))
@@ -245,17 +246,15 @@ class Indexer:
             stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
         batch.cover(name, offset, stamp)
         try:
-            row = stream.to_row(message)
+            found = stream.to_row(message)
         except RecordError as exc:
             batch.malformed[name] += 1
             log.warning("skipped a malformed message at offset %d of %s: %s", offset, name, exc)
             return
-        if row is SKIP:
+        if found is SKIP:
             return
-        if stream.kind == "webhooks":
-            batch.webhooks.append(row)
-        else:
-            batch.attempts.append(row)
+        table, row = found
+        batch.rows(table).append(row)
 
     async def _write(self, batch: Batch, stop: asyncio.Event) -> None:
         if not batch.offsets:
@@ -279,11 +278,13 @@ class Indexer:
         self.written += len(batch) - duplicates
         metrics.LEDGER_ROWS.labels("webhooks").inc(len(batch.webhooks))
         metrics.LEDGER_ROWS.labels("attempts").inc(len(batch.attempts))
+        metrics.LEDGER_ROWS.labels("audit").inc(len(batch.audit))
         for name, count in batch.malformed.items():
             metrics.LEDGER_MALFORMED.labels(self._streams[name].kind).inc(count)
         if duplicates:
             log.warning("%d rows were already in the ledger (kept once)", duplicates)
-        times = [r["received_at"] for r in batch.webhooks] + [r["at"] for r in batch.attempts]
+        times = [r["received_at"] for r in batch.webhooks]
+        times += [r["at"] for r in (*batch.attempts, *batch.audit)]
         if times:
             self._newest = max(self._newest, max(t.timestamp() for t in times))
 

@@ -1,6 +1,6 @@
 """The ledger's schema version and its upgrades, run by SQLAlchemy on start.
 
-Why not Alembic: the ledger has four tables, one writer that upgrades on start, and no
+Why not Alembic: the ledger has five tables, one writer that upgrades on start, and no
 need for autogeneration or branches; Alembic would add an ini file, an env.py and a
 versions directory to the package for what a list of functions does here.
 
@@ -21,15 +21,21 @@ from collections.abc import Callable
 from sqlalchemy import Connection, Engine, inspect, select
 
 from bridge.errors import CommandError
-from bridge.ledger.schema import ledger_schema, metadata
+from bridge.ledger.schema import audit, ledger_schema, metadata
 
 Step = Callable[[Connection], None]
 
-STEPS: dict[int, Step] = {}
+
+def _add_audit(connection: Connection) -> None:
+    """Version 2: the ``audit`` table (operators' changes, for the console's ``/audit``)."""
+    audit.create(connection)
+
+
+STEPS: dict[int, Step] = {2: _add_audit}
 """Version -> the step that brings version - 1 up to it. Version 1 is the first schema
 (created whole); add a step here whenever :mod:`bridge.ledger.schema` changes."""
 
-VERSION = 1
+VERSION = 2
 
 
 def current_version(connection: Connection) -> int | None:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, and_, exists, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from bridge.ledger.audits import AuditPage, audit_page
 from bridge.ledger.database import open_reader, unreachable
 from bridge.ledger.rows import utc
 from bridge.ledger.schema import attempts, webhooks
@@ -59,6 +60,16 @@ class WebhookTrace:
     bytes: int | None
     subscribers: tuple[SubscriberTrace, ...]
     stream_offset: int | None = None  # in the archive (the console links to the webhook)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What the ledger holds: its oldest and newest webhook's receive time (``None``: it
+    holds none), and the time up to which it has indexed the archive (``None``: never)."""
+
+    oldest: datetime | None
+    newest: datetime | None
+    indexed_to: datetime | None
 
 
 @dataclass(frozen=True)
@@ -138,10 +149,31 @@ class LedgerReader:
             self._ask, lambda engine: arrived(engine, archive, since, until)
         )
 
+    async def audit(self, before: int | None = None) -> AuditPage:
+        """:func:`bridge.ledger.audits.audit_page`, in a thread."""
+        return await asyncio.to_thread(self._ask, lambda engine: audit_page(engine, before))
+
+    async def coverage(self, archive: str) -> Coverage:
+        """:func:`coverage`, in a thread."""
+        return await asyncio.to_thread(self._ask, lambda engine: coverage(engine, archive))
+
     def close(self) -> None:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+
+
+def coverage(engine: Engine, archive: str) -> Coverage:
+    """What the ledger holds of the archive stream ``archive`` (two index lookups)."""
+    with engine.connect() as connection:
+        oldest, newest = connection.execute(
+            select(func.min(webhooks.c.received_at), func.max(webhooks.c.received_at))
+        ).one()
+        return Coverage(
+            None if oldest is None else utc(oldest),
+            None if newest is None else utc(newest),
+            current_at(connection, archive),
+        )
 
 
 def trace_order(url: str, query: str) -> Trace:

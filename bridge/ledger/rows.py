@@ -1,5 +1,7 @@
 """Stream messages as ledger rows: a webhook of ``<exchange>.archive`` as a ``webhooks`` row,
-a delivery record of ``<exchange>.deliveries`` as an ``attempts`` row. Pure functions.
+a delivery record of ``<exchange>.deliveries`` as an ``attempts`` row, an audit record of the
+same stream (AMQP ``type`` :data:`~bridge.core.audit.AUDIT_TYPE`) as an ``audit`` row. Pure
+functions.
 
 A message that is not a row is :data:`SKIP` (an end-of-read sentinel some reader appended)
 or raises :class:`~bridge.core.records.RecordError` (malformed: the indexer counts it and
@@ -15,6 +17,7 @@ from aiormq.abc import DeliveredMessage
 
 from bridge.archive.end import offset_of, sentinel_of
 from bridge.archive.reader import QUARANTINED, archived, header_text
+from bridge.core.audit import AUDIT_TYPE, AuditRecord
 from bridge.core.contract import HEADER_CLIENT_ID, HEADER_WAREHOUSE_ID
 from bridge.core.records import DeliveryRecord, RecordError
 
@@ -87,8 +90,33 @@ def attempt_row(record: DeliveryRecord, offset: int) -> Row:
     }
 
 
-def record_row(message: DeliveredMessage) -> Row | None:
-    """The ``attempts`` row of a deliveries-stream message; :data:`SKIP` for a sentinel."""
+def audit_row(record: AuditRecord, offset: int) -> Row:
+    """The ``audit`` row of an audit record at ``offset`` of the deliveries stream."""
+    return {
+        "audit_id": record.audit_id,
+        "at": parse_time(record.at),
+        "operator": record.operator,
+        "via": str(record.via),
+        "action": str(record.action),
+        "subscriber": record.subscriber,
+        "count": record.count,
+        "detail": record.detail,
+        "stream_offset": offset,
+    }
+
+
+def deliveries_row(message: DeliveredMessage) -> tuple[str, Row] | None:
+    """A deliveries-stream message as ``("attempts", row)`` or ``("audit", row)``;
+    :data:`SKIP` for a sentinel."""
     if sentinel_of(message) is not None:
         return SKIP
-    return attempt_row(DeliveryRecord.from_body(bytes(message.body)), stream_offset(message))
+    body = bytes(message.body)
+    if message.header.properties.message_type == AUDIT_TYPE:
+        return "audit", audit_row(AuditRecord.from_body(body), stream_offset(message))
+    return "attempts", attempt_row(DeliveryRecord.from_body(body), stream_offset(message))
+
+
+def archive_row(message: DeliveredMessage) -> tuple[str, Row] | None:
+    """An archive message as ``("webhooks", row)``; :data:`SKIP` for a sentinel."""
+    row = webhook_row(message)
+    return SKIP if row is None else ("webhooks", row)

@@ -2,6 +2,8 @@
 
 - ``webhooks``: one row per webhook in the archive stream, unique by ``message_id``;
 - ``attempts``: one row per delivery record, unique by ``record_id``;
+- ``audit``: one row per audit record (an operator's change, from the console or the command
+  line), unique by ``audit_id``; from the deliveries stream too (schema version 2);
 - ``subscribers``: the subscribers ``ledger --config`` knows, with their events and filters
   (what makes a webhook "not for" one);
 - ``stream_offsets``: per stream, the last offset written, and what was skipped; written in
@@ -79,6 +81,24 @@ attempts = Table(
     Index("attempts_subscriber_at", "subscriber", "at"),
     Index("attempts_at", "at"),
 )
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("audit_id", String(64), nullable=False, unique=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("operator", String(200), nullable=False),
+    Column("via", String(20), nullable=False),  # console, cli
+    Column("action", String(40), nullable=False),
+    Column("subscriber", String(200), nullable=False),
+    Column("count", Integer),
+    Column("detail", Text),
+    Column("stream_offset", BigInteger, nullable=False),
+    # /audit: newest first, a page at a time.
+    Index("audit_at", "at", "id"),
+)
+"""Added in schema version 2 (:mod:`bridge.ledger.migrations`)."""
 
 subscribers = Table(
     "subscribers",

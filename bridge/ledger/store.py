@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bridge.ledger.rows import Row, utc
-from bridge.ledger.schema import attempts, stream_offsets, subscribers, webhooks
+from bridge.ledger.schema import attempts, audit, stream_offsets, subscribers, webhooks
 
 DELETE_CHUNK = 10_000
 """Rows one retention delete removes per transaction: the writer's lock is held briefly."""
@@ -60,13 +60,19 @@ class Batch:
 
     webhooks: list[Row] = field(default_factory=list)
     attempts: list[Row] = field(default_factory=list)
+    audit: list[Row] = field(default_factory=list)
+    """Audit records: they come with the attempts, in the deliveries stream."""
     offsets: dict[str, int] = field(default_factory=dict)
     malformed: Counter[str] = field(default_factory=Counter)
     newest: dict[str, datetime] = field(default_factory=dict)
     """Per stream, the time of the newest message in the batch (when it has one)."""
 
     def __len__(self) -> int:
-        return len(self.webhooks) + len(self.attempts)
+        return len(self.webhooks) + len(self.attempts) + len(self.audit)
+
+    def rows(self, table: str) -> list[Row]:
+        """The rows for ``table`` ("webhooks", "attempts" or "audit")."""
+        return {"webhooks": self.webhooks, "attempts": self.attempts, "audit": self.audit}[table]
 
     def cover(self, stream: str, offset: int, at: datetime | None = None) -> None:
         self.offsets[stream] = max(offset, self.offsets.get(stream, -1))
@@ -128,7 +134,8 @@ def write_batch(engine: Engine, batch: Batch, streams: dict[str, str]) -> int:
                 streams["webhooks"]: _insert_new(
                     connection, webhooks, "message_id", batch.webhooks
                 ),
-                streams["attempts"]: _insert_new(connection, attempts, "record_id", batch.attempts),
+                streams["attempts"]: _insert_new(connection, attempts, "record_id", batch.attempts)
+                + _insert_new(connection, audit, "audit_id", batch.audit),
             }
         )
         for stream, offset in batch.offsets.items():
@@ -238,10 +245,11 @@ def known_subscribers(connection: Connection) -> list[KnownSubscriber]:
 
 
 def remove_before(engine: Engine, cutoff: datetime) -> int:
-    """Delete webhooks received and attempts made before ``cutoff`` (indexed deletes, in
-    chunks of :data:`DELETE_CHUNK`); how many rows went."""
+    """Delete webhooks received, attempts and audited changes made before ``cutoff``
+    (indexed deletes, in chunks of :data:`DELETE_CHUNK`); how many rows went."""
     removed = 0
-    for table, column in ((webhooks, webhooks.c.received_at), (attempts, attempts.c.at)):
+    tables = ((webhooks, webhooks.c.received_at), (attempts, attempts.c.at), (audit, audit.c.at))
+    for table, column in tables:
         while True:
             with engine.begin() as connection:
                 old = select(table.c.id).where(column < cutoff).limit(DELETE_CHUNK)

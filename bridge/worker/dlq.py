@@ -23,11 +23,13 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp.commands import Basic
 
+from bridge.amqp.audit import audit_on
 from bridge.amqp.connection import close_quietly, connect_once
 from bridge.amqp.deliveries import Acting, write_record
 from bridge.amqp.publisher import Outcome, confirms
 from bridge.amqp.subscriber_target import partitions_exchange, route
 from bridge.amqp.topology import dlq_name
+from bridge.core.audit import Action
 from bridge.core.contract import HEADER_ORDER_ID, HEADER_ORDER_NUMBER
 from bridge.core.records import Outcome as Recorded
 from bridge.core.secrets import mask
@@ -152,11 +154,13 @@ async def replay_dead_letters(
     """Move up to ``limit`` dead letters back to ``name`` with ``x-attempt`` reset; returns
     how many moved and from which queue. A failure part-way raises :class:`CommandError`
     saying how many had moved (each of those was confirmed before its ack). Given
-    ``acting``, each message moved leaves a ``replayed`` delivery record."""
+    ``acting``, each message moved leaves a ``replayed`` delivery record, and the replay one
+    audit record (how many moved; why it stopped, if it did)."""
     _check(name)
     queue = dlq_name(name)
     connection = await connect_once(amqp_urls)
     replay: _Replay | None = None
+    error: CommandError | None = None
     try:
         exchange = await partitions_exchange(connection, name, RPC_TIMEOUT)
         channel = await _bounded(connection.channel(publisher_confirms=True, on_return_raises=True))
@@ -169,10 +173,17 @@ async def replay_dead_letters(
         )
         await replay.run(queue)
     except TimeoutError:
-        raise _moved_before(_no_answer(), replay) from None
+        error = _moved_before(_no_answer(), replay)
+        raise error from None
     except CommandError as exc:
-        raise _moved_before(exc, replay) from None
+        error = _moved_before(exc, replay)
+        raise error from None
     finally:
+        if acting is not None and replay is not None:
+            # The change's one audit record (never failing it), once it is over.
+            stopped = None if error is None else str(error)
+            record = acting.audit(Action.DLQ_REPLAY, name, replay.moved, stopped)
+            await audit_on(connection, acting.exchange, record)
         await close_quietly(connection)  # whatever was taken but not moved goes back to the DLQ
     return replay.moved, queue
 

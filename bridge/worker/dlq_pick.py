@@ -5,7 +5,8 @@ The DLQ is read with ``basic.get`` without acking, at most as many messages as i
 the call began. A picked message is acted on (replayed: its copy confirmed in ``<name>``
 before the dead letter is acked; discarded: acked); every other message stays unacked and
 goes back to the DLQ when the channel closes. An interrupted call therefore loses nothing:
-at worst a message in flight is in both queues.
+at worst a message in flight is in both queues. Given an ``acting`` (who acts), each message
+acted on leaves a delivery record, and the call one audit record (how many; why it stopped).
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from dataclasses import dataclass
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
+from bridge.amqp.audit import audit_on
 from bridge.amqp.connection import close_quietly, connect_once
 from bridge.amqp.deliveries import Acting
 from bridge.amqp.subscriber_target import partitions_exchange
 from bridge.amqp.topology import dlq_name
+from bridge.core.audit import Action
 from bridge.core.records import Outcome as Recorded
 from bridge.errors import CommandError
 from bridge.worker.dlq import (
@@ -76,6 +79,8 @@ async def _pick(
     if not wanted:
         return Picked(queue, 0, ())
     connection = await connect_once(amqp_urls)
+    started = False
+    error: CommandError | None = None
     try:
         # An ordered subscriber takes its copies through its partitions exchange.
         exchange = await partitions_exchange(connection, name, RPC_TIMEOUT) if replay else None
@@ -83,6 +88,7 @@ async def _pick(
         if replay and exchange is None:
             await _depth(channel, name)  # the target queue must exist
         depth = await _depth(channel, queue)
+        started = True
         for _ in range(depth):
             got = await channel.basic_get(queue, no_ack=False, timeout=RPC_TIMEOUT)
             if _empty(got):
@@ -94,10 +100,17 @@ async def _pick(
             found.add(message_id)
             done += 1
     except TimeoutError:
-        raise _partial(_no_answer(), done) from None
+        error = _partial(_no_answer(), done)
+        raise error from None
     except CommandError as exc:
-        raise _partial(exc, done) from None
+        error = _partial(exc, done)
+        raise error from None
     finally:
+        if acting is not None and started:
+            # The change's one audit record (never failing it), once it is over.
+            action = Action.DLQ_REPLAY if replay else Action.DISCARD
+            stopped = None if error is None else str(error)
+            await audit_on(connection, acting.exchange, acting.audit(action, name, done, stopped))
         await close_quietly(connection)
     return Picked(queue, done, tuple(sorted(wanted - found)))
 

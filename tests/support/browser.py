@@ -19,13 +19,20 @@ from typing import Any, TypeVar
 
 os.environ.setdefault("SE_OFFLINE", "true")
 
+import aiormq
 from aiohttp import web
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from sqlalchemy import Engine
 
 from bridge.amqp.topology import Topology, archive_retention, declare, receiver_topology
 from bridge.console.app import build_app
 from bridge.console.sources import ArchiveSummaryCache
+from bridge.console.users import Users
+from bridge.core.records import deliveries_stream
+from bridge.ledger.database import open_writer
+from bridge.ledger.indexer import Indexer
+from bridge.ledger.queries import LedgerReader
 from bridge.worker.runner import Worker
 from bridge.worker.subscribers import Handler, Subscriber
 from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings, receiver_names
@@ -87,9 +94,15 @@ class ConsoleStack:
         subs: list[Subscriber],
         handlers: Mapping[str, Handler],
         console_urls: tuple[str, ...] | None = None,
+        ledger_url: str | None = None,
+        users: Users | None = None,
     ) -> None:
         self.console_urls = console_urls
         """The console's broker URLs when not the worker's (a closed port: a broker away)."""
+        self.ledger_url = ledger_url
+        """A ledger the console reads, with its indexer running in the stack."""
+        self.users = users
+        """Named operators (``BRIDGE_CONSOLE_USERS_FILE``); ``None``: the shared password."""
         self.exchange = exchange
         self.subs = subs
         self.handlers = handlers
@@ -99,6 +112,9 @@ class ConsoleStack:
         self.probe = BrokerProbe(AMQP_URL)
         self._stop = asyncio.Event()
         self._worker_task: asyncio.Future[None] | None = None
+        self._indexer_task: asyncio.Future[None] | None = None
+        self._ledger_engine: Engine | None = None
+        self._ledger_reader: LedgerReader | None = None
         self._runner: web.AppRunner | None = None
 
     def call(self, coro: Awaitable[T], timeout: float = 30) -> T:
@@ -130,6 +146,10 @@ class ConsoleStack:
         console = console_state(self.exchange, self.subs)
         if self.console_urls is not None:
             console = replace(console, amqp_urls=self.console_urls)
+        if self.users is not None:
+            console = replace(console, users=self.users)
+        if self.ledger_url is not None:
+            console = replace(console, ledger=await self._start_ledger(self.ledger_url))
         # The broker's stream count lags a few seconds: a page that waits for it to show
         # must not wait out the overview's 60 s archive cache as well.
         console.archive_cache = ArchiveSummaryCache(ttl=1.0)
@@ -144,12 +164,37 @@ class ConsoleStack:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
 
+    async def _start_ledger(self, url: str) -> LedgerReader:
+        """The ledger's indexer (it declares the deliveries stream) and a reader of it."""
+        self.probe.track(queues=(deliveries_stream(self.exchange),))
+        self._ledger_engine = open_writer(url)
+        settings = bridge_settings(self.exchange, archive=True, ledger_url=url)
+        indexer = Indexer(settings, self._ledger_engine, url)
+        self._indexer_task = asyncio.ensure_future(indexer.run(self._stop))
+        async with asyncio.timeout(15):  # the indexer has declared the deliveries stream
+            while True:
+                try:
+                    await (await self.probe._chan()).queue_declare(
+                        deliveries_stream(self.exchange), passive=True
+                    )
+                    break
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    await asyncio.sleep(0.1)
+        self._ledger_reader = LedgerReader(url)
+        return self._ledger_reader
+
     async def _close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
         self._stop.set()
         if self._worker_task is not None:
             await asyncio.wait_for(self._worker_task, 15)
+        if self._indexer_task is not None:
+            await asyncio.wait_for(self._indexer_task, 30)
+        if self._ledger_reader is not None:
+            self._ledger_reader.close()
+        if self._ledger_engine is not None:
+            self._ledger_engine.dispose()
         await self.probe.cleanup()
 
 

@@ -1,5 +1,5 @@
 """Feeding the ledger's two streams directly: archived webhooks into ``<exchange>.archive``
-and delivery records into ``<exchange>.deliveries``, each published with a confirm, as the
+and delivery and audit records into ``<exchange>.deliveries``, each published with a confirm, as the
 receiver and the worker would (bridge/core/records.py is the record's one definition).
 
 Tests of the indexer produce records here (the worker's own are in tests/test_ledger_worker.py);
@@ -18,6 +18,7 @@ import orjson
 from pamqp.commands import Basic
 
 from bridge.amqp.topology import ArchiveRetention, archive_name, declare, receiver_topology
+from bridge.core.audit import AUDIT_TYPE, AuditRecord
 from bridge.core.contract import (
     HEADER_CLIENT_ID,
     HEADER_EVENT,
@@ -147,13 +148,20 @@ class Streams:
         for one in records:
             await self.raw_record(one.to_body(), one.record_id)
 
-    async def raw_record(self, body: bytes, record_id: str | None = None) -> None:
-        """A body on the deliveries stream: a record, or anything a test wants malformed."""
+    async def audits(self, records: Iterable[AuditRecord]) -> None:
+        for one in records:
+            await self.raw_record(one.to_body(), one.audit_id, AUDIT_TYPE)
+
+    async def raw_record(
+        self, body: bytes, record_id: str | None = None, message_type: str = RECORD_TYPE
+    ) -> None:
+        """A body on the deliveries stream: a delivery or audit record (by ``message_type``),
+        or anything a test wants malformed."""
         properties = Basic.Properties(
             message_id=record_id or new_record_id(),
             content_type="application/json",
             delivery_mode=2,
-            message_type=RECORD_TYPE,
+            message_type=message_type,
             app_id="mintsoft-bridge",
             timestamp=datetime.now(UTC),
         )
