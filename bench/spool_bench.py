@@ -32,8 +32,7 @@ from bridge.amqp.topology import declare, receiver_topology, unrouted_name
 from bridge.core.contract import Envelope, webhook_envelope
 from bridge.receiving.delivery import Delivery
 from bridge.receiving.drain import WINDOW
-from bridge.receiving.spool import Spool
-from bridge.receiving.spool_status import read_status
+from bridge.receiving.spool import Spool, read_status
 from tests.support.rabbit_node import RabbitNode, installed
 
 Result = dict[str, Any]

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from bridge.mintsoft.simulate import fixture_name
 from bridge.receiving.delivery import Delivery
 from bridge.receiving.receiver import BODY_READ_TIMEOUT, HEADER_TIMEOUT, server_options
 from bridge.receiving.serve import build_app, build_delivery
+from tests.support import leftovers
 from tests.support.rabbit_cluster import RabbitCluster
 from tests.support.rabbit_node import RabbitNode, installed
 
@@ -172,7 +174,25 @@ def receiver_names(exchange: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 @pytest.fixture
 def exchange() -> str:
     """A fresh exchange name, so tests never see each other's messages."""
-    return f"test.{uuid.uuid4().hex[:12]}"
+    return leftovers.made(f"test.{uuid.uuid4().hex[:12]}")
+
+
+leftovers.note_declarations()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_on_the_broker() -> Iterator[None]:
+    """At the session's end, every queue and exchange its tests declared is gone from the
+    shared broker (tests/support/leftovers.py); else a warning names each with its test, or
+    a failure with BRIDGE_TEST_LEAKS=fail."""
+    yield
+    left = leftovers.leftovers(AMQP_URL)
+    if not left:
+        return
+    message = f"{len(left)} left on the broker by this session's tests: " + "; ".join(left)
+    if os.environ.get("BRIDGE_TEST_LEAKS") == "fail":
+        pytest.fail(message, pytrace=False)
+    warnings.warn(message, pytest.PytestWarning, stacklevel=1)
 
 
 @pytest.fixture
@@ -249,6 +269,13 @@ async def make_bridge(exchange: str) -> AsyncIterator[BridgeFactory]:
         await bridge.client.close()
         await bridge.delivery.close()
         await bridge.delivery.publisher.link.close()
+    # What the receivers declared goes with them (a test may use no probe of its own).
+    for url, name in {(b.settings.amqp_urls[0], b.settings.exchange) for b in running}:
+        cleanup = BrokerProbe(url)
+        cleanup.track(queues=receiver_names(name)[0], exchanges=receiver_names(name)[1])
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(10):  # a private node a test stopped: never hang
+                await cleanup.cleanup()
 
 
 PRIVATE_NODE_FIXTURES = frozenset(

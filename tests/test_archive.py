@@ -195,7 +195,10 @@ async def test_a_subscriber_added_later_gets_earlier_webhooks_by_replay(
     from bridge.amqp.topology import declare
 
     await declare(probe.channel, topology)  # type: ignore[arg-type]
-    probe.track(queues=tuple(q.name for q in topology.queues))
+    probe.track(
+        queues=tuple(q.name for q in topology.queues),
+        exchanges=tuple(e.name for e in topology.exchanges),
+    )
 
     common = ["--exchange", exchange, "--since", "1h"]
     code = await cli("archive", "replay", *common, "--event", "despatched,cancelled", "--to", name)

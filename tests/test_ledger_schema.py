@@ -9,14 +9,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, func, inspect, select, text
+from sqlalchemy import Connection, DateTime, func, inspect, select, text
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.core.settings import SettingsError, load_settings
 from bridge.errors import CommandError
 from bridge.ledger.database import open_engine, open_reader, open_writer, sqlite_path
 from bridge.ledger.migrations import VERSION, current_version, upgrade
+from bridge.ledger.rows import utc
 from bridge.ledger.schema import attempts, stream_offsets, webhooks
-from bridge.ledger.store import Batch, remove_before, stored_offsets, write_batch
+from bridge.ledger.store import Batch, remove_before, sqlite_time, stored_offsets, write_batch
 
 STREAMS = {"webhooks": "x.archive", "attempts": "x.deliveries"}
 
@@ -113,7 +116,8 @@ def test_a_batch_that_fails_writes_neither_rows_nor_offsets(ledger_db: str) -> N
     engine = open_writer(ledger_db)
     bad = Batch(webhooks=[webhook(1), {**webhook(2), "event": None}])  # NOT NULL refused
     bad.cover("x.archive", 2)
-    with pytest.raises(Exception):  # noqa: B017 - either driver's IntegrityError
+    # As SQLAlchemy's error (the indexer retries those), whichever driver raised it.
+    with pytest.raises(SQLAlchemyError, match="event"):
         write_batch(engine, bad, STREAMS)
     assert stored_offsets(engine) == {}
     with engine.connect() as connection:
@@ -191,3 +195,72 @@ def test_a_database_that_fails_is_one_line_without_the_password() -> None:
     message = str(failed.value)
     assert "s3cret" not in message and "bridge:***@127.0.0.1:1" in message
     assert "\n" not in message
+
+
+def attempt(n: int, at: datetime) -> dict[str, object]:
+    return {
+        "record_id": f"r-{n}",
+        "message_id": f"m-{n // 2}",
+        "subscriber": "erp" if n % 2 else "wms",
+        "event": "despatched",
+        "order_id": str(n // 2),
+        "order_number": None if n % 3 else f"SO-{n // 2}",
+        "attempt": 1 + n % 3,
+        "outcome": "delivered",
+        "status": None if n % 5 == 0 else 200,
+        "answer": "ünïcode ✓" if n % 7 == 0 else None,
+        "error": None,
+        "duration_ms": None if n % 4 == 0 else n / 8,
+        "at": at,
+        "source": "worker",
+        "operator": None,
+        "stream_offset": n,
+    }
+
+
+def test_large_batches_read_back_as_written_and_duplicates_are_counted(ledger_db: str) -> None:
+    engine = open_writer(ledger_db)
+    start = datetime(2026, 12, 7, 10, 0, 0, tzinfo=UTC)
+    # Whole seconds too: SQLAlchemy's SQLite form always has the microseconds.
+    times = [start + timedelta(seconds=n, microseconds=0 if n % 2 else n) for n in range(12_000)]
+    first = Batch(
+        webhooks=[webhook(n, times[n]) for n in range(6_000)],
+        attempts=[attempt(n, times[n]) for n in range(12_000)],
+    )
+    first.cover("x.archive", 5_999)
+    first.cover("x.deliveries", 11_999)
+    assert write_batch(engine, first, STREAMS) == 0
+    # Three rows already in: the batch is still written, those three are counted.
+    again = Batch(attempts=[attempt(n, times[n % 12_000]) for n in range(11_997, 17_000)])
+    again.cover("x.deliveries", 16_999)
+    assert write_batch(engine, again, STREAMS) == 3
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(attempts)).scalar() == 17_000
+        rows = {r.record_id: r for r in connection.execute(select(attempts))}
+        hooks = {r.message_id: r for r in connection.execute(select(webhooks))}
+        offsets = {r.stream: r.duplicates for r in connection.execute(select(stream_offsets))}
+        # Range queries compare the stored times as SQLAlchemy writes its parameters.
+        window = select(func.count()).where(attempts.c.at >= times[100], attempts.c.at < times[200])
+        assert connection.execute(window).scalar() == 100 + 100  # both batches' copies
+    assert offsets == {"x.archive": 0, "x.deliveries": 3}
+    for n in (0, 1, 7, 20, 11_999):
+        row = rows[f"r-{n}"]
+        expected = attempt(n, times[n])
+        assert utc(row.at) == times[n]
+        assert {k: getattr(row, k) for k in expected if k != "at"} == {
+            k: v for k, v in expected.items() if k != "at"
+        }
+    assert utc(hooks["m-5"].received_at) == times[5] and hooks["m-5"].order_id == "5"
+    engine.dispose()
+
+
+def test_sqlite_times_are_stored_as_sqlalchemy_stores_them() -> None:
+    dialect = sqlite.dialect()
+    store = DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+    assert store is not None
+    for value in (
+        datetime(2026, 12, 7, 10, 0, 0, tzinfo=UTC),
+        datetime(2026, 12, 7, 10, 0, 0, 5, tzinfo=UTC),
+        datetime(2026, 12, 7, 10, 0, 0, 123456),
+    ):
+        assert sqlite_time(value) == store(value)

@@ -4,16 +4,18 @@ id; exit 0 when found, 1 when not, 2 without a ledger; ``--json`` in its stable 
 from __future__ import annotations
 
 import orjson
+import psycopg
 import pytest
 from sqlalchemy import Engine
 
 from bridge.cli import main
 from bridge.core.records import Outcome, Source
 from bridge.ledger.database import open_writer
-from bridge.ledger.queries import trace
+from bridge.ledger.queries import LedgerReader, trace
 from bridge.ledger.schema import attempts, webhooks
 from bridge.ledger.states import State, state_of
 from bridge.ledger.store import SubscriberSpec, store_subscribers
+from tests.support.ledger_db import PG_ADMIN_URL, postgres_database
 from tests.support.ledger_streams import Streams, record, unique_order, webhook_headers
 from tests.test_ledger_indexer import count, indexing, streams, wait_for
 
@@ -178,3 +180,24 @@ def test_ledger_without_a_ledger_url_is_one_line_naming_the_setting(
     assert main(["ledger"]) == 2
     err = capsys.readouterr().err
     assert "BRIDGE_LEDGER_URL" in err and len(err.strip().splitlines()) == 1
+
+
+async def test_a_reader_rides_out_a_dropped_postgresql_connection() -> None:
+    # Readers keep their connections without a ping per lookup: one the server dropped (a
+    # restart, an idle timeout) costs one retry on a fresh connection, never an error.
+    with postgres_database() as url:
+        open_writer(url).dispose()
+        reader = LedgerReader(url)
+        try:
+            assert (await reader.trace("20285")).webhooks == ()
+            name = url.rsplit("/", 1)[1]
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+                ended = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                ).fetchone()
+            assert ended is not None and ended[0] >= 1
+            assert (await reader.trace("20285")).webhooks == ()
+        finally:
+            reader.close()

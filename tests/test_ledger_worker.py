@@ -23,7 +23,7 @@ from bridge.ledger.queries import Trace, trace
 from bridge.ledger.store import SubscriberSpec, store_subscribers
 from bridge.worker.forwarder import Forwarder
 from bridge.worker.message import Message
-from bridge.worker.subscribers import Subscriber
+from bridge.worker.subscribers import Subscriber, load_subscribers
 from tests.conftest import AMQP_URL, BrokerProbe
 from tests.support.ledger_streams import Streams
 from tests.test_forwarder import Target
@@ -162,12 +162,13 @@ async def test_a_worker_killed_between_record_and_ack_shows_both_attempts(
     ledger_db: str, exchange: str, probe: BrokerProbe, streams: Streams, tmp_path: Path
 ) -> None:
     sub = subscriber(events=("despatched",), tries=1)
-    track_subscriber(probe, exchange, sub)
     config = tmp_path / "subscribers.toml"
     config.write_text(
         f'[[subscriber]]\nname = "{sub.name}"\nevents = ["despatched"]\n'
         'handler = "bridge.examples.log_events:log_event"\n'
     )
+    for declared in load_subscribers(str(config)):  # the file's ladder: what the worker declares
+        track_subscriber(probe, exchange, declared)
     cutter = AckCutter()
     proxied = await cutter.start()
     engine = open_writer(ledger_db)

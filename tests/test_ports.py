@@ -15,10 +15,16 @@ from bridge import cli
 from bridge.amqp.topology import subscriber_topology
 from bridge.cli import build_parser
 from bridge.cli.common import settings_of
-from bridge.core.listeners import DEFAULT_METRICS_HOST, SERVER_HEADER
+from bridge.core.listeners import DEFAULT_METRICS_HOST, SERVER_HEADER, metrics_address
 from bridge.core.settings import SettingsError, load_settings
-from bridge.worker.runner import metrics_address
-from tests.conftest import AMQP_URL, API_KEY, BridgeFactory, delete_declared, fixture_body
+from tests.conftest import (
+    AMQP_URL,
+    API_KEY,
+    BridgeFactory,
+    delete_declared,
+    fixture_body,
+    receiver_names,
+)
 from tests.support.processes import bridge_process
 from tests.support.rabbit_node import free_port
 
@@ -86,7 +92,7 @@ def test_serve_with_a_metrics_port_keeps_metrics_off_the_webhook_port(
         "BRIDGE_EXCHANGE": exchange,
         "BRIDGE_SPOOL_PATH": "",
     }
-    queues = (exchange + ".unrouted", exchange + ".invalid")
+    queues, exchanges = receiver_names(exchange)
     try:
         with bridge_process(["serve"], env, base + "/readyz"):
             answers = {
@@ -106,7 +112,7 @@ def test_serve_with_a_metrics_port_keeps_metrics_off_the_webhook_port(
                 for raw in (b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n")
             ]
     finally:
-        delete_declared(AMQP_URL, queues, (exchange, exchange + ".unrouted"))
+        delete_declared(AMQP_URL, queues, exchanges)
     codes = {name: status for name, (status, _, _) in answers.items()}
     assert codes == {
         "webhook": 200,
@@ -191,10 +197,11 @@ def test_the_worker_serves_metrics_on_bridge_metrics_port(exchange: str, tmp_pat
         ):
             status, server, text = _get(f"http://127.0.0.1:{port}/metrics")
     finally:
+        queues, exchanges = receiver_names(exchange)  # the worker declares them too
         delete_declared(
             AMQP_URL,
-            tuple(q.name for q in topology.queues),
-            tuple(e.name for e in topology.exchanges),
+            queues + tuple(q.name for q in topology.queues),
+            exchanges + tuple(e.name for e in topology.exchanges),
         )
     assert status == 200 and server == SERVER_HEADER
     assert b"bridge_" in text

@@ -21,8 +21,7 @@ import orjson
 import pytest
 
 from bridge.core.contract import Envelope, webhook_envelope
-from bridge.receiving.spool import Spool
-from bridge.receiving.spool_status import read_status
+from bridge.receiving.spool import Spool, read_status
 from tests.conftest import AMQP_URL, API_KEY, BrokerProbe, delete_declared, receiver_names
 from tests.support.rabbit_node import free_port
 from tests.support.tcp_proxy import TcpProxy

@@ -15,8 +15,7 @@ import pytest
 from bridge import cli
 from bridge.core.contract import Envelope, quarantine_envelope, webhook_envelope
 from bridge.core.settings import SettingsError
-from bridge.receiving.spool import Spool, SpoolFull, record_size
-from bridge.receiving.spool_status import read_status
+from bridge.receiving.spool import Spool, SpoolFull, read_status, record_size
 from tests.conftest import API_KEY, BridgeFactory, BrokerProbe, fixture_body
 from tests.support.rabbit_node import free_port
 

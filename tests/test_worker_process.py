@@ -23,9 +23,9 @@ from tests.support.rabbit_node import free_port
 from tests.worker_helpers import (
     body_for,
     publish,
-    queues_of,
     running_worker,
     subscriber,
+    track_subscriber,
     unique_name,
     wait_until,
 )
@@ -76,7 +76,7 @@ async def test_sigkill_with_unacked_messages_loses_none(
     probe: BrokerProbe, exchange: str, tmp_path: Path
 ) -> None:
     sub = subscriber(delays=(200,))
-    probe.track(queues=queues_of(sub))
+    track_subscriber(probe, exchange, sub)
     log = tmp_path / "held.log"
     config = _config(tmp_path / "subs.toml", sub.name, "tests.worker_helpers:hold", prefetch=5)
     proc = _start_worker(config, exchange, log)
@@ -109,7 +109,7 @@ async def test_sigterm_finishes_the_in_flight_message_and_exits_0(
     probe: BrokerProbe, exchange: str, tmp_path: Path
 ) -> None:
     sub = subscriber(delays=(200,))
-    probe.track(queues=queues_of(sub))
+    track_subscriber(probe, exchange, sub)
     log = tmp_path / "slow.log"
     config = _config(tmp_path / "subs.toml", sub.name, "tests.worker_helpers:slow")
     port = free_port()

@@ -23,12 +23,13 @@ from bridge.worker.message import Message
 from bridge.worker.runner import Worker
 from bridge.worker.subscribers import Handler, Subscriber
 from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings, fixture_body
+from tests.support import leftovers
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def unique_name(prefix: str = "sub") -> str:
-    return f"test-{prefix}-{uuid.uuid4().hex[:8]}"
+    return leftovers.made(f"test-{prefix}-{uuid.uuid4().hex[:8]}")
 
 
 def subscriber(

@@ -4,28 +4,26 @@ ledger's indexer finds them.
 A record goes through the one confirmed publish (:mod:`bridge.amqp.publisher`) to the default
 exchange with the stream's name as routing key, typed :data:`~bridge.core.audit.AUDIT_TYPE`.
 Guarantees: none of these functions raises, and each waits at most :data:`AUDIT_TIMEOUT`
-seconds (plus a connect for :func:`audit_once`): the change a record describes is already
-made, and a record the broker returns (the stream is missing), nacks, does not confirm, or
-that cannot be sent at all (no channel, no broker) must not undo or fail it. Such a record
-is counted in ``bridge_ledger_records_failed_total{reason}`` and logged (a WARNING naming
-the action, subscriber and operator: ``/audit`` will miss it).
+seconds: the change a record describes is already made, and a record the broker returns
+(the stream is missing), nacks, does not confirm, or that cannot be sent at all (no channel,
+no broker) must not undo or fail it. Such a record is counted in
+``bridge_ledger_records_failed_total{reason}`` and logged (a WARNING naming the action,
+subscriber and operator: ``/audit`` will miss it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Sequence
 
 from aiormq.abc import AbstractChannel, AbstractConnection
 
-from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.connection import close_quietly
+from bridge.amqp.deliveries import stream_envelope
 from bridge.amqp.publisher import Outcome, confirms
 from bridge.core import metrics
 from bridge.core.audit import AUDIT_TYPE, AuditRecord
 from bridge.core.contract import Envelope
-from bridge.core.records import deliveries_stream
 
 log = logging.getLogger("bridge.amqp.audit")
 
@@ -36,14 +34,7 @@ NO_CHANNEL = "channel_closed"
 
 
 def _envelope(exchange: str, record: AuditRecord) -> Envelope:
-    return Envelope(
-        event=AUDIT_TYPE,
-        routing_key=deliveries_stream(exchange),
-        body=record.to_body(),
-        message_id=record.audit_id,
-        received_at=time.time(),
-        headers={},
-    )
+    return stream_envelope(exchange, AUDIT_TYPE, record.to_body(), record.audit_id)
 
 
 def _failed(record: AuditRecord, reason: str, why: str = "") -> bool:
@@ -90,18 +81,3 @@ async def audit_on(connection: AbstractConnection, exchange: str, record: AuditR
         return await write_audit(channel, exchange, record)
     finally:
         await close_quietly(channel)
-
-
-async def audit_once(amqp_urls: Sequence[str], exchange: str, record: AuditRecord) -> bool:
-    """Connect, publish ``record``, close (for a command whose own connection is gone);
-    True if confirmed."""
-    try:
-        connection = await connect_once(amqp_urls)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        return _failed(record, NO_CHANNEL, type(exc).__name__)
-    try:
-        return await audit_on(connection, exchange, record)
-    finally:
-        await close_quietly(connection)

@@ -1,4 +1,5 @@
-"""One AMQP connection kept up in the background, with failover across a list of brokers.
+"""One AMQP connection kept up in the background, with failover across a list of brokers;
+and a connection for one operation (:func:`borrow`), either fresh or a kept link's.
 
 Callers never wait on a reconnect: they read :attr:`BrokerLink.channel` (``None`` while down)
 and fail fast, so a request is never held hostage by a broker that is away.
@@ -11,9 +12,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import aiormq
 from aiormq.abc import AbstractBase, AbstractChannel, AbstractConnection
+from aiormq.connection import TransportFactory
 
 from bridge.core.settings import redact_url
 from bridge.core.tasks import cancel_and_wait
@@ -54,6 +57,8 @@ class BrokerLink:
 
     ``urls`` are tried in turn (a cluster); ``on_channel`` runs on every new channel before
     it is handed out (declaring the topology), so a restarted broker gets it back.
+    ``transport_factory`` is aiormq's, for every connection (the ledger's splits its
+    deliveries off: :mod:`bridge.ledger.consumer`); one connection is opened at a time.
     """
 
     def __init__(
@@ -63,8 +68,10 @@ class BrokerLink:
         *,
         confirms: bool = True,
         name: str = "mintsoft-bridge",
+        transport_factory: TransportFactory | None = None,
     ) -> None:
         self._urls = urls
+        self._transport_factory = transport_factory
         self._on_channel = on_channel
         self._confirms = confirms
         self._name = name
@@ -175,7 +182,9 @@ class BrokerLink:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     connection = await aiormq.connect(
-                        url, client_properties={"connection_name": self._name}
+                        url,
+                        client_properties={"connection_name": self._name},
+                        transport_factory=self._transport_factory,
                     )
                     self._connection = connection
                     channel = await connection.channel(
@@ -286,3 +295,56 @@ async def connect_once(urls: Sequence[str], timeout: float = CONNECT_TIMEOUT) ->
         "or point BRIDGE_AMQP_URL at it"
     )
     raise BrokerUnreachable("; ".join(reasons), fix)
+
+
+class SharedConnection(Protocol):
+    """A connection kept by someone else (the console's one link), lent per operation."""
+
+    async def connection(self) -> AbstractConnection:
+        """The kept connection; raises :class:`CommandError` when the broker is away."""
+        ...
+
+    def renew(self) -> None:
+        """Drop the kept connection (a channel that would not close holds messages)."""
+        ...
+
+
+Brokers = Sequence[str] | SharedConnection
+"""Where an operation gets its connection: broker URLs (a command: a connection of its own,
+closed at the end) or a :class:`SharedConnection` (the console: borrowed, left open)."""
+
+
+class Borrowed:
+    """A connection for one operation (from :func:`borrow`), and the channels it opened
+    with :meth:`channel`. :meth:`release` closes those channels, and the connection when it
+    is the operation's own: a channel closed puts back every message it took unacked, so a
+    lent connection gives back exactly what a closed one would. A channel that does not
+    close in time has the lent connection renewed, for the same reason."""
+
+    def __init__(self, connection: AbstractConnection, lent: SharedConnection | None) -> None:
+        self.connection = connection
+        self._lent = lent
+        self._channels: list[AbstractChannel] = []
+
+    async def channel(self, **options: Any) -> AbstractChannel:
+        channel = await self.connection.channel(**options)
+        self._channels.append(channel)
+        return channel
+
+    async def release(self) -> None:
+        if self._lent is None:
+            await close_quietly(self.connection)
+            return
+        for channel in self._channels:
+            await close_quietly(channel)
+            if not channel.is_closed and not self.connection.is_closed:
+                self._lent.renew()
+                break
+
+
+async def borrow(broker: Brokers) -> Borrowed:
+    """A connection for one operation: a fresh one (:func:`connect_once`) for broker URLs,
+    the kept one for a :class:`SharedConnection`. Always :meth:`Borrowed.release` it."""
+    if isinstance(broker, str | Sequence):
+        return Borrowed(await connect_once(broker), None)
+    return Borrowed(await broker.connection(), broker)

@@ -117,13 +117,18 @@ def send_record_body(channel: AbstractChannel, exchange: str, record_id: str, bo
 
 
 def _envelope(exchange: str, record: DeliveryRecord) -> Envelope:
-    # An envelope's properties are a record's (contract section 10, with an empty headers
-    # table), so a record takes the hand-built frames of the fast path.
+    return stream_envelope(exchange, RECORD_TYPE, record.to_body(), record.record_id)
+
+
+def stream_envelope(exchange: str, record_type: str, body: bytes, record_id: str) -> Envelope:
+    """A record (delivery or audit) for ``<exchange>.deliveries``, as an envelope: its
+    properties are a record's (contract section 10, with an empty headers table), so a
+    record takes the hand-built frames of the fast path."""
     return Envelope(
-        event=RECORD_TYPE,
+        event=record_type,
         routing_key=deliveries_stream(exchange),
-        body=record.to_body(),
-        message_id=record.record_id,
+        body=body,
+        message_id=record_id,
         received_at=time.time(),
         headers={},
     )

@@ -167,9 +167,10 @@ async def read_known(
         return
     consumer = await _consume(connection, stream, start, prefetch)
     reading = _deliveries(stream, *consumer, prefetch, idle, lambda m: offset_of(m) >= last)
-    async for message in reading:
-        if sentinel_of(message) is None and offset_of(message) <= last:
-            yield message
+    async with contextlib.aclosing(reading):
+        async for message in reading:
+            if sentinel_of(message) is None and offset_of(message) <= last:
+                yield message
 
 
 async def _deliveries(
@@ -261,6 +262,7 @@ async def read_to_end(
     reading = _deliveries(
         stream, channel, tag, inbox, prefetch, idle, lambda m: sentinel_of(m) == sentinel
     )
-    async for message in reading:
-        if sentinel_of(message) is None:
-            yield message
+    async with contextlib.aclosing(reading):
+        async for message in reading:
+            if sentinel_of(message) is None:
+                yield message

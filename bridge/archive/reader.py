@@ -13,7 +13,8 @@ or :class:`~bridge.amqp.connection.BrokerUnreachable`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from aiormq.abc import AbstractConnection, DeliveredMessage
 from pamqp.commands import Basic
 
-from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.connection import Brokers, borrow
 from bridge.amqp.topology import archive_name
 from bridge.archive.end import (
     IDLE,
@@ -175,7 +176,7 @@ async def scan(
     idle: float = IDLE,
     read_only: bool = False,
     seen: Seen | None = None,
-) -> AsyncIterator[ArchivedWebhook]:
+) -> AsyncGenerator[ArchivedWebhook, None]:
     """The matches of ``query`` on an open connection (one the caller keeps to itself:
     a mistake on a stream closes the whole connection). ``read_only`` writes nothing into
     the stream (:func:`~bridge.archive.end.read_known`: for a GET), at the cost of
@@ -184,30 +185,35 @@ async def scan(
     await require_stream(connection, stream)
     where = start if start is not None else attach_point(query.since, datetime.now(UTC))
     read = read_known if read_only else read_to_end
-    async for message in read(connection, stream, where, prefetch=prefetch, idle=idle):
-        webhook = archived(message)
-        if webhook is None:
-            continue
-        if seen is not None:
-            seen.saw(query, webhook)
-        if matches(query, webhook):
-            yield webhook
+    reading = read(connection, stream, where, prefetch=prefetch, idle=idle)
+    async with contextlib.aclosing(reading):
+        async for message in reading:
+            webhook = archived(message)
+            if webhook is None:
+                continue
+            if seen is not None:
+                seen.saw(query, webhook)
+            if matches(query, webhook):
+                yield webhook
 
 
 async def find(
-    amqp_urls: Sequence[str],
+    broker: Brokers,
     exchange: str,
     query: ArchiveQuery,
     *,
     read_only: bool = False,
     seen: Seen | None = None,
-) -> AsyncIterator[ArchivedWebhook]:
+) -> AsyncGenerator[ArchivedWebhook, None]:
     """Every archived webhook matching ``query``, oldest first; ends by itself at the end
     of the log (``read_only``, ``seen``: see :func:`scan`). Raises :class:`CommandError` if
-    the archive is missing."""
-    connection = await connect_once(amqp_urls)
+    the archive is missing. A caller that stops early closes it (``contextlib.aclosing``):
+    on a lent connection, its stream consumer is only cancelled then."""
+    lease = await borrow(broker)
+    found = scan(lease.connection, exchange, query, read_only=read_only, seen=seen)
     try:
-        async for webhook in scan(connection, exchange, query, read_only=read_only, seen=seen):
+        async for webhook in found:
             yield webhook
     finally:
-        await close_quietly(connection)
+        await found.aclose()
+        await lease.release()

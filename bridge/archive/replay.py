@@ -26,7 +26,7 @@ import asyncio
 import re
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -35,7 +35,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
 from bridge.amqp.audit import audit_on
-from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.connection import Brokers, borrow, close_quietly
 from bridge.amqp.deliveries import Acting, records_settled, send_record
 from bridge.amqp.publisher import Outcome, Pending, confirms
 from bridge.amqp.subscriber_target import partitions_exchange, route
@@ -203,7 +203,7 @@ def replayed(webhook: ArchivedWebhook, to: str, acting: Acting) -> DeliveryRecor
 
 
 async def replay(
-    amqp_urls: Sequence[str],
+    broker: Brokers,
     exchange: str,
     query: ArchiveQuery,
     to: str,
@@ -231,21 +231,23 @@ async def replay(
     if not query.events:
         query = replace(query, events=EVENTS)
     replay_id = uuid.uuid4().hex
-    connection = await connect_once(amqp_urls)
+    lease = await borrow(broker)
+    connection = lease.connection
     copier: _Copier | None = None
     matched = 0
+    found = scan(connection, exchange, query)
     error: BaseException | None = None
     left_out: LeftOut = Counter()
     try:
         partitions = await _target(connection, to)
         if not dry_run:
             channel = await bounded(
-                connection.channel(publisher_confirms=True, on_return_raises=True),
+                lease.channel(publisher_confirms=True, on_return_raises=True),
                 "opening a channel",
             )
             acting = Acting(exchange, Source.ARCHIVE_REPLAY, operator, via, _chosen(query))
             copier = _Copier(channel, to, on_progress, partitions, acting)
-        async for webhook in scan(connection, exchange, query):
+        async for webhook in found:
             if limit is not None and matched >= limit:
                 break
             reason = audience.left_out(webhook) if audience is not None else None
@@ -271,12 +273,13 @@ async def replay(
         error = exc
         raise
     finally:
+        await found.aclose()  # its stream consumer cancelled, even on a lent connection
         if copier is not None:
             copier.abandon()
             assert copier.acting is not None
             record = copier.acting.audit(Action.ARCHIVE_REPLAY, to, copier.sent, _stopped(error))
-            await audit_on(connection, exchange, record)
-        await close_quietly(connection)
+            await audit_on(lease.connection, exchange, record)
+        await lease.release()
     return ReplayResult(replay_id, matched, copier.sent if copier is not None else 0, left_out)
 
 

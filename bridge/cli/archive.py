@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from bridge.cli.common import (
+    TOPOLOGY_READS,
     Parser,
     UsageError,
     cli_operator,
@@ -21,13 +22,7 @@ from bridge.cli.common import (
 )
 from bridge.core.contract import EVENTS
 
-READS = (
-    "BRIDGE_AMQP_URL",
-    "BRIDGE_EXCHANGE",
-    "BRIDGE_ARCHIVE",
-    "BRIDGE_ARCHIVE_MAX_AGE",
-    "BRIDGE_ARCHIVE_MAX_BYTES",
-)
+READS = TOPOLOGY_READS
 """The settings these commands read: their --help offers their flags (secrets excepted)."""
 
 EVENT_CHOICES = (*EVENTS, "invalid")

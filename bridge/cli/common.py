@@ -12,6 +12,16 @@ from bridge.core.settings import SPECS, Settings, flag_name, load_settings
 
 EXIT_USAGE = 2
 
+TOPOLOGY_READS = (
+    "BRIDGE_AMQP_URL",
+    "BRIDGE_EXCHANGE",
+    "BRIDGE_ARCHIVE",
+    "BRIDGE_ARCHIVE_MAX_AGE",
+    "BRIDGE_ARCHIVE_MAX_BYTES",
+)
+"""The settings of the exchange's topology (the archive's retention with it): what every
+command that declares or reads it lists in its own ``READS``."""
+
 
 class UsageError(Exception):
     """A bad argument or setting: printed as one line, exit status 2."""

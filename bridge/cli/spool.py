@@ -50,7 +50,7 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
 
 
 def run_status(args: argparse.Namespace) -> int:
-    from bridge.receiving.spool_status import read_status
+    from bridge.receiving.spool import read_status
 
     settings = settings_of(args)
     path = settings.spool_path
@@ -87,7 +87,7 @@ def run_drain(args: argparse.Namespace) -> int:
     from bridge.core import logs
     from bridge.core.settings import SettingsError
     from bridge.receiving.drain_file import drain_spool_file
-    from bridge.receiving.spool_status import read_status
+    from bridge.receiving.spool import read_status
 
     settings = settings_of(args)
     path = args.path or settings.spool_path

@@ -7,10 +7,10 @@ import argparse
 from datetime import UTC, datetime
 
 from bridge.archive.window import parse_time
-from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+from bridge.cli.common import TOPOLOGY_READS, Parser, run_async, settings_flags, settings_of
 from bridge.cli.progress import Progress
 from bridge.core import logs
-from bridge.core.listeners import start_metrics_listener
+from bridge.core.listeners import serving_metrics
 from bridge.core.settings import Settings, SettingsError
 from bridge.core.tasks import stop_on_signals
 from bridge.mintsoft.sync.runner import Sync
@@ -18,12 +18,8 @@ from bridge.mintsoft.sync.state import OrderState
 from bridge.mintsoft.sync.status import SyncStatus, sync_status
 
 READS = (
-    "BRIDGE_AMQP_URL",
+    *TOPOLOGY_READS,
     "BRIDGE_HOST",
-    "BRIDGE_EXCHANGE",
-    "BRIDGE_ARCHIVE",
-    "BRIDGE_ARCHIVE_MAX_AGE",
-    "BRIDGE_ARCHIVE_MAX_BYTES",
     "BRIDGE_PUBLISH_TIMEOUT",
     "BRIDGE_LOG_FORMAT",
     "BRIDGE_API_KEYS",
@@ -100,19 +96,9 @@ async def _run(settings: Settings, args: argparse.Namespace, since: datetime | N
             for error in report.errors:
                 print(f"  failed: {error}")
             return 0 if report.ok else 1
-        runner = (
-            await start_metrics_listener(
-                settings.metrics_host, settings.metrics_port, process="sync"
-            )
-            if settings.metrics_port
-            else None
-        )
-        try:
+        async with serving_metrics(settings, process="sync"):
             with stop_on_signals() as stop:
                 await sync.run_forever(stop)
-        finally:
-            if runner is not None:
-                await runner.cleanup()
     return 0
 
 

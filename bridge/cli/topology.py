@@ -5,15 +5,9 @@ from __future__ import annotations
 
 import argparse
 
-from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+from bridge.cli.common import TOPOLOGY_READS, Parser, run_async, settings_flags, settings_of
 
-READS = (
-    "BRIDGE_AMQP_URL",
-    "BRIDGE_EXCHANGE",
-    "BRIDGE_ARCHIVE",
-    "BRIDGE_ARCHIVE_MAX_AGE",
-    "BRIDGE_ARCHIVE_MAX_BYTES",
-)
+READS = TOPOLOGY_READS
 """The settings this command reads: its --help offers their flags (secrets excepted)."""
 
 

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+from bridge.cli.common import TOPOLOGY_READS, Parser, run_async, settings_flags, settings_of
 
 READS = (
-    "BRIDGE_AMQP_URL",
+    *TOPOLOGY_READS,
     "BRIDGE_HOST",
-    "BRIDGE_EXCHANGE",
-    "BRIDGE_ARCHIVE",
-    "BRIDGE_ARCHIVE_MAX_AGE",
-    "BRIDGE_ARCHIVE_MAX_BYTES",
     "BRIDGE_LOG_FORMAT",
     "BRIDGE_METRICS_HOST",
     "BRIDGE_METRICS_PORT",

@@ -1,7 +1,8 @@
 """The console's one broker link: opened when the console starts, kept up in the background
 (reconnecting, failing over across ``BRIDGE_AMQP_URL``), shared by every refresh of every
-page, and closed when the console stops. A page never opens a connection of its own to read
-the broker.
+page and every action (dead letters, orders, replays, pause), and closed when the console
+stops. A page never opens a connection of its own: it borrows this one
+(:func:`bridge.amqp.connection.borrow`; a :class:`ConsoleBroker` is a shared connection).
 
 Pages do not wait for a broker that is away: :meth:`ConsoleBroker.connection` waits a few
 seconds at most, then raises :class:`CommandError` (the page shows it; the link goes on
@@ -51,6 +52,10 @@ class ConsoleBroker:
                 "(the console keeps trying)"
             )
         return connection
+
+    def renew(self) -> None:
+        """Drop the link's connection (a channel of a page would not close): it reconnects."""
+        self.link.renew()
 
     async def read_channel(self) -> AbstractChannel:
         """The channel for passive declares, opened again when the broker closed it."""

@@ -106,7 +106,7 @@ def _lock(console: Console, name: str) -> asyncio.Lock:
 
 
 async def _snapshot(console: Console, name: str) -> Snapshot:
-    found = await list_dead_letters(console.amqp_urls, name, SCAN_LIMIT)
+    found = await list_dead_letters(console.broker, name, SCAN_LIMIT)
     return Snapshot(found.depth, [dead_letter(got, console.secrets) for got in found.messages])
 
 
@@ -302,13 +302,13 @@ async def replay(request: web.Request) -> web.StreamResponse:
             async with _lock(console, name):
                 moved = (
                     await replay_dead_letters(
-                        console.amqp_urls, name, count, _acting(request, form, every)
+                        console.broker, name, count, _acting(request, form, every)
                     )
                 )[0]
         log.info("console: replayed %s of %s (all)", _plural(moved), name)
         raise _back(request, name, f"Replayed {_plural(moved)} to {name}.")
     async with _lock(console, name):
-        picked = await replay_picked(console.amqp_urls, name, ids, _acting(request, form, every))
+        picked = await replay_picked(console.broker, name, ids, _acting(request, form, every))
     log.info("console: replayed %s of %s (ids %s)", _plural(picked.done), name, ",".join(ids[:20]))
     gone = f"; {len(picked.missing)} no longer in the DLQ" if picked.missing else ""
     raise _back(request, name, f"Replayed {_plural(picked.done)} to {name}{gone}.")
@@ -344,7 +344,7 @@ async def discard(request: web.Request) -> web.StreamResponse:
             },
         )
     async with _lock(console, name):
-        picked = await discard_picked(console.amqp_urls, name, ids, _acting(request, form, every))
+        picked = await discard_picked(console.broker, name, ids, _acting(request, form, every))
     log.info("console: discarded %s of %s (ids %s)", _plural(picked.done), name, ",".join(ids[:20]))
     gone = f"; {len(picked.missing)} no longer in the DLQ" if picked.missing else ""
     raise _back(request, name, f"Discarded {_plural(picked.done)} of {name}{gone}.")

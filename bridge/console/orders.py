@@ -24,6 +24,7 @@ its webhooks to ``/replay``'s dry run; a webhook's page does the same for that o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -129,11 +130,12 @@ async def _archived(
     read = 0
     for query in queries:
         seen = Seen()
-        hooks = find(console.amqp_urls, console.exchange, query, read_only=True, seen=seen)
-        async for hook in hooks:
-            found.setdefault(hook.offset, hook)
-            if len(found) >= MAX_RESULTS:
-                break
+        hooks = find(console.broker, console.exchange, query, read_only=True, seen=seen)
+        async with contextlib.aclosing(hooks):
+            async for hook in hooks:
+                found.setdefault(hook.offset, hook)
+                if len(found) >= MAX_RESULTS:
+                    break
         read = max(read, seen.in_window)  # each query reads the same window
     return [found[offset] for offset in sorted(found)], read
 
@@ -208,21 +210,23 @@ async def webhook(request: web.Request) -> dict[str, Any]:
     console = console_of(request)
     offset, since, until = _webhook_address(request)
     query = ArchiveQuery(since=since, until=until, message_id=request.query.get("id", ""))
-    async for hook in find(console.amqp_urls, console.exchange, query, read_only=True):
-        if hook.offset == offset:
-            return {
-                "hook": hook,
-                "dead": await dead_for(console, hook.message_id),
-                "q": request.query.get("q", ""),
-                "body": pretty_body(hook.body),
-                "headers": json_text(safe_headers(hook.headers, console.secrets)),
-                "properties": json_text(properties_shown(hook.properties, console.secrets)),
-                "format_time": format_time,
-                "replay_scope": {
-                    "since": stamp(hook.received_at - timedelta(seconds=1)),
-                    "until": stamp(hook.received_at + timedelta(seconds=1)),
-                    "order": "",
-                    "message": hook.message_id,
-                },
-            }
-    raise web.HTTPNotFound(text=f"The archive no longer holds webhook {offset} (expired?).")
+    hooks = find(console.broker, console.exchange, query, read_only=True)
+    async with contextlib.aclosing(hooks):
+        hook = await anext((hook async for hook in hooks if hook.offset == offset), None)
+    if hook is None:
+        raise web.HTTPNotFound(text=f"The archive no longer holds webhook {offset} (expired?).")
+    return {
+        "hook": hook,
+        "dead": await dead_for(console, hook.message_id),
+        "q": request.query.get("q", ""),
+        "body": pretty_body(hook.body),
+        "headers": json_text(safe_headers(hook.headers, console.secrets)),
+        "properties": json_text(properties_shown(hook.properties, console.secrets)),
+        "format_time": format_time,
+        "replay_scope": {
+            "since": stamp(hook.received_at - timedelta(seconds=1)),
+            "until": stamp(hook.received_at + timedelta(seconds=1)),
+            "order": "",
+            "message": hook.message_id,
+        },
+    }

@@ -161,7 +161,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
     audience = audience_of(sub)
     if not confirmed:
         dry = await replay(
-            console.amqp_urls,
+            console.broker,
             console.exchange,
             plan.query(),
             plan.to,
@@ -188,7 +188,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
     async def work(job: Job) -> str:
         job.total = expected
         result = await replay(
-            console.amqp_urls,
+            console.broker,
             console.exchange,
             plan.query(),
             plan.to,

@@ -123,16 +123,7 @@ def counted_plan(values: Mapping[str, Any], now: datetime) -> Plan:
             f"The window is empty: since ({shown(since)}) is not before until "
             f"({shown(until)}); give an earlier since or a later until."
         )
-    return Plan(
-        to=values["to"],
-        since=since,
-        until=until,
-        events=tuple(values["events"]),
-        order=values["order"] or None,
-        message=values["message"] or None,
-        since_text=since_text,
-        until_text=values["until"],
-    )
+    return _over(values, since, until, since_text)
 
 
 def confirmed_plan(values: Mapping[str, Any], source: Mapping[str, Any]) -> Plan:
@@ -148,6 +139,11 @@ def confirmed_plan(values: Mapping[str, Any], source: Mapping[str, Any]) -> Plan
         ) from None
     if since >= until:
         raise web.HTTPBadRequest(text="Count first: the confirmed window is empty.")
+    return _over(values, since, until, values["since"])
+
+
+def _over(values: Mapping[str, Any], since: datetime, until: datetime, since_text: str) -> Plan:
+    """The plan of the form's ``values`` over the window from ``since`` to ``until``."""
     return Plan(
         to=values["to"],
         since=since,
@@ -155,7 +151,7 @@ def confirmed_plan(values: Mapping[str, Any], source: Mapping[str, Any]) -> Plan
         events=tuple(values["events"]),
         order=values["order"] or None,
         message=values["message"] or None,
-        since_text=values["since"],
+        since_text=since_text,
         until_text=values["until"],
     )
 
@@ -210,20 +206,14 @@ def left_out_lines(left_out: LeftOut, sub: Subscriber) -> list[str]:
         counts = by_reason[Reason.EVENT]
         takes = ", ".join(subscribed_events(sub.events))
         lines.append(f"{_listed(counts, str)}: {sub.name} takes only {takes}.")
-    if Reason.CLIENT in by_reason:
-        counts = by_reason[Reason.CLIENT]
-        takes = ", ".join(sub.clients)
-        lines.append(
-            f"{_listed(counts, lambda c: f'of client {c}')}: {sub.name} takes only "
-            f"client{'s' if len(sub.clients) > 1 else ''} {takes}."
-        )
-    if Reason.WAREHOUSE in by_reason:
-        counts = by_reason[Reason.WAREHOUSE]
-        takes = ", ".join(sub.warehouses)
-        lines.append(
-            f"{_listed(counts, lambda w: f'of warehouse {w}')}: {sub.name} takes only "
-            f"warehouse{'s' if len(sub.warehouses) > 1 else ''} {takes}."
-        )
+    for reason, kind, taken in (
+        (Reason.CLIENT, "client", sub.clients),
+        (Reason.WAREHOUSE, "warehouse", sub.warehouses),
+    ):
+        if reason in by_reason:
+            listed = _listed(by_reason[reason], f"of {kind} {{}}".format)
+            plural = "s" if len(taken) > 1 else ""
+            lines.append(f"{listed}: {sub.name} takes only {kind}{plural} {', '.join(taken)}.")
     if Reason.NOT_JSON in by_reason:
         n = sum(by_reason[Reason.NOT_JSON].values())
         lines.append(f"{n:,} not JSON: no subscriber gets a quarantined body.")

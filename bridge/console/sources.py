@@ -32,6 +32,10 @@ class ArchiveSummary:
     error: str | None = None
 
 
+FROM_STATUS = ("enabled", "messages", "oldest", "newest", "max_age", "max_bytes")
+"""The summary's fields that are the archive status's own, under the same names."""
+
+
 async def archive_summary(
     broker: ConsoleBroker, exchange: str, retention: ArchiveRetention | None = None
 ) -> ArchiveSummary:
@@ -44,15 +48,7 @@ async def archive_summary(
         status = await archive_status.status_on(connection, exchange, retention)
     except CommandError as exc:
         return ArchiveSummary(available=True, enabled=False, error=str(exc))
-    return ArchiveSummary(
-        available=True,
-        enabled=status.enabled,
-        messages=status.messages,
-        oldest=status.oldest,
-        newest=status.newest,
-        max_age=status.max_age,
-        max_bytes=status.max_bytes,
-    )
+    return ArchiveSummary(available=True, **{name: getattr(status, name) for name in FROM_STATUS})
 
 
 ARCHIVE_CACHE_SECONDS = 60.0

@@ -14,11 +14,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Final
 
 import orjson
 
-from bridge.core.records import RecordError, cut, new_record_id, now_rfc3339
+from bridge.core.records import (
+    RecordError,
+    cut,
+    json_object,
+    new_record_id,
+    now_rfc3339,
+    required_text,
+)
 
 AUDIT_TYPE: Final = "audit-record"
 """The AMQP ``type`` property of an audit record's message."""
@@ -85,11 +92,8 @@ class AuditRecord:
     @classmethod
     def from_body(cls, body: bytes) -> AuditRecord:
         """Parse an audit record body; :class:`RecordError` names what is wrong with it."""
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise RecordError(f"not JSON: {exc}") from None
-        if not isinstance(data, dict) or data.get("kind") != "audit":
+        data = json_object(body)
+        if data.get("kind") != "audit":
             raise RecordError("not an audit record")
         if data.get("v") != AUDIT_VERSION:
             raise RecordError(f"unknown audit record version {data.get('v')!r}")
@@ -101,24 +105,17 @@ class AuditRecord:
             raise RecordError("detail must be a string or null")
         try:
             return cls(
-                audit_id=_text(data, "audit_id"),
-                at=_text(data, "at"),
-                operator=_text(data, "operator"),
-                via=Via(_text(data, "via")),
-                action=Action(_text(data, "action")),
-                subscriber=_text(data, "subscriber"),
+                audit_id=required_text(data, "audit_id"),
+                at=required_text(data, "at"),
+                operator=required_text(data, "operator"),
+                via=Via(required_text(data, "via")),
+                action=Action(required_text(data, "action")),
+                subscriber=required_text(data, "subscriber"),
                 count=count,
                 detail=detail,
             )
         except ValueError as exc:
             raise RecordError(str(exc)) from None
-
-
-def _text(data: dict[str, Any], key: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise RecordError(f"{key} must be a non-empty string")
-    return value
 
 
 def audit_record(

@@ -1,5 +1,6 @@
 """What the bridge's HTTP listeners share: a ``Server`` header that names no versions, and the
-separate metrics listener (``GET /metrics``, ``GET /healthz``) of ``serve`` and ``worker``.
+separate metrics listener (``GET /metrics``, ``GET /healthz``) of ``serve``, ``worker``,
+``sync`` and ``ledger``.
 
 aiohttp answers ``Server: Python/3.x aiohttp/3.y`` by default, which tells a scanner which
 published flaws to try; every app built here answers ``Server: mintsoft-bridge`` instead,
@@ -13,14 +14,15 @@ naming the setting and the fix (exit 2), never a ``socket.gaierror`` traceback.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web, web_response
 
 from bridge.core import metrics
-from bridge.core.settings import SettingsError
+from bridge.core.settings import Settings, SettingsError
 
 SERVER_HEADER = "mintsoft-bridge"
 
@@ -66,6 +68,32 @@ async def start_metrics_listener(
         await runner.cleanup()
         raise listen_error(exc, host, port, "BRIDGE_METRICS_HOST", "BRIDGE_METRICS_PORT") from None
     return runner
+
+
+def metrics_address(settings: Settings) -> tuple[str, int] | None:
+    """Where a long-running process serves ``/metrics`` and ``/healthz``:
+    ``BRIDGE_METRICS_PORT`` (the ``--metrics-port`` flag) on ``BRIDGE_METRICS_HOST``
+    (127.0.0.1 unless set: metrics are for Prometheus, not for whoever reaches
+    ``BRIDGE_HOST``); ``None``: no listener."""
+    if settings.metrics_port is None:
+        return None
+    return settings.metrics_host, settings.metrics_port
+
+
+@contextlib.asynccontextmanager
+async def serving_metrics(settings: Settings, *, process: str) -> AsyncIterator[None]:
+    """The metrics listener of a long-running process (``worker``, ``sync``, ``ledger``) on
+    ``BRIDGE_METRICS_HOST:BRIDGE_METRICS_PORT`` for as long as the block runs; none when the
+    port is not set. A port that cannot be bound raises before the block starts."""
+    address = metrics_address(settings)
+    runner = None
+    if address is not None:
+        runner = await start_metrics_listener(*address, process=process)
+    try:
+        yield
+    finally:
+        if runner is not None:
+            await runner.cleanup()
 
 
 def listen_error(

@@ -152,30 +152,25 @@ class DeliveryRecord:
     @classmethod
     def from_body(cls, body: bytes) -> DeliveryRecord:
         """Parse a record body; :class:`RecordError` names what is wrong with it."""
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise RecordError(f"not JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise RecordError("not a JSON object")
+        data = json_object(body)
         if data.get("v") != RECORD_VERSION:
             raise RecordError(f"unknown record version {data.get('v')!r}")
         try:
             return cls(
-                record_id=_text(data, "record_id"),
-                message_id=_text(data, "message_id"),
-                subscriber=_text(data, "subscriber"),
-                event=_text(data, "event"),
+                record_id=required_text(data, "record_id"),
+                message_id=required_text(data, "message_id"),
+                subscriber=required_text(data, "subscriber"),
+                event=required_text(data, "event"),
                 order_id=_optional_text(data, "order_id"),
                 order_number=_optional_text(data, "order_number"),
                 attempt=_int(data, "attempt"),
-                outcome=Outcome(_text(data, "outcome")),
+                outcome=Outcome(required_text(data, "outcome")),
                 status=_optional_int(data, "status"),
                 answer=_optional_text(data, "answer"),
                 error=_optional_text(data, "error"),
                 duration_ms=_optional_float(data, "duration_ms"),
-                at=_text(data, "at"),
-                source=Source(_text(data, "source")),
+                at=required_text(data, "at"),
+                source=Source(required_text(data, "source")),
                 operator=_optional_text(data, "operator"),
             )
         except ValueError as exc:
@@ -224,7 +219,19 @@ def record_body(
     )
 
 
-def _text(data: dict[str, Any], key: str) -> str:
+def json_object(body: bytes) -> dict[str, Any]:
+    """A record's ``body`` as a JSON object; else a :class:`RecordError` saying why not."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RecordError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RecordError("not a JSON object")
+    return data
+
+
+def required_text(data: dict[str, Any], key: str) -> str:
+    """``data[key]``, a non-empty string; else a :class:`RecordError` naming ``key``."""
     value = data.get(key)
     if not isinstance(value, str) or not value:
         raise RecordError(f"{key} must be a non-empty string")

@@ -28,6 +28,9 @@ from bridge.ledger.migrations import require_schema, upgrade
 
 BUSY_TIMEOUT_MS = 10_000
 """How long an SQLite reader or writer waits for a lock before failing."""
+WRITER_CACHE_KIB = 65_536
+"""SQLite page cache of the writer (KiB): the unique keys are random, so every insert
+touches index pages all over; SQLite's default 2 MiB makes each a read at millions of rows."""
 
 
 def ledger_url(settings: Settings) -> str:
@@ -80,6 +83,8 @@ def _sqlite_setup(engine: Engine, *, writer: bool) -> None:
         # WAL + NORMAL: a process crash loses nothing committed; a power cut may lose the
         # last commits, rows and their offsets together, so they are read again.
         cursor.execute("PRAGMA synchronous = NORMAL")
+        if writer:
+            cursor.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -108,7 +113,21 @@ def open_engine(url: str, *, writer: bool = False) -> Engine:
             engine = create_engine(target)
             _sqlite_setup(engine, writer=writer)
             return engine
-        return create_engine(target, pool_pre_ping=True, pool_size=2, max_overflow=4)
+        if writer:
+            # A commit does not wait for its WAL flush: a server crash may lose the last
+            # commits, rows and their offsets together, so they are read again (as SQLite's
+            # synchronous = NORMAL); the indexer's own crash loses nothing committed.
+            return create_engine(
+                target,
+                pool_pre_ping=True,
+                pool_size=2,
+                max_overflow=4,
+                connect_args={"options": "-c synchronous_commit=off"},
+            )
+        # Readers: every statement on its own (each one sees its own snapshot under READ
+        # COMMITTED anyway), no BEGIN, ROLLBACK or ping round trips around a lookup; a
+        # connection the server dropped is replaced by the one retry of LedgerReader.
+        return create_engine(target, pool_size=2, max_overflow=4, isolation_level="AUTOCOMMIT")
     except (ArgumentError, ValueError) as exc:
         raise SettingsError(f"BRIDGE_LEDGER_URL={redact_url(url)!r} is not usable: {exc}") from None
     except OSError as exc:

@@ -1,8 +1,11 @@
 """``mintsoft-bridge ledger``: reads ``<exchange>.archive`` and ``<exchange>.deliveries`` (its
 delivery records and audit records) from the offsets the ledger stored and writes their rows
-in batches (up to :data:`BATCH_ROWS`
-rows or :data:`BATCH_SECONDS`), each batch with its offsets in one transaction
-(:func:`bridge.ledger.store.write_batch`).
+in batches (up to :data:`BATCH_ROWS` rows or :data:`BATCH_SECONDS`), each batch with its
+offsets in one transaction (:func:`bridge.ledger.store.write_batch`). The streams are read by
+:mod:`bridge.ledger.consumer` (deliveries parsed from the wire, no task per message); the
+rows are built in a thread with the write, and the broker gets its acks once per batch, for
+the whole batch, after the commit; meanwhile the next batch arrives (the prefetch is twice
+a batch).
 
 Guarantees: a crash (even SIGKILL) loses no row and writes none twice: the next start reads
 on from one past the stored offsets, and what the broker sends again after a reconnect is
@@ -27,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiormq
-from aiormq.abc import AbstractChannel, DeliveredMessage
+from aiormq.abc import AbstractChannel
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -35,14 +38,17 @@ from bridge.amqp.connection import BrokerLink
 from bridge.amqp.topology import archive_name, declare, settings_topology
 from bridge.core import metrics
 from bridge.core.durations import parse_duration
-from bridge.core.listeners import start_metrics_listener
+from bridge.core.listeners import serving_metrics
 from bridge.core.records import RecordError, deliveries_stream
 from bridge.core.settings import Settings, redact_url
 from bridge.core.tasks import cancel_and_wait, stop_on_signals
 from bridge.errors import CommandError
+from bridge.ledger.consumer import SplittingTransport, consume
+from bridge.ledger.consumer import check as consumer_check
 from bridge.ledger.database import ledger_url, open_writer
+from bridge.ledger.deliveries_wire import Consumer, Delivery, stamp_time
 from bridge.ledger.queries import undelivered_oldest
-from bridge.ledger.rows import SKIP, Row, archive_row, deliveries_row, stream_offset
+from bridge.ledger.rows import SKIP, Row, archive_row, deliveries_row
 from bridge.ledger.store import (
     Batch,
     SubscriberSpec,
@@ -56,12 +62,11 @@ from bridge.ledger.store import (
 
 log = logging.getLogger("bridge.ledger")
 
-BATCH_ROWS = 500
+BATCH_ROWS = 5000
 BATCH_SECONDS = 0.2
-PREFETCH = 2000
-"""Stream consumers need a prefetch; acks (after each batch's commit) give credit back."""
-GATHER_PAUSE = 0.005
-"""Seconds a batch being filled waits for more deliveries when none is waiting."""
+PREFETCH = 10_000
+"""Per stream. Stream consumers need a prefetch; acks (after each batch's commit) give
+credit back, so deliveries keep arriving while a batch is written: twice a batch."""
 IDLE_MARK = 2.0
 """Seconds without a message after which the indexer records that it is caught up."""
 RETENTION_INTERVAL = 600.0
@@ -69,17 +74,21 @@ UNDELIVERED_INTERVAL = 15.0
 SPOOL_LOOKBACK = timedelta(hours=1)
 DB_RETRY_MAX = 10.0
 
-_WAKE: Any = object()
-"""Put in the inbox to wake the batch loop (a stop, or a lost connection)."""
-
 
 @dataclass
 class _Stream:
     name: str
-    to_row: Callable[[DeliveredMessage], tuple[str, Row] | None]
+    to_row: Callable[[Delivery], tuple[str, Row] | None]
     kind: str  # "webhooks" or "attempts" (whose stream also carries the audit records)
     seen: int = -1  # the last offset taken into a batch (or stored)
-    channel: AbstractChannel | None = None
+
+
+@dataclass
+class _Taken:
+    """A batch's deliveries, as they arrived, and where to ack them."""
+
+    deliveries: list[tuple[_Stream, Delivery]]
+    acks: dict[AbstractChannel, int]
 
 
 @dataclass
@@ -92,13 +101,18 @@ class Indexer:
     prefetch: int = PREFETCH
     retention_interval: float = RETENTION_INTERVAL
     written: int = 0
-    _inbox: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    _pending: list[tuple[_Stream, AbstractChannel, Delivery]] = field(default_factory=list)
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    _full: asyncio.Event = field(default_factory=asyncio.Event)
     _streams: dict[str, _Stream] = field(default_factory=dict)
     _newest: float = 0.0  # epoch of the newest message written
     _idle_since: float = field(default_factory=time.monotonic)
     _fatal: BaseException | None = None
     _linked: bool = False
+    _stopping: bool = False
     _watermarks: dict[str, datetime] = field(default_factory=dict)
+    _transport: SplittingTransport | None = None
+    _link: BrokerLink | None = None
 
     def __post_init__(self) -> None:
         exchange = self.settings.exchange
@@ -108,11 +122,16 @@ class Indexer:
         self._streams = {s.name: s for s in streams}
         self._kinds = {s.kind: s.name for s in streams}
         self._kinds.setdefault("webhooks", archive_name(exchange))
+        reason = consumer_check()
+        if reason is None:
+            self._transport = SplittingTransport()
+        else:
+            log.warning("deliveries are read through aiormq, slower (%s)", reason)
 
     def lag_seconds(self) -> float:
         """0 while caught up (nothing arrived for a second); else the age of the newest
         row written, which grows while the broker or the database is away."""
-        if self._inbox.empty() and time.monotonic() - self._idle_since > 1.0 and self._linked:
+        if not self._pending and time.monotonic() - self._idle_since > 1.0 and self._linked:
             return 0.0
         return max(0.0, time.time() - self._newest) if self._newest else 0.0
 
@@ -122,8 +141,12 @@ class Indexer:
         for stream in self._streams.values():
             stream.seen = offsets.get(stream.name, -1)
         metrics.LEDGER_LAG.set_function(self.lag_seconds)
-        link = BrokerLink(
-            self.settings.amqp_urls, self._on_channel, confirms=False, name="mintsoft-bridge ledger"
+        link = self._link = BrokerLink(
+            self.settings.amqp_urls,
+            self._on_channel,
+            confirms=False,
+            name="mintsoft-bridge ledger",
+            transport_factory=self._transport,
         )
         link.on_state_change(self._on_link)
         waker = asyncio.create_task(self._wake_on(stop), name="ledger-stop")
@@ -141,6 +164,7 @@ class Indexer:
         try:
             await self._batches(stop)
         finally:
+            self._stopping = True
             for chore in chores:
                 await cancel_and_wait(chore)
             await cancel_and_wait(waker)
@@ -150,73 +174,94 @@ class Indexer:
 
     async def _wake_on(self, stop: asyncio.Event) -> None:
         await stop.wait()
-        self._inbox.put_nowait(_WAKE)
+        self._arrived.set()
+        self._full.set()
 
     def _on_link(self, up: bool) -> None:
         self._linked = up
 
     async def _on_channel(self, channel: AbstractChannel) -> None:
         """On every (re)connection: declare the streams, consume each from one past the
-        last offset taken (what an old connection delivered is still in the inbox)."""
+        last offset taken (what an old connection delivered is still pending)."""
         try:
             # As serve and topology declare them: the archive (when on) and the deliveries.
             await declare(channel, settings_topology(self.settings))
         except aiormq.exceptions.ChannelPreconditionFailed as exc:
             self._fatal = _declare_refused(exc)
-            self._inbox.put_nowait(_WAKE)
+            self._arrived.set()
             raise
-        connection = channel.connection
+        splitter = None if self._transport is None else self._transport.latest
         for stream in self._streams.values():
-            consumer = await connection.channel()
-            await consumer.basic_qos(prefetch_count=self.prefetch)
-            name = stream.name
-
-            async def deliver(message: DeliveredMessage, name: str = name) -> None:
-                self._inbox.put_nowait((name, message))
-
-            # no_ack must be False on a stream: True closes the whole connection.
-            await consumer.basic_consume(
-                name, deliver, no_ack=False, arguments={"x-stream-offset": stream.seen + 1}
+            await consume(
+                channel.connection,
+                splitter,
+                stream.name,
+                stream.seen + 1,
+                self.prefetch,
+                self._consumer(stream),
+                self._lost,
             )
-            stream.channel = consumer
+
+    def _consumer(self, stream: _Stream) -> Callable[[AbstractChannel], Consumer]:
+        """What takes each delivery of ``stream`` on a channel: into the pending list, in
+        order (synchronous, no task: called for every message)."""
+        pending = self._pending
+        arrived = self._arrived
+        full = self._full
+
+        def on(channel: AbstractChannel) -> Consumer:
+            def arrive(delivery: Delivery) -> None:
+                pending.append((stream, channel, delivery))
+                if not arrived.is_set():
+                    arrived.set()
+                if len(pending) >= self.batch_rows and not full.is_set():
+                    full.set()
+
+            return arrive
+
+        return on
+
+    def _lost(self, channel: AbstractChannel) -> None:
+        """A consumer channel closed: with its connection (the link reconnects by itself)
+        or alone (the broker closed or cancelled it): then the link starts over."""
+        if self._stopping or self._link is None:
+            return
+        connection = channel.connection
+        if connection is not None and not connection.is_closed:
+            log.warning("a stream consumer's channel closed; reconnecting")
+            self._link.renew()
 
     async def _batches(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         while not stop.is_set() and self._fatal is None:
-            try:
-                item = await asyncio.wait_for(self._inbox.get(), IDLE_MARK)
-            except TimeoutError:
-                await self._mark_current()
-                continue
-            if item is _WAKE:
-                continue
-            batch = Batch()
-            acks: dict[str, tuple[AbstractChannel | None, int]] = {}
-            self._take(item, batch, acks)
-            deadline = loop.time() + self.batch_seconds
-            while len(batch) < self.batch_rows:
+            if not self._pending:
+                self._arrived.clear()
                 try:
-                    item = self._inbox.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    # Let deliveries pile up a moment, then take them all: a wait per
-                    # message (a task and a timer each) would cost more than the row.
-                    await asyncio.sleep(min(remaining, GATHER_PAUSE))
-                    continue
-                if item is _WAKE:
+                    async with asyncio.timeout(IDLE_MARK):
+                        await self._arrived.wait()
+                except TimeoutError:
+                    await self._mark_current()
+                continue
+            # Gather up to a batch, at most batch_seconds after the first message.
+            deadline = loop.time() + self.batch_seconds
+            while len(self._pending) < self.batch_rows and not stop.is_set():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
                     break
-                self._take(item, batch, acks)
-            await self._write(batch, stop)
-            await _ack(acks)
-            if self._inbox.empty():
+                self._full.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(remaining):
+                        await self._full.wait()
+            taken = self._take()
+            await self._write(taken)
+            await _ack(taken.acks)
+            if not self._pending:
                 self._idle_since = time.monotonic()
 
     async def _mark_current(self) -> None:
         """Nothing arrived for :data:`IDLE_MARK` seconds while attached: the ledger holds
         every message appended until a moment ago (what sync checks before trusting it)."""
-        if not self._linked or not self._inbox.empty():
+        if not self._linked or self._pending:
             return
         at = datetime.now(UTC) - timedelta(seconds=IDLE_MARK)
         try:
@@ -224,41 +269,28 @@ class Indexer:
         except SQLAlchemyError as exc:
             log.warning("could not record the ledger's progress (%s)", exc)
 
-    def _take(
-        self,
-        item: tuple[str, DeliveredMessage],
-        batch: Batch,
-        acks: dict[str, tuple[AbstractChannel | None, int]],
-    ) -> None:
-        name, message = item
-        stream = self._streams[name]
-        if message.delivery_tag is not None:
-            acks[name] = (message.channel, message.delivery_tag)
-        try:
-            offset = stream_offset(message)
-        except RecordError:
-            return
-        if offset <= stream.seen:
-            return  # sent again after a reconnect: already in a batch
-        stream.seen = offset
-        stamp = message.header.properties.timestamp
-        if stamp is not None:  # whole seconds, so "current" errs on the early side
-            stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-        batch.cover(name, offset, stamp)
-        try:
-            found = stream.to_row(message)
-        except RecordError as exc:
-            batch.malformed[name] += 1
-            log.warning("skipped a malformed message at offset %d of %s: %s", offset, name, exc)
-            return
-        if found is SKIP:
-            return
-        table, row = found
-        batch.rows(table).append(row)
+    def _take(self) -> _Taken:
+        """The next batch of pending deliveries, those sent again after a reconnect (at an
+        offset already taken) left out; the last delivery tag per channel, to ack."""
+        pending = self._pending
+        count = min(len(pending), self.batch_rows)
+        chunk = pending[:count]
+        del pending[:count]
+        deliveries: list[tuple[_Stream, Delivery]] = []
+        acks: dict[AbstractChannel, int] = {}
+        for stream, channel, delivery in chunk:
+            acks[channel] = delivery.tag
+            offset = delivery.offset
+            if offset <= stream.seen:
+                continue  # sent again after a reconnect (or no offset: malformed, below)
+            stream.seen = offset
+            deliveries.append((stream, delivery))
+        return _Taken(deliveries, acks)
 
-    async def _write(self, batch: Batch, stop: asyncio.Event) -> None:
-        if not batch.offsets:
+    async def _write(self, taken: _Taken) -> None:
+        if not taken.deliveries:
             return
+        batch = await asyncio.to_thread(_rows, taken.deliveries)
         delay = 0.2
         while True:
             try:
@@ -286,7 +318,7 @@ class Indexer:
         times = [r["received_at"] for r in batch.webhooks]
         times += [r["at"] for r in (*batch.attempts, *batch.audit)]
         if times:
-            self._newest = max(self._newest, max(t.timestamp() for t in times))
+            self._newest = max(self._newest, max(times).timestamp())
 
     async def _retention(self, stop: asyncio.Event) -> None:
         keep = timedelta(seconds=parse_duration(self.settings.archive_max_age))
@@ -328,11 +360,38 @@ class Indexer:
         return await asyncio.to_thread(call, *args)
 
 
-async def _ack(acks: dict[str, tuple[AbstractChannel | None, int]]) -> None:
+def _rows(deliveries: list[tuple[_Stream, Delivery]]) -> Batch:
+    """The rows of ``deliveries`` and the offsets they cover (run in a thread: JSON and
+    times are parsed here). A malformed message is counted and logged, its offset covered."""
+    batch = Batch()
+    stamps: dict[str, int] = {}
+    for stream, delivery in deliveries:
+        name = stream.name
+        offset = delivery.offset
+        batch.cover(name, offset)
+        stamp = delivery.stamp
+        if stamp is not None and stamp > stamps.get(name, -1):
+            stamps[name] = stamp
+        try:
+            found = stream.to_row(delivery)
+        except RecordError as exc:
+            batch.malformed[name] += 1
+            log.warning("skipped a malformed message at offset %d of %s: %s", offset, name, exc)
+            continue
+        if found is SKIP:
+            continue
+        table, row = found
+        batch.rows(table).append(row)
+    # Whole seconds, so "current" errs on the early side.
+    batch.newest = {name: stamp_time(stamp) for name, stamp in stamps.items()}
+    return batch
+
+
+async def _ack(acks: dict[AbstractChannel, int]) -> None:
     """Give the streams their credit back, up to the last message of the batch (an ack on
     a stream deletes nothing; the offsets in the database say where to read on)."""
-    for channel, tag in acks.values():
-        if channel is None or channel.is_closed:
+    for channel, tag in acks.items():
+        if channel.is_closed:
             continue
         with contextlib.suppress(Exception):
             await channel.basic_ack(tag, multiple=True)
@@ -355,18 +414,10 @@ async def run_ledger(settings: Settings, subscribers: Sequence[SubscriberSpec] |
         if subscribers is not None:
             await asyncio.to_thread(store_subscribers, engine, subscribers)
             log.info("subscribers: %s", ", ".join(s.name for s in subscribers) or "none")
-        runner = None
-        if settings.metrics_port is not None:
-            runner = await start_metrics_listener(
-                settings.metrics_host, settings.metrics_port, process="ledger"
-            )
         indexer = Indexer(settings, engine, url)
-        try:
+        async with serving_metrics(settings, process="ledger"):
             with stop_on_signals() as stop:
                 await indexer.run(stop)
-        finally:
-            if runner is not None:
-                await runner.cleanup()
         log.info("ledger stopped after writing %d rows", indexer.written)
         return indexer.written
     finally:

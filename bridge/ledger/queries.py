@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, and_, exists, func, or_, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from bridge.ledger.audits import AuditPage, audit_page
 from bridge.ledger.database import open_reader, unreachable
@@ -131,12 +131,22 @@ class LedgerReader:
 
     def _ask(self, question: Callable[[Engine], T]) -> T:
         try:
-            if self._engine is None:
-                self._engine = open_reader(self.url)
-            return question(self._engine)
+            try:
+                return self._answer(question)
+            except DBAPIError as exc:
+                # A kept connection the server dropped (a restart): once more, on a fresh
+                # one (the pool has let the dead one go), rather than a ping per lookup.
+                if not exc.connection_invalidated:
+                    raise
+            return self._answer(question)
         except SQLAlchemyError as exc:
             self.close()
             raise unreachable(self.url, exc) from None
+
+    def _answer(self, question: Callable[[Engine], T]) -> T:
+        if self._engine is None:
+            self._engine = open_reader(self.url)
+        return question(self._engine)
 
     async def trace(self, query: str) -> Trace:
         return await asyncio.to_thread(self._ask, lambda engine: trace(engine, query))

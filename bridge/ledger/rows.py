@@ -13,13 +13,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from aiormq.abc import DeliveredMessage
-
-from bridge.archive.end import offset_of, sentinel_of
-from bridge.archive.reader import QUARANTINED, archived, header_text
+from bridge.archive.reader import QUARANTINED, header_text
+from bridge.archive.window import parse_received_at
 from bridge.core.audit import AUDIT_TYPE, AuditRecord
-from bridge.core.contract import HEADER_CLIENT_ID, HEADER_WAREHOUSE_ID
+from bridge.core.contract import (
+    HEADER_ARCHIVE_SENTINEL,
+    HEADER_CLIENT_ID,
+    HEADER_EVENT,
+    HEADER_ORDER_ID,
+    HEADER_ORDER_NUMBER,
+    HEADER_RECEIVED_AT,
+    HEADER_SOURCE,
+    HEADER_WAREHOUSE_ID,
+)
 from bridge.core.records import DeliveryRecord, RecordError
+from bridge.ledger.deliveries_wire import Delivery
 
 Row = dict[str, Any]
 SKIP: Final = None
@@ -39,32 +47,33 @@ def parse_time(text: str) -> datetime:
     return utc(parsed)
 
 
-def stream_offset(message: DeliveredMessage) -> int:
-    """The message's offset in its stream (the broker adds it to every stream delivery)."""
-    offset = offset_of(message)
-    if offset < 0:
-        raise RecordError("a stream delivery without its x-stream-offset header")
-    return offset
-
-
-def webhook_row(message: DeliveredMessage) -> Row | None:
-    """The ``webhooks`` row of an archive message; :data:`SKIP` for a sentinel."""
-    if sentinel_of(message) is not None:
+def webhook_row(delivery: Delivery) -> Row | None:
+    """The ``webhooks`` row of an archive message; :data:`SKIP` for a sentinel. The same
+    reading as :func:`bridge.archive.reader.archived` (the archive's own reader)."""
+    headers = delivery.headers
+    if headers.get(HEADER_ARCHIVE_SENTINEL) is not None:
         return SKIP
-    webhook = archived(message)
-    if webhook is None or not webhook.message_id:
+    received_at = parse_received_at(headers.get(HEADER_RECEIVED_AT))
+    if received_at is None:
+        received_at = delivery.timestamp
+    if received_at is None or not delivery.message_id:
         raise RecordError("an archive message without a message id or a time")
+    routing_key = delivery.routing_key
+    if routing_key.startswith(QUARANTINED + "."):
+        event = QUARANTINED
+    else:
+        event = header_text(headers.get(HEADER_EVENT)) or delivery.type or routing_key
     return {
-        "message_id": webhook.message_id,
-        "event": QUARANTINED if webhook.quarantined else webhook.event,
-        "order_id": webhook.order_id,
-        "order_number": webhook.order_number,
-        "client_id": header_text(webhook.headers.get(HEADER_CLIENT_ID)),
-        "warehouse_id": header_text(webhook.headers.get(HEADER_WAREHOUSE_ID)),
-        "received_at": webhook.received_at,
-        "source": webhook.source,
-        "bytes": webhook.size,
-        "stream_offset": webhook.offset,
+        "message_id": delivery.message_id,
+        "event": event,
+        "order_id": header_text(headers.get(HEADER_ORDER_ID)),
+        "order_number": header_text(headers.get(HEADER_ORDER_NUMBER)),
+        "client_id": header_text(headers.get(HEADER_CLIENT_ID)),
+        "warehouse_id": header_text(headers.get(HEADER_WAREHOUSE_ID)),
+        "received_at": utc(received_at),
+        "source": header_text(headers.get(HEADER_SOURCE)) or "webhook",
+        "bytes": len(delivery.body),
+        "stream_offset": delivery.offset,
     }
 
 
@@ -105,18 +114,17 @@ def audit_row(record: AuditRecord, offset: int) -> Row:
     }
 
 
-def deliveries_row(message: DeliveredMessage) -> tuple[str, Row] | None:
+def deliveries_row(delivery: Delivery) -> tuple[str, Row] | None:
     """A deliveries-stream message as ``("attempts", row)`` or ``("audit", row)``;
     :data:`SKIP` for a sentinel."""
-    if sentinel_of(message) is not None:
+    if delivery.headers.get(HEADER_ARCHIVE_SENTINEL) is not None:
         return SKIP
-    body = bytes(message.body)
-    if message.header.properties.message_type == AUDIT_TYPE:
-        return "audit", audit_row(AuditRecord.from_body(body), stream_offset(message))
-    return "attempts", attempt_row(DeliveryRecord.from_body(body), stream_offset(message))
+    if delivery.type == AUDIT_TYPE:
+        return "audit", audit_row(AuditRecord.from_body(delivery.body), delivery.offset)
+    return "attempts", attempt_row(DeliveryRecord.from_body(delivery.body), delivery.offset)
 
 
-def archive_row(message: DeliveredMessage) -> tuple[str, Row] | None:
+def archive_row(delivery: Delivery) -> tuple[str, Row] | None:
     """An archive message as ``("webhooks", row)``; :data:`SKIP` for a sentinel."""
-    row = webhook_row(message)
+    row = webhook_row(delivery)
     return SKIP if row is None else ("webhooks", row)

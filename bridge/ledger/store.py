@@ -12,14 +12,18 @@ SQLAlchemy's errors, which the caller turns into one line.
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 
 import orjson
-from sqlalchemy import Connection, Engine, Table, delete, select
+import psycopg
+from sqlalchemy import Connection, DateTime, Engine, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
 from bridge.ledger.rows import Row, utc
 from bridge.ledger.schema import attempts, audit, stream_offsets, subscribers, webhooks
@@ -91,15 +95,78 @@ def _insert_new(connection: Connection, table: Table, key: str, rows: list[Row])
     """Insert ``rows`` but those whose ``key`` exists; how many were turned away."""
     if not rows:
         return 0
-    if connection.dialect.name == "postgresql":
-        return _insert_new_postgresql(connection, table, key, rows)
-    statement = (
-        _insert(connection, table)
-        .on_conflict_do_nothing(index_elements=[key])
-        .returning(table.c.id)
-    )
-    written = connection.execute(statement, rows).all()
-    return len(rows) - len(written)
+    try:
+        if connection.dialect.name == "postgresql":
+            return _copy_postgresql(connection, table, key, rows)
+        return _insert_new_sqlite(connection, table, key, rows)
+    except (psycopg.Error, sqlite3.Error) as exc:
+        # The driver's own cursor: its errors as SQLAlchemy's, as every caller expects.
+        raise DBAPIError(f"insert into {table.name}", None, exc) from exc
+
+
+_PG_TYPES = {
+    "VARCHAR": "varchar",
+    "TEXT": "text",
+    "INTEGER": "int4",
+    "BIGINT": "int8",
+    "FLOAT": "float8",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz",
+}
+
+
+def _copy_postgresql(connection: Connection, table: Table, key: str, rows: list[Row]) -> int:
+    # COPY (binary, rows written by psycopg's C code): a sixth of the client's CPU of an
+    # INSERT, and no per-row executor on the server. COPY cannot skip a row whose key
+    # exists, so it runs under a savepoint: a duplicate (none while the offsets hold) rolls
+    # it back and the batch goes through the INSERT that counts them.
+    columns = [c for c in table.c if not c.primary_key]
+    types = [_PG_TYPES[c.type.compile(dialect=connection.dialect).split("(")[0]] for c in columns]
+    names = ", ".join(c.name for c in columns)
+    values = itemgetter(*(c.name for c in columns))
+    driver = connection.connection.driver_connection
+    cursor = driver.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("SAVEPOINT ledger_copy")
+        try:
+            with cursor.copy(f"COPY {table.name} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(types)
+                for row in rows:
+                    copy.write_row(values(row))
+        except psycopg.errors.UniqueViolation:
+            cursor.execute("ROLLBACK TO SAVEPOINT ledger_copy")
+            return _insert_new_postgresql(connection, table, key, rows)
+        cursor.execute("RELEASE SAVEPOINT ledger_copy")
+    finally:
+        cursor.close()
+    return 0
+
+
+def sqlite_time(value: datetime) -> str:
+    """A time as SQLAlchemy stores it in SQLite (text, microseconds, the zone left out: the
+    ledger's times are UTC), so readers through SQLAlchemy compare and read it alike."""
+    text = value.isoformat(" ")  # wall time, then the zone when aware: cut off
+    return text[:26] if value.microsecond else text[:19] + ".000000"
+
+
+def _insert_new_sqlite(connection: Connection, table: Table, key: str, rows: list[Row]) -> int:
+    # The driver's executemany with plain tuples: SQLAlchemy's own (RETURNING, a type
+    # processor per value) cost more than SQLite's inserts. The time column goes last,
+    # formatted as SQLAlchemy would (sqlite_time); the row count sums every insert.
+    columns = [c for c in table.c if not c.primary_key]
+    times = [c.name for c in columns if isinstance(c.type, DateTime)]
+    plain = [c.name for c in columns if c.name not in times]
+    (when,) = times
+    names = ", ".join([*plain, when])
+    marks = ", ".join("?" * (len(plain) + 1))
+    sql = f"INSERT INTO {table.name} ({names}) VALUES ({marks}) ON CONFLICT ({key}) DO NOTHING"
+    values = itemgetter(*plain)
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(sql, [(*values(row), sqlite_time(row[when])) for row in rows])
+        written = int(cursor.rowcount)
+    finally:
+        cursor.close()
+    return len(rows) - written
 
 
 def _insert_new_postgresql(connection: Connection, table: Table, key: str, rows: list[Row]) -> int:

@@ -21,7 +21,6 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urljoin, urlsplit
 
@@ -138,12 +137,7 @@ class MintsoftClient:
         self._session = aiohttp.ClientSession(timeout=self._timeout)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc_info: object) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None

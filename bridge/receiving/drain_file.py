@@ -10,7 +10,7 @@ confirmed but not yet deleted is published again, a duplicate with the same ``me
 Fails with :class:`~bridge.errors.CommandError` naming how many webhooks remain when the
 broker cannot be reached or stops confirming (:data:`~bridge.receiving.drain.STALL`
 seconds without one) or when a running ``serve`` (or another drain) holds the file's lock
-(:mod:`~bridge.receiving.spool_lock`: two drains of one file would publish it twice), and
+(:class:`~bridge.receiving.spool.SpoolLock`: two drains of one file would publish it twice), and
 with :class:`~bridge.core.settings.SettingsError` when the file is not there.
 """
 
@@ -26,7 +26,7 @@ from bridge.core.settings import Settings, SettingsError
 from bridge.errors import CommandError
 from bridge.receiving.drain import STALL
 from bridge.receiving.serve import build_delivery
-from bridge.receiving.spool_lock import SpoolInUse, SpoolLock
+from bridge.receiving.spool import SpoolInUse, SpoolLock
 
 LINK_WAIT = 10.0
 """Seconds to wait for the publishing link once a probe connection got through."""

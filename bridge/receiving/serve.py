@@ -33,8 +33,7 @@ from bridge.core.tasks import stop_on_signals
 from bridge.receiving.auth import Authenticator
 from bridge.receiving.delivery import Delivery
 from bridge.receiving.receiver import BODY_READ_TIMEOUT, create_app, server_options
-from bridge.receiving.spool import Spool
-from bridge.receiving.spool_lock import SpoolInUse, SpoolLock
+from bridge.receiving.spool import Spool, SpoolInUse, SpoolLock
 
 log = logging.getLogger("bridge.receiving.serve")
 

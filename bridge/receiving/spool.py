@@ -7,12 +7,26 @@ none of it. Its directory is 0700 and its files 0600 (:func:`prepare_files`). Al
 work runs in one dedicated thread that takes every pending append and delete off its queue
 and commits them in one transaction: one fsync serves all the requests that arrived
 meanwhile (group commit), and the event loop never blocks on disk.
+
+One process at a time per spool file (:class:`SpoolLock`): ``serve`` holds the spool's lock
+for as long as it runs, and ``spool drain`` takes it before publishing, so two drains never
+publish the same file side by side (which would publish every message twice). The lock is an
+exclusive ``flock`` on ``<spool>.lock`` beside the spool (mode 0600), not on the database:
+SQLite's own locks on that file must stay untouched. The kernel drops it when the process
+ends, however it ends, so a crash never leaves a stale lock behind.
+
+``spool status`` (:func:`read_status`): depth, bytes and oldest age of a spool file, read
+while ``serve`` may be writing it (WAL readers never block the writer). A missing file is a
+:class:`~bridge.core.settings.SettingsError` (never "depth 0": someone looking for stranded
+webhooks must not be told there are none), an unreadable one a
+:class:`~bridge.errors.CommandError`; both name the setting to check.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import queue
@@ -31,6 +45,7 @@ import orjson
 from bridge.core import metrics
 from bridge.core.contract import CONTENT_TYPE_JSON, Envelope
 from bridge.core.settings import SettingsError
+from bridge.errors import CommandError
 
 log = logging.getLogger("bridge.receiving.spool")
 
@@ -440,3 +455,74 @@ def _tighten(path: Path, tightened: list[str], untouched: list[str]) -> None:
         untouched.append(shown)
         return
     tightened.append(shown)
+
+
+# --- one process per spool file ----------------------------------------------------
+
+
+class SpoolInUse(Exception):
+    """Another process holds the spool's lock."""
+
+
+class SpoolLock:
+    """The lock of the spool at ``path``: :meth:`acquire`, then :meth:`release`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path + ".lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock without waiting; raises :class:`SpoolInUse` when another process has
+        it (and ``OSError`` when the lock file cannot be created)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolInUse(self.path) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)  # closing the only descriptor releases the flock
+
+
+# --- spool status --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpoolStatus:
+    depth: int
+    bytes: int
+    oldest_age_seconds: float
+
+
+def read_status(path: str, named: str = "BRIDGE_SPOOL_PATH") -> SpoolStatus:
+    """Depth, bytes and oldest age of the spool file at ``path`` (given by ``named``, the
+    setting or flag an error tells to fix), read while ``serve`` may be writing it (WAL
+    readers never block the writer)."""
+    if not Path(path).exists():
+        raise SettingsError(
+            f"no spool file at {path!r} ({Path(path).absolute()}): point {named} at the "
+            "spool serve uses (serve creates it on start; a relative path is relative to "
+            "the directory serve runs in)"
+        )
+    try:
+        connection = connect(path, create=False)
+        try:
+            depth, size = connection.execute(STATS).fetchone()
+            oldest = connection.execute(OLDEST).fetchone()
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise CommandError(
+            f"cannot read the spool {path!r} ({exc}): check BRIDGE_SPOOL_PATH points at the "
+            "bridge's spool file"
+        ) from None
+    age = max(time.time() - oldest[0], 0.0) if oldest else 0.0
+    return SpoolStatus(int(depth), int(size), age)

@@ -4,7 +4,7 @@ with its own broker link, spool and metrics listener.
 The kernel spreads new connections over the N listening sockets, so one Python process per
 core can take webhooks. Worker 0 uses ``BRIDGE_SPOOL_PATH`` itself, worker ``i`` the same
 name with ``-i`` before its suffix (``spool.sqlite3``, ``spool-1.sqlite3``, ...): a spool
-is never shared (:mod:`.spool_lock`). With ``BRIDGE_METRICS_PORT`` set, worker ``i`` serves
+is never shared (:class:`.spool.SpoolLock`). With ``BRIDGE_METRICS_PORT`` set, worker ``i`` serves
 ``/metrics`` on that port plus ``i``; without it, ``/metrics`` on the main port answers from
 whichever worker took the connection (one worker's counters): set it when N > 1.
 

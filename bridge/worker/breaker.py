@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from bridge.core import metrics
 from bridge.core.tasks import cancel_and_wait
@@ -23,30 +24,24 @@ PROBE_MIN_WAIT = 0.5
 PROBE_MAX_WAIT = 30.0
 
 
+@dataclass(eq=False)
 class CircuitBreaker:
     """Opens after ``threshold`` consecutive target-down failures; then runs ``probe``
     with a doubling wait until it returns True, and closes."""
 
-    def __init__(
-        self,
-        subscriber: str,
-        probe: Callable[[], Awaitable[bool]],
-        threshold: int = BREAKER_THRESHOLD,
-        min_wait: float = PROBE_MIN_WAIT,
-        max_wait: float = PROBE_MAX_WAIT,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self.subscriber = subscriber
-        self._sleep = sleep
-        self._probe = probe
-        self.threshold = threshold
-        self.min_wait = min_wait
-        self.max_wait = max_wait
-        self.is_open = False
-        self._failures = 0
-        self._task: asyncio.Task[None] | None = None
-        self._listeners: list[Callable[[bool], None]] = []
-        metrics.FORWARDER_CIRCUIT_OPEN.labels(subscriber).set(0)
+    subscriber: str
+    probe: Callable[[], Awaitable[bool]]
+    threshold: int = BREAKER_THRESHOLD
+    min_wait: float = PROBE_MIN_WAIT
+    max_wait: float = PROBE_MAX_WAIT
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    is_open: bool = field(default=False, init=False)
+    _failures: int = field(default=0, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _listeners: list[Callable[[bool], None]] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        metrics.FORWARDER_CIRCUIT_OPEN.labels(self.subscriber).set(0)
 
     def on_change(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(is_open)`` whenever the breaker opens or closes."""
@@ -72,8 +67,8 @@ class CircuitBreaker:
     async def _probe_until_up(self) -> None:
         wait = self.min_wait
         while True:
-            await self._sleep(wait)
-            if await self._probe():
+            await self.sleep(wait)
+            if await self.probe():
                 break
             wait = min(wait * 2, self.max_wait)
         self.is_open = False

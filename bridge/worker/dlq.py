@@ -15,8 +15,8 @@ broker's confirm, and only then acks the dead letter: an interrupted replay lose
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
@@ -24,7 +24,7 @@ from aiormq.exceptions import ChannelNotFoundEntity
 from pamqp.commands import Basic
 
 from bridge.amqp.audit import audit_on
-from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.connection import Borrowed, Brokers, borrow, close_quietly
 from bridge.amqp.deliveries import Acting, write_record
 from bridge.amqp.publisher import Outcome, confirms
 from bridge.amqp.subscriber_target import partitions_exchange, route
@@ -55,6 +55,10 @@ RPC_TIMEOUT = 10.0
 never a command that hangs."""
 REPLAY_WINDOW = 64
 REPLAY_IDLE = 1.0
+PUT_BACK_WAIT = 2.0
+"""Seconds a call waits, once its channel is closed, for the broker to have put back what
+the channel held (a quorum queue takes them back asynchronously), so that a read right
+after it sees them."""
 
 
 def _check(name: str) -> None:
@@ -115,15 +119,15 @@ class DeadLetters:
     messages: list[DeliveredMessage]
 
 
-async def list_dead_letters(amqp_urls: Sequence[str], name: str, limit: int | None) -> DeadLetters:
+async def list_dead_letters(broker: Brokers, name: str, limit: int | None) -> DeadLetters:
     """Read up to ``limit`` dead letters of subscriber ``name``; the queue is left as it was
     (nothing is acked: closing the channel puts every one back)."""
     _check(name)
     queue = dlq_name(name)
-    connection = await connect_once(amqp_urls)
+    lease = await borrow(broker)
     messages: list[DeliveredMessage] = []
     try:
-        channel = await _bounded(connection.channel(publisher_confirms=False))
+        channel = await _bounded(lease.channel(publisher_confirms=False))
         depth = await _depth(channel, queue)
         wanted = depth if limit is None else min(depth, limit)
         while len(messages) < wanted:
@@ -131,12 +135,27 @@ async def list_dead_letters(amqp_urls: Sequence[str], name: str, limit: int | No
             if _empty(got):
                 break
             messages.append(got)
+        await put_back(lease, channel, queue, depth)
     except TimeoutError:
         raise _no_answer() from None
     finally:
-        await close_quietly(connection)
+        await lease.release()
     messages.sort(key=oldest_first)
     return DeadLetters(queue, depth, messages)
+
+
+async def put_back(lease: Borrowed, channel: AbstractChannel, queue: str, ready: int) -> None:
+    """Close ``channel`` (every message it took unacked goes back to ``queue``) and wait, up
+    to :data:`PUT_BACK_WAIT`, until ``queue`` holds ``ready`` messages again (a worker may
+    add dead letters meanwhile; only an operator takes them)."""
+    await close_quietly(channel)
+    probe = await _bounded(lease.channel(publisher_confirms=False))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + PUT_BACK_WAIT
+    while loop.time() < deadline:
+        if await _depth(probe, queue) >= ready:
+            return
+        await asyncio.sleep(0.01)
 
 
 def oldest_first(got: DeliveredMessage) -> tuple[str, str]:
@@ -149,7 +168,7 @@ def oldest_first(got: DeliveredMessage) -> tuple[str, str]:
 
 
 async def replay_dead_letters(
-    amqp_urls: Sequence[str], name: str, limit: int | None, acting: Acting | None = None
+    broker: Brokers, name: str, limit: int | None, acting: Acting | None = None
 ) -> tuple[int, str]:
     """Move up to ``limit`` dead letters back to ``name`` with ``x-attempt`` reset; returns
     how many moved and from which queue. A failure part-way raises :class:`CommandError`
@@ -158,12 +177,12 @@ async def replay_dead_letters(
     audit record (how many moved; why it stopped, if it did)."""
     _check(name)
     queue = dlq_name(name)
-    connection = await connect_once(amqp_urls)
+    lease = await borrow(broker)
     replay: _Replay | None = None
     error: CommandError | None = None
     try:
-        exchange = await partitions_exchange(connection, name, RPC_TIMEOUT)
-        channel = await _bounded(connection.channel(publisher_confirms=True, on_return_raises=True))
+        exchange = await partitions_exchange(lease.connection, name, RPC_TIMEOUT)
+        channel = await _bounded(lease.channel(publisher_confirms=True, on_return_raises=True))
         if exchange is None:
             await _depth(channel, name)
         # Only what is there now: a message that fails again must not be replayed twice.
@@ -172,6 +191,7 @@ async def replay_dead_letters(
             channel, name, depth if limit is None else min(depth, limit), exchange, acting
         )
         await replay.run(queue)
+        await put_back(lease, channel, queue, depth - replay.moved)
     except TimeoutError:
         error = _moved_before(_no_answer(), replay)
         raise error from None
@@ -183,8 +203,8 @@ async def replay_dead_letters(
             # The change's one audit record (never failing it), once it is over.
             stopped = None if error is None else str(error)
             record = acting.audit(Action.DLQ_REPLAY, name, replay.moved, stopped)
-            await audit_on(connection, acting.exchange, record)
-        await close_quietly(connection)  # whatever was taken but not moved goes back to the DLQ
+            await audit_on(lease.connection, acting.exchange, record)
+        await lease.release()  # whatever was taken but not moved goes back to the DLQ
     return replay.moved, queue
 
 
@@ -194,30 +214,23 @@ def _moved_before(error: CommandError, replay: _Replay | None) -> CommandError:
     return CommandError(f"{error} ({replay.moved} moved back before this)")
 
 
+@dataclass(eq=False)
 class _Replay:
     """Consumes the DLQ with ``REPLAY_WINDOW`` messages in flight, each acked only after its
     copy in ``<name>`` is confirmed; stops after ``wanted`` or when the DLQ runs dry.
     Copies with one message id (identical webhooks) are in flight together, under the one
     twin policy of :mod:`bridge.amqp.publisher`."""
 
-    def __init__(
-        self,
-        channel: AbstractChannel,
-        name: str,
-        wanted: int,
-        exchange: str | None = None,
-        acting: Acting | None = None,
-    ) -> None:
-        self.channel = channel
-        self.acting = acting
-        self.name = name
-        self.exchange = exchange
-        self.wanted = wanted
-        self.taken = 0
-        self.moved = 0
-        self.settled = 0
-        self.error: CommandError | None = None
-        self._progress = asyncio.Event()
+    channel: AbstractChannel
+    name: str
+    wanted: int
+    exchange: str | None = None
+    acting: Acting | None = None
+    taken: int = field(default=0, init=False)
+    moved: int = field(default=0, init=False)
+    settled: int = field(default=0, init=False)
+    error: CommandError | None = field(default=None, init=False)
+    _progress: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     async def run(self, queue: str) -> None:
         if self.wanted == 0:

@@ -12,13 +12,13 @@ acted on leaves a delivery record, and the call one audit record (how many; why 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
 from bridge.amqp.audit import audit_on
-from bridge.amqp.connection import close_quietly, connect_once
+from bridge.amqp.connection import Brokers, borrow
 from bridge.amqp.deliveries import Acting
 from bridge.amqp.subscriber_target import partitions_exchange
 from bridge.amqp.topology import dlq_name
@@ -33,6 +33,7 @@ from bridge.worker.dlq import (
     _empty,
     _move_back,
     _no_answer,
+    put_back,
     record_acted,
 )
 
@@ -48,23 +49,23 @@ class Picked:
 
 
 async def replay_picked(
-    amqp_urls: Sequence[str], name: str, ids: Collection[str], acting: Acting | None = None
+    broker: Brokers, name: str, ids: Collection[str], acting: Acting | None = None
 ) -> Picked:
     """Move every dead letter of ``name`` whose message id is in ``ids`` back to ``name``
     (given ``acting``, each leaves a ``replayed`` delivery record)."""
-    return await _pick(amqp_urls, name, ids, replay=True, acting=acting)
+    return await _pick(broker, name, ids, replay=True, acting=acting)
 
 
 async def discard_picked(
-    amqp_urls: Sequence[str], name: str, ids: Collection[str], acting: Acting | None = None
+    broker: Brokers, name: str, ids: Collection[str], acting: Acting | None = None
 ) -> Picked:
     """Delete every dead letter of ``name`` whose message id is in ``ids`` (given
     ``acting``, each leaves a ``discarded`` delivery record, sent before its ack)."""
-    return await _pick(amqp_urls, name, ids, replay=False, acting=acting)
+    return await _pick(broker, name, ids, replay=False, acting=acting)
 
 
 async def _pick(
-    amqp_urls: Sequence[str],
+    broker: Brokers,
     name: str,
     ids: Collection[str],
     *,
@@ -78,13 +79,15 @@ async def _pick(
     done = 0
     if not wanted:
         return Picked(queue, 0, ())
-    connection = await connect_once(amqp_urls)
+    lease = await borrow(broker)
     started = False
     error: CommandError | None = None
     try:
         # An ordered subscriber takes its copies through its partitions exchange.
-        exchange = await partitions_exchange(connection, name, RPC_TIMEOUT) if replay else None
-        channel = await _bounded(connection.channel(publisher_confirms=True))
+        exchange = (
+            await partitions_exchange(lease.connection, name, RPC_TIMEOUT) if replay else None
+        )
+        channel = await _bounded(lease.channel(publisher_confirms=True))
         if replay and exchange is None:
             await _depth(channel, name)  # the target queue must exist
         depth = await _depth(channel, queue)
@@ -99,6 +102,7 @@ async def _pick(
             await _act(channel, got, name, replay, exchange, acting)
             found.add(message_id)
             done += 1
+        await put_back(lease, channel, queue, depth - done)
     except TimeoutError:
         error = _partial(_no_answer(), done)
         raise error from None
@@ -110,8 +114,10 @@ async def _pick(
             # The change's one audit record (never failing it), once it is over.
             action = Action.DLQ_REPLAY if replay else Action.DISCARD
             stopped = None if error is None else str(error)
-            await audit_on(connection, acting.exchange, acting.audit(action, name, done, stopped))
-        await close_quietly(connection)
+            await audit_on(
+                lease.connection, acting.exchange, acting.audit(action, name, done, stopped)
+            )
+        await lease.release()
     return Picked(queue, done, tuple(sorted(wanted - found)))
 
 

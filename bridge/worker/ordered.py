@@ -47,15 +47,12 @@ from bridge.amqp.connection import close_quietly
 from bridge.amqp.topology import partition_queue_name, roster_name
 from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
-from bridge.worker.handling import Handling
 from bridge.worker.pacing import LANE
-from bridge.worker.pause import PauseGate
-from bridge.worker.pauses import SharedPauses
 from bridge.worker.retry import Ladder
 from bridge.worker.subscribers import Handler, Subscriber
 from bridge.worker.subscription import (
     SHUTDOWN_GRACE,
-    consuming_parts,
+    Consuming,
     declare_or_fail,
     on_roster,
 )
@@ -84,45 +81,30 @@ class _Partition:
         self.releasing = False
 
 
-class OrderedSubscription:
-    """The coordinator of an ordered subscriber: its link, the roster of workers, the
-    partitions' consumers and their rebalancing."""
+class OrderedSubscription(Consuming):
+    """The coordinator of an ordered subscriber, on the parts of :class:`Consuming`: the
+    roster of workers, the partitions' consumers and their rebalancing."""
 
     def __init__(
         self, settings: Settings, sub: Subscriber, handler: Handler, *, records: bool = True
     ) -> None:
-        self.sub = sub
-        self.handler = handler
-        self.breaker, self.topology, self.link = consuming_parts(
-            settings, sub, handler, self._on_channel
-        )
         # No retry queues: the delays are waited holding the message, then the DLQ.
         ladder = Ladder(sub.name, sub.retry_delays_ms, sub.in_process_tries, in_place=True)
-        self.handling = Handling(
-            settings.exchange,
+        super().__init__(
+            settings,
             sub,
             handler,
             ladder,
-            self.link,
-            paused=self._paused,
             give_back=_leave_unacked,
             hold=self._hold_while_paused,
             records=records,
         )
-        self.pauses = SharedPauses(sub.name, self.handling.pacer)
-        self.ready = asyncio.Event()
-        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._channel: AbstractChannel | None = None
         self._partitions: dict[int, _Partition] = {}
-        self._lock = asyncio.Lock()
-        self._in_flight: set[asyncio.Task[Any]] = set()
         self._resumed = asyncio.Event()
         self._resumed.set()
         self._rebalancer: asyncio.Task[None] | None = None
-        self._log = {"subscriber": sub.name}
         if self.breaker is not None:
             self.breaker.on_change(self._on_breaker)
-        self.gate = PauseGate(sub.name, self.link)
         self.gate.on_change(lambda _paused: self._background(self._follow_gate()))
         self._gate_lock = asyncio.Lock()
 
@@ -164,10 +146,6 @@ class OrderedSubscription:
     def active_partitions(self) -> set[int]:
         """Partitions this worker handled a message of since it last subscribed to them."""
         return {index for index, p in self._partitions.items() if p.active}
-
-    async def start(self) -> None:
-        await self.link.start()
-        self.gate.start()
 
     # --- subscribing ------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bridge.core import metrics
-from bridge.core.listeners import start_metrics_listener
+from bridge.core.listeners import serving_metrics
 from bridge.core.settings import Settings
 from bridge.core.tasks import stop_on_signals
 from bridge.worker.forwarder import Forwarder, shown_url
@@ -112,58 +112,45 @@ class Worker:
                 await forwarder.close()
 
 
-def metrics_address(settings: Settings) -> tuple[str, int] | None:
-    """Where the worker serves ``/metrics`` and ``/healthz``: ``BRIDGE_METRICS_PORT`` (the
-    ``--metrics-port`` flag) on ``BRIDGE_METRICS_HOST`` (127.0.0.1 unless set: metrics are
-    for Prometheus, not for whoever reaches ``BRIDGE_HOST``); ``None``: no listener."""
-    if settings.metrics_port is None:
-        return None
-    return settings.metrics_host, settings.metrics_port
-
-
 async def run_worker(settings: Settings, config: str) -> None:
     """Run every subscriber of the file ``config`` until SIGTERM or SIGINT."""
     subscribers = load_subscribers(config)
     records = os.environ.get(RECORDS_ENV, "").strip().lower() != "off"
     worker = Worker(settings, subscribers, records=records)  # a bad handler is exit 2, now
-    address = metrics_address(settings)
-    runner = (
-        await start_metrics_listener(*address, process="worker") if address is not None else None
-    )
-    for sub in subscribers:
-        target = (
-            f"forward to {shown_url(sub.forward_url)}"
-            if sub.forward_url
-            else f"handler {sub.handler}"
-        )
-        delays = ", ".join(f"{d / 1000:g}s" for d in sub.retry_delays_ms) or "none"
-        extras = [f"prefetch {sub.prefetch}"]
-        if sub.ordered:
-            extras = [f"ordered over {sub.partitions} partitions (delays waited in place)"]
-        if sub.clients:
-            extras.append(f"clients {','.join(sub.clients)}")
-        if sub.warehouses:
-            extras.append(f"warehouses {','.join(sub.warehouses)}")
-        if sub.rate_limit is not None:
-            extras.append(
-                f"rate limit {sub.rate_limit.text} for the subscriber as a whole "
-                + ("(split over its partitions)" if sub.ordered else "(one worker at a time)")
-            )
-        if sub.signing_secrets_env:
-            extras.append(f"signed with the secrets in {sub.signing_secrets_env}")
-        log.info(
-            "subscriber %s: events %s, %s, retry delays %s, %s",
-            sub.name,
-            ",".join(sub.events),
-            target,
-            delays,
-            ", ".join(extras),
-            extra={"subscriber": sub.name},
-        )
-    try:
+    async with serving_metrics(settings, process="worker"):
+        for sub in subscribers:
+            _describe(sub)
         with stop_on_signals() as stop:
             await worker.run(stop)
-    finally:
-        if runner is not None:
-            await runner.cleanup()
     log.info("worker stopped")
+
+
+def _describe(sub: Subscriber) -> None:
+    """Log what the worker does with ``sub`` (one line, no secret)."""
+    target = (
+        f"forward to {shown_url(sub.forward_url)}" if sub.forward_url else f"handler {sub.handler}"
+    )
+    delays = ", ".join(f"{d / 1000:g}s" for d in sub.retry_delays_ms) or "none"
+    extras = [f"prefetch {sub.prefetch}"]
+    if sub.ordered:
+        extras = [f"ordered over {sub.partitions} partitions (delays waited in place)"]
+    if sub.clients:
+        extras.append(f"clients {','.join(sub.clients)}")
+    if sub.warehouses:
+        extras.append(f"warehouses {','.join(sub.warehouses)}")
+    if sub.rate_limit is not None:
+        extras.append(
+            f"rate limit {sub.rate_limit.text} for the subscriber as a whole "
+            + ("(split over its partitions)" if sub.ordered else "(one worker at a time)")
+        )
+    if sub.signing_secrets_env:
+        extras.append(f"signed with the secrets in {sub.signing_secrets_env}")
+    log.info(
+        "subscriber %s: events %s, %s, retry delays %s, %s",
+        sub.name,
+        ",".join(sub.events),
+        target,
+        delays,
+        ", ".join(extras),
+        extra={"subscriber": sub.name},
+    )

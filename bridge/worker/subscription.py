@@ -6,6 +6,10 @@ confirm channel, re-established after a loss, topology re-declared, consumer re-
 A message is acked only after the handler returned, or after its copy on the next step
 (``<name>.retry.<i>`` or ``<name>.dlq``) was confirmed by the broker: a crash at any point
 repeats a delivery at worst, never loses one.
+
+What every kind of subscription has (breaker, topology, link, :class:`Handling`, pauses,
+pause gate) is built once, by :class:`Consuming`; the ordered one
+(:mod:`bridge.worker.ordered`) shares it and consumes its own way.
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from bridge.amqp.topology import (
 from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
 from bridge.errors import CommandError
-from bridge.worker.breaker import CircuitBreaker
 from bridge.worker.forwarder import Forwarder
 from bridge.worker.handling import Handling
 from bridge.worker.pause import PauseGate
@@ -78,22 +81,63 @@ async def declare_or_fail(
         raise
 
 
-def consuming_parts(
-    settings: Settings,
-    sub: Subscriber,
-    handler: Handler,
-    on_channel: Callable[[AbstractChannel], Awaitable[None]],
-) -> tuple[CircuitBreaker | None, Topology, BrokerLink]:
-    """What every kind of subscription has: the forwarder's breaker (a forwarder pauses its
-    subscriber while its target is down; a handler cannot), the topology it declares, and
-    its own link to the broker (``on_channel`` runs on every new channel)."""
-    breaker = handler.breaker if isinstance(handler, Forwarder) else None
-    # <name>.control is declared by the pause gate, on a channel of its own: a classic queue
-    # whose node is down must not stop the worker from consuming.
-    own = sub.topology(settings.exchange).without_queue(control_name(sub.name))
-    topology = settings_topology(settings) + own
-    link = BrokerLink(settings.amqp_urls, on_channel, name=f"mintsoft-bridge worker {sub.name}")
-    return breaker, topology, link
+class Consuming:
+    """What every kind of subscription has, built once: the forwarder's breaker (a
+    forwarder pauses its subscriber while its target is down; a handler cannot), the
+    topology it declares, its own link to the broker (:meth:`_on_channel` runs on every new
+    channel), its :class:`Handling` (given the ``ladder`` and how a message is given back or
+    held), the shared pauses, the operator's pause gate, and what it tells its runner
+    (``ready``, ``failed``). The kinds differ in how they consume, not in these."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sub: Subscriber,
+        handler: Handler,
+        ladder: Ladder,
+        *,
+        give_back: Callable[[DeliveredMessage], Awaitable[None]],
+        hold: Callable[[], Awaitable[bool]] | None = None,
+        records: bool = True,
+    ) -> None:
+        self.sub = sub
+        self.handler = handler
+        self.breaker = handler.breaker if isinstance(handler, Forwarder) else None
+        # <name>.control is declared by the pause gate, on a channel of its own: a classic
+        # queue whose node is down must not stop the worker from consuming.
+        own = sub.topology(settings.exchange).without_queue(control_name(sub.name))
+        self.topology = settings_topology(settings) + own
+        name = f"mintsoft-bridge worker {sub.name}"
+        self.link = BrokerLink(settings.amqp_urls, self._on_channel, name=name)
+        self.handling = Handling(
+            settings.exchange,
+            sub,
+            handler,
+            ladder,
+            self.link,
+            paused=self._paused,
+            give_back=give_back,
+            hold=hold,
+            records=records,
+        )
+        self.pauses = SharedPauses(sub.name, self.handling.pacer)
+        self.gate = PauseGate(sub.name, self.link)
+        self.ready = asyncio.Event()
+        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._channel: AbstractChannel | None = None
+        self._lock = asyncio.Lock()
+        self._in_flight: set[asyncio.Task[Any]] = set()
+        self._log = {"subscriber": sub.name}
+
+    def _paused(self) -> bool:
+        raise NotImplementedError
+
+    async def _on_channel(self, channel: AbstractChannel) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        await self.link.start()
+        self.gate.start()
 
 
 async def on_roster(message: DeliveredMessage) -> None:
@@ -101,44 +145,19 @@ async def on_roster(message: DeliveredMessage) -> None:
     no_ack_delivery(message)  # should one come, its tag must not hold back the acks
 
 
-class Subscription:
-    """One subscriber at work: its queues, consumer and :class:`Handling`."""
+class Subscription(Consuming):
+    """One subscriber at work: its queue's consumer, on the parts of :class:`Consuming`."""
 
     def __init__(
         self, settings: Settings, sub: Subscriber, handler: Handler, *, records: bool = True
     ) -> None:
-        self.sub = sub
-        self.handler = handler
-        self.breaker, self.topology, self.link = consuming_parts(
-            settings, sub, handler, self._on_channel
-        )
-        self.handling = Handling(
-            settings.exchange,
-            sub,
-            handler,
-            Ladder(sub.name, sub.retry_delays_ms, sub.in_process_tries),
-            self.link,
-            paused=self._paused,
-            give_back=self._give_back,
-            records=records,
-        )
-        self.pauses = SharedPauses(sub.name, self.handling.pacer)
-        self.ready = asyncio.Event()
-        self.failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._channel: AbstractChannel | None = None
+        ladder = Ladder(sub.name, sub.retry_delays_ms, sub.in_process_tries)
+        super().__init__(settings, sub, handler, ladder, give_back=self._give_back, records=records)
         self._consumer_tag: str | None = None
-        self._lock = asyncio.Lock()
-        self._in_flight: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
-        self._log = {"subscriber": sub.name}
         if self.breaker is not None:
             self.breaker.on_change(lambda _open: self._spawn(self._sync_consumer()))
-        self.gate = PauseGate(sub.name, self.link)
         self.gate.on_change(lambda _paused: self._spawn(self._sync_consumer()))
-
-    async def start(self) -> None:
-        await self.link.start()
-        self.gate.start()
 
     def _paused(self) -> bool:
         """Paused by an operator, or while the target is down."""

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Protocol, Self
 
 from bridge.amqp.connection import BrokerLink
@@ -130,12 +129,7 @@ class Sync:
             self.publisher = Publisher(self.link, settings.exchange, settings.publish_timeout)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *_exc_info: object) -> None:
         if self.link is not None:
             await self.link.close()
         if self.client is not None:
