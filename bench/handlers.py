@@ -1,8 +1,8 @@
 """Handlers the benchmark gives ``mintsoft-bridge worker``.
 
-``noop`` does nothing but note the time of the first and the ``BENCH_COUNT``-th call (then
-writes them to ``BENCH_OUT``); ``latency`` notes, per message, the time from the bridge
-receiving the POST (``x-received-at``) to the handler being called.
+``noop`` does nothing but note the time (and the process's CPU time) of the first and the
+``BENCH_COUNT``-th call (then writes them to ``BENCH_OUT``); ``latency`` notes, per message,
+the time from the bridge receiving the POST (``x-received-at``) to the handler being called.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ _count = int(os.environ.get("BENCH_COUNT", "0"))
 _out = os.environ.get("BENCH_OUT", "")
 _seen = 0
 _first = 0.0
+_cpu_first = 0.0
+_sys_first = 0.0
 _latencies: list[float] = []
 
 
@@ -31,14 +33,26 @@ def _finish(result: dict[str, Any]) -> None:
 
 
 async def noop(message: Any) -> None:
-    global _seen, _first
+    global _seen, _first, _cpu_first, _sys_first
     now = time.perf_counter()
     if _seen == 0:
         _first = now
+        _cpu_first = time.process_time()
+        _sys_first = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     _seen += 1
     if _seen == _count:
         seconds = now - _first
-        _finish({"messages": _seen, "seconds": seconds, "rate": (_seen - 1) / seconds})
+        cpu = time.process_time() - _cpu_first
+        kernel = resource.getrusage(resource.RUSAGE_SELF).ru_stime - _sys_first
+        _finish(
+            {
+                "messages": _seen,
+                "seconds": seconds,
+                "rate": (_seen - 1) / seconds,
+                "cpu_us_per_message": cpu / (_seen - 1) * 1e6,
+                "kernel_share": kernel / cpu if cpu > 0 else 0.0,
+            }
+        )
 
 
 def _headers(message: Any) -> dict[str, Any]:

@@ -45,6 +45,8 @@ def verdicts(results: Result) -> list[tuple[str, str, bool | None]]:
         add("bridge/ceiling requests/s (>= 0.8)", _ratio(bridge, ceiling), 0.8, True, ".2f")
     consume = results.get("consume", {})
     worker = _get(consume, "worker", "rate")
+    bare_worker = _get(consume, "worker-no-records", "rate")
+    raw = _get(consume, "raw", "rate")
     add(
         "worker/faststream messages/s (>= 1.2)",
         _ratio(worker, _get(consume, "faststream", "rate")),
@@ -53,15 +55,22 @@ def verdicts(results: Result) -> list[tuple[str, str, bool | None]]:
         ".2f",
     )
     add(
-        "worker/raw aio-pika messages/s (>= 1.0)",
-        _ratio(worker, _get(consume, "raw", "rate")),
+        "worker, records off/raw aio-pika messages/s (>= 1.0)",
+        _ratio(bare_worker, raw),
         1.0,
         True,
         ".2f",
     )
     add(
+        "worker as shipped (records on)/raw aio-pika messages/s (>= 0.9)",
+        _ratio(worker, raw),
+        0.9,
+        True,
+        ".2f",
+    )
+    add(
         "worker with/without delivery records messages/s (>= 0.9)",
-        _ratio(worker, _get(consume, "worker-no-records", "rate")),
+        _ratio(worker, bare_worker),
         0.9,
         True,
         ".2f",
@@ -105,6 +114,23 @@ def verdicts(results: Result) -> list[tuple[str, str, bool | None]]:
     return out
 
 
+def _round_ratios(consume: Result) -> list[str]:
+    """The ratios of each round (the kinds of one round ran one after the other)."""
+    pairs = (
+        ("records off/raw", "worker-no-records", "raw"),
+        ("records on/raw", "worker", "raw"),
+        ("records on/off", "worker", "worker-no-records"),
+    )
+    said = []
+    for what, top, bottom in pairs:
+        tops = _get(consume, top, "rounds") or []
+        bottoms = _get(consume, bottom, "rounds") or []
+        ratios = [_ratio(a, b) for a, b in zip(tops, bottoms, strict=False)]
+        if ratios and all(r is not None for r in ratios):
+            said.append(f"{what} " + ", ".join(f"{r:.2f}" for r in ratios if r is not None))
+    return ["", "per round: " + "; ".join(said)] if said else []
+
+
 def _num(value: Any, fmt: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -132,23 +158,32 @@ def table(results: Result) -> str:
         ]
     consume = results.get("consume")
     if consume:
-        lines += ["", "| consumer (quorum queue, prefetch 32) | messages/s | peak RSS MB |"]
-        lines.append("| --- | ---: | ---: |")
+        lines += [
+            "",
+            "| consumer (quorum queue, prefetch 32) | messages/s | rounds | "
+            "CPU us/message | /raw | peak RSS MB |",
+        ]
+        lines.append("| --- | ---: | --- | ---: | ---: | ---: |")
+        raw_rate = _get(consume, "raw", "rate")
         for name in ("worker", "worker-no-records", "raw", "faststream"):
             case = consume.get(name, {})
             label = {
-                "worker": "mintsoft-bridge worker, no-op handler",
+                "worker": "mintsoft-bridge worker as shipped (delivery records on), no-op handler",
                 "worker-no-records": "the same, delivery records off",
                 "raw": "aio-pika, manual acks",
                 "faststream": "FastStream subscriber",
             }[name]
             if "skipped" in case:
-                lines.append(f"| {label} | skipped: {case['skipped']} | - |")
-            else:
+                lines.append(f"| {label} | skipped: {case['skipped']} | - | - | - | - |")
+            elif case:
+                rounds = ", ".join(f"{rate:,.0f}" for rate in case.get("rounds", []))
                 lines.append(
-                    f"| {label} | {_num(case.get('rate'), ',.0f')} "
+                    f"| {label} | {_num(case.get('rate'), ',.0f')} | {rounds} "
+                    f"| {_num(case.get('cpu_us_per_message'), '.0f')} "
+                    f"| {_num(_ratio(case.get('rate'), raw_rate), '.2f')} "
                     f"| {_num(case.get('peak_rss_mb'), '.0f')} |"
                 )
+        lines += _round_ratios(consume)
     if results.get("bodies"):
         from bench.bodies import table as bodies_table
 

@@ -73,7 +73,7 @@ class Plan:
         self.ceiling_messages = int(25_000 * scale)
         self.exchange = ""
         self.consume_messages = int(20_000 * scale)
-        self.consume_rounds = 2
+        self.consume_rounds = 3
         self.e2e_seconds = 10.0 * scale
         self.leak_chunks = 8
         self.leak_chunk = int(25_000 * scale)

@@ -14,8 +14,13 @@ from collections.abc import Iterator
 import pytest
 
 from bridge.core import heap
-from bridge.core.access_log import direct_handler
-from bridge.core.logs import JsonFormatter, TextFormatter, TurnBatchingStreamHandler
+from bridge.core.logs import (
+    JsonFormatter,
+    TextFormatter,
+    TurnBatchingStreamHandler,
+    direct_handler,
+    info,
+)
 from tests.conftest import API_KEY, BridgeFactory, BrokerProbe
 
 FIELDS = {
@@ -168,3 +173,58 @@ async def test_a_body_over_the_limit_that_arrived_whole_is_refused(
     writer.close()
     assert status.startswith(b"HTTP/1.1 413"), status
     assert await probe.get_all(queue, expected=1, timeout=0.5) == []
+
+
+WORKER_FIELDS = {
+    "subscriber": "erp",
+    "event": "despatched",
+    "message_id": "0123456789abcdef0123456789abcdef",
+    "order_id": "Zoë 20285\x1b[31m",
+    "request_id": "abc\n2026-01-01 forged",
+    "attempt": 1,
+}
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
+@pytest.mark.parametrize("created", [1_764_500_000.0, 1_764_500_000.999])
+def test_a_worker_line_without_a_record_is_the_records_line(
+    formatter: TextFormatter | JsonFormatter, created: float
+) -> None:
+    """The worker's line per handled message (bridge.core.logs.info) carries the message
+    fields exactly as the record's line does, in either format."""
+    name = "bridge.worker.subscription"
+    record = logging.LogRecord(
+        name, logging.INFO, "handling.py", 0, "%s webhook handled", ("despatched",), None
+    )
+    record.created = created
+    record.msecs = int((created - int(created)) * 1000) + 0.0
+    record.__dict__.update(WORKER_FIELDS)
+    expected = formatter.format(record)
+    got = formatter.access_line(created, name, "%s webhook handled", ("despatched",), WORKER_FIELDS)
+    assert got == expected
+    assert "\n" not in got and "\x1b" not in got
+
+
+async def test_the_worker_line_goes_the_direct_way_only_when_alone() -> None:
+    with configured() as (_access, stream):
+        worker = logging.getLogger("bridge.worker.subscription")
+        info(worker, "%s webhook handled", ("despatched",), WORKER_FIELDS)
+        await asyncio.sleep(0)
+        [line] = stream.getvalue().splitlines()
+        assert line.endswith(
+            "INFO bridge.worker.subscription: despatched webhook handled subscriber=erp "
+            "event=despatched message_id=0123456789abcdef0123456789abcdef "
+            "order_id=Zoë 20285\\x1b[31m request_id=abc\\x0a2026-01-01 forged attempt=1"
+        ), line
+        captured: list[logging.LogRecord] = []
+        other = logging.Handler()
+        other.emit = captured.append  # type: ignore[method-assign]
+        logging.getLogger().addHandler(other)
+        try:
+            info(worker, "%s webhook handled", ("despatched",), WORKER_FIELDS)
+        finally:
+            logging.getLogger().removeHandler(other)
+        [record] = captured  # a capture sees a record, with the fields and the caller
+        assert record.subscriber == "erp" and record.funcName == (  # type: ignore[attr-defined]
+            "test_the_worker_line_goes_the_direct_way_only_when_alone"
+        )

@@ -6,7 +6,9 @@ That rests on these internals of ``aiormq.Channel`` (aiormq 7.x):
 
 - ``delivery_tag``: the int counting publishes on the channel (the broker's confirm tags);
 - ``confirmations``: dict tag -> future, settled by aiormq's reader on ``basic.ack`` /
-  ``basic.nack`` / ``basic.return`` (we reject our own when the channel closes);
+  ``basic.nack`` / ``basic.return`` (we reject our own when the channel closes) through
+  ``done``, ``cancelled``, ``set_result`` and ``set_exception`` alone: a publish whose
+  outcome is only counted puts a :class:`Counted` there instead of a future;
 - ``message_id_delivery_tag``: dict message id -> tag, how aiormq finds the publish a
   ``basic.return`` belongs to; ``on_return_raises`` / ``on_return_callbacks``;
 - ``write_queue`` (the connection's queue of ``aiormq.abc.ChannelFrame(payload,
@@ -140,9 +142,17 @@ def check(channel: AbstractChannel) -> str | None:
         "confirmations",
         "on_return_callbacks",
         "on_return_raises",
+        "set_result",
     ):
         problems.append("Channel._on_return_frame no longer matches returns as expected")
-    if not _uses(getattr(cls, "_confirm_delivery", None), "confirmations", "set_result"):
+    if not _uses(
+        getattr(cls, "_confirm_delivery", None),
+        "confirmations",
+        "done",
+        "cancelled",
+        "set_result",
+        "set_exception",
+    ):
         problems.append("Channel._confirm_delivery no longer settles confirmations")
     if problems:
         return f"aiormq {AIORMQ_VERSION}: {problems[0]}"
@@ -161,11 +171,19 @@ _T = TypeVar("_T")
 def per_channel(channel: AbstractChannel, name: str, make: Callable[[], _T]) -> _T:
     """The one ``make()`` of ``channel`` under ``name``, kept on the channel itself: it lives
     and dies with the channel (a registry keyed by channels would keep every one alive)."""
-    kept: dict[str, Any] = vars(channel).setdefault("_bridge_per_channel", {})
+    attributes = vars(channel)
+    kept: dict[str, Any] | None = attributes.get("_bridge_per_channel")
+    if kept is None:
+        kept = attributes["_bridge_per_channel"] = {}
     found = kept.get(name)
     if found is None:
         found = kept[name] = make()
     return cast(_T, found)
+
+
+def kept(channel: AbstractChannel, name: str) -> Any:
+    """What :func:`per_channel` keeps on ``channel`` under ``name`` (None: nothing yet)."""
+    return (vars(channel).get("_bridge_per_channel") or {}).get(name)
 
 
 def frame_batch(channel: AbstractChannel) -> FrameBatch:
@@ -175,7 +193,8 @@ def frame_batch(channel: AbstractChannel) -> FrameBatch:
 
 
 class FrameBatch:
-    """Frames for one channel, handed to aiormq's writer as one buffer per loop turn."""
+    """Frames for one channel, handed to aiormq's writer as one buffer per loop turn;
+    ``last``, when set, gives the frames that end each buffer (the turn's acks)."""
 
     def __init__(self, channel: AbstractChannel) -> None:
         ch: Any = channel
@@ -185,6 +204,7 @@ class FrameBatch:
         self._buffer: list[bytes] = []
         self._scheduled = False
         self._putting: asyncio.Task[None] | None = None
+        self.last: Callable[[], bytes] | None = None
 
     @property
     def closed(self) -> bool:
@@ -196,9 +216,22 @@ class FrameBatch:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
+    def due(self) -> None:
+        """``last`` has frames to give: write them at the end of this loop turn."""
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _take_last(self) -> None:
+        if self.last is not None:
+            frames = self.last()
+            if frames:
+                self._buffer.append(frames)
+
     async def written(self) -> None:
         """Wait until every frame added so far was written to the socket (unbounded: the
         caller bounds it; a dead connection never writes)."""
+        self._take_last()
         while self._putting is not None or self._buffer:
             if self._putting is not None:
                 await asyncio.shield(self._putting)
@@ -210,6 +243,8 @@ class FrameBatch:
 
     def discard(self) -> None:
         """Forget what is buffered (the channel is gone)."""
+        if self.last is not None:
+            self.last()  # the turn's acks, dropped with the rest
         self._buffer = []
         if self._putting is not None:
             self._putting.cancel()
@@ -217,6 +252,7 @@ class FrameBatch:
 
     def _flush(self) -> None:
         self._scheduled = False
+        self._take_last()
         if not self._buffer or self._putting is not None:
             return
         frame = ChannelFrame(payload=b"".join(self._buffer), should_close=False)
@@ -265,6 +301,57 @@ class Pending:
         self.future.cancel()
 
 
+class Counted:
+    """A publish whose outcome is only counted (a delivery record), standing in aiormq's
+    confirmations for the future a publish usually has: aiormq's reader settles it with
+    the same calls (``done``, ``cancelled``, ``set_result``, ``set_exception``, checked by
+    :func:`check`), and each one is passed to ``settled(counted, result, error)`` at once,
+    without a future, a done callback or a timer of its own (``result``: the
+    ``basic.ack`` frame, or the returned message; ``error``: a nack's ``DeliveryError``,
+    or why the channel closed). Nothing awaits it: give up on it with :meth:`expire`."""
+
+    __slots__ = ("deadline", "message_id", "over", "settled", "tag")
+
+    def __init__(
+        self,
+        tag: int,
+        message_id: str,
+        deadline: float,
+        settled: Callable[[Counted, object, BaseException | None], None],
+    ) -> None:
+        self.tag = tag
+        self.message_id = message_id
+        self.deadline = deadline
+        self.settled = settled
+        self.over = False
+        """Settled or given up on: what aiormq reads later is ignored."""
+
+    def done(self) -> bool:
+        return self.over
+
+    def cancelled(self) -> bool:
+        # aiormq logs a late confirm of a done confirmation at DEBUG when it was cancelled
+        # (given up on here), else at WARNING (which cannot happen: settled once).
+        return self.over
+
+    def set_result(self, result: object) -> None:
+        if not self.over:
+            self.over = True
+            self.settled(self, result, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        if not self.over:
+            self.over = True
+            self.settled(self, None, error)
+
+    def expire(self) -> bool:
+        """Give up on it (the caller counts it timed out); False if already settled."""
+        if self.over:
+            return False
+        self.over = True
+        return True
+
+
 class FastChannel:
     """Publishes on one channel through aiormq's bookkeeping (see the module docstring);
     must be the only publisher on the channel. Build it only after :func:`check` passed.
@@ -303,6 +390,29 @@ class FastChannel:
         self._batch.add(frames)
         return Pending(tag, message_id, future, self._confirmations)
 
+    def publish_counted(
+        self,
+        frames: bytes,
+        message_id: str,
+        deadline: float,
+        settled: Callable[[Counted, object, BaseException | None], None],
+    ) -> Counted:
+        """As :meth:`publish`, for a publish whose outcome is only counted (its message id
+        unique: no twins); call :meth:`forget` once it is settled or given up on."""
+        ch = self._ch
+        ch.delivery_tag += 1
+        tag: int = ch.delivery_tag
+        counted = Counted(tag, message_id, deadline, settled)
+        self._confirmations[tag] = counted  # type: ignore[assignment]
+        self._ids[message_id] = tag
+        self._batch.add(frames)
+        return counted
+
+    def forget(self, counted: Counted) -> None:
+        """aiormq no longer needs ``counted``'s message id (for a return)."""
+        if self._ids.get(counted.message_id) == counted.tag:
+            del self._ids[counted.message_id]
+
     def finish(self, pending: Pending, twin: Pending | None) -> None:
         """The publisher is done with ``pending`` (settled, timed out or cancelled);
         ``twin`` is an unfinished publish of the same message id, if any."""
@@ -321,7 +431,7 @@ class FastChannel:
     def _closed(self, closing: asyncio.Future[Any]) -> None:
         reason = None if closing.cancelled() else closing.exception()
         for future in list(self._confirmations.values()):
-            if isinstance(future, asyncio.Future) and not future.done():
+            if isinstance(future, asyncio.Future | Counted) and not future.done():
                 future.set_exception(
                     reason or ChannelInvalidStateError("the channel closed before the confirm")
                 )

@@ -103,9 +103,17 @@ class Acting:
 
 def send_record(channel: AbstractChannel, exchange: str, record: DeliveryRecord) -> None:
     """Publish ``record`` on ``channel``; its outcome is only counted, when it comes."""
-    channel_confirms = confirms(channel)
-    sent = channel_confirms.send_envelope(_envelope(exchange, record), "")
-    channel_confirms.when_settled(sent, RECORD_TIMEOUT, _counted)
+    send_record_body(channel, exchange, record.record_id, record.to_body())
+
+
+def send_record_body(channel: AbstractChannel, exchange: str, record_id: str, body: bytes) -> None:
+    """:func:`send_record` of a record given as its id and body
+    (:func:`bridge.core.records.record_body`): the worker's, one per attempt, without a
+    :class:`~bridge.core.records.DeliveryRecord` made for it. Pipelined: its confirm is
+    never waited for, only counted when it comes (:meth:`Confirms.send_counted`)."""
+    confirms(channel).send_counted(
+        "", deliveries_stream(exchange), RECORD_TYPE, body, record_id, RECORD_TIMEOUT, _counted
+    )
 
 
 def _envelope(exchange: str, record: DeliveryRecord) -> Envelope:

@@ -65,8 +65,13 @@ def _key(name: str) -> bytes:
     return b"%c%sS" % (len(raw), raw)
 
 
+_EMPTY_TABLE: Final = b"\x00\x00\x00\x00"
+
+
 def headers_table(headers: dict[str, str]) -> bytes:
     """An AMQP field table of string values, keys sorted as pamqp sorts them."""
+    if not headers:
+        return _EMPTY_TABLE
     parts: list[bytes] = []
     add = parts.append
     keys = _KEYS
@@ -123,21 +128,42 @@ class PublishFrames:
 
     def encode(self, envelope: Envelope) -> bytes:
         """Method, content header and body frames of ``envelope``, as one buffer."""
-        kind = self._types.get(envelope.event)
+        return self.encode_fields(
+            envelope.routing_key,
+            envelope.event,
+            envelope.body,
+            envelope.message_id,
+            envelope.received_at,
+            envelope.headers,
+            envelope.content_type,
+        )
+
+    def encode_fields(
+        self,
+        routing_key: str,
+        event: str,
+        body: bytes,
+        message_id: str,
+        received_at: float,
+        headers: dict[str, str],
+        content_type: str = CONTENT_TYPE_JSON,
+    ) -> bytes:
+        """:meth:`encode` of the envelope with these fields, without making one (a
+        delivery record per attempt, on the worker's hot path)."""
+        kind = self._types.get(event)
         if kind is None:
-            kind = self._types[envelope.event] = _short(envelope.event)
-        body = envelope.body
-        content_type = (
+            kind = self._types[event] = _short(event)
+        content = (
             _CONTENT_TYPE
-            if envelope.content_type == CONTENT_TYPE_JSON
-            else _short(envelope.content_type)  # a quarantined body keeps the sender's
+            if content_type == CONTENT_TYPE_JSON
+            else _short(content_type)  # a quarantined body keeps the sender's
         )
         properties = (
-            content_type,
-            headers_table(envelope.headers),
+            content,
+            headers_table(headers),
             _DELIVERY_MODE,
-            _short(envelope.message_id),
-            _TIMESTAMP.pack(int(envelope.received_at)),
+            _short(message_id),
+            _TIMESTAMP.pack(int(received_at)),
             kind,
             _APP_ID,
         )
@@ -145,7 +171,7 @@ class PublishFrames:
         channel = self.channel
         size = len(header) + sum(map(len, properties))
         # Every part joined once: the header and body frames are not built apart first.
-        parts = [self._method(envelope.routing_key), _FRAME_HEAD.pack(_HEADER, channel, size)]
+        parts = [self._method(routing_key), _FRAME_HEAD.pack(_HEADER, channel, size)]
         parts += (header, *properties, _FRAME_END)
         size = self.max_body_frame
         if len(body) < size:

@@ -83,6 +83,12 @@ class Confirms:
         self.path = FAST if reason is None else PUBLIC
         self._frames: dict[str, PublishFrames] = {}
         self._twins: dict[str, list[Pending]] = {}
+        self._counted: dict[int, tuple[internals.Counted, Callable[[Outcome], None]]] = {}
+        """The fast path's counted publishes not settled yet, in tag order (= deadline
+        order: one timeout for all of them)."""
+        self._sweep: asyncio.TimerHandle | None = None
+        self._all_counted: asyncio.Future[None] | None = None
+        self._loop = asyncio.get_running_loop()
         ch: Any = channel
         # Returns reach _on_return (synchronously, in aiormq's reader, before any later
         # frame is read) instead of failing just the one future aiormq picks by message id.
@@ -122,6 +128,81 @@ class Confirms:
             frames = self._encoder(exchange).encode_message(routing_key, body, properties)
             return self._track(fast.publish(frames, properties.message_id))
         return self._send_public(body, exchange, routing_key, properties)
+
+    def send_counted(
+        self,
+        exchange: str,
+        routing_key: str,
+        event: str,
+        body: bytes,
+        message_id: str,
+        timeout: float,
+        failed: Callable[[Outcome], None],
+    ) -> None:
+        """Start publishing a message whose outcome is only counted (a delivery record):
+        the properties of an envelope with no headers, ``message_id`` unique (no twins).
+        ``failed(outcome)`` is called for any outcome but ``confirmed`` (within
+        ``timeout`` seconds at most); nobody waits for it.
+
+        On the fast path such a publish costs no future, done callback or timer of its own
+        (:class:`~bridge.amqp.aiormq_internals.Counted`; one timer watches the deadlines of
+        all of them, which come in the order they were sent)."""
+        fast = self._fast
+        if fast is None or fast.closed:
+            envelope = Envelope(event, routing_key, body, message_id, time.time(), {})
+            sent = self._send_public(body, exchange, routing_key, envelope.properties())
+
+            def then(outcome: Outcome) -> None:
+                if outcome is not Outcome.CONFIRMED:
+                    failed(outcome)
+
+            self.when_settled(sent, timeout, then)
+            return
+        frames = self._encoder(exchange).encode_fields(
+            routing_key, event, body, message_id, time.time(), {}
+        )
+        deadline = self._loop.time() + timeout
+        counted = fast.publish_counted(frames, message_id, deadline, self._counted_settled)
+        self._counted[counted.tag] = (counted, failed)
+        if self._sweep is None:
+            self._sweep = self._loop.call_at(deadline, self._expire_counted)
+
+    def _counted_settled(
+        self, counted: internals.Counted, result: object, error: BaseException | None
+    ) -> None:
+        entry = self._counted.pop(counted.tag, None)
+        assert self._fast is not None
+        self._fast.forget(counted)
+        if entry is not None:
+            if error is None:
+                outcome = Outcome.CONFIRMED if isinstance(result, Basic.Ack) else Outcome.RETURNED
+            else:
+                outcome = _error_outcome(error)
+            if outcome is not Outcome.CONFIRMED:
+                entry[1](outcome)
+        if not self._counted and self._all_counted is not None:
+            if not self._all_counted.done():
+                self._all_counted.set_result(None)
+            self._all_counted = None
+
+    def _expire_counted(self) -> None:
+        self._sweep = None
+        now = self._loop.time()
+        counted = self._counted
+        while counted:
+            tag, (entry, failed) = next(iter(counted.items()))
+            if entry.deadline > now:
+                self._sweep = self._loop.call_at(entry.deadline, self._expire_counted)
+                return
+            del counted[tag]
+            if entry.expire():
+                assert self._fast is not None
+                self._fast.forget(entry)
+                failed(Outcome.TIMED_OUT)
+        if self._all_counted is not None:
+            if not self._all_counted.done():
+                self._all_counted.set_result(None)
+            self._all_counted = None
 
     def _encoder(self, exchange: str) -> PublishFrames:
         frames = self._frames.get(exchange)
@@ -212,7 +293,13 @@ class Confirms:
     async def settled(self, timeout: float) -> None:
         """Wait, at most ``timeout`` seconds, until every publish sent so far on the channel
         was settled (before a command closes it: what it sent last is then not lost)."""
-        futures = [pending.future for twins in self._twins.values() for pending in twins]
+        futures: list[asyncio.Future[Any]] = [
+            pending.future for twins in self._twins.values() for pending in twins
+        ]
+        if self._counted:
+            if self._all_counted is None:
+                self._all_counted = self._loop.create_future()
+            futures.append(self._all_counted)
         if futures:
             await asyncio.wait(futures, timeout=timeout)
 
@@ -255,6 +342,10 @@ def _outcome(pending: Pending) -> Outcome:
         if pending.returned or not isinstance(future.result(), Basic.Ack):
             return Outcome.RETURNED  # a return's message, or no confirm mode at all
         return Outcome.CONFIRMED
+    return _error_outcome(error)
+
+
+def _error_outcome(error: BaseException) -> Outcome:
     if isinstance(error, PublishError):  # a return, where on_return_raises was set
         return Outcome.RETURNED
     if isinstance(error, DeliveryError):  # how aiormq reports a basic.nack

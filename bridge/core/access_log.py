@@ -24,7 +24,7 @@ from bridge.core.logs import (
     WEBHOOK_EVENT,
     WEBHOOK_LOGGED,
     LineFormatter,
-    TurnBatchingStreamHandler,
+    direct_handler,
     redacted_path,
 )
 
@@ -95,34 +95,3 @@ class AccessLogger(AbstractAccessLogger):
             logger.name, logging.INFO, "(access log)", 0, message, args, None, extra=fields
         )
         logger.handle(record)
-
-
-def direct_handler(logger: logging.Logger) -> TurnBatchingStreamHandler | None:
-    """The one handler a record of ``logger`` at INFO would reach, if it is configure()'s
-    own (a batching handler with one of our formatters, no filters on the way); ``None``
-    when anything else (a filter, another handler, a test's capture) could see the record."""
-    if logger.disabled:
-        return None
-    current: logging.Logger | None = logger
-    while current is not None:
-        if current.filters:
-            return None
-        handlers = current.handlers
-        if handlers:
-            if current.parent is not None and current.propagate:
-                return None  # handlers here and further up
-            if len(handlers) != 1:
-                return None
-            handler = handlers[0]
-            if (
-                type(handler) is TurnBatchingStreamHandler
-                and not handler.filters
-                and handler.level <= logging.INFO
-                and isinstance(handler.formatter, LineFormatter)
-            ):
-                return handler
-            return None
-        if not current.propagate:
-            return None
-        current = current.parent
-    return None

@@ -114,7 +114,8 @@ class LineFormatter(logging.Formatter):
         self, created: float, name: str, message: str, args: tuple[Any, ...], fields: Fields
     ) -> str:
         """The line :meth:`format` gives an INFO record of logger ``name`` created at
-        ``created`` with ``message % args`` and the extra ``fields``, without the record."""
+        ``created`` with ``message % args`` and the extra ``fields``, without the record
+        (an access log line, or a worker line about one message)."""
         raise NotImplementedError
 
 
@@ -133,20 +134,27 @@ class TextFormatter(LineFormatter):
         self, created: float, name: str, message: str, args: tuple[Any, ...], fields: Fields
     ) -> str:
         stamp = self._second_stamp(created, None)
-        return f"{stamp},{_msecs(created):03d} INFO {name}: {escape_controls(message % args)}"
+        line = f"{stamp},{_msecs(created):03d} INFO {name}: {escape_controls(message % args)}"
+        if fields.get("subscriber") is None:
+            return line
+        return f"{line} {_pairs(fields)}"
 
     def format(self, record: logging.LogRecord) -> str:
         fields = record.__dict__
         if fields.get("subscriber") is None:  # not a worker line (the access log's hot path)
             return super().format(record)
         line = super().format(record)
-        pairs = " ".join(
-            f"{name}={escape_controls(str(fields[name]))}"
-            for name in _MESSAGE_FIELDS
-            if fields.get(name) is not None
-        )
         head, newline, trace = line.partition("\n")  # the fields stay on the message's line
-        return f"{head} {pairs}{newline}{trace}"
+        return f"{head} {_pairs(fields)}{newline}{trace}"
+
+
+def _pairs(fields: Fields) -> str:
+    """A worker line's message fields as ``key=value`` (control characters escaped)."""
+    return " ".join(
+        f"{name}={escape_controls(str(fields[name]))}"
+        for name in _MESSAGE_FIELDS
+        if fields.get(name) is not None
+    )
 
 
 class JsonFormatter(LineFormatter):
@@ -194,8 +202,9 @@ def _msecs(created: float) -> int:
 class TurnBatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A StreamHandler that, on a thread running an event loop, writes the lines logged
     during one loop turn with one write (the access log logs a line per request; a write
-    per line is a system call per request). Elsewhere, and on ``flush``, it writes at once;
-    nothing waits longer than the current loop turn."""
+    per line is a system call per request). Elsewhere, and on ``flush``, it writes at once
+    (a line from another thread while a turn's write is due goes with that write); nothing
+    waits longer than the current loop turn."""
 
     def __init__(self, stream: Any = None) -> None:
         super().__init__(stream)
@@ -213,6 +222,10 @@ class TurnBatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg
     def write_line(self, line: str) -> None:
         """Write one formatted ``line`` (without its terminator), batched as :meth:`emit`."""
         line += self.terminator
+        with self.lock:  # type: ignore[union-attr]
+            if self._scheduled:  # a flush is due at the end of this loop turn
+                self._pending.append(line)
+                return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -237,6 +250,52 @@ class TurnBatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg
                 except Exception:
                     return
             super().flush()
+
+
+def direct_handler(logger: logging.Logger) -> TurnBatchingStreamHandler | None:
+    """The one handler a record of ``logger`` at INFO would reach, if it is configure()'s
+    own (a batching handler with one of our formatters, no filters on the way); ``None``
+    when anything else (a filter, another handler, a test's capture) could see the record."""
+    if logger.disabled:
+        return None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        handlers = current.handlers
+        if handlers:
+            if current.parent is not None and current.propagate:
+                return None  # handlers here and further up
+            if len(handlers) != 1:
+                return None
+            handler = handlers[0]
+            if (
+                type(handler) is TurnBatchingStreamHandler
+                and not handler.filters
+                and handler.level <= logging.INFO
+                and isinstance(handler.formatter, LineFormatter)
+            ):
+                return handler
+            return None
+        if not current.propagate:
+            return None
+        current = current.parent
+    return None
+
+
+def info(logger: logging.Logger, message: str, args: tuple[Any, ...], fields: Fields) -> None:
+    """``logger.info(message, *args, extra=fields)``, for a line written per request or per
+    message: when configure()'s handler alone listens (the usual set-up), the same line is
+    formatted and queued without a ``LogRecord`` (a fraction of the cost); anything else
+    listening (another handler, a filter, a test's capture) gets a record as usual."""
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handler = direct_handler(logger)
+    if handler is not None:
+        formatter: LineFormatter = handler.formatter  # type: ignore[assignment]
+        handler.write_line(formatter.access_line(time.time(), logger.name, message, args, fields))
+        return
+    logger.info(message, *args, extra=fields, stacklevel=2)
 
 
 def configure(log_format: str = "text", level: int = logging.INFO) -> None:

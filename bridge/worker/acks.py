@@ -48,6 +48,8 @@ def redelivery_count(headers: Mapping[str, Any]) -> int:
 
 
 def _whole(value: Any) -> int:
+    if value is None:  # the usual case: a first delivery
+        return 0
     try:
         return int(value)
     except (TypeError, ValueError):

@@ -32,14 +32,15 @@ from typing import Any
 from aiormq.abc import DeliveredMessage
 
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.deliveries import send_record
+from bridge.amqp.deliveries import send_record_body
 from bridge.amqp.publisher import Outcome, confirms
-from bridge.core import metrics
+from bridge.core import logs, metrics
 from bridge.core.contract import HEADER_ORDER_NUMBER, rfc3339, routing_key
-from bridge.core.records import DeliveryRecord, Source, new_record_id, now_rfc3339
 from bridge.core.records import Outcome as Recorded
+from bridge.core.records import Source, new_record_id, now_rfc3339, record_body
 from bridge.errors import PermanentError
 from bridge.worker.acks import Settler, redelivery_count
+from bridge.worker.deadlines import IN_TIME, TIMED_OUT, Deadlines
 from bridge.worker.forwarder import LAST_ANSWER, Forwarder, Throttled
 from bridge.worker.message import (
     ATTEMPT_HEADER,
@@ -47,6 +48,7 @@ from bridge.worker.message import (
     FAILED_AT_HEADER,
     Message,
     copy_properties,
+    delivered_message,
     delivery_number,
     error_text,
     event_of,
@@ -123,8 +125,11 @@ class Handling:
             outcome: metrics.WORKER_MESSAGES.labels(sub.name, outcome)
             for outcome in ("consumed", "acked", "retried", "dead_lettered")
         }
+        self._consumed = self._count["consumed"]
+        self._acked = self._count["acked"]
         self._seconds = metrics.HANDLER_SECONDS.labels(sub.name)
         self._handler_is_code = not isinstance(handler, Forwarder)
+        self._deadlines = Deadlines(sub.timeout)
 
     def stop(self) -> None:
         self.stopping = True
@@ -136,25 +141,29 @@ class Handling:
         current = delivered.routing_key or ""
         delivery = delivery_number(headers)
         event = event_of(properties, headers, current)
-        return Message(
-            event=event,
-            body=delivered.body,
-            message_id=properties.message_id or "",
-            headers=headers,
+        return delivered_message(
+            event,
+            delivered.body,
+            properties.message_id or "",
+            headers,
             # A retry step or a replay re-publishes to the queue by name: the handler still
             # sees the webhook's own key, whatever route this copy took.
-            routing_key=current if delivered.exchange == self.exchange else routing_key(event),
-            delivery_routing_key=current,
-            subscriber=self.sub.name,
-            attempt=self.ladder.handler_attempt(delivery, 1),
-            delivery=delivery,
-            content_type=properties.content_type or "application/json",
-            redelivered=bool(delivered.redelivered),
+            current if delivered.exchange == self.exchange else routing_key(event),
+            current,
+            self.sub.name,
+            self.ladder.handler_attempt(delivery, 1),
+            delivery,
+            properties.content_type or "application/json",
+            bool(delivered.redelivered),
         )
 
-    async def process(self, delivered: DeliveredMessage) -> None:
+    async def process(
+        self, delivered: DeliveredMessage, task: asyncio.Task[Any] | None = None
+    ) -> None:
+        """Handle ``delivered`` in ``task``, the current one (given when the caller knows
+        it, which spares a look-up per message)."""
         message = self.message(delivered)
-        self._count["consumed"].inc()
+        self._consumed.inc()
         redeliveries = redelivery_count(message.headers)
         if self.ladder.crash_loop(redeliveries):
             reason = (
@@ -163,11 +172,12 @@ class Handling:
             )
             await self._next_step(delivered, message, CrashLoop(reason), None)
             return
-        error, took = await self._tries(delivered, message)
+        error, took = await self._tries(delivered, message, task)
         if error is None:
             if await self.settle(delivered, ack=True):
-                self._count["acked"].inc()
-                log.info("%s webhook handled", message.event, extra=message.log_fields())
+                self._acked.inc()
+                # One line per message: without a LogRecord in the usual set-up.
+                logs.info(log, "%s webhook handled", (message.event,), message.log_fields())
             return
         permanent = isinstance(error, PermanentError)
         # (A subscriber that holds while paused gave up holding with GiveBack.)
@@ -182,17 +192,19 @@ class Handling:
         await self._next_step(delivered, message, error, took)
 
     async def _tries(
-        self, delivered: DeliveredMessage, message: Message
+        self, delivered: DeliveredMessage, message: Message, task: asyncio.Task[Any] | None = None
     ) -> tuple[Exception | None, float | None]:
         """The one retry loop: ``(None, ms)`` once delivered (its record sent), else the
         last error for the ladder's next step, or :class:`GiveBack`."""
         ladder = self.ladder
         tries = 0  # failed tries of this delivery
         throttled = 0.0
+        pacer = self.pacer
         while True:
-            await self.pacer.wait()
+            if not pacer.open:
+                await pacer.wait()
             message.attempt = ladder.handler_attempt(message.delivery, tries + 1)
-            error, took = await self._try(message)
+            error, took = await self._try(message, task)
             if error is None:
                 self._record(delivered, message, Recorded.DELIVERED, None, took)
                 return None, took
@@ -236,24 +248,42 @@ class Handling:
                 return GiveBack(), took
             message.delivery, tries = step.attempt, 0
 
-    async def _try(self, message: Message) -> tuple[Exception | None, float]:
-        """One call of the handler, bounded by the subscriber's timeout."""
+    async def _try(
+        self, message: Message, task: asyncio.Task[Any] | None = None
+    ) -> tuple[Exception | None, float]:
+        """One call of the handler, bounded by the subscriber's timeout (as
+        ``asyncio.timeout()`` would, with one timer for all the calls in flight)."""
         LAST_ANSWER.set(None)
+        if task is None:
+            task = asyncio.current_task()
+            assert task is not None
+        deadlines = self._deadlines
+        cancelling = deadlines.start(task)
         started = time.perf_counter()
-        deadline = asyncio.timeout(self.sub.timeout)
         try:
-            async with deadline:
-                await self.handler(message)
+            await self.handler(message)
+        except asyncio.CancelledError:
+            if deadlines.finish(task, cancelling) != TIMED_OUT:
+                raise  # not (only) our deadline: a shutdown's, or the handler's own
+            return self._failed(message, self._timed_out(), started)
         except Throttled as busy:
+            deadlines.finish(task, cancelling)
             log.info("target busy: %s", str(busy)[:300], extra=message.log_fields())
             return busy, self._took(started)
         except Exception as error:
-            exc = error
-            if deadline.expired():
-                exc = HandlerTimeout(f"no return within {self.sub.timeout:g}s")
-            log.warning("handler failed: %s", error_text(exc)[:300], extra=message.log_fields())
-            return exc, self._took(started)
+            ended = deadlines.finish(task, cancelling)
+            return self._failed(message, error if ended == IN_TIME else self._timed_out(), started)
+        deadlines.finish(task, cancelling)
         return None, self._took(started)
+
+    def _timed_out(self) -> HandlerTimeout:
+        return HandlerTimeout(f"no return within {self.sub.timeout:g}s")
+
+    def _failed(
+        self, message: Message, exc: Exception, started: float
+    ) -> tuple[Exception | None, float]:
+        log.warning("handler failed: %s", error_text(exc)[:300], extra=message.log_fields())
+        return exc, self._took(started)
 
     def _took(self, started: float) -> float:
         seconds = time.perf_counter() - started
@@ -272,25 +302,26 @@ class Handling:
         if not self.records:
             return
         answer = LAST_ANSWER.get()
-        record = DeliveryRecord(
-            record_id=new_record_id(),
-            message_id=message.message_id,
-            subscriber=self.sub.name,
-            event=message.event,
-            order_id=message.order_id,
-            order_number=_text(message.headers.get(HEADER_ORDER_NUMBER)),
-            attempt=message.attempt,
-            outcome=outcome,
-            status=answer.status if answer is not None else None,
-            answer=answer.text if answer is not None else None,
-            error=error_text(error) if error is not None else None,
-            duration_ms=took,
-            at=now_rfc3339(),
-            source=Source.WORKER,
-            operator=None,
-            retry_after=retry_after,
+        record_id = new_record_id()
+        body = record_body(
+            record_id,
+            message.message_id,
+            self.sub.name,
+            message.event,
+            message.order_id,
+            _text(message.headers.get(HEADER_ORDER_NUMBER)),
+            message.attempt,
+            outcome,
+            answer.status if answer is not None else None,
+            answer.text if answer is not None else None,
+            error_text(error) if error is not None else None,
+            took,
+            now_rfc3339(),
+            Source.WORKER,
+            None,
+            retry_after,
         )
-        send_record(delivered.channel, self.exchange, record)
+        send_record_body(delivered.channel, self.exchange, record_id, body)
 
     async def _next_step(
         self,

@@ -230,7 +230,7 @@ class OrderedSubscription(Consuming):
         partition.busy = task
         try:
             if await self._hold_while_paused():
-                await self.handling.process(delivered)
+                await self.handling.process(delivered, task)
         finally:
             self._in_flight.discard(task)
             if partition.busy is task:

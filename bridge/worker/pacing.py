@@ -66,6 +66,12 @@ class Pacer:
         self._on_pause.append(callback)
 
     @property
+    def open(self) -> bool:
+        """True when a call may go out now without waiting (no rate limit, no pause):
+        :meth:`wait` need not be awaited."""
+        return not self._limiters and self._resume_at <= time.monotonic()
+
+    @property
     def paused_for(self) -> float:
         """Seconds left of a pause the target asked for (0 when none)."""
         return max(0.0, self._resume_at - time.monotonic())

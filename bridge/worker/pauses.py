@@ -23,6 +23,7 @@ from typing import Any
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
 
+from bridge.amqp.pipeline import no_ack_delivery
 from bridge.amqp.publisher import Outcome, confirms
 from bridge.amqp.topology import pauses_exchange_name
 from bridge.worker.pacing import MAX_PAUSE, Pacer
@@ -78,6 +79,7 @@ class SharedPauses:
             )
 
     async def _received(self, message: DeliveredMessage) -> None:
+        no_ack_delivery(message)  # its tag must not hold back the channel's acks
         if message.header.properties.app_id == self._origin:
             return
         try:

@@ -23,6 +23,7 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed
 
 from bridge.amqp.connection import BrokerLink
+from bridge.amqp.pipeline import no_ack_delivery
 from bridge.amqp.topology import (
     Topology,
     control_name,
@@ -139,8 +140,9 @@ class Consuming:
         self.gate.start()
 
 
-async def on_roster(_message: DeliveredMessage) -> None:
+async def on_roster(message: DeliveredMessage) -> None:
     """``<name>.workers`` never holds a message: consuming it only makes this worker count."""
+    no_ack_delivery(message)  # should one come, its tag must not hold back the acks
 
 
 class Subscription(Consuming):
@@ -214,7 +216,7 @@ class Subscription(Consuming):
         assert task is not None
         self._in_flight.add(task)
         try:
-            await self.handling.process(delivered)
+            await self.handling.process(delivered, task)
         finally:
             self._in_flight.discard(task)
 

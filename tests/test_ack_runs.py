@@ -1,0 +1,114 @@
+"""A channel's acks go as one multiple ack where they settle every tag up to one, and never
+cover a delivery not settled here: out-of-order acks go alone, a requeue goes before the
+run's ack, a no_ack delivery sharing the channel does not hold the runs back."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from aiormq.abc import AbstractChannel, DeliveredMessage
+
+from bridge.amqp import aiormq_internals as internals
+from bridge.amqp.pipeline import MAX_SETTLED_AHEAD, AckRun, AckWriter, ack_frame
+
+
+def test_a_turn_settling_every_tag_so_far_is_one_multiple_ack() -> None:
+    run = AckRun(7)
+    for tag in (2, 1, 3):
+        run.add(tag, True)
+    assert run.frames() == ack_frame(7, 3, True, multiple=True)
+    assert run.frames() == b""  # nothing new
+
+
+def test_an_ack_beyond_an_unsettled_tag_goes_alone_and_joins_the_run_later() -> None:
+    run = AckRun(1)
+    run.add(2, True)
+    run.add(3, True)
+    assert run.frames() == ack_frame(1, 2, True) + ack_frame(1, 3, True)  # 1 still in hand
+    run.add(1, True)
+    assert run.frames() == ack_frame(1, 1, True, multiple=True)  # 2 and 3: acked already
+    run.add(5, True)
+    assert run.frames() == ack_frame(1, 5, True)  # 4 in hand
+
+
+def test_a_requeue_goes_before_the_multiple_ack_that_would_take_it() -> None:
+    run = AckRun(1)
+    run.add(1, True)
+    run.add(3, False)
+    run.add(2, True)
+    assert run.frames() == ack_frame(1, 3, False) + ack_frame(1, 2, True, multiple=True)
+    run.add(4, False)
+    assert run.frames() == ack_frame(1, 4, False)  # nothing acked in the run: no ack
+
+
+def test_a_no_ack_delivery_fills_its_gap() -> None:
+    run = AckRun(1)
+    run.add(2, True)
+    assert run.frames() == ack_frame(1, 2, True)
+    run.add(1, None)
+    run.add(3, True)
+    assert run.frames() == ack_frame(1, 3, True, multiple=True)
+
+
+def test_a_delivery_held_for_ever_ends_the_runs_not_the_memory() -> None:
+    run = AckRun(1)
+    for tag in range(2, MAX_SETTLED_AHEAD + 3):
+        run.add(tag, True)
+    run.frames()
+    assert not run.runs and not run.ahead
+    run.add(1, True)
+    assert run.frames() == ack_frame(1, 1, True)  # one by one from now on
+
+
+@pytest.fixture
+async def channel() -> AbstractChannel:
+    import aiormq
+
+    connection = await aiormq.connect("amqp://guest:guest@127.0.0.1:5672/")
+    ch = await connection.channel()
+    try:
+        yield ch  # type: ignore[misc]
+    finally:
+        await connection.close()
+
+
+async def test_out_of_order_acks_and_a_requeue_settle_exactly_what_they_say(
+    channel: AbstractChannel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(internals.PATH_ENV, raising=False)
+    queue = f"test.ackruns.{uuid.uuid4().hex[:10]}"
+    await channel.queue_declare(queue, auto_delete=True)
+    for index in range(5):
+        await channel.basic_publish(str(index).encode(), routing_key=queue)
+    got: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
+
+    async def on_message(message: DeliveredMessage) -> None:
+        await got.put(message)
+
+    await channel.basic_qos(prefetch_count=10)
+    await channel.basic_consume(queue, on_message)
+    writer = AckWriter()
+    first = [await asyncio.wait_for(got.get(), 10) for _ in range(5)]
+    tags = {message.body: message.delivery_tag for message in first}
+    assert all(tag is not None for tag in tags.values())
+    # Settled out of order over two turns; "1" requeued, "0" last.
+    for body, ack in ((b"3", True), (b"1", False), (b"4", True)):
+        writer.settle(channel, tags[body], ack)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    for body in (b"2", b"0"):
+        writer.settle(channel, tags[body], True)  # type: ignore[arg-type]
+    again = await asyncio.wait_for(got.get(), 10)
+    assert again.body == b"1" and again.redelivered  # the requeue, never taken by a run
+    assert again.delivery_tag is not None
+    writer.settle(channel, again.delivery_tag, True)
+    # Nothing else comes back: the next delivery is a sentinel sent after the acks.
+    await channel.basic_publish(b"sentinel", routing_key=queue)
+    last = await asyncio.wait_for(got.get(), 10)
+    assert last.body == b"sentinel" and got.empty()
+    assert last.delivery_tag is not None
+    writer.settle(channel, last.delivery_tag, True)
+    assert await writer.written(channel, 5)
+    ok = await channel.queue_declare(queue, passive=True)
+    assert ok.message_count == 0
