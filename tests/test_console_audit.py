@@ -7,6 +7,7 @@ counted); a ledger that cannot be read is "could not look", no ledger is a note,
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,9 @@ def _rows(html: str) -> list[str]:
 async def test_console_changes_by_a_named_operator_are_listed_newest_first(
     probe: BrokerProbe, exchange: str, tmp_path: Path
 ) -> None:
-    sub = subscriber(name="erp")
+    # A name of its own: queues are named after the subscriber, not the exchange, and
+    # another test process may declare and delete its own "erp" meanwhile.
+    sub = subscriber(name=f"erp-{uuid.uuid4().hex[:8]}")
     track_subscriber(probe, exchange, sub)
     queues, exchanges = stream_names(exchange)
     probe.track(queues=queues, exchanges=exchanges)
@@ -68,11 +71,11 @@ async def test_console_changes_by_a_named_operator_are_listed_newest_first(
             csrf = csrf_of(await (await client.get("/replay")).text())
             for change in ("pause", "resume"):
                 answer: Any = await client.post(
-                    f"/subscribers/erp/{change}", data={"csrf": csrf}, allow_redirects=False
+                    f"/subscribers/{sub.name}/{change}", data={"csrf": csrf}, allow_redirects=False
                 )
                 assert answer.status == 303, await answer.text()
             answer = await client.post(
-                "/subscribers/erp/dead-letters/discard",
+                f"/subscribers/{sub.name}/dead-letters/discard",
                 data={"csrf": csrf, "id": "dead-1", "confirmed": "1"},
                 allow_redirects=False,
             )
@@ -93,7 +96,9 @@ async def test_a_refused_audit_record_fails_no_change_and_is_counted(
     probe: BrokerProbe, exchange: str
 ) -> None:
     # No deliveries stream on this exchange: every audit record comes back unroutable.
-    sub = subscriber(name="erp")
+    # A name of its own: queues are named after the subscriber, not the exchange, and
+    # another test process may declare and delete its own "erp" meanwhile.
+    sub = subscriber(name=f"erp-{uuid.uuid4().hex[:8]}")
     track_subscriber(probe, exchange, sub)
     await declare_topology((AMQP_URL,), sub.topology(exchange))
     returned = metrics.LEDGER_RECORDS_FAILED.labels("returned")
@@ -101,10 +106,10 @@ async def test_a_refused_audit_record_fails_no_change_and_is_counted(
     async with TestClient(TestServer(build_app(console_state(exchange, [sub])))) as client:
         csrf = await sign_in(client)
         answer: Any = await client.post(
-            "/subscribers/erp/pause", data={"csrf": csrf}, allow_redirects=False
+            f"/subscribers/{sub.name}/pause", data={"csrf": csrf}, allow_redirects=False
         )
         assert answer.status == 303, await answer.text()
-        assert "Paused by" in await (await client.get("/subscribers/erp")).text()
+        assert "Paused by" in await (await client.get(f"/subscribers/{sub.name}")).text()
     assert returned._value.get() == before + 1
 
 
