@@ -30,9 +30,9 @@ from bridge.worker.subscribers import Subscriber
 from tests.support.browser import (
     VIEWPORTS,
     ConsoleStack,
-    browser_installed,
     make_driver,
     new_profile,
+    require_browser,
     set_viewport,
 )
 from tests.support.rabbit_node import free_port
@@ -42,12 +42,7 @@ from tests.worker_helpers import body_for, publish
 
 pytestmark = pytest.mark.browser
 
-if not browser_installed():  # pragma: no cover - CI installs it (.ci/ensure-browser)
-    if os.environ.get("CI"):
-        raise RuntimeError("chromium/chromedriver missing: run .ci/ensure-browser")
-    pytest.skip(
-        "chromium or chromedriver is missing: run .ci/ensure-browser", allow_module_level=True
-    )
+require_browser()
 
 from selenium.webdriver.chrome.webdriver import WebDriver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402

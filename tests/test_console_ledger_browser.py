@@ -21,16 +21,16 @@ from bridge.ledger.database import open_writer
 from bridge.ledger.queries import LedgerReader
 from bridge.ledger.store import Batch, SubscriberSpec, store_subscribers, write_batch
 from tests.console_helpers import PASSWORD, console_state
-from tests.support.browser import browser_installed, make_driver, new_profile, set_viewport
+from tests.support.browser import (
+    make_driver,
+    new_profile,
+    require_browser,
+    set_viewport,
+)
 
 pytestmark = pytest.mark.browser
 
-if not browser_installed():  # pragma: no cover - CI installs it (.ci/ensure-browser)
-    if os.environ.get("CI"):
-        raise RuntimeError("chromium/chromedriver missing: run .ci/ensure-browser")
-    pytest.skip(
-        "chromium or chromedriver is missing: run .ci/ensure-browser", allow_module_level=True
-    )
+require_browser()
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 os.environ.setdefault("SE_OFFLINE", "true")
 
 import aiormq
+import pytest
 from aiohttp import web
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -66,6 +67,19 @@ VIEWPORTS = {"laptop": (1440, 900, False), "phone": (390, 844, True)}
 
 def browser_installed() -> bool:
     return bool(CHROMIUM and CHROMEDRIVER)
+
+
+def require_browser() -> None:
+    """Called at the top of a browser test module: skips the module when Chromium or its
+    driver is missing, except in CI, where that is an error (.ci/ensure-browser installs
+    them there)."""
+    if browser_installed():  # pragma: no cover - the usual case
+        return
+    if os.environ.get("CI"):
+        raise RuntimeError("chromium/chromedriver missing: run .ci/ensure-browser")
+    pytest.skip(
+        "chromium or chromedriver is missing: run .ci/ensure-browser", allow_module_level=True
+    )
 
 
 def make_driver(profile: str) -> webdriver.Chrome:
