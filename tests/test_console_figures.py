@@ -181,7 +181,7 @@ async def test_a_ledger_that_does_not_answer_is_could_not_look_in_bounded_time(
 ) -> None:
     class Silent(LedgerReader):
         async def figures(self, *args: object, **kwargs: object) -> dict[str, Any]:
-            await asyncio.sleep(60)
+            await asyncio.Event().wait()  # hangs until cancelled
             return {}
 
     monkeypatch.setattr(sources, "LEDGER_WAIT", 0.2)

@@ -11,7 +11,6 @@ the failing subscriber's page are saved at laptop and phone widths.
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -30,17 +29,17 @@ from bridge.worker.subscribers import Subscriber
 from tests.support.browser import (
     VIEWPORTS,
     ConsoleStack,
-    make_driver,
-    new_profile,
     require_browser,
     set_viewport,
 )
 from tests.support.rabbit_node import free_port
+from tests.test_console_browser import driver, shots
 from tests.test_forwarder import Target
 from tests.test_ledger_figures import attempt
 from tests.worker_helpers import body_for, publish
 
 pytestmark = pytest.mark.browser
+__all__ = ["driver", "shots"]  # the fixtures, shared with the other browser tests
 
 require_browser()
 
@@ -147,24 +146,6 @@ def _history(url: str, outage: Outage) -> None:
     batch.cover("history.deliveries", len(rows))
     write_batch(engine, batch, {"webhooks": "history.archive", "attempts": "history.deliveries"})
     engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def driver() -> Iterator[WebDriver]:
-    with new_profile() as profile:
-        chrome = make_driver(profile)
-        try:
-            yield chrome
-        finally:
-            chrome.quit()
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    target = os.environ.get("BRIDGE_SCREENSHOTS")
-    path = Path(target) if target else tmp_path
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _signed_in(driver: WebDriver, base: str) -> Page:

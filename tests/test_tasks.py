@@ -14,7 +14,7 @@ async def test_it_cancels_the_task_and_waits_for_its_unwinding() -> None:
 
     async def background() -> None:
         try:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # hangs until cancelled
         finally:
             await asyncio.sleep(0)
             unwound.set()
@@ -31,7 +31,7 @@ async def test_the_callers_own_cancellation_is_passed_on() -> None:
 
     async def slow_to_stop() -> None:
         try:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # hangs until cancelled
         finally:
             await release.wait()  # unwinding takes a while
 

@@ -172,7 +172,7 @@ async def test_a_handler_that_hangs_is_timed_out_and_retried(
     async def hangs_once(message: Message) -> None:
         calls.append(message.attempt)
         if len(calls) == 1:
-            await asyncio.sleep(30)
+            await asyncio.Event().wait()  # hangs until cancelled
 
     async with running_worker(probe, exchange, [sub], {sub.name: hangs_once}):
         await publish(probe, exchange, "delivered", body_for("delivered", 0))
