@@ -59,6 +59,26 @@ def test_the_sqlite_file_is_private(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.parent.stat().st_mode) & 0o077 == 0
 
 
+def test_the_sqlite_writer_caches_a_batch_and_checkpoints_seldom(tmp_path: Path) -> None:
+    # A batch of random keys dirties tens of thousands of pages: the writer's cache holds
+    # them until the commit, and the WAL is copied back after many batches, not each one.
+    # Readers keep SQLite's defaults (one cache per console connection).
+    url = f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
+    writer = open_writer(url)
+    reader = open_reader(url)
+    with writer.connect() as connection:
+        cache_kib = -connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
+        checkpoint = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+    with reader.connect() as connection:
+        reader_checkpoint = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+        reader_cache = connection.exec_driver_sql("PRAGMA cache_size").scalar_one()
+    writer.dispose()
+    reader.dispose()
+    assert cache_kib >= 1024 * 1024
+    assert checkpoint >= 10_000
+    assert (reader_checkpoint, reader_cache) == (1000, -2000)
+
+
 def test_an_upgrade_keeps_every_row(ledger_db: str) -> None:
     engine = open_writer(ledger_db)
     batch = Batch(webhooks=[webhook(n) for n in range(50)])

@@ -2,10 +2,10 @@
 delivery records and audit records) from the offsets the ledger stored and writes their rows
 in batches (up to :data:`BATCH_ROWS` rows or :data:`BATCH_SECONDS`), each batch with its
 offsets in one transaction (:func:`bridge.ledger.store.write_batch`). The streams are read by
-:mod:`bridge.ledger.consumer` (deliveries parsed from the wire, no task per message); the
-rows are built in a thread with the write, and the broker gets its acks once per batch, for
-the whole batch, after the commit; meanwhile the next batch arrives (the prefetch is twice
-a batch).
+:mod:`bridge.ledger.consumer` (deliveries parsed from the wire, no task per message); a
+batch's rows are built in a thread while the batch before is written in another (one write
+at a time, in order), and the broker gets its acks once per batch, for the whole batch,
+after the commit; meanwhile the next batch arrives (the prefetch is twice a batch).
 
 Guarantees: a crash (even SIGKILL) loses no row and writes none twice: the next start reads
 on from one past the stored offsets, and what the broker sends again after a reconnect is
@@ -63,9 +63,12 @@ from bridge.ledger.store import (
 
 log = logging.getLogger("bridge.ledger")
 
-BATCH_ROWS = 5000
+BATCH_ROWS = 20_000
+"""A batch's most rows: each commit writes every page its rows dirtied, and with random
+keys a batch of 20,000 dirties fewer pages per row than one of 5,000 (SQLite: a quarter
+more rows per CPU second at 1.5 million rows)."""
 BATCH_SECONDS = 0.2
-PREFETCH = 10_000
+PREFETCH = 2 * BATCH_ROWS
 """Per stream. Stream consumers need a prefetch; acks (after each batch's commit) give
 credit back, so deliveries keep arriving while a batch is written: twice a batch."""
 IDLE_MARK = 2.0
@@ -234,31 +237,52 @@ class Indexer:
             self._link.renew()
 
     async def _batches(self, stop: asyncio.Event) -> None:
+        """Gather batches and write them: each batch's rows are parsed while the one before
+        is being written (the writer's SQLite or PostgreSQL work runs outside the GIL), and
+        one write runs at a time, in order, so the stored offsets only move forward. Before
+        idling, and before returning, the write in flight is awaited."""
         loop = asyncio.get_running_loop()
-        while not stop.is_set() and self._fatal is None:
-            if not self._pending:
-                self._arrived.clear()
-                try:
-                    async with asyncio.timeout(IDLE_MARK):
-                        await self._arrived.wait()
-                except TimeoutError:
-                    await self._mark_current()
-                continue
-            # Gather up to a batch, at most batch_seconds after the first message.
-            deadline = loop.time() + self.batch_seconds
-            while len(self._pending) < self.batch_rows and not stop.is_set():
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                self._full.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(remaining):
-                        await self._full.wait()
-            taken = self._take()
-            await self._write(taken)
-            await _ack(taken.acks)
-            if not self._pending:
-                self._idle_since = time.monotonic()
+        writing: asyncio.Task[None] | None = None
+        try:
+            while not stop.is_set() and self._fatal is None:
+                if not self._pending:
+                    if writing is not None:
+                        await writing
+                        writing = None
+                        continue
+                    self._arrived.clear()
+                    try:
+                        async with asyncio.timeout(IDLE_MARK):
+                            await self._arrived.wait()
+                    except TimeoutError:
+                        await self._mark_current()
+                    continue
+                # Gather up to a batch, at most batch_seconds after the first message.
+                deadline = loop.time() + self.batch_seconds
+                while len(self._pending) < self.batch_rows and not stop.is_set():
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    self._full.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(remaining):
+                            await self._full.wait()
+                taken = self._take()
+                batch = await asyncio.to_thread(_rows, taken.deliveries)
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(self._commit(batch, taken.acks), name="ledger-write")
+        finally:
+            if writing is not None:
+                await writing
+
+    async def _commit(self, batch: Batch, acks: dict[AbstractChannel, int]) -> None:
+        """Write ``batch`` (when it has anything), then give the streams their credit back."""
+        if batch.offsets:
+            await self._write(batch)
+        await _ack(acks)
+        if not self._pending:
+            self._idle_since = time.monotonic()
 
     async def _mark_current(self) -> None:
         """Nothing arrived for :data:`IDLE_MARK` seconds while attached: the ledger holds
@@ -289,10 +313,7 @@ class Indexer:
             deliveries.append((stream, delivery))
         return _Taken(deliveries, acks)
 
-    async def _write(self, taken: _Taken) -> None:
-        if not taken.deliveries:
-            return
-        batch = await asyncio.to_thread(_rows, taken.deliveries)
+    async def _write(self, batch: Batch) -> None:
         delay = 0.2
         while True:
             try:
