@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +16,7 @@ from sqlalchemy import Engine, func, select
 
 from bridge.core.records import Outcome, deliveries_stream
 from bridge.ledger.database import open_writer
-from bridge.ledger.indexer import Indexer
+from bridge.ledger.indexer import GC_YOUNG_THRESHOLD, Indexer
 from bridge.ledger.schema import attempts, stream_offsets, webhooks
 from bridge.ledger.store import current_at
 from tests.conftest import AMQP_URL, BrokerProbe
@@ -96,6 +97,23 @@ async def test_webhooks_and_records_become_rows_once(
         await wait_for(lambda: count(engine, attempts) == 45 and count(engine, webhooks) == 31)
     with engine.connect() as connection:
         assert connection.execute(select(func.sum(stream_offsets.c.duplicates))).scalar() == 0
+    engine.dispose()
+
+
+async def test_the_cycle_collector_runs_seldom_while_indexing_and_as_before_after(
+    ledger_db: str, exchange: str, streams: Streams
+) -> None:
+    # A batch's deliveries and rows are many short-lived objects in no cycle: the default
+    # young threshold walked them over and over. Left as it was when the indexer stops.
+    engine = open_writer(ledger_db)
+    before = gc.get_threshold()
+    await streams.webhook("msg-gc", webhook_headers("3000"))
+    async with indexing(engine, exchange, ledger_db):
+        await wait_for(lambda: count(engine, webhooks) == 1)
+        assert gc.get_threshold()[0] == GC_YOUNG_THRESHOLD
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
     engine.dispose()
 
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -77,6 +78,11 @@ RETENTION_INTERVAL = 600.0
 UNDELIVERED_INTERVAL = 15.0
 SPOOL_LOOKBACK = timedelta(hours=1)
 DB_RETRY_MAX = 10.0
+GC_YOUNG_THRESHOLD = 100_000
+"""Allocations between the cycle collector's young passes while indexing (Python's default:
+700). A batch's deliveries and rows live a second or two and are in no cycle; at the
+default the collector walked them again and again, and the older generations' passes every
+object the process holds: 15% of the indexer's time at 20,000-row batches."""
 
 
 @dataclass
@@ -166,14 +172,15 @@ class Indexer:
             redact_url(self.url),
             {name: s.seen + 1 for name, s in self._streams.items()},
         )
-        try:
-            await self._batches(stop)
-        finally:
-            self._stopping = True
-            for chore in chores:
-                await cancel_and_wait(chore)
-            await cancel_and_wait(waker)
-            await link.close()
+        with _fewer_collections():
+            try:
+                await self._batches(stop)
+            finally:
+                self._stopping = True
+                for chore in chores:
+                    await cancel_and_wait(chore)
+                await cancel_and_wait(waker)
+                await link.close()
         if self._fatal is not None:
             raise self._fatal
 
@@ -416,6 +423,21 @@ def _rows(deliveries: list[tuple[_Stream, Delivery]]) -> Batch:
     # Whole seconds, so "current" errs on the early side.
     batch.newest = {name: stamp_time(stamp) for name, stamp in stamps.items()}
     return batch
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """The cycle collector runs every :data:`GC_YOUNG_THRESHOLD` allocations, and what the
+    process held at the start (modules, SQLAlchemy's and aiormq's objects) is left out of
+    its passes (``gc.freeze``); both undone on leaving."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 async def _ack(acks: dict[AbstractChannel, int]) -> None:
