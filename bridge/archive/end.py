@@ -141,14 +141,19 @@ async def _last_offset(connection: AbstractConnection, stream: str, tail: float)
     channel, tag, inbox = await _consume(connection, stream, "last", PREFETCH)
     highest: int | None = None
     try:
-        while True:
-            try:
-                message = await asyncio.wait_for(inbox.get(), tail)
-            except TimeoutError:
-                return highest
+        while (message := await _next(inbox, tail)) is not None:
             highest = max(highest if highest is not None else -1, offset_of(message))
+        return highest
     finally:
         await _stop(channel, tag)
+
+
+async def _next(inbox: asyncio.Queue[DeliveredMessage], wait: float) -> DeliveredMessage | None:
+    """The consumer's next delivery; ``None`` when none comes within ``wait`` seconds."""
+    try:
+        return await asyncio.wait_for(inbox.get(), wait)
+    except TimeoutError:
+        return None
 
 
 async def read_known(
@@ -188,13 +193,12 @@ async def _deliveries(
     unacked = 0
     try:
         while True:
-            try:
-                message = await asyncio.wait_for(inbox.get(), idle)
-            except TimeoutError:
+            message = await _next(inbox, idle)
+            if message is None:
                 raise CommandError(
                     f"{stream} delivered nothing for {idle:.0f} s before its end: the read is "
                     "incomplete; check the broker's health and run it again"
-                ) from None
+                )
             yield message
             if is_last(message):
                 return
