@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -25,19 +24,10 @@ from bridge.ledger.migrations import VERSION, current_version, upgrade
 from bridge.ledger.schema import attempts, audit, ledger_schema, metadata, stream_offsets, webhooks
 from bridge.ledger.store import Batch, remove_before, write_batch
 from tests.conftest import AMQP_URL, BrokerProbe
-from tests.support.ledger_streams import Streams, record, stream_names
-from tests.test_ledger_indexer import count, indexing, wait_for
-from tests.test_ledger_schema import STREAMS, webhook
+from tests.support.ledger_index import count, indexing, wait_for
+from tests.support.ledger_rows import STREAMS, attempt_row, webhook_row
+from tests.support.ledger_streams import Streams, record
 from tests.worker_helpers import body_for, unique_name
-
-
-@pytest.fixture
-async def streams(exchange: str, probe: BrokerProbe) -> AsyncIterator[Streams]:
-    queues, exchanges = stream_names(exchange)
-    probe.track(queues=queues, exchanges=exchanges)
-    opened = await Streams(AMQP_URL, exchange).open()
-    yield opened
-    await opened.close()
 
 
 def change(n: int, at: datetime, action: Action = Action.PAUSE) -> dict[str, object]:
@@ -78,28 +68,8 @@ def test_the_upgrade_from_version_1_adds_the_audit_table_and_keeps_every_row(
         )
         connection.execute(ledger_schema.insert().values(id=1, version=1))
     batch = Batch(
-        webhooks=[webhook(n) for n in range(20)],
-        attempts=[
-            {
-                "record_id": f"r-{n}",
-                "message_id": f"m-{n}",
-                "subscriber": "erp",
-                "event": "despatched",
-                "order_id": str(n),
-                "order_number": None,
-                "attempt": 1,
-                "outcome": "delivered",
-                "status": 200,
-                "answer": None,
-                "error": None,
-                "duration_ms": 1.0,
-                "at": datetime.now(UTC),
-                "source": "worker",
-                "operator": None,
-                "stream_offset": n,
-            }
-            for n in range(30)
-        ],
+        webhooks=[webhook_row(n) for n in range(20)],
+        attempts=[attempt_row(n, datetime.now(UTC)) for n in range(30)],
     )
     batch.cover("x.archive", 19)
     batch.cover("x.deliveries", 29)

@@ -115,8 +115,14 @@ async def publish(probe: BrokerProbe, exchange: str, event: str, body: bytes) ->
 
 
 async def wait_until(
-    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    *,
+    what: str = "the condition",
 ) -> None:
+    """Return once ``predicate()`` (or what it awaits to) is true, asking every ``interval``
+    seconds; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
@@ -125,7 +131,7 @@ async def wait_until(
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
 
 
