@@ -433,6 +433,18 @@ async def consuming(
     return queue, got
 
 
+async def only_a_sentinel_follows(
+    channel: AbstractChannel, queue: str, got: asyncio.Queue[DeliveredMessage]
+) -> int:
+    """Prove nothing else comes back from ``queue`` (see :func:`consuming`): a sentinel
+    published now is the next delivery, and the last. Its delivery tag, to settle."""
+    await channel.basic_publish(b"sentinel", routing_key=queue)
+    last = await asyncio.wait_for(got.get(), 10)
+    assert last.body == b"sentinel" and got.empty()
+    assert last.delivery_tag is not None
+    return last.delivery_tag
+
+
 @pytest.fixture
 async def plain_exchange() -> AsyncIterator[tuple[str, BrokerProbe]]:
     """A topic exchange without an alternate exchange (so unroutable messages come back),

@@ -11,7 +11,7 @@ from aiormq.abc import AbstractChannel
 
 from bridge.amqp import aiormq_internals as internals
 from bridge.amqp.pipeline import MAX_SETTLED_AHEAD, AckRun, AckWriter, ack_frame
-from tests.conftest import consuming
+from tests.conftest import consuming, only_a_sentinel_follows
 
 
 def test_a_turn_settling_every_tag_so_far_is_one_multiple_ack() -> None:
@@ -82,11 +82,7 @@ async def test_out_of_order_acks_and_a_requeue_settle_exactly_what_they_say(
     assert again.delivery_tag is not None
     writer.settle(channel, again.delivery_tag, True)
     # Nothing else comes back: the next delivery is a sentinel sent after the acks.
-    await channel.basic_publish(b"sentinel", routing_key=queue)
-    last = await asyncio.wait_for(got.get(), 10)
-    assert last.body == b"sentinel" and got.empty()
-    assert last.delivery_tag is not None
-    writer.settle(channel, last.delivery_tag, True)
+    writer.settle(channel, await only_a_sentinel_follows(channel, queue, got), True)
     assert await writer.written(channel, 5)
     ok = await channel.queue_declare(queue, passive=True)
     assert ok.message_count == 0

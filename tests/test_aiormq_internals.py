@@ -18,7 +18,7 @@ from bridge.amqp import publisher as publisher_module
 from bridge.amqp.connection import BrokerLink
 from bridge.amqp.pipeline import AckWriter
 from bridge.amqp.publisher import FAST, PUBLIC, Confirms, Publisher, PublishFailed
-from tests.conftest import AMQP_URL, BrokerProbe, consuming
+from tests.conftest import AMQP_URL, BrokerProbe, consuming, only_a_sentinel_follows
 from tests.test_publisher import envelope
 
 pytestmark = pytest.mark.both_publish_paths
@@ -112,11 +112,7 @@ async def test_acks_and_requeues_on_both_paths(
     assert again.delivery_tag is not None
     writer.settle(channel, again.delivery_tag, True)
     # Nothing else comes back: the next delivery is a sentinel sent after the acks.
-    await channel.basic_publish(b"sentinel", routing_key=queue)
-    last = await asyncio.wait_for(got.get(), 10)
-    assert last.body == b"sentinel" and got.empty()
-    assert last.delivery_tag is not None
-    writer.settle(channel, last.delivery_tag, True)
+    writer.settle(channel, await only_a_sentinel_follows(channel, queue, got), True)
 
 
 async def test_a_return_after_its_publish_gave_up_is_logged_without_the_body(

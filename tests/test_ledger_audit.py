@@ -10,10 +10,8 @@ import getpass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pamqp.commands import Basic
 from sqlalchemy import func, inspect, select
 
-from bridge.amqp.topology import dlq_name
 from bridge.cli import main
 from bridge.core.audit import AUDIT_TYPE, Action, AuditRecord, Via, audit_record
 from bridge.core.records import RecordError, deliveries_stream
@@ -27,7 +25,7 @@ from tests.conftest import AMQP_URL, BrokerProbe
 from tests.support.ledger_index import count, indexing, wait_for
 from tests.support.ledger_rows import STREAMS, attempt_row, webhook_row
 from tests.support.ledger_streams import Streams, record
-from tests.worker_helpers import body_for, unique_name
+from tests.worker_helpers import bare_dead_letters, unique_name
 
 
 def change(n: int, at: datetime, action: Action = Action.PAUSE) -> dict[str, object]:
@@ -172,16 +170,7 @@ async def test_dlq_replay_on_the_command_line_leaves_an_audit_row(
     monkeypatch.setenv("BRIDGE_AMQP_URL", AMQP_URL)
     monkeypatch.setenv("BRIDGE_EXCHANGE", exchange)
     name = unique_name("audited")
-    probe.track(queues=(name, dlq_name(name)))
-    channel = await probe._chan()
-    for queue in (name, dlq_name(name)):
-        await channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
-    for n in range(3):
-        await channel.basic_publish(
-            body_for("despatched", n),
-            routing_key=dlq_name(name),
-            properties=Basic.Properties(message_id=f"m{n}", headers={"x-attempt": 3}),
-        )
+    await bare_dead_letters(probe, name, 3)
     assert await asyncio.to_thread(main, ["dlq", "replay", name, "--limit", "2"]) == 0
     engine = open_writer(ledger_db)
     async with indexing(engine, exchange, ledger_db):

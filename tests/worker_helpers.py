@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from pamqp.commands import Basic
 
+from bridge.amqp.topology import dlq_name
 from bridge.core.contract import webhook_envelope
 from bridge.worker.message import Message
 from bridge.worker.runner import Worker
@@ -112,6 +114,22 @@ async def publish(probe: BrokerProbe, exchange: str, event: str, body: bytes) ->
         mandatory=True,
     )
     return envelope.message_id
+
+
+async def bare_dead_letters(probe: BrokerProbe, name: str, count: int) -> None:
+    """Subscriber ``name``'s queue and DLQ declared bare (no worker, no bindings; deleted
+    after the test), and ``count`` dead letters in the DLQ: ``m0``, ``m1``, ... each on its
+    third attempt."""
+    probe.track(queues=(name, dlq_name(name)))
+    channel = await probe._chan()
+    for queue in (name, dlq_name(name)):
+        await channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    for n in range(count):
+        await channel.basic_publish(
+            body_for("despatched", n),
+            routing_key=dlq_name(name),
+            properties=Basic.Properties(message_id=f"m{n}", headers={"x-attempt": 3}),
+        )
 
 
 async def wait_until(
