@@ -607,8 +607,8 @@ def _expand(word: str, env: dict[str, str]) -> str:
 
 def _metrics_ports_on_one_host() -> dict[str, int]:
     """The metrics port of every process the systemd examples run on one host: the
-    receiver, sync, the ledger, and a worker per instance (the first without an instance file, one more
-    per worker-*.env.example)."""
+    receiver, sync, the ledger, and a worker per instance (the first without an instance
+    file, one more per worker-*.env.example). The console serves no metrics."""
     systemd = DEPLOY / "systemd"
     shared = _env_file(systemd / "bridge.env.example")
     instances: dict[str, dict[str, str]] = {"first": {}} | {
