@@ -16,6 +16,7 @@ from bridge.ledger.queries import LedgerReader
 from bridge.ledger.schema import audit
 from tests.conftest import AMQP_URL, BridgeFactory, BrokerProbe
 from tests.console_helpers import console_state, sign_in
+from tests.support.ledger_index import count, indexing, wait_for
 from tests.support.ledger_streams import Streams, stream_names
 from tests.test_console_replay_guardrails import (
     _archive,
@@ -26,7 +27,6 @@ from tests.test_console_replay_guardrails import (
     _matched,
     _post,
 )
-from tests.test_ledger_indexer import count, indexing, wait_for
 from tests.worker_helpers import subscriber
 
 

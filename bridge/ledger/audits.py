@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, Select, and_, func, or_, select
+from sqlalchemy import Engine, Row, Select, and_, func, or_, select
 
-from bridge.errors import CommandError
-from bridge.ledger.migrations import current_version
-from bridge.ledger.rows import utc
+from bridge.ledger.reading import read_row, require_schema
 from bridge.ledger.schema import audit
 from bridge.ledger.store import current_at
 
@@ -53,7 +51,7 @@ def audit_page(engine: Engine, before: int | None = None, size: int = PAGE_SIZE)
     """Up to ``size`` changes, newest first; with ``before``, those older than row
     ``before`` (a row retention removed meanwhile: from the newest again)."""
     with engine.connect() as connection:
-        _check_schema(connection)
+        require_schema(connection, AUDIT_SINCE_VERSION, "the audit table")
         total = int(connection.execute(select(func.count()).select_from(audit)).scalar() or 0)
         query = _newest_first(size + 1)
         if before is not None:
@@ -84,20 +82,10 @@ def latest_changes(engine: Engine, action: str, deliveries: str, size: int = PAG
     """Up to ``size`` changes ``action`` (an :class:`~bridge.core.audit.Action`), newest
     first, and the indexer's mark on ``deliveries`` (the stream the records come from)."""
     with engine.connect() as connection:
-        _check_schema(connection)
+        require_schema(connection, AUDIT_SINCE_VERSION, "the audit table")
         rows = connection.execute(_newest_first(size).where(audit.c.action == action)).all()
         mark = current_at(connection, deliveries)
     return Changes(tuple(_entry(row) for row in rows), mark)
-
-
-def _check_schema(connection: Connection) -> None:
-    version = current_version(connection) or 0
-    if version < AUDIT_SINCE_VERSION:
-        raise CommandError(
-            f"the ledger's schema is version {version}, older than the audit table: "
-            "restart `mintsoft-bridge ledger` with this version (it upgrades the schema "
-            "on start, keeping every row)"
-        )
 
 
 def _newest_first(limit: int) -> Select[Any]:
@@ -105,13 +93,4 @@ def _newest_first(limit: int) -> Select[Any]:
 
 
 def _entry(row: Row[Any]) -> AuditEntry:
-    return AuditEntry(
-        id=int(row.id),
-        at=utc(row.at),
-        operator=row.operator,
-        via=row.via,
-        action=row.action,
-        subscriber=row.subscriber,
-        count=row._mapping["count"],
-        detail=row.detail,
-    )
+    return read_row(AuditEntry, row, id=int(row.id))
