@@ -1,0 +1,105 @@
+"""The worker's delivery records travel in runs: the records one channel makes in one loop
+turn leave as one ``<exchange>.deliveries`` message (their JSON joined by newlines) before
+that turn's acks; a run of one is the lone record's message as before; a run the broker
+refuses counts each of its records in ``bridge_ledger_records_failed_total``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiormq.abc import DeliveredMessage
+
+from bridge.amqp.deliveries import RUN_RECORDS, add_record
+from bridge.core.records import deliveries_stream, record_lines
+from bridge.worker.message import Message
+from tests.conftest import AMQP_URL, BrokerProbe
+from tests.support.ledger_streams import Streams, record, stream_names
+from tests.test_records_produced import _count, _failed, read_records
+from tests.worker_helpers import body_for, publish, running_worker, subscriber, wait_until
+
+
+async def test_the_records_of_one_turn_are_one_message_and_a_lone_one_is_as_before(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    queues, exchanges = stream_names(exchange)
+    probe.track(queues=queues, exchanges=exchanges)
+    streams = await Streams(AMQP_URL, exchange).open()
+    await streams.close()
+    assert probe.connection is not None
+    channel = await probe.connection.channel()  # a confirm channel, as the worker's
+    made = [record(f"msg-{n}", attempt=n + 1) for n in range(RUN_RECORDS + 2)]
+    for one in made:  # one loop turn: a full run leaves at once, the rest at the turn's end
+        add_record(channel, exchange, one.record_id, one.to_body())
+    await asyncio.sleep(0)  # the next turn (a lone record alone in its run)
+    lone = record("msg-lone")
+    add_record(channel, exchange, lone.record_id, lone.to_body())
+    sizes: list[int] = []
+    got = await read_records(probe, exchange, lambda r: len(r) == len(made) + 1, messages=sizes)
+    assert got == [*made, lone]  # every record, in order
+    assert sizes == [RUN_RECORDS, 2, 1]
+
+    # The lone record's message is what one record always was: its body, its id.
+    raw: list[tuple[bytes, str | None]] = []
+    reader = await probe.connection.channel()
+    await reader.basic_qos(prefetch_count=10)
+
+    async def take(message: DeliveredMessage) -> None:
+        raw.append((message.body, message.header.properties.message_id))
+
+    await reader.basic_consume(
+        deliveries_stream(exchange), take, arguments={"x-stream-offset": "last"}
+    )
+    await wait_until(lambda: bool(raw))
+    await reader.close()
+    assert raw[-1] == (lone.to_body(), lone.record_id)
+    assert record_lines(raw[-1][0]) == [lone.to_body()]
+
+
+async def test_a_worker_sends_the_records_of_one_turn_as_one_message(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    probe.track(queues=(deliveries_stream(exchange),))
+    sub = subscriber(prefetch=32)
+    go = asyncio.Event()
+    arrived: list[str] = []
+
+    async def held(message: Message) -> None:
+        arrived.append(message.message_id)
+        await go.wait()
+
+    async with running_worker(probe, exchange, [sub], {sub.name: held}):
+        sent = [
+            await publish(probe, exchange, "despatched", body_for("despatched", n))
+            for n in range(20)
+        ]
+        await wait_until(lambda: len(arrived) == 20)
+        go.set()  # the twenty handlers return in one loop turn
+        await wait_until(lambda: _count(sub.name, "acked") == 20)
+        sizes: list[int] = []
+        records = await read_records(probe, exchange, lambda r: len(r) >= 20, messages=sizes)
+    assert sorted(r.message_id for r in records) == sorted(sent)
+    assert sizes == [20]
+
+
+async def test_a_refused_run_counts_each_of_its_records(probe: BrokerProbe, exchange: str) -> None:
+    sub = subscriber(prefetch=32)
+    go = asyncio.Event()
+    arrived: list[str] = []
+
+    async def held(message: Message) -> None:
+        arrived.append(message.message_id)
+        await go.wait()
+
+    returned = _failed("returned")
+    async with running_worker(probe, exchange, [sub], {sub.name: held}):
+        channel = await probe._chan()
+        # The stream is gone: the run's one publish comes back unroutable.
+        await channel.queue_delete(deliveries_stream(exchange))
+        for n in range(6):
+            await publish(probe, exchange, "despatched", body_for("despatched", n))
+        await wait_until(lambda: len(arrived) == 6)
+        go.set()
+        await wait_until(lambda: _count(sub.name, "acked") == 6)
+        # Each record of the one message is counted, not the message once.
+        await wait_until(lambda: _failed("returned") == returned + 6)
+    assert await probe.count(sub.name) == 0
