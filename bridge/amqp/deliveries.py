@@ -27,6 +27,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
+from typing import TypedDict, Unpack
 
 from aiormq.abc import AbstractChannel
 
@@ -60,6 +61,18 @@ LOG_EVERY = 60.0
 _logged = -LOG_EVERY
 
 
+# Half of what a record is about in one line: the record's fields are written out once.
+_Webhook = TypedDict("_Webhook", {"message_id": str, "event": str, "order_id": str | None})  # noqa: UP013
+
+
+class About(_Webhook):
+    """What an operator's record is about: the webhook, the subscriber, the attempt."""
+
+    order_number: str | None
+    subscriber: str
+    attempt: int
+
+
 @dataclass(frozen=True)
 class Acting:
     """Who is acting on messages (``dlq replay``, a console discard, ``archive replay``):
@@ -88,26 +101,20 @@ class Acting:
             error=error,
         )
 
-    def record(
-        self,
-        outcome: Outcome_,
-        *,
-        message_id: str,
-        subscriber: str,
-        event: str,
-        order_id: str | None,
-        order_number: str | None,
-        attempt: int,
-    ) -> DeliveryRecord:
+    def record(self, outcome: Outcome_, **about: Unpack[About]) -> DeliveryRecord:
         """The record of this operator's action on one message (no status, answer, error
         or duration: nothing was called)."""
         return DeliveryRecord(
-            new_record_id(),
-            *(message_id, subscriber, event, order_id, order_number, attempt, outcome),
-            *(None, None, None, None),  # status, answer, error, duration
-            now_rfc3339(),
-            self.source,
-            self.operator,
+            record_id=new_record_id(),
+            outcome=outcome,
+            status=None,
+            answer=None,
+            error=None,
+            duration_ms=None,
+            at=now_rfc3339(),
+            source=self.source,
+            operator=self.operator,
+            **about,
         )
 
 
