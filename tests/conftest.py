@@ -8,10 +8,10 @@ import contextlib
 import os
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiormq
 import pytest
@@ -27,6 +27,9 @@ from bridge.receiving.serve import build_app, build_delivery
 from tests.support import leftovers
 from tests.support.rabbit_cluster import RabbitCluster
 from tests.support.rabbit_node import RabbitNode, installed
+
+if TYPE_CHECKING:
+    from tests.support.ledger_streams import Streams
 
 AMQP_URL = os.environ.get("BRIDGE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 FIXTURES = Path(__file__).resolve().parent.parent.parent / "shared" / "fixtures" / "mintsoft"
@@ -387,3 +390,70 @@ def ledger_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
     with ledger_database(request.param, tmp_path) as url:
         yield url
+
+
+@pytest.fixture
+async def streams(exchange: str, probe: BrokerProbe) -> AsyncIterator[Streams]:
+    """The ledger's two streams of ``exchange``, declared and open for feeding; deleted
+    after the test."""
+    from tests.support.ledger_streams import Streams, stream_names
+
+    queues, exchanges = stream_names(exchange)
+    probe.track(queues=queues, exchanges=exchanges)
+    opened = await Streams(AMQP_URL, exchange).open()
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def channel() -> AsyncIterator[AbstractChannel]:
+    """A channel of its own on the broker (publisher confirms on), closed after the test."""
+    connection = await aiormq.connect(AMQP_URL)
+    opened = await connection.channel(publisher_confirms=True)
+    yield opened
+    await connection.close()
+
+
+async def consuming(
+    channel: AbstractChannel, bodies: Iterable[bytes], prefetch: int = 10
+) -> tuple[str, asyncio.Queue[DeliveredMessage]]:
+    """A fresh auto-delete queue holding ``bodies`` (in order), consumed on ``channel``
+    without auto-ack: its name, and where its deliveries arrive."""
+    queue = f"test.{uuid.uuid4().hex[:10]}"
+    await channel.queue_declare(queue, auto_delete=True)
+    for body in bodies:
+        await channel.basic_publish(body, routing_key=queue)
+    got: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
+
+    async def on_message(message: DeliveredMessage) -> None:
+        await got.put(message)
+
+    await channel.basic_qos(prefetch_count=prefetch)
+    await channel.basic_consume(queue, on_message)
+    return queue, got
+
+
+async def only_a_sentinel_follows(
+    channel: AbstractChannel, queue: str, got: asyncio.Queue[DeliveredMessage]
+) -> int:
+    """Prove nothing else comes back from ``queue`` (see :func:`consuming`): a sentinel
+    published now is the next delivery, and the last. Its delivery tag, to settle."""
+    await channel.basic_publish(b"sentinel", routing_key=queue)
+    last = await asyncio.wait_for(got.get(), 10)
+    assert last.body == b"sentinel" and got.empty()
+    assert last.delivery_tag is not None
+    return last.delivery_tag
+
+
+@pytest.fixture
+async def plain_exchange() -> AsyncIterator[tuple[str, BrokerProbe]]:
+    """A topic exchange without an alternate exchange (so unroutable messages come back),
+    and a probe on it; both deleted after the test."""
+    name = f"test.{uuid.uuid4().hex[:12]}"
+    probe = BrokerProbe(AMQP_URL)
+    await probe.open()
+    assert probe.channel is not None
+    await probe.channel.exchange_declare(name, exchange_type="topic", durable=False)
+    probe.track(exchanges=(name,))
+    yield name, probe
+    await probe.cleanup()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from bridge.amqp.topology import ArchiveRetention
@@ -31,15 +32,29 @@ def console_state(exchange: str, subs: list[Subscriber], password: str = PASSWOR
 async def sign_in(client: TestClient[Any, Any], password: str = PASSWORD) -> str:
     """Sign in; returns the session's CSRF token (read from the overview page)."""
     form = await (await client.get("/login")).text()
-    token = _LOGIN_TOKEN.search(form)
-    assert token is not None
-    answer = await client.post(
-        "/login",
-        data={"login_token": token.group(1), "password": password, "next": "/"},
-        allow_redirects=False,
-    )
+    answer = await post_sign_in(client, form, password)
     assert answer.status == 303, await answer.text()
     return csrf_of(await (await client.get("/replay")).text())
+
+
+async def post_sign_in(
+    client: TestClient[Any, Any],
+    form: str,
+    password: str,
+    *,
+    next: str | None = "/",
+    name: str | None = None,
+) -> ClientResponse:
+    """Send sign-in page ``form`` back (its one-time token) with ``password``, operator
+    ``name`` and ``next`` where given; the answer, its redirect not followed."""
+    token = _LOGIN_TOKEN.search(form)
+    assert token is not None, "no sign-in token on the page"
+    data = {"login_token": token.group(1), "password": password}
+    if next is not None:
+        data["next"] = next
+    if name is not None:
+        data["name"] = name
+    return await client.post("/login", data=data, allow_redirects=False)
 
 
 def csrf_of(html: str) -> str:

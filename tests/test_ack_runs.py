@@ -5,13 +5,13 @@ run's ack, a no_ack delivery sharing the channel does not hold the runs back."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import pytest
-from aiormq.abc import AbstractChannel, DeliveredMessage
+from aiormq.abc import AbstractChannel
 
 from bridge.amqp import aiormq_internals as internals
 from bridge.amqp.pipeline import MAX_SETTLED_AHEAD, AckRun, AckWriter, ack_frame
+from tests.conftest import consuming, only_a_sentinel_follows
 
 
 def test_a_turn_settling_every_tag_so_far_is_one_multiple_ack() -> None:
@@ -62,33 +62,11 @@ def test_a_delivery_held_for_ever_ends_the_runs_not_the_memory() -> None:
     assert run.frames() == ack_frame(1, 1, True)  # one by one from now on
 
 
-@pytest.fixture
-async def channel() -> AbstractChannel:
-    import aiormq
-
-    connection = await aiormq.connect("amqp://guest:guest@127.0.0.1:5672/")
-    ch = await connection.channel()
-    try:
-        yield ch  # type: ignore[misc]
-    finally:
-        await connection.close()
-
-
 async def test_out_of_order_acks_and_a_requeue_settle_exactly_what_they_say(
     channel: AbstractChannel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(internals.PATH_ENV, raising=False)
-    queue = f"test.ackruns.{uuid.uuid4().hex[:10]}"
-    await channel.queue_declare(queue, auto_delete=True)
-    for index in range(5):
-        await channel.basic_publish(str(index).encode(), routing_key=queue)
-    got: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
-
-    async def on_message(message: DeliveredMessage) -> None:
-        await got.put(message)
-
-    await channel.basic_qos(prefetch_count=10)
-    await channel.basic_consume(queue, on_message)
+    queue, got = await consuming(channel, (str(index).encode() for index in range(5)))
     writer = AckWriter()
     first = [await asyncio.wait_for(got.get(), 10) for _ in range(5)]
     tags = {message.body: message.delivery_tag for message in first}
@@ -104,11 +82,7 @@ async def test_out_of_order_acks_and_a_requeue_settle_exactly_what_they_say(
     assert again.delivery_tag is not None
     writer.settle(channel, again.delivery_tag, True)
     # Nothing else comes back: the next delivery is a sentinel sent after the acks.
-    await channel.basic_publish(b"sentinel", routing_key=queue)
-    last = await asyncio.wait_for(got.get(), 10)
-    assert last.body == b"sentinel" and got.empty()
-    assert last.delivery_tag is not None
-    writer.settle(channel, last.delivery_tag, True)
+    writer.settle(channel, await only_a_sentinel_follows(channel, queue, got), True)
     assert await writer.written(channel, 5)
     ok = await channel.queue_declare(queue, passive=True)
     assert ok.message_count == 0

@@ -7,31 +7,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiormq
 import pytest
-from aiormq.abc import AbstractChannel, DeliveredMessage
+from aiormq.abc import AbstractChannel
 
 from bridge.amqp import aiormq_internals as internals
 from bridge.amqp import publisher as publisher_module
 from bridge.amqp.connection import BrokerLink
 from bridge.amqp.pipeline import AckWriter
 from bridge.amqp.publisher import FAST, PUBLIC, Confirms, Publisher, PublishFailed
-from tests.conftest import AMQP_URL, BrokerProbe
+from tests.conftest import AMQP_URL, BrokerProbe, consuming, only_a_sentinel_follows
 from tests.test_publisher import envelope
 
 pytestmark = pytest.mark.both_publish_paths
-
-
-@pytest.fixture
-async def channel() -> AsyncIterator[AbstractChannel]:
-    connection = await aiormq.connect(AMQP_URL)
-    channel = await connection.channel(publisher_confirms=True)
-    yield channel
-    await connection.close()
 
 
 async def test_the_installed_aiormq_passes_the_check(channel: AbstractChannel) -> None:
@@ -64,7 +54,9 @@ async def test_a_changed_internal_is_named(
 
 
 async def test_a_changed_frame_type_falls_back_to_the_public_api_and_says_so_once(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    plain_exchange: tuple[str, BrokerProbe],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     @dataclasses.dataclass
     class OtherFrame:
@@ -75,12 +67,7 @@ async def test_a_changed_frame_type_falls_back_to_the_public_api_and_says_so_onc
     monkeypatch.setattr(internals, "ChannelFrame", OtherFrame)
     # The process says it once: forget what an earlier test in this process heard.
     monkeypatch.setattr(publisher_module, "_said", None)
-    name = f"test.{uuid.uuid4().hex[:12]}"
-    probe = BrokerProbe(AMQP_URL)
-    await probe.open()
-    assert probe.channel is not None
-    await probe.channel.exchange_declare(name, exchange_type="topic", durable=False)
-    probe.track(exchanges=(name,))
+    name, probe = plain_exchange
     queue = await probe.bind_queue(name, "order.despatched")
     link = BrokerLink((AMQP_URL,), name="test fallback")
     assert await link.start(wait=5)
@@ -98,7 +85,6 @@ async def test_a_changed_frame_type_falls_back_to_the_public_api_and_says_so_onc
         assert "ChannelFrame" in said[0].getMessage()
     finally:
         await link.close()
-        await probe.cleanup()
 
 
 @pytest.mark.parametrize("path", [FAST, PUBLIC])
@@ -114,17 +100,7 @@ async def test_acks_and_requeues_on_both_paths(
     path: str, channel: AbstractChannel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(internals.PATH_ENV, path)
-    queue = f"test.acks.{uuid.uuid4().hex[:10]}"
-    await channel.queue_declare(queue, auto_delete=True)
-    for body in (b"ack me", b"requeue me"):
-        await channel.basic_publish(body, routing_key=queue)
-    got: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
-
-    async def on_message(message: DeliveredMessage) -> None:
-        await got.put(message)
-
-    await channel.basic_qos(prefetch_count=10)
-    await channel.basic_consume(queue, on_message)
+    queue, got = await consuming(channel, (b"ack me", b"requeue me"))
     writer = AckWriter()
     first, second = await got.get(), await got.get()
     assert (first.body, second.body) == (b"ack me", b"requeue me")
@@ -136,24 +112,15 @@ async def test_acks_and_requeues_on_both_paths(
     assert again.delivery_tag is not None
     writer.settle(channel, again.delivery_tag, True)
     # Nothing else comes back: the next delivery is a sentinel sent after the acks.
-    await channel.basic_publish(b"sentinel", routing_key=queue)
-    last = await asyncio.wait_for(got.get(), 10)
-    assert last.body == b"sentinel" and got.empty()
-    assert last.delivery_tag is not None
-    writer.settle(channel, last.delivery_tag, True)
+    writer.settle(channel, await only_a_sentinel_follows(channel, queue, got), True)
 
 
 async def test_a_return_after_its_publish_gave_up_is_logged_without_the_body(
-    caplog: pytest.LogCaptureFixture,
+    plain_exchange: tuple[str, BrokerProbe], caplog: pytest.LogCaptureFixture
 ) -> None:
     """aiormq logs a return it cannot match with the whole message: never the customer's
     data, only the message id."""
-    name = f"test.{uuid.uuid4().hex[:12]}"
-    probe = BrokerProbe(AMQP_URL)
-    await probe.open()
-    assert probe.channel is not None
-    await probe.channel.exchange_declare(name, exchange_type="topic", durable=False)
-    probe.track(exchanges=(name,))
+    name, _probe = plain_exchange
     link = BrokerLink((AMQP_URL,), name="test late return")
     assert await link.start(wait=5)
     try:
@@ -172,4 +139,3 @@ async def test_a_return_after_its_publish_gave_up_is_logged_without_the_body(
             assert unroutable.message_id in late[0].getMessage()
     finally:
         await link.close()
-        await probe.cleanup()

@@ -24,9 +24,9 @@ from bridge.ledger.queries import LedgerReader
 from bridge.ledger.schema import audit
 from tests.conftest import AMQP_URL, BrokerProbe
 from tests.console_helpers import console_state, csrf_of, sign_in
+from tests.support.ledger_index import count, indexing, wait_for
 from tests.support.ledger_streams import Streams, stream_names
 from tests.test_console_users import _sign_in
-from tests.test_ledger_indexer import count, indexing, wait_for
 from tests.worker_helpers import body_for, subscriber, track_subscriber
 
 PASSWORD = "erin-pauses-things-3"

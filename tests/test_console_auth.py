@@ -20,7 +20,7 @@ from bridge.console.auth import (
     is_loopback,
     safe_next,
 )
-from tests.console_helpers import PASSWORD, console_state, csrf_of, sign_in
+from tests.console_helpers import PASSWORD, console_state, csrf_of, post_sign_in, sign_in
 from tests.worker_helpers import subscriber
 
 PAGES = [
@@ -73,19 +73,10 @@ async def test_sign_in_sets_a_strict_http_only_cookie_and_refuses_a_wrong_passwo
 ) -> None:
     form = await (await client.get("/login")).text()
     assert 'type="password"' in form
-    token = form.split('name="login_token" value="')[1].split('"')[0]
-    wrong = await client.post(
-        "/login", data={"login_token": token, "password": "nope"}, allow_redirects=False
-    )
+    wrong = await post_sign_in(client, form, "nope", next=None)
     assert wrong.status == 401
     assert "Wrong password" in await wrong.text()
-    form = await wrong.text()
-    token = form.split('name="login_token" value="')[1].split('"')[0]
-    right = await client.post(
-        "/login",
-        data={"login_token": token, "password": PASSWORD, "next": "/replay"},
-        allow_redirects=False,
-    )
+    right = await post_sign_in(client, await wrong.text(), PASSWORD, next="/replay")
     assert (right.status, right.headers["Location"]) == (303, "/replay")
     cookie = right.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie, cookie

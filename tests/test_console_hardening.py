@@ -33,7 +33,7 @@ from bridge.console.auth import (
 from bridge.console.state import Console
 from bridge.core.settings import SettingsError
 from tests.conftest import BrokerProbe
-from tests.console_helpers import PASSWORD, console_state, sign_in
+from tests.console_helpers import PASSWORD, console_state, post_sign_in, sign_in
 from tests.worker_helpers import subscriber
 
 KUBERNETES = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
@@ -199,12 +199,7 @@ async def test_a_next_with_a_tab_is_not_followed_after_sign_in(
 ) -> None:
     form = await (await client.get("/login?next=/%09/evil.example/phish")).text()
     assert "evil.example" not in form
-    token = form.split('name="login_token" value="')[1].split('"')[0]
-    answer = await client.post(
-        "/login",
-        data={"login_token": token, "password": PASSWORD, "next": "/\t/evil.example/phish"},
-        allow_redirects=False,
-    )
+    answer = await post_sign_in(client, form, PASSWORD, next="/\t/evil.example/phish")
     assert (answer.status, answer.headers["Location"]) == (303, "/")
 
 

@@ -15,10 +15,7 @@ from bridge.ledger.database import open_writer
 from bridge.ledger.queries import LedgerReader
 from tests.console_helpers import console_state, sign_in
 from tests.support.ledger_streams import Streams
-from tests.test_ledger_indexer import streams
 from tests.test_ledger_trace import FIVE_STATES, _five_states
-
-__all__ = ["streams"]
 
 _STATES = re.compile(r'data-subscriber="([^"]+)" data-state="([^"]+)"')
 

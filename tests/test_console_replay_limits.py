@@ -5,8 +5,8 @@ evicted."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -15,14 +15,11 @@ from bridge.console.jobs import Job, Jobs
 from bridge.console.replay_plan import stamp
 from tests.conftest import BridgeFactory, BrokerProbe
 from tests.console_helpers import archive_despatched, console_state, sign_in
-from tests.worker_helpers import subscriber
+from tests.worker_helpers import subscriber, wait_until
 
 
-async def _until(condition: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, what
-        await asyncio.sleep(0.02)
+async def _until(condition: Callable[[], object], what: str) -> None:
+    await wait_until(condition, 30, interval=0.02, what=what)
 
 
 async def test_parallel_replays_to_one_subscriber_run_once_and_send_the_confirmed_count(
@@ -58,7 +55,7 @@ async def test_parallel_replays_to_one_subscriber_run_once_and_send_the_confirme
             jobs = [console.jobs.get(j) for j in job_ids]
             return all(j is not None and j.finished for j in jobs)
 
-        await _until(finished, "the replays did not finish")
+        await _until(finished, "the replays to finish")
         for job_id in job_ids:
             job = console.jobs.get(job_id)
             assert job is not None and job.error is None, job and job.error
@@ -84,12 +81,12 @@ async def test_a_running_job_blocks_its_key_until_cancelled_and_says_so() -> Non
         assert running.job is first
     other = jobs.start("replay to wms", slow, key="wms")  # another subscriber: fine
     assert jobs.cancel(first.id) is first
-    await _until(lambda: first.finished, "the cancelled job never finished")
+    await _until(lambda: first.finished, "the cancelled job to finish")
     assert first.error is not None and "operator" in first.error
     assert jobs.running("erp") is None
     again = jobs.start("replay to erp", slow, key="erp")
     release.set()
-    await _until(lambda: again.finished and other.finished, "jobs did not finish")
+    await _until(lambda: again.finished and other.finished, "the jobs to finish")
     assert again.result == "done"
     await jobs.stop()
 
@@ -108,14 +105,14 @@ async def test_jobs_are_evicted_finished_first_then_unfinished() -> None:
     stuck_job = jobs.start("stuck", stuck, key="a")
     for i in range(10):  # one after the other, as operators start them
         job = jobs.start(f"quick {i}", quick)
-        await _until(lambda job=job: job.finished, "a quick job did not finish")
+        await _until(lambda job=job: job.finished, "a quick job to finish")
     assert len(jobs._jobs) <= 5
     assert jobs.get(stuck_job.id) is stuck_job  # finished ones went first
     # Only unfinished ones left above the bound: the oldest is cancelled and evicted.
     stuck_more = [jobs.start(f"stuck {i}", stuck, key=f"k{i}") for i in range(6)]
     assert len(jobs._jobs) <= 5
     assert jobs.get(stuck_job.id) is None
-    await _until(lambda: stuck_job.finished, "the evicted job was not cancelled")
+    await _until(lambda: stuck_job.finished, "the evicted job to be cancelled")
     assert stuck_job.error is not None
     assert all(j.finished or jobs.get(j.id) is j for j in stuck_more)
     await jobs.stop()

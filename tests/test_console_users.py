@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import subprocess
 import sys
 import time
@@ -22,11 +21,10 @@ from bridge.console.app import build_app
 from bridge.console.auth import Sessions, hash_password
 from bridge.console.users import Users, load_users, parse_users, user_line
 from bridge.core.settings import SettingsError, load_settings
-from tests.console_helpers import console_state, csrf_of
+from tests.console_helpers import console_state, csrf_of, post_sign_in
 
 ALICE_PASSWORD = "alice-sees-the-queues-1"
 BOB_PASSWORD = "bob-replays-carefully-2"
-_LOGIN_TOKEN = re.compile(r'name="login_token" value="([^"]+)"')
 
 
 def pbkdf2_hash(password: str, salt: bytes = b"pepper-and-salt!", iterations: int = 1000) -> str:
@@ -164,13 +162,7 @@ def test_each_operator_keeps_one_session_of_their_own() -> None:
 async def _sign_in(client: TestClient[Any, Any], name: str, password: str) -> Any:
     form = await (await client.get("/login")).text()
     assert 'id="name"' in form
-    token = _LOGIN_TOKEN.search(form)
-    assert token is not None
-    return await client.post(
-        "/login",
-        data={"login_token": token.group(1), "name": name, "password": password, "next": "/"},
-        allow_redirects=False,
-    )
+    return await post_sign_in(client, form, password, name=name)
 
 
 async def test_signing_in_by_name_remembers_and_shows_who(exchange: str) -> None:

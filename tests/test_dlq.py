@@ -17,6 +17,7 @@ from bridge.worker.dlq import describe, list_dead_letters, replay_dead_letters
 from bridge.worker.message import Message
 from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings
 from tests.worker_helpers import (
+    bare_dead_letters,
     body_for,
     publish,
     running_worker,
@@ -134,15 +135,7 @@ async def test_replay_from_the_command_line_counts_in_words_and_an_unknown_name_
 ) -> None:
     monkeypatch.setenv("BRIDGE_AMQP_URL", AMQP_URL)
     name = unique_name("cli-replay")
-    probe.track(queues=(name, dlq_name(name)))
-    channel = await probe._chan()
-    for queue in (name, dlq_name(name)):
-        await channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
-    await channel.basic_publish(
-        body_for("despatched", 1),
-        routing_key=dlq_name(name),
-        properties=Basic.Properties(message_id="m1", headers={"x-attempt": 3}),
-    )
+    await bare_dead_letters(probe, name, 1)
     assert await asyncio.to_thread(main, ["dlq", "replay", name]) == 0
     out = capsys.readouterr().out
     assert out.strip() == f"replayed 1 message from {dlq_name(name)} to {name}"

@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pamqp.commands import Basic
 from sqlalchemy import func, inspect, select
 
-from bridge.amqp.topology import dlq_name
 from bridge.cli import main
 from bridge.core.audit import AUDIT_TYPE, Action, AuditRecord, Via, audit_record
 from bridge.core.records import RecordError, deliveries_stream
@@ -25,19 +22,10 @@ from bridge.ledger.migrations import VERSION, current_version, upgrade
 from bridge.ledger.schema import attempts, audit, ledger_schema, metadata, stream_offsets, webhooks
 from bridge.ledger.store import Batch, remove_before, write_batch
 from tests.conftest import AMQP_URL, BrokerProbe
-from tests.support.ledger_streams import Streams, record, stream_names
-from tests.test_ledger_indexer import count, indexing, wait_for
-from tests.test_ledger_schema import STREAMS, webhook
-from tests.worker_helpers import body_for, unique_name
-
-
-@pytest.fixture
-async def streams(exchange: str, probe: BrokerProbe) -> AsyncIterator[Streams]:
-    queues, exchanges = stream_names(exchange)
-    probe.track(queues=queues, exchanges=exchanges)
-    opened = await Streams(AMQP_URL, exchange).open()
-    yield opened
-    await opened.close()
+from tests.support.ledger_index import count, indexing, wait_for
+from tests.support.ledger_rows import STREAMS, attempt_row, webhook_row
+from tests.support.ledger_streams import Streams, record
+from tests.worker_helpers import bare_dead_letters, unique_name
 
 
 def change(n: int, at: datetime, action: Action = Action.PAUSE) -> dict[str, object]:
@@ -78,28 +66,8 @@ def test_the_upgrade_from_version_1_adds_the_audit_table_and_keeps_every_row(
         )
         connection.execute(ledger_schema.insert().values(id=1, version=1))
     batch = Batch(
-        webhooks=[webhook(n) for n in range(20)],
-        attempts=[
-            {
-                "record_id": f"r-{n}",
-                "message_id": f"m-{n}",
-                "subscriber": "erp",
-                "event": "despatched",
-                "order_id": str(n),
-                "order_number": None,
-                "attempt": 1,
-                "outcome": "delivered",
-                "status": 200,
-                "answer": None,
-                "error": None,
-                "duration_ms": 1.0,
-                "at": datetime.now(UTC),
-                "source": "worker",
-                "operator": None,
-                "stream_offset": n,
-            }
-            for n in range(30)
-        ],
+        webhooks=[webhook_row(n) for n in range(20)],
+        attempts=[attempt_row(n, datetime.now(UTC)) for n in range(30)],
     )
     batch.cover("x.archive", 19)
     batch.cover("x.deliveries", 29)
@@ -202,16 +170,7 @@ async def test_dlq_replay_on_the_command_line_leaves_an_audit_row(
     monkeypatch.setenv("BRIDGE_AMQP_URL", AMQP_URL)
     monkeypatch.setenv("BRIDGE_EXCHANGE", exchange)
     name = unique_name("audited")
-    probe.track(queues=(name, dlq_name(name)))
-    channel = await probe._chan()
-    for queue in (name, dlq_name(name)):
-        await channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
-    for n in range(3):
-        await channel.basic_publish(
-            body_for("despatched", n),
-            routing_key=dlq_name(name),
-            properties=Basic.Properties(message_id=f"m{n}", headers={"x-attempt": 3}),
-        )
+    await bare_dead_letters(probe, name, 3)
     assert await asyncio.to_thread(main, ["dlq", "replay", name, "--limit", "2"]) == 0
     engine = open_writer(ledger_db)
     async with indexing(engine, exchange, ledger_db):

@@ -22,11 +22,9 @@ from bridge.ledger.database import open_writer
 from bridge.ledger.deliveries_wire import HEARTBEAT_FRAME, Delivery, FrameSplitter
 from bridge.ledger.schema import attempts, stream_offsets
 from tests.conftest import AMQP_URL
+from tests.support.ledger_index import count, indexing, wait_for
 from tests.support.ledger_streams import Streams, record
 from tests.support.tcp_proxy import TcpProxy
-from tests.test_ledger_indexer import count, indexing, streams, wait_for
-
-__all__ = ["streams"]
 
 
 async def test_acks_with_multiple_give_the_credit_back_batch_by_batch(

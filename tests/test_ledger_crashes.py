@@ -20,11 +20,9 @@ from bridge.core.records import DeliveryRecord
 from bridge.ledger.database import open_reader, open_writer
 from bridge.ledger.schema import attempts, stream_offsets
 from tests.conftest import AMQP_URL
+from tests.support.ledger_index import count, indexing, wait_for
 from tests.support.ledger_streams import Streams, record
 from tests.support.rabbit_node import RabbitNode
-from tests.test_ledger_indexer import count, indexing, streams, wait_for
-
-__all__ = ["streams"]  # the fixture, shared with the indexer's tests
 
 RECORDS = 3000
 KILLS = 5

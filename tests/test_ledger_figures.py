@@ -29,8 +29,8 @@ from bridge.ledger.store import (
     store_undelivered,
     write_batch,
 )
+from tests.support.ledger_rows import STREAMS, attempt_row
 
-STREAMS = {"webhooks": "x.archive", "attempts": "x.deliveries"}
 NOW = datetime.now(UTC).replace(second=30, microsecond=0)
 _offsets = iter(range(1_000_000))
 
@@ -38,26 +38,19 @@ _offsets = iter(range(1_000_000))
 def attempt(
     subscriber: str, outcome: str, at: datetime, status: int | None = None, **more: Any
 ) -> dict[str, Any]:
+    """An attempt to ``subscriber`` of a webhook of its own (order ``20000 + n``)."""
     n = next(_offsets)
-    return {
-        "record_id": f"r-{subscriber}-{n}",
-        "message_id": more.get("message_id", f"m-{n}"),
-        "subscriber": subscriber,
-        "event": "despatched",
-        "order_id": more.get("order_id", str(20000 + n)),
-        "order_number": more.get("order_number"),
-        "attempt": more.get("attempt", 1),
-        "outcome": outcome,
-        "status": status,
-        "answer": more.get("answer"),
-        "error": more.get("error"),
-        "duration_ms": 12.0,
-        "at": at,
-        "source": "worker",
-        "operator": None,
-        "stream_offset": n,
-        "retry_after": more.get("retry_after"),
-    }
+    fields = {"order_id": str(20000 + n), "retry_after": None, **more}
+    return attempt_row(
+        n,
+        at,
+        record_id=f"r-{subscriber}-{n}",
+        subscriber=subscriber,
+        outcome=outcome,
+        status=status,
+        duration_ms=12.0,
+        **fields,
+    )
 
 
 def write(engine: Engine, rows: list[dict[str, Any]]) -> None:

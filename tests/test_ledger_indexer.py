@@ -4,68 +4,19 @@ counted and skipped, and a restart reads on where the last one stopped."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from typing import Any
 
-import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 
 from bridge.core.records import Outcome, deliveries_stream
 from bridge.ledger.database import open_writer
-from bridge.ledger.indexer import Indexer
 from bridge.ledger.schema import attempts, stream_offsets, webhooks
-from bridge.ledger.store import current_at
-from tests.conftest import AMQP_URL, BrokerProbe
+from tests.support.ledger_index import count, current, indexing, wait_for
 from tests.support.ledger_streams import (
     Streams,
     record,
-    settings_for,
-    stream_names,
     webhook_headers,
 )
-
-
-def current(engine: Engine, stream: str) -> datetime | None:
-    with engine.connect() as connection:
-        return current_at(connection, stream)
-
-
-def count(engine: Engine, table: Any) -> int:
-    with engine.connect() as connection:
-        return int(connection.execute(select(func.count()).select_from(table)).scalar() or 0)
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await asyncio.to_thread(condition):
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
-@contextlib.asynccontextmanager
-async def indexing(
-    engine: Engine, exchange: str, url: str, amqp_url: str = AMQP_URL, **options: Any
-) -> AsyncIterator[Indexer]:
-    indexer = Indexer(settings_for(exchange, amqp_url, url), engine, url, **options)
-    stop = asyncio.Event()
-    task = asyncio.create_task(indexer.run(stop))
-    try:
-        yield indexer
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-
-
-@pytest.fixture
-async def streams(exchange: str, probe: BrokerProbe) -> AsyncIterator[Streams]:
-    queues, exchanges = stream_names(exchange)
-    probe.track(queues=queues, exchanges=exchanges)
-    opened = await Streams(AMQP_URL, exchange).open()
-    yield opened
-    await opened.close()
 
 
 async def test_webhooks_and_records_become_rows_once(

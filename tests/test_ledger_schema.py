@@ -20,23 +20,7 @@ from bridge.ledger.migrations import VERSION, current_version, upgrade
 from bridge.ledger.rows import utc
 from bridge.ledger.schema import attempts, stream_offsets, webhooks
 from bridge.ledger.store import Batch, remove_before, sqlite_time, stored_offsets, write_batch
-
-STREAMS = {"webhooks": "x.archive", "attempts": "x.deliveries"}
-
-
-def webhook(n: int, received_at: datetime | None = None) -> dict[str, object]:
-    return {
-        "message_id": f"m-{n}",
-        "event": "despatched",
-        "order_id": str(n),
-        "order_number": f"SO-{n}",
-        "client_id": "12",
-        "warehouse_id": "3",
-        "received_at": received_at or datetime.now(UTC),
-        "source": "webhook",
-        "bytes": 100,
-        "stream_offset": n,
-    }
+from tests.support.ledger_rows import STREAMS, attempt_row, webhook_row
 
 
 def test_a_new_ledger_gets_every_table_at_the_current_version(ledger_db: str) -> None:
@@ -61,7 +45,7 @@ def test_the_sqlite_file_is_private(tmp_path: Path) -> None:
 
 def test_an_upgrade_keeps_every_row(ledger_db: str) -> None:
     engine = open_writer(ledger_db)
-    batch = Batch(webhooks=[webhook(n) for n in range(50)])
+    batch = Batch(webhooks=[webhook_row(n) for n in range(50)])
     batch.cover("x.archive", 49)
     write_batch(engine, batch, STREAMS)
 
@@ -97,10 +81,10 @@ def test_a_failed_upgrade_step_leaves_the_previous_version(ledger_db: str) -> No
 
 def test_rows_and_offsets_are_written_together_and_duplicates_counted(ledger_db: str) -> None:
     engine = open_writer(ledger_db)
-    first = Batch(webhooks=[webhook(n) for n in range(10)])
+    first = Batch(webhooks=[webhook_row(n) for n in range(10)])
     first.cover("x.archive", 9)
     assert write_batch(engine, first, STREAMS) == 0
-    again = Batch(webhooks=[webhook(n) for n in range(5, 15)])
+    again = Batch(webhooks=[webhook_row(n) for n in range(5, 15)])
     again.cover("x.archive", 14)
     again.malformed["x.archive"] += 2
     assert write_batch(engine, again, STREAMS) == 5
@@ -114,7 +98,7 @@ def test_rows_and_offsets_are_written_together_and_duplicates_counted(ledger_db:
 
 def test_a_batch_that_fails_writes_neither_rows_nor_offsets(ledger_db: str) -> None:
     engine = open_writer(ledger_db)
-    bad = Batch(webhooks=[webhook(1), {**webhook(2), "event": None}])  # NOT NULL refused
+    bad = Batch(webhooks=[webhook_row(1), {**webhook_row(2), "event": None}])  # NOT NULL refused
     bad.cover("x.archive", 2)
     # As SQLAlchemy's error (the indexer retries those), whichever driver raised it.
     with pytest.raises(SQLAlchemyError, match="event"):
@@ -128,28 +112,8 @@ def test_a_batch_that_fails_writes_neither_rows_nor_offsets(ledger_db: str) -> N
 def test_retention_removes_only_older_rows(ledger_db: str) -> None:
     engine = open_writer(ledger_db)
     now = datetime.now(UTC)
-    batch = Batch(webhooks=[webhook(n, now - timedelta(days=n)) for n in range(10)])
-    batch.attempts = [
-        {
-            "record_id": f"r-{n}",
-            "message_id": f"m-{n}",
-            "subscriber": "erp",
-            "event": "despatched",
-            "order_id": str(n),
-            "order_number": None,
-            "attempt": 1,
-            "outcome": "delivered",
-            "status": 200,
-            "answer": None,
-            "error": None,
-            "duration_ms": 1.0,
-            "at": now - timedelta(days=n),
-            "source": "worker",
-            "operator": None,
-            "stream_offset": n,
-        }
-        for n in range(10)
-    ]
+    batch = Batch(webhooks=[webhook_row(n, now - timedelta(days=n)) for n in range(10)])
+    batch.attempts = [attempt_row(n, now - timedelta(days=n)) for n in range(10)]
     write_batch(engine, batch, STREAMS)
     assert remove_before(engine, now - timedelta(days=4, hours=12)) == 10
     with engine.connect() as connection:
@@ -198,24 +162,19 @@ def test_a_database_that_fails_is_one_line_without_the_password() -> None:
 
 
 def attempt(n: int, at: datetime) -> dict[str, object]:
-    return {
-        "record_id": f"r-{n}",
-        "message_id": f"m-{n // 2}",
-        "subscriber": "erp" if n % 2 else "wms",
-        "event": "despatched",
-        "order_id": str(n // 2),
-        "order_number": None if n % 3 else f"SO-{n // 2}",
-        "attempt": 1 + n % 3,
-        "outcome": "delivered",
-        "status": None if n % 5 == 0 else 200,
-        "answer": "ünïcode ✓" if n % 7 == 0 else None,
-        "error": None,
-        "duration_ms": None if n % 4 == 0 else n / 8,
-        "at": at,
-        "source": "worker",
-        "operator": None,
-        "stream_offset": n,
-    }
+    """Attempts that vary every field a reader could get back wrong."""
+    return attempt_row(
+        n,
+        at,
+        message_id=f"m-{n // 2}",
+        subscriber="erp" if n % 2 else "wms",
+        order_id=str(n // 2),
+        order_number=None if n % 3 else f"SO-{n // 2}",
+        attempt=1 + n % 3,
+        status=None if n % 5 == 0 else 200,
+        answer="ünïcode ✓" if n % 7 == 0 else None,
+        duration_ms=None if n % 4 == 0 else n / 8,
+    )
 
 
 def test_large_batches_read_back_as_written_and_duplicates_are_counted(ledger_db: str) -> None:
@@ -224,7 +183,7 @@ def test_large_batches_read_back_as_written_and_duplicates_are_counted(ledger_db
     # Whole seconds too: SQLAlchemy's SQLite form always has the microseconds.
     times = [start + timedelta(seconds=n, microseconds=0 if n % 2 else n) for n in range(12_000)]
     first = Batch(
-        webhooks=[webhook(n, times[n]) for n in range(6_000)],
+        webhooks=[webhook_row(n, times[n]) for n in range(6_000)],
         attempts=[attempt(n, times[n]) for n in range(12_000)],
     )
     first.cover("x.archive", 5_999)

@@ -16,10 +16,8 @@ from bridge.ledger.schema import attempts, webhooks
 from bridge.ledger.states import State, state_of
 from bridge.ledger.store import SubscriberSpec, store_subscribers
 from tests.support.ledger_db import PG_ADMIN_URL, postgres_database
+from tests.support.ledger_index import count, indexing, wait_for
 from tests.support.ledger_streams import Streams, record, unique_order, webhook_headers
-from tests.test_ledger_indexer import count, indexing, streams, wait_for
-
-__all__ = ["streams"]  # the fixture, shared with the indexer's tests
 
 SUBSCRIBERS = [
     SubscriberSpec("erp", ("despatched",)),

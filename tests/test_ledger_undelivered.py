@@ -16,10 +16,8 @@ from bridge.ledger.database import open_writer
 from bridge.ledger.rows import utc
 from bridge.ledger.schema import attempts, subscribers, webhooks
 from bridge.ledger.store import SubscriberSpec, store_subscribers
+from tests.support.ledger_index import count, indexing, wait_for
 from tests.support.ledger_streams import Streams, record, unique_order, webhook_headers
-from tests.test_ledger_indexer import count, indexing, streams, wait_for
-
-__all__ = ["streams"]  # the fixture, shared with the indexer's tests
 
 
 def gauge(name: str) -> float:

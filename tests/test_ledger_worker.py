@@ -25,9 +25,9 @@ from bridge.worker.forwarder import Forwarder
 from bridge.worker.message import Message
 from bridge.worker.subscribers import Subscriber, load_subscribers
 from tests.conftest import AMQP_URL, BrokerProbe
+from tests.support.ledger_index import indexing, wait_for
 from tests.support.ledger_streams import Streams
 from tests.test_forwarder import Target
-from tests.test_ledger_indexer import indexing, streams, wait_for
 from tests.worker_helpers import (
     body_for,
     publish,
@@ -35,8 +35,6 @@ from tests.worker_helpers import (
     subscriber,
     track_subscriber,
 )
-
-__all__ = ["streams"]  # the fixture, shared with the indexer's tests
 
 
 def spec(sub: Subscriber) -> SubscriberSpec:

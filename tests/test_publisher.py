@@ -32,19 +32,6 @@ def envelope(event: str, order: int) -> Envelope:
 
 
 @pytest.fixture
-async def plain_exchange() -> AsyncIterator[tuple[str, BrokerProbe]]:
-    """A topic exchange without an alternate exchange (so unroutable messages come back)."""
-    name = f"test.{uuid.uuid4().hex[:12]}"
-    probe = BrokerProbe(AMQP_URL)
-    await probe.open()
-    assert probe.channel is not None
-    await probe.channel.exchange_declare(name, exchange_type="topic", durable=False)
-    probe.track(exchanges=(name,))
-    yield name, probe
-    await probe.cleanup()
-
-
-@pytest.fixture
 async def link() -> AsyncIterator[BrokerLink]:
     link = BrokerLink((AMQP_URL,), name="test publisher")
     assert await link.start(wait=5)

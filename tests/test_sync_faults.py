@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -26,6 +27,7 @@ from tests.support.sync_harness import (
     sync_settings,
 )
 from tests.support.tcp_proxy import TcpProxy
+from tests.worker_helpers import wait_until
 
 NOWHERE = "http://127.0.0.1:9"
 """A public URL for tests that only enrol: nothing is ever posted to it."""
@@ -44,11 +46,9 @@ async def _sync_process(env: dict[str, str], log: Path) -> asyncio.subprocess.Pr
     )
 
 
-async def _until(condition: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.005)
+async def _until(condition: Callable[[], object]) -> None:
+    """Sync's steps come fast: asked often, for at most 30 s."""
+    await wait_until(condition, 30, interval=0.005)
 
 
 @pytest.mark.slow

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from pamqp.commands import Basic
 
+from bridge.amqp.topology import dlq_name
 from bridge.core.contract import webhook_envelope
 from bridge.worker.message import Message
 from bridge.worker.runner import Worker
@@ -114,9 +116,31 @@ async def publish(probe: BrokerProbe, exchange: str, event: str, body: bytes) ->
     return envelope.message_id
 
 
+async def bare_dead_letters(probe: BrokerProbe, name: str, count: int) -> None:
+    """Subscriber ``name``'s queue and DLQ declared bare (no worker, no bindings; deleted
+    after the test), and ``count`` dead letters in the DLQ: ``m0``, ``m1``, ... each on its
+    third attempt."""
+    probe.track(queues=(name, dlq_name(name)))
+    channel = await probe._chan()
+    for queue in (name, dlq_name(name)):
+        await channel.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    for n in range(count):
+        await channel.basic_publish(
+            body_for("despatched", n),
+            routing_key=dlq_name(name),
+            properties=Basic.Properties(message_id=f"m{n}", headers={"x-attempt": 3}),
+        )
+
+
 async def wait_until(
-    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    *,
+    what: str = "the condition",
 ) -> None:
+    """Return once ``predicate()`` (or what it awaits to) is true, asking every ``interval``
+    seconds; fail naming ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
@@ -125,7 +149,7 @@ async def wait_until(
         if result:
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
 
 

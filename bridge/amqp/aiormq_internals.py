@@ -74,6 +74,32 @@ def _uses(function: Any, *names: str) -> bool:
 
 _FRAME_FIELDS = ("payload", "should_close", "drain_future")
 
+_CONFIRM_METHODS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    (
+        "basic_publish",
+        ("delivery_tag", "confirmations", "message_id_delivery_tag", "write_queue"),
+        "no longer keeps the bookkeeping used here",
+    ),
+    (
+        "_on_return_frame",
+        (
+            "message_id_delivery_tag",
+            "confirmations",
+            "on_return_callbacks",
+            "on_return_raises",
+            "set_result",
+        ),
+        "no longer matches returns as expected",
+    ),
+    (
+        "_confirm_delivery",
+        ("confirmations", "done", "cancelled", "set_result", "set_exception"),
+        "no longer settles confirmations",
+    ),
+)
+"""The channel's methods whose bookkeeping the fast publish takes over: each must still
+name these attributes, or the problem says which no longer does."""
+
 
 def _writes(ch: Any) -> list[str]:
     """What the batched writes need (publishes and acks alike)."""
@@ -127,33 +153,9 @@ def check(channel: AbstractChannel) -> str | None:
         problems.append("the channel's publish lock is missing or held")
     if not isinstance(getattr(ch, "closing", None), asyncio.Future):
         problems.append("Channel.closing is not a future")
-    cls = type(ch)
-    if not _uses(
-        getattr(cls, "basic_publish", None),
-        "delivery_tag",
-        "confirmations",
-        "message_id_delivery_tag",
-        "write_queue",
-    ):
-        problems.append("Channel.basic_publish no longer keeps the bookkeeping used here")
-    if not _uses(
-        getattr(cls, "_on_return_frame", None),
-        "message_id_delivery_tag",
-        "confirmations",
-        "on_return_callbacks",
-        "on_return_raises",
-        "set_result",
-    ):
-        problems.append("Channel._on_return_frame no longer matches returns as expected")
-    if not _uses(
-        getattr(cls, "_confirm_delivery", None),
-        "confirmations",
-        "done",
-        "cancelled",
-        "set_result",
-        "set_exception",
-    ):
-        problems.append("Channel._confirm_delivery no longer settles confirmations")
+    for method, names, problem in _CONFIRM_METHODS:
+        if not _uses(getattr(type(ch), method, None), *names):
+            problems.append(f"Channel.{method} {problem}")
     if problems:
         return f"aiormq {AIORMQ_VERSION}: {problems[0]}"
     return None
@@ -278,36 +280,30 @@ class FrameBatch:
             asyncio.get_running_loop().call_soon(self._flush)
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class Pending:
     """One publish awaiting its confirm (on the public path ``future`` is the task of
     aiormq's ``basic_publish``, ``tag`` 0): ``returned`` is set when a ``basic.return`` for
     its message id arrived while it was unconfirmed."""
 
-    __slots__ = ("_confirmations", "future", "message_id", "returned", "tag")
-
-    def __init__(
-        self,
-        tag: int,
-        message_id: str,
-        future: asyncio.Future[Any],
-        confirmations: dict[int, asyncio.Future[Any]],
-    ) -> None:
-        self.tag = tag
-        self.message_id = message_id
-        self.future = future
-        self.returned = False
-        self._confirmations = confirmations
+    tag: int
+    message_id: str
+    future: asyncio.Future[Any]
+    confirmations: dict[int, asyncio.Future[Any]] = dataclasses.field(repr=False)
+    """The channel's futures by delivery tag (aiormq's), where :meth:`expire` leaves one."""
+    returned: bool = dataclasses.field(default=False, init=False)
 
     def expire(self) -> None:
         """Give up waiting (the timeout): cancel the future, leaving aiormq a live one in
         its place, since aiormq's reader errors on settling a cancelled one on a return."""
-        if self._confirmations.get(self.tag) is self.future:
+        if self.confirmations.get(self.tag) is self.future:
             stand_in: asyncio.Future[Any] = self.future.get_loop().create_future()
             stand_in.add_done_callback(_read_outcome)  # nobody awaits it
-            self._confirmations[self.tag] = stand_in
+            self.confirmations[self.tag] = stand_in
         self.future.cancel()
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class Counted:
     """A publish whose outcome is only counted (a delivery record), standing in aiormq's
     confirmations for the future a publish usually has: aiormq's reader settles it with
@@ -317,21 +313,12 @@ class Counted:
     ``basic.ack`` frame, or the returned message; ``error``: a nack's ``DeliveryError``,
     or why the channel closed). Nothing awaits it: give up on it with :meth:`expire`."""
 
-    __slots__ = ("deadline", "message_id", "over", "settled", "tag")
-
-    def __init__(
-        self,
-        tag: int,
-        message_id: str,
-        deadline: float,
-        settled: Callable[[Counted, object, BaseException | None], None],
-    ) -> None:
-        self.tag = tag
-        self.message_id = message_id
-        self.deadline = deadline
-        self.settled = settled
-        self.over = False
-        """Settled or given up on: what aiormq reads later is ignored."""
+    tag: int
+    message_id: str
+    deadline: float
+    settled: Callable[[Counted, object, BaseException | None], None]
+    over: bool = dataclasses.field(default=False, init=False)
+    """Settled or given up on: what aiormq reads later is ignored."""
 
     def done(self) -> bool:
         return self.over

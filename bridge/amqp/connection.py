@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Protocol
 
 import aiormq
@@ -52,6 +53,7 @@ RENEW_INTERVAL = 1.0
 """Seconds between two such renewals at most, so refusals that last never cause a storm."""
 
 
+@dataclass(eq=False, repr=False)  # repr=False: its URLs hold the broker's password
 class BrokerLink:
     """Keeps a connection and a publisher-confirm channel open, reconnecting on loss.
 
@@ -61,31 +63,23 @@ class BrokerLink:
     deliveries off: :mod:`bridge.ledger.consumer`); one connection is opened at a time.
     """
 
-    def __init__(
-        self,
-        urls: tuple[str, ...],
-        on_channel: OnChannel | None = None,
-        *,
-        confirms: bool = True,
-        name: str = "mintsoft-bridge",
-        transport_factory: TransportFactory | None = None,
-    ) -> None:
-        self._urls = urls
-        self._transport_factory = transport_factory
-        self._on_channel = on_channel
-        self._confirms = confirms
-        self._name = name
-        self._task: asyncio.Task[None] | None = None
-        self._connection: AbstractConnection | None = None
-        self.channel: AbstractChannel | None = None
-        self.state = "connecting"
-        self.connected_url: str | None = None
-        self.reconnects = 0
-        self._up = asyncio.Event()
-        self._listeners: list[Callable[[bool], None]] = []
-        self._renewing: asyncio.Task[None] | None = None
-        self._nacks_in_row = 0
-        self._renewed_at = -RENEW_INTERVAL
+    urls: tuple[str, ...]
+    on_channel: OnChannel | None = None
+    _: KW_ONLY
+    confirms: bool = True
+    name: str = "mintsoft-bridge"
+    transport_factory: TransportFactory | None = None
+    channel: AbstractChannel | None = field(default=None, init=False)
+    state: str = field(default="connecting", init=False)
+    connected_url: str | None = field(default=None, init=False)
+    reconnects: int = field(default=0, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _connection: AbstractConnection | None = field(default=None, init=False)
+    _up: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _listeners: list[Callable[[bool], None]] = field(default_factory=list, init=False)
+    _renewing: asyncio.Task[None] | None = field(default=None, init=False)
+    _nacks_in_row: int = field(default=0, init=False)
+    _renewed_at: float = field(default=-RENEW_INTERVAL, init=False)
 
     def on_state_change(self, listener: Callable[[bool], None]) -> None:
         """Call ``listener(connected)`` whenever the link goes up or down."""
@@ -177,21 +171,21 @@ class BrokerLink:
         index = 0
         failures = 0
         while True:
-            url = self._urls[index % len(self._urls)]
+            url = self.urls[index % len(self.urls)]
             index += 1
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT):
                     connection = await aiormq.connect(
                         url,
-                        client_properties={"connection_name": self._name},
-                        transport_factory=self._transport_factory,
+                        client_properties={"connection_name": self.name},
+                        transport_factory=self.transport_factory,
                     )
                     self._connection = connection
                     channel = await connection.channel(
-                        publisher_confirms=self._confirms, on_return_raises=True
+                        publisher_confirms=self.confirms, on_return_raises=True
                     )
-                    if self._on_channel is not None:
-                        await self._on_channel(channel)
+                    if self.on_channel is not None:
+                        await self.on_channel(channel)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -200,7 +194,7 @@ class BrokerLink:
                 failures += 1
                 # Wait only once every broker of the list has failed in a row: a cluster
                 # fails over to the next node at once, a lone broker is not hammered.
-                wait = backoff if failures % len(self._urls) == 0 else 0.0
+                wait = backoff if failures % len(self.urls) == 0 else 0.0
                 log.warning(
                     "broker %s unreachable (%s); %s",
                     redact_url(url),

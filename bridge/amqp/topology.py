@@ -7,7 +7,7 @@ adds :func:`subscriber_topology`. The same data prints with ``topology --print``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -106,16 +106,20 @@ def _args(arguments: dict[str, Any]) -> str:
     return " " + " ".join(f"{k}={v}" for k, v in sorted(arguments.items()))
 
 
-def unrouted_name(exchange: str) -> str:
-    return exchange + ".unrouted"
+def _suffixed(suffix: str) -> Callable[[str], str]:
+    """The name of something that belongs to an exchange or a subscriber: its name and
+    ``suffix`` (the names below, side by side, are the whole naming scheme)."""
+
+    def name(owner: str) -> str:
+        return owner + suffix
+
+    return name
 
 
-def invalid_name(exchange: str) -> str:
-    return exchange + ".invalid"
-
-
-def archive_name(exchange: str) -> str:
-    return exchange + ".archive"
+unrouted_name = _suffixed(".unrouted")
+invalid_name = _suffixed(".invalid")
+archive_name = _suffixed(".archive")
+filtered_sink_name = _suffixed(".filtered")
 
 
 @dataclass(frozen=True)
@@ -198,37 +202,17 @@ def retry_queue_name(subscriber: str, step: int) -> str:
     return f"{subscriber}.retry.{step}"
 
 
-def dlq_name(subscriber: str) -> str:
-    return subscriber + ".dlq"
-
-
-def filter_name(subscriber: str) -> str:
-    return subscriber + ".filter"
-
-
-def filtered_sink_name(exchange: str) -> str:
-    return exchange + ".filtered"
-
-
-def partitions_exchange_name(subscriber: str) -> str:
-    return subscriber + ".partitions"
-
-
-def pauses_exchange_name(subscriber: str) -> str:
-    return subscriber + ".pauses"
-
-
 def partition_queue_name(subscriber: str, index: int) -> str:
     return f"{subscriber}.partition.{index}"
 
 
-def roster_name(subscriber: str) -> str:
-    return subscriber + ".workers"
-
-
-def control_name(subscriber: str) -> str:
-    """The queue holding the subscriber's operator state (:mod:`bridge.amqp.control`)."""
-    return subscriber + ".control"
+dlq_name = _suffixed(".dlq")
+filter_name = _suffixed(".filter")
+partitions_exchange_name = _suffixed(".partitions")
+pauses_exchange_name = _suffixed(".pauses")
+roster_name = _suffixed(".workers")
+control_name = _suffixed(".control")
+"""The queue holding the subscriber's operator state (:mod:`bridge.amqp.control`)."""
 
 
 def control_queue(subscriber: str) -> Queue:

@@ -8,10 +8,10 @@ message committed before the read started sits at a lower offset. The read stops
 own sentinel comes back; sentinels of earlier reads are skipped. This is exact on an empty
 stream, on one cut by retention, and while the receiver keeps writing.
 
-A read that must not write (a console page: a GET writes nothing) uses
-:func:`read_known` instead: RabbitMQ 3.10 offers no end-of-stream signal and no exact
-committed offset over AMQP 0-9-1 (a passive declare's message count is statistics, seconds
-late), so a second consumer attaches at ``"last"`` (the first offset of the stream's last
+A read that must not write (a console page: a GET writes nothing) passes ``writes=False``
+instead: RabbitMQ 3.10 offers no end-of-stream signal and no exact committed offset over
+AMQP 0-9-1 (a passive declare's message count is statistics, seconds late), so a second
+consumer attaches at ``"last"`` (the first offset of the stream's last
 chunk), takes that chunk's burst of deliveries until :data:`TAIL` seconds pass without one,
 and the read stops at the highest offset seen. Exact for everything committed before the
 read started, save a chunk whose delivery stalls longer than ``TAIL``; what is appended
@@ -141,36 +141,19 @@ async def _last_offset(connection: AbstractConnection, stream: str, tail: float)
     channel, tag, inbox = await _consume(connection, stream, "last", PREFETCH)
     highest: int | None = None
     try:
-        while True:
-            try:
-                message = await asyncio.wait_for(inbox.get(), tail)
-            except TimeoutError:
-                return highest
+        while (message := await _next(inbox, tail)) is not None:
             highest = max(highest if highest is not None else -1, offset_of(message))
+        return highest
     finally:
         await _stop(channel, tag)
 
 
-async def read_known(
-    connection: AbstractConnection,
-    stream: str,
-    start: StreamOffset,
-    *,
-    prefetch: int = PREFETCH,
-    idle: float = IDLE,
-    tail: float = TAIL,
-) -> AsyncGenerator[DeliveredMessage, None]:
-    """Every message of ``stream`` from ``start`` to its last chunk as of the call, in
-    offset order, sentinels left out; writes nothing (see the module's docstring)."""
-    last = await _last_offset(connection, stream, tail)
-    if last is None:
-        return
-    consumer = await _consume(connection, stream, start, prefetch)
-    reading = _deliveries(stream, *consumer, prefetch, idle, lambda m: offset_of(m) >= last)
-    async with contextlib.aclosing(reading):
-        async for message in reading:
-            if sentinel_of(message) is None and offset_of(message) <= last:
-                yield message
+async def _next(inbox: asyncio.Queue[DeliveredMessage], wait: float) -> DeliveredMessage | None:
+    """The consumer's next delivery; ``None`` when none comes within ``wait`` seconds."""
+    try:
+        return await asyncio.wait_for(inbox.get(), wait)
+    except TimeoutError:
+        return None
 
 
 async def _deliveries(
@@ -188,13 +171,12 @@ async def _deliveries(
     unacked = 0
     try:
         while True:
-            try:
-                message = await asyncio.wait_for(inbox.get(), idle)
-            except TimeoutError:
+            message = await _next(inbox, idle)
+            if message is None:
                 raise CommandError(
                     f"{stream} delivered nothing for {idle:.0f} s before its end: the read is "
                     "incomplete; check the broker's health and run it again"
-                ) from None
+                )
             yield message
             if is_last(message):
                 return
@@ -248,21 +230,25 @@ async def read_to_end(
     *,
     prefetch: int = PREFETCH,
     idle: float = IDLE,
-    sentinel_first: bool = True,
+    writes: bool = True,
 ) -> AsyncGenerator[DeliveredMessage, None]:
     """Every message of ``stream`` from ``start`` to its end as of the call, in offset
-    order, sentinels left out.
+    order, sentinels left out. The end is the sentinel this read writes (exact), or, with
+    ``writes=False``, the highest offset of the stream's last chunk (see the module's
+    docstring)."""
+    sentinel = await write_sentinel(connection, stream) if writes else None
+    last = None if writes else await _last_offset(connection, stream, TAIL)
+    if not writes and last is None:
+        return  # an empty stream
 
-    With ``sentinel_first=False`` the consumer attaches before the sentinel is written,
-    which ``start="last"`` needs to see the chunk that was last before it."""
-    sentinel = await write_sentinel(connection, stream) if sentinel_first else None
-    channel, tag, inbox = await _consume(connection, stream, start, prefetch)
-    if sentinel is None:
-        sentinel = await write_sentinel(connection, stream)
-    reading = _deliveries(
-        stream, channel, tag, inbox, prefetch, idle, lambda m: sentinel_of(m) == sentinel
-    )
+    def is_last(message: DeliveredMessage) -> bool:
+        if last is None:
+            return sentinel_of(message) == sentinel
+        return offset_of(message) >= last
+
+    consumer = await _consume(connection, stream, start, prefetch)
+    reading = _deliveries(stream, *consumer, prefetch, idle, is_last)
     async with contextlib.aclosing(reading):
         async for message in reading:
-            if sentinel_of(message) is None:
+            if sentinel_of(message) is None and (last is None or offset_of(message) <= last):
                 yield message

@@ -29,7 +29,6 @@ from bridge.archive.end import (
     PREFETCH,
     STREAM_OFFSET_HEADER,
     StreamOffset,
-    read_known,
     read_to_end,
     require_stream,
 )
@@ -179,13 +178,15 @@ async def scan(
 ) -> AsyncGenerator[ArchivedWebhook, None]:
     """The matches of ``query`` on an open connection (one the caller keeps to itself:
     a mistake on a stream closes the whole connection). ``read_only`` writes nothing into
-    the stream (:func:`~bridge.archive.end.read_known`: for a GET), at the cost of
-    exactness for what is appended while it reads. ``seen`` counts what it went through."""
+    the stream (:func:`~bridge.archive.end.read_to_end`, ``writes=False``: for a GET), at
+    the cost of exactness for what is appended while it reads. ``seen`` counts what it
+    went through."""
     stream = archive_name(exchange)
     await require_stream(connection, stream)
     where = start if start is not None else attach_point(query.since, datetime.now(UTC))
-    read = read_known if read_only else read_to_end
-    reading = read(connection, stream, where, prefetch=prefetch, idle=idle)
+    reading = read_to_end(
+        connection, stream, where, prefetch=prefetch, idle=idle, writes=not read_only
+    )
     async with contextlib.aclosing(reading):
         async for message in reading:
             webhook = archived(message)

@@ -18,7 +18,7 @@ from aiormq.abc import AbstractConnection
 
 from bridge.amqp.connection import close_quietly, connect_once
 from bridge.amqp.topology import ArchiveRetention, archive_name
-from bridge.archive.end import StreamOffset, bounded, read_known
+from bridge.archive.end import StreamOffset, bounded, read_to_end
 from bridge.archive.reader import ArchivedWebhook, archived
 
 
@@ -39,7 +39,7 @@ async def _edge(
     """The first webhook from ``start`` on, or (``last``) the last one up to the end."""
     found: ArchivedWebhook | None = None
     # Read-only: the console's overview (a GET) asks this, and must not write to the stream.
-    reading = read_known(connection, stream, start, prefetch=500)
+    reading = read_to_end(connection, stream, start, prefetch=500, writes=False)
     try:
         async for message in reading:
             webhook = archived(message)

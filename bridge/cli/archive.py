@@ -15,9 +15,10 @@ from bridge.cli.common import (
     TOPOLOGY_READS,
     Parser,
     UsageError,
+    add_actions,
+    add_command,
     cli_operator,
     run_async,
-    settings_flags,
     settings_of,
 )
 from bridge.core.contract import EVENTS
@@ -62,32 +63,23 @@ def _filters(sub: Parser, *, since_required: bool) -> None:
 
 
 def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
-    settings = settings_flags(READS)
     help = "find, replay or describe the webhooks kept in the archive stream"
-    archive = commands.add_parser("archive", help=help, description=help)
-    actions = archive.add_subparsers(dest="archive_command", metavar="ACTION", parser_class=Parser)
-    actions.required = True
-
-    find = actions.add_parser(
-        "find", help="print one line per archived webhook in a window", parents=[settings]
+    actions = add_actions(commands, "archive", help=help)
+    find = add_command(
+        actions, "find", run_find, READS, help="print one line per archived webhook in a window"
     )
-    find.set_defaults(func=run_find)
     _filters(find, since_required=False)
     find.add_argument("--json", action="store_true", help="one JSON object per line")
     find.add_argument("--body", action="store_true", help="with --json: include the body")
 
-    replay = actions.add_parser(
-        "replay", help="copy a window of archived webhooks to a subscriber", parents=[settings]
-    )
-    replay.set_defaults(func=run_replay)
+    help = "copy a window of archived webhooks to a subscriber"
+    replay = add_command(actions, "replay", run_replay, READS, help=help)
     _filters(replay, since_required=True)
     replay.add_argument("--to", metavar="SUBSCRIBER", required=True, help="the subscriber's name")
     replay.add_argument("--dry-run", action="store_true", help="count the matches, send nothing")
 
-    status = actions.add_parser(
-        "status", help="size, oldest and newest webhook, and retention", parents=[settings]
-    )
-    status.set_defaults(func=run_status)
+    help = "size, oldest and newest webhook, and retention"
+    add_command(actions, "status", run_status, READS, help=help)
 
 
 def _query(args: argparse.Namespace) -> Any:

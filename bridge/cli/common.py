@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, NoReturn
 
 from bridge.core.settings import SPECS, Settings, flag_name, load_settings
@@ -131,6 +131,40 @@ def settings_flags(names: Iterable[str] | None = None) -> Parser:
                 help=argparse.SUPPRESS,
             )
     return parent
+
+
+Run = Callable[[argparse.Namespace], int]
+"""What a command runs: its ``run`` (which imports what it needs, so ``--help`` stays fast)."""
+
+
+def add_command(
+    commands: argparse._SubParsersAction[Parser],
+    name: str,
+    run: Run,
+    reads: Iterable[str] | None,
+    *,
+    help: str,
+    description: str | None = None,
+) -> Parser:
+    """The (sub)command ``name``, running ``run``: ``help`` in its parent's list and atop
+    its own ``--help`` (unless a longer ``description`` is given), with the flags of the
+    settings it ``reads`` (:func:`settings_flags`)."""
+    sub = commands.add_parser(
+        name, help=help, description=description or help, parents=[settings_flags(reads)]
+    )
+    sub.set_defaults(func=run)
+    return sub
+
+
+def add_actions(
+    commands: argparse._SubParsersAction[Parser], name: str, *, help: str
+) -> argparse._SubParsersAction[Parser]:
+    """A command of actions (``dlq list``, ``dlq replay``): each is added to what this
+    returns with :func:`add_command`; one is required."""
+    command = commands.add_parser(name, help=help, description=help)
+    actions = command.add_subparsers(dest=f"{name}_command", metavar="ACTION", parser_class=Parser)
+    actions.required = True
+    return actions
 
 
 def settings_of(args: argparse.Namespace) -> Settings:

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+from bridge.cli.common import Parser, add_command, run_async, settings_of
 from bridge.cli.progress import Progress
 from bridge.core.settings import Settings, SettingsError
 from bridge.mintsoft.connect_actions import (
@@ -39,10 +39,13 @@ READS = (
 
 
 def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
-    settings = settings_flags(READS)
-    help = "register the bridge's URLs on a Mintsoft order (PUT ConnectActions)"
-    sub = commands.add_parser("connect-actions", help=help, description=help, parents=[settings])
-    sub.set_defaults(func=run)
+    sub = add_command(
+        commands,
+        "connect-actions",
+        run,
+        READS,
+        help="register the bridge's URLs on a Mintsoft order (PUT ConnectActions)",
+    )
     sub.add_argument("order_ids", metavar="ORDER_ID", nargs="*", help="Mintsoft order id(s)")
     sub.add_argument("--source-order-id", metavar="S", help="SourceOrderId to send")
     sub.add_argument(

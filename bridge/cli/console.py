@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+from bridge.cli.common import Parser, add_command, run_async, settings_of
 from bridge.core.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -36,10 +36,13 @@ READS = (
 
 
 def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
-    settings = settings_flags(READS)
-    help = "serve the operator console (overview, orders, dead letters, replay)"
-    sub = commands.add_parser("console", help=help, description=help, parents=[settings])
-    sub.set_defaults(func=run)
+    sub = add_command(
+        commands,
+        "console",
+        run,
+        READS,
+        help="serve the operator console (overview, orders, dead letters, replay)",
+    )
     sub.add_argument(
         "--config", metavar="FILE", default=None, help="subscribers file (the workers' one)"
     )

@@ -7,10 +7,11 @@ import sys
 
 from bridge.cli.common import (
     Parser,
+    add_actions,
+    add_command,
     cli_operator,
     positive_int,
     run_async,
-    settings_flags,
     settings_of,
 )
 
@@ -19,19 +20,11 @@ READS = ("BRIDGE_AMQP_URL",)
 
 
 def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
-    settings = settings_flags(READS)
-    help = "inspect or replay a subscriber's dead letters"
-    dlq = commands.add_parser("dlq", help=help, description=help)
-    actions = dlq.add_subparsers(dest="dlq_command", metavar="ACTION", parser_class=Parser)
-    actions.required = True
-    listing = actions.add_parser(
-        "list", help="print one line per dead-lettered message", parents=[settings]
-    )
-    listing.set_defaults(func=run_list)
-    replay = actions.add_parser(
-        "replay", help="move dead letters back to the queue", parents=[settings]
-    )
-    replay.set_defaults(func=run_replay)
+    actions = add_actions(commands, "dlq", help="inspect or replay a subscriber's dead letters")
+    help = "print one line per dead-lettered message"
+    listing = add_command(actions, "list", run_list, READS, help=help)
+    help = "move dead letters back to the queue"
+    replay = add_command(actions, "replay", run_replay, READS, help=help)
     for sub in (listing, replay):
         sub.add_argument("name", metavar="NAME", help="the subscriber's name")
         sub.add_argument(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+from bridge.cli.common import Parser, add_command, run_async, settings_of
 from bridge.mintsoft.doctor import Check, run_checks
 
 READS = None
@@ -14,10 +14,9 @@ READS = None
 
 
 def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
-    settings = settings_flags(READS)
-    help = "check settings, broker, topology and the public URL"
-    sub = commands.add_parser("doctor", help=help, description=help, parents=[settings])
-    sub.set_defaults(func=run)
+    sub = add_command(
+        commands, "doctor", run, READS, help="check settings, broker, topology and the public URL"
+    )
     sub.add_argument(
         "--skip-simulate",
         action="store_true",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from bridge.cli.common import TOPOLOGY_READS, Parser, run_async, settings_flags, settings_of
+from bridge.cli.common import TOPOLOGY_READS, Parser, add_command, run_async, settings_of
 
 READS = (
     *TOPOLOGY_READS,
@@ -18,10 +18,13 @@ READS = (
 
 
 def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
-    settings = settings_flags(READS)
-    help = "index every webhook and every delivery attempt into the ledger database"
-    sub = commands.add_parser("ledger", help=help, description=help, parents=[settings])
-    sub.set_defaults(func=run)
+    sub = add_command(
+        commands,
+        "ledger",
+        run,
+        READS,
+        help="index every webhook and every delivery attempt into the ledger database",
+    )
     sub.add_argument(
         "--config",
         metavar="FILE",

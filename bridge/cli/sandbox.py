@@ -8,7 +8,7 @@ import argparse
 import time
 from collections import Counter
 
-from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+from bridge.cli.common import Parser, add_command, run_async, settings_of
 from bridge.core.durations import parse_duration, parse_rate
 from bridge.core.settings import SettingsError
 from bridge.core.values import parse_int
@@ -20,8 +20,11 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
     from bridge.mintsoft.sandbox import DEFAULT_PORT
 
     help = "serve a local stand-in for Mintsoft's API, with orders that move"
-    sub = commands.add_parser(
+    sub = add_command(
+        commands,
         "sandbox",
+        run,
+        READS,
         help=help,
         description=help + ": it despatches its orders (some are then delivered or "
         "cancelled) and calls each order's registered connect-action URLs as Mintsoft "
@@ -29,9 +32,7 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
         "connect-actions, sync and doctor without a Mintsoft account. It accepts the "
         "ms-apikey in BRIDGE_MINTSOFT_API_KEY (any key when unset) and POST /api/Auth with "
         "BRIDGE_MINTSOFT_USERNAME / BRIDGE_MINTSOFT_PASSWORD (any login when unset).",
-        parents=[settings_flags(READS)],
     )
-    sub.set_defaults(func=run)
     sub.add_argument(
         "--port",
         default=str(DEFAULT_PORT),

@@ -6,14 +6,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from bridge.cli.common import (
-    EXIT_USAGE,
-    Parser,
-    positive_int,
-    run_async,
-    settings_flags,
-    settings_of,
-)
+from bridge.cli.common import EXIT_USAGE, Parser, add_command, positive_int, run_async, settings_of
 from bridge.core.settings import SettingsError
 
 if TYPE_CHECKING:
@@ -42,9 +35,9 @@ READS = (
 
 
 def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
-    settings = settings_flags(READS)
-    help = "run the webhook receiver (POST /webhooks/<event>)"
-    sub = commands.add_parser("serve", help=help, description=help, parents=[settings])
+    sub = add_command(
+        commands, "serve", run, READS, help="run the webhook receiver (POST /webhooks/<event>)"
+    )
     sub.add_argument(
         "--workers",
         type=positive_int,
@@ -54,7 +47,6 @@ def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None
         "link, spool (BRIDGE_SPOOL_PATH with -1, -2, ... before its suffix) and metrics port "
         "(BRIDGE_METRICS_PORT plus 0, 1, ...; set it when N > 1); default 1",
     )
-    sub.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

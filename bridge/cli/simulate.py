@@ -7,7 +7,7 @@ import argparse
 import sys
 import time
 
-from bridge.cli.common import Parser, positive_int, run_async, settings_flags, settings_of
+from bridge.cli.common import Parser, add_command, positive_int, run_async, settings_of
 from bridge.cli.progress import Progress
 from bridge.core.contract import ASN_BOOKED_IN, EVENTS
 from bridge.core.settings import SettingsError
@@ -24,10 +24,9 @@ READS = (
 
 
 def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
-    settings = settings_flags(READS)
-    help = "send a realistic Mintsoft webhook to a bridge"
-    sub = commands.add_parser("simulate", help=help, description=help, parents=[settings])
-    sub.set_defaults(func=run)
+    sub = add_command(
+        commands, "simulate", run, READS, help="send a realistic Mintsoft webhook to a bridge"
+    )
     sub.add_argument(
         "event", metavar="EVENT", choices=EVENTS, help=", ".join(EVENTS[:-1]) + " or " + EVENTS[-1]
     )

@@ -9,7 +9,7 @@ import logging
 
 import orjson
 
-from bridge.cli.common import Parser, run_async, settings_flags, settings_of
+from bridge.cli.common import Parser, add_actions, add_command, run_async, settings_of
 
 READS = (
     "BRIDGE_SPOOL_PATH",
@@ -27,19 +27,11 @@ DRAIN_READS = (
 
 
 def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
-    settings = settings_flags(READS)
-    help = "the local spool"
-    spool = commands.add_parser("spool", help=help, description=help)
-    actions = spool.add_subparsers(dest="spool_command", metavar="ACTION", parser_class=Parser)
-    actions.required = True
-    status = actions.add_parser("status", help="depth, bytes and oldest age", parents=[settings])
-    status.set_defaults(func=run_status)
+    actions = add_actions(commands, "spool", help="the local spool")
+    status = add_command(actions, "status", run_status, READS, help="depth, bytes and oldest age")
     status.add_argument("--json", action="store_true", help="print JSON")
     help = "publish everything a spool file holds (in order, each confirmed), then exit"
-    drain = actions.add_parser(
-        "drain", help=help, description=help, parents=[settings_flags(DRAIN_READS)]
-    )
-    drain.set_defaults(func=run_drain)
+    drain = add_command(actions, "drain", run_drain, DRAIN_READS, help=help)
     drain.add_argument(
         "--path",
         metavar="FILE",

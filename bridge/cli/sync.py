@@ -7,7 +7,7 @@ import argparse
 from datetime import UTC, datetime
 
 from bridge.archive.window import parse_time
-from bridge.cli.common import TOPOLOGY_READS, Parser, run_async, settings_flags, settings_of
+from bridge.cli.common import TOPOLOGY_READS, Parser, add_command, run_async, settings_of
 from bridge.cli.progress import Progress
 from bridge.core import logs
 from bridge.core.listeners import serving_metrics
@@ -46,10 +46,13 @@ READS = (
 
 
 def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
-    settings = settings_flags(READS)
-    help = "enrol new Mintsoft orders and recover webhooks Mintsoft failed to deliver"
-    sub = commands.add_parser("sync", help=help, description=help, parents=[settings])
-    sub.set_defaults(func=run)
+    sub = add_command(
+        commands,
+        "sync",
+        run,
+        READS,
+        help="enrol new Mintsoft orders and recover webhooks Mintsoft failed to deliver",
+    )
     sub.add_argument(
         "action", nargs="?", choices=["status"], help="status: print cursors, counts, errors"
     )

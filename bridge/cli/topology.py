@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import argparse
 
-from bridge.cli.common import TOPOLOGY_READS, Parser, run_async, settings_flags, settings_of
+from bridge.cli.common import TOPOLOGY_READS, Parser, add_command, run_async, settings_of
 
 READS = TOPOLOGY_READS
 """The settings this command reads: its --help offers their flags (secrets excepted)."""
 
 
 def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
-    settings = settings_flags(READS)
-    help = "declare every exchange and queue, idempotently"
-    sub = commands.add_parser("topology", help=help, description=help, parents=[settings])
-    sub.set_defaults(func=run)
+    sub = add_command(
+        commands, "topology", run, READS, help="declare every exchange and queue, idempotently"
+    )
     shown = sub.add_mutually_exclusive_group()
     shown.add_argument("--print", action="store_true", help="list them, declare nothing")
     shown.add_argument(

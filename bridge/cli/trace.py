@@ -10,17 +10,20 @@ from datetime import datetime
 
 import orjson
 
-from bridge.cli.common import Parser, UsageError, settings_flags, settings_of
+from bridge.cli.common import Parser, UsageError, add_command, settings_of
 
 READS = ("BRIDGE_LEDGER_URL",)
 """The settings this command reads (BRIDGE_LEDGER_URL is a secret: environment only)."""
 
 
 def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
-    settings = settings_flags(READS)
-    help = "show an order's webhooks and every delivery attempt per subscriber"
-    sub = commands.add_parser("trace", help=help, description=help, parents=[settings])
-    sub.set_defaults(func=run)
+    sub = add_command(
+        commands,
+        "trace",
+        run,
+        READS,
+        help="show an order's webhooks and every delivery attempt per subscriber",
+    )
     sub.add_argument("order", metavar="ORDER", help="an order id, order number or message id")
     sub.add_argument("--json", action="store_true", help="one JSON document (a stable shape)")
 

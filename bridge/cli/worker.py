@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bridge.cli.common import TOPOLOGY_READS, Parser, run_async, settings_flags, settings_of
+from bridge.cli.common import TOPOLOGY_READS, Parser, add_command, run_async, settings_of
 
 READS = (
     *TOPOLOGY_READS,
@@ -17,10 +17,9 @@ READS = (
 
 
 def register(commands: argparse._SubParsersAction[Parser], _all: Parser) -> None:
-    settings = settings_flags(READS)
-    help = "run the subscribers that a TOML file declares"
-    sub = commands.add_parser("worker", help=help, description=help, parents=[settings])
-    sub.set_defaults(func=run)
+    sub = add_command(
+        commands, "worker", run, READS, help="run the subscribers that a TOML file declares"
+    )
     sub.add_argument("--config", required=True, metavar="FILE", help="subscribers file")
     # --metrics-port N is the BRIDGE_METRICS_PORT setting's flag: /metrics and /healthz on
     # BRIDGE_METRICS_HOST (default: BRIDGE_HOST, as before) port N; 0 or unset: none.

@@ -177,24 +177,19 @@ class Session:
         return notice or ""
 
 
+@dataclass(eq=False, repr=False)  # repr=False: it holds the session tokens
 class Sessions:
     """Signed-in sessions by cookie token, in memory; the newest sign-in ends the others."""
 
-    def __init__(
-        self,
-        idle: float = IDLE_SECONDS,
-        lifetime: float = SESSION_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.idle = idle
-        self.lifetime = lifetime
-        self._clock = clock
-        self._by_token: dict[str, Session] = {}
+    idle: float = IDLE_SECONDS
+    lifetime: float = SESSION_SECONDS
+    clock: Callable[[], float] = time.monotonic
+    _by_token: dict[str, Session] = field(default_factory=dict, init=False)
 
     def new(self, user: str | None = None) -> tuple[str, Session]:
         """A new session of operator ``user``; their older ones end (with the shared
         password, ``None``: every older session ends, one operator at a time)."""
-        now = self._clock()
+        now = self.clock()
         token = secrets.token_urlsafe(32)
         session = Session(expires=now + self.lifetime, seen=now, user=user)
         kept = {
@@ -210,7 +205,7 @@ class Sessions:
         session = self._by_token.get(token or "")
         if session is None:
             return None
-        now = self._clock()
+        now = self.clock()
         if not self._alive(session, now):
             self.drop(token)
             return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from bridge.ledger.figures import Minute
 
@@ -36,10 +37,11 @@ class Chart:
     bars: tuple[Bar, ...]
     delivered_max: int
     failed_max: int
-    width: int = WIDTH
-    height: int = HEIGHT
-    band: int = BAND
-    gap: int = GAP
+    # The geometry every chart shares, for the template (not per chart: not fields).
+    width: ClassVar[int] = WIDTH
+    height: ClassVar[int] = HEIGHT
+    band: ClassVar[int] = BAND
+    gap: ClassVar[int] = GAP
 
 
 def _height(count: int, peak: int) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
@@ -25,6 +26,7 @@ from urllib.parse import urlencode
 import aiohttp_jinja2
 from aiohttp import web
 
+from bridge.amqp.connection import Brokers
 from bridge.amqp.deliveries import Acting
 from bridge.console.auth import flash, operator_of, take_notice
 from bridge.console.looked import Looked, look
@@ -40,13 +42,16 @@ from bridge.core.audit import Via
 from bridge.core.contract import EVENTS
 from bridge.core.records import Source
 from bridge.worker.dlq import list_dead_letters, replay_dead_letters
-from bridge.worker.dlq_pick import discard_picked, replay_picked
+from bridge.worker.dlq_pick import Picked, discard_picked, replay_picked
 
 log = logging.getLogger("bridge.console")
 SCAN_LIMIT = 2000
 PAGE_SIZE = 50
 NAMED_IN_CONFIRM = 10
 """How many dead letters a confirmation names (order, event, id); the count is exact."""
+
+PickAction = Callable[[Brokers, str, Collection[str], Acting | None], Awaitable[Picked]]
+""":func:`replay_picked` or :func:`discard_picked`."""
 
 
 def add_routes(app: web.Application) -> None:
@@ -265,15 +270,55 @@ async def _confirm(
     )
 
 
-async def replay(request: web.Request) -> web.StreamResponse:
+@dataclass(frozen=True)
+class _Posted:
+    """A replay or discard form posted for subscriber ``name``: the dead letters it picks
+    (``every``: the whole DLQ, see :func:`_chosen`)."""
+
+    name: str
+    console: Console
+    form: Any
+    ids: list[str]
+    every: bool
+
+    def acting(self, request: web.Request) -> Acting:
+        return _acting(request, self.form, self.every)
+
+
+async def _posted(request: web.Request) -> _Posted:
     name = request.match_info["name"]
     console = console_of(request)
     console.subscriber(name)
     form = await request.post()
     ids, every = await _chosen(request, name, form)
+    return _Posted(name, console, form, ids, every)
+
+
+async def _on_picked(
+    request: web.Request, posted: _Posted, act: PickAction, done: str, whom: str
+) -> web.HTTPSeeOther:
+    """Run ``act`` on the picked ids (the subscriber's DLQ locked), log it, and go back
+    saying ``done`` (a verb in the past) how many ``whom``, and how many were gone."""
+    name, ids = posted.name, posted.ids
+    async with _lock(posted.console, name):
+        picked = await act(posted.console.broker, name, ids, posted.acting(request))
+    log.info(
+        "console: %s %s of %s (ids %s)",
+        done.lower(),
+        _plural(picked.done),
+        name,
+        ",".join(ids[:20]),
+    )
+    gone = f"; {len(picked.missing)} no longer in the DLQ" if picked.missing else ""
+    return _back(request, name, f"{done} {_plural(picked.done)} {whom}{gone}.")
+
+
+async def replay(request: web.Request) -> web.StreamResponse:
+    posted = await _posted(request)
+    name, ids, every = posted.name, posted.ids, posted.every
     if not ids and not every:
         raise _back(request, name, "Nothing selected: tick the dead letters to replay.")
-    if form.get("confirmed") != "1":
+    if posted.form.get("confirmed") != "1":
         count = len(ids)
         if every:
             count = (await _seen(request, name)).depth
@@ -296,37 +341,31 @@ async def replay(request: web.Request) -> web.StreamResponse:
     if every:
         # The count the user confirmed bounds the replay: 0 (the DLQ was empty then) moves
         # nothing, never "no limit"; anything but a whole number is a bad request.
-        count = confirmed_count(form.get("count"))
+        count = confirmed_count(posted.form.get("count"))
         moved = 0
         if count:
-            async with _lock(console, name):
+            async with _lock(posted.console, name):
                 moved = (
                     await replay_dead_letters(
-                        console.broker, name, count, _acting(request, form, every)
+                        posted.console.broker, name, count, posted.acting(request)
                     )
                 )[0]
         log.info("console: replayed %s of %s (all)", _plural(moved), name)
         raise _back(request, name, f"Replayed {_plural(moved)} to {name}.")
-    async with _lock(console, name):
-        picked = await replay_picked(console.broker, name, ids, _acting(request, form, every))
-    log.info("console: replayed %s of %s (ids %s)", _plural(picked.done), name, ",".join(ids[:20]))
-    gone = f"; {len(picked.missing)} no longer in the DLQ" if picked.missing else ""
-    raise _back(request, name, f"Replayed {_plural(picked.done)} to {name}{gone}.")
+    raise await _on_picked(request, posted, replay_picked, "Replayed", f"to {name}")
 
 
 async def discard(request: web.Request) -> web.StreamResponse:
-    name = request.match_info["name"]
-    console = console_of(request)
-    console.subscriber(name)
-    form = await request.post()
-    ids, every = await _chosen(request, name, form)
-    if every:
+    posted = await _posted(request)
+    name, ids = posted.name, posted.ids
+    if posted.every:
         # "Discard all" deletes what the operator saw and counted, picked by id: never
         # what arrived after the confirmation.
         ids = [letter.message_id for letter in (await _seen(request, name)).letters]
+        posted = replace(posted, ids=ids)
     if not ids:
         raise _back(request, name, "Nothing selected: tick the dead letters to discard.")
-    if form.get("confirmed") != "1":
+    if posted.form.get("confirmed") != "1":
         count = len(ids)
         return await _confirm(
             request,
@@ -343,8 +382,4 @@ async def discard(request: web.Request) -> web.StreamResponse:
                 "danger": True,
             },
         )
-    async with _lock(console, name):
-        picked = await discard_picked(console.broker, name, ids, _acting(request, form, every))
-    log.info("console: discarded %s of %s (ids %s)", _plural(picked.done), name, ",".join(ids[:20]))
-    gone = f"; {len(picked.missing)} no longer in the DLQ" if picked.missing else ""
-    raise _back(request, name, f"Discarded {_plural(picked.done)} of {name}{gone}.")
+    raise await _on_picked(request, posted, discard_picked, "Discarded", f"of {name}")

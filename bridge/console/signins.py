@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 log = logging.getLogger("bridge.console")
 
@@ -38,31 +39,28 @@ WORKERS = 2
 WAITING = 32
 
 
+@dataclass(eq=False, repr=False)  # repr=False: it holds client addresses and user names
 class SignInLimits:
     """Counts sign-in attempts per client address and overall, in a sliding window."""
 
-    def __init__(
-        self,
-        per_address: int = PER_ADDRESS,
-        overall: int = OVERALL,
-        window: float = WINDOW,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.per_address = per_address
-        self.overall = overall
-        self.window = window
-        self._clock = clock
-        self._by_address: dict[str, deque[float]] = {}
-        self._all: deque[float] = deque()
-        self._refused = 0
-        self._named: set[str] = set()
-        self._failed: set[str] = set()
-        self._window_start = clock()
+    per_address: int = PER_ADDRESS
+    overall: int = OVERALL
+    window: float = WINDOW
+    clock: Callable[[], float] = time.monotonic
+    _by_address: dict[str, deque[float]] = field(default_factory=dict, init=False)
+    _all: deque[float] = field(default_factory=deque, init=False)
+    _refused: int = field(default=0, init=False)
+    _named: set[str] = field(default_factory=set, init=False)
+    _failed: set[str] = field(default_factory=set, init=False)
+    _window_start: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._window_start = self.clock()
 
     def begin(self, address: str) -> int | None:
         """Count an attempt from ``address``: ``None`` when it may go on, else the seconds
         to wait (for ``Retry-After``)."""
-        now = self._clock()
+        now = self.clock()
         self._expire(now)
         mine = self._by_address.get(address, deque())
         if len(mine) >= self.per_address:

@@ -138,22 +138,27 @@ def order_headers(document: Any) -> dict[str, str]:
         if "SplitOrderId" in first or "Order" in first:
             nested = first.get("Order")
             order: dict[str, Any] = nested if isinstance(nested, dict) else {}
-            _put(headers, HEADER_ORDER_ID, first.get("OrderId", order.get("ID")))
-            _put(headers, HEADER_ORDER_NUMBER, order.get("OrderNumber"))
-            _put(headers, HEADER_CLIENT_ID, order.get("ClientId"))
-            _put(headers, HEADER_WAREHOUSE_ID, order.get("WarehouseId"))
-            _put(headers, HEADER_SPLIT_ORDER_ID, first.get("SplitOrderId"))
-            return headers
+            order_id = first.get("OrderId", order.get("ID"))
+            return _order_headers(order, order_id, first.get("SplitOrderId"))
         shipment = first.get("OrderShipment")
         if isinstance(shipment, dict):
             _put(headers, HEADER_ORDER_ID, shipment.get("OrderId"))
         return headers
     if isinstance(document, dict):
-        _put(headers, HEADER_ORDER_ID, document.get("ID", document.get("OrderId")))
-        _put(headers, HEADER_ORDER_NUMBER, document.get("OrderNumber"))
-        _put(headers, HEADER_CLIENT_ID, document.get("ClientId"))
-        _put(headers, HEADER_WAREHOUSE_ID, document.get("WarehouseId"))
-        _put(headers, HEADER_SPLIT_ORDER_ID, document.get("SplitOrderId"))
+        order_id = document.get("ID", document.get("OrderId"))
+        return _order_headers(document, order_id, document.get("SplitOrderId"))
+    return headers
+
+
+def _order_headers(order: dict[str, Any], order_id: Any, split_order_id: Any) -> dict[str, str]:
+    """The headers of an order with fields ``order``; its id and split id come apart (a
+    split holds them beside the order, not in it)."""
+    headers: dict[str, str] = {}
+    _put(headers, HEADER_ORDER_ID, order_id)
+    _put(headers, HEADER_ORDER_NUMBER, order.get("OrderNumber"))
+    _put(headers, HEADER_CLIENT_ID, order.get("ClientId"))
+    _put(headers, HEADER_WAREHOUSE_ID, order.get("WarehouseId"))
+    _put(headers, HEADER_SPLIT_ORDER_ID, split_order_id)
     return headers
 
 

@@ -15,9 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, and_, func, or_, select
 
-from bridge.errors import CommandError
-from bridge.ledger.migrations import current_version
-from bridge.ledger.rows import utc
+from bridge.ledger.reading import read_row, require_schema
 from bridge.ledger.schema import audit
 
 AUDIT_SINCE_VERSION = 2
@@ -49,13 +47,7 @@ def audit_page(engine: Engine, before: int | None = None, size: int = PAGE_SIZE)
     """Up to ``size`` changes, newest first; with ``before``, those older than row
     ``before`` (a row retention removed meanwhile: from the newest again)."""
     with engine.connect() as connection:
-        version = current_version(connection) or 0
-        if version < AUDIT_SINCE_VERSION:
-            raise CommandError(
-                f"the ledger's schema is version {version}, older than the audit table: "
-                "restart `mintsoft-bridge ledger` with this version (it upgrades the schema "
-                "on start, keeping every row)"
-            )
+        require_schema(connection, AUDIT_SINCE_VERSION, "the audit table")
         total = int(connection.execute(select(func.count()).select_from(audit)).scalar() or 0)
         query = select(audit).order_by(audit.c.at.desc(), audit.c.id.desc()).limit(size + 1)
         if before is not None:
@@ -67,18 +59,6 @@ def audit_page(engine: Engine, before: int | None = None, size: int = PAGE_SIZE)
                     or_(audit.c.at < anchor, and_(audit.c.at == anchor, audit.c.id < before))
                 )
         rows = connection.execute(query).all()
-    entries = tuple(
-        AuditEntry(
-            id=int(row.id),
-            at=utc(row.at),
-            operator=row.operator,
-            via=row.via,
-            action=row.action,
-            subscriber=row.subscriber,
-            count=row._mapping["count"],
-            detail=row.detail,
-        )
-        for row in rows[:size]
-    )
+    entries = tuple(read_row(AuditEntry, row, id=int(row.id)) for row in rows[:size])
     older = entries[-1].id if len(rows) > size else None
     return AuditPage(entries, total, older)

@@ -29,8 +29,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, func, literal, select, union_all
 
 from bridge.core.records import Outcome
-from bridge.errors import CommandError
-from bridge.ledger.migrations import current_version
+from bridge.ledger.reading import read_row, require_schema
 from bridge.ledger.rows import utc
 from bridge.ledger.schema import attempts, subscribers
 from bridge.ledger.store import current_at
@@ -129,13 +128,7 @@ def subscriber_figures(
     """The figures of each subscriber in ``names`` as of ``now`` (aware, UTC);
     ``deliveries`` is the deliveries stream's name (how current the ledger is)."""
     with engine.connect() as connection:
-        version = current_version(connection) or 0
-        if version < FIGURES_SINCE_VERSION:
-            raise CommandError(
-                f"the ledger's schema is version {version}, older than its subscriber "
-                "figures: restart `mintsoft-bridge ledger` with this version (it upgrades "
-                "the schema on start, keeping every row)"
-            )
+        require_schema(connection, FIGURES_SINCE_VERSION, "its subscriber figures")
         current = current_at(connection, deliveries)
         rows = connection.execute(
             select(
@@ -213,19 +206,7 @@ def _latest(connection: Connection, name: str, outcome: str) -> Seen | None:
     row = connection.execute(latest_statement(name, outcome)).first()
     if row is None:
         return None
-    return Seen(
-        at=utc(row.at),
-        outcome=row.outcome,
-        message_id=row.message_id,
-        event=row.event,
-        order_id=row.order_id,
-        order_number=row.order_number,
-        attempt=row.attempt,
-        status=row.status,
-        answer=row.answer,
-        error=row.error,
-        retry_after=row.retry_after,
-    )
+    return read_row(Seen, row)
 
 
 def _first_after(

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from bridge.ledger.audits import AuditPage, audit_page
 from bridge.ledger.database import open_reader, unreachable
 from bridge.ledger.figures import SubscriberFigures, subscriber_figures
+from bridge.ledger.reading import read_row
 from bridge.ledger.rows import utc
 from bridge.ledger.schema import attempts, webhooks
 from bridge.ledger.states import SETTLED_OUTCOMES, State, state_of
@@ -262,15 +263,9 @@ def trace_on(connection: Connection, query: str) -> Trace:
 
 
 def _webhook(row: Any, tried: list[Any], known: list[KnownSubscriber]) -> WebhookTrace:
-    return WebhookTrace(
-        message_id=row.message_id,
-        event=row.event,
-        order_id=row.order_id,
-        order_number=row.order_number,
-        received_at=utc(row.received_at),
-        source=row.source,
-        bytes=row.bytes,
-        stream_offset=row.stream_offset,
+    return read_row(
+        WebhookTrace,
+        row,
         subscribers=_subscribers(
             tried, known, lambda s: s.takes(row.event, row.client_id, row.warehouse_id)
         ),
@@ -282,19 +277,7 @@ def _subscribers(
 ) -> tuple[SubscriberTrace, ...]:
     per: dict[str, list[Attempt]] = {k.spec.name: [] for k in known}
     for row in tried:
-        per.setdefault(row.subscriber, []).append(
-            Attempt(
-                at=utc(row.at),
-                attempt=row.attempt,
-                outcome=row.outcome,
-                status=row.status,
-                answer=row.answer,
-                error=row.error,
-                duration_ms=row.duration_ms,
-                source=row.source,
-                operator=row.operator,
-            )
-        )
+        per.setdefault(row.subscriber, []).append(read_row(Attempt, row))
     specs = {k.spec.name: k.spec for k in known}
     result = []
     for name in sorted(per):

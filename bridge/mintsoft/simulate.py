@@ -91,14 +91,28 @@ def refresh_times(document: Any, now: datetime) -> Any:
     return _shift_times(document, now - latest)
 
 
-def _renumber_order(order: Any, order_id: int) -> None:
-    if not isinstance(order, dict):
-        return
-    order["ID"] = order_id
-    order["OrderNumber"] = f"SO-{order_id}"
-    for item in order.get("OrderItems") or ():
-        if isinstance(item, dict):
-            item["OrderId"] = order_id
+@dataclass(frozen=True)
+class _Numbering:
+    """How a document is numbered: its ``ID``, a reference made from it, and its items'
+    pointer back to it."""
+
+    reference: str
+    prefix: str
+    items: str
+    item_points: str
+
+    def renumber(self, document: Any, new_id: int) -> None:
+        if not isinstance(document, dict):
+            return
+        document["ID"] = new_id
+        document[self.reference] = f"{self.prefix}{new_id}"
+        for item in document.get(self.items) or ():
+            if isinstance(item, dict):
+                item[self.item_points] = new_id
+
+
+_ORDER = _Numbering("OrderNumber", "SO-", "OrderItems", "OrderId")
+_ASN = _Numbering("POReference", "PO-", "Items", "ASNId")
 
 
 def with_order_id(event: str, document: Any, order_id: int) -> Any:
@@ -107,31 +121,21 @@ def with_order_id(event: str, document: Any, order_id: int) -> Any:
     it. For ``asn-booked-in``, ``order_id`` is the ASN's id (its items point at it)."""
     document = copy.deepcopy(document)
     if event == ASN_BOOKED_IN:
-        _renumber_asn(document, order_id)
+        _ASN.renumber(document, order_id)
     elif isinstance(document, dict):
-        _renumber_order(document, order_id)
+        _ORDER.renumber(document, order_id)
     elif isinstance(document, list):
         for entry in document:
             if not isinstance(entry, dict):
                 continue
             if event == "split":
-                _renumber_order(entry.get("Order"), order_id)
-                _renumber_order(entry.get("SplitOrder"), order_id + 1)
+                _ORDER.renumber(entry.get("Order"), order_id)
+                _ORDER.renumber(entry.get("SplitOrder"), order_id + 1)
                 entry["OrderId"] = order_id
                 entry["SplitOrderId"] = order_id + 1
             elif isinstance(entry.get("OrderShipment"), dict):
                 entry["OrderShipment"]["OrderId"] = order_id
     return document
-
-
-def _renumber_asn(asn: Any, asn_id: int) -> None:
-    if not isinstance(asn, dict):
-        return
-    asn["ID"] = asn_id
-    asn["POReference"] = f"PO-{asn_id}"
-    for item in asn.get("Items") or ():
-        if isinstance(item, dict):
-            item["ASNId"] = asn_id
 
 
 def with_owner(document: Any, client_id: int | None = None, warehouse_id: int | None = None) -> Any:

@@ -27,6 +27,7 @@ import re
 import secrets
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -39,31 +40,24 @@ TRACKING_PAGE = 500
 DENIED = "Authorization has been denied for this request."
 
 
+@dataclass(eq=False)
 class SandboxApi:
     """``handle`` answers any request; :func:`listen` serves it on a port."""
 
-    def __init__(
-        self,
-        world: World,
-        api_key: str | None = None,
-        username: str | None = None,
-        password: str | None = None,
-        rate: float | None = None,
-    ) -> None:
-        self.world = world
-        self.api_key = api_key
-        self.username = username
-        self.password = password
-        self.rate = rate
-        self.issued: set[str] = set()
-        self.calls: Counter[str] = Counter()  # by route ("GET Order/List", ...)
-        self.puts: Counter[int] = Counter()  # PUT ConnectActions by order
-        self.answers: Counter[int] = Counter()
-        self.page_delay = 0.0
-        self.outage_until = 0.0
-        self._outage_status = 429
-        self._tokens = 0.0
-        self._refilled = 0.0
+    world: World
+    api_key: str | None = None
+    username: str | None = None
+    password: str | None = None
+    rate: float | None = None
+    issued: set[str] = field(default_factory=set, init=False)
+    calls: Counter[str] = field(default_factory=Counter, init=False)  # by route ("GET Order/List")
+    puts: Counter[int] = field(default_factory=Counter, init=False)  # PUT ConnectActions by order
+    answers: Counter[int] = field(default_factory=Counter, init=False)
+    page_delay: float = field(default=0.0, init=False)
+    outage_until: float = field(default=0.0, init=False)
+    _outage_status: int = field(default=429, init=False)
+    _tokens: float = field(default=0.0, init=False)
+    _refilled: float = field(default=0.0, init=False)
 
     # what a subclass (a test's scripted fake) may change
     def accepts(self, key: str | None) -> bool:

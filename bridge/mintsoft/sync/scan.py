@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from hashlib import sha256
@@ -207,29 +207,17 @@ class Scanner:
 
     async def scan_orders(self) -> ScanResult:
         now = datetime.now(UTC)
-        cursor = self._cursor(ORDERS_CURSOR, now)
-        since = self.clock.format(self.clock.since(cursor, now))
         scope = self.scope
         one_client = scope.clients[0] if len(scope.clients) == 1 else None
         one_warehouse = scope.warehouses[0] if len(scope.warehouses) == 1 else None
-        result = ScanResult()
-        newest: datetime | None = None
-        try:
-            async for rows in self.api.order_pages(since, one_client, one_warehouse):
-                newest = self._order_page(rows, scope, result, newest)
-        except PageLimit:
-            self._advance(ORDERS_CURSOR, cursor, newest, now)
-            raise
-        self._advance(ORDERS_CURSOR, cursor, newest, now)
-        return result
+        return await self._scan(
+            ORDERS_CURSOR,
+            now,
+            lambda since: self.api.order_pages(since, one_client, one_warehouse),
+            lambda rows, result: self._order_page(rows, scope, result),
+        )
 
-    def _order_page(
-        self,
-        rows: list[dict[str, Any]],
-        scope: Scope,
-        result: ScanResult,
-        newest: datetime | None,
-    ) -> datetime | None:
+    def _order_page(self, rows: list[dict[str, Any]], scope: Scope, result: ScanResult) -> int:
         fields = ("ID", "ClientId", "WarehouseId", "OrderStatusId")
         result.skipped += self._skip(rows, "an order", *fields)
         stored = [r for r in rows if _unstorable(r, *fields) is None]
@@ -237,11 +225,8 @@ class Scanner:
         events = [e for r in wanted for e in self._order_events(r)]
         ids = [(int(r["ID"]), _int(r.get("ClientId")), _int(r.get("WarehouseId"))) for r in wanted]
         result.new_orders += self.state.add_orders(ids, events)
-        result.pages += 1
-        result.rows += len(rows)
-        result.events += len(events)
         self.on_page(len(rows))
-        return self._newest(rows, newest)
+        return len(events)
 
     async def _delivered_statuses(self) -> set[int]:
         if self.delivered_ids is None:
@@ -259,19 +244,13 @@ class Scanner:
     async def scan_tracking(self) -> ScanResult:
         now = datetime.now(UTC)
         delivered = await self._delivered_statuses()
-        cursor = self._cursor(TRACKING_CURSOR, now)
-        since = self.clock.format(self.clock.since(cursor, now))
         known = self.state.known_orders() if self.scope.filtered else None
-        result = ScanResult()
-        newest: datetime | None = None
-        try:
-            async for rows in self.api.tracking_pages(since):
-                newest = self._tracking_page(rows, delivered, known, result, newest)
-        except PageLimit:
-            self._advance(TRACKING_CURSOR, cursor, newest, now)
-            raise
-        self._advance(TRACKING_CURSOR, cursor, newest, now)
-        return result
+        return await self._scan(
+            TRACKING_CURSOR,
+            now,
+            self.api.tracking_pages,
+            lambda rows, result: self._tracking_page(rows, delivered, known, result),
+        )
 
     def _tracking_page(
         self,
@@ -279,8 +258,7 @@ class Scanner:
         delivered: set[int],
         known: set[int] | None,
         result: ScanResult,
-        newest: datetime | None,
-    ) -> datetime | None:
+    ) -> int:
         result.skipped += self._skip(rows, "a tracking event", "ID", "TrackingStatusId")
         events = []
         for row in rows:
@@ -306,7 +284,30 @@ class Scanner:
                 )
             )
         self.state.add_events(events)
-        result.pages += 1
-        result.rows += len(rows)
-        result.events += len(events)
-        return self._newest(rows, newest)
+        return len(events)
+
+    async def _scan(
+        self,
+        name: str,
+        now: datetime,
+        pages: Callable[[str], AsyncIterator[list[dict[str, Any]]]],
+        read: Callable[[list[dict[str, Any]], ScanResult], int],
+    ) -> ScanResult:
+        """Read the pages Mintsoft gives from cursor ``name`` on, ``read`` storing each page
+        (and saying how many events it found); the cursor then advances to the newest row
+        read, also when the page limit cuts the scan short."""
+        cursor = self._cursor(name, now)
+        since = self.clock.format(self.clock.since(cursor, now))
+        result = ScanResult()
+        newest: datetime | None = None
+        try:
+            async for rows in pages(since):
+                result.events += read(rows, result)
+                result.pages += 1
+                result.rows += len(rows)
+                newest = self._newest(rows, newest)
+        except PageLimit:
+            self._advance(name, cursor, newest, now)
+            raise
+        self._advance(name, cursor, newest, now)
+        return result
