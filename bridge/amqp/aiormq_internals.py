@@ -260,8 +260,10 @@ class FrameBatch:
             self._putting = None
 
     def _flush(self) -> None:
-        self._take_last()  # what ``before_last`` adds goes in this buffer: no second flush
-        self._scheduled = False
+        try:
+            self._take_last()  # what ``before_last`` adds goes in this buffer: no second flush
+        finally:
+            self._scheduled = False
         if not self._buffer or self._putting is not None:
             return
         frame = ChannelFrame(payload=b"".join(self._buffer), should_close=False)
