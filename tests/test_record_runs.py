@@ -55,51 +55,54 @@ async def test_the_records_of_one_turn_are_one_message_and_a_lone_one_is_as_befo
     assert record_lines(raw[-1][0]) == [lone.to_body()]
 
 
+class Held:
+    """A handler holding every message until :meth:`release`: the handlers then return in
+    one loop turn, and their records make one run."""
+
+    def __init__(self) -> None:
+        self.arrived: list[str] = []
+        self.go = asyncio.Event()
+
+    async def __call__(self, message: Message) -> None:
+        self.arrived.append(message.message_id)
+        await self.go.wait()
+
+    async def release(self, probe: BrokerProbe, exchange: str, name: str, count: int) -> list[str]:
+        """Publish ``count`` webhooks, let them all arrive, release them together and wait
+        for their acks; their message ids."""
+        sent = [
+            await publish(probe, exchange, "despatched", body_for("despatched", n))
+            for n in range(count)
+        ]
+        await wait_until(lambda: len(self.arrived) == count)
+        self.go.set()
+        await wait_until(lambda: _count(name, "acked") == count)
+        return sent
+
+
 async def test_a_worker_sends_the_records_of_one_turn_as_one_message(
     probe: BrokerProbe, exchange: str
 ) -> None:
     probe.track(queues=(deliveries_stream(exchange),))
     sub = subscriber(prefetch=32)
-    go = asyncio.Event()
-    arrived: list[str] = []
-
-    async def held(message: Message) -> None:
-        arrived.append(message.message_id)
-        await go.wait()
-
+    held = Held()
     async with running_worker(probe, exchange, [sub], {sub.name: held}):
-        sent = [
-            await publish(probe, exchange, "despatched", body_for("despatched", n))
-            for n in range(20)
-        ]
-        await wait_until(lambda: len(arrived) == 20)
-        go.set()  # the twenty handlers return in one loop turn
-        await wait_until(lambda: _count(sub.name, "acked") == 20)
+        sent = await held.release(probe, exchange, sub.name, 20)
         sizes: list[int] = []
         records = await read_records(probe, exchange, lambda r: len(r) >= 20, messages=sizes)
     assert sorted(r.message_id for r in records) == sorted(sent)
-    assert sizes == [20]
+    assert sizes == [20]  # the twenty records of one loop turn: one message
 
 
 async def test_a_refused_run_counts_each_of_its_records(probe: BrokerProbe, exchange: str) -> None:
     sub = subscriber(prefetch=32)
-    go = asyncio.Event()
-    arrived: list[str] = []
-
-    async def held(message: Message) -> None:
-        arrived.append(message.message_id)
-        await go.wait()
-
+    held = Held()
     returned = _failed("returned")
     async with running_worker(probe, exchange, [sub], {sub.name: held}):
         channel = await probe._chan()
         # The stream is gone: the run's one publish comes back unroutable.
         await channel.queue_delete(deliveries_stream(exchange))
-        for n in range(6):
-            await publish(probe, exchange, "despatched", body_for("despatched", n))
-        await wait_until(lambda: len(arrived) == 6)
-        go.set()
-        await wait_until(lambda: _count(sub.name, "acked") == 6)
+        await held.release(probe, exchange, sub.name, 6)
         # Each record of the one message is counted, not the message once.
         await wait_until(lambda: _failed("returned") == returned + 6)
     assert await probe.count(sub.name) == 0
