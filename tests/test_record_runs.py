@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from aiormq.abc import DeliveredMessage
 
 from bridge.amqp.deliveries import RUN_RECORDS, add_record
@@ -53,6 +54,25 @@ async def test_the_records_of_one_turn_are_one_message_and_a_lone_one_is_as_befo
     await reader.close()
     assert raw[-1] == (lone.to_body(), lone.record_id)
     assert record_lines(raw[-1][0]) == [lone.to_body()]
+
+
+async def test_on_the_public_path_each_record_is_a_message_of_its_own(
+    probe: BrokerProbe, exchange: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aiormq's public API acks one by one at once: a run left for the turn's end would
+    # follow the acks, so each record leaves at once, as before.
+    monkeypatch.setenv("BRIDGE_PUBLISH_PATH", "public")
+    queues, exchanges = stream_names(exchange)
+    probe.track(queues=queues, exchanges=exchanges)
+    await (await Streams(AMQP_URL, exchange).open()).close()
+    assert probe.connection is not None
+    channel = await probe.connection.channel()
+    made = [record(f"msg-{n}") for n in range(3)]
+    for one in made:
+        add_record(channel, exchange, one.record_id, one.to_body())
+    sizes: list[int] = []
+    assert await read_records(probe, exchange, lambda r: len(r) == 3, messages=sizes) == made
+    assert sizes == [1, 1, 1]
 
 
 class Held:
