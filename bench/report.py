@@ -45,8 +45,6 @@ def verdicts(results: Result) -> list[tuple[str, str, bool | None]]:
         add("bridge/ceiling requests/s (>= 0.8)", _ratio(bridge, ceiling), 0.8, True, ".2f")
     consume = results.get("consume", {})
     worker = _get(consume, "worker", "rate")
-    bare_worker = _get(consume, "worker-no-records", "rate")
-    raw = _get(consume, "raw", "rate")
     add(
         "worker/faststream messages/s (>= 1.2)",
         _ratio(worker, _get(consume, "faststream", "rate")),
@@ -54,27 +52,12 @@ def verdicts(results: Result) -> list[tuple[str, str, bool | None]]:
         True,
         ".2f",
     )
-    add(
-        "worker, records off/raw aio-pika messages/s (>= 1.0)",
-        _ratio(bare_worker, raw),
-        1.0,
-        True,
-        ".2f",
-    )
-    add(
-        "worker as shipped (records on)/raw aio-pika messages/s (>= 0.9)",
-        _ratio(worker, raw),
-        0.9,
-        True,
-        ".2f",
-    )
-    add(
-        "worker with/without delivery records messages/s (>= 0.9)",
-        _ratio(worker, bare_worker),
-        0.9,
-        True,
-        ".2f",
-    )
+    for what, pair, target in (
+        ("worker, records off/raw aio-pika messages/s", "records off/raw", 1.0),
+        ("worker as shipped (records on)/raw aio-pika messages/s", "records on/raw", 0.9),
+        ("worker with/without delivery records messages/s", "records on/off", 0.9),
+    ):
+        add(f"{what}, median of rounds (>= {target})", _paired(consume, pair), target, True, ".2f")
     add(
         "identical bodies: bridge/naive requests/s (>= 0.8)",
         _get(results, "bodies", "identical", "rps_ratio"),
@@ -114,21 +97,37 @@ def verdicts(results: Result) -> list[tuple[str, str, bool | None]]:
     return out
 
 
+def _paired(consume: Result, pair: str) -> float | None:
+    """The median of a comparison's per-round ratios (or, from an older result without
+    them, the ratio of the median rounds)."""
+    median = _get(consume, "ratios", pair, "median")
+    if median is not None:
+        return float(median)
+    top, bottom = {
+        "records off/raw": ("worker-no-records", "raw"),
+        "records on/raw": ("worker", "raw"),
+        "records on/off": ("worker", "worker-no-records"),
+    }[pair]
+    return _ratio(_get(consume, top, "rate"), _get(consume, bottom, "rate"))
+
+
 def _round_ratios(consume: Result) -> list[str]:
-    """The ratios of each round (the kinds of one round ran one after the other)."""
-    pairs = (
-        ("records off/raw", "worker-no-records", "raw"),
-        ("records on/raw", "worker", "raw"),
-        ("records on/off", "worker", "worker-no-records"),
-    )
-    said = []
-    for what, top, bottom in pairs:
-        tops = _get(consume, top, "rounds") or []
-        bottoms = _get(consume, bottom, "rounds") or []
-        ratios = [_ratio(a, b) for a, b in zip(tops, bottoms, strict=False)]
-        if ratios and all(r is not None for r in ratios):
-            said.append(f"{what} " + ", ".join(f"{r:.2f}" for r in ratios if r is not None))
-    return ["", "per round: " + "; ".join(said)] if said else []
+    """Each comparison's ratio in every round (the kinds of one round ran one after the
+    other), with their median and range; and the records per deliveries message."""
+    said = [
+        f"{what} median {found['median']:.2f} (range {found['low']:.2f}-{found['high']:.2f}; "
+        + ", ".join(f"{r:.2f}" for r in found["rounds"])
+        + ")"
+        for what, found in (consume.get("ratios") or {}).items()
+    ]
+    lines = ["", "per round: " + "; ".join(said)] if said else []
+    carried = consume.get("records_per_message")
+    if carried and carried.get("per_message"):
+        lines.append(
+            f"delivery records per deliveries message: {carried['per_message']:.2f} "
+            f"({carried['records']:,} records in {carried['messages']:,} messages)"
+        )
+    return lines
 
 
 def _num(value: Any, fmt: str) -> str:
@@ -161,9 +160,9 @@ def table(results: Result) -> str:
         lines += [
             "",
             "| consumer (quorum queue, prefetch 32) | messages/s | rounds | "
-            "CPU us/message | /raw | peak RSS MB |",
+            "CPU us/message | broker CPU us/message | /raw | peak RSS MB |",
         ]
-        lines.append("| --- | ---: | --- | ---: | ---: | ---: |")
+        lines.append("| --- | ---: | --- | ---: | ---: | ---: | ---: |")
         raw_rate = _get(consume, "raw", "rate")
         for name in ("worker", "worker-no-records", "raw", "faststream"):
             case = consume.get(name, {})
@@ -174,12 +173,13 @@ def table(results: Result) -> str:
                 "faststream": "FastStream subscriber",
             }[name]
             if "skipped" in case:
-                lines.append(f"| {label} | skipped: {case['skipped']} | - | - | - | - |")
+                lines.append(f"| {label} | skipped: {case['skipped']} | - | - | - | - | - |")
             elif case:
                 rounds = ", ".join(f"{rate:,.0f}" for rate in case.get("rounds", []))
                 lines.append(
                     f"| {label} | {_num(case.get('rate'), ',.0f')} | {rounds} "
                     f"| {_num(case.get('cpu_us_per_message'), '.0f')} "
+                    f"| {_num(case.get('broker_us_per_message'), '.0f')} "
                     f"| {_num(_ratio(case.get('rate'), raw_rate), '.2f')} "
                     f"| {_num(case.get('peak_rss_mb'), '.0f')} |"
                 )

@@ -31,6 +31,7 @@ import aiormq
 import orjson
 
 from bench import load, shipped
+from bench.broker_cpu import broker_cpu
 from bridge.amqp.topology import (
     ArchiveRetention,
     Topology,
@@ -73,7 +74,7 @@ class Plan:
         self.ceiling_messages = int(25_000 * scale)
         self.exchange = ""
         self.consume_messages = int(20_000 * scale)
-        self.consume_rounds = 3
+        self.consume_rounds = 3 if quick else 5
         self.e2e_seconds = 10.0 * scale
         self.leak_chunks = 8
         self.leak_chunk = int(25_000 * scale)
@@ -244,6 +245,66 @@ def median_round(rounds: list[Result], key: str) -> Result:
     disturbed by a neighbour on this shared machine does not decide the figure)."""
     ordered = sorted(rounds, key=lambda r: float(r[key]))
     return {**ordered[len(ordered) // 2], "rounds": [round(r[key], 2) for r in rounds]}
+
+
+CONSUME_PAIRS = (
+    ("records off/raw", "worker-no-records", "raw"),
+    ("records on/raw", "worker", "raw"),
+    ("records on/off", "worker", "worker-no-records"),
+)
+"""The consumption comparisons: (what, numerator kind, denominator kind) of messages/s."""
+
+
+def paired_ratios(rounds: dict[str, list[Result]]) -> Result:
+    """Per comparison, the ratio of the two kinds' rates in each round (they ran one after
+    the other, under the same load), their median and their range: a round disturbed by a
+    neighbour moves one ratio, not the figure."""
+    out: Result = {}
+    for what, top, bottom in CONSUME_PAIRS:
+        pairs = zip(rounds.get(top, []), rounds.get(bottom, []), strict=False)
+        ratios = [a["rate"] / b["rate"] for a, b in pairs if b["rate"]]
+        if ratios:
+            ordered = sorted(ratios)
+            middle = len(ordered) // 2
+            median = (
+                ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+            )
+            out[what] = {
+                "rounds": [round(r, 3) for r in ratios],
+                "median": median,
+                "low": ordered[0],
+                "high": ordered[-1],
+            }
+    return out
+
+
+async def records_per_message(broker: Broker, stream: str, records: int) -> Result:
+    """Read the deliveries stream from its start until ``records`` delivery records were
+    seen (at most 30 s): how many messages carried them (the worker publishes the records
+    of one channel's loop turn as one message)."""
+    connection = await aiormq.connect(broker.url)
+    seen = {"messages": 0, "records": 0}
+    try:
+        channel = await connection.channel()
+        await channel.basic_qos(prefetch_count=1000)
+        done = asyncio.Event()
+
+        async def take(message: aiormq.abc.DeliveredMessage) -> None:
+            seen["messages"] += 1
+            seen["records"] += message.body.count(b"\n") + 1
+            assert message.delivery_tag is not None
+            await channel.basic_ack(message.delivery_tag)
+            if seen["records"] >= records:
+                done.set()
+
+        await channel.basic_consume(stream, take, arguments={"x-stream-offset": "first"})
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(30):
+                await done.wait()
+    finally:
+        await connection.close()
+    messages = seen["messages"]
+    return {**seen, "per_message": seen["records"] / messages if messages else None}
 
 
 def free_ports(count: int) -> int:
@@ -450,12 +511,23 @@ async def run_consumer(kind: str, broker: Broker, queue: str, count: int, plan: 
         stdout=asyncio.subprocess.PIPE,
         cwd=ROOT,
     )
+    broker_before = broker_cpu()
     try:
         out, _ = await asyncio.wait_for(process.communicate(), 120)
     finally:
+        broker_after = broker_cpu()
         await broker.ch.queue_delete(queue)
     result: Result = orjson.loads(out.splitlines()[-1])
+    result["broker_us_per_message"] = _per_message(broker_before, broker_after, count)
     return result
+
+
+def _per_message(before: float | None, after: float | None, count: int) -> float | None:
+    """Microseconds of the broker's CPU per message over a consumer's run (its start and
+    stop included; on a shared broker, other clients' work too)."""
+    if before is None or after is None or not count:
+        return None
+    return (after - before) / count * 1e6
 
 
 def worker_config(path: Path, name: str, handler: str) -> Path:
@@ -516,11 +588,13 @@ async def run_worker_consume(
             "BRIDGE_RECORDS": "on" if records else "off",
         }
         command = [sys.executable, "-m", "bridge", "worker", "--config", str(config)]
+        broker_before = broker_cpu()
         process = Process("worker-consume", command, env, logs / f"{name}.log")
         try:
             result = await wait_file(out, process, 120)
         finally:
             process.stop()
+        result["broker_us_per_message"] = _per_message(broker_before, broker_cpu(), count)
         return result
     finally:
         await delete(broker.ch, topology)
@@ -666,6 +740,11 @@ async def bench(args: argparse.Namespace) -> Result:
             consume: Result = {
                 kind: median_round(done, "rate") for kind, done in rounds.items() if done
             }
+            consume["ratios"] = paired_ratios(rounds)
+            if rounds.get("worker"):
+                stream = deliveries_stream(exchange)
+                records = plan.consume_messages * len(rounds["worker"])
+                consume["records_per_message"] = await records_per_message(broker, stream, records)
             results["consume"] = consume
         if wanted("bodies"):
             from bench import bodies

@@ -5,14 +5,16 @@ docs/ pages show parses (so the documentation cannot drift from the CLI)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import shlex
 
 import pytest
 
 from bridge.cli import build_parser, main
-from bridge.core.settings import SPECS, flag_name
-from tests.support.docs import pages
+from bridge.cli.common import shown_default
+from bridge.core.settings import SPECS, Settings, flag_name
+from tests.support.docs import README, page, pages
 
 SECRETS = [name for name, spec in SPECS.items() if spec.secret]
 
@@ -222,13 +224,42 @@ CONTRACT_SETTINGS = {
     "BRIDGE_SYNC_CLIENT_IDS", "BRIDGE_SYNC_WAREHOUSE_IDS", "BRIDGE_MINTSOFT_RATE",
     "BRIDGE_MINTSOFT_TIMEZONE", "BRIDGE_CONSOLE_HOST", "BRIDGE_CONSOLE_PORT",
     "BRIDGE_CONSOLE_PASSWORD", "BRIDGE_CONSOLE_USERS_FILE", "BRIDGE_LEDGER_URL",
+}  # fmt: skip
+NOT_IN_CONTRACT = {
     # Issue 22 (console hardening; docs/security.md): to be added to contract section 2.
     "BRIDGE_CONSOLE_SECURE_COOKIES", "BRIDGE_CONSOLE_TRUSTED_PROXIES",
     "BRIDGE_CONSOLE_ALLOWED_HOSTS", "BRIDGE_CONSOLE_ALLOW_PLACEHOLDER_PASSWORD",
 }  # fmt: skip
+CONTRACT_SETTINGS |= NOT_IN_CONTRACT
 
 
-def test_every_setting_a_command_lists_is_a_setting() -> None:
+def _settings_reference() -> dict[str, tuple[str, str]]:
+    """docs/configuration.md's table: per variable, its default as written and its meaning
+    (a row may hold two, ``A`` / ``B`` with ``a`` / ``b``)."""
+    rows: dict[str, tuple[str, str]] = {}
+    for line in page("configuration.md").splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`BRIDGE_"):
+            continue
+        names = [name.strip().strip("`") for name in cells[0].split(" / ")]
+        defaults = [value.strip().strip("`") for value in cells[1].split(" / ")]
+        if len(defaults) != len(names):
+            defaults = [cells[1].strip("`")] * len(names)
+        for name, default in zip(names, defaults, strict=True):
+            rows[name] = (default, cells[2])
+    return rows
+
+
+def _documented_default_is_the_default(variable: str, written: str) -> bool:
+    """Whether the default the reference writes is what the setting is when unset: parsed
+    as the setting is, compared with :class:`Settings`' own default."""
+    default = {f.name: f.default for f in dataclasses.fields(Settings)}[SPECS[variable].attr]
+    if written in {"none", "unset"}:
+        return default in (None, ())
+    return bool(SPECS[variable].parse(variable, written) == default)
+
+
+def test_every_setting_is_a_setting_of_the_contract_and_in_the_settings_reference() -> None:
     import bridge.cli as cli
 
     assert set(SPECS) <= CONTRACT_SETTINGS
@@ -238,6 +269,34 @@ def test_every_setting_a_command_lists_is_a_setting() -> None:
             continue
         unknown = [name for name in reads if name not in CONTRACT_SETTINGS]
         assert not unknown, (command.__name__, unknown)
+    # Every setting the code reads is in docs/configuration.md with its true default and a
+    # meaning (the contract's section 2 lacks the console hardening ones: the page is where
+    # operators find them), and every flag's --help says its default.
+    reference = _settings_reference()
+    assert not sorted(set(SPECS) - set(reference)), "settings missing from the reference"
+    for variable, (written, meaning) in reference.items():
+        assert variable in SPECS, f"the reference lists {variable}, which nothing reads"
+        assert meaning and _documented_default_is_the_default(variable, written), variable
+    # What the contract does not list yet, the README names (with its default) too.
+    readme = " ".join(README.read_text().split())
+    for variable in NOT_IN_CONTRACT:
+        written = shown_default(variable)
+        assert f"`{variable}` (default {written if written == 'none' else f'`{written}`'}" in readme
+    help_text = " ".join(_help("console").split())
+    for variable in SPECS:
+        if variable.startswith("BRIDGE_CONSOLE_") and not SPECS[variable].secret:
+            assert f"[{variable}; default: {shown_default(variable)}]" in help_text, variable
+
+
+def test_the_settings_reference_check_can_fail() -> None:
+    assert not _documented_default_is_the_default("BRIDGE_CONSOLE_PORT", "8080")
+    assert not _documented_default_is_the_default("BRIDGE_CONSOLE_SECURE_COOKIES", "true")
+    assert _documented_default_is_the_default("BRIDGE_SYNC_GRACE", "15m")
+
+
+@pytest.mark.parametrize("command", ["console", "sync"])
+def test_a_command_that_reads_the_ledger_says_so_in_its_help(command: str) -> None:
+    assert "BRIDGE_LEDGER_URL" in _help(command)
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ require_browser()
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 NAME = "olivia.ops"
@@ -89,7 +90,11 @@ def test_an_operator_signs_in_by_name_and_audit_lists_their_changes(
                 assert not logs, logs
 
             def click(selector: str) -> None:
+                # Each click here loads a new page: wait for the old one to go first (its
+                # readyState is "complete" too, so waiting on that alone can read the old page).
+                page = driver.find_element(By.TAG_NAME, "html")
                 driver.find_element(By.CSS_SELECTOR, selector).click()
+                wait.until(staleness_of(page))
                 wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
             open_page("/")

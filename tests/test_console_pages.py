@@ -15,6 +15,7 @@ from bridge import PermanentError
 from bridge.amqp.topology import dlq_name
 from bridge.console import dead_letters
 from bridge.console.app import build_app
+from bridge.console.queues import QueueStat, SubscriberStat
 from bridge.console.views import mask_text
 from bridge.worker.message import Message
 from tests.conftest import API_KEY, AUTH_HEADER, BridgeFactory, BrokerProbe, fixture_body
@@ -213,3 +214,45 @@ async def test_replay_all_confirmed_with_0_moves_nothing_and_a_bad_count_is_400(
 
 async def _count_is(probe: BrokerProbe, queue: str, n: int) -> bool:
     return await probe.count(queue) == n
+
+
+async def test_an_idle_subscriber_shows_no_messages_in_flight_only_its_limit(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    # Two consumers of prefetch 4, nothing to do: RabbitMQ does not report unacked messages
+    # over AMQP, so the page must not show the bound (8) as if 8 were in flight.
+    sub = subscriber(prefetch=4)
+
+    async def handler(message: Message) -> None:
+        pass
+
+    app = build_app(console_state(exchange, [sub]))
+    async with (
+        running_worker(probe, exchange, [sub], {sub.name: handler}),
+        running_worker(probe, exchange, [sub], {sub.name: handler}),
+        TestClient(TestServer(app)) as client,
+    ):
+        await sign_in(client)
+
+        async def two_consumers() -> bool:
+            html = await (await client.get("/overview/live")).text()
+            return 'data-figure="consumers">2<' in html
+
+        await wait_until(two_consumers)
+        card = await (await client.get("/overview/live")).text()
+        page = await (await client.get(f"/subscribers/{sub.name}")).text()
+        for html in (card, page):
+            assert "≤" not in html and "at most 8 in flight" not in html, html
+            in_flight = re.search(r'data-figure="in-flight"[^>]*>([^<]*)<', html)
+            assert in_flight is not None and in_flight.group(1).strip() == "-", html
+            limit = re.search(r'data-figure="in-flight-limit"[^>]*>([^<]*)<', html)
+            assert limit is not None and limit.group(1).strip() == "limit 8", html
+
+
+def test_an_ordered_subscribers_in_flight_limit_is_one_per_partition_consumer() -> None:
+    # Each partition's channel takes one message at a time, whatever `prefetch` says.
+    sub = subscriber(ordered=True, partitions=4)
+    stat = SubscriberStat(
+        sub, QueueStat("x.partition.*", 0, 4), (), QueueStat(dlq_name(sub.name), 0, 0)
+    )
+    assert stat.in_flight_bound == 4

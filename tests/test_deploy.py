@@ -607,8 +607,8 @@ def _expand(word: str, env: dict[str, str]) -> str:
 
 def _metrics_ports_on_one_host() -> dict[str, int]:
     """The metrics port of every process the systemd examples run on one host: the
-    receiver, sync, and a worker per instance (the first without an instance file, one more
-    per worker-*.env.example)."""
+    receiver, sync, the ledger, and a worker per instance (the first without an instance
+    file, one more per worker-*.env.example). The console serves no metrics."""
     systemd = DEPLOY / "systemd"
     shared = _env_file(systemd / "bridge.env.example")
     instances: dict[str, dict[str, str]] = {"first": {}} | {
@@ -619,6 +619,8 @@ def _metrics_ports_on_one_host() -> dict[str, int]:
     for unit in UNITS:
         text = unit.read_text()
         [exec_start] = re.findall(r"^ExecStart=(.*)$", text, re.MULTILINE)
+        if " console " in f"{exec_start} ":
+            continue  # the console serves no /metrics (it reads BRIDGE_CONSOLE_PORT only)
         for instance, own in instances.items() if "@" in unit.name else [("", {})]:
             env = _unit_environment(text) | shared | own  # later EnvironmentFile= lines win
             flag = re.search(r"--metrics-port (\S+)", exec_start)

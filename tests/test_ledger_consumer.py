@@ -82,9 +82,11 @@ async def test_a_connection_reset_mid_stream_loses_and_doubles_nothing(
             engine, exchange, ledger_db, amqp_url=proxy.url, batch_rows=50, prefetch=100
         ) as running:
             for reset in range(3):
+                # Counted before publishing: an indexer that keeps up may have written the
+                # whole round by the time the publishes return.
+                seen = await asyncio.to_thread(count, engine, attempts)
                 await streams.records(record(f"msg-{reset}-{n}") for n in range(300))
                 total += 300
-                seen = await asyncio.to_thread(count, engine, attempts)
                 await wait_for(lambda seen=seen: count(engine, attempts) > seen)  # type: ignore[misc]
                 proxy.reset_all()  # mid-stream, most likely mid-batch
             # And on the last connection, through its splitter too.
@@ -102,6 +104,44 @@ async def test_a_connection_reset_mid_stream_loses_and_doubles_nothing(
         duplicates = connection.execute(select(func.sum(stream_offsets.c.duplicates)))
         assert duplicates.scalar() == 0  # the offsets alone kept every row single
     engine.dispose()
+
+
+async def test_messages_of_several_records_become_every_row_once_across_restarts(
+    ledger_db: str, exchange: str, streams: Streams
+) -> None:
+    # The worker's records of one loop turn are one message: a stream offset covers several
+    # rows. Connection resets mid-stream and indexer restarts must still write each once.
+    runs = [[record(f"msg-{n}-{k}") for k in range(1 + n % 7)] for n in range(120)]
+    total = sum(len(run) for run in runs)
+    proxy = TcpProxy("127.0.0.1", 5672)
+    await proxy.start()
+    engine = open_writer(ledger_db)
+    try:
+        for start in range(0, len(runs), 40):  # three indexers, one after the other
+            async with indexing(
+                engine, exchange, ledger_db, amqp_url=proxy.url, batch_rows=10, prefetch=20
+            ):
+                seen = await asyncio.to_thread(count, engine, attempts)
+                await streams.record_runs(runs[start : start + 40])
+                await wait_for(lambda seen=seen: count(engine, attempts) > seen)  # type: ignore[misc]
+                proxy.reset_all()  # mid-stream, most likely mid-batch
+            # Stopped (maybe before it read its 40 messages): the next one reads on.
+        async with indexing(engine, exchange, ledger_db, amqp_url=proxy.url, batch_rows=10):
+            await wait_for(lambda: count(engine, attempts) == total, timeout=60)
+    finally:
+        await proxy.close()
+    with engine.connect() as connection:
+        rows = connection.execute(select(attempts.c.record_id, attempts.c.stream_offset)).all()
+        offsets = connection.execute(
+            select(stream_offsets).where(stream_offsets.c.stream == deliveries_stream(exchange))
+        ).one()
+    engine.dispose()
+    assert sorted(r.record_id for r in rows) == sorted(o.record_id for run in runs for o in run)
+    per_offset: dict[int, int] = {}
+    for row in rows:
+        per_offset[row.stream_offset] = per_offset.get(row.stream_offset, 0) + 1
+    assert per_offset == {n: len(run) for n, run in enumerate(runs)}  # each message whole
+    assert (offsets.last_offset, offsets.duplicates, offsets.malformed) == (119, 0, 0)
 
 
 async def test_without_the_splitter_aiormq_delivers_the_same_rows(

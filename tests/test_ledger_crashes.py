@@ -1,10 +1,12 @@
 """The indexer under crashes, on both databases: SIGKILLed again and again while records
-flow, it ends with exactly one row per record (none missing, none written twice, and the
+flow (a message of one record or several, as the worker sends them), it ends with exactly
+one row per record (none missing, none written twice, and the
 unique keys never had to turn a copy away); a broker restart mid-stream loses nothing."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, func, select
 
+from bridge.core.records import DeliveryRecord
 from bridge.ledger.database import open_reader, open_writer
 from bridge.ledger.schema import attempts, stream_offsets
 from tests.conftest import AMQP_URL
@@ -38,6 +41,18 @@ def ledger_process(exchange: str, url: str, log: Path) -> subprocess.Popen[bytes
         )
 
 
+def runs_of(records: list[DeliveryRecord]) -> list[list[DeliveryRecord]]:
+    """``records`` as the worker sends them: a message per loop turn, of 1 to 7 records."""
+    sizes = itertools.cycle(range(1, 8))
+    runs: list[list[DeliveryRecord]] = []
+    begin = 0
+    while begin < len(records):
+        end = begin + next(sizes)
+        runs.append(records[begin:end])
+        begin = end
+    return runs
+
+
 def distinct_records(engine: Engine) -> int:
     with engine.connect() as connection:
         return int(connection.execute(select(func.count(attempts.c.record_id.distinct()))).scalar())
@@ -60,7 +75,7 @@ async def test_sigkilled_mid_batch_again_and_again_rows_equal_records(
     async def produce() -> None:
         for start in range(0, RECORDS, 50):
             batch = [record(f"msg-{n}") for n in range(start, start + 50)]
-            await streams.records(batch)
+            await streams.record_runs(runs_of(batch))
             published.update(r.record_id for r in batch)
 
     producer = asyncio.create_task(produce())

@@ -16,7 +16,10 @@ from pamqp.body import ContentBody
 from pamqp.commands import Basic, Channel
 from pamqp.heartbeat import Heartbeat
 
+from bridge.core.records import RecordError
 from bridge.ledger.deliveries_wire import HEARTBEAT_FRAME, Delivery, FrameSplitter
+from bridge.ledger.rows import attempt_row, deliveries_rows
+from tests.support.ledger_streams import record
 
 
 def deliver(
@@ -179,3 +182,28 @@ def test_bytes_that_are_not_amqp_are_handed_on_whole(garbage: bytes) -> None:
 
 def test_a_heartbeat_frame_is_what_pamqp_writes() -> None:
     assert pamqp_frame.marshal(Heartbeat(), 0) == HEARTBEAT_FRAME
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+def test_a_message_of_several_records_is_read_as_every_one_of_them(chunk: int) -> None:
+    # The worker's records of one loop turn travel in one message: every record is a row,
+    # all at the message's offset, whatever the socket's chunks and the body's frames.
+    runs = [
+        [record(f"m-{n}", attempt=k + 1, answer="x" * 150) for k in range(n)] for n in (1, 5, 40)
+    ]
+    bodies = [b"\n".join(r.to_body() for r in run) for run in runs]
+    bodies.insert(2, bodies[1][:100] + b"\n" + bodies[0])  # one record cut short: malformed
+    data = b"".join(
+        deliver(2, n + 1, body, headers={"x-stream-offset": 70 + n}, max_frame=4096)
+        for n, body in enumerate(bodies)
+    )
+    got: list[Delivery] = []
+    handed, splitter = split(data, chunk, {2: got})
+    assert handed == b"" and splitter.taken == 4 and not splitter.broken
+    assert [d.body for d in got] == bodies
+    found = [deliveries_rows(d) for d in got]
+    assert [len(rows) for rows in found] == [1, 5, 2, 40]
+    bad, good = found[2]
+    assert isinstance(bad, RecordError) and good == ("attempts", attempt_row(runs[0][0], 72))
+    for run, rows, offset in zip(runs, (found[0], found[1], found[3]), (70, 71, 73), strict=True):
+        assert rows == [("attempts", attempt_row(one, offset)) for one in run]

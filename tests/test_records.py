@@ -7,6 +7,7 @@ import pytest
 
 from bridge.core.records import (
     ANSWER_LIMIT,
+    RECORD_SEPARATOR,
     DeliveryRecord,
     Outcome,
     RecordError,
@@ -14,6 +15,7 @@ from bridge.core.records import (
     deliveries_stream,
     new_record_id,
     now_rfc3339,
+    record_lines,
 )
 
 
@@ -75,3 +77,14 @@ def test_a_throttle_carries_its_pause_and_other_records_leave_it_out() -> None:
     plain = orjson.loads(record().to_body())
     assert "retry_after" not in plain  # a record without it reads as before
     assert DeliveryRecord.from_body(orjson.dumps(plain)).retry_after is None
+
+
+def test_a_message_body_holds_one_record_or_several_joined_by_newlines() -> None:
+    one, two, three = record(), record(attempt=3, answer="a\nb"), record(status=None)
+    assert b"\n" not in two.to_body()  # JSON as written keeps a newline escaped
+    assert record_lines(one.to_body()) == [one.to_body()]  # a message of one: as before
+    body = RECORD_SEPARATOR.join(r.to_body() for r in (one, two, three))
+    lines = record_lines(body)
+    assert [DeliveryRecord.from_body(line) for line in lines] == [one, two, three]
+    assert record_lines(body + b"\n") == lines  # a trailing newline is no record
+    assert record_lines(b"\n\n") == [b"\n\n"]  # nothing but blank lines: one malformed body

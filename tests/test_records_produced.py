@@ -16,7 +16,7 @@ from bridge.amqp.topology import dlq_name
 from bridge.archive.replay import replay
 from bridge.core import metrics
 from bridge.core.audit import AUDIT_TYPE, Action, AuditRecord, Via
-from bridge.core.records import DeliveryRecord, Outcome, Source, deliveries_stream
+from bridge.core.records import DeliveryRecord, Outcome, Source, deliveries_stream, record_lines
 from bridge.worker.dlq import replay_dead_letters
 from bridge.worker.dlq_pick import discard_picked
 from bridge.worker.forwarder import Forwarder
@@ -33,10 +33,13 @@ async def read_records(
     until: Callable[[list[DeliveryRecord]], bool],
     timeout: float = 15.0,
     audits: list[AuditRecord] | None = None,
+    messages: list[int] | None = None,
 ) -> list[DeliveryRecord]:
     """The delivery records of ``<exchange>.deliveries`` from its start, once ``until``
-    holds; the audit records among them go to ``audits``."""
+    holds; the audit records among them go to ``audits``, and the number of delivery
+    records in each message to ``messages``."""
     seen: list[AuditRecord] = [] if audits is None else audits
+    messages = [] if messages is None else messages
     connection = probe.connection
     assert connection is not None
     channel = await connection.channel()
@@ -51,9 +54,11 @@ async def read_records(
                 await channel.basic_ack(message.delivery_tag)
                 return
             assert message.header.properties.message_type == "delivery-record"
-            record = DeliveryRecord.from_body(message.body)
-            assert message.header.properties.message_id == record.record_id
-            records.append(record)
+            # One record, or the run of one loop turn: the message id is the first one's.
+            run = [DeliveryRecord.from_body(line) for line in record_lines(message.body)]
+            assert message.header.properties.message_id == run[0].record_id
+            records.extend(run)
+            messages.append(len(run))
             assert message.delivery_tag is not None
             await channel.basic_ack(message.delivery_tag)
 

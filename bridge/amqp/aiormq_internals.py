@@ -196,7 +196,9 @@ def frame_batch(channel: AbstractChannel) -> FrameBatch:
 
 class FrameBatch:
     """Frames for one channel, handed to aiormq's writer as one buffer per loop turn;
-    ``last``, when set, gives the frames that end each buffer (the turn's acks)."""
+    ``last``, when set, gives the frames that end each buffer (the turn's acks), and
+    ``before_last``, when set, runs just before it and may :meth:`add` frames (the turn's
+    delivery records, which must leave before the acks of the messages they describe)."""
 
     def __init__(self, channel: AbstractChannel) -> None:
         ch: Any = channel
@@ -207,6 +209,7 @@ class FrameBatch:
         self._scheduled = False
         self._putting: asyncio.Task[None] | None = None
         self.last: Callable[[], bytes] | None = None
+        self.before_last: Callable[[], None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -225,6 +228,8 @@ class FrameBatch:
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _take_last(self) -> None:
+        if self.before_last is not None:
+            self.before_last()
         if self.last is not None:
             frames = self.last()
             if frames:
@@ -245,6 +250,8 @@ class FrameBatch:
 
     def discard(self) -> None:
         """Forget what is buffered (the channel is gone)."""
+        if self.before_last is not None:
+            self.before_last()  # the turn's records: sent into the buffer, failed with it
         if self.last is not None:
             self.last()  # the turn's acks, dropped with the rest
         self._buffer = []
@@ -253,8 +260,10 @@ class FrameBatch:
             self._putting = None
 
     def _flush(self) -> None:
-        self._scheduled = False
-        self._take_last()
+        try:
+            self._take_last()  # what ``before_last`` adds goes in this buffer: no second flush
+        finally:
+            self._scheduled = False
         if not self._buffer or self._putting is not None:
             return
         frame = ChannelFrame(payload=b"".join(self._buffer), should_close=False)

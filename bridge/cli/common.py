@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import Any, NoReturn
 
@@ -21,6 +22,24 @@ TOPOLOGY_READS = (
 )
 """The settings of the exchange's topology (the archive's retention with it): what every
 command that declares or reads it lists in its own ``READS``."""
+
+
+def shown_default(variable: str) -> str:
+    """What ``variable`` is when unset, as its value would be written (``none`` when it has
+    none): from :class:`Settings` itself, so ``--help`` cannot drift from it."""
+    value = _DEFAULTS[SPECS[variable].attr]
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None or value == () or value == "":
+        return "none"
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(Settings)}
 
 
 class UsageError(Exception):
@@ -118,7 +137,7 @@ def settings_flags(names: Iterable[str] | None = None) -> Parser:
             dest=variable,
             metavar="VALUE",
             default=None,
-            help=f"{spec.help} [{variable}]",
+            help=f"{spec.help} [{variable}; default: {shown_default(variable)}]",
         )
     for variable, spec in SPECS.items():
         if spec.secret:

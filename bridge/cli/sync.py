@@ -40,6 +40,7 @@ READS = (
     "BRIDGE_SYNC_WAREHOUSE_IDS",
     "BRIDGE_METRICS_HOST",
     "BRIDGE_METRICS_PORT",
+    "BRIDGE_LEDGER_URL",
 )
 """The settings this command reads: its --help offers their flags (secrets excepted);
 ``--metrics-port`` (BRIDGE_METRICS_PORT) serves /metrics while it runs."""

@@ -8,8 +8,9 @@ Each job keeps who started it and when, when it finished, what it does (``plan``
 :class:`~bridge.console.replay_plan.Plan`) and its outcome, for the history list
 (:meth:`Jobs.listed`). Jobs are kept in memory, at most ``KEEP``: the oldest finished ones go
 first, then (should that not be enough) the oldest running ones are cancelled and go too; a
-console restart forgets them all. Stopping the console cancels those still running;
-cancelling loses nothing already confirmed.
+console restart forgets them all (with a ledger, ``/replay`` lists finished replays from its
+audit records: :mod:`bridge.console.replay_history`). Stopping the console cancels those
+still running; cancelling loses nothing already confirmed.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ passive ``queue.declare`` over AMQP (so it works without the management plugin),
 console's one link (:mod:`bridge.console.broker`): no connection is opened per refresh.
 
 A passive declare reports ready messages and consumers; RabbitMQ does not report unacked
-messages over AMQP, so the overview shows the bound on them (consumers x prefetch) instead.
+messages over AMQP, so the pages show that count as unknown and the bound on it (consumers x
+prefetch) only as a limit.
 A queue that does not exist is reported as missing, never created. Every call is bounded.
 
 Also read per subscriber: its operator state (``<name>.control``, read and left in place:
@@ -51,8 +52,14 @@ class SubscriberStat:
         return sum(stat.ready or 0 for _, stat in self.steps)
 
     @property
+    def prefetch(self) -> int:
+        """What each consumer may hold unacked: an ordered subscriber's partitions take one."""
+        return 1 if self.subscriber.ordered else self.subscriber.prefetch
+
+    @property
     def in_flight_bound(self) -> int:
-        return (self.main.consumers or 0) * self.subscriber.prefetch
+        """The most its consumers may hold unacked at once (how many they do is not known)."""
+        return (self.main.consumers or 0) * self.prefetch
 
 
 class _Reader:

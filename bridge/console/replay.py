@@ -9,7 +9,9 @@ state could not be read. The confirmation carries that plan (:mod:`replay_plan`)
 at most the confirmed count of exactly that window, paced, as a background job (:mod:`jobs`)
 whose progress the page polls and which can be cancelled. One replay runs per subscriber at
 a time: a second is refused with 409 naming the running one. ``/replay`` lists the replays
-since the console started (who, when, target, window, copied of counted, outcome).
+(:mod:`replay_history`): those this console runs (who, when, target, window, copied of
+counted, outcome) and, with a ledger, every archive replay its audit records hold, from the
+console or the command line, across console restarts.
 
 The copies are made by :func:`bridge.archive.replay.replay`: each confirmed, never
 re-archived, sent to the subscriber's queue only. Logged with the window, events, target
@@ -31,8 +33,8 @@ from bridge.console.auth import operator_of
 from bridge.console.jobs import Job, Running
 from bridge.console.looked import look
 from bridge.console.queues import subscriber_stats
+from bridge.console.replay_history import replay_history
 from bridge.console.replay_plan import (
-    Plan,
     audience_of,
     confirmed_plan,
     counted_plan,
@@ -108,7 +110,7 @@ async def target_warning(console: Console, sub: Subscriber) -> TargetWarning | N
     return TargetWarning(str(state.kind), text)
 
 
-def _context(console: Console, values: dict[str, Any], **extra: Any) -> dict[str, Any]:
+async def _context(console: Console, values: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {
         "values": values,
         "events": EVENTS,
@@ -120,7 +122,7 @@ def _context(console: Console, values: dict[str, Any], **extra: Any) -> dict[str
         "pace": None,
         "warning": None,
         "error": None,
-        "jobs": [job for job in console.jobs.listed() if isinstance(job.plan, Plan)],
+        "history": await replay_history(console),
         "format_time": format_time,
         "shown": shown,
         **extra,
@@ -130,7 +132,7 @@ def _context(console: Console, values: dict[str, Any], **extra: Any) -> dict[str
 async def form(request: web.Request) -> web.Response:
     console = console_of(request)
     values = form_values(request.query, request.query.getall("event", []))
-    return aiohttp_jinja2.render_template("replay.html", request, _context(console, values))
+    return aiohttp_jinja2.render_template("replay.html", request, await _context(console, values))
 
 
 def _target(console: Console, name: str) -> Subscriber:
@@ -156,7 +158,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
         else:
             plan = counted_plan(values, now())
     except SettingsError as exc:
-        context = _context(console, values, error=str(exc))
+        context = await _context(console, values, error=str(exc))
         return aiohttp_jinja2.render_template("replay.html", request, context, status=400)
     audience = audience_of(sub)
     if not confirmed:
@@ -168,7 +170,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
             dry_run=True,
             audience=audience,
         )
-        context = _context(
+        context = await _context(
             console,
             values,
             count=dry.matched,
@@ -180,7 +182,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
         return aiohttp_jinja2.render_template("replay.html", request, context)
     running = console.jobs.running(plan.to)
     if running is not None:
-        return _busy(request, console, values, running)
+        return await _busy(request, console, values, running)
     operator = operator_of(request)
     rate, why = pace_of(sub)
     plan = replace(plan, pace=f"at most {rate.text} ({why})")
@@ -224,16 +226,18 @@ async def submit(request: web.Request) -> web.StreamResponse:
             f"archive replay to {plan.to}", work, key=plan.to, started_by=operator, plan=plan
         )
     except Running as exc:
-        return _busy(request, console, values, exc.job)
+        return await _busy(request, console, values, exc.job)
     raise web.HTTPSeeOther(f"/replay/jobs/{job.id}")
 
 
-def _busy(request: web.Request, console: Console, values: dict[str, Any], job: Job) -> web.Response:
+async def _busy(
+    request: web.Request, console: Console, values: dict[str, Any], job: Job
+) -> web.Response:
     error = (
         f"A replay to {values['to']} is already running (job {job.id}, {job.done} sent so "
         f"far): wait for it to finish, or stop it at /replay/jobs/{job.id}."
     )
-    context = _context(console, values, error=error)
+    context = await _context(console, values, error=error)
     return aiohttp_jinja2.render_template("replay.html", request, context, status=409)
 
 

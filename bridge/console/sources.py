@@ -2,7 +2,8 @@
 see its ``find``, ``replay`` and ``archive_status``); the sync's figures come from the sync
 module (:func:`bridge.mintsoft.sync.status.sync_overview`, read-only); each subscriber's
 delivery figures from the ledger (:func:`ledger_figures`, read-only: last delivery, last
-error, per minute, oldest undelivered).
+error, per minute, oldest undelivered), and operators' latest changes of one kind from its
+audit records (:func:`ledger_changes`).
 
 The archive is optional: a build without the archive package or an exchange without an
 archive stream makes the pages say so, never fail. The archive summary is cached
@@ -21,8 +22,10 @@ from typing import Any, TypeVar
 from bridge.amqp.topology import ArchiveRetention
 from bridge.console.broker import ConsoleBroker
 from bridge.console.looked import Looked, look
+from bridge.core.audit import Action
 from bridge.core.records import deliveries_stream
 from bridge.errors import CommandError
+from bridge.ledger.audits import Changes
 from bridge.ledger.figures import SubscriberFigures
 from bridge.ledger.queries import LedgerReader
 
@@ -122,6 +125,17 @@ async def ledger_figures(
         return None
     now = datetime.now(UTC)
     return await look(_bounded(ledger.figures(list(names), deliveries_stream(exchange), now)))
+
+
+async def ledger_changes(
+    ledger: LedgerReader | None, action: Action, exchange: str
+) -> Looked[Changes] | None:
+    """The latest ``action`` changes the ledger's audit records hold (console and command
+    line), newest first; ``None`` without a ledger, a could-not-look reason when it did not
+    answer."""
+    if ledger is None:
+        return None
+    return await look(_bounded(ledger.changes(str(action), deliveries_stream(exchange))))
 
 
 LEDGER_WAIT = 8.0

@@ -2,9 +2,14 @@
 per operator action on a webhook (a replay, a discard).
 
 Records are published to the stream ``<exchange>.deliveries`` (contract section 10) and
-indexed by ``ledger`` into the ledger database. This module is the one definition of their
-shape that the producers (worker, DLQ tools, archive replay, console) and the consumer (the
-ledger's indexer) share. Pure data and functions: nothing here does I/O.
+indexed by ``ledger`` into the ledger database. One stream message carries one record or
+several: its body is their JSON objects joined by :data:`RECORD_SEPARATOR` (a newline, which
+JSON as written here never holds raw), so a message of one record is that record's body;
+every reader takes each record of a message (:func:`record_lines`).
+
+This module is the one definition of their shape that the producers (worker, DLQ tools,
+archive replay, console) and the consumer (the ledger's indexer) share. Pure data and
+functions: nothing here does I/O.
 :func:`DeliveryRecord.from_body` raises :class:`RecordError` for a body that is not a record
 of this version, so the indexer can count and skip it rather than stop.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
@@ -24,9 +30,20 @@ DELIVERIES_SUFFIX: Final = ".deliveries"
 RECORD_TYPE: Final = "delivery-record"
 """The AMQP ``type`` property of a record message."""
 RECORD_VERSION: Final = 1
+RECORD_SEPARATOR: Final = b"\n"
+"""Between two records in one message's body."""
 ANSWER_LIMIT: Final = 200
 """At most this many bytes of a forward target's answer are kept in a record."""
 ERROR_LIMIT: Final = 1024
+
+
+def record_lines(body: bytes) -> list[bytes]:
+    """The record bodies in one deliveries message's ``body`` (a record JSON object each,
+    in the order they were written); blank lines are no records, and a body with nothing
+    but them is given back whole (to be found malformed)."""
+    if RECORD_SEPARATOR not in body:
+        return [body]
+    return [line for line in body.split(RECORD_SEPARATOR) if line.strip()] or [body]
 
 
 def deliveries_stream(exchange: str) -> str:
@@ -160,24 +177,7 @@ class DeliveryRecord:
         if data.get("v") != RECORD_VERSION:
             raise RecordError(f"unknown record version {data.get('v')!r}")
         try:
-            return cls(
-                record_id=required_text(data, "record_id"),
-                message_id=required_text(data, "message_id"),
-                subscriber=required_text(data, "subscriber"),
-                event=required_text(data, "event"),
-                order_id=_optional_text(data, "order_id"),
-                order_number=_optional_text(data, "order_number"),
-                attempt=_int(data, "attempt"),
-                outcome=Outcome(required_text(data, "outcome")),
-                status=_optional_int(data, "status"),
-                answer=_optional_text(data, "answer"),
-                error=_optional_text(data, "error"),
-                duration_ms=_optional_float(data, "duration_ms"),
-                at=required_text(data, "at"),
-                source=Source(required_text(data, "source")),
-                operator=_optional_text(data, "operator"),
-                retry_after=_optional_float(data, "retry_after"),
-            )
+            return cls(**{name: read(data, name) for name, read in _READERS})
         except ValueError as exc:
             raise RecordError(str(exc)) from None
 
@@ -272,3 +272,33 @@ def _optional_float(data: dict[str, Any], key: str) -> float | None:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise RecordError(f"{key} must be a number or null")
     return float(value)
+
+
+def _outcome(data: dict[str, Any], key: str) -> Outcome:
+    return Outcome(required_text(data, key))
+
+
+def _source(data: dict[str, Any], key: str) -> Source:
+    return Source(required_text(data, key))
+
+
+_READERS: Final[tuple[tuple[str, Callable[[dict[str, Any], str], Any]], ...]] = (
+    ("record_id", required_text),
+    ("message_id", required_text),
+    ("subscriber", required_text),
+    ("event", required_text),
+    ("order_id", _optional_text),
+    ("order_number", _optional_text),
+    ("attempt", _int),
+    ("outcome", _outcome),
+    ("status", _optional_int),
+    ("answer", _optional_text),
+    ("error", _optional_text),
+    ("duration_ms", _optional_float),
+    ("at", required_text),
+    ("source", _source),
+    ("operator", _optional_text),
+    ("retry_after", _optional_float),
+)
+"""How :meth:`DeliveryRecord.from_body` reads each field (a :class:`RecordError`, or a
+``ValueError`` for an unknown outcome or source, when it is not of its kind)."""

@@ -1,5 +1,7 @@
 """What the console's ``/audit`` asks the ledger: operators' changes, newest first, a page at
-a time. Read-only and synchronous (the console runs it in a thread).
+a time; and what ``/replay`` asks: the latest changes of one action (its archive replays, from
+the console or the command line), with the time before which every audit record is in.
+Read-only and synchronous (the console runs it in a thread).
 
 Pages are keyset pages: a page after the first starts below the row its link names (by time,
 then row id), so rows that arrive meanwhile never shift an older page. Raises
@@ -12,11 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select
+from sqlalchemy import Engine, Row, Select, and_, func, or_, select
 
 from bridge.ledger.reading import read_row, require_schema
 from bridge.ledger.schema import audit
+from bridge.ledger.store import current_at
 
 AUDIT_SINCE_VERSION = 2
 PAGE_SIZE = 50
@@ -49,7 +53,7 @@ def audit_page(engine: Engine, before: int | None = None, size: int = PAGE_SIZE)
     with engine.connect() as connection:
         require_schema(connection, AUDIT_SINCE_VERSION, "the audit table")
         total = int(connection.execute(select(func.count()).select_from(audit)).scalar() or 0)
-        query = select(audit).order_by(audit.c.at.desc(), audit.c.id.desc()).limit(size + 1)
+        query = _newest_first(size + 1)
         if before is not None:
             anchor = connection.execute(
                 select(audit.c.at).where(audit.c.id == before)
@@ -59,6 +63,34 @@ def audit_page(engine: Engine, before: int | None = None, size: int = PAGE_SIZE)
                     or_(audit.c.at < anchor, and_(audit.c.at == anchor, audit.c.id < before))
                 )
         rows = connection.execute(query).all()
-    entries = tuple(read_row(AuditEntry, row, id=int(row.id)) for row in rows[:size])
+    entries = tuple(_entry(row) for row in rows[:size])
     older = entries[-1].id if len(rows) > size else None
     return AuditPage(entries, total, older)
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The latest changes of one action, newest first."""
+
+    entries: tuple[AuditEntry, ...]
+    current_at: datetime | None
+    """Every audit record appended to the deliveries stream before this is among them (the
+    indexer's mark; ``None``: it never indexed that stream)."""
+
+
+def latest_changes(engine: Engine, action: str, deliveries: str, size: int = PAGE_SIZE) -> Changes:
+    """Up to ``size`` changes ``action`` (an :class:`~bridge.core.audit.Action`), newest
+    first, and the indexer's mark on ``deliveries`` (the stream the records come from)."""
+    with engine.connect() as connection:
+        require_schema(connection, AUDIT_SINCE_VERSION, "the audit table")
+        rows = connection.execute(_newest_first(size).where(audit.c.action == action)).all()
+        mark = current_at(connection, deliveries)
+    return Changes(tuple(_entry(row) for row in rows), mark)
+
+
+def _newest_first(limit: int) -> Select[Any]:
+    return select(audit).order_by(audit.c.at.desc(), audit.c.id.desc()).limit(limit)
+
+
+def _entry(row: Row[Any]) -> AuditEntry:
+    return read_row(AuditEntry, row, id=int(row.id))

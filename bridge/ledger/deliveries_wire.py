@@ -221,24 +221,13 @@ def _content_header(delivery: Delivery, buffer: bytearray, start: int, end: int)
     while more & 1:  # a continued flags word: none is defined for basic
         (more,) = _U16.unpack_from(buffer, position)
         position += 2
-    if flags & 0x8000:  # content type
-        position += 1 + buffer[position]
-    if flags & 0x4000:  # content encoding
-        position += 1 + buffer[position]
+    position = _skip_short(buffer, position, flags, _TYPE_AND_ENCODING)
     if flags & 0x2000:  # headers
         (length,) = _U32.unpack_from(buffer, position)
         delivery.headers = _table(buffer, position + 4, position + 4 + length)
         position += 4 + length
-    if flags & 0x1000:  # delivery mode
-        position += 1
-    if flags & 0x0800:  # priority
-        position += 1
-    if flags & 0x0400:  # correlation id
-        position += 1 + buffer[position]
-    if flags & 0x0200:  # reply to
-        position += 1 + buffer[position]
-    if flags & 0x0100:  # expiration
-        position += 1 + buffer[position]
+    position += bool(flags & 0x1000) + bool(flags & 0x0800)  # delivery mode, priority: octets
+    position = _skip_short(buffer, position, flags, _UNREAD_STRINGS)
     if flags & 0x0080:  # message id
         delivery.message_id, position = _short(buffer, position)
     if flags & 0x0040:  # timestamp
@@ -250,6 +239,18 @@ def _content_header(delivery: Delivery, buffer: bytearray, start: int, end: int)
     if position > end:
         raise ValueError("a content header longer than its frame")
     return int(size)
+
+
+_TYPE_AND_ENCODING: Final = (0x8000, 0x4000)  # content type, content encoding
+_UNREAD_STRINGS: Final = (0x0400, 0x0200, 0x0100)  # correlation id, reply to, expiration
+
+
+def _skip_short(buffer: bytearray, position: int, flags: int, bits: tuple[int, ...]) -> int:
+    """Past the short strings of the properties in ``bits`` that ``flags`` has."""
+    for bit in bits:
+        if flags & bit:
+            position += 1 + buffer[position]
+    return position
 
 
 def stamp_time(stamp: int) -> datetime:

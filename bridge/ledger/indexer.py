@@ -9,8 +9,11 @@ after the commit; meanwhile the next batch arrives (the prefetch is twice a batc
 
 Guarantees: a crash (even SIGKILL) loses no row and writes none twice: the next start reads
 on from one past the stored offsets, and what the broker sends again after a reconnect is
-recognised by its offset. SIGTERM writes the batch in hand, then stops. A malformed message
-is counted (``stream_offsets.malformed``, a log line) and skipped. A broker that goes away is
+recognised by its offset. A deliveries message may carry several records (one row each:
+:func:`bridge.ledger.rows.deliveries_rows`); a message is always taken whole into one batch,
+so its offset is stored with all of its rows. SIGTERM writes the batch in hand, then stops.
+A malformed message, or a malformed record among others, is counted
+(``stream_offsets.malformed``, a log line) and skipped. A broker that goes away is
 reconnected to (with failover across ``BRIDGE_AMQP_URL``); a database that fails is retried
 with the batch kept, while the broker holds back what is not acknowledged.
 
@@ -40,7 +43,7 @@ from bridge.amqp.topology import archive_name, declare, settings_topology
 from bridge.core import metrics
 from bridge.core.durations import parse_duration
 from bridge.core.listeners import serving_metrics
-from bridge.core.records import RecordError, deliveries_stream
+from bridge.core.records import RECORD_SEPARATOR, RecordError, deliveries_stream
 from bridge.core.settings import Settings, redact_url
 from bridge.core.tasks import cancel_and_wait, stop_on_signals
 from bridge.errors import CommandError
@@ -49,7 +52,7 @@ from bridge.ledger.consumer import check as consumer_check
 from bridge.ledger.database import ledger_url, open_writer
 from bridge.ledger.deliveries_wire import Consumer, Delivery, stamp_time
 from bridge.ledger.queries import undelivered_oldest
-from bridge.ledger.rows import SKIP, Row, archive_row, deliveries_row
+from bridge.ledger.rows import Found, archive_rows, deliveries_rows
 from bridge.ledger.store import (
     Batch,
     SubscriberSpec,
@@ -88,8 +91,9 @@ object the process holds: 15% of the indexer's time at 20,000-row batches."""
 @dataclass
 class _Stream:
     name: str
-    to_row: Callable[[Delivery], tuple[str, Row] | None]
+    to_rows: Callable[[Delivery], list[Found]]
     kind: str  # "webhooks" or "attempts" (whose stream also carries the audit records)
+    several: bool = False  # a message may carry several records (rows)
     seen: int = -1  # the last offset taken into a batch (or stored)
 
 
@@ -113,6 +117,7 @@ class Indexer:
     undelivered_interval: float = UNDELIVERED_INTERVAL
     written: int = 0
     _pending: list[tuple[_Stream, AbstractChannel, Delivery]] = field(default_factory=list)
+    _pending_rows: int = 0  # the rows (records) of the pending messages, about
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _full: asyncio.Event = field(default_factory=asyncio.Event)
     _streams: dict[str, _Stream] = field(default_factory=dict)
@@ -127,9 +132,9 @@ class Indexer:
 
     def __post_init__(self) -> None:
         exchange = self.settings.exchange
-        streams = [_Stream(deliveries_stream(exchange), deliveries_row, "attempts")]
+        streams = [_Stream(deliveries_stream(exchange), deliveries_rows, "attempts", True)]
         if self.settings.archive:
-            streams.insert(0, _Stream(archive_name(exchange), archive_row, "webhooks"))
+            streams.insert(0, _Stream(archive_name(exchange), archive_rows, "webhooks"))
         self._streams = {s.name: s for s in streams}
         self._kinds = {s.kind: s.name for s in streams}
         self._kinds.setdefault("webhooks", archive_name(exchange))
@@ -224,9 +229,10 @@ class Indexer:
         def on(channel: AbstractChannel) -> Consumer:
             def arrive(delivery: Delivery) -> None:
                 pending.append((stream, channel, delivery))
+                self._pending_rows += _weight(stream, delivery)
                 if not arrived.is_set():
                     arrived.set()
-                if len(pending) >= self.batch_rows and not full.is_set():
+                if self._pending_rows >= self.batch_rows and not full.is_set():
                     full.set()
 
             return arrive
@@ -266,7 +272,7 @@ class Indexer:
                     continue
                 # Gather up to a batch, at most batch_seconds after the first message.
                 deadline = loop.time() + self.batch_seconds
-                while len(self._pending) < self.batch_rows and not stop.is_set():
+                while self._pending_rows < self.batch_rows and not stop.is_set():
                     remaining = deadline - loop.time()
                     if remaining <= 0:
                         break
@@ -303,10 +309,17 @@ class Indexer:
             log.warning("could not record the ledger's progress (%s)", exc)
 
     def _take(self) -> _Taken:
-        """The next batch of pending deliveries, those sent again after a reconnect (at an
-        offset already taken) left out; the last delivery tag per channel, to ack."""
+        """The next batch of pending deliveries (whole messages, up to about
+        :attr:`batch_rows` rows), those sent again after a reconnect (at an offset already
+        taken) left out; the last delivery tag per channel, to ack."""
         pending = self._pending
-        count = min(len(pending), self.batch_rows)
+        count = rows = 0
+        for stream, _channel, delivery in pending:
+            if rows >= self.batch_rows:
+                break
+            rows += _weight(stream, delivery)
+            count += 1
+        self._pending_rows -= rows
         chunk = pending[:count]
         del pending[:count]
         deliveries: list[tuple[_Stream, Delivery]] = []
@@ -398,6 +411,12 @@ class Indexer:
         return await asyncio.to_thread(call, *args)
 
 
+def _weight(stream: _Stream, delivery: Delivery) -> int:
+    """The rows a message makes, about (a malformed or sentinel one makes fewer): a message
+    of the deliveries stream carries one record per line."""
+    return delivery.body.count(RECORD_SEPARATOR) + 1 if stream.several else 1
+
+
 def _rows(deliveries: list[tuple[_Stream, Delivery]]) -> Batch:
     """The rows of ``deliveries`` and the offsets they cover (run in a thread: JSON and
     times are parsed here). A malformed message is counted and logged, its offset covered."""
@@ -410,16 +429,15 @@ def _rows(deliveries: list[tuple[_Stream, Delivery]]) -> Batch:
         stamp = delivery.stamp
         if stamp is not None and stamp > stamps.get(name, -1):
             stamps[name] = stamp
-        try:
-            found = stream.to_row(delivery)
-        except RecordError as exc:
-            batch.malformed[name] += 1
-            log.warning("skipped a malformed message at offset %d of %s: %s", offset, name, exc)
-            continue
-        if found is SKIP:
-            continue
-        table, row = found
-        batch.rows(table).append(row)
+        for found in stream.to_rows(delivery):
+            if isinstance(found, RecordError):
+                batch.malformed[name] += 1
+                log.warning(
+                    "skipped a malformed record at offset %d of %s: %s", offset, name, found
+                )
+                continue
+            table, row = found
+            batch.rows(table).append(row)
     # Whole seconds, so "current" errs on the early side.
     batch.newest = {name: stamp_time(stamp) for name, stamp in stamps.items()}
     return batch

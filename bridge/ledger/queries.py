@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, and_, exists, func, or_, select
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from bridge.ledger.audits import AuditPage, audit_page
+from bridge.ledger.audits import AuditPage, Changes, audit_page, latest_changes
 from bridge.ledger.database import open_reader, unreachable
 from bridge.ledger.figures import SubscriberFigures, subscriber_figures
 from bridge.ledger.reading import read_row
@@ -172,6 +172,12 @@ class LedgerReader:
     async def audit(self, before: int | None = None) -> AuditPage:
         """:func:`bridge.ledger.audits.audit_page`, in a thread."""
         return await asyncio.to_thread(self._ask, lambda engine: audit_page(engine, before))
+
+    async def changes(self, action: str, deliveries: str) -> Changes:
+        """:func:`bridge.ledger.audits.latest_changes`, in a thread."""
+        return await asyncio.to_thread(
+            self._ask, lambda engine: latest_changes(engine, action, deliveries)
+        )
 
     async def coverage(self, archive: str) -> Coverage:
         """:func:`coverage`, in a thread."""

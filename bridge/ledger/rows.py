@@ -1,11 +1,13 @@
 """Stream messages as ledger rows: a webhook of ``<exchange>.archive`` as a ``webhooks`` row,
-a delivery record of ``<exchange>.deliveries`` as an ``attempts`` row, an audit record of the
-same stream (AMQP ``type`` :data:`~bridge.core.audit.AUDIT_TYPE`) as an ``audit`` row. Pure
-functions.
+each delivery record of a ``<exchange>.deliveries`` message (one or several,
+:func:`~bridge.core.records.record_lines`) as an ``attempts`` row, an audit record of the
+same stream (AMQP ``type`` :data:`~bridge.core.audit.AUDIT_TYPE`, one a message) as an
+``audit`` row. Pure functions.
 
 A message that is not a row is :data:`SKIP` (an end-of-read sentinel some reader appended)
 or raises :class:`~bridge.core.records.RecordError` (malformed: the indexer counts it and
-goes on; one bad message never stops the ledger).
+goes on; one bad message never stops the ledger); :func:`deliveries_rows` gives the error of
+each malformed record in its place, beside the rows of the others.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from bridge.core.contract import (
     HEADER_SOURCE,
     HEADER_WAREHOUSE_ID,
 )
-from bridge.core.records import DeliveryRecord, RecordError
+from bridge.core.records import DeliveryRecord, RecordError, record_lines
 from bridge.ledger.deliveries_wire import Delivery
 
 Row = dict[str, Any]
 SKIP: Final = None
+Found = tuple[str, Row] | RecordError
+"""One row of a message, as ``(table, row)``, or why one record of it is malformed."""
 
 
 def utc(value: datetime) -> datetime:
@@ -115,17 +119,32 @@ def audit_row(record: AuditRecord, offset: int) -> Row:
     }
 
 
-def deliveries_row(delivery: Delivery) -> tuple[str, Row] | None:
-    """A deliveries-stream message as ``("attempts", row)`` or ``("audit", row)``;
-    :data:`SKIP` for a sentinel."""
+def deliveries_rows(delivery: Delivery) -> list[Found]:
+    """A deliveries-stream message as its rows, in order: ``("attempts", row)`` for each
+    delivery record, ``("audit", row)`` for an audit record, a :class:`RecordError` in
+    place of each malformed one; none for a sentinel."""
     if delivery.headers.get(HEADER_ARCHIVE_SENTINEL) is not None:
-        return SKIP
+        return []
+    offset = delivery.offset
     if delivery.type == AUDIT_TYPE:
-        return "audit", audit_row(AuditRecord.from_body(delivery.body), delivery.offset)
-    return "attempts", attempt_row(DeliveryRecord.from_body(delivery.body), delivery.offset)
+        try:
+            return [("audit", audit_row(AuditRecord.from_body(delivery.body), offset))]
+        except RecordError as exc:
+            return [exc]
+    rows: list[Found] = []
+    for line in record_lines(delivery.body):
+        try:
+            rows.append(("attempts", attempt_row(DeliveryRecord.from_body(line), offset)))
+        except RecordError as exc:
+            rows.append(exc)
+    return rows
 
 
-def archive_row(delivery: Delivery) -> tuple[str, Row] | None:
-    """An archive message as ``("webhooks", row)``; :data:`SKIP` for a sentinel."""
-    row = webhook_row(delivery)
-    return SKIP if row is None else ("webhooks", row)
+def archive_rows(delivery: Delivery) -> list[Found]:
+    """An archive message as ``[("webhooks", row)]``, ``[RecordError]`` when malformed;
+    none for a sentinel."""
+    try:
+        row = webhook_row(delivery)
+    except RecordError as exc:
+        return [exc]
+    return [] if row is None else [("webhooks", row)]

@@ -15,7 +15,8 @@ ordered subscriber, else a move to the next retry queue or the DLQ).
 Guarantees: a message is acked only after the handler returned, or after its copy on the
 next step was confirmed by the broker; a crash at any point repeats a delivery at worst,
 never loses one. Every attempt's record (:mod:`bridge.core.records`) is published on the
-message's own channel before its ack (:func:`bridge.amqp.deliveries.send_record`: never
+message's own channel before its ack (:func:`bridge.amqp.deliveries.add_record`: the
+records of one loop turn in one stream message, written before the turn's acks; never
 waited for, a refused one is counted), so a crash between the two leaves a record of an
 attempt whose message comes again, never an ack without its record.
 """
@@ -32,7 +33,7 @@ from typing import Any
 from aiormq.abc import DeliveredMessage
 
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.deliveries import send_record_body
+from bridge.amqp.deliveries import add_record
 from bridge.amqp.publisher import Outcome, confirms
 from bridge.core import logs, metrics
 from bridge.core.contract import HEADER_ORDER_NUMBER, rfc3339, routing_key
@@ -321,7 +322,7 @@ class Handling:
             None,
             retry_after,
         )
-        send_record_body(delivered.channel, self.exchange, record_id, body)
+        add_record(delivered.channel, self.exchange, record_id, body)
 
     async def _next_step(
         self,

@@ -30,6 +30,7 @@ from bridge.core.contract import (
     rfc3339,
 )
 from bridge.core.records import (
+    RECORD_SEPARATOR,
     RECORD_TYPE,
     DeliveryRecord,
     Outcome,
@@ -147,6 +148,13 @@ class Streams:
     async def records(self, records: Iterable[DeliveryRecord]) -> None:
         for one in records:
             await self.raw_record(one.to_body(), one.record_id)
+
+    async def record_runs(self, runs: Iterable[Sequence[DeliveryRecord]]) -> None:
+        """Each run as one message, as the worker publishes the records of one loop turn:
+        the records' bodies joined by newlines, the first record's id as message id."""
+        for run in runs:
+            body = RECORD_SEPARATOR.join(one.to_body() for one in run)
+            await self.raw_record(body, run[0].record_id)
 
     async def audits(self, records: Iterable[AuditRecord]) -> None:
         for one in records:
