@@ -15,7 +15,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.core.settings import SettingsError, load_settings
 from bridge.errors import CommandError
-from bridge.ledger.database import open_engine, open_reader, open_writer, sqlite_path
+from bridge.ledger.database import (
+    memory_limit,
+    open_engine,
+    open_reader,
+    open_writer,
+    sqlite_path,
+    writer_cache_kib,
+)
 from bridge.ledger.migrations import VERSION, current_version, upgrade
 from bridge.ledger.rows import utc
 from bridge.ledger.schema import attempts, stream_offsets, webhooks
@@ -61,6 +68,43 @@ def test_the_sqlite_writer_caches_a_batch_and_checkpoints_seldom(tmp_path: Path)
     assert cache_kib >= 1024 * 1024
     assert checkpoint >= 10_000
     assert (reader_checkpoint, reader_cache) == (1000, -2000)
+
+
+def test_the_sqlite_writer_cache_follows_the_containers_memory_limit(tmp_path: Path) -> None:
+    # A pod sized for PostgreSQL (512 MiB) running an SQLite ledger: half of it, not 1 GiB.
+    v2, v1 = tmp_path / "memory.max", tmp_path / "memory.limit_in_bytes"
+    v2.write_text("536870912\n")
+    assert memory_limit([v2, v1]) == 512 * 1024 * 1024
+    assert writer_cache_kib(memory_limit([v2, v1])) == 256 * 1024
+    v2.write_text("max\n")
+    assert memory_limit([v2, v1]) is None
+    assert writer_cache_kib(None) == 1024 * 1024  # no limit: the full cache
+    v1.write_text(f"{2**63 - 4096}\n")  # cgroup v1's "unlimited"
+    assert memory_limit([tmp_path / "absent", v1]) is None
+    v1.write_text(f"{8 * 2**30}\n")
+    assert writer_cache_kib(memory_limit([tmp_path / "absent", v1])) == 1024 * 1024
+    assert writer_cache_kib(64 * 2**20) == 64 * 1024  # never under the old 64 MiB
+    assert memory_limit([tmp_path / "absent"]) is None
+
+
+def test_a_batch_is_inserted_in_time_order(ledger_db: str) -> None:
+    # Times out of order (a backlog, several workers) go into the indexes on time in order.
+    engine = open_writer(ledger_db)
+    start = datetime(2026, 12, 7, 10, 0, 0, tzinfo=UTC)
+    order = [5, 1, 4, 0, 3, 2]
+    batch = Batch(
+        webhooks=[webhook_row(n, start + timedelta(seconds=n)) for n in order],
+        attempts=[attempt_row(n, start + timedelta(seconds=n)) for n in order],
+    )
+    batch.cover("x.archive", 5)
+    batch.cover("x.deliveries", 5)
+    assert write_batch(engine, batch, STREAMS) == 0
+    with engine.connect() as connection:
+        hooks = connection.execute(select(webhooks.c.received_at).order_by(webhooks.c.id))
+        tries = connection.execute(select(attempts.c.at).order_by(attempts.c.id))
+        assert [utc(t) for (t,) in hooks] == [start + timedelta(seconds=n) for n in range(6)]
+        assert [utc(t) for (t,) in tries] == [start + timedelta(seconds=n) for n in range(6)]
+    engine.dispose()
 
 
 def test_an_upgrade_keeps_every_row(ledger_db: str) -> None:

@@ -15,6 +15,7 @@ message is redacted (a password never appears).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,52 @@ WRITER_CACHE_KIB = 1_048_576
 random keys (record ids, times out of order) put every insert on index pages all over, and a
 batch of the indexer dirties tens of thousands of pages that must stay in the cache until
 its commit (else they spill to the WAL mid-transaction and are read back). At 4.5 million
-rows the indexes a batch touches are about 600 MB; 64 MiB made most inserts a read."""
+rows the indexes a batch touches are about 600 MB; 64 MiB made most inserts a read. Less
+under a container's memory limit: :func:`writer_cache_kib`."""
+WRITER_CACHE_MIN_KIB = 65_536
+"""The writer's cache under a small memory limit (the cache of the first versions)."""
 WRITER_WAL_AUTOCHECKPOINT = 20_000
 """WAL pages (4 KiB: 80 MB) after which the writer's commit copies the WAL into the
 database. SQLite's default, 1,000, checkpoints after every batch; pages that later batches
 dirty again are then copied once per checkpoint, not once per batch."""
+WRITER_MMAP_BYTES = 4 * 1_073_741_824
+"""How much of the SQLite file the writer reads through memory mapping (``mmap_size``) in
+place of ``read()`` calls: a page the cache dropped is then a page of the operating system's
+file cache mapped in, not a system call and a copy. Address space, not memory: the pages
+are the file cache's, which the kernel reclaims under pressure."""
+
+
+CGROUP_MEMORY_LIMITS = (
+    Path("/sys/fs/cgroup/memory.max"),  # cgroup v2
+    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),  # cgroup v1
+)
+"""Where the memory limit of the process's container (a pod's ``limits.memory``, systemd's
+``MemoryMax``) can be read."""
+
+
+def memory_limit(paths: Sequence[Path] = CGROUP_MEMORY_LIMITS) -> int | None:
+    """The container's memory limit in bytes; ``None`` when there is none (``max``, cgroup
+    v1's "unlimited" near 2**63, no cgroup file, or one that cannot be read)."""
+    for path in paths:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:
+            return int(text)
+        return None
+    return None
+
+
+def writer_cache_kib(limit: int | None) -> int:
+    """The SQLite writer's page cache (KiB): :data:`WRITER_CACHE_KIB`, or half the
+    container's memory ``limit`` when that is less, so that a pod or unit sized for
+    PostgreSQL (deploy/kubernetes/ledger.yaml: 512 MiB) is not killed for memory as an
+    SQLite ledger grows; never under :data:`WRITER_CACHE_MIN_KIB`. The other half holds the
+    process itself and the two batches in hand."""
+    if limit is None:
+        return WRITER_CACHE_KIB
+    return max(WRITER_CACHE_MIN_KIB, min(WRITER_CACHE_KIB, limit // 2 // 1024))
 
 
 def ledger_url(settings: Settings) -> str:
@@ -91,8 +133,9 @@ def _sqlite_setup(engine: Engine, *, writer: bool) -> None:
         # last commits, rows and their offsets together, so they are read again.
         cursor.execute("PRAGMA synchronous = NORMAL")
         if writer:
-            cursor.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+            cursor.execute(f"PRAGMA cache_size = -{writer_cache_kib(memory_limit())}")
             cursor.execute(f"PRAGMA wal_autocheckpoint = {WRITER_WAL_AUTOCHECKPOINT}")
+            cursor.execute(f"PRAGMA mmap_size = {WRITER_MMAP_BYTES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
