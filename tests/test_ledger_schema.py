@@ -87,26 +87,6 @@ def test_the_sqlite_writer_cache_follows_the_containers_memory_limit(tmp_path: P
     assert memory_limit([tmp_path / "absent"]) is None
 
 
-def test_a_batch_is_inserted_in_time_order(ledger_db: str) -> None:
-    # Times out of order (a backlog, several workers) go into the indexes on time in order.
-    engine = open_writer(ledger_db)
-    start = datetime(2026, 12, 7, 10, 0, 0, tzinfo=UTC)
-    order = [5, 1, 4, 0, 3, 2]
-    batch = Batch(
-        webhooks=[webhook_row(n, start + timedelta(seconds=n)) for n in order],
-        attempts=[attempt_row(n, start + timedelta(seconds=n)) for n in order],
-    )
-    batch.cover("x.archive", 5)
-    batch.cover("x.deliveries", 5)
-    assert write_batch(engine, batch, STREAMS) == 0
-    with engine.connect() as connection:
-        hooks = connection.execute(select(webhooks.c.received_at).order_by(webhooks.c.id))
-        tries = connection.execute(select(attempts.c.at).order_by(attempts.c.id))
-        assert [utc(t) for (t,) in hooks] == [start + timedelta(seconds=n) for n in range(6)]
-        assert [utc(t) for (t,) in tries] == [start + timedelta(seconds=n) for n in range(6)]
-    engine.dispose()
-
-
 def test_an_upgrade_keeps_every_row(ledger_db: str) -> None:
     engine = open_writer(ledger_db)
     batch = Batch(webhooks=[webhook_row(n) for n in range(50)])

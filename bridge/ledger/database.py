@@ -42,11 +42,6 @@ WRITER_WAL_AUTOCHECKPOINT = 20_000
 """WAL pages (4 KiB: 80 MB) after which the writer's commit copies the WAL into the
 database. SQLite's default, 1,000, checkpoints after every batch; pages that later batches
 dirty again are then copied once per checkpoint, not once per batch."""
-WRITER_MMAP_BYTES = 4 * 1_073_741_824
-"""How much of the SQLite file the writer reads through memory mapping (``mmap_size``) in
-place of ``read()`` calls: a page the cache dropped is then a page of the operating system's
-file cache mapped in, not a system call and a copy. Address space, not memory: the pages
-are the file cache's, which the kernel reclaims under pressure."""
 
 
 CGROUP_MEMORY_LIMITS = (
@@ -135,7 +130,6 @@ def _sqlite_setup(engine: Engine, *, writer: bool) -> None:
         if writer:
             cursor.execute(f"PRAGMA cache_size = -{writer_cache_kib(memory_limit())}")
             cursor.execute(f"PRAGMA wal_autocheckpoint = {WRITER_WAL_AUTOCHECKPOINT}")
-            cursor.execute(f"PRAGMA mmap_size = {WRITER_MMAP_BYTES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

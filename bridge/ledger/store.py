@@ -96,7 +96,6 @@ def _insert_new(connection: Connection, table: Table, key: str, rows: list[Row])
     if not rows:
         return 0
     _complete(table, rows)
-    rows = _by_time(table, rows)
     try:
         if connection.dialect.name == "postgresql":
             return _copy_postgresql(connection, table, key, rows)
@@ -104,18 +103,6 @@ def _insert_new(connection: Connection, table: Table, key: str, rows: list[Row])
     except (psycopg.Error, sqlite3.Error) as exc:
         # The driver's own cursor: its errors as SQLAlchemy's, as every caller expects.
         raise DBAPIError(f"insert into {table.name}", None, exc) from exc
-
-
-def _by_time(table: Table, rows: list[Row]) -> list[Row]:
-    """``rows`` in the order of their time (``received_at``, ``at``), the stream's order
-    among equal times. Half the attempts' indexes start with or end in the time (``at``;
-    subscriber then ``at``; subscriber, outcome then ``at``): in time order each of them
-    takes a batch's inserts page after page, each page met once while in the CPU's caches,
-    where times out of order (a backlog, several workers, a replay; the bench's month)
-    land all over it. The row ids follow; nothing reads rows in id order (the ledger's
-    orders are by time, then stream offset or id)."""
-    (when,) = [c.name for c in table.c if isinstance(c.type, DateTime)]
-    return sorted(rows, key=itemgetter(when))
 
 
 def _complete(table: Table, rows: list[Row]) -> None:
