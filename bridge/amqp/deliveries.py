@@ -137,6 +137,7 @@ class RecordRun:
     :func:`record_run`."""
 
     def __init__(self, channel: AbstractChannel, exchange: str) -> None:
+        self.channel = channel
         self.exchange = exchange
         self.stream = deliveries_stream(exchange)
         self._confirms: Confirms = confirms(channel)

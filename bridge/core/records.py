@@ -226,6 +226,58 @@ def record_body(
     return orjson.dumps(body)
 
 
+class RecordBodies:
+    """:func:`record_body` for the records of one writer (one ``subscriber``, ``source``
+    and ``operator``: a worker's subscriber), byte for byte, cheaper: the writer's fields
+    are written once, as JSON, and each record serialises only its own (one attempt's
+    record on the worker's hot path)."""
+
+    __slots__ = ("_middle", "_tail")
+
+    def __init__(self, subscriber: str, source: Source, operator: str | None) -> None:
+        # The record's fields in record_body's order: v, record_id, message_id, then the
+        # writer's subscriber, the attempt's event ... at, then the writer's source and
+        # operator (and a throttle's retry_after).
+        self._middle = b',"subscriber":' + orjson.dumps(subscriber) + b","
+        self._tail = b',"source":' + orjson.dumps(source) + b',"operator":' + orjson.dumps(operator)
+
+    def body(
+        self,
+        record_id: str,
+        message_id: str,
+        event: str,
+        order_id: str | None,
+        order_number: str | None,
+        attempt: int,
+        outcome: Outcome,
+        status: int | None,
+        answer: str | None,
+        error: str | None,
+        duration_ms: float | None,
+        at: str,
+        retry_after: float | None = None,
+    ) -> bytes:
+        """``record_body(record_id, message_id, <subscriber>, event, ..., at, <source>,
+        <operator>, retry_after)``."""
+        head = orjson.dumps({"v": RECORD_VERSION, "record_id": record_id, "message_id": message_id})
+        attempt_fields = orjson.dumps(
+            {
+                "event": event,
+                "order_id": order_id,
+                "order_number": order_number,
+                "attempt": attempt,
+                "outcome": outcome,
+                "status": status,
+                "answer": None if answer is None else cut(answer, ANSWER_LIMIT),
+                "error": None if error is None else cut(error, ERROR_LIMIT),
+                "duration_ms": duration_ms,
+                "at": at,
+            }
+        )
+        end = b"}" if retry_after is None else b',"retry_after":' + orjson.dumps(retry_after) + b"}"
+        return b"".join((head[:-1], self._middle, attempt_fields[1:-1], self._tail, end))
+
+
 def json_object(body: bytes) -> dict[str, Any]:
     """A record's ``body`` as a JSON object; else a :class:`RecordError` saying why not."""
     try:
