@@ -130,7 +130,7 @@ class Handling:
         }
         self._consumed = self._count["consumed"]
         self._acked = self._count["acked"]
-        self._seconds = metrics.HANDLER_SECONDS.labels(sub.name)
+        self._seconds = metrics.observer(metrics.HANDLER_SECONDS.labels(sub.name))
         self._handler_is_code = not isinstance(handler, Forwarder)
         self._deadlines = Deadlines(sub.timeout)
 
@@ -290,7 +290,7 @@ class Handling:
 
     def _took(self, started: float) -> float:
         seconds = time.perf_counter() - started
-        self._seconds.observe(seconds)
+        self._seconds(seconds)
         return round(seconds * 1000, 3)
 
     def _record(
