@@ -87,7 +87,9 @@ def observer(histogram: Histogram) -> Callable[[float], None]:
     """``histogram.observe`` of one labelled child (no exemplar), for an observation per
     message: the same counts and sum, the amount's bucket found by bisection over the
     bounds rather than by prometheus_client's linear walk; a NaN (which no bucket counts)
-    takes the library's own way."""
+    takes the library's own way. It reads the child's bounds, buckets and sum (the
+    library's internals: tests/test_metrics_observer.py holds it to the library's counts),
+    so a prometheus_client that renames them fails here, when a worker starts."""
     child: Any = histogram
     child._raise_if_not_observable()  # a labelled child, once, not per observation
     bounds: list[float] = list(child._upper_bounds)
