@@ -32,3 +32,22 @@ def test_the_per_message_observer_counts_as_the_library_does() -> None:
     for key, value in samples["library"].items():
         got = samples["ours"][key]
         assert got == value or (math.isnan(value) and math.isnan(got)), key
+
+
+def test_a_library_without_the_internals_it_reads_gets_its_own_observe_back() -> None:
+    # A prometheus_client release that renames the bounds, buckets or sum must cost speed,
+    # never a worker that fails to start or counts wrong.
+    class Renamed:  # a labelled child of such a release: observable, other internals
+        def __init__(self) -> None:
+            self.seen: list[float] = []
+
+        def _raise_if_not_observable(self) -> None:
+            pass
+
+        def observe(self, amount: float) -> None:
+            self.seen.append(amount)
+
+    child = Renamed()
+    observe = observer(child)  # type: ignore[arg-type]
+    observe(0.5)
+    assert child.seen == [0.5]

@@ -88,13 +88,16 @@ def observer(histogram: Histogram) -> Callable[[float], None]:
     message: the same counts and sum, the amount's bucket found by bisection over the
     bounds rather than by prometheus_client's linear walk; a NaN (which no bucket counts)
     takes the library's own way. It reads the child's bounds, buckets and sum (the
-    library's internals: tests/test_metrics_observer.py holds it to the library's counts),
-    so a prometheus_client that renames them fails here, when a worker starts."""
+    library's internals: tests/test_metrics_observer.py holds it to the library's counts);
+    a prometheus_client without them gets its own ``observe`` back, slower, never wrong."""
     child: Any = histogram
     child._raise_if_not_observable()  # a labelled child, once, not per observation
-    bounds: list[float] = list(child._upper_bounds)
-    buckets = child._buckets
-    add_to_sum = child._sum.inc
+    try:
+        bounds: list[float] = list(child._upper_bounds)
+        buckets = child._buckets
+        add_to_sum = child._sum.inc
+    except AttributeError:  # a release that renamed them: the library's way, not a crash
+        return histogram.observe
     find = bisect.bisect_left
 
     def observe(amount: float) -> None:
