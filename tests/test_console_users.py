@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 import bridge.console.users as users_module
 from bridge.console.app import build_app
-from bridge.console.auth import Sessions, hash_password
+from bridge.console.auth import Sessions, check_password, hash_password
 from bridge.console.users import Users, load_users, parse_users, user_line
 from bridge.core.settings import SettingsError, load_settings
 from tests.console_helpers import console_state, csrf_of, post_sign_in
@@ -59,7 +59,7 @@ def test_an_unknown_name_costs_what_a_known_one_does(monkeypatch: pytest.MonkeyP
     # not timed (a loaded machine makes any timing ratio a coin toss).
     users = parse_users(f"alice:{hash_password(ALICE_PASSWORD)}\n", "users")
     derived: list[str] = []
-    real = users_module.check_password
+    real = check_password
 
     def counting(hashed: str, password: str) -> bool:
         derived.append(hashed)
