@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import aiormq
@@ -19,7 +20,7 @@ from bridge.core.records import deliveries_stream
 from bridge.ledger import consumer, indexer
 from bridge.ledger.consumer import SplittingTransport, consume
 from bridge.ledger.database import open_writer
-from bridge.ledger.deliveries_wire import HEARTBEAT_FRAME, Delivery, FrameSplitter
+from bridge.ledger.deliveries_wire import HEARTBEAT_FRAME, Consumer, Delivery, FrameSplitter
 from bridge.ledger.schema import attempts, stream_offsets
 from tests.conftest import AMQP_URL
 from tests.support.ledger_index import count, indexing, wait_for
@@ -71,7 +72,7 @@ async def test_acks_with_multiple_give_the_credit_back_batch_by_batch(
 
 
 async def test_a_connection_reset_mid_stream_loses_and_doubles_nothing(
-    ledger_db: str, exchange: str, streams: Streams
+    ledger_db: str, exchange: str, streams: Streams, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     proxy = TcpProxy("127.0.0.1", 5672)
     await proxy.start()
@@ -81,14 +82,33 @@ async def test_a_connection_reset_mid_stream_loses_and_doubles_nothing(
         async with indexing(
             engine, exchange, ledger_db, amqp_url=proxy.url, batch_rows=50, prefetch=100
         ) as running:
+            # Each round's 150th message resets the connection it arrives on, as it arrives
+            # (the round's first half pending or written, the rest to come): mid-stream and
+            # mid-batch however fast the indexer is. (The indexer has not connected yet.)
+            resets = [asyncio.Event() for _ in range(3)]
+            consumer_for = running._consumer
+
+            def resetting(stream: Any) -> Callable[[AbstractChannel], Consumer]:
+                def on(channel: AbstractChannel) -> Consumer:
+                    arrive = consumer_for(stream)(channel)
+
+                    def tap(delivery: Delivery) -> None:
+                        arrive(delivery)
+                        round_, n = divmod(delivery.offset, 300)
+                        if n == 150 and round_ < 3 and not resets[round_].is_set():
+                            resets[round_].set()
+                            proxy.reset_all()
+
+                    return tap
+
+                return on
+
+            monkeypatch.setattr(running, "_consumer", resetting)
             for reset in range(3):
-                # Counted before publishing: an indexer that keeps up may have written the
-                # whole round by the time the publishes return.
-                seen = await asyncio.to_thread(count, engine, attempts)
                 await streams.records(record(f"msg-{reset}-{n}") for n in range(300))
                 total += 300
-                await wait_for(lambda seen=seen: count(engine, attempts) > seen)  # type: ignore[misc]
-                proxy.reset_all()  # mid-stream, most likely mid-batch
+                async with asyncio.timeout(30):
+                    await resets[reset].wait()
             # And on the last connection, through its splitter too.
             await streams.records(record(f"msg-after-{n}") for n in range(10))
             total += 10

@@ -1,6 +1,7 @@
 """The receiver's cheaper paths give what the general ones gave: an access line formatted
 without a ``LogRecord`` is the line the record would have given (text and JSON), any other
-listener still gets records; and start-up's objects leave the garbage collector's scans."""
+listener still gets records; a message id from the kept hash of its event is the plain
+sha256; and start-up's objects leave the garbage collector's scans."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import gc
 import io
 import logging
 from collections.abc import Iterator
+from hashlib import sha256
 
 import pytest
 
 from bridge.core import heap
+from bridge.core.contract import EVENTS, message_id
 from bridge.core.logs import (
     JsonFormatter,
     TextFormatter,
@@ -21,7 +24,7 @@ from bridge.core.logs import (
     direct_handler,
     info,
 )
-from tests.conftest import API_KEY, BridgeFactory, BrokerProbe
+from tests.conftest import API_KEY, BridgeFactory, BrokerProbe, fixture_body
 
 FIELDS = {
     "method": "POST",
@@ -228,3 +231,11 @@ async def test_the_worker_line_goes_the_direct_way_only_when_alone() -> None:
         assert record.subscriber == "erp" and record.funcName == (  # type: ignore[attr-defined]
             "test_the_worker_line_goes_the_direct_way_only_when_alone"
         )
+
+
+@pytest.mark.parametrize("event", [*EVENTS, "x" * 300, "zoë"])
+def test_the_message_id_from_a_kept_event_hash_is_the_plain_sha256(event: str) -> None:
+    bodies = [b"", b"{}", fixture_body("despatched"), "Zoë 20285 中文".encode()]
+    for body in bodies * 2:  # the second time from the kept hash of "<event>\n"
+        plain = sha256(event.encode() + b"\n" + body).hexdigest()[:32]
+        assert message_id(event, body) == plain

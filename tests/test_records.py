@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import orjson
 import pytest
 
 from bridge.core.records import (
     ANSWER_LIMIT,
+    ERROR_LIMIT,
     RECORD_SEPARATOR,
     DeliveryRecord,
     Outcome,
+    RecordBodies,
     RecordError,
     Source,
+    cut,
     deliveries_stream,
     new_record_id,
     now_rfc3339,
@@ -88,3 +93,46 @@ def test_a_message_body_holds_one_record_or_several_joined_by_newlines() -> None
     assert [DeliveryRecord.from_body(line) for line in lines] == [one, two, three]
     assert record_lines(body + b"\n") == lines  # a trailing newline is no record
     assert record_lines(b"\n\n") == [b"\n\n"]  # nothing but blank lines: one malformed body
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"outcome": Outcome.DELIVERED, "status": None, "answer": None, "error": None},
+        {"order_id": None, "order_number": None, "duration_ms": None},
+        {"subscriber": 'e"r\\p\n\u00e9', "message_id": "m\x00\u2028\U0001f600", "event": "é"},
+        {"answer": '{"ok": "ü"}' * 40, "error": "x\ty" * 600, "status": 429},
+        {"outcome": Outcome.THROTTLED, "retry_after": 2.5, "duration_ms": 0.001},
+        {"retry_after": 60.0, "duration_ms": 1e16, "attempt": 12},
+        {"source": Source.CONSOLE, "operator": "ana@example.com", "outcome": Outcome.DISCARDED},
+    ],
+)
+def test_a_writers_prebuilt_bodies_are_the_records_bytes(changes: dict[str, object]) -> None:
+    # RecordBodies writes the writer's own fields once: its bodies must stay byte for byte
+    # the documented object, "v" then the record's fields in order (orjson's own writing),
+    # retry_after only for a throttle, answer and error cut.
+    one = record(**changes)
+    reference = {"v": 1, **{f.name: getattr(one, f.name) for f in dataclasses.fields(one)}}
+    reference["answer"] = cut(one.answer, ANSWER_LIMIT)
+    reference["error"] = cut(one.error, ERROR_LIMIT)
+    if one.retry_after is None:
+        del reference["retry_after"]
+    bodies = RecordBodies(one.subscriber, one.source, one.operator)
+    body = bodies.body(
+        one.record_id,
+        one.message_id,
+        one.event,
+        one.order_id,
+        one.order_number,
+        one.attempt,
+        one.outcome,
+        one.status,
+        one.answer,
+        one.error,
+        one.duration_ms,
+        one.at,
+        one.retry_after,
+    )
+    assert body == orjson.dumps(reference)
+    assert one.to_body() == body

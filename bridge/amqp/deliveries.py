@@ -137,6 +137,7 @@ class RecordRun:
     :func:`record_run`."""
 
     def __init__(self, channel: AbstractChannel, exchange: str) -> None:
+        self.channel = channel
         self.exchange = exchange
         self.stream = deliveries_stream(exchange)
         self._confirms: Confirms = confirms(channel)
@@ -149,7 +150,7 @@ class RecordRun:
         self._first_id = ""
 
     def add(self, record_id: str, body: bytes) -> None:
-        """Add one record (its id and :func:`~bridge.core.records.record_body`) to the run
+        """Add one record (its id and :meth:`~bridge.core.records.RecordBodies.body`) to the run
         that leaves before this turn's acks."""
         batch = self._batch
         if batch is None:  # the public path: each record its own message, now
@@ -191,7 +192,7 @@ def record_run(channel: AbstractChannel, exchange: str) -> RecordRun:
 
 def add_record(channel: AbstractChannel, exchange: str, record_id: str, body: bytes) -> None:
     """:func:`send_record` of a record given as its id and body
-    (:func:`bridge.core.records.record_body`): the worker's, one per attempt, without a
+    (:meth:`bridge.core.records.RecordBodies.body`): the worker's, one per attempt, without a
     :class:`~bridge.core.records.DeliveryRecord` made for it, published in this turn's
     :class:`RecordRun`. Its confirm is never waited for, only counted when it comes."""
     record_run(channel, exchange).add(record_id, body)

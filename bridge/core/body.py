@@ -79,7 +79,7 @@ def read_document(body: bytes) -> Any:
             first = _ARRAY.decode(body).first
             if not first:
                 document = []
-            elif _opening(first) == b"{":
+            elif _opening(first) == _OBJECT_OPENING:
                 document = [_object(_OBJECT.decode(first), _NESTED)]
             else:
                 document = [_stand_in(first)]
@@ -116,8 +116,14 @@ def _check_utf8(body: bytes) -> None:
         raise NotJson(f"not valid UTF-8 ({exc.reason})") from None
 
 
-def _opening(raw: msgspec.Raw) -> bytes:
-    return memoryview(raw)[:1].tobytes()
+_OBJECT_OPENING: Final = ord("{")
+_ARRAY_OPENING: Final = ord("[")
+
+
+def _opening(raw: msgspec.Raw) -> int:
+    """The first byte of a present member's value (a :class:`msgspec.Raw` is exactly the
+    value's bytes, never empty, never led by whitespace)."""
+    return memoryview(raw)[0]
 
 
 _NOT_SCALAR: Final[tuple[()]] = ()
@@ -128,25 +134,31 @@ neither a dict nor a scalar, so it gives no header, as the real value would not.
 def _stand_in(raw: msgspec.Raw, inside: bool = False) -> Any:
     """A member's stand-in: a scalar's value; an object's :func:`_object` when ``inside``
     (``order_headers`` looks into it), else :data:`_NOT_SCALAR`, as for an array."""
-    opening = _opening(raw)
-    if opening == b"{":
+    view = memoryview(raw)
+    opening = view[0]
+    if opening == _OBJECT_OPENING:
         return _object(_OBJECT.decode(raw)) if inside else _NOT_SCALAR
-    if opening == b"[":
+    if opening == _ARRAY_OPENING:
         return _NOT_SCALAR
     try:
-        return orjson.loads(memoryview(raw))
+        return orjson.loads(view)
     except orjson.JSONDecodeError as exc:  # e.g. 1e999: orjson refuses it, so do we here
         raise NotJson(exc.msg) from None
+
+
+_NAMES: Final = _Fields.__struct_fields__
+_astuple = msgspec.structs.astuple
 
 
 def _object(fields: _Fields, nested: frozenset[str] = frozenset()) -> dict[str, Any]:
     """An object's stand-in: the members ``order_headers`` reads, those present; it looks
     into the objects of the ``nested`` members only (one level: never a rescan per level)."""
+    # Per webhook: the members in one C call rather than a getattr each (with the
+    # first-byte test below, about a tenth of the body check of a small order).
     found: dict[str, Any] = {}
-    for name in _Fields.__struct_fields__:
-        raw: msgspec.Raw = getattr(fields, name)
+    for name, raw in zip(_NAMES, _astuple(fields), strict=True):
         if raw:
-            found[name] = _stand_in(raw, inside=name in nested)
+            found[name] = _stand_in(raw, name in nested)
     return found
 
 

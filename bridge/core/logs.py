@@ -150,11 +150,14 @@ class TextFormatter(LineFormatter):
 
 def _pairs(fields: Fields) -> str:
     """A worker line's message fields as ``key=value`` (control characters escaped)."""
-    return " ".join(
-        f"{name}={escape_controls(str(fields[name]))}"
-        for name in _MESSAGE_FIELDS
-        if fields.get(name) is not None
-    )
+    # A plain loop, escape_controls only for what needs it: written once per message.
+    pairs = []
+    for name in _MESSAGE_FIELDS:
+        value = fields.get(name)
+        if value is not None:
+            text = str(value)
+            pairs.append(f"{name}={text if text.isprintable() else escape_controls(text)}")
+    return " ".join(pairs)
 
 
 class JsonFormatter(LineFormatter):

@@ -151,10 +151,9 @@ class DeliveryRecord:
 
     def to_body(self) -> bytes:
         """The record's message body (JSON); ``answer`` and ``error`` cut to their limits."""
-        return record_body(
+        return RecordBodies(self.subscriber, self.source, self.operator).body(
             self.record_id,
             self.message_id,
-            self.subscriber,
             self.event,
             self.order_id,
             self.order_number,
@@ -165,8 +164,6 @@ class DeliveryRecord:
             self.error,
             self.duration_ms,
             self.at,
-            self.source,
-            self.operator,
             self.retry_after,
         )
 
@@ -182,48 +179,58 @@ class DeliveryRecord:
             raise RecordError(str(exc)) from None
 
 
-def record_body(
-    record_id: str,
-    message_id: str,
-    subscriber: str,
-    event: str,
-    order_id: str | None,
-    order_number: str | None,
-    attempt: int,
-    outcome: Outcome,
-    status: int | None,
-    answer: str | None,
-    error: str | None,
-    duration_ms: float | None,
-    at: str,
-    source: Source,
-    operator: str | None,
-    retry_after: float | None = None,
-) -> bytes:
-    """The body of the record with these fields (:class:`DeliveryRecord`'s, in its order),
-    ``answer`` and ``error`` cut to their limits: what :meth:`DeliveryRecord.to_body`
-    gives, without the record (one per delivery attempt, on the worker's hot path)."""
-    body: dict[str, Any] = {
-        "v": RECORD_VERSION,
-        "record_id": record_id,
-        "message_id": message_id,
-        "subscriber": subscriber,
-        "event": event,
-        "order_id": order_id,
-        "order_number": order_number,
-        "attempt": attempt,
-        "outcome": outcome,  # orjson writes a StrEnum member as its value
-        "status": status,
-        "answer": None if answer is None else cut(answer, ANSWER_LIMIT),
-        "error": None if error is None else cut(error, ERROR_LIMIT),
-        "duration_ms": duration_ms,
-        "at": at,
-        "source": source,
-        "operator": operator,
-    }
-    if retry_after is not None:  # only a throttle has it: a reader of an older record sees none
-        body["retry_after"] = retry_after
-    return orjson.dumps(body)
+class RecordBodies:
+    """The bodies of one writer's records (one ``subscriber``, ``source`` and ``operator``:
+    a worker's subscriber): the record's JSON object, ``"v"`` then the fields in
+    :class:`DeliveryRecord`'s order, ``answer`` and ``error`` cut to their limits. The
+    writer's fields are serialised once; each record serialises only its own (a record per
+    attempt, on the worker's hot path)."""
+
+    __slots__ = ("_middle", "_tail")
+
+    def __init__(self, subscriber: str, source: Source, operator: str | None) -> None:
+        # The record's fields in DeliveryRecord's order: v, record_id, message_id, then the
+        # writer's subscriber, the attempt's event ... at, then the writer's source and
+        # operator (and a throttle's retry_after).
+        self._middle = b',"subscriber":' + orjson.dumps(subscriber) + b","
+        self._tail = b',"source":' + orjson.dumps(source) + b',"operator":' + orjson.dumps(operator)
+
+    def body(
+        self,
+        record_id: str,
+        message_id: str,
+        event: str,
+        order_id: str | None,
+        order_number: str | None,
+        attempt: int,
+        outcome: Outcome,
+        status: int | None,
+        answer: str | None,
+        error: str | None,
+        duration_ms: float | None,
+        at: str,
+        retry_after: float | None = None,
+    ) -> bytes:
+        """The body of one record of this writer (:class:`DeliveryRecord`'s fields but the
+        writer's own)."""
+        head = orjson.dumps({"v": RECORD_VERSION, "record_id": record_id, "message_id": message_id})
+        attempt_fields = orjson.dumps(
+            {
+                "event": event,
+                "order_id": order_id,
+                "order_number": order_number,
+                "attempt": attempt,
+                "outcome": outcome,
+                "status": status,
+                "answer": None if answer is None else cut(answer, ANSWER_LIMIT),
+                "error": None if error is None else cut(error, ERROR_LIMIT),
+                "duration_ms": duration_ms,
+                "at": at,
+            }
+        )
+        # Only a throttle has retry_after: a reader of an older record sees none.
+        end = b"}" if retry_after is None else b',"retry_after":' + orjson.dumps(retry_after) + b"}"
+        return b"".join((head[:-1], self._middle, attempt_fields[1:-1], self._tail, end))
 
 
 def json_object(body: bytes) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from bridge.ledger.store import (
     Batch,
     SubscriberSpec,
     mark_current,
+    newest_received,
     optimize,
     remove_before,
     store_subscribers,
@@ -127,6 +128,10 @@ class Indexer:
     _linked: bool = False
     _stopping: bool = False
     _watermarks: dict[str, datetime] = field(default_factory=dict)
+    # The receive time of the newest webhook written: webhooks still to be indexed (a
+    # backlog) were received after it, less a spool's delay; the undelivered passes never
+    # look back less far than that.
+    _received_through: datetime | None = None
     _transport: SplittingTransport | None = None
     _link: BrokerLink | None = None
 
@@ -154,6 +159,7 @@ class Indexer:
     async def run(self, stop: asyncio.Event) -> None:
         """Index until ``stop`` is set; the batch in hand is written before returning."""
         offsets = await self._db(stored_offsets, self.engine)
+        self._received_through = await self._db(newest_received, self.engine)
         for stream in self._streams.values():
             stream.seen = offsets.get(stream.name, -1)
         metrics.LEDGER_LAG.set_function(self.lag_seconds)
@@ -359,6 +365,10 @@ class Indexer:
         if duplicates:
             log.warning("%d rows were already in the ledger (kept once)", duplicates)
         times = [r["received_at"] for r in batch.webhooks]
+        if times:
+            newest = max(times)
+            through = self._received_through
+            self._received_through = newest if through is None else max(through, newest)
         times += [r["at"] for r in (*batch.attempts, *batch.audit)]
         if times:
             self._newest = max(self._newest, max(times).timestamp())
@@ -381,11 +391,14 @@ class Indexer:
     async def _undelivered(self, stop: asyncio.Event) -> None:
         """Set ``bridge_undelivered_oldest_seconds`` per known subscriber, and keep it in the
         ``subscribers`` table for the console, every :data:`UNDELIVERED_INTERVAL`. Each pass
-        looks back only to the oldest webhook the last pass found unsettled (less
-        :data:`SPOOL_LOOKBACK`, for webhooks that reach the archive late from a spool), so a
-        pass costs what arrived since, not the whole table."""
+        looks back only to the oldest webhook the last pass found unsettled, or to the newest
+        webhook indexed when it ran if that is older (an indexer working through a backlog:
+        what it indexes next was received after that), less :data:`SPOOL_LOOKBACK` (for
+        webhooks that reach the archive late from a spool), so a pass costs what arrived
+        since, not the whole table."""
         while not stop.is_set():
             started = datetime.now(UTC)
+            through = self._received_through
             try:
                 oldest = await self._db(undelivered_oldest, self.engine, self._watermarks)
             except SQLAlchemyError as exc:
@@ -394,8 +407,10 @@ class Indexer:
             for name, when in oldest.items():
                 age = 0.0 if when is None else (started - when).total_seconds()
                 metrics.UNDELIVERED_OLDEST.labels(name).set(max(0.0, age))
-                since = min(when or started, started) - SPOOL_LOOKBACK
-                self._watermarks[name] = since
+                if through is None:  # nothing indexed yet: a backlog may be of any age
+                    self._watermarks.pop(name, None)
+                    continue
+                self._watermarks[name] = min(when or started, started, through) - SPOOL_LOOKBACK
             if oldest:
                 try:
                     # Kept for the console's subscriber page and cards (it reads, never

@@ -21,7 +21,7 @@ from operator import itemgetter
 
 import orjson
 import psycopg
-from sqlalchemy import Connection, DateTime, Engine, Table, delete, select, update
+from sqlalchemy import Connection, DateTime, Engine, Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
@@ -267,6 +267,14 @@ def current_at(connection: Connection, stream: str) -> datetime | None:
     found = connection.execute(
         select(stream_offsets.c.current_at).where(stream_offsets.c.stream == stream)
     ).scalar_one_or_none()
+    return None if found is None else utc(found)
+
+
+def newest_received(engine: Engine) -> datetime | None:
+    """The receive time of the newest webhook in the ledger (an index seek); ``None`` when
+    it holds none."""
+    with engine.connect() as connection:
+        found = connection.execute(select(func.max(webhooks.c.received_at))).scalar()
     return None if found is None else utc(found)
 
 

@@ -15,7 +15,7 @@ ordered subscriber, else a move to the next retry queue or the DLQ).
 Guarantees: a message is acked only after the handler returned, or after its copy on the
 next step was confirmed by the broker; a crash at any point repeats a delivery at worst,
 never loses one. Every attempt's record (:mod:`bridge.core.records`) is published on the
-message's own channel before its ack (:func:`bridge.amqp.deliveries.add_record`: the
+message's own channel before its ack (:class:`bridge.amqp.deliveries.RecordRun`: the
 records of one loop turn in one stream message, written before the turn's acks; never
 waited for, a refused one is counted), so a crash between the two leaves a record of an
 attempt whose message comes again, never an ack without its record.
@@ -33,12 +33,12 @@ from typing import Any
 from aiormq.abc import DeliveredMessage
 
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.deliveries import add_record
+from bridge.amqp.deliveries import RecordRun, record_run
 from bridge.amqp.publisher import Outcome, confirms
 from bridge.core import logs, metrics
 from bridge.core.contract import HEADER_ORDER_NUMBER, rfc3339, routing_key
 from bridge.core.records import Outcome as Recorded
-from bridge.core.records import Source, new_record_id, now_rfc3339, record_body
+from bridge.core.records import RecordBodies, Source, new_record_id, now_rfc3339
 from bridge.errors import PermanentError
 from bridge.worker.acks import Settler, redelivery_count
 from bridge.worker.deadlines import IN_TIME, TIMED_OUT, Deadlines
@@ -116,6 +116,8 @@ class Handling:
         self.give_back = give_back
         self.hold = hold
         self.records = records
+        self._bodies = RecordBodies(sub.name, Source.WORKER, None)
+        self._run: RecordRun | None = None  # the run of the channel last recorded on
         self.settle = Settler()
         # An ordered subscriber's partitions may run in different workers: a bucket each.
         self.pacer = Pacer(sub.name, sub.rate_limit, sub.partitions if sub.ordered else 1)
@@ -128,7 +130,7 @@ class Handling:
         }
         self._consumed = self._count["consumed"]
         self._acked = self._count["acked"]
-        self._seconds = metrics.HANDLER_SECONDS.labels(sub.name)
+        self._seconds = metrics.observer(metrics.HANDLER_SECONDS.labels(sub.name))
         self._handler_is_code = not isinstance(handler, Forwarder)
         self._deadlines = Deadlines(sub.timeout)
 
@@ -288,7 +290,7 @@ class Handling:
 
     def _took(self, started: float) -> float:
         seconds = time.perf_counter() - started
-        self._seconds.observe(seconds)
+        self._seconds(seconds)
         return round(seconds * 1000, 3)
 
     def _record(
@@ -304,10 +306,9 @@ class Handling:
             return
         answer = LAST_ANSWER.get()
         record_id = new_record_id()
-        body = record_body(
+        body = self._bodies.body(
             record_id,
             message.message_id,
-            self.sub.name,
             message.event,
             message.order_id,
             _text(message.headers.get(HEADER_ORDER_NUMBER)),
@@ -318,11 +319,14 @@ class Handling:
             error_text(error) if error is not None else None,
             took,
             now_rfc3339(),
-            Source.WORKER,
-            None,
             retry_after,
         )
-        add_record(delivered.channel, self.exchange, record_id, body)
+        run = self._run
+        channel = delivered.channel
+        if run is None or run.channel is not channel or run.exchange != self.exchange:
+            # The first record, or a new channel: its one run (no look-up per record after).
+            run = self._run = record_run(channel, self.exchange)
+        run.add(record_id, body)
 
     async def _next_step(
         self,
