@@ -5,6 +5,7 @@ run's ack, a no_ack delivery sharing the channel does not hold the runs back."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from aiormq.abc import AbstractChannel
@@ -86,3 +87,46 @@ async def test_out_of_order_acks_and_a_requeue_settle_exactly_what_they_say(
     assert await writer.written(channel, 5)
     ok = await channel.queue_declare(queue, passive=True)
     assert ok.message_count == 0
+
+
+def _held_batch(channel: AbstractChannel) -> tuple[internals.FrameBatch, asyncio.Queue[Any]]:
+    """A channel's frame batch writing into a queue of the test's (not the socket)."""
+    batch = internals.FrameBatch(channel)
+    written: asyncio.Queue[Any] = asyncio.Queue()
+    batch._queue = written
+    return batch, written
+
+
+async def test_a_busy_channels_acks_wait_while_they_grow_and_leave_together(
+    channel: AbstractChannel,
+) -> None:
+    # A consumer settling more in each turn: its acks (and the turn's records before them)
+    # wait up to HOLD_TURNS turns, so one write, one multiple ack, one records message
+    # covers them all.
+    batch, written = _held_batch(channel)
+    settled = [1]
+    batch.waiting = lambda: len(settled)
+    batch.last = lambda: b"acks of %d" % len(settled)
+    batch.due()
+    for _ in range(internals.HOLD_TURNS - 1):
+        await asyncio.sleep(0)  # a turn in which the flush held, then one more settles
+        assert written.empty()
+        settled.append(1)
+    frame = await asyncio.wait_for(written.get(), 10)
+    assert frame.payload == b"acks of %d" % internals.HOLD_TURNS
+    assert written.empty()
+
+
+async def test_a_lone_ack_waits_one_turn_and_a_full_run_none(channel: AbstractChannel) -> None:
+    batch, written = _held_batch(channel)
+    batch.waiting = lambda: 1
+    batch.last = lambda: b"one ack"
+    batch.due()
+    await asyncio.sleep(0)  # the flush held once: will more come?
+    await asyncio.sleep(0)  # nothing more did: written
+    assert written.get_nowait().payload == b"one ack"
+    batch.waiting = lambda: internals.HOLD_RUN
+    batch.last = lambda: b"a full run"
+    batch.due()
+    await asyncio.sleep(0)
+    assert written.get_nowait().payload == b"a full run"

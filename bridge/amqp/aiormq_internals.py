@@ -194,6 +194,12 @@ def frame_batch(channel: AbstractChannel) -> FrameBatch:
     return per_channel(channel, "frames", lambda: FrameBatch(channel))
 
 
+HOLD_TURNS = 3
+"""Loop turns a channel's buffer may wait for more acks (:meth:`FrameBatch._hold`)."""
+HOLD_RUN = 16
+"""Acks in hand that end that wait."""
+
+
 class FrameBatch:
     """Frames for one channel, handed to aiormq's writer as one buffer per loop turn;
     ``last``, when set, gives the frames that end each buffer (the turn's acks), and
@@ -210,6 +216,11 @@ class FrameBatch:
         self._putting: asyncio.Task[None] | None = None
         self.last: Callable[[], bytes] | None = None
         self.before_last: Callable[[], None] | None = None
+        self.waiting: Callable[[], int] | None = None
+        """How many settlements ``last`` holds (the turn's acks): while that grows, the
+        buffer waits a few more loop turns (see :meth:`_hold`)."""
+        self._held = 0
+        self._held_at = 0
 
     @property
     def closed(self) -> bool:
@@ -259,7 +270,29 @@ class FrameBatch:
             self._putting.cancel()
             self._putting = None
 
+    def _hold(self) -> bool:
+        """Whether to let this flush wait one more loop turn: while the acks in hand keep
+        growing from turn to turn (a busy consumer), up to :data:`HOLD_TURNS` turns or
+        :data:`HOLD_RUN` acks, so one multiple ack and one message of delivery records
+        cover more deliveries (the broker's cost is per message on the records' stream).
+        A turn that settled nothing new ends the wait: a lone ack waits one turn, no more."""
+        waiting = 0 if self.waiting is None else self.waiting()
+        if (
+            waiting == 0
+            or waiting >= HOLD_RUN
+            or self._held >= HOLD_TURNS
+            or (self._held and waiting == self._held_at)
+        ):
+            self._held = 0
+            return False
+        self._held += 1
+        self._held_at = waiting
+        asyncio.get_running_loop().call_soon(self._flush)
+        return True
+
     def _flush(self) -> None:
+        if self._hold():
+            return
         try:
             self._take_last()  # what ``before_last`` adds goes in this buffer: no second flush
         finally:

@@ -70,6 +70,10 @@ class AckRun:
         neither (a ``no_ack`` consumer's on this channel), only counted as settled."""
         self.turn.append((delivery_tag, ack))
 
+    def waiting(self) -> int:
+        """The acks and requeues given since the last :meth:`frames`."""
+        return len(self.turn)
+
     def frames(self) -> bytes:
         """The frames of the acks and requeues given since the last call."""
         turn, self.turn = self.turn, []
@@ -168,6 +172,7 @@ class AckWriter:
         batch = internals.frame_batch(channel)
         run = AckRun(batch.number)
         batch.last = run.frames
+        batch.waiting = run.waiting
         return run
 
     def _settled(self, task: asyncio.Future[None]) -> None:
