@@ -14,7 +14,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bridge.amqp.topology import receiver_topology, subscriber_topology
-from tests.conftest import AMQP_URL, delete_declared
+from tests.conftest import AMQP_URL, delete_declared, receiver_names
 from tests.support.processes import bridge_process, http
 from tests.support.rabbit_node import free_port
 
@@ -114,10 +114,12 @@ def test_a_consuming_worker_does_not_fire_the_broker_disconnected_alert(tmp_path
                 time.sleep(0.2)
             output = worker.stop()
     finally:
+        # The worker declares the archive and records' streams too: receiver_names has them.
+        queues, exchanges = receiver_names(exchange)
         delete_declared(
             AMQP_URL,
-            tuple(q.name for q in topology.queues),
-            tuple(e.name for e in topology.exchanges),
+            (*queues, *(q.name for q in topology.queues)),
+            (*exchanges, *(e.name for e in topology.exchanges)),
         )
     assert f"consuming {name}" in output
     values = [v for labels, v in series if labels["__name__"] == "bridge_broker_connected"]
