@@ -34,9 +34,13 @@ pytestmark = pytest.mark.browser
 
 require_browser()
 
+from selenium.common.exceptions import (  # noqa: E402
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.expected_conditions import staleness_of  # noqa: E402
+from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 NAME = "olivia.ops"
@@ -48,6 +52,21 @@ def _until(predicate: Callable[[], bool], timeout: float = 15) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+def _gone(element: WebElement) -> bool:
+    """Whether ``element``'s page has been replaced. Mid-navigation Chromium may answer
+    "node does not belong to the document" (a plain WebDriverException) instead of a stale
+    reference; selenium's staleness_of takes only the latter, and failed the test so."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
 
 
 def test_an_operator_signs_in_by_name_and_audit_lists_their_changes(
@@ -94,7 +113,7 @@ def test_an_operator_signs_in_by_name_and_audit_lists_their_changes(
                 # readyState is "complete" too, so waiting on that alone can read the old page).
                 page = driver.find_element(By.TAG_NAME, "html")
                 driver.find_element(By.CSS_SELECTOR, selector).click()
-                wait.until(staleness_of(page))
+                wait.until(lambda _d: _gone(page))
                 wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
 
             open_page("/")
