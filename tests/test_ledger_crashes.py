@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import aiormq
 import pytest
 from sqlalchemy import Engine, func, select
 
@@ -129,7 +130,7 @@ async def test_a_broker_restart_while_indexing_loses_nothing(
             await streams.close()
             await asyncio.to_thread(healthy_node.stop_app)
             await asyncio.to_thread(healthy_node.start_app)
-            streams = await Streams(healthy_node.url, exchange).open()
+            streams = await _reopened(healthy_node.url, exchange)
             await streams.records(record(f"after-{n}") for n in range(300))
             await wait_for(lambda: count(engine, attempts) == 600, timeout=90)
     finally:
@@ -137,3 +138,19 @@ async def test_a_broker_restart_while_indexing_loses_nothing(
     assert distinct_records(engine) == 600
     assert duplicates(engine) == 0
     engine.dispose()
+
+
+async def _reopened(url: str, exchange: str) -> Streams:
+    """The streams once the restarted node has recovered them: a declare that comes before
+    (``start_app`` returns when the node runs, not when its streams are back) is refused
+    with NOT_FOUND "home node ... is down", and closes its channel."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:
+        streams = Streams(url, exchange)
+        try:
+            return await streams.open()
+        except aiormq.exceptions.ChannelNotFoundEntity:
+            await streams.close()
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.2)  # polled: the recovery has no event to wait on
