@@ -14,12 +14,16 @@ import pytest
 from bridge.worker.deadlines import IN_TIME, TIMED_OUT, TIMED_OUT_AND_CANCELLED, Deadlines
 
 
-async def _call(deadlines: Deadlines, seconds: float) -> tuple[int, float]:
+async def _call(deadlines: Deadlines, seconds: float | None) -> tuple[int, float]:
+    """A call taking ``seconds``, or (None) one that never ends unless cancelled."""
     task: Any = asyncio.current_task()
     cancelling = deadlines.start(task)
     started = time.monotonic()
     try:
-        await asyncio.sleep(seconds)
+        if seconds is None:
+            await asyncio.Event().wait()
+        else:
+            await asyncio.sleep(seconds)
     except asyncio.CancelledError:
         ended = deadlines.finish(task, cancelling)
         if ended != TIMED_OUT:
@@ -30,9 +34,9 @@ async def _call(deadlines: Deadlines, seconds: float) -> tuple[int, float]:
 
 async def test_each_call_times_out_at_its_own_deadline_and_quick_ones_do_not() -> None:
     deadlines = Deadlines(0.2)
-    slow = asyncio.create_task(_call(deadlines, 5))
+    slow = asyncio.create_task(_call(deadlines, None))
     await asyncio.sleep(0.1)
-    later = asyncio.create_task(_call(deadlines, 5))
+    later = asyncio.create_task(_call(deadlines, None))
     quick = asyncio.create_task(_call(deadlines, 0.01))
     (slow_end, slow_took), (later_end, later_took), (quick_end, _) = await asyncio.gather(
         slow, later, quick
@@ -46,7 +50,7 @@ async def test_each_call_times_out_at_its_own_deadline_and_quick_ones_do_not() -
 
 async def test_a_cancellation_from_elsewhere_is_not_a_timeout() -> None:
     deadlines = Deadlines(10)
-    task = asyncio.create_task(_call(deadlines, 5))
+    task = asyncio.create_task(_call(deadlines, None))
     await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -62,7 +66,7 @@ async def test_a_cancellation_from_elsewhere_after_the_deadline_still_cancels() 
         task: Any = asyncio.current_task()
         cancelling = deadlines.start(task)
         try:
-            await asyncio.sleep(5)
+            await asyncio.Event().wait()  # until the deadline cancels it
         except asyncio.CancelledError:
             task.cancel()  # a shutdown's cancel arrives while ours is being handled
             seen.append(deadlines.finish(task, cancelling))

@@ -201,7 +201,7 @@ def stop_worker_processes(workers: list[subprocess.Popen[bytes]]) -> None:
 async def hold(message: Message) -> None:
     """Note the message id in $BRIDGE_TEST_LOG, then never finish (so it stays unacked)."""
     _note(message.message_id)
-    await asyncio.sleep(3600)
+    await asyncio.Event().wait()  # nobody sets it: held until the worker is killed
 
 
 async def slow(message: Message) -> None:
