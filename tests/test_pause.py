@@ -216,3 +216,35 @@ async def test_two_ordered_workers_release_every_partition_and_take_them_back(
         await _set_paused(probe, sub.name, False)
         await wait_until(lambda: all_partitions(True), timeout=SEEN_WITHIN)
         await wait_until(lambda: len(handled) == 9)
+
+
+async def test_a_reader_sees_the_pause_while_another_reader_holds_it(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    """Every worker reads the state with a get and a reject: for that moment the state is
+    unacked and the queue looks empty to the others. A worker reading then must not take
+    the empty queue for "never paused" (it would resume, mid-pause, until its next read)."""
+    name = unique_name("control")
+    sub = subscriber(name)
+    track_subscriber(probe, exchange, sub)
+    channel = await probe._chan()
+    queue = next(q for q in sub.topology(exchange).queues if q.name == control_name(name))
+    await channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+    await _set_paused(probe, name, True)
+    assert probe.connection is not None
+    other = await probe.connection.channel()
+    try:
+        held = await other.basic_get(control_name(name), no_ack=False)
+        tag = held.delivery.delivery_tag
+        assert tag is not None
+
+        async def put_back() -> None:
+            await asyncio.sleep(0.1)  # another worker's loop, slow to send its reject
+            await other.basic_reject(tag, requeue=True)
+
+        putting_back = asyncio.create_task(put_back())
+        state = await read_state(channel, name)
+        await putting_back
+        assert state.paused and state.operator == "tester"
+    finally:
+        await other.close()

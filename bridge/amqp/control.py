@@ -14,12 +14,20 @@ has two ready messages for a moment. A reader that gets a state with more messag
 it (``message_count`` of ``get-ok``) knows it is stale: it acks it away and reads the next.
 So the newest state always stays, and every reader ends up seeing it.
 
+A reader holds the state unacked from its get to its reject: in that moment the queue looks
+empty to every other reader. Empty is therefore read again a few times, over
+:data:`EMPTY_RECHECKS` (a hold lasts one round trip of the holder's event loop): only a queue
+still empty then means "never written", i.e. consuming. Taking the first empty answer made a
+paused worker whose read met another worker's resume until its next read, and a worker
+restarted while paused start consuming.
+
 Fails with the channel's errors (``ChannelNotFoundEntity`` when the queue is not declared
 yet, timeouts): callers decide (a worker keeps its last known state).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 
@@ -33,6 +41,10 @@ from bridge.core.records import now_rfc3339
 RPC_TIMEOUT = 5.0
 MAX_STALE_READS = 8
 """A bound on stale states acked away in one read (there is at most one per racing writer)."""
+EMPTY_RECHECKS = (0.02, 0.04, 0.08, 0.16)
+"""Seconds before each new get after an empty one: 0.3 s in all, far more than another
+reader holds the state (one event loop turn of its worker, on a loaded machine too). Only a
+never-paused subscriber pays it, once per read; a state that is there is found at once."""
 
 
 @dataclass(frozen=True)
@@ -70,14 +82,21 @@ CONSUMING = ControlState(paused=False)
 async def read_state(channel: AbstractChannel, subscriber: str) -> ControlState:
     """The subscriber's current state, leaving it in its queue."""
     queue = control_name(subscriber)
-    for _ in range(MAX_STALE_READS):
+    rechecks = iter(EMPTY_RECHECKS)
+    stale = 0
+    while stale < MAX_STALE_READS:
         got = await channel.basic_get(queue, no_ack=False, timeout=RPC_TIMEOUT)
         if not isinstance(got.delivery, Basic.GetOk):
-            return CONSUMING
+            pause = next(rechecks, None)
+            if pause is None:
+                return CONSUMING  # never written (or held by another reader all along)
+            await asyncio.sleep(pause)  # another reader may hold it: it puts it back soon
+            continue
         tag = got.delivery.delivery_tag
         assert tag is not None
         if got.delivery.message_count:  # a newer state waits behind this one
             await channel.basic_ack(tag)
+            stale += 1
             continue
         state = ControlState.decode(got.body)
         await channel.basic_reject(tag, requeue=True)
