@@ -248,3 +248,34 @@ async def test_a_reader_sees_the_pause_while_another_reader_holds_it(
         assert state.paused and state.operator == "tester"
     finally:
         await other.close()
+
+
+async def test_a_read_cancelled_at_any_point_is_cancelled(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    """The pause gate's poll is stopped by a cancel: a read that returned its answer instead
+    (asyncio.wait_for on Python 3.11 does, when the answer comes with the cancel) left the
+    gate polling and the worker's stop waiting on it for ever."""
+    name = unique_name("control")
+    sub = subscriber(name)
+    track_subscriber(probe, exchange, sub)
+    queue = next(q for q in sub.topology(exchange).queues if q.name == control_name(name))
+    channel = await probe._chan()
+    await channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+    await _set_paused(probe, name, True)
+    assert probe.connection is not None
+    answered_anyway = cancelled = 0
+    for turns in range(60):  # cancels at every loop turn of a read, answer included
+        reader = await probe.connection.channel()
+        read = asyncio.create_task(read_state(reader, name))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        if read.cancel():
+            try:
+                await read
+                answered_anyway += 1
+            except asyncio.CancelledError:
+                cancelled += 1
+        await reader.close()
+    assert cancelled > 0  # (else no cancel met a read in progress)
+    assert answered_anyway == 0

@@ -22,7 +22,8 @@ paused worker whose read met another worker's resume until its next read, and a 
 restarted while paused start consuming.
 
 Fails with the channel's errors (``ChannelNotFoundEntity`` when the queue is not declared
-yet, timeouts): callers decide (a worker keeps its last known state).
+yet, ``TimeoutError`` after :data:`RPC_TIMEOUT` per get): callers decide (a worker keeps its
+last known state). A read cancelled at any point raises ``CancelledError``, never returns.
 """
 
 from __future__ import annotations
@@ -85,7 +86,11 @@ async def read_state(channel: AbstractChannel, subscriber: str) -> ControlState:
     rechecks = iter(EMPTY_RECHECKS)
     stale = 0
     while stale < MAX_STALE_READS:
-        got = await channel.basic_get(queue, no_ack=False, timeout=RPC_TIMEOUT)
+        # Bounded here, not by aiormq's ``timeout=``: that is asyncio.wait_for, which on
+        # Python 3.11 returns the answer and drops a cancel arriving with it (CPython
+        # gh-86296); a worker's pause gate, cancelled that way, polled on and never stopped.
+        async with asyncio.timeout(RPC_TIMEOUT):
+            got = await channel.basic_get(queue, no_ack=False)
         if not isinstance(got.delivery, Basic.GetOk):
             pause = next(rechecks, None)
             if pause is None:
