@@ -23,7 +23,7 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed
 
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.pipeline import no_ack_delivery
+from bridge.amqp.pipeline import no_ack_delivery, set_prefetch
 from bridge.amqp.topology import (
     Topology,
     control_name,
@@ -170,7 +170,7 @@ class Subscription(Consuming):
     async def _on_channel(self, channel: AbstractChannel) -> None:
         await declare_or_fail(channel, self.topology, self.sub, self.failed)
         await self.pauses.attach(channel)
-        await channel.basic_qos(prefetch_count=self.sub.prefetch)
+        await set_prefetch(channel, self.sub.prefetch)
         await self.gate.refresh(channel.connection)  # started while paused: stays paused
         async with self._lock:
             self._channel = channel
