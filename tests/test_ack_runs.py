@@ -11,7 +11,7 @@ import pytest
 from aiormq.abc import AbstractChannel
 
 from bridge.amqp import aiormq_internals as internals
-from bridge.amqp.pipeline import MAX_SETTLED_AHEAD, AckRun, AckWriter, ack_frame
+from bridge.amqp.pipeline import MAX_SETTLED_AHEAD, AckRun, AckWriter, ack_frame, set_prefetch
 from tests.conftest import consuming, only_a_sentinel_follows
 
 
@@ -97,36 +97,56 @@ def _held_batch(channel: AbstractChannel) -> tuple[internals.FrameBatch, asyncio
     return batch, written
 
 
-async def test_a_busy_channels_acks_wait_while_they_grow_and_leave_together(
+async def test_acks_short_of_a_run_wait_for_more_then_leave_together(
     channel: AbstractChannel,
 ) -> None:
-    # A consumer settling more in each turn: its acks (and the turn's records before them)
-    # wait up to HOLD_TURNS turns, so one write, one multiple ack, one records message
-    # covers them all.
+    # A consumer settling a few messages at a time: its acks (and the records before them)
+    # wait up to HOLD_SECONDS for more, so one write, one multiple ack and one records
+    # message cover them all.
     batch, written = _held_batch(channel)
+    batch.hold_run = 16
     settled = [1]
     batch.waiting = lambda: len(settled)
     batch.last = lambda: b"acks of %d" % len(settled)
     batch.due()
-    for _ in range(internals.HOLD_TURNS - 1):
+    for _ in range(5):
         await asyncio.sleep(0)  # a turn in which the flush held, then one more settles
         assert written.empty()
         settled.append(1)
+        batch.due()
     frame = await asyncio.wait_for(written.get(), 10)
-    assert frame.payload == b"acks of %d" % internals.HOLD_TURNS
+    assert frame.payload == b"acks of 6"
+    await asyncio.sleep(internals.HOLD_SECONDS * 2)
     assert written.empty()
 
 
-async def test_a_lone_ack_waits_one_turn_and_a_full_run_none(channel: AbstractChannel) -> None:
+async def test_a_full_run_leaves_at_once_and_without_a_run_nothing_waits(
+    channel: AbstractChannel,
+) -> None:
+    batch, written = _held_batch(channel)
+    batch.hold_run = 4
+    settled = [1, 1, 1]
+    batch.waiting = lambda: len(settled)
+    batch.last = lambda: b"acks of %d" % len(settled)
+    batch.due()
+    await asyncio.sleep(0)
+    assert written.empty()  # 3 of 4: held
+    settled.append(1)
+    batch.due()
+    await asyncio.sleep(0)  # the run is full: written in this turn, not at the timer
+    assert written.get_nowait().payload == b"acks of 4"
+    # A channel without a run (hold_run 1, a prefetch of 1 or none set): no wait at all.
     batch, written = _held_batch(channel)
     batch.waiting = lambda: 1
     batch.last = lambda: b"one ack"
     batch.due()
-    await asyncio.sleep(0)  # the flush held once: will more come?
-    await asyncio.sleep(0)  # nothing more did: written
-    assert written.get_nowait().payload == b"one ack"
-    batch.waiting = lambda: internals.HOLD_RUN
-    batch.last = lambda: b"a full run"
-    batch.due()
     await asyncio.sleep(0)
-    assert written.get_nowait().payload == b"a full run"
+    assert written.get_nowait().payload == b"one ack"
+
+
+async def test_a_consumers_acks_wait_for_half_its_prefetch(channel: AbstractChannel) -> None:
+    # Half: the broker can go on delivering the other half while the run fills.
+    await set_prefetch(channel, 32)
+    assert internals.frame_batch(channel).hold_run == 16
+    await set_prefetch(channel, 1)  # an ordered partition's: its one ack never waits
+    assert internals.frame_batch(channel).hold_run == 1

@@ -10,7 +10,7 @@ import pytest
 from bridge.amqp.connection import BrokerLink
 from bridge.errors import PermanentError
 from bridge.worker.breaker import CircuitBreaker
-from bridge.worker.handling import Handling
+from bridge.worker.handling import Handling, SubscriptionKind
 from bridge.worker.message import Message
 from bridge.worker.retry import (
     BACKOFF_INITIAL,
@@ -68,9 +68,8 @@ def _handling(ladder: Ladder, handler: Any) -> Handling:
     async def nowhere(_delivered: Any) -> None:
         raise AssertionError("nothing is given back here")
 
-    handling = Handling(
-        "x", sub, handler, ladder, link, paused=lambda: False, give_back=nowhere, records=False
-    )
+    kind = SubscriptionKind(ladder, give_back=nowhere)
+    handling = Handling("x", sub, handler, kind, link, paused=lambda: False, records=False)
     return handling
 
 

@@ -194,14 +194,13 @@ def frame_batch(channel: AbstractChannel) -> FrameBatch:
     return per_channel(channel, "frames", lambda: FrameBatch(channel))
 
 
-HOLD_TURNS = 3
-"""Loop turns a channel's buffer may wait for more acks (:meth:`FrameBatch._hold`)."""
-HOLD_RUN = 16
-"""Acks in hand that end that wait."""
+HOLD_SECONDS = 0.002
+"""How long a channel's acks may wait for more to join them (:meth:`FrameBatch._hold`)."""
 
 
 class FrameBatch:
-    """Frames for one channel, handed to aiormq's writer as one buffer per loop turn;
+    """Frames for one channel, handed to aiormq's writer as one buffer per loop turn (or
+    per hold, on a consumer's channel: :meth:`_hold`);
     ``last``, when set, gives the frames that end each buffer (the turn's acks), and
     ``before_last``, when set, runs just before it and may :meth:`add` frames (the turn's
     delivery records, which must leave before the acks of the messages they describe)."""
@@ -217,10 +216,11 @@ class FrameBatch:
         self.last: Callable[[], bytes] | None = None
         self.before_last: Callable[[], None] | None = None
         self.waiting: Callable[[], int] | None = None
-        """How many settlements ``last`` holds (the turn's acks): while that grows, the
-        buffer waits a few more loop turns (see :meth:`_hold`)."""
-        self._held = 0
-        self._held_at = 0
+        """How many settlements ``last`` holds (the acks in hand; see :meth:`_hold`)."""
+        self.hold_run = 1
+        """Acks in hand that end a hold at once (1: acks never wait; see :meth:`_hold`)."""
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._hold_over = False
 
     @property
     def closed(self) -> bool:
@@ -261,6 +261,7 @@ class FrameBatch:
 
     def discard(self) -> None:
         """Forget what is buffered (the channel is gone)."""
+        self._end_hold()
         if self.before_last is not None:
             self.before_last()  # the turn's records: sent into the buffer, failed with it
         if self.last is not None:
@@ -271,24 +272,31 @@ class FrameBatch:
             self._putting = None
 
     def _hold(self) -> bool:
-        """Whether to let this flush wait one more loop turn: while the acks in hand keep
-        growing from turn to turn (a busy consumer), up to :data:`HOLD_TURNS` turns or
-        :data:`HOLD_RUN` acks, so one multiple ack and one message of delivery records
-        cover more deliveries (the broker's cost is per message on the records' stream).
-        A turn that settled nothing new ends the wait: a lone ack waits one turn, no more."""
+        """Whether this flush waits: while fewer than :attr:`hold_run` acks are in hand,
+        they (and whatever else the buffer holds) wait up to :data:`HOLD_SECONDS` for
+        more, so one multiple ack and one message of delivery records cover more
+        deliveries (the broker's cost is per message on the records' stream). A consumer
+        sets :attr:`hold_run` to half its prefetch, so the broker can go on delivering the
+        other half meanwhile; a lone ack leaves :data:`HOLD_SECONDS` later."""
         waiting = 0 if self.waiting is None else self.waiting()
-        if (
-            waiting == 0
-            or waiting >= HOLD_RUN
-            or self._held >= HOLD_TURNS
-            or (self._held and waiting == self._held_at)
-        ):
-            self._held = 0
+        if waiting == 0 or waiting >= self.hold_run or self._hold_over:
+            self._end_hold()
             return False
-        self._held += 1
-        self._held_at = waiting
-        asyncio.get_running_loop().call_soon(self._flush)
+        if self._hold_timer is None:
+            self._hold_timer = asyncio.get_running_loop().call_later(HOLD_SECONDS, self._hold_ended)
+        self._scheduled = False  # the next ack looks again: a full run need not wait
         return True
+
+    def _hold_ended(self) -> None:
+        self._hold_timer = None
+        self._hold_over = True
+        self._flush()
+
+    def _end_hold(self) -> None:
+        self._hold_over = False
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+            self._hold_timer = None
 
     def _flush(self) -> None:
         if self._hold():

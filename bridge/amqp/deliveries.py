@@ -9,9 +9,11 @@ channel is counted in ``bridge_ledger_records_failed_total{reason}`` and logged,
 whatever the record describes goes on regardless.
 
 The worker's records (:func:`add_record`, one per attempt) travel in runs: the records one
-channel gathers in one loop turn leave as one stream message, its body the records' JSON
+channel gathers while its acks wait (a loop turn, or up to
+:data:`~bridge.amqp.aiormq_internals.HOLD_SECONDS` on a consumer's channel, see
+:func:`bridge.amqp.pipeline.set_prefetch`) leave as one stream message, its body the records' JSON
 joined by newlines (:func:`bridge.core.records.record_lines` reads them back; a run of one
-is the lone record's body), written just before that turn's acks
+is the lone record's body), written just before those acks
 (:class:`~bridge.amqp.aiormq_internals.FrameBatch`'s ``before_last``), so every record
 still precedes the ack of its message, on the same channel. A run is one publish and one
 confirm for the broker instead of one per record; a run the broker refuses counts each of
@@ -132,8 +134,8 @@ def _send(on: Confirms, stream: str, body: bytes, message_id: str, records: int)
 
 
 class RecordRun:
-    """The worker's records gathered on one channel in one loop turn, published as one
-    stream message before the turn's acks (see the module docstring); get it with
+    """The worker's records gathered on one channel while its acks wait, published as one
+    stream message before those acks (see the module docstring); get it with
     :func:`record_run`."""
 
     def __init__(self, channel: AbstractChannel, exchange: str) -> None:

@@ -2,7 +2,9 @@
 
 aiormq writes (and waits for) each ``basic.ack`` on its own. :class:`AckWriter` builds the
 frames by hand and hands every ack of one event-loop turn to aiormq's writer as a single
-socket write, through the checked adapter :mod:`bridge.amqp.aiormq_internals`, after
+socket write (on a consumer's channel, every ack of up to
+:data:`~bridge.amqp.aiormq_internals.HOLD_SECONDS`, until half its prefetch is in hand:
+:func:`set_prefetch`), through the checked adapter :mod:`bridge.amqp.aiormq_internals`, after
 whatever else the turn wrote on the channel (a delivery record goes before its message's
 ack). Where a turn's acks, with those before, settle every delivery tag up to some tag,
 they go as one ``basic.ack`` with ``multiple`` (:class:`AckRun`): one frame for the broker
@@ -101,6 +103,16 @@ class AckRun:
         if last:
             alone.append(ack_frame(channel, last, True, multiple=True))
         return b"".join(requeues + alone)
+
+
+async def set_prefetch(channel: AbstractChannel, count: int) -> None:
+    """Set ``channel``'s prefetch to ``count`` and let its acks wait (at most
+    :data:`~bridge.amqp.aiormq_internals.HOLD_SECONDS`) until half of that is in hand: the
+    broker goes on delivering the other half meanwhile, and one multiple ack (and one
+    message of delivery records) covers the run."""
+    await channel.basic_qos(prefetch_count=count)
+    if internals.public_path_reason() is None and internals.check_acks(channel) is None:
+        internals.frame_batch(channel).hold_run = max(1, count // 2)
 
 
 def no_ack_delivery(delivered: DeliveredMessage) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -44,29 +45,18 @@ _HEADER_FIXED = struct.Struct(">HHQH")  # class, weight, body size, first proper
 STREAM_OFFSET: Final = "x-stream-offset"
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Delivery:
     """One message of a stream consumer: what the ledger reads of it."""
 
-    __slots__ = ("body", "headers", "message_id", "routing_key", "stamp", "tag", "type")
-
-    def __init__(
-        self,
-        tag: int,
-        routing_key: str,
-        message_id: str | None = None,
-        type: str | None = None,
-        stamp: int | None = None,
-        headers: dict[str, Any] | None = None,
-        body: bytes = b"",
-    ) -> None:
-        self.tag = tag
-        self.routing_key = routing_key
-        self.message_id = message_id
-        self.type = type
-        self.stamp = stamp
-        """The ``timestamp`` property as sent (Unix seconds; read as a time only when used)."""
-        self.headers: dict[str, Any] = {} if headers is None else headers
-        self.body = body
+    tag: int
+    routing_key: str
+    message_id: str | None = None
+    type: str | None = None
+    stamp: int | None = None
+    """The ``timestamp`` property as sent (Unix seconds; read as a time only when used)."""
+    headers: dict[str, Any] = field(default_factory=dict)
+    body: bytes = b""
 
     @property
     def timestamp(self) -> datetime | None:

@@ -35,14 +35,23 @@ metadata = MetaData()
 # key there must be "INTEGER", so the variant keeps both databases' natural key.
 _ID = BigInteger().with_variant(Integer(), "sqlite")
 
+
+def _webhook_columns() -> tuple[Column[str], ...]:
+    """What a row says of its webhook besides its message id, in ``webhooks`` and in
+    ``attempts`` alike (a column object belongs to one table: new ones each call)."""
+    return (
+        Column("event", String(40), nullable=False),
+        Column("order_id", String(64)),
+        Column("order_number", String(200)),
+    )
+
+
 webhooks = Table(
     "webhooks",
     metadata,
     Column("id", _ID, primary_key=True, autoincrement=True),
     Column("message_id", String(200), nullable=False, unique=True),
-    Column("event", String(40), nullable=False),
-    Column("order_id", String(64)),
-    Column("order_number", String(200)),
+    *_webhook_columns(),
     Column("client_id", String(64)),
     Column("warehouse_id", String(64)),
     Column("received_at", DateTime(timezone=True), nullable=False),
@@ -61,9 +70,7 @@ attempts = Table(
     Column("record_id", String(64), nullable=False, unique=True),
     Column("message_id", String(200), nullable=False),
     Column("subscriber", String(200), nullable=False),
-    Column("event", String(40), nullable=False),
-    Column("order_id", String(64)),
-    Column("order_number", String(200)),
+    *_webhook_columns(),
     Column("attempt", Integer, nullable=False),
     Column("outcome", String(20), nullable=False),
     Column("status", Integer),

@@ -10,12 +10,18 @@ sees it again; for an ordered subscriber via its ``<name>.partitions`` exchange,
 message joins its order's partition, behind what is already queued there), waits for the
 broker's confirm, and only then acks the dead letter: an interrupted replay loses nothing
 (at worst a message in flight is in both queues).
+
+A change on a subscriber's dead letters (the replay here, a pick in
+:mod:`bridge.worker.dlq_pick`) runs in :func:`acting_on`: a failure part-way is a
+:class:`CommandError` saying how many messages were done before it, and the change leaves
+one audit record once it is over (given who acts).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -61,14 +67,16 @@ the channel held (a quorum queue takes them back asynchronously), so that a read
 after it sees them."""
 
 
-def _check(name: str) -> None:
+def check_name(name: str) -> None:
+    """Refuse ``name`` unless it can be a subscriber's name (:class:`SettingsError`)."""
     if not NAME_PATTERN.match(name):
         raise SettingsError(
             f"NAME {name!r} is not a subscriber name: use the name = ... of its [[subscriber]]"
         )
 
 
-async def _depth(channel: AbstractChannel, queue: str) -> int:
+async def queue_depth(channel: AbstractChannel, queue: str) -> int:
+    """How many messages ``queue`` holds; :class:`CommandError` if it does not exist."""
     try:
         ok = await channel.queue_declare(queue, passive=True, timeout=RPC_TIMEOUT)
     except ChannelNotFoundEntity:
@@ -79,7 +87,8 @@ async def _depth(channel: AbstractChannel, queue: str) -> int:
     return int(ok.message_count or 0)
 
 
-async def _bounded(call: Awaitable[T]) -> T:
+async def bounded(call: Awaitable[T]) -> T:
+    """``call``'s result, or :class:`TimeoutError` after :data:`RPC_TIMEOUT` seconds."""
     async with asyncio.timeout(RPC_TIMEOUT):
         return await call
 
@@ -91,7 +100,8 @@ def _no_answer() -> CommandError:
     )
 
 
-def _empty(got: DeliveredMessage) -> bool:
+def got_empty(got: DeliveredMessage) -> bool:
+    """Whether a ``basic.get`` found the queue empty."""
     return isinstance(got.delivery, Basic.GetEmpty)
 
 
@@ -122,17 +132,17 @@ class DeadLetters:
 async def list_dead_letters(broker: Brokers, name: str, limit: int | None) -> DeadLetters:
     """Read up to ``limit`` dead letters of subscriber ``name``; the queue is left as it was
     (nothing is acked: closing the channel puts every one back)."""
-    _check(name)
+    check_name(name)
     queue = dlq_name(name)
     lease = await borrow(broker)
     messages: list[DeliveredMessage] = []
     try:
-        channel = await _bounded(lease.channel(publisher_confirms=False))
-        depth = await _depth(channel, queue)
+        channel = await bounded(lease.channel(publisher_confirms=False))
+        depth = await queue_depth(channel, queue)
         wanted = depth if limit is None else min(depth, limit)
         while len(messages) < wanted:
             got = await channel.basic_get(queue, no_ack=False, timeout=RPC_TIMEOUT)
-            if _empty(got):
+            if got_empty(got):
                 break
             messages.append(got)
         await put_back(lease, channel, queue, depth)
@@ -149,11 +159,11 @@ async def put_back(lease: Borrowed, channel: AbstractChannel, queue: str, ready:
     to :data:`PUT_BACK_WAIT`, until ``queue`` holds ``ready`` messages again (a worker may
     add dead letters meanwhile; only an operator takes them)."""
     await close_quietly(channel)
-    probe = await _bounded(lease.channel(publisher_confirms=False))
+    probe = await bounded(lease.channel(publisher_confirms=False))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PUT_BACK_WAIT
     while loop.time() < deadline:
-        if await _depth(probe, queue) >= ready:
+        if await queue_depth(probe, queue) >= ready:
             return
         await asyncio.sleep(0.01)
 
@@ -175,43 +185,68 @@ async def replay_dead_letters(
     saying how many had moved (each of those was confirmed before its ack). Given
     ``acting``, each message moved leaves a ``replayed`` delivery record, and the replay one
     audit record (how many moved; why it stopped, if it did)."""
-    _check(name)
+    check_name(name)
     queue = dlq_name(name)
-    lease = await borrow(broker)
-    replay: _Replay | None = None
+    async with acting_on(broker, name, Action.DLQ_REPLAY, acting, "moved back") as change:
+        exchange = await partitions_exchange(change.lease.connection, name, RPC_TIMEOUT)
+        channel = await bounded(
+            change.lease.channel(publisher_confirms=True, on_return_raises=True)
+        )
+        if exchange is None:
+            await queue_depth(channel, name)
+        # Only what is there now: a message that fails again must not be replayed twice.
+        depth = await queue_depth(channel, queue)
+        change.begun = True
+        wanted = depth if limit is None else min(depth, limit)
+        await _Replay(channel, name, wanted, change, exchange, acting).run(queue)
+        await put_back(change.lease, channel, queue, depth - change.done)
+    return change.done, queue
+
+
+@dataclass(eq=False)
+class Change:
+    """One operator change on a subscriber's dead letters while it runs (see
+    :func:`acting_on`): its borrowed connection, whether it began (reached the DLQ), and how
+    many messages it has done."""
+
+    lease: Borrowed
+    begun: bool = False
+    done: int = 0
+
+    def partial(self, error: CommandError, did: str) -> CommandError:
+        """``error``, saying how many messages the change ``did`` before it, if any."""
+        if self.done == 0:
+            return error
+        return CommandError(f"{error} ({self.done} {did} before this)")
+
+
+@asynccontextmanager
+async def acting_on(
+    broker: Brokers, name: str, action: Action, acting: Acting | None, did: str
+) -> AsyncIterator[Change]:
+    """Borrow a connection for one change on ``name``'s dead letters, released at the end
+    (whatever it took unacked goes back to the DLQ). A :class:`CommandError` in it, or a
+    broker that stopped answering (:class:`TimeoutError`), leaves as a
+    :class:`CommandError` saying how many messages it ``did`` before it (with ``did`` =
+    ``"moved back"``: ``"... (3 moved back before this)"``). Given ``acting``, a change that
+    began leaves its one audit record once it is over: how many it did, and why it stopped
+    if it did (never failing it)."""
+    change = Change(await borrow(broker))
     error: CommandError | None = None
     try:
-        exchange = await partitions_exchange(lease.connection, name, RPC_TIMEOUT)
-        channel = await _bounded(lease.channel(publisher_confirms=True, on_return_raises=True))
-        if exchange is None:
-            await _depth(channel, name)
-        # Only what is there now: a message that fails again must not be replayed twice.
-        depth = await _depth(channel, queue)
-        replay = _Replay(
-            channel, name, depth if limit is None else min(depth, limit), exchange, acting
-        )
-        await replay.run(queue)
-        await put_back(lease, channel, queue, depth - replay.moved)
+        yield change
     except TimeoutError:
-        error = _moved_before(_no_answer(), replay)
+        error = change.partial(_no_answer(), did)
         raise error from None
     except CommandError as exc:
-        error = _moved_before(exc, replay)
+        error = change.partial(exc, did)
         raise error from None
     finally:
-        if acting is not None and replay is not None:
-            # The change's one audit record (never failing it), once it is over.
+        if acting is not None and change.begun:
             stopped = None if error is None else str(error)
-            record = acting.audit(Action.DLQ_REPLAY, name, replay.moved, stopped)
-            await audit_on(lease.connection, acting.exchange, record)
-        await lease.release()  # whatever was taken but not moved goes back to the DLQ
-    return replay.moved, queue
-
-
-def _moved_before(error: CommandError, replay: _Replay | None) -> CommandError:
-    if replay is None or replay.moved == 0:
-        return error
-    return CommandError(f"{error} ({replay.moved} moved back before this)")
+            record = acting.audit(action, name, change.done, stopped)
+            await audit_on(change.lease.connection, acting.exchange, record)
+        await change.lease.release()
 
 
 @dataclass(eq=False)
@@ -224,10 +259,11 @@ class _Replay:
     channel: AbstractChannel
     name: str
     wanted: int
+    change: Change
+    """Counts each message moved (``done``)."""
     exchange: str | None = None
     acting: Acting | None = None
     taken: int = field(default=0, init=False)
-    moved: int = field(default=0, init=False)
     settled: int = field(default=0, init=False)
     error: CommandError | None = field(default=None, init=False)
     _progress: asyncio.Event = field(default_factory=asyncio.Event, init=False)
@@ -240,7 +276,7 @@ class _Replay:
         )
         ok = await self.channel.basic_consume(queue, self._take, timeout=RPC_TIMEOUT)
         # Until enough are moved (or one failed), and every message taken is settled.
-        while (self.moved < self.wanted and self.error is None) or self.settled < self.taken:
+        while (self.change.done < self.wanted and self.error is None) or self.settled < self.taken:
             self._progress.clear()
             try:
                 async with asyncio.timeout(REPLAY_IDLE):
@@ -258,8 +294,8 @@ class _Replay:
             return  # not ours to move: unacked, it goes back to the DLQ on close
         self.taken += 1
         try:
-            await _move_back(self.channel, got, self.name, self.exchange, self.acting)
-            self.moved += 1
+            await move_back(self.channel, got, self.name, self.exchange, self.acting)
+            self.change.done += 1
         except CommandError as exc:
             self.error = self.error or exc
         finally:
@@ -288,7 +324,7 @@ async def record_acted(
     await write_record(channel, acting.exchange, record)
 
 
-async def _move_back(
+async def move_back(
     channel: AbstractChannel,
     got: DeliveredMessage,
     name: str,

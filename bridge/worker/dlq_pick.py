@@ -17,23 +17,21 @@ from dataclasses import dataclass
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
-from bridge.amqp.audit import audit_on
-from bridge.amqp.connection import Brokers, borrow
+from bridge.amqp.connection import Brokers
 from bridge.amqp.deliveries import Acting
 from bridge.amqp.subscriber_target import partitions_exchange
 from bridge.amqp.topology import dlq_name
 from bridge.core.audit import Action
 from bridge.core.records import Outcome as Recorded
-from bridge.errors import CommandError
 from bridge.worker.dlq import (
     RPC_TIMEOUT,
-    _bounded,
-    _check,
-    _depth,
-    _empty,
-    _move_back,
-    _no_answer,
+    acting_on,
+    bounded,
+    check_name,
+    got_empty,
+    move_back,
     put_back,
+    queue_depth,
     record_acted,
 )
 
@@ -72,53 +70,37 @@ async def _pick(
     replay: bool,
     acting: Acting | None,
 ) -> Picked:
-    _check(name)
+    check_name(name)
     wanted = set(ids)
     queue = dlq_name(name)
     found: set[str] = set()
-    done = 0
     if not wanted:
         return Picked(queue, 0, ())
-    lease = await borrow(broker)
-    started = False
-    error: CommandError | None = None
-    try:
+    action = Action.DLQ_REPLAY if replay else Action.DISCARD
+    async with acting_on(broker, name, action, acting, "done") as change:
         # An ordered subscriber takes its copies through its partitions exchange.
         exchange = (
-            await partitions_exchange(lease.connection, name, RPC_TIMEOUT) if replay else None
+            await partitions_exchange(change.lease.connection, name, RPC_TIMEOUT)
+            if replay
+            else None
         )
-        channel = await _bounded(lease.channel(publisher_confirms=True))
+        channel = await bounded(change.lease.channel(publisher_confirms=True))
         if replay and exchange is None:
-            await _depth(channel, name)  # the target queue must exist
-        depth = await _depth(channel, queue)
-        started = True
+            await queue_depth(channel, name)  # the target queue must exist
+        depth = await queue_depth(channel, queue)
+        change.begun = True
         for _ in range(depth):
             got = await channel.basic_get(queue, no_ack=False, timeout=RPC_TIMEOUT)
-            if _empty(got):
+            if got_empty(got):
                 break
             message_id = got.header.properties.message_id or ""
             if message_id not in wanted:
                 continue  # left unacked: back in the DLQ when the channel closes
             await _act(channel, got, name, replay, exchange, acting)
             found.add(message_id)
-            done += 1
-        await put_back(lease, channel, queue, depth - done)
-    except TimeoutError:
-        error = _partial(_no_answer(), done)
-        raise error from None
-    except CommandError as exc:
-        error = _partial(exc, done)
-        raise error from None
-    finally:
-        if acting is not None and started:
-            # The change's one audit record (never failing it), once it is over.
-            action = Action.DLQ_REPLAY if replay else Action.DISCARD
-            stopped = None if error is None else str(error)
-            await audit_on(
-                lease.connection, acting.exchange, acting.audit(action, name, done, stopped)
-            )
-        await lease.release()
-    return Picked(queue, done, tuple(sorted(wanted - found)))
+            change.done += 1
+        await put_back(change.lease, channel, queue, depth - change.done)
+    return Picked(queue, change.done, tuple(sorted(wanted - found)))
 
 
 async def _act(
@@ -130,16 +112,10 @@ async def _act(
     acting: Acting | None,
 ) -> None:
     if replay:
-        await _move_back(channel, got, name, exchange, acting)
+        await move_back(channel, got, name, exchange, acting)
         return
     if acting is not None:
         await record_acted(channel, got, name, Recorded.DISCARDED, acting)
     assert got.delivery_tag is not None
     async with asyncio.timeout(RPC_TIMEOUT):
         await channel.basic_ack(got.delivery_tag)
-
-
-def _partial(error: CommandError, done: int) -> CommandError:
-    if done == 0:
-        return error
-    return CommandError(f"{error} ({done} done before this)")

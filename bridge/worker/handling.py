@@ -28,6 +28,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiormq.abc import DeliveredMessage
@@ -84,14 +85,25 @@ class GiveBack(Exception):
 _EXPECTED = (PermanentError, HandlerTimeout)
 
 
+@dataclass(frozen=True)
+class SubscriptionKind:
+    """What a kind of subscription gives its :class:`Handling`: its ``ladder`` (queue
+    steps, or waits in place); ``give_back``, which returns a message not handled to its
+    queue (a nack, or, for an ordered subscriber, leaving it unacked for its channel's
+    close); ``hold``, when given, which waits while paused and says whether to go on (an
+    ordered subscriber holds its message instead of giving it back)."""
+
+    ladder: Ladder
+    give_back: Callable[[DeliveredMessage], Awaitable[None]]
+    hold: Callable[[], Awaitable[bool]] | None = None
+
+
 class Handling:
     """How one subscriber handles a delivered message (see the module docstring).
 
-    ``paused`` says whether the subscriber is paused (its target down); ``give_back``
-    returns a message not handled to its queue (a nack, or, for an ordered subscriber,
-    leaving it unacked for its channel's close); ``hold``, when given, waits while paused
-    and says whether to go on (an ordered subscriber holds its message instead of giving
-    it back); ``records`` turns the delivery records off (for the bench's side by side).
+    ``kind``: what its kind of subscription gives it (:class:`SubscriptionKind`);
+    ``paused`` says whether the subscriber is paused (its target down); ``records`` turns
+    the delivery records off (for the bench's side by side).
     """
 
     def __init__(
@@ -99,22 +111,18 @@ class Handling:
         exchange: str,
         sub: Subscriber,
         handler: Handler,
-        ladder: Ladder,
+        kind: SubscriptionKind,
         link: BrokerLink,
         *,
         paused: Callable[[], bool],
-        give_back: Callable[[DeliveredMessage], Awaitable[None]],
-        hold: Callable[[], Awaitable[bool]] | None = None,
         records: bool = True,
     ) -> None:
         self.exchange = exchange
         self.sub = sub
         self.handler = handler
-        self.ladder = ladder
+        self.kind = kind
         self.link = link
         self.paused = paused
-        self.give_back = give_back
-        self.hold = hold
         self.records = records
         self._bodies = RecordBodies(sub.name, Source.WORKER, None)
         self._run: RecordRun | None = None  # the run of the channel last recorded on
@@ -154,7 +162,7 @@ class Handling:
             current if delivered.exchange == self.exchange else routing_key(event),
             current,
             self.sub.name,
-            self.ladder.handler_attempt(delivery, 1),
+            self.kind.ladder.handler_attempt(delivery, 1),
             delivery,
             properties.content_type or "application/json",
             bool(delivered.redelivered),
@@ -168,7 +176,7 @@ class Handling:
         message = self.message(delivered)
         self._consumed.inc()
         redeliveries = redelivery_count(message.headers)
-        if self.ladder.crash_loop(redeliveries):
+        if self.kind.ladder.crash_loop(redeliveries):
             reason = (
                 f"delivered {redeliveries} times without an answer: a worker crashed or lost "
                 "its broker connection while handling it every time"
@@ -184,12 +192,12 @@ class Handling:
             return
         permanent = isinstance(error, PermanentError)
         # (A subscriber that holds while paused gave up holding with GiveBack.)
-        paused = self.hold is None and self.paused()
+        paused = self.kind.hold is None and self.paused()
         if isinstance(error, GiveBack) or (not permanent and (self.stopping or paused)):
             # The target is down or we are stopping: not the message's fault, spend nothing.
             if not isinstance(error, GiveBack):
                 self._record(delivered, message, Recorded.FAILED, error, took)
-            await self.give_back(delivered)
+            await self.kind.give_back(delivered)
             log.info("given back to the queue (paused or stopping)", extra=message.log_fields())
             return
         await self._next_step(delivered, message, error, took)
@@ -199,7 +207,7 @@ class Handling:
     ) -> tuple[Exception | None, float | None]:
         """The one retry loop: ``(None, ms)`` once delivered (its record sent), else the
         last error for the ladder's next step, or :class:`GiveBack`."""
-        ladder = self.ladder
+        ladder = self.kind.ladder
         tries = 0  # failed tries of this delivery
         throttled = 0.0
         pacer = self.pacer
@@ -224,10 +232,10 @@ class Handling:
             if isinstance(error, PermanentError) or self.stopping:
                 return error, took
             if self.paused():
-                if self.hold is None:
+                if self.kind.hold is None:
                     return error, took
                 self._record(delivered, message, Recorded.FAILED, error, took)
-                if not await self.hold():
+                if not await self.kind.hold():
                     return GiveBack(), took
                 tries = 0  # the target's outage is not the message's fault: same round
                 continue
@@ -338,7 +346,7 @@ class Handling:
         """Move the message one step along the ladder (or to the DLQ), then ack it."""
         fields = message.log_fields()
         permanent = isinstance(exc, PermanentError)
-        step = self.ladder.after_failure(message.delivery, permanent)
+        step = self.kind.ladder.after_failure(message.delivery, permanent)
         assert not isinstance(step, WaitInPlace)
         headers = dict(delivered.header.properties.headers or {})
         headers[ATTEMPT_HEADER] = step.attempt

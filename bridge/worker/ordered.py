@@ -47,6 +47,7 @@ from bridge.amqp.connection import close_quietly
 from bridge.amqp.topology import partition_queue_name, roster_name
 from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
+from bridge.worker.handling import SubscriptionKind
 from bridge.worker.pacing import LANE
 from bridge.worker.retry import Ladder
 from bridge.worker.subscribers import Handler, Subscriber
@@ -90,15 +91,8 @@ class OrderedSubscription(Consuming):
     ) -> None:
         # No retry queues: the delays are waited holding the message, then the DLQ.
         ladder = Ladder(sub.name, sub.retry_delays_ms, sub.in_process_tries, in_place=True)
-        super().__init__(
-            settings,
-            sub,
-            handler,
-            ladder,
-            give_back=_leave_unacked,
-            hold=self._hold_while_paused,
-            records=records,
-        )
+        kind = SubscriptionKind(ladder, give_back=_leave_unacked, hold=self._hold_while_paused)
+        super().__init__(settings, sub, handler, kind, records=records)
         self._partitions: dict[int, _Partition] = {}
         self._resumed = asyncio.Event()
         self._resumed.set()

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelPreconditionFailed
 
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.pipeline import no_ack_delivery
+from bridge.amqp.pipeline import no_ack_delivery, set_prefetch
 from bridge.amqp.topology import (
     Topology,
     control_name,
@@ -36,7 +36,7 @@ from bridge.core.settings import Settings
 from bridge.core.tasks import cancel_and_wait
 from bridge.errors import CommandError
 from bridge.worker.forwarder import Forwarder
-from bridge.worker.handling import Handling
+from bridge.worker.handling import Handling, SubscriptionKind
 from bridge.worker.pause import PauseGate
 from bridge.worker.pauses import SharedPauses
 from bridge.worker.retry import Ladder
@@ -85,19 +85,18 @@ class Consuming:
     """What every kind of subscription has, built once: the forwarder's breaker (a
     forwarder pauses its subscriber while its target is down; a handler cannot), the
     topology it declares, its own link to the broker (:meth:`_on_channel` runs on every new
-    channel), its :class:`Handling` (given the ``ladder`` and how a message is given back or
-    held), the shared pauses, the operator's pause gate, and what it tells its runner
-    (``ready``, ``failed``). The kinds differ in how they consume, not in these."""
+    channel), its :class:`Handling` (given the kind's ladder and how a message is given back
+    or held: a :class:`SubscriptionKind`), the shared pauses, the operator's pause gate, and
+    what it tells its runner (``ready``, ``failed``). The kinds differ in how they consume,
+    not in these."""
 
     def __init__(
         self,
         settings: Settings,
         sub: Subscriber,
         handler: Handler,
-        ladder: Ladder,
+        kind: SubscriptionKind,
         *,
-        give_back: Callable[[DeliveredMessage], Awaitable[None]],
-        hold: Callable[[], Awaitable[bool]] | None = None,
         records: bool = True,
     ) -> None:
         self.sub = sub
@@ -110,15 +109,7 @@ class Consuming:
         name = f"mintsoft-bridge worker {sub.name}"
         self.link = BrokerLink(settings.amqp_urls, self._on_channel, name=name)
         self.handling = Handling(
-            settings.exchange,
-            sub,
-            handler,
-            ladder,
-            self.link,
-            paused=self._paused,
-            give_back=give_back,
-            hold=hold,
-            records=records,
+            settings.exchange, sub, handler, kind, self.link, paused=self._paused, records=records
         )
         self.pauses = SharedPauses(sub.name, self.handling.pacer)
         self.gate = PauseGate(sub.name, self.link)
@@ -153,7 +144,8 @@ class Subscription(Consuming):
         self, settings: Settings, sub: Subscriber, handler: Handler, *, records: bool = True
     ) -> None:
         ladder = Ladder(sub.name, sub.retry_delays_ms, sub.in_process_tries)
-        super().__init__(settings, sub, handler, ladder, give_back=self._give_back, records=records)
+        kind = SubscriptionKind(ladder, give_back=self._give_back)
+        super().__init__(settings, sub, handler, kind, records=records)
         self._consumer_tag: str | None = None
         self._background: set[asyncio.Task[Any]] = set()
         if self.breaker is not None:
@@ -170,7 +162,7 @@ class Subscription(Consuming):
     async def _on_channel(self, channel: AbstractChannel) -> None:
         await declare_or_fail(channel, self.topology, self.sub, self.failed)
         await self.pauses.attach(channel)
-        await channel.basic_qos(prefetch_count=self.sub.prefetch)
+        await set_prefetch(channel, self.sub.prefetch)
         await self.gate.refresh(channel.connection)  # started while paused: stays paused
         async with self._lock:
             self._channel = channel
