@@ -10,6 +10,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from aiormq.abc import AbstractChannel
 
 from bridge.amqp.control import CONSUMING, ControlState, read_state, write_state
 from bridge.amqp.topology import control_name, partition_queue_name, roster_name
@@ -54,17 +55,24 @@ def _handled(log: Path) -> int:
     return len(log.read_text().splitlines()) if log.exists() else 0
 
 
-async def test_the_state_survives_readers_and_a_newer_state_wins(
-    probe: BrokerProbe, exchange: str
-) -> None:
-    """Reading leaves the state in place; a reader holding the old state while a new one is
-    written never brings the old one back."""
+async def _control_queue(probe: BrokerProbe, exchange: str) -> tuple[str, AbstractChannel]:
+    """A new subscriber's name, its ``<name>.control`` declared (deleted after the test),
+    and the probe's channel to read it on."""
     name = unique_name("control")
     sub = subscriber(name)
     track_subscriber(probe, exchange, sub)
     channel = await probe._chan()
     queue = next(q for q in sub.topology(exchange).queues if q.name == control_name(name))
     await channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+    return name, channel
+
+
+async def test_the_state_survives_readers_and_a_newer_state_wins(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    """Reading leaves the state in place; a reader holding the old state while a new one is
+    written never brings the old one back."""
+    name, channel = await _control_queue(probe, exchange)
     assert await read_state(channel, name) == CONSUMING
     await _set_paused(probe, name, True)
     for _ in range(3):
@@ -224,12 +232,7 @@ async def test_a_reader_sees_the_pause_while_another_reader_holds_it(
     """Every worker reads the state with a get and a reject: for that moment the state is
     unacked and the queue looks empty to the others. A worker reading then must not take
     the empty queue for "never paused" (it would resume, mid-pause, until its next read)."""
-    name = unique_name("control")
-    sub = subscriber(name)
-    track_subscriber(probe, exchange, sub)
-    channel = await probe._chan()
-    queue = next(q for q in sub.topology(exchange).queues if q.name == control_name(name))
-    await channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+    name, channel = await _control_queue(probe, exchange)
     await _set_paused(probe, name, True)
     assert probe.connection is not None
     other = await probe.connection.channel()
@@ -256,12 +259,7 @@ async def test_a_read_cancelled_at_any_point_is_cancelled(
     """The pause gate's poll is stopped by a cancel: a read that returned its answer instead
     (asyncio.wait_for on Python 3.11 does, when the answer comes with the cancel) left the
     gate polling and the worker's stop waiting on it for ever."""
-    name = unique_name("control")
-    sub = subscriber(name)
-    track_subscriber(probe, exchange, sub)
-    queue = next(q for q in sub.topology(exchange).queues if q.name == control_name(name))
-    channel = await probe._chan()
-    await channel.queue_declare(queue.name, durable=True, arguments=queue.arguments)
+    name, _ = await _control_queue(probe, exchange)
     await _set_paused(probe, name, True)
     assert probe.connection is not None
     answered_anyway = cancelled = 0
