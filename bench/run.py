@@ -720,7 +720,13 @@ async def bench(args: argparse.Namespace) -> Result:
             # Rounds interleave the kinds: on a shared, loaded machine each side of the
             # comparison sees the same load.
             for index in range(plan.consume_rounds):
-                for kind in rounds:
+                # The two workers swap places every round: neither side of records on/off
+                # always runs second (after the other's stream writes and queue deletes).
+                order = list(rounds)
+                if index % 2 and "worker" in order:
+                    at = order.index("worker")
+                    order[at], order[at + 1] = order[at + 1], order[at]
+                for kind in order:
                     queue = f"{exchange}.consume.{kind}.{index}"
                     if not kind.startswith("worker"):
                         result = await run_consumer(
