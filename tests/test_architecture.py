@@ -1,13 +1,17 @@
 """The package's shape, checked: imports point one way, without cycles, only the CLI parses
-arguments or exits, every confirmed publish goes through one module, and the contract's
-header names are spelled in one module. (Modules are sized by concept, not by a line cap.)"""
+arguments or exits, every confirmed publish goes through one module, the contract's header
+names are spelled in one module, and no call is bounded in a way that can lose a cancel.
+(Modules are sized by concept, not by a line cap.)"""
 
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 from collections.abc import Iterator
 from pathlib import Path
+
+import aiormq
 
 PACKAGE = Path(__file__).resolve().parent.parent / "bridge"
 
@@ -168,3 +172,68 @@ def test_the_publish_check_finds_a_publish() -> None:
     sneaky = "async def f(ch):\n    await getattr(ch, 'basic_publish')(b'')\n"
     assert list(_publish_calls(ast.parse(sample))) == [2]
     assert list(_publish_calls(ast.parse(sneaky))) == [2]
+
+
+# aiormq's methods that take ``timeout=`` (found in aiormq itself, so a new one counts too).
+_AIORMQ_TIMEOUT_METHODS = {
+    name
+    for cls in (aiormq.Channel, aiormq.Connection)
+    for name, method in inspect.getmembers(cls, inspect.isfunction)
+    if not name.startswith("_") and "timeout" in inspect.signature(method).parameters
+}
+
+
+def _cancel_losing_calls(tree: ast.AST) -> Iterator[int]:
+    """Lines calling ``asyncio.wait_for`` (or a bare ``wait_for``), or an aiormq channel or
+    connection method with ``timeout=`` (which is asyncio.wait_for inside aiormq)."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        wait_for = (isinstance(func, ast.Name) and func.id == "wait_for") or (
+            isinstance(func, ast.Attribute)
+            and func.attr == "wait_for"
+            and isinstance(func.value, ast.Name)
+            and func.value.id == "asyncio"
+        )
+        aiormq_timeout = (
+            isinstance(func, ast.Attribute)
+            and func.attr in _AIORMQ_TIMEOUT_METHODS
+            and any(keyword.arg == "timeout" for keyword in node.keywords)
+        )
+        if wait_for or aiormq_timeout:
+            yield node.lineno
+
+
+def test_no_call_is_bounded_in_a_way_that_loses_a_cancel() -> None:
+    """On Python 3.11 asyncio.wait_for returns the answer and drops a cancel that arrives
+    with it (CPython gh-86296); aiormq's ``timeout=`` is wait_for. A task stopped that way
+    goes on (a worker's pause gate polled on and its stop hung): calls are bounded with
+    bridge.core.tasks.within (asyncio.timeout) instead."""
+    found = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}"
+        for _name, path in _modules()
+        for line in _cancel_losing_calls(ast.parse(path.read_text(encoding="utf-8")))
+    ]
+    assert found == []
+
+
+def test_the_cancel_check_finds_each_kind() -> None:
+    assert {"basic_get", "queue_declare", "basic_qos", "channel"} <= _AIORMQ_TIMEOUT_METHODS
+    flagged = (
+        "async def f(ch, conn, q):\n"
+        "    await ch.basic_get(q, no_ack=False, timeout=1)\n"
+        "    await conn.channel(timeout=1)\n"
+        "    await asyncio.wait_for(q.get(), 1)\n"
+        "    await wait_for(q.get(), timeout=1)\n"
+    )
+    fine = (
+        "async def f(ch, q, cond):\n"
+        "    await confirms(ch).publish(b'', routing_key=q, timeout=1)\n"
+        "    await within(1, ch.basic_get(q, no_ack=False))\n"
+        "    await asyncio.wait({q}, timeout=1)\n"
+        "    await cond.wait_for(lambda: True)\n"
+        "    aiohttp.ClientSession(timeout=1)\n"
+    )
+    assert sorted(_cancel_losing_calls(ast.parse(flagged))) == [2, 3, 4, 5]
+    assert list(_cancel_losing_calls(ast.parse(fine))) == []

@@ -13,12 +13,13 @@ from bridge.amqp.topology import dlq_name, partitions_exchange_name
 from bridge.cli import main
 from bridge.core import metrics
 from bridge.errors import CommandError
-from bridge.worker.dlq import describe, list_dead_letters, replay_dead_letters
+from bridge.worker.dlq import describe, list_dead_letters, queue_depth, replay_dead_letters
 from bridge.worker.message import Message
 from tests.conftest import AMQP_URL, BrokerProbe, bridge_settings
 from tests.worker_helpers import (
     bare_dead_letters,
     body_for,
+    cancels_at_every_turn,
     publish,
     running_worker,
     subscriber,
@@ -214,3 +215,17 @@ async def test_identical_dead_letters_replayed_to_nowhere_are_all_kept(
     assert moved == 6
     assert await probe.count(dlq_name(name)) == 0
     assert len(await probe.get_all(target, expected=6)) == 6
+
+
+async def test_a_depth_read_cancelled_at_any_point_is_cancelled(probe: BrokerProbe) -> None:
+    """A command or console page stopped during a depth read stops: bounded by aiormq's
+    ``timeout=`` (asyncio.wait_for), a read returned its answer instead when the answer came
+    with the cancel, and what ran it went on."""
+    name = unique_name("cancel")
+    await bare_dead_letters(probe, name, 1)
+    assert probe.connection is not None
+    cancelled, answered_anyway = await cancels_at_every_turn(
+        probe.connection, lambda channel: queue_depth(channel, dlq_name(name))
+    )
+    assert cancelled > 0  # (else no cancel met a read in progress)
+    assert answered_anyway == 0

@@ -21,6 +21,7 @@ from bridge.worker.subscribers import load_subscribers
 from tests.conftest import BrokerProbe
 from tests.worker_helpers import (
     body_for,
+    cancels_at_every_turn,
     publish,
     running_worker,
     start_worker_process,
@@ -262,18 +263,8 @@ async def test_a_read_cancelled_at_any_point_is_cancelled(
     name, _ = await _control_queue(probe, exchange)
     await _set_paused(probe, name, True)
     assert probe.connection is not None
-    answered_anyway = cancelled = 0
-    for turns in range(60):  # cancels at every loop turn of a read, answer included
-        reader = await probe.connection.channel()
-        read = asyncio.create_task(read_state(reader, name))
-        for _ in range(turns):
-            await asyncio.sleep(0)
-        if read.cancel():
-            try:
-                await read
-                answered_anyway += 1
-            except asyncio.CancelledError:
-                cancelled += 1
-        await reader.close()
+    cancelled, answered_anyway = await cancels_at_every_turn(
+        probe.connection, lambda reader: read_state(reader, name)
+    )
     assert cancelled > 0  # (else no cancel met a read in progress)
     assert answered_anyway == 0

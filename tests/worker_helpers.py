@@ -13,11 +13,12 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
+from aiormq.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
 
 from bridge.amqp.topology import dlq_name
@@ -144,6 +145,32 @@ async def bare_dead_letters(probe: BrokerProbe, name: str, count: int) -> None:
             routing_key=dlq_name(name),
             properties=Basic.Properties(message_id=f"m{n}", headers={"x-attempt": 3}),
         )
+
+
+async def cancels_at_every_turn(
+    connection: AbstractConnection,
+    call: Callable[[AbstractChannel], Awaitable[object]],
+    turns: int = 60,
+) -> tuple[int, int]:
+    """Run ``call`` ``turns`` times, each on a channel of its own, cancelling it after 0, 1,
+    2 ... loop turns (so one cancel meets the broker's answer); returns how many of the
+    cancels that met a call in progress raised ``CancelledError``, and how many returned an
+    answer anyway (a lost cancel: what asyncio.wait_for, and so aiormq's ``timeout=``, does
+    on Python 3.11)."""
+    cancelled = answered_anyway = 0
+    for turn in range(turns):
+        channel = await connection.channel()
+        task = asyncio.ensure_future(call(channel))
+        for _ in range(turn):
+            await asyncio.sleep(0)
+        if task.cancel():
+            try:
+                await task
+                answered_anyway += 1
+            except asyncio.CancelledError:
+                cancelled += 1
+        await channel.close()
+    return cancelled, answered_anyway
 
 
 async def wait_until(

@@ -38,6 +38,7 @@ from pamqp.commands import Basic
 from bridge.amqp.publisher import Outcome, confirms
 from bridge.amqp.topology import control_name
 from bridge.core.records import now_rfc3339
+from bridge.core.tasks import within
 
 RPC_TIMEOUT = 5.0
 MAX_STALE_READS = 8
@@ -86,11 +87,9 @@ async def read_state(channel: AbstractChannel, subscriber: str) -> ControlState:
     rechecks = iter(EMPTY_RECHECKS)
     stale = 0
     while stale < MAX_STALE_READS:
-        # Bounded here, not by aiormq's ``timeout=``: that is asyncio.wait_for, which on
-        # Python 3.11 returns the answer and drops a cancel arriving with it (CPython
-        # gh-86296); a worker's pause gate, cancelled that way, polled on and never stopped.
-        async with asyncio.timeout(RPC_TIMEOUT):
-            got = await channel.basic_get(queue, no_ack=False)
+        # Not aiormq's ``timeout=`` (see within): a worker's pause gate, cancelled during a
+        # read that way, polled on and never stopped.
+        got = await within(RPC_TIMEOUT, channel.basic_get(queue, no_ack=False))
         if not isinstance(got.delivery, Basic.GetOk):
             pause = next(rechecks, None)
             if pause is None:

@@ -12,13 +12,12 @@ raises :class:`TimeoutError`, other broker errors pass through.
 
 from __future__ import annotations
 
-import asyncio
-
 from aiormq.abc import AbstractConnection
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from bridge.amqp.connection import close_quietly
 from bridge.amqp.topology import partitions_exchange_name
+from bridge.core.tasks import within
 
 
 async def partitions_exchange(
@@ -26,10 +25,9 @@ async def partitions_exchange(
 ) -> str | None:
     """``<name>.partitions`` when ``name`` is an ordered subscriber, else None."""
     exchange = partitions_exchange_name(name)
-    async with asyncio.timeout(timeout):
-        probe = await connection.channel(publisher_confirms=False)
+    probe = await within(timeout, connection.channel(publisher_confirms=False))
     try:
-        await probe.exchange_declare(exchange, passive=True, timeout=timeout)
+        await within(timeout, probe.exchange_declare(exchange, passive=True))
     except ChannelNotFoundEntity:
         return None
     await close_quietly(probe)

@@ -38,6 +38,7 @@ from pamqp.commands import Basic
 from bridge.amqp.connection import close_quietly
 from bridge.amqp.publisher import Outcome, confirms
 from bridge.core.contract import HEADER_ARCHIVE_SENTINEL
+from bridge.core.tasks import within
 from bridge.errors import CommandError
 
 T = TypeVar("T")
@@ -61,8 +62,7 @@ stream's chunk arrival time, whole seconds)."""
 async def bounded(call: Awaitable[T], what: str) -> T:
     """``call``, or a :class:`CommandError` if the broker has not answered in time."""
     try:
-        async with asyncio.timeout(RPC_TIMEOUT):
-            return await call
+        return await within(RPC_TIMEOUT, call)
     except TimeoutError:
         raise CommandError(
             f"the broker did not answer {what} within {RPC_TIMEOUT:.0f} s: check its health "
@@ -151,7 +151,7 @@ async def _last_offset(connection: AbstractConnection, stream: str, tail: float)
 async def _next(inbox: asyncio.Queue[DeliveredMessage], wait: float) -> DeliveredMessage | None:
     """The consumer's next delivery; ``None`` when none comes within ``wait`` seconds."""
     try:
-        return await asyncio.wait_for(inbox.get(), wait)
+        return await within(wait, inbox.get())
     except TimeoutError:
         return None
 

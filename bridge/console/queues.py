@@ -24,6 +24,7 @@ from bridge.amqp.control import ControlState, read_state
 from bridge.amqp.topology import dlq_name, partition_queue_name, retry_queue_name, roster_name
 from bridge.console.broker import ConsoleBroker
 from bridge.core.durations import format_duration
+from bridge.core.tasks import within
 from bridge.worker.subscribers import Subscriber
 
 RPC_TIMEOUT = 5.0
@@ -69,7 +70,7 @@ class _Reader:
     async def stat(self, queue: str) -> QueueStat:
         channel = await self.broker.read_channel()
         try:
-            ok = await channel.queue_declare(queue, passive=True, timeout=RPC_TIMEOUT)
+            ok = await within(RPC_TIMEOUT, channel.queue_declare(queue, passive=True))
         except ChannelNotFoundEntity:
             self.broker.read_channel_lost()
             return QueueStat(queue, None, None)

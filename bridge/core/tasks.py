@@ -1,14 +1,16 @@
 """The one idiom for stopping background tasks (broker link, drain, probes), for telling
-our own cancellation from a cancelled future we were awaiting, and for a process's stop on
-SIGTERM or SIGINT."""
+our own cancellation from a cancelled future we were awaiting, for bounding a call in time
+without losing a cancel (:func:`within`), and for a process's stop on SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -31,6 +33,19 @@ async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     except asyncio.CancelledError:
         if being_cancelled():
             raise
+
+
+async def within(seconds: float, call: Awaitable[T]) -> T:
+    """``call``'s result, or :class:`TimeoutError` after ``seconds``. A cancel of the caller
+    that arrives at any point, even with the answer, raises ``CancelledError``.
+
+    The bound for a broker call, instead of aiormq's ``timeout=`` or ``asyncio.wait_for``
+    (which aiormq's ``timeout=`` is): on Python 3.11, wait_for returns the answer and drops a
+    cancel that arrives with it (CPython gh-86296), so a task being stopped went on as if
+    nothing had happened (a worker's stop waited for ever). ``asyncio.timeout`` runs the call
+    in the caller's own task and keeps the cancel."""
+    async with asyncio.timeout(seconds):
+        return await call
 
 
 @contextlib.contextmanager

@@ -20,10 +20,10 @@ one audit record once it is over (given who acts).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from aiormq.exceptions import ChannelNotFoundEntity
@@ -40,6 +40,7 @@ from bridge.core.contract import HEADER_ORDER_ID, HEADER_ORDER_NUMBER
 from bridge.core.records import Outcome as Recorded
 from bridge.core.secrets import mask
 from bridge.core.settings import SettingsError
+from bridge.core.tasks import within
 from bridge.errors import CommandError
 from bridge.worker.message import (
     ATTEMPT_HEADER,
@@ -54,11 +55,10 @@ from bridge.worker.subscribers import NAME_PATTERN
 
 PUBLISH_TIMEOUT = 10.0
 
-T = TypeVar("T")
-
 RPC_TIMEOUT = 10.0
-"""Seconds any other broker call may take: a broker that stops answering is an error,
-never a command that hangs."""
+"""Seconds any other broker call may take (bounded by :func:`~bridge.core.tasks.within`, so
+a cancel is never lost): a broker that stops answering is an error, never a command that
+hangs."""
 REPLAY_WINDOW = 64
 REPLAY_IDLE = 1.0
 PUT_BACK_WAIT = 2.0
@@ -78,19 +78,13 @@ def check_name(name: str) -> None:
 async def queue_depth(channel: AbstractChannel, queue: str) -> int:
     """How many messages ``queue`` holds; :class:`CommandError` if it does not exist."""
     try:
-        ok = await channel.queue_declare(queue, passive=True, timeout=RPC_TIMEOUT)
+        ok = await within(RPC_TIMEOUT, channel.queue_declare(queue, passive=True))
     except ChannelNotFoundEntity:
         raise CommandError(
             f"queue {queue} does not exist: check NAME, or declare the subscriber's queues "
             "with `mintsoft-bridge topology --config FILE`"
         ) from None
     return int(ok.message_count or 0)
-
-
-async def bounded(call: Awaitable[T]) -> T:
-    """``call``'s result, or :class:`TimeoutError` after :data:`RPC_TIMEOUT` seconds."""
-    async with asyncio.timeout(RPC_TIMEOUT):
-        return await call
 
 
 def _no_answer() -> CommandError:
@@ -137,11 +131,11 @@ async def list_dead_letters(broker: Brokers, name: str, limit: int | None) -> De
     lease = await borrow(broker)
     messages: list[DeliveredMessage] = []
     try:
-        channel = await bounded(lease.channel(publisher_confirms=False))
+        channel = await within(RPC_TIMEOUT, lease.channel(publisher_confirms=False))
         depth = await queue_depth(channel, queue)
         wanted = depth if limit is None else min(depth, limit)
         while len(messages) < wanted:
-            got = await channel.basic_get(queue, no_ack=False, timeout=RPC_TIMEOUT)
+            got = await within(RPC_TIMEOUT, channel.basic_get(queue, no_ack=False))
             if got_empty(got):
                 break
             messages.append(got)
@@ -159,7 +153,7 @@ async def put_back(lease: Borrowed, channel: AbstractChannel, queue: str, ready:
     to :data:`PUT_BACK_WAIT`, until ``queue`` holds ``ready`` messages again (a worker may
     add dead letters meanwhile; only an operator takes them)."""
     await close_quietly(channel)
-    probe = await bounded(lease.channel(publisher_confirms=False))
+    probe = await within(RPC_TIMEOUT, lease.channel(publisher_confirms=False))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PUT_BACK_WAIT
     while loop.time() < deadline:
@@ -189,8 +183,8 @@ async def replay_dead_letters(
     queue = dlq_name(name)
     async with acting_on(broker, name, Action.DLQ_REPLAY, acting, "moved back") as change:
         exchange = await partitions_exchange(change.lease.connection, name, RPC_TIMEOUT)
-        channel = await bounded(
-            change.lease.channel(publisher_confirms=True, on_return_raises=True)
+        channel = await within(
+            RPC_TIMEOUT, change.lease.channel(publisher_confirms=True, on_return_raises=True)
         )
         if exchange is None:
             await queue_depth(channel, name)
@@ -271,10 +265,10 @@ class _Replay:
     async def run(self, queue: str) -> None:
         if self.wanted == 0:
             return
-        await self.channel.basic_qos(
-            prefetch_count=min(REPLAY_WINDOW, self.wanted), timeout=RPC_TIMEOUT
+        await within(
+            RPC_TIMEOUT, self.channel.basic_qos(prefetch_count=min(REPLAY_WINDOW, self.wanted))
         )
-        ok = await self.channel.basic_consume(queue, self._take, timeout=RPC_TIMEOUT)
+        ok = await within(RPC_TIMEOUT, self.channel.basic_consume(queue, self._take))
         # Until enough are moved (or one failed), and every message taken is settled.
         while (self.change.done < self.wanted and self.error is None) or self.settled < self.taken:
             self._progress.clear()
@@ -285,7 +279,7 @@ class _Replay:
                 if self.settled == self.taken:
                     break  # nothing in flight and nothing arriving: the DLQ ran dry
         assert ok.consumer_tag is not None
-        await self.channel.basic_cancel(ok.consumer_tag, timeout=RPC_TIMEOUT)
+        await within(RPC_TIMEOUT, self.channel.basic_cancel(ok.consumer_tag))
         if self.error is not None:
             raise self.error
 

@@ -11,7 +11,6 @@ acted on leaves a delivery record, and the call one audit record (how many; why 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -23,10 +22,10 @@ from bridge.amqp.subscriber_target import partitions_exchange
 from bridge.amqp.topology import dlq_name
 from bridge.core.audit import Action
 from bridge.core.records import Outcome as Recorded
+from bridge.core.tasks import within
 from bridge.worker.dlq import (
     RPC_TIMEOUT,
     acting_on,
-    bounded,
     check_name,
     got_empty,
     move_back,
@@ -84,13 +83,13 @@ async def _pick(
             if replay
             else None
         )
-        channel = await bounded(change.lease.channel(publisher_confirms=True))
+        channel = await within(RPC_TIMEOUT, change.lease.channel(publisher_confirms=True))
         if replay and exchange is None:
             await queue_depth(channel, name)  # the target queue must exist
         depth = await queue_depth(channel, queue)
         change.begun = True
         for _ in range(depth):
-            got = await channel.basic_get(queue, no_ack=False, timeout=RPC_TIMEOUT)
+            got = await within(RPC_TIMEOUT, channel.basic_get(queue, no_ack=False))
             if got_empty(got):
                 break
             message_id = got.header.properties.message_id or ""
@@ -117,5 +116,4 @@ async def _act(
     if acting is not None:
         await record_acted(channel, got, name, Recorded.DISCARDED, acting)
     assert got.delivery_tag is not None
-    async with asyncio.timeout(RPC_TIMEOUT):
-        await channel.basic_ack(got.delivery_tag)
+    await within(RPC_TIMEOUT, channel.basic_ack(got.delivery_tag))

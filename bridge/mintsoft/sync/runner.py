@@ -21,6 +21,7 @@ from bridge.amqp.topology import declare, settings_topology
 from bridge.core import metrics
 from bridge.core.secrets import mask
 from bridge.core.settings import Settings
+from bridge.core.tasks import within
 from bridge.errors import CommandError
 from bridge.mintsoft.client import MintsoftClient
 from bridge.mintsoft.sync.api import SyncApi, sync_client
@@ -233,4 +234,4 @@ class Sync:
             pass_task.result()
             wait = max(0.0, self.settings.sync_interval - (time.monotonic() - started))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), wait)
+                await within(wait, stop.wait())
