@@ -203,7 +203,7 @@ class MintsoftClient:
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, _Retryable) and error.retry_after is not None:
             return error.retry_after
-        return float(wait_exponential_jitter(initial=self._backoff, max=10)(state))
+        return float(wait_exponential_jitter(multiplier=self._backoff, max=10)(state))
 
     async def _send(self, method: str, path: str, payload: Any, key: str | None) -> Any:
         retrying = AsyncRetrying(
