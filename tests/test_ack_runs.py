@@ -144,9 +144,11 @@ async def test_a_full_run_leaves_at_once_and_without_a_run_nothing_waits(
     assert written.get_nowait().payload == b"one ack"
 
 
-async def test_a_consumers_acks_wait_for_half_its_prefetch(channel: AbstractChannel) -> None:
-    # Half: the broker can go on delivering the other half while the run fills.
+async def test_a_consumers_acks_wait_for_three_quarters_of_its_prefetch(
+    channel: AbstractChannel,
+) -> None:
+    # Three quarters: the broker can go on delivering the last quarter while the run fills.
     await set_prefetch(channel, 32)
-    assert internals.frame_batch(channel).hold_run == 16
+    assert internals.frame_batch(channel).hold_run == 24
     await set_prefetch(channel, 1)  # an ordered partition's: its one ack never waits
     assert internals.frame_batch(channel).hold_run == 1

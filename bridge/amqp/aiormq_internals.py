@@ -276,8 +276,9 @@ class FrameBatch:
         they (and whatever else the buffer holds) wait up to :data:`HOLD_SECONDS` for
         more, so one multiple ack and one message of delivery records cover more
         deliveries (the broker's cost is per message on the records' stream). A consumer
-        sets :attr:`hold_run` to half its prefetch, so the broker can go on delivering the
-        other half meanwhile; a lone ack leaves :data:`HOLD_SECONDS` later."""
+        sets :attr:`hold_run` to three quarters of its prefetch, so the broker can go on
+        delivering the last quarter meanwhile; a lone ack leaves :data:`HOLD_SECONDS`
+        later."""
         waiting = 0 if self.waiting is None else self.waiting()
         if waiting == 0 or waiting >= self.hold_run or self._hold_over:
             self._end_hold()

@@ -3,7 +3,7 @@
 aiormq writes (and waits for) each ``basic.ack`` on its own. :class:`AckWriter` builds the
 frames by hand and hands every ack of one event-loop turn to aiormq's writer as a single
 socket write (on a consumer's channel, every ack of up to
-:data:`~bridge.amqp.aiormq_internals.HOLD_SECONDS`, until half its prefetch is in hand:
+:data:`~bridge.amqp.aiormq_internals.HOLD_SECONDS`, until 3/4 of its prefetch is in hand:
 :func:`set_prefetch`), through the checked adapter :mod:`bridge.amqp.aiormq_internals`, after
 whatever else the turn wrote on the channel (a delivery record goes before its message's
 ack). Where a turn's acks, with those before, settle every delivery tag up to some tag,
@@ -107,12 +107,12 @@ class AckRun:
 
 async def set_prefetch(channel: AbstractChannel, count: int) -> None:
     """Set ``channel``'s prefetch to ``count`` and let its acks wait (at most
-    :data:`~bridge.amqp.aiormq_internals.HOLD_SECONDS`) until half of that is in hand: the
-    broker goes on delivering the other half meanwhile, and one multiple ack (and one
-    message of delivery records) covers the run."""
+    :data:`~bridge.amqp.aiormq_internals.HOLD_SECONDS`) until three quarters of that is in
+    hand: the broker goes on delivering the last quarter meanwhile, and one multiple ack
+    (and one message of delivery records) covers the run."""
     await channel.basic_qos(prefetch_count=count)
     if internals.public_path_reason() is None and internals.check_acks(channel) is None:
-        internals.frame_batch(channel).hold_run = max(1, count // 2)
+        internals.frame_batch(channel).hold_run = max(1, count * 3 // 4)
 
 
 def no_ack_delivery(delivered: DeliveredMessage) -> None:
