@@ -236,8 +236,9 @@ def bridge_command() -> list[str]:
 
 
 SERVER_NAMES = shipped.SERVER_NAMES
-HEADLINE = ("naive", "bridge", "bridge-archive-off", "ascii")
-"""The default parts: the servers of the headline, and the ASCII twin of the body."""
+HEADLINE = ("naive", "bridge", "bridge-archive-off", "ascii", "consume")
+"""The default parts: the servers of the headline, the ASCII twin of the body, and the
+worker (records on and off) beside plain aio-pika and FastStream consumers."""
 
 
 def median_round(rounds: list[Result], key: str) -> Result:
