@@ -8,7 +8,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from aiormq.abc import AbstractChannel
+from aiormq.abc import AbstractChannel, ChannelFrame
 
 from bridge.amqp import aiormq_internals as internals
 from bridge.amqp.pipeline import MAX_SETTLED_AHEAD, AckRun, AckWriter, ack_frame, set_prefetch
@@ -152,3 +152,38 @@ async def test_a_consumers_acks_wait_for_three_quarters_of_its_prefetch(
     assert internals.frame_batch(channel).hold_run == 24
     await set_prefetch(channel, 1)  # an ordered partition's: its one ack never waits
     assert internals.frame_batch(channel).hold_run == 1
+
+
+async def test_written_leaves_at_once_though_acks_came_while_it_waited(
+    channel: AbstractChannel,
+) -> None:
+    # A stop waits for what is written while aiormq's writer queue is full; acks settled
+    # meanwhile (fewer than a run) must go with it, not hold written() in a loop.
+    batch = internals.FrameBatch(channel)
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1)
+    queue.put_nowait(ChannelFrame(payload=b"before", should_close=False))
+    batch._queue = queue
+    batch.hold_run = 16
+    settled: list[int] = []
+    batch.waiting = lambda: len(settled)
+
+    def acks() -> bytes:
+        frames = b"acks of %d" % len(settled) if settled else b""
+        settled.clear()
+        return frames
+
+    batch.last = acks
+    batch.add(b"publish")
+    await asyncio.sleep(0)  # the writer queue is full: the flush waits for room
+    stopping = asyncio.ensure_future(batch.written())
+    await asyncio.sleep(0)
+    settled.append(1)  # an ack and a frame while written() waits
+    batch.add(b"more")
+    payloads: list[bytes] = []
+    while not stopping.done():
+        frame = await asyncio.wait_for(queue.get(), 5)
+        payloads.append(frame.payload)
+        if frame.drain_future is not None:
+            frame.drain_future.set_result(None)
+            await asyncio.wait_for(stopping, 5)
+    assert b"".join(payloads) == b"beforepublishmoreacks of 1"

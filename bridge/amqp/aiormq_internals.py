@@ -220,7 +220,6 @@ class FrameBatch:
         self.hold_run = 1
         """Acks in hand that end a hold at once (1: acks never wait; see :meth:`_hold`)."""
         self._hold_timer: asyncio.TimerHandle | None = None
-        self._hold_over = False
 
     @property
     def closed(self) -> bool:
@@ -254,7 +253,7 @@ class FrameBatch:
             if self._putting is not None:
                 await asyncio.shield(self._putting)
             else:
-                self._flush()
+                self._flush(hold=False)  # acks settled meanwhile go now: nothing waits here
         drain: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         await self._queue.put(ChannelFrame(payload=b"", should_close=False, drain_future=drain))
         await drain
@@ -280,8 +279,7 @@ class FrameBatch:
         delivering the last quarter meanwhile; a lone ack leaves :data:`HOLD_SECONDS`
         later."""
         waiting = 0 if self.waiting is None else self.waiting()
-        if waiting == 0 or waiting >= self.hold_run or self._hold_over:
-            self._end_hold()
+        if waiting == 0 or waiting >= self.hold_run:
             return False
         if self._hold_timer is None:
             self._hold_timer = asyncio.get_running_loop().call_later(HOLD_SECONDS, self._hold_ended)
@@ -290,18 +288,19 @@ class FrameBatch:
 
     def _hold_ended(self) -> None:
         self._hold_timer = None
-        self._hold_over = True
-        self._flush()
+        self._flush(hold=False)
 
     def _end_hold(self) -> None:
-        self._hold_over = False
         if self._hold_timer is not None:
             self._hold_timer.cancel()
             self._hold_timer = None
 
-    def _flush(self) -> None:
-        if self._hold():
+    def _flush(self, hold: bool = True) -> None:
+        """Hand the buffer (with ``before_last`` and ``last``'s frames) to aiormq's writer;
+        with ``hold``, unless :meth:`_hold` lets it wait."""
+        if hold and self._hold():
             return
+        self._end_hold()
         try:
             self._take_last()  # what ``before_last`` adds goes in this buffer: no second flush
         finally:
