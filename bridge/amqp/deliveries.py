@@ -11,9 +11,9 @@ whatever the record describes goes on regardless.
 The worker's records (:func:`add_record`, one per attempt) travel in runs: the records one
 channel gathers while its acks wait (a loop turn, or up to
 :data:`~bridge.amqp.aiormq_internals.HOLD_SECONDS` on a consumer's channel, see
-:func:`bridge.amqp.pipeline.set_prefetch`) leave as one stream message, its body the records' JSON
-joined by newlines (:func:`bridge.core.records.record_lines` reads them back; a run of one
-is the lone record's body), written just before those acks
+:func:`bridge.amqp.pipeline.set_prefetch`) leave as one stream message, its body the
+records' JSON joined by newlines (:func:`bridge.core.records.record_lines` reads them back;
+a run of one is the lone record's body), written just before those acks
 (:class:`~bridge.amqp.aiormq_internals.FrameBatch`'s ``before_last``), so every record
 still precedes the ack of its message, on the same channel. A run is one publish and one
 confirm for the broker instead of one per record; a run the broker refuses counts each of
@@ -139,7 +139,6 @@ class RecordRun:
     :func:`record_run`."""
 
     def __init__(self, channel: AbstractChannel, exchange: str) -> None:
-        self.channel = channel
         self.exchange = exchange
         self.stream = deliveries_stream(exchange)
         self._confirms: Confirms = confirms(channel)

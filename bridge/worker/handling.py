@@ -15,10 +15,10 @@ ordered subscriber, else a move to the next retry queue or the DLQ).
 Guarantees: a message is acked only after the handler returned, or after its copy on the
 next step was confirmed by the broker; a crash at any point repeats a delivery at worst,
 never loses one. Every attempt's record (:mod:`bridge.core.records`) is published on the
-message's own channel before its ack (:class:`bridge.amqp.deliveries.RecordRun`: the
-records of one loop turn in one stream message, written before the turn's acks; never
-waited for, a refused one is counted), so a crash between the two leaves a record of an
-attempt whose message comes again, never an ack without its record.
+message's own channel before its ack (:func:`bridge.amqp.deliveries.add_record`: the
+records gathered while the channel's acks wait go in one stream message, written before
+those acks; never waited for, a refused one is counted), so a crash between the two leaves
+a record of an attempt whose message comes again, never an ack without its record.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import Any
 from aiormq.abc import DeliveredMessage
 
 from bridge.amqp.connection import BrokerLink
-from bridge.amqp.deliveries import RecordRun, record_run
+from bridge.amqp.deliveries import add_record
 from bridge.amqp.publisher import Outcome, confirms
 from bridge.core import logs, metrics
 from bridge.core.contract import HEADER_ORDER_NUMBER, rfc3339, routing_key
@@ -125,7 +125,6 @@ class Handling:
         self.paused = paused
         self.records = records
         self._bodies = RecordBodies(sub.name, Source.WORKER, None)
-        self._run: RecordRun | None = None  # the run of the channel last recorded on
         self.settle = Settler()
         # An ordered subscriber's partitions may run in different workers: a bucket each.
         self.pacer = Pacer(sub.name, sub.rate_limit, sub.partitions if sub.ordered else 1)
@@ -329,12 +328,7 @@ class Handling:
             now_rfc3339(),
             retry_after,
         )
-        run = self._run
-        channel = delivered.channel
-        if run is None or run.channel is not channel or run.exchange != self.exchange:
-            # The first record, or a new channel: its one run (no look-up per record after).
-            run = self._run = record_run(channel, self.exchange)
-        run.add(record_id, body)
+        add_record(delivered.channel, self.exchange, record_id, body)
 
     async def _next_step(
         self,
