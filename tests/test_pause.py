@@ -8,12 +8,20 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiormq.abc import AbstractChannel
 
-from bridge.amqp.control import CONSUMING, ControlState, read_state, write_state
+from bridge.amqp.control import (
+    CONSUMING,
+    EMPTY_RECHECKS,
+    ControlState,
+    read_state,
+    write_state,
+)
 from bridge.amqp.topology import control_name, partition_queue_name, roster_name
+from bridge.console import queues
 from bridge.core.contract import EVENTS
 from bridge.worker.message import Message
 from bridge.worker.pause import POLL_INTERVAL
@@ -268,3 +276,46 @@ async def test_a_read_cancelled_at_any_point_is_cancelled(
     )
     assert cancelled > 0  # (else no cancel met a read in progress)
     assert answered_anyway == 0
+
+
+async def test_the_console_reads_a_never_paused_state_once(
+    probe: BrokerProbe, exchange: str
+) -> None:
+    """The workers read an empty ``<name>.control`` again before they consume; the console
+    only shows it, for every subscriber on every page, and reads it once."""
+    name, channel = await _control_queue(probe, exchange)
+    counted = _CountedGets(channel)
+    assert await read_state(counted, name) == CONSUMING  # type: ignore[arg-type]
+    assert counted.gets == 1 + len(EMPTY_RECHECKS)  # a worker's read
+    counted.gets = 0
+    reader = queues._Reader(_OneChannel(counted))  # type: ignore[arg-type]
+    assert await reader.control(name) == CONSUMING
+    assert counted.gets == 1
+
+
+class _CountedGets:
+    """A channel that counts its ``basic.get`` calls."""
+
+    def __init__(self, channel: AbstractChannel) -> None:
+        self.channel = channel
+        self.gets = 0
+
+    def basic_get(self, *args: Any, **kwargs: Any) -> Any:
+        self.gets += 1
+        return self.channel.basic_get(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.channel, name)
+
+
+class _OneChannel:
+    """The part of a ConsoleBroker the console's reader uses: its read channel."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+
+    async def read_channel(self) -> Any:
+        return self.channel
+
+    def read_channel_lost(self) -> None:
+        raise AssertionError("the control queue exists")

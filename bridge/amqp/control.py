@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiormq.abc import AbstractChannel
@@ -81,17 +82,22 @@ class ControlState:
 CONSUMING = ControlState(paused=False)
 
 
-async def read_state(channel: AbstractChannel, subscriber: str) -> ControlState:
-    """The subscriber's current state, leaving it in its queue."""
+async def read_state(
+    channel: AbstractChannel, subscriber: str, rechecks: Sequence[float] = EMPTY_RECHECKS
+) -> ControlState:
+    """The subscriber's current state, leaving it in its queue. An empty queue is read
+    again after each of ``rechecks`` seconds (what a worker acts on); a reader that only
+    shows the state and reads it again soon (the console, per subscriber per page) passes
+    none, rather than 0.3 s a never-paused subscriber."""
     queue = control_name(subscriber)
-    rechecks = iter(EMPTY_RECHECKS)
+    pauses = iter(rechecks)
     stale = 0
     while stale < MAX_STALE_READS:
         # Not aiormq's ``timeout=`` (see within): a worker's pause gate, cancelled during a
         # read that way, polled on and never stopped.
         got = await within(RPC_TIMEOUT, channel.basic_get(queue, no_ack=False))
         if not isinstance(got.delivery, Basic.GetOk):
-            pause = next(rechecks, None)
+            pause = next(pauses, None)
             if pause is None:
                 return CONSUMING  # never written (or held by another reader all along)
             await asyncio.sleep(pause)  # another reader may hold it: it puts it back soon
